@@ -1,0 +1,29 @@
+# Set-up and checks. `make run` and `make test` each install everything they need first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The PyTorch build to install; override for another platform (e.g. TORCH_SPEC="torch torchvision").
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install lint test run clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $@
+
+lint: install
+	$(PY) -m ruff check .
+
+test: lint
+	$(PY) -m pytest
+
+run: install
+	$(VENV)/bin/mcu demo
+
+clean:
+	rm -rf $(VENV) .mcu .pytest_cache .ruff_cache

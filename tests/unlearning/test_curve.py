@@ -1,0 +1,90 @@
+import copy
+
+import pytest
+import torch
+
+from unlearning import BezierCurve, build_model, recompute_batchnorm, run_unlearning
+from unlearning.data import Subset, UnlearningData
+from unlearning.training import JobHooks, Progress
+
+from .conftest import FAST
+
+
+def _perturbed(model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return {k: v + torch.randn(v.shape, generator=generator) if v.is_floating_point() else v
+            for k, v in model.state_dict().items()}
+
+
+def test_endpoints_are_the_original_and_the_base_model(original: torch.nn.Module) -> None:
+    theta_o = original.state_dict()
+    theta_p = _perturbed(original, 0)
+    theta_c = _perturbed(original, 1)
+    curve = BezierCurve(original, theta_o, theta_p, theta_c)
+    start, end = curve.weights_at(0.0), curve.weights_at(1.0)
+    for name, _ in original.named_parameters():
+        assert torch.equal(start[name], theta_o[name]), name
+        assert torch.allclose(end[name], theta_p[name], rtol=0, atol=1e-6), name
+    middle = curve.weights_at(0.5)
+    name = curve.names[0]
+    assert not torch.allclose(middle[name], theta_o[name])
+
+
+def test_control_point_starts_at_the_midpoint(original: torch.nn.Module) -> None:
+    theta_p = _perturbed(original, 0)
+    curve = BezierCurve(original, original.state_dict(), theta_p)
+    for name in curve.names:
+        assert torch.allclose(curve.control[name], (original.state_dict()[name] + theta_p[name]) / 2)
+
+
+def test_curve_forward_matches_a_model_holding_phi_t(original: torch.nn.Module, classwise: UnlearningData) -> None:
+    curve = BezierCurve(original, original.state_dict(), _perturbed(original, 0))
+    x = classwise.adapter(classwise.retain.inputs[:16])
+    reference = copy.deepcopy(original).eval()
+    reference.load_state_dict(curve.weights_at(0.3), strict=False)
+    curve.model.eval()
+    assert torch.allclose(curve.forward(x, 0.3), reference(x), atol=1e-5)
+
+
+def test_batchnorm_statistics_come_from_retain_data_only(original: torch.nn.Module, classwise: UnlearningData) -> None:
+    # Forget rows from a shifted distribution: if they leaked into the BN pass, the means would move a lot.
+    shifted = Subset(classwise.forget.inputs.float() + 200.0, classwise.forget.labels, classwise.forget.ids)
+    data = UnlearningData(classwise.retain, shifted, classwise.test, classwise.num_classes, classwise.adapter,
+                          classwise.forget_classes)
+    config = FAST | {"eval": {"bn_samples": len(data.retain)}}
+    result = run_unlearning(original, data, "ft", config | {"base": {"epochs": 1}}, device="cpu")
+    published, _ = result.materialize(0.5)
+
+    expected = copy.deepcopy(original)
+    expected.load_state_dict(published)
+    recompute_batchnorm(expected, data.retain, data.adapter)
+    polluted = copy.deepcopy(expected)
+    both = Subset(torch.cat([data.retain.inputs.float(), shifted.inputs]),
+                  torch.cat([data.retain.labels, shifted.labels]), torch.cat([data.retain.ids, shifted.ids]))
+    recompute_batchnorm(polluted, both, data.adapter)
+    for key in ("1.running_mean", "1.running_var", "5.running_mean", "5.running_var"):
+        assert torch.allclose(published[key], expected.state_dict()[key], atol=1e-5), key
+        assert not torch.allclose(published[key], polluted.state_dict()[key], atol=1e-2), key
+
+
+def test_materialize_any_t_including_off_grid(original: torch.nn.Module, classwise: UnlearningData) -> None:
+    result = run_unlearning(original, classwise, "rl", FAST | {"base": {"epochs": 2}}, device="cpu")
+    weights, metrics = result.materialize(0.37)
+    assert metrics.t == 0.37
+    fresh = build_model("cnn-small", 10, (1, 8, 8))
+    fresh.load_state_dict(weights)  # a plain, complete state_dict
+    assert all(v.device.type == "cpu" for v in weights.values())
+    with pytest.raises(ValueError, match="t must lie in"):
+        result.materialize(1.5)
+
+
+def test_progress_covers_every_phase_in_order(original: torch.nn.Module, classwise: UnlearningData) -> None:
+    seen: list[Progress] = []
+    run_unlearning(original, classwise, "rl", FAST | {"base": {"epochs": 1}}, device="cpu",
+                   hooks=JobHooks(on_progress=seen.append))
+    phases = list(dict.fromkeys(p.phase for p in seen))
+    assert phases == ["mask", "base", "curve", "evaluate"]
+    curve_progress = [p for p in seen if p.phase == "curve"]
+    assert curve_progress[-1].fraction == pytest.approx(1.0)
+    assert curve_progress[-1].epoch == curve_progress[-1].epochs == FAST["epochs"]
+    assert all(0.0 <= p.fraction <= 1.0 for p in seen)

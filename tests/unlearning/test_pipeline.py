@@ -1,0 +1,91 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from unlearning import avg_gap, build_model, make_unlearning_data, run_unlearning
+from unlearning.base_methods import MethodContext, run_base_method
+from unlearning.config import resolve_config
+from unlearning.data import UnlearningData
+from unlearning.metrics import evaluate
+from unlearning.training import JobHooks
+
+
+def test_mcu_on_rl_beats_rl_alone_on_classwise_digits(original: nn.Module, classwise: UnlearningData) -> None:
+    # With its tuned defaults rl alone already matches retraining on digits (Avg. Gap 0.00), which
+    # nothing can beat; a short rl run (2 epochs at lr 0.005) leaves the room MCU is meant to close.
+    config = {"seed": 0, "base": {"epochs": 2, "lr": 0.005}}
+    result = run_unlearning(original, classwise, "rl", config, device="cpu")
+    context = MethodContext(0, JobHooks())
+    retrained = run_base_method("retrain", original, classwise, resolve_config(None, "retrain").base, context)
+    rl_alone = run_base_method("rl", original, classwise, result.config.base, context)
+    reference = evaluate(retrained, result.sets, classwise.adapter, 1024)
+    rl_gap = avg_gap(evaluate(rl_alone, result.sets, classwise.adapter, 1024), reference)
+    best_gap = min(avg_gap(p, reference) for p in result.points)
+    print(f"Avg. Gap to retrain: rl {100 * rl_gap:.2f}, best MCU(rl) point {100 * best_gap:.2f}")
+    assert best_gap < rl_gap
+
+
+def test_result_describes_the_whole_run(original: nn.Module, random_forget: UnlearningData) -> None:
+    result = run_unlearning(original, random_forget, "ft", {"epochs": 2, "grid_points": 6, "base": {"epochs": 1}},
+                            device="cpu")
+    summary = result.to_dict()
+    assert [p["t"] for p in summary["points"]] == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert 0.0 <= summary["recommended_t"] <= 1.0
+    assert 0.75 <= summary["recommended_t_reference_window"] <= 1.0
+    assert set(summary["timings"]) == {"mask", "base", "curve", "evaluate", "total"}
+    assert summary["config"]["epochs"] == 2 and summary["config"]["base"]["lr"] is not None
+    assert summary["targets"]["forget_accuracy"] > 0.5  # random forgetting: θ_o's test accuracy
+    assert summary["mask"]["kept_share"] > 0
+    for point in summary["points"]:
+        assert point["unlearning_accuracy"] == pytest.approx(1 - point["forget_accuracy"])
+        for key in ("forget_accuracy", "retain_accuracy", "test_accuracy", "mia_efficacy"):
+            assert 0.0 <= point[key] <= 1.0
+    # t = 0 is θ_o (BN from retain data): it still knows the forget set.
+    assert summary["points"][0]["forget_accuracy"] > 0.95
+
+
+def test_classwise_targets_and_forgotten_class_accuracy(original: nn.Module, classwise: UnlearningData) -> None:
+    result = run_unlearning(original, classwise, "rl", {"epochs": 2, "grid_points": 3, "base": {"epochs": 3}},
+                            device="cpu")
+    assert result.targets.forget_accuracy == 0.0
+    assert result.points[0].forgotten_class_test_accuracy > 0.9
+    assert result.points[-1].forgotten_class_test_accuracy < 0.2
+
+
+def test_operator_targets_override_derived_ones(original: nn.Module, classwise: UnlearningData) -> None:
+    targets = {"retain_accuracy": 0.9, "forget_accuracy": 0.1}
+    result = run_unlearning(original, classwise, "rl", {"epochs": 1, "grid_points": 3, "targets": targets,
+                                                         "base": {"epochs": 1}}, device="cpu")
+    assert (result.targets.retain_accuracy, result.targets.forget_accuracy) == (0.9, 0.1)
+
+
+def test_torchvision_architecture_runs_on_grey_digits(digits) -> None:
+    model = build_model("resnet18", 10, digits.input_shape)
+    data = make_unlearning_data(digits, channels=3, forget_classes=[1])
+    x = data.adapter(data.retain.inputs[:4])
+    assert x.shape == (4, 3, 8, 8)
+    assert model.eval()(x).shape == (4, 10)
+
+
+def test_unknown_architecture_is_named() -> None:
+    with pytest.raises(ValueError, match="unknown architecture 'resnet19'"):
+        build_model("resnet19", 10, (3, 32, 32))
+
+
+def test_import_pulls_in_no_service_dependency() -> None:
+    code = ("import sys, unlearning; bad = [m for m in ('fastapi', 'celery', 'sqlalchemy', 'boto3') "
+            "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_runs_on_cuda(original: nn.Module, classwise: UnlearningData) -> None:
+    result = run_unlearning(original, classwise, "rl", {"epochs": 1, "grid_points": 3, "base": {"epochs": 1}},
+                            device="cuda")
+    assert result.training["device"].startswith("cuda")
+    weights, _ = result.materialize(0.5)
+    assert all(v.device.type == "cpu" for v in weights.values())

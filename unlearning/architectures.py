@@ -1,0 +1,91 @@
+"""Model architectures by name: torchvision classifiers plus two small ones for tests and benchmarks.
+
+Input channels: torchvision classifiers take 3-channel images. They are built unchanged (so standard
+state_dicts load into them) and a 1-channel dataset is repeated to 3 channels by the input adapter
+(`data.InputAdapter`), not by changing the first layer. The small architectures take the dataset's own
+channel count.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torchvision
+from torch import nn
+
+SMALL_ARCHITECTURES = ("mlp", "cnn-small")
+
+
+class UnknownArchitecture(ValueError):
+    pass
+
+
+def _mlp(num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(math.prod(input_shape), 256), nn.ReLU(),
+        nn.Linear(256, 128), nn.ReLU(),
+        nn.Linear(128, num_classes),
+    )
+
+
+def _cnn_small(num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    channels = input_shape[0]
+    return nn.Sequential(
+        nn.Conv2d(channels, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
+        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+        nn.Linear(32 * 16, 128), nn.ReLU(),
+        nn.Linear(128, num_classes),
+    )
+
+
+def torchvision_architectures() -> list[str]:
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def is_known_architecture(name: str) -> bool:
+    return name in SMALL_ARCHITECTURES or name in torchvision_architectures()
+
+
+def model_input_channels(name: str, data_channels: int) -> int:
+    """The channel count the architecture's first layer expects for data with `data_channels`."""
+    return data_channels if name in SMALL_ARCHITECTURES else 3
+
+
+def build_model(name: str, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    """A freshly initialised classifier. `input_shape` is the dataset's (C, H, W)."""
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    if name == "mlp":
+        return _mlp(num_classes, tuple(input_shape))
+    if name == "cnn-small":
+        return _cnn_small(num_classes, tuple(input_shape))
+    if name not in torchvision_architectures():
+        raise UnknownArchitecture(
+            f"unknown architecture {name!r}: use one of {list(SMALL_ARCHITECTURES)} "
+            "or a torchvision classification model name such as 'resnet18'"
+        )
+    model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    if getattr(model, "aux_logits", False):  # inception/googlenet: one output, not a tuple
+        model.aux_logits = False
+        for aux in ("AuxLogits", "aux1", "aux2"):
+            if hasattr(model, aux):
+                setattr(model, aux, None)
+    return model
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def seeded_init(name: str, num_classes: int, input_shape: tuple[int, ...], seed: int) -> nn.Module:
+    """`build_model` with a reproducible initialisation."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(name, num_classes, input_shape)

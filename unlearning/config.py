@@ -1,0 +1,187 @@
+"""Validated configuration for an MCU job, with the defaults of MCU.md.
+
+A config is built from a plain dict (the API's JSON) by `resolve_config`. Unknown keys, wrong types and
+out-of-range values raise `ConfigError` naming the dotted key, so a typo never silently falls back to a
+default. `MCUConfig.to_dict()` echoes every value actually used, defaults included.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+
+class ConfigError(ValueError):
+    """A config value is unknown, of the wrong type or out of range. `key` is the dotted path."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}" if key else message)
+        self.key = key
+        self.message = message
+
+
+def _bounds(ge: float | None = None, gt: float | None = None, le: float | None = None,
+            lt: float | None = None) -> dict[str, float | None]:
+    return {"ge": ge, "gt": gt, "le": le, "lt": lt}
+
+
+def _check_range(key: str, value: float, spec: dict[str, Any]) -> None:
+    if not math.isfinite(value):
+        raise ConfigError(key, "must be a finite number")
+    checks = (("ge", lambda b: value >= b, ">="), ("gt", lambda b: value > b, ">"),
+              ("le", lambda b: value <= b, "<="), ("lt", lambda b: value < b, "<"))
+    for name, ok, symbol in checks:
+        bound = spec.get(name)
+        if bound is not None and not ok(bound):
+            raise ConfigError(key, f"must be {symbol} {bound}, got {value}")
+
+
+def _parse_value(key: str, value: Any, annotation: Any, spec: dict[str, Any]) -> Any:
+    origin = get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        return parse_dataclass(annotation, value, key)
+    if origin is Literal:
+        choices = get_args(annotation)
+        if value not in choices:
+            raise ConfigError(key, f"must be one of {list(choices)}, got {value!r}")
+        return value
+    if origin is not None:  # a union such as `float | Literal["adaptive"]` or `int | None`
+        options = get_args(annotation)
+        if value is None:
+            if type(None) in options:
+                return None
+            raise ConfigError(key, "must not be null")
+        candidates = [option for option in options if option is not type(None)]
+        if len(candidates) == 1:  # `X | None`: X's own error names the deepest key
+            return _parse_value(key, value, candidates[0], spec)
+        errors = []
+        for option in candidates:
+            try:
+                return _parse_value(key, value, option, spec)
+            except ConfigError as error:
+                errors.append(error.message)
+        raise ConfigError(key, " or ".join(errors))
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"must be true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"must be an integer, got {value!r}")
+        _check_range(key, value, spec)
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(key, f"must be a number, got {value!r}")
+        _check_range(key, float(value), spec)
+        return float(value)
+    raise TypeError(f"unsupported config annotation {annotation!r} at {key}")
+
+
+def parse_dataclass(cls: Any, data: Any, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a dict, rejecting unknown keys and bad values (dotted key in errors)."""
+    if isinstance(data, cls):
+        return data
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(prefix, f"must be an object, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        where = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ConfigError(where, f"unknown key (allowed: {', '.join(sorted(names))})")
+    values = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        values[name] = _parse_value(key, value, hints[name], dict(names[name].metadata))
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class MaskConfig:
+    """The two-stage parameter mask of MCU.md §2."""
+
+    retain_filter: float = field(default=0.1, metadata=_bounds(ge=0.0, lt=1.0))
+    forget_reserve: float = field(default=0.5, metadata=_bounds(gt=0.0, le=1.0))
+    granularity: Literal["tensor", "element"] = "tensor"
+
+
+@dataclass(frozen=True)
+class GuardConfig:
+    """Divergence guard for the unbounded −β·CE(forget) term (MCU.md §3).
+
+    The forget cross-entropy of a batch is clamped at `forget_loss_cap` (its gradient vanishes beyond,
+    so the control point stops being pushed once a batch is forgotten that hard), and the gradient norm
+    of θ_c is clipped at `grad_clip`. A batch whose loss is still non-finite is skipped and counted.
+    """
+
+    forget_loss_cap: float = field(default=5.0, metadata=_bounds(gt=0.0))
+    grad_clip: float = field(default=5.0, metadata=_bounds(gt=0.0))
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Bounded, seeded evaluation subsets for the grid sweep and materialisation (MCU.md §4, §6)."""
+
+    bn_samples: int = field(default=2000, metadata=_bounds(ge=1))
+    retain_samples: int = field(default=2000, metadata=_bounds(ge=1))
+    test_samples: int = field(default=2000, metadata=_bounds(ge=1))
+    batch_size: int = field(default=1024, metadata=_bounds(ge=1))
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Accuracies (fractions) the curve aims for; operator-supplied or derived from θ_o (MCU.md §3)."""
+
+    retain_accuracy: float = field(default=1.0, metadata=_bounds(ge=0.0, le=1.0))
+    forget_accuracy: float = field(default=0.0, metadata=_bounds(ge=0.0, le=1.0))
+
+
+@dataclass(frozen=True)
+class BaseMethodConfig:
+    """Settings of a base unlearning method. `None` means the method's own default (see base_methods)."""
+
+    epochs: int | None = field(default=None, metadata=_bounds(ge=0))
+    lr: float | None = field(default=None, metadata=_bounds(gt=0.0))
+    batch_size: int | None = field(default=None, metadata=_bounds(ge=2))
+    momentum: float | None = field(default=None, metadata=_bounds(ge=0.0, lt=1.0))
+    weight_decay: float | None = field(default=None, metadata=_bounds(ge=0.0))
+    beta: float | None = field(default=None, metadata=_bounds(ge=0.0))  # neggrad_plus only
+    forget_loss_cap: float | None = field(default=None, metadata=_bounds(gt=0.0))  # ga, neggrad_plus
+    mask_ratio: float | None = field(default=None, metadata=_bounds(gt=0.0, le=1.0))  # salun only
+
+
+@dataclass(frozen=True)
+class MCUConfig:
+    """Every knob of one unlearning job. Defaults are MCU.md's; `base` is filled per method."""
+
+    epochs: int = field(default=10, metadata=_bounds(ge=1))
+    lr: float = field(default=0.01, metadata=_bounds(gt=0.0))
+    momentum: float = field(default=0.9, metadata=_bounds(ge=0.0, lt=1.0))
+    beta: float | Literal["adaptive"] = field(default="adaptive", metadata=_bounds(ge=0.0))
+    retain_ratio: float = field(default=0.5, metadata=_bounds(gt=0.0, le=1.0))
+    batch_size: int = field(default=128, metadata=_bounds(ge=2))
+    grid_points: int = field(default=21, metadata=_bounds(ge=2, le=1001))
+    seed: int = field(default=0, metadata=_bounds(ge=0))
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    targets: Targets | None = None
+    base: BaseMethodConfig = field(default_factory=BaseMethodConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def resolve_config(data: dict[str, Any] | MCUConfig | None, base_method: str) -> MCUConfig:
+    """Validate `data` and fill every default, the base method's included, so the result is complete."""
+    from unlearning.base_methods import get_base_method  # the registry imports this module
+
+    config = parse_dataclass(MCUConfig, data)
+    method = get_base_method(base_method)
+    base = method.resolve(config.base)
+    return dataclasses.replace(config, base=base)

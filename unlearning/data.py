@@ -1,0 +1,215 @@
+"""Tensor datasets with stable sample indices, retain/forget/test splits and seeded batching.
+
+A sample's index is its row in the dataset's train (or test) tensors; forget sets are given as such
+indices (or as classes), so they can be persisted and replayed exactly. Inputs stay in their stored dtype
+(uint8 images stay uint8 in memory) and are scaled, normalised and channel-adapted per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+class ForgetSetError(ValueError):
+    """The forget set is empty, covers the whole training set, or names unknown samples or classes."""
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-channel mean and std of inputs scaled to [0, 1]; travels with the dataset."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def fit(cls, inputs: Tensor) -> Normalization:
+        x = scale_inputs(inputs).transpose(0, 1).reshape(inputs.shape[1], -1)
+        std = x.std(dim=1).clamp_min(1e-6)
+        return cls(tuple(x.mean(dim=1).tolist()), tuple(std.tolist()))
+
+
+def scale_inputs(inputs: Tensor) -> Tensor:
+    """uint8 images to floats in [0, 1]; float inputs are taken as already scaled."""
+    return inputs.float() / 255.0 if inputs.dtype == torch.uint8 else inputs.float()
+
+
+@dataclass(frozen=True)
+class InputAdapter:
+    """Turns a stored batch into model input: scale, normalise, and repeat grey to `channels`."""
+
+    normalization: Normalization
+    channels: int
+
+    def __call__(self, inputs: Tensor) -> Tensor:
+        x = scale_inputs(inputs)
+        mean = torch.tensor(self.normalization.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.normalization.std, device=x.device).view(1, -1, 1, 1)
+        x = (x - mean) / std
+        if x.shape[1] == 1 and self.channels != 1:
+            x = x.expand(-1, self.channels, -1, -1)
+        return x
+
+
+@dataclass
+class ImageDataset:
+    """A labelled image dataset: train and test tensors [N, C, H, W] with int64 labels."""
+
+    train_inputs: Tensor
+    train_labels: Tensor
+    test_inputs: Tensor
+    test_labels: Tensor
+    num_classes: int
+    normalization: Normalization | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("train", "test"):
+            inputs, labels = getattr(self, f"{name}_inputs"), getattr(self, f"{name}_labels")
+            if inputs.dim() != 4:
+                raise ValueError(f"{name} inputs must have shape [N, C, H, W], got {list(inputs.shape)}")
+            if inputs.dtype not in (torch.uint8, torch.float32):
+                raise ValueError(f"{name} inputs must be uint8 or float32, got {inputs.dtype}")
+            if labels.dtype != torch.int64 or labels.shape != (inputs.shape[0],):
+                raise ValueError(f"{name} labels must be int64 of shape [{inputs.shape[0]}]")
+            if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
+                raise ValueError(f"{name} labels must lie in [0, {self.num_classes})")
+        if self.train_inputs.shape[1:] != self.test_inputs.shape[1:]:
+            raise ValueError("train and test inputs differ in shape")
+        if self.normalization is None:
+            self.normalization = Normalization.fit(self.train_inputs)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_inputs.shape[1:])  # type: ignore[return-value]
+
+
+@dataclass
+class Subset:
+    """Rows of one split; `ids` are the rows' stable indices in that split."""
+
+    inputs: Tensor
+    labels: Tensor
+    ids: Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def take(self, positions: Tensor) -> Subset:
+        positions = positions.to(self.labels.device)
+        return Subset(self.inputs[positions], self.labels[positions], self.ids[positions])
+
+    def sample(self, count: int, generator: torch.Generator) -> Subset:
+        """A seeded random subset of at most `count` rows (all rows, in order, when fewer)."""
+        if count >= len(self):
+            return self
+        return self.take(torch.randperm(len(self), generator=generator)[:count])
+
+    def to(self, device: torch.device | str) -> Subset:
+        return Subset(self.inputs.to(device), self.labels.to(device), self.ids.to(device))
+
+
+@dataclass
+class UnlearningData:
+    """What an unlearning job sees: retain, forget and test rows plus the input adapter."""
+
+    retain: Subset
+    forget: Subset
+    test: Subset
+    num_classes: int
+    adapter: InputAdapter
+    forget_classes: tuple[int, ...] = field(default=())
+
+    @property
+    def scenario(self) -> str:
+        return "classwise" if self.forget_classes else "random"
+
+    def test_split_by_class(self) -> tuple[Subset, Subset]:
+        """Class-wise forgetting: (test rows of retained classes, test rows of forgotten classes)."""
+        forgotten = torch.isin(self.test.labels, torch.tensor(self.forget_classes, device=self.test.labels.device))
+        return self.test.take(torch.nonzero(~forgotten).flatten()), self.test.take(torch.nonzero(forgotten).flatten())
+
+    def to(self, device: torch.device | str) -> UnlearningData:
+        return UnlearningData(self.retain.to(device), self.forget.to(device), self.test.to(device),
+                              self.num_classes, self.adapter, self.forget_classes)
+
+
+def make_unlearning_data(
+    dataset: ImageDataset,
+    *,
+    channels: int,
+    forget_indices: Sequence[int] | Tensor | None = None,
+    forget_classes: Sequence[int] | None = None,
+) -> UnlearningData:
+    """Split the training set into retain and forget by sample indices or by classes (exactly one)."""
+    if (forget_indices is None) == (forget_classes is None):
+        raise ForgetSetError("give exactly one of forget_indices or forget_classes")
+    n_train = len(dataset.train_labels)
+    classes: tuple[int, ...] = ()
+    if forget_classes is not None:
+        classes = tuple(sorted({int(c) for c in forget_classes}))
+        if not classes:
+            raise ForgetSetError("the forget set is empty: no classes given")
+        unknown = [c for c in classes if not 0 <= c < dataset.num_classes]
+        if unknown:
+            raise ForgetSetError(f"unknown classes {unknown}: the dataset has classes 0..{dataset.num_classes - 1}")
+        is_forget = torch.isin(dataset.train_labels, torch.tensor(classes))
+        if not is_forget.any():
+            raise ForgetSetError(f"the forget set is empty: no training sample has class {list(classes)}")
+    else:
+        indices = torch.as_tensor(forget_indices, dtype=torch.int64).flatten()
+        if len(indices) == 0:
+            raise ForgetSetError("the forget set is empty: no sample indices given")
+        bad = indices[(indices < 0) | (indices >= n_train)]
+        if len(bad):
+            raise ForgetSetError(f"unknown sample indices {bad[:10].tolist()}: the training set has {n_train} samples")
+        is_forget = torch.zeros(n_train, dtype=torch.bool)
+        is_forget[indices] = True
+    if is_forget.all():
+        raise ForgetSetError("the forget set is the whole training set: nothing would be retained")
+    train = Subset(dataset.train_inputs, dataset.train_labels, torch.arange(n_train))
+    test = Subset(dataset.test_inputs, dataset.test_labels, torch.arange(len(dataset.test_labels)))
+    assert dataset.normalization is not None
+    return UnlearningData(
+        retain=train.take(torch.nonzero(~is_forget).flatten()),
+        forget=train.take(torch.nonzero(is_forget).flatten()),
+        test=test,
+        num_classes=dataset.num_classes,
+        adapter=InputAdapter(dataset.normalization, channels),
+        forget_classes=classes,
+    )
+
+
+def batches(subset: Subset, batch_size: int, adapter: InputAdapter,
+            generator: torch.Generator | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+    """Model-ready (inputs, labels) batches; shuffled with `generator` when one is given."""
+    n = len(subset)
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    order = order.to(subset.labels.device)
+    for start in range(0, n, batch_size):
+        rows = order[start:start + batch_size]
+        yield adapter(subset.inputs[rows]), subset.labels[rows]
+
+
+def seeded_generator(*seeds: int) -> torch.Generator:
+    """A CPU generator whose stream depends on every seed given (e.g. the job seed and the epoch)."""
+    value = 0
+    for s in seeds:
+        value = (value * 1_000_003 + int(s)) % (2**63 - 1)
+    return torch.Generator().manual_seed(value)
+
+
+def load_digits_dataset(test_fraction: float = 0.2, seed: int = 0) -> ImageDataset:
+    """sklearn's bundled 8×8 digits (1,797 images) as uint8 [N, 1, 8, 8], split with a fixed seed."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.from_numpy(digits.images).float()  # values 0..16
+    inputs = (images * (255.0 / 16.0)).round().to(torch.uint8).unsqueeze(1)
+    labels = torch.from_numpy(digits.target).long()
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    n_test = round(len(labels) * test_fraction)
+    test_rows, train_rows = order[:n_test], order[n_test:]
+    return ImageDataset(inputs[train_rows], labels[train_rows], inputs[test_rows], labels[test_rows], 10)

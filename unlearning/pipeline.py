@@ -1,0 +1,169 @@
+"""The library's entry point: one MCU job from θ_o to a curve of measured candidate models.
+
+    result = run_unlearning(model, data, "rl", {"epochs": 10})
+    result.points, result.recommended_t
+    weights, metrics = result.materialize(result.recommended_t)
+
+Phases (each timed and reported through `JobHooks`): mask → base → curve → evaluate.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from unlearning.base_methods import MethodContext, run_base_method
+from unlearning.config import MCUConfig, Targets, resolve_config
+from unlearning.curve import BezierCurve, StateDict
+from unlearning.data import UnlearningData
+from unlearning.mask import compute_mask
+from unlearning.mcu import Checkpoint, train_control_point
+from unlearning.metrics import EvalSets, PointMetrics, accuracy, evaluate
+from unlearning.spectrum import REFERENCE_WINDOW, effective_region, grid, recommend_t
+from unlearning.training import JobHooks, Progress, resolve_device
+
+
+def derive_targets(model: nn.Module, data: UnlearningData, sets: EvalSets, batch_size: int) -> Targets:
+    """c_r = θ_o's retain accuracy; c_f = θ_o's test accuracy (random forgetting) or 0 (class-wise)."""
+    retain_accuracy = accuracy(model, sets.retain, data.adapter, batch_size)
+    forget_accuracy = 0.0 if data.scenario == "classwise" else accuracy(model, sets.test, data.adapter, batch_size)
+    return Targets(retain_accuracy=retain_accuracy, forget_accuracy=forget_accuracy)
+
+
+def measure_point(curve: BezierCurve, t: float, data: UnlearningData, sets: EvalSets,
+                  config: MCUConfig) -> tuple[StateDict, PointMetrics]:
+    """φ(t) with BatchNorm statistics from retain rows, and its metrics."""
+    state = curve.materialize(t, sets.bn, data.adapter, config.eval.batch_size)
+    return state, evaluate(curve.model, sets, data.adapter, config.eval.batch_size, t)
+
+
+@dataclass
+class CurveResult:
+    points: list[PointMetrics]
+    recommended_t: float
+    recommended_t_reference_window: float  # the published code's [0.75, 1] search, for comparison
+    effective_region: list[list[float]]
+    targets: Targets
+    timings: dict[str, float]  # seconds per phase
+    config: MCUConfig  # every value used, defaults included
+    mask: dict[str, Any]
+    training: dict[str, Any]
+    base_method: str
+    curve: BezierCurve = field(repr=False)
+    data: UnlearningData = field(repr=False)
+    sets: EvalSets = field(repr=False)
+
+    def materialize(self, t: float) -> tuple[StateDict, PointMetrics]:
+        """Any t in [0, 1], on the grid or not: CPU weights with retain-only BN statistics, and metrics."""
+        if not 0.0 <= t <= 1.0:
+            raise ValueError(f"t must lie in [0, 1], got {t}")
+        state, metrics = measure_point(self.curve, t, self.data, self.sets, self.config)
+        return {k: v.cpu() for k, v in state.items()}, metrics
+
+    def point(self, t: float) -> PointMetrics:
+        return min(self.points, key=lambda p: abs(p.t - t))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "base_method": self.base_method,
+            "points": [p.to_dict() for p in self.points],
+            "recommended_t": self.recommended_t,
+            "recommended_t_reference_window": self.recommended_t_reference_window,
+            "effective_region": self.effective_region,
+            "targets": asdict(self.targets),
+            "timings": self.timings,
+            "config": self.config.to_dict(),
+            "mask": self.mask,
+            "training": self.training,
+        }
+
+
+def run_unlearning(
+    model: nn.Module,
+    data: UnlearningData,
+    base_method: str = "rl",
+    config: dict[str, Any] | MCUConfig | None = None,
+    *,
+    device: str | torch.device | None = "auto",
+    hooks: JobHooks | None = None,
+    theta_p: StateDict | None = None,
+    resume: Checkpoint | None = None,
+    on_theta_p: Callable[[StateDict], None] | None = None,
+    on_checkpoint: Callable[[Checkpoint], None] | None = None,
+) -> CurveResult:
+    """Masked MCU on `model` (θ_o, left untouched).
+
+    For crash recovery a caller may pass the θ_p it stored from `on_theta_p` (the base phase is then
+    skipped) and the last `Checkpoint` it stored from `on_checkpoint` (curve training resumes there).
+    """
+    cfg = resolve_config(config, base_method)
+    hooks = hooks or JobHooks()
+    device = resolve_device(device)
+    data = data.to(device)
+    original = copy.deepcopy(model).to(device).eval()
+    sets = EvalSets.draw(data, cfg.eval, cfg.seed)
+    targets = cfg.targets or derive_targets(original, data, sets, cfg.eval.batch_size)
+    timings: dict[str, float] = {}
+
+    started = time.perf_counter()
+    hooks.report(Progress("mask", 0.0))
+    mask = compute_mask(original, data.retain, data.forget, data.adapter, cfg.mask, cfg.eval.batch_size, hooks)
+    timings["mask"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    if theta_p is None:
+        hooks.report(Progress("base", 0.0))
+        base = run_base_method(base_method, original, data, cfg.base, MethodContext(cfg.seed, hooks))
+        theta_p = {k: v.detach().cpu() for k, v in base.state_dict().items()}
+        if on_theta_p is not None:
+            on_theta_p(theta_p)
+    timings["base"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    theta_p = {k: v.to(device) for k, v in theta_p.items()}
+    curve = BezierCurve(original, original.state_dict(), theta_p)
+    stats = train_control_point(curve, data, mask, cfg, targets, hooks, resume, on_checkpoint)
+    timings["curve"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    points, rejected = [], []
+    ts = grid(cfg.grid_points)
+    for index, t in enumerate(ts):
+        hooks.check_cancel()
+        _, metrics = measure_point(curve, t, data, sets, cfg)
+        (points if metrics.is_finite() else rejected).append(metrics)
+        hooks.report(Progress("evaluate", (index + 1) / len(ts)))
+    if not points:
+        raise RuntimeError("every grid point had non-finite metrics: the curve diverged")
+    timings["evaluate"] = time.perf_counter() - started
+    timings["total"] = sum(timings.values())
+
+    return CurveResult(
+        points=points,
+        recommended_t=recommend_t(points, targets),
+        recommended_t_reference_window=recommend_t(points, targets, REFERENCE_WINDOW),
+        effective_region=effective_region(points, targets),
+        targets=targets,
+        timings={k: round(v, 3) for k, v in timings.items()},
+        config=cfg,
+        mask=mask.report(),
+        training={
+            "batches": stats.batches,
+            "skipped_nonfinite_batches": stats.skipped_nonfinite,
+            "beta_counts": stats.beta_counts,
+            "rejected_nonfinite_points": [p.t for p in rejected],
+            "eval_sizes": {"retain": len(sets.retain), "forget": len(sets.forget), "test": len(sets.test),
+                           "bn": len(sets.bn)},
+            "device": str(device),
+        },
+        base_method=base_method,
+        curve=curve,
+        data=data,
+        sets=sets,
+    )

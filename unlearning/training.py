@@ -1,0 +1,208 @@
+"""The one optimisation loop every phase uses, with progress, cancellation and per-epoch callbacks.
+
+Randomness is derived from (seed, epoch), never carried over from the previous epoch, so a run resumed
+at epoch k draws exactly the batches, labels and t values an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from unlearning.data import InputAdapter, Subset, seeded_generator
+
+
+class Cancelled(Exception):
+    """Raised between batches when the job's cancel check answers true."""
+
+
+class DivergenceError(RuntimeError):
+    """Training produced non-finite weights despite the divergence guard."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    phase: str  # mask | base | curve | evaluate
+    fraction: float  # of this phase, 0..1
+    epoch: int | None = None  # epochs completed so far (1-based while inside an epoch)
+    epochs: int | None = None
+
+
+@dataclass
+class JobHooks:
+    """How a caller watches and steers a job; every hook is optional."""
+
+    on_progress: Callable[[Progress], None] | None = None
+    should_cancel: Callable[[], bool] | None = None
+
+    def report(self, progress: Progress) -> None:
+        if self.on_progress is not None:
+            self.on_progress(progress)
+
+    def check_cancel(self) -> None:
+        if self.should_cancel is not None and self.should_cancel():
+            raise Cancelled()
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """`auto` (or None) picks CUDA when present, else CPU; anything else is taken as given."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Model-ready inputs and labels; `is_forget` marks the rows that come from the forget set."""
+
+    inputs: Tensor
+    labels: Tensor
+    is_forget: Tensor
+
+
+@dataclass
+class BatchPlan:
+    """The rows of each batch of an epoch, turned into tensors one batch at a time."""
+
+    retain: Subset
+    forget: Subset
+    adapter: InputAdapter
+    rows: list[tuple[Tensor, Tensor]]  # (retain rows, forget rows) per batch
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[Batch]:
+        device = self.retain.labels.device
+        for retain_rows, forget_rows in self.rows:
+            r_rows, f_rows = retain_rows.to(device), forget_rows.to(device)
+            inputs = torch.cat([self.retain.inputs[r_rows], self.forget.inputs[f_rows]])
+            labels = torch.cat([self.retain.labels[r_rows], self.forget.labels[f_rows]])
+            is_forget = torch.cat([torch.zeros(len(r_rows), dtype=torch.bool, device=device),
+                                   torch.ones(len(f_rows), dtype=torch.bool, device=device)])
+            yield Batch(self.adapter(inputs), labels, is_forget)
+
+
+def plain_batches(subset: Subset, batch_size: int, adapter: InputAdapter, generator: torch.Generator,
+                  from_forget: bool = False) -> BatchPlan:
+    """Shuffled batches of one subset; `from_forget` marks its rows as forget rows."""
+    chunks = list(torch.randperm(len(subset), generator=generator).split(batch_size))
+    empty = torch.zeros(0, dtype=torch.int64)
+    no_rows = subset.take(empty)
+    if from_forget:
+        return BatchPlan(no_rows, subset, adapter, [(empty, c) for c in chunks])
+    return BatchPlan(subset, no_rows, adapter, [(c, empty) for c in chunks])
+
+
+def stratified_batches(retain: Subset, forget: Subset, batch_size: int, adapter: InputAdapter,
+                       generator: torch.Generator) -> BatchPlan:
+    """Shuffled batches over retain ∪ forget where every batch holds forget rows.
+
+    Forget rows are spread evenly over the batches; when there are fewer forget rows than batches they
+    are reused (each pass freshly shuffled), so no batch ever lacks them (the reference code produced NaN
+    losses on such batches).
+    """
+    n_batches = max(1, math.ceil((len(retain) + len(forget)) / batch_size))
+    forget_order = torch.randperm(len(forget), generator=generator)
+    while len(forget_order) < n_batches:
+        forget_order = torch.cat([forget_order, torch.randperm(len(forget), generator=generator)])
+    retain_chunks = torch.randperm(len(retain), generator=generator).tensor_split(n_batches)
+    forget_chunks = forget_order.tensor_split(n_batches)
+    return BatchPlan(retain, forget, adapter, list(zip(retain_chunks, forget_chunks, strict=True)))
+
+
+LossFn = Callable[[Batch], Tensor]
+BatchesFn = Callable[[torch.Generator], BatchPlan]
+
+
+@dataclass
+class OptimizeStats:
+    batches: int = 0
+    skipped_nonfinite: int = 0
+
+
+def optimize(
+    params: Sequence[nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    *,
+    epochs: int,
+    seed: int,
+    make_batches: BatchesFn,
+    loss_fn: LossFn,
+    hooks: JobHooks,
+    phase: str,
+    start_epoch: int = 0,
+    grad_clip: float | None = None,
+    grad_masks: dict[int, Tensor] | None = None,
+    on_epoch_end: Callable[[int, OptimizeStats], None] | None = None,
+) -> OptimizeStats:
+    """Run `epochs` epochs of `loss_fn` over `make_batches(generator)`.
+
+    A batch with a non-finite loss is skipped (counted, never stepped). `grad_masks` (keyed by id of a
+    parameter) zeroes gradient elements that must not move. `on_epoch_end(epochs_done, stats)` runs after
+    each epoch, e.g. to write a checkpoint.
+    """
+    stats = OptimizeStats()
+    for epoch in range(start_epoch, epochs):
+        generator = seeded_generator(seed, epoch)
+        torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))  # dropout and the like
+        epoch_batches = make_batches(generator)
+        for index, batch in enumerate(epoch_batches):
+            hooks.check_cancel()
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(batch)
+            if not torch.isfinite(loss):
+                stats.skipped_nonfinite += 1
+                continue
+            loss.backward()
+            if grad_masks:
+                for p in params:
+                    if p.grad is not None and id(p) in grad_masks:
+                        p.grad.mul_(grad_masks[id(p)])
+            if grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, grad_clip)
+            optimizer.step()
+            stats.batches += 1
+            hooks.report(Progress(phase, (epoch + (index + 1) / len(epoch_batches)) / epochs, epoch + 1, epochs))
+        if not all(torch.isfinite(p).all() for p in params):
+            raise DivergenceError(f"{phase}: weights became non-finite in epoch {epoch + 1}")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, stats)
+    return stats
+
+
+def sgd(params: Sequence[nn.Parameter], lr: float, momentum: float, weight_decay: float = 0.0) -> torch.optim.SGD:
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def train_classifier(
+    model: nn.Module,
+    data: Subset,
+    adapter: InputAdapter,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int = 128,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    seed: int = 0,
+    hooks: JobHooks | None = None,
+    phase: str = "train",
+) -> nn.Module:
+    """Plain supervised training with SGD and a cosine schedule stepped per epoch (θ_o, retrain)."""
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = sgd(params, lr, momentum, weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
+    optimize(
+        params, optimizer, epochs=epochs, seed=seed, phase=phase, hooks=hooks or JobHooks(),
+        make_batches=lambda g: plain_batches(data, batch_size, adapter, g, from_forget=False),
+        loss_fn=lambda b: F.cross_entropy(model(b.inputs), b.labels),
+        on_epoch_end=lambda *_: schedule.step(),
+    )
+    return model
