@@ -1,0 +1,41 @@
+"""The FastAPI application: `create_app(settings)` wires database, object store and broker."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from api.errors import install_error_handlers
+from api.metrics import ServiceCollector, install_metrics
+from api.routes import datasets, deletion_requests, health, models
+from migrations.runner import upgrade
+from models import make_engine, make_session_factory
+from settings import Settings, get_settings
+from storage import open_store
+from worker.dispatch import Dispatcher
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    if settings.is_embedded:  # the embedded default creates its folder and schema on first start
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        upgrade(settings.resolved_database_url)
+    app = FastAPI(title="MCU unlearning service", version="1.0.0",
+                  description="Deletion requests in, unlearned model versions out (masked Mode Connectivity "
+                              "Unlearning). The contract: API.md.")
+    engine = make_engine(settings.resolved_database_url)
+    app.state.settings = settings
+    app.state.session_factory = make_session_factory(engine)
+    app.state.store = open_store(settings.resolved_storage_url, s3_endpoint_url=settings.s3_endpoint_url)
+    app.state.dispatcher = Dispatcher(settings.resolved_broker_url)
+    app.state.metrics_registry = registry = CollectorRegistry()
+    registry.register(ServiceCollector(app.state.session_factory, app.state.dispatcher))
+    app.middleware("http")(install_metrics(registry))
+    install_error_handlers(app)
+    for router in (health.router, datasets.router, models.router, deletion_requests.router):
+        app.include_router(router)
+    return app

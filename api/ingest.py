@@ -1,0 +1,163 @@
+"""Validating an uploaded dataset: safetensors shards plus a CSV manifest of sample locations.
+
+Only headers and label tensors are read (numpy, no torch); the input tensors stay on disk. Every
+problem found is reported together (up to a limit), naming the manifest line or the shard.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+
+from api.errors import invalid
+from storage import InvalidSafetensors, read_header
+
+MAX_REPORTED = 20
+INPUT_DTYPES = {"U8": "uint8", "F32": "float32"}
+REQUIRED_COLUMNS = ("sample_id", "split", "shard", "row")
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    name: str
+    rows: int
+    input_dtype: str
+    input_shape: tuple[int, ...]  # (C, H, W)
+    labels: np.ndarray
+
+
+@dataclass(frozen=True)
+class ParsedDataset:
+    samples: list[dict]  # sample_id, subject_id, split, position, shard, row, label
+    num_train: int
+    num_test: int
+    num_classes: int
+    input_shape: tuple[int, ...]
+    input_dtype: str
+
+
+def _read_labels(file: BinaryIO) -> np.ndarray:
+    """The `labels` tensor alone, located through the header's offsets."""
+    file.seek(0)
+    header_len = int.from_bytes(file.read(8), "little")
+    entry = json.loads(file.read(header_len))["labels"]
+    start, end = entry["data_offsets"]
+    file.seek(8 + header_len + start)
+    return np.frombuffer(file.read(end - start), dtype="<i8")
+
+
+def inspect_shard(name: str, file: BinaryIO) -> ShardInfo:
+    """Check one shard's format: `inputs` uint8/float32 [N, C, H, W] and `labels` int64 [N]."""
+    file.seek(0)
+    try:
+        header = read_header(file)
+    except InvalidSafetensors as error:
+        raise invalid(f"shard '{name}': {error}", [{"loc": ["shards", name], "msg": str(error)}]) from error
+    problems = []
+    inputs, labels = header.get("inputs"), header.get("labels")
+    if inputs is None or labels is None:
+        problems.append("must hold tensors 'inputs' and 'labels'")
+    else:
+        if inputs.dtype not in INPUT_DTYPES or len(inputs.shape) != 4:
+            problems.append(f"'inputs' must be uint8 or float32 of shape [N, C, H, W], got {inputs.dtype} "
+                            f"{list(inputs.shape)}")
+        if labels.dtype != "I64" or len(labels.shape) != 1:
+            problems.append(f"'labels' must be int64 of shape [N], got {labels.dtype} {list(labels.shape)}")
+        elif len(inputs.shape) == 4 and labels.shape[0] != inputs.shape[0]:
+            problems.append(f"'inputs' has {inputs.shape[0]} rows but 'labels' has {labels.shape[0]}")
+    if problems:
+        raise invalid(f"shard '{name}': " + "; ".join(problems),
+                      [{"loc": ["shards", name], "msg": p} for p in problems])
+    assert inputs is not None and labels is not None
+    return ShardInfo(name, inputs.shape[0], INPUT_DTYPES[inputs.dtype], tuple(inputs.shape[1:]), _read_labels(file))
+
+
+def check_shards_agree(shards: list[ShardInfo]) -> None:
+    first = shards[0]
+    bad = [s for s in shards if (s.input_dtype, s.input_shape) != (first.input_dtype, first.input_shape)]
+    if bad:
+        raise invalid("shards differ in input shape or dtype",
+                      [{"loc": ["shards", s.name], "msg": f"{s.input_dtype} {list(s.input_shape)} differs from "
+                        f"'{first.name}': {first.input_dtype} {list(first.input_shape)}"} for s in bad])
+
+
+def parse_manifest(file: BinaryIO, shards: list[ShardInfo], num_classes: int | None) -> ParsedDataset:
+    """Read the manifest CSV, check every line against the shards, and assign split positions."""
+    check_shards_agree(shards)
+    file.seek(0)
+    text = io.TextIOWrapper(file, encoding="utf-8-sig", newline="")
+    try:
+        return _parse_lines(csv.DictReader(text), shards, num_classes)
+    except UnicodeDecodeError as error:
+        raise invalid("manifest is not UTF-8 text", [{"loc": ["manifest"], "msg": str(error)}]) from error
+    finally:
+        text.detach()  # leave the upload's file open for the caller
+
+
+def _parse_lines(reader: csv.DictReader, shards: list[ShardInfo], num_classes: int | None) -> ParsedDataset:
+    by_name = {s.name: (index, s) for index, s in enumerate(shards)}
+    columns = reader.fieldnames or []
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise invalid(f"manifest: missing columns {missing}; the header must be "
+                      "sample_id,split,shard,row with an optional subject_id",
+                      [{"loc": ["manifest", "header"], "msg": f"missing {missing}"}])
+    errors: list[dict] = []
+    seen: set[str] = set()
+    samples: list[dict] = []
+    counts = {"train": 0, "test": 0}
+    max_label = -1
+
+    def problem(line: int, message: str) -> None:
+        if len(errors) < MAX_REPORTED:
+            errors.append({"loc": ["manifest", f"line {line}"], "msg": message})
+
+    for line, record in enumerate(reader, start=2):
+        sample_id, split, shard_name = record["sample_id"] or "", record["split"] or "", record["shard"] or ""
+        if not sample_id:
+            problem(line, "empty sample_id")
+            continue
+        if sample_id in seen:
+            problem(line, f"duplicate sample_id '{sample_id}'")
+            continue
+        seen.add(sample_id)
+        if split not in counts:
+            problem(line, f"split must be 'train' or 'test', got '{split}'")
+            continue
+        if shard_name not in by_name:
+            problem(line, f"unknown shard '{shard_name}' (uploaded: {', '.join(by_name)})")
+            continue
+        shard_index, shard = by_name[shard_name]
+        try:
+            row = int(record["row"])
+        except (TypeError, ValueError):
+            problem(line, f"row must be an integer, got '{record['row']}'")
+            continue
+        if not 0 <= row < shard.rows:
+            problem(line, f"row {row} out of range: shard '{shard_name}' has {shard.rows} rows")
+            continue
+        label = int(shard.labels[row])
+        if label < 0 or (num_classes is not None and label >= num_classes):
+            problem(line, f"label {label} of shard '{shard_name}' row {row} is out of range"
+                    + (f" [0, {num_classes})" if num_classes is not None else ""))
+            continue
+        max_label = max(max_label, label)
+        samples.append({"sample_id": sample_id, "subject_id": record.get("subject_id") or None, "split": split,
+                        "position": counts[split], "shard": shard_index, "row": row, "label": label})
+        counts[split] += 1
+    if errors:
+        more = " (first problems shown)" if len(errors) == MAX_REPORTED else ""
+        raise invalid(f"manifest has invalid lines{more}: {errors[0]['loc'][1]}: {errors[0]['msg']}", errors)
+    for split, count in counts.items():
+        if count == 0:
+            raise invalid(f"manifest has no {split} rows", [{"loc": ["manifest"], "msg": f"no {split} rows"}])
+    classes = num_classes if num_classes is not None else max_label + 1
+    if classes < 2:
+        raise invalid("a dataset needs at least 2 classes", [{"loc": ["manifest"], "msg": "fewer than 2 classes"}])
+    return ParsedDataset(samples, counts["train"], counts["test"], classes, shards[0].input_shape,
+                         shards[0].input_dtype)

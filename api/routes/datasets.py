@@ -1,0 +1,113 @@
+"""`/v1/datasets`: register labelled image data (safetensors shards + CSV manifest)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, UploadFile
+from fastapi.responses import JSONResponse
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from api.auth import Principal
+from api.deps import SessionDep, SettingsDep, StoreDep, require
+from api.errors import ApiError, invalid
+from api.idempotency import IdempotencyKey, create_once, fingerprint
+from api.ingest import inspect_shard, parse_manifest
+from api.pagination import PageSize, PageToken, newest_first, page
+from api.schemas import DatasetOut, Page
+from models import Dataset, Sample, new_id
+from storage import ObjectTooLarge
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+
+def dataset_out(row: Dataset) -> DatasetOut:
+    return DatasetOut(id=row.id, name=row.name, description=row.description, num_train=row.num_train,
+                      num_test=row.num_test, num_classes=row.num_classes, input_shape=list(row.input_shape),
+                      created_at=row.created_at)
+
+
+def check_size(upload: UploadFile, limit: int) -> None:
+    if upload.size is not None and upload.size > limit:
+        raise ApiError(413, f"file '{upload.filename}' is {upload.size} bytes; the limit is {limit}")
+
+
+def file_sha256(upload: UploadFile) -> str:
+    upload.file.seek(0)
+    digest = hashlib.sha256()
+    while chunk := upload.file.read(1 << 20):
+        digest.update(chunk)
+    upload.file.seek(0)
+    return digest.hexdigest()
+
+
+@router.post("", status_code=201, response_model=DatasetOut)
+def create_dataset(
+    session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    principal: Annotated[Principal, require("datasets:write")],
+    name: Annotated[str, Form(min_length=1, max_length=200)],
+    manifest: Annotated[UploadFile, File(description="CSV: sample_id,split,shard,row[,subject_id]")],
+    shards: Annotated[list[UploadFile], File(description="safetensors files with 'inputs' and 'labels'")],
+    description: Annotated[str | None, Form(max_length=5000)] = None,
+    num_classes: Annotated[int | None, Form(ge=2, le=100_000, description="default: largest label + 1")] = None,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    for upload in [manifest, *shards]:
+        check_size(upload, settings.max_upload_bytes)
+    names = [s.filename or "" for s in shards]
+    if len(set(names)) != len(names) or "" in names:
+        raise invalid("every shard needs a distinct file name", [{"loc": ["shards"], "msg": "duplicate or empty"}])
+    manifest_sha = file_sha256(manifest)
+    body_sha = fingerprint({"name": name, "description": description, "num_classes": num_classes,
+                            "manifest": manifest_sha, "shards": {n: file_sha256(s) for n, s in
+                                                                          zip(names, shards, strict=True)}})
+
+    def create(db: Session) -> str:
+        infos = [inspect_shard(n, s.file) for n, s in zip(names, shards, strict=True)]
+        parsed = parse_manifest(manifest.file, infos, num_classes)
+        stored = []
+        for upload_name, upload, info in zip(names, shards, infos, strict=True):
+            upload.file.seek(0)
+            try:
+                obj = store.put_stream("shards", upload.file, max_bytes=settings.max_upload_bytes)
+            except ObjectTooLarge as error:
+                raise ApiError(413, f"shard '{upload_name}' exceeds {error.limit} bytes") from error
+            stored.append({"name": upload_name, "key": obj.key, "sha256": obj.sha256, "size": obj.size,
+                           "rows": info.rows})
+        dataset_id = new_id("ds")
+        db.add(Dataset(id=dataset_id, name=name, description=description, num_train=parsed.num_train,
+                       num_test=parsed.num_test, num_classes=parsed.num_classes,
+                       input_shape=list(parsed.input_shape), input_dtype=parsed.input_dtype, shards=stored,
+                       manifest_sha256=manifest_sha))
+        db.flush()
+        for sample in parsed.samples:
+            sample["dataset_id"] = dataset_id
+        db.execute(insert(Sample), parsed.samples)  # one executemany, batched by the driver
+        return dataset_id
+
+    dataset_id, status = create_once(session, principal.name, "datasets", idempotency_key, body_sha, create, 201)
+    row = session.get(Dataset, dataset_id)
+    assert row is not None
+    return JSONResponse(dataset_out(row).model_dump(mode="json"), status_code=status,
+                        headers={"Location": f"/v1/datasets/{dataset_id}"})
+
+
+@router.get("/{dataset_id}", response_model=DatasetOut)
+def get_dataset(dataset_id: str, session: SessionDep, _: Annotated[Principal, require("models:read")]) -> DatasetOut:
+    row = session.get(Dataset, dataset_id)
+    if row is None:
+        raise ApiError(404, f"dataset '{dataset_id}' not found")
+    return dataset_out(row)
+
+
+@router.get("", response_model=Page[DatasetOut])
+def list_datasets(session: SessionDep, _: Annotated[Principal, require("models:read")], page_size: PageSize = 50,
+                  page_token: PageToken = None) -> Page[DatasetOut]:
+    rows = session.scalars(newest_first(select(Dataset), Dataset.created_at, Dataset.id, page_size,
+                                        page_token)).all()
+    items, token = page(list(rows), page_size)
+    return Page[DatasetOut](items=[dataset_out(r) for r in items], next_page_token=token)

@@ -1,0 +1,160 @@
+"""Request and response bodies of API v1 (the contract is shared/API.md)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Fraction = Field(ge=0.0, le=1.0)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo in a field name is a 422, never silently ignored
+
+
+class DatasetOut(BaseModel):
+    id: str
+    name: str
+    description: str | None
+    num_train: int
+    num_test: int
+    num_classes: int
+    input_shape: list[int]
+    created_at: datetime
+
+
+class ModelOut(BaseModel):
+    id: str
+    name: str
+    architecture: str
+    num_classes: int
+    dataset_id: str
+    current_version: int
+    created_at: datetime
+
+
+class VersionOut(BaseModel):
+    version: int
+    sha256: str
+    parent_version: int | None
+    deletion_request_id: str | None
+    t: float | None
+    metrics: dict[str, Any] | None
+    created_at: datetime
+
+
+class ForgetIn(Strict):
+    """Exactly one of sample_ids, subject_ids or classes."""
+
+    sample_ids: list[str] | None = Field(default=None, min_length=1, max_length=1_000_000)
+    subject_ids: list[str] | None = Field(default=None, min_length=1, max_length=1_000_000)
+    classes: list[int] | None = Field(default=None, min_length=1, max_length=100_000)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ForgetIn:
+        given = [name for name in ("sample_ids", "subject_ids", "classes") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of sample_ids, subject_ids or classes")
+        return self
+
+    def selector(self) -> tuple[str, list[Any]]:
+        for name in ("sample_ids", "subject_ids", "classes"):
+            value = getattr(self, name)
+            if value is not None:
+                return name, value
+        raise AssertionError("validated above")
+
+
+class DeletionRequestIn(Strict):
+    model_id: str = Field(max_length=40)
+    forget: ForgetIn
+    base_method: str = Field(default="rl", max_length=40, description="ft | ga | neggrad_plus | rl | salun")
+    config: dict[str, Any] = Field(default_factory=dict, description="Every key optional; unknown keys are 422.")
+    selection: Literal["manual", "auto"] = "manual"
+    external_id: str | None = Field(default=None, max_length=200)
+    callback_url: str | None = Field(default=None, max_length=2000)
+
+
+class ProgressOut(BaseModel):
+    phase: str
+    fraction: float
+    epoch: int | None = None
+    epochs: int | None = None
+
+
+class CurvePointOut(BaseModel):
+    t: float
+    forget_accuracy: float
+    unlearning_accuracy: float
+    retain_accuracy: float
+    test_accuracy: float
+    mia_efficacy: float
+
+
+class CurveOut(BaseModel):
+    points: list[CurvePointOut]
+    recommended_t: float
+    effective_region: list[list[float]]
+    targets: dict[str, float]
+
+
+class SelectionOut(BaseModel):
+    t: float
+    model_version: int | None
+    selected_by: str | None
+    selected_at: datetime | None
+
+
+class ErrorOut(BaseModel):
+    type: str
+    title: str
+    detail: str
+
+
+class DeletionRequestOut(BaseModel):
+    id: str
+    model_id: str
+    model_version: int
+    state: Literal["queued", "running", "awaiting_selection", "materializing", "succeeded", "failed", "cancelling",
+                   "cancelled"]
+    external_id: str | None
+    base_method: str
+    config: dict[str, Any]
+    selection_mode: Literal["manual", "auto"]
+    callback_url: str | None
+    forget_count: int
+    forget_fingerprint: str
+    progress: ProgressOut
+    curve: CurveOut | None
+    selection: SelectionOut | None
+    error: ErrorOut | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class SelectionIn(Strict):
+    t: float = Field(ge=0.0, le=1.0)
+
+
+class EventOut(BaseModel):
+    at: datetime
+    type: str
+    state: str | None
+    actor: str | None
+    detail: dict[str, Any] | None
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_page_token: str | None
+
+
+class EventsOut(BaseModel):
+    items: list[EventOut]
+    next_page_token: str | None = None

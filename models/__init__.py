@@ -1,0 +1,24 @@
+"""Persistence: SQLAlchemy tables and the session factory."""
+
+from models.audit import record_event
+from models.db import make_engine, make_session_factory, transaction
+from models.tables import (
+    ApiKey,
+    Base,
+    CurvePoint,
+    Dataset,
+    DeletionRequest,
+    Event,
+    IdempotencyRecord,
+    Model,
+    ModelVersion,
+    Sample,
+    new_id,
+    utcnow,
+)
+
+__all__ = [
+    "ApiKey", "Base", "CurvePoint", "Dataset", "DeletionRequest", "Event", "IdempotencyRecord", "Model",
+    "ModelVersion", "Sample", "make_engine", "make_session_factory", "new_id", "record_event", "transaction",
+    "utcnow",
+]

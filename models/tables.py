@@ -1,0 +1,209 @@
+"""The service's tables (SQLAlchemy 2.0, typed). The schema itself only changes through migrations/."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id(prefix: str) -> str:
+    """Opaque, URL-safe ids with a readable type prefix (ds_, mdl_, req_, key_)."""
+    return f"{prefix}_{secrets.token_hex(10)}"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite hands back naive values otherwise)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return value.astimezone(UTC) if value is not None and value.tzinfo else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UTCDateTime()}
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    num_train: Mapped[int] = mapped_column(Integer)
+    num_test: Mapped[int] = mapped_column(Integer)
+    num_classes: Mapped[int] = mapped_column(Integer)
+    input_shape: Mapped[list[Any]] = mapped_column(JSON)
+    input_dtype: Mapped[str] = mapped_column(String(16))
+    # [{"name", "key", "sha256", "size", "rows"}] in upload order; a sample's `shard` is an index into it.
+    shards: Mapped[list[Any]] = mapped_column(JSON)
+    manifest_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class Sample(Base):
+    """One sample of a dataset. `position` is its row in the split as the worker assembles it."""
+
+    __tablename__ = "samples"
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "sample_id", name="uq_samples_dataset_sample"),
+        Index("ix_samples_dataset_subject", "dataset_id", "subject_id"),
+        Index("ix_samples_dataset_split_position", "dataset_id", "split", "position"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    sample_id: Mapped[str] = mapped_column(String(200))
+    subject_id: Mapped[str | None] = mapped_column(String(200))
+    split: Mapped[str] = mapped_column(String(5))  # train | test
+    position: Mapped[int] = mapped_column(Integer)
+    shard: Mapped[int] = mapped_column(Integer)
+    row: Mapped[int] = mapped_column(Integer)
+    label: Mapped[int] = mapped_column(Integer)
+
+
+class Model(Base):
+    __tablename__ = "models"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    architecture: Mapped[str] = mapped_column(String(100))
+    num_classes: Mapped[int] = mapped_column(Integer)
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), index=True)
+    current_version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class ModelVersion(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("model_id", "version", name="uq_model_versions_model_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    storage_key: Mapped[str] = mapped_column(String(300))
+    size: Mapped[int] = mapped_column(BigInteger)
+    parent_version: Mapped[int | None] = mapped_column(Integer)
+    deletion_request_id: Mapped[str | None] = mapped_column(String(40), unique=True)
+    t: Mapped[float | None] = mapped_column(Float)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DeletionRequest(Base):
+    __tablename__ = "deletion_requests"
+    __table_args__ = (
+        Index("ix_deletion_requests_model_created", "model_id", "created_at"),
+        Index("ix_deletion_requests_state_created", "state", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"))
+    model_version: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(20), default="queued")
+    external_id: Mapped[str | None] = mapped_column(String(200))
+    base_method: Mapped[str] = mapped_column(String(40))
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)  # every default filled in
+    selection_mode: Mapped[str] = mapped_column(String(10), default="manual")
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    forget: Mapped[dict[str, Any]] = mapped_column(JSON)  # the selector as submitted
+    forget_positions: Mapped[list[Any]] = mapped_column(JSON)  # train positions, sorted
+    forget_count: Mapped[int] = mapped_column(Integer)
+    forget_fingerprint: Mapped[str] = mapped_column(String(64))
+    progress: Mapped[dict[str, Any]] = mapped_column(JSON)
+    curve: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # recommended_t, effective_region, targets, ...
+    selected_t: Mapped[float | None] = mapped_column(Float)
+    selected_version: Mapped[int | None] = mapped_column(Integer)
+    selected_by: Mapped[str | None] = mapped_column(String(200))
+    selected_at: Mapped[datetime | None] = mapped_column()
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    dispatched_at: Mapped[datetime | None] = mapped_column()  # last time its task went to the broker
+    started_at: Mapped[datetime | None] = mapped_column()
+    heartbeat_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+
+
+class CurvePoint(Base):
+    __tablename__ = "curve_points"
+
+    request_id: Mapped[str] = mapped_column(ForeignKey("deletion_requests.id", ondelete="CASCADE"), primary_key=True)
+    t: Mapped[float] = mapped_column(Float, primary_key=True)
+    forget_accuracy: Mapped[float] = mapped_column(Float)
+    unlearning_accuracy: Mapped[float] = mapped_column(Float)
+    retain_accuracy: Mapped[float] = mapped_column(Float)
+    test_accuracy: Mapped[float] = mapped_column(Float)
+    mia_efficacy: Mapped[float] = mapped_column(Float)
+    forgotten_class_test_accuracy: Mapped[float | None] = mapped_column(Float)
+
+
+class Event(Base):
+    """The audit trail: every state change and progress milestone, with who and when."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_request_at", "request_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str | None] = mapped_column(ForeignKey("deletion_requests.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    type: Mapped[str] = mapped_column(String(40))
+    state: Mapped[str | None] = mapped_column(String(20))
+    actor: Mapped[str | None] = mapped_column(String(200))
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the secret, never the secret
+    scopes: Mapped[list[Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class IdempotencyRecord(Base):
+    """The first response to a POST with an Idempotency-Key, per caller and route."""
+
+    __tablename__ = "idempotency_records"
+    __table_args__ = (UniqueConstraint("principal", "route", "key", name="uq_idempotency_principal_route_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    principal: Mapped[str] = mapped_column(String(200))
+    route: Mapped[str] = mapped_column(String(100))
+    key: Mapped[str] = mapped_column(String(200))
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str] = mapped_column(String(40))
+    status_code: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,50 @@
+"""The service's one settings class (pydantic-settings, env prefix `MCU_`).
+
+With no settings at all every component falls back to the embedded default under `MCU_DATA_DIR`:
+a SQLite file instead of Postgres, a local folder instead of S3, and a broker that needs no server.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MCU_", extra="ignore")
+
+    data_dir: Path = Path(".mcu")
+    database_url: str | None = None  # default: sqlite file in data_dir
+    broker_url: str | None = None  # default: a serverless broker in data_dir
+    storage_url: str | None = None  # default: file:// folder in data_dir
+    s3_endpoint_url: str | None = None
+    bootstrap_api_key: SecretStr | None = None
+    device: str = "auto"
+    environment: Literal["development", "production"] = "development"
+    max_upload_bytes: int = Field(default=4 << 30, ge=1)  # per uploaded file
+    requeue_after_seconds: int = Field(default=300, ge=1)  # a queued request is re-sent after this long
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'mcu.sqlite').resolve()}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{(self.data_dir / 'broker.sqlite').resolve()}"
+
+    @property
+    def resolved_storage_url(self) -> str:
+        return self.storage_url or f"file://{(self.data_dir / 'objects').resolve()}"
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.database_url is None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

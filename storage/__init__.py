@@ -1,0 +1,34 @@
+"""Object storage (local folder or S3) and safetensors helpers; see DESIGN.md, "Layout"."""
+
+from storage.base import ObjectInfo, ObjectNotFound, ObjectStore, ObjectTooLarge, StorageError, StorageUnavailable
+from storage.cache import LocalCache
+from storage.factory import open_store
+from storage.local import LocalStore
+from storage.s3 import S3Store
+from storage.safetensors_io import (
+    InvalidSafetensors,
+    TensorInfo,
+    load_numpy,
+    read_header,
+    save_numpy,
+    sha256_file,
+)
+
+__all__ = [
+    "InvalidSafetensors",
+    "LocalCache",
+    "LocalStore",
+    "ObjectInfo",
+    "ObjectNotFound",
+    "ObjectStore",
+    "ObjectTooLarge",
+    "S3Store",
+    "StorageError",
+    "StorageUnavailable",
+    "TensorInfo",
+    "load_numpy",
+    "open_store",
+    "read_header",
+    "save_numpy",
+    "sha256_file",
+]

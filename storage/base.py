@@ -1,0 +1,165 @@
+"""The object-store interface shared by the local-folder and S3 backends.
+
+Uploads are content-addressed (the key ends in the sha256 of the bytes) so a retried or duplicated task
+writes the same object again instead of a second copy, and every write is atomic: a reader sees the old
+object, the new one or nothing, never a partial file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+CHUNK_SIZE = 1 << 20
+# Temporary files written inside a store or cache folder start with this, so listings can skip them.
+TEMP_PREFIX = ".tmp-"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    sha256: str
+    size: int
+
+
+class StorageError(Exception):
+    """Base class for everything the storage layer raises on purpose."""
+
+
+class ObjectNotFound(StorageError):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"object not found: {key}")
+        self.key = key
+
+
+class ObjectTooLarge(StorageError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"object is larger than the limit of {limit} bytes")
+        self.limit = limit
+
+
+class StorageUnavailable(StorageError):
+    """The store cannot be reached (network down, bucket missing, folder not writable)."""
+
+
+def check_key(key: str) -> str:
+    """Reject keys that could escape a local root or mean different objects on different backends."""
+    if not isinstance(key, str) or not key:
+        raise ValueError("storage key must be a non-empty string")
+    if key.startswith("/") or "\\" in key or "\x00" in key:
+        raise ValueError(f"invalid storage key {key!r}: no leading '/', backslashes or NUL bytes")
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        raise ValueError(f"invalid storage key {key!r}: empty, '.' and '..' path segments are not allowed")
+    return key
+
+
+@contextmanager
+def scratch_file(directory: Path | None) -> Iterator[Path]:
+    """A temporary file in `directory` (system temp if None), removed on exit unless it was moved away."""
+    fd, name = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX, suffix=".part")
+    os.close(fd)
+    path = Path(name)
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def copy_hashed(src: BinaryIO, dst: BinaryIO, max_bytes: int | None = None) -> tuple[str, int]:
+    """Copy in chunks, returning (sha256 hex, size); stop reading as soon as `max_bytes` is exceeded."""
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := src.read(CHUNK_SIZE):
+        size += len(chunk)
+        if max_bytes is not None and size > max_bytes:
+            raise ObjectTooLarge(max_bytes)
+        digest.update(chunk)
+        dst.write(chunk)
+    dst.flush()
+    os.fsync(dst.fileno())
+    return digest.hexdigest(), size
+
+
+class ObjectStore(ABC):
+    """Keys are '/'-separated relative paths; see `check_key`."""
+
+    # --- backend hooks -------------------------------------------------------------------------------
+    @abstractmethod
+    def _spool_dir(self, key_dir: str) -> Path | None:
+        """Where to write a temporary file that will become an object under `key_dir` (None: system temp)."""
+
+    @abstractmethod
+    def _store_file(self, key: str, path: Path) -> None:
+        """Make the finished file at `path` the object at `key`, atomically. May move `path` away."""
+
+    # --- reads and deletes each backend implements ---------------------------------------------------
+    @abstractmethod
+    def iter_chunks(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+        """Stream an object; raises ObjectNotFound on the call, before the first chunk."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def size(self, key: str) -> int: ...
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Delete one object; a missing key is not an error (deletes are retried)."""
+
+    @abstractmethod
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every object under the folder `prefix` (keys starting with `prefix/`); returns the count."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise StorageUnavailable with a short reason when the store cannot be used."""
+
+    # --- shared behaviour ----------------------------------------------------------------------------
+    def put_stream(self, prefix: str, stream: BinaryIO, max_bytes: int | None = None) -> ObjectInfo:
+        """Upload under `prefix/<sha256>`, spooling to disk so large uploads never sit in memory."""
+        prefix = check_key(prefix.rstrip("/"))
+        with scratch_file(self._spool_dir(prefix)) as tmp:
+            with tmp.open("wb") as spool:
+                digest, size = copy_hashed(stream, spool, max_bytes)
+            key = f"{prefix}/{digest}"
+            if not self.exists(key):  # same content, same key: nothing to upload twice
+                self._store_file(key, tmp)
+        return ObjectInfo(key=key, sha256=digest, size=size)
+
+    def put_bytes(self, prefix: str, data: bytes) -> ObjectInfo:
+        """Content-addressed upload of a small payload."""
+        return self.put_stream(prefix, io.BytesIO(data))
+
+    def put_at(self, key: str, data: bytes) -> ObjectInfo:
+        """Write or overwrite the object at an explicit key (checkpoints), atomically."""
+        key = check_key(key)
+        with scratch_file(self._spool_dir(key.rpartition("/")[0])) as tmp:
+            with tmp.open("wb") as spool:
+                digest, size = copy_hashed(io.BytesIO(data), spool)
+            self._store_file(key, tmp)
+        return ObjectInfo(key=key, sha256=digest, size=size)
+
+    def get_bytes(self, key: str) -> bytes:
+        return b"".join(self.iter_chunks(key))
+
+    def download_to(self, key: str, path: Path) -> None:
+        """Download to `path` via a temp file next to it, so `path` is either absent or complete."""
+        chunks = self.iter_chunks(key)  # raises ObjectNotFound before any file is created
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with scratch_file(path.parent) as tmp:
+            with tmp.open("wb") as out:
+                for chunk in chunks:
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)

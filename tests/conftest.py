@@ -1,0 +1,59 @@
+"""Session-wide storage fixtures. S3 is moto's server mode on a loopback port, reached over HTTP by boto3
+exactly as MinIO or AWS would be (never moto's in-process mocks)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from storage import LocalStore, S3Store
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Start a moto S3 server on 127.0.0.1 (a free port the OS picks) with dummy credentials."""
+    from moto.server import ThreadedMotoServer
+
+    with pytest.MonkeyPatch.context() as env:
+        # Dummy credentials only: hide any real profile or session token from this test session.
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+            env.delenv(name, raising=False)
+        no_file = str(tmp_path_factory.mktemp("aws") / "absent")
+        env.setenv("AWS_CONFIG_FILE", no_file)
+        env.setenv("AWS_SHARED_CREDENTIALS_FILE", no_file)
+        env.setenv("AWS_ACCESS_KEY_ID", "testing")
+        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        env.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        env.setenv("NO_PROXY", ",".join(filter(None, [os.environ.get("NO_PROXY"), "127.0.0.1", "localhost"])))
+
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        try:
+            host, port = server.get_host_and_port()  # port 0 above: read back the port the OS bound
+            yield f"http://{host}:{port}"
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def s3_store(s3_endpoint: str) -> S3Store:
+    """An S3Store on a fresh, uniquely named bucket."""
+    from storage import S3Store
+
+    store = S3Store(f"test-{uuid.uuid4().hex[:16]}", endpoint_url=s3_endpoint)
+    store.ensure_bucket()
+    return store
+
+
+@pytest.fixture
+def local_store(tmp_path: Path) -> LocalStore:
+    from storage import LocalStore
+
+    return LocalStore(tmp_path / "store")
