@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import JSONResponse
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.auth import Principal
@@ -17,7 +17,8 @@ from api.idempotency import IdempotencyKey, create_once, fingerprint
 from api.ingest import inspect_shard, parse_manifest
 from api.pagination import PageSize, PageToken, newest_first, page
 from api.schemas import DatasetOut, Page
-from models import Dataset, Sample, new_id
+from models import Dataset, new_id
+from models.bulk import insert_samples
 from storage import ObjectTooLarge
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -86,7 +87,7 @@ def create_dataset(
         db.flush()
         for sample in parsed.samples:
             sample["dataset_id"] = dataset_id
-        db.execute(insert(Sample), parsed.samples)  # one executemany, batched by the driver
+        insert_samples(db, parsed.samples)
         return dataset_id
 
     dataset_id, status = create_once(session, principal.name, "datasets", idempotency_key, body_sha, create, 201)

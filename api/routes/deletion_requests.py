@@ -190,7 +190,7 @@ def select_point(request_id: str, body: SelectionIn, session: SessionDep, dispat
 def cancel_request(request_id: str, session: SessionDep, dispatcher: DispatcherDep,
                    principal: Annotated[Principal, require("requests:write")]) -> JSONResponse:
     row = get_request_or_404(session, request_id)
-    now = utcnow()
+    previous_state, now = row.state, utcnow()
     if _transition(session, request_id, ("queued", "awaiting_selection"),
                    {"state": "cancelled", "cancel_requested": True, "finished_at": now}):
         record_event(session, request_id, "state_changed", "cancelled", principal.name)
@@ -198,12 +198,12 @@ def cancel_request(request_id: str, session: SessionDep, dispatcher: DispatcherD
         dispatcher.send(CLEANUP_REQUEST, request_id)  # artifacts of an awaiting request are deleted
     elif _transition(session, request_id, ("running", "materializing", "cancelling"),
                      {"state": "cancelling", "cancel_requested": True}):
-        if row.state != "cancelling":
+        if previous_state != "cancelling":
             record_event(session, request_id, "state_changed", "cancelling", principal.name)
         session.commit()
     else:
         session.rollback()
-        raise ApiError(409, f"request '{request_id}' is already {row.state}")
+        raise ApiError(409, f"request '{request_id}' is already {previous_state}")
     session.refresh(row)
     return JSONResponse(request_out(session, row).model_dump(mode="json"), status_code=202)
 
