@@ -1,8 +1,59 @@
-"""The `mcu` command."""
+"""The `mcu` command: run the service, manage its database and keys, and the demo."""
+
+from __future__ import annotations
 
 import typer
 
 app = typer.Typer(help="Machine unlearning service (masked Mode Connectivity Unlearning).", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+
+
+@app.command()
+def serve(host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+          port: int = typer.Option(8000, help="Port to listen on.")) -> None:
+    """Serve the HTTP API (the embedded default creates its schema on first start)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
+    """Apply the schema migrations to MCU_DATABASE_URL (or the embedded SQLite file)."""
+    from migrations.runner import upgrade
+    from settings import get_settings
+
+    settings = get_settings()
+    if settings.is_embedded:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url, revision)
+    typer.echo(f"database at revision {revision}")
+
+
+@keys_app.command("create")
+def keys_create(name: str = typer.Option(..., help="A unique name; shown as the actor in audit events."),
+                scopes: str = typer.Option(..., help="Comma-separated, e.g. requests:write,requests:read.")) -> None:
+    """Create an API key and print its secret once (only its hash is stored)."""
+    from sqlalchemy.exc import IntegrityError
+
+    from api.auth import create_api_key
+    from models import make_engine, make_session_factory
+    from settings import get_settings
+
+    factory = make_session_factory(make_engine(get_settings().resolved_database_url))
+    try:
+        with factory() as session, session.begin():
+            _, secret = create_api_key(session, name, [s.strip() for s in scopes.split(",") if s.strip()])
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--scopes") from error
+    except IntegrityError as error:
+        raise typer.BadParameter(f"a key named {name!r} already exists", param_hint="--name") from error
+    typer.echo(secret)
 
 
 @app.command()

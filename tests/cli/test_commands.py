@@ -1,0 +1,55 @@
+"""The `mcu` commands operators run, as real subprocesses on the embedded default."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, inspect, select
+
+from api.auth import authenticate
+from models import ApiKey, make_engine, make_session_factory
+
+
+def mcu(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCU_")} | {"MCU_DATA_DIR": str(data_dir)}
+    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, env=env,
+                          timeout=120, check=False)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    done = mcu(tmp_path, "db", "upgrade")
+    assert done.returncode == 0, done.stderr
+    return tmp_path
+
+
+def test_db_upgrade_builds_the_schema(data_dir: Path) -> None:
+    tables = set(inspect(create_engine(f"sqlite:///{data_dir / 'mcu.sqlite'}")).get_table_names())
+    assert {"datasets", "samples", "models", "model_versions", "deletion_requests", "curve_points", "events",
+            "api_keys", "idempotency_records", "alembic_version"} <= tables
+
+
+def test_keys_create_prints_a_working_secret_once_and_stores_its_hash(data_dir: Path) -> None:
+    done = mcu(data_dir, "keys", "create", "--name", "compliance", "--scopes", "requests:write,requests:read")
+    assert done.returncode == 0, done.stderr
+    secret = done.stdout.strip()
+    assert secret.startswith("mcu_") and len(secret) > 30
+    factory = make_session_factory(make_engine(f"sqlite:///{data_dir / 'mcu.sqlite'}"))
+    with factory() as session:
+        principal = authenticate(session, secret, bootstrap_key=None)
+        stored = session.scalars(select(ApiKey.key_hash)).all()
+    assert principal is not None and principal.name == "compliance"
+    assert principal.allows("requests:write") and not principal.allows("requests:select")
+    assert secret not in stored
+
+
+def test_keys_create_rejects_unknown_scopes_and_duplicate_names(data_dir: Path) -> None:
+    bad = mcu(data_dir, "keys", "create", "--name", "x", "--scopes", "requests:delete")
+    assert bad.returncode != 0 and "unknown scopes" in bad.stderr
+    assert mcu(data_dir, "keys", "create", "--name", "ops", "--scopes", "admin").returncode == 0
+    again = mcu(data_dir, "keys", "create", "--name", "ops", "--scopes", "admin")
+    assert again.returncode != 0 and "already exists" in again.stderr
