@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,15 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = [{"loc": _loc(e.get("loc", ())), "msg": e.get("msg", "invalid")} for e in error.errors()]
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:5])
         return problem_response(invalid(detail or "invalid request", errors))
+
+    @app.exception_handler(DataError)
+    async def _data_error(request: Request, error: DataError) -> JSONResponse:
+        # The database refused a value that came from the request (Postgres: a NUL character in text)
+        log.info("database rejected a value on %s %s: %s", request.method, request.url.path, error.orig)
+        nul = "NUL" in str(error.orig)
+        detail = "a value in the request cannot be stored" + (": text must not contain NUL (0x00) characters"
+                                                               if nul else "")
+        return problem_response(invalid(detail, [{"loc": [], "msg": "NUL character" if nul else "invalid value"}]))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:

@@ -122,6 +122,9 @@ def _parse_lines(reader: csv.DictReader, shards: list[ShardInfo], num_classes: i
         if not sample_id:
             problem(line, "empty sample_id")
             continue
+        if "\x00" in sample_id or "\x00" in (record.get("subject_id") or ""):
+            problem(line, "sample_id and subject_id must not contain NUL (0x00) characters")
+            continue
         if sample_id in seen:
             problem(line, f"duplicate sample_id '{sample_id}'")
             continue

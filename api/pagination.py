@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Query
@@ -25,8 +25,9 @@ def encode_token(created_at: datetime, id_: str) -> str:
 def decode_token(token: str) -> tuple[datetime, str]:
     try:
         data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        return datetime.fromisoformat(data["c"]), str(data["i"])
-    except (ValueError, KeyError, TypeError) as error:
+        at = datetime.fromisoformat(data["c"])  # issued tokens are UTC; a forged one may overflow converting
+        return (at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)), str(data["i"])
+    except (ValueError, KeyError, TypeError, OverflowError) as error:
         raise invalid("page_token is not a token this API issued", [{"loc": ["query", "page_token"],
                                                                      "msg": "invalid page token"}]) from error
 

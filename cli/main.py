@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from worker.dispatch import ALL_QUEUES
+
 app = typer.Typer(help="Machine unlearning service (masked Mode Connectivity Unlearning).", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
@@ -58,13 +60,15 @@ def keys_create(name: str = typer.Option(..., help="A unique name; shown as the 
 
 @app.command()
 def demo(
+    url: str | None = typer.Option(None, help="A running service; default: start one on the embedded default."),
+    api_key: str | None = typer.Option(None, envvar="MCU_API_KEY", help="Key for --url (scopes: admin)."),
     forget_class: int = typer.Option(3, help="Digit class to forget."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    port: int = typer.Option(8765, help="Port of the API the demo starts."),
 ) -> None:
-    """Forget one digit class of sklearn's digits with MCU(rl) and print the curve."""
-    from cli.demo import run_library_demo
+    """The whole flow over HTTP on sklearn's digits: register, forget a class, pick a point, publish."""
+    from cli.demo import demo_command
 
-    run_library_demo(forget_class=forget_class, device=device)
+    demo_command(url, api_key, forget_class, port)
 
 
 @app.command()
@@ -73,3 +77,27 @@ def version() -> None:
     from importlib.metadata import version as package_version
 
     typer.echo(package_version("mcu-service"))
+
+
+@app.command()
+def worker(queues: str = typer.Option(",".join(ALL_QUEUES), help="Comma-separated queues to consume."),
+           name: str = typer.Option("", help="Worker name (default: mcu@<host>-<pid>)."),
+           reconcile: bool = typer.Option(True, help="Run the periodic reconciler in this worker.")) -> None:
+    """Run one worker process (one per GPU: choose it with CUDA_VISIBLE_DEVICES)."""
+    import os
+    import socket
+
+    from migrations.runner import upgrade
+    from settings import get_settings
+    from worker.celery_app import create_celery, start_reconciler
+
+    settings = get_settings()
+    if settings.is_embedded:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        upgrade(settings.resolved_database_url)
+    celery = create_celery(settings)
+    if reconcile:
+        start_reconciler(celery, settings)
+    celery.worker_main(["worker", "--pool=solo", "--concurrency=1", f"--queues={queues}", "--loglevel=INFO",
+                        f"--hostname={name or f'mcu@{socket.gethostname()}-{os.getpid()}'}", "--without-gossip",
+                        "--without-mingle"])

@@ -27,6 +27,13 @@ class Settings(BaseSettings):
     environment: Literal["development", "production"] = "development"
     max_upload_bytes: int = Field(default=4 << 30, ge=1)  # per uploaded file
     requeue_after_seconds: int = Field(default=300, ge=1)  # a queued request is re-sent after this long
+    heartbeat_interval_seconds: float = Field(default=10.0, gt=0)  # a running job's "I am alive"
+    heartbeat_timeout_seconds: float = Field(default=120.0, gt=0)  # silence after which a job is resumed elsewhere
+    reconcile_interval_seconds: float = Field(default=30.0, gt=0)
+    job_timeout_seconds: int = Field(default=7 * 24 * 3600, ge=60)  # broker visibility timeout: the longest job
+    webhook_secret: SecretStr | None = None  # Standard Webhooks secret, "whsec_<base64>"
+    callback_allowed_hosts: list[str] = []  # host or host:port; "*.example.com" allows subdomains
+    callback_max_attempts: int = Field(default=8, ge=1)
 
     @property
     def resolved_database_url(self) -> str:
@@ -39,6 +46,10 @@ class Settings(BaseSettings):
     @property
     def resolved_storage_url(self) -> str:
         return self.storage_url or f"file://{(self.data_dir / 'objects').resolve()}"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
 
     @property
     def is_embedded(self) -> bool:

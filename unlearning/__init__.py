@@ -19,7 +19,7 @@ from unlearning.data import (
 from unlearning.mask import ParameterMask, compute_mask
 from unlearning.mcu import Checkpoint, adaptive_beta
 from unlearning.metrics import PointMetrics, avg_gap
-from unlearning.pipeline import CurveResult, run_unlearning
+from unlearning.pipeline import CurveResult, materialize_point, run_unlearning
 from unlearning.training import Cancelled, JobHooks, Progress, train_classifier
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "JobHooks", "MCUConfig", "Normalization", "ParameterMask", "PointMetrics", "Progress", "Targets",
     "UnlearningData", "adaptive_beta", "avg_gap", "base_method_names", "build_model", "compute_mask",
     "get_base_method", "is_known_architecture", "load_digits_dataset", "make_unlearning_data",
-    "model_input_channels", "recompute_batchnorm", "register_base_method", "resolve_config", "run_unlearning",
+    "materialize_point", "model_input_channels", "recompute_batchnorm", "register_base_method", "resolve_config",
+    "run_unlearning",
     "train_classifier",
 ]

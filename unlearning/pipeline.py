@@ -167,3 +167,29 @@ def run_unlearning(
         data=data,
         sets=sets,
     )
+
+
+def materialize_point(
+    model: nn.Module,
+    data: UnlearningData,
+    curve_tensors: dict[str, StateDict],
+    config: dict[str, Any] | MCUConfig,
+    base_method: str,
+    t: float,
+    *,
+    device: str | torch.device | None = "auto",
+) -> tuple[StateDict, PointMetrics]:
+    """φ(t) of a stored curve (`theta_o`, `theta_c`, `theta_p`), in another process than the one that trained it.
+
+    Draws the same evaluation subsets as `run_unlearning` (same seed), recomputes BatchNorm statistics on
+    retain rows and measures the point. Returns CPU weights.
+    """
+    if not 0.0 <= t <= 1.0:
+        raise ValueError(f"t must lie in [0, 1], got {t}")
+    cfg = resolve_config(config, base_method)
+    device = resolve_device(device)
+    data = data.to(device)
+    on_device = {name: {k: v.to(device) for k, v in tensors.items()} for name, tensors in curve_tensors.items()}
+    curve = BezierCurve(model.to(device), on_device["theta_o"], on_device["theta_p"], on_device["theta_c"])
+    state, metrics = measure_point(curve, t, data, EvalSets.draw(data, cfg.eval, cfg.seed), cfg)
+    return {k: v.cpu() for k, v in state.items()}, metrics

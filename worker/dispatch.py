@@ -18,10 +18,15 @@ from models import DeletionRequest, utcnow
 
 log = logging.getLogger(__name__)
 
-GPU_QUEUE = "gpu"
+GPU_QUEUE = "gpu"  # training and materialisation
+CONTROL_QUEUE = "control"  # clean-up and callback retries
+ALL_QUEUES = (GPU_QUEUE, CONTROL_QUEUE)
 RUN_REQUEST = "mcu.run_request"
 MATERIALIZE_SELECTION = "mcu.materialize_selection"
 CLEANUP_REQUEST = "mcu.cleanup_request"
+DELIVER_CALLBACK = "mcu.deliver_callback"
+QUEUE_OF = {RUN_REQUEST: GPU_QUEUE, MATERIALIZE_SELECTION: GPU_QUEUE, CLEANUP_REQUEST: CONTROL_QUEUE,
+            DELIVER_CALLBACK: CONTROL_QUEUE}
 
 
 class Dispatcher:
@@ -38,7 +43,7 @@ class Dispatcher:
     def send(self, task_name: str, request_id: str) -> bool:
         """True when the broker accepted the message; False (logged, never raised) when it is down."""
         try:
-            self.app.send_task(task_name, args=[request_id], queue=GPU_QUEUE, retry=False)
+            self.app.send_task(task_name, args=[request_id], queue=QUEUE_OF[task_name], retry=False)
             return True
         except Exception as error:  # noqa: BLE001  (any broker failure leaves the row for the reconciler)
             log.warning("broker unavailable, %s for %s stays queued: %s", task_name, request_id,

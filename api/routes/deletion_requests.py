@@ -175,7 +175,7 @@ def select_point(request_id: str, body: SelectionIn, session: SessionDep, dispat
     row = get_request_or_404(session, request_id)
     moved = _transition(session, request_id, ("awaiting_selection",),
                         {"state": "materializing", "selected_t": body.t, "selected_by": principal.name,
-                         "selected_at": utcnow()})
+                         "selected_at": utcnow(), "heartbeat_at": None})
     if not moved:
         session.rollback()
         raise ApiError(409, f"a point can be selected only in state awaiting_selection (state: {row.state})")

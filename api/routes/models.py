@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Header, UploadFile
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -115,8 +116,8 @@ def list_versions(model_id: str, session: SessionDep, _: Annotated[Principal, re
 
 @router.get("/{model_id}/versions/{version}/weights", response_class=Response,
             responses={200: {"content": {"application/octet-stream": {}}, "description": "safetensors bytes"}})
-def download_weights(model_id: str, version: int, session: SessionDep, store: StoreDep,
-                     _: Annotated[Principal, require("models:read")],
+def download_weights(model_id: str, version: Annotated[int, PathParam(ge=1, le=2**31 - 1)], session: SessionDep,
+                     store: StoreDep, _: Annotated[Principal, require("models:read")],
                      if_none_match: Annotated[str | None, Header()] = None) -> Response:
     get_model_or_404(session, model_id)
     row = session.scalar(select(ModelVersion).where(ModelVersion.model_id == model_id,
