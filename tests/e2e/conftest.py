@@ -1,0 +1,207 @@
+"""The whole service as real processes: `mcu serve` (uvicorn) and `mcu worker` (Celery) subprocesses on
+Postgres, Redis and moto's S3 server, with short heartbeat and reconcile intervals so recovery is quick."""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+import torch
+from safetensors.torch import save
+from sqlalchemy import create_engine, text
+
+from storage import S3Store
+
+POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+REDIS_URL = "redis://127.0.0.1:6379/12"
+WEBHOOK_SECRET = "whsec_" + "dGVzdC1zZWNyZXQtZm9yLWUyZS13ZWJob29rcw=="
+FAST_JOB = {"epochs": 3, "grid_points": 5, "base": {"epochs": 4}}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Stack:
+    """API and worker processes sharing one environment; logs under `data_dir`."""
+
+    env: dict[str, str]
+    data_dir: Path
+    url: str = ""
+    key: str = field(default_factory=lambda: "e2e-" + secrets.token_hex(8))
+    api: subprocess.Popen | None = None
+    workers: list[subprocess.Popen] = field(default_factory=list)
+    started_workers: int = 0
+
+    def _spawn(self, role: str, *args: str) -> subprocess.Popen:
+        log = (self.data_dir / f"{role}.log").open("ab")
+        return subprocess.Popen([sys.executable, "-m", "cli", *args], env=self.env | {"MCU_BOOTSTRAP_API_KEY": self.key},
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def start_api(self) -> None:
+        port = free_port()
+        self.api = self._spawn("api", "serve", "--port", str(port))
+        self.url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _ready(self.url), 90, f"API at {self.url}; see {self.data_dir}/api.log")
+
+    def start_worker(self) -> subprocess.Popen:
+        self.started_workers += 1
+        log = self.data_dir / f"worker-{self.started_workers}.log"
+        worker = self._spawn(log.stem, "worker")
+        self.workers.append(worker)
+        wait_for(lambda: b" ready." in log.read_bytes() or worker.poll() is not None, 90, "worker start")
+        assert worker.poll() is None, log.read_text()[-3000:]
+        return worker
+
+    def kill_workers(self, sig: int = signal.SIGKILL) -> None:
+        for worker in self.workers:
+            if worker.poll() is None:
+                os.killpg(worker.pid, sig)
+                worker.wait(timeout=30)
+        self.workers.clear()
+
+    def stop(self) -> None:
+        self.kill_workers(signal.SIGTERM)
+        if self.api is not None and self.api.poll() is None:
+            os.killpg(self.api.pid, signal.SIGTERM)
+            self.api.wait(timeout=30)
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.key}"}, timeout=60)
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.1) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def base_env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCU_")}
+    return env | {
+        "MCU_DATA_DIR": str(data_dir), "MCU_DEVICE": "cpu",
+        "MCU_HEARTBEAT_INTERVAL_SECONDS": "0.5", "MCU_HEARTBEAT_TIMEOUT_SECONDS": "4",
+        "MCU_RECONCILE_INTERVAL_SECONDS": "1", "MCU_REQUEUE_AFTER_SECONDS": "3",
+        "MCU_WEBHOOK_SECRET": WEBHOOK_SECRET, "MCU_CALLBACK_ALLOWED_HOSTS": '["127.0.0.1"]',
+        "OMP_NUM_THREADS": "1",
+    }
+
+
+@pytest.fixture(scope="session")
+def e2e_postgres_url() -> Iterator[str]:
+    schema = f"mcu_e2e_{secrets.token_hex(4)}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield f"{POSTGRES_ADMIN_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, e2e_postgres_url: str, s3_endpoint: str) -> Iterator[Stack]:
+    """Postgres + Redis + S3, one API and one worker (tests may kill and restart workers)."""
+    from migrations.runner import upgrade
+
+    data_dir = tmp_path_factory.mktemp("e2e")
+    bucket = f"e2e-{secrets.token_hex(6)}"
+    S3Store(bucket, endpoint_url=s3_endpoint).ensure_bucket()
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    upgrade(e2e_postgres_url)
+    env = base_env(data_dir) | {
+        "MCU_DATABASE_URL": e2e_postgres_url, "MCU_BROKER_URL": REDIS_URL, "MCU_STORAGE_URL": f"s3://{bucket}",
+        "MCU_S3_ENDPOINT_URL": s3_endpoint,
+    } | {k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
+                                    "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE") if k in os.environ}
+    running = Stack(env, data_dir)
+    try:
+        running.start_api()
+        running.start_worker()
+        yield running
+    finally:
+        running.stop()
+
+
+# --- the digits dataset and a model trained on it ----------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def digits_upload() -> dict[str, bytes]:
+    from unlearning import load_digits_dataset, make_unlearning_data, train_classifier
+    from unlearning.architectures import seeded_init
+    from unlearning.data import Subset
+
+    digits = load_digits_dataset()
+    inputs = torch.cat([digits.train_inputs, digits.test_inputs]).contiguous()
+    labels = torch.cat([digits.train_labels, digits.test_labels])
+    n_train = len(digits.train_labels)
+    manifest = io.StringIO()
+    manifest.write("sample_id,split,shard,row,subject_id\n")
+    for row in range(len(labels)):
+        manifest.write(f"d{row},{'train' if row < n_train else 'test'},digits.safetensors,{row},w{row % 40}\n")
+    model = seeded_init("cnn-small", 10, digits.input_shape, seed=0)
+    adapter = make_unlearning_data(digits, channels=1, forget_classes=[0]).adapter
+    train_classifier(model, Subset(digits.train_inputs, digits.train_labels, torch.arange(n_train)), adapter,
+                     epochs=20, lr=0.05, seed=0)
+    return {"manifest": manifest.getvalue().encode(), "shard": save({"inputs": inputs, "labels": labels}),
+            "weights": save(model.state_dict())}
+
+
+def register(client: httpx.Client, upload: dict[str, bytes]) -> tuple[str, str]:
+    """A digits dataset and a trained cnn-small model on it; returns (dataset_id, model_id)."""
+    dataset = client.post("/v1/datasets", data={"name": "digits"}, files=[
+        ("manifest", ("m.csv", upload["manifest"])), ("shards", ("digits.safetensors", upload["shard"]))])
+    assert dataset.status_code == 201, dataset.text
+    return dataset.json()["id"], add_model(client, dataset.json()["id"], upload)
+
+
+def add_model(client: httpx.Client, dataset_id: str, upload: dict[str, bytes]) -> str:
+    model = client.post("/v1/models", data={"name": "digits-cnn", "architecture": "cnn-small", "num_classes": "10",
+                                            "dataset_id": dataset_id},
+                        files={"weights": ("w.safetensors", upload["weights"])})
+    assert model.status_code == 201, model.text
+    return model.json()["id"]
+
+
+def submit(client: httpx.Client, model_id: str, **body: object) -> dict:
+    response = client.post("/v1/deletion-requests", json={"model_id": model_id, **body})
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def wait_state(client: httpx.Client, request_id: str, states: tuple[str, ...], timeout: float = 120) -> dict:
+    def reached() -> dict | None:
+        body = client.get(f"/v1/deletion-requests/{request_id}").json()
+        if body["state"] == "failed" and "failed" not in states:
+            raise AssertionError(f"request failed: {body['error']}")
+        return body if body["state"] in states else None
+
+    return wait_for(reached, timeout, f"{request_id} to reach {states}", interval=0.2)  # type: ignore[return-value]
