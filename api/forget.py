@@ -12,16 +12,27 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from api.errors import invalid
-from models import Sample
+from api.errors import ApiError, invalid
+from models import DeletionRequest, Sample
 
 MAX_NAMED = 20
 
 
 @dataclass(frozen=True)
 class ForgetSet:
-    positions: list[int]  # train positions, sorted
-    fingerprint: str  # sha256 of the sorted sample ids, one per line
+    sample_ids: dict[int, str]  # train position -> sample id
+
+    @property
+    def positions(self) -> list[int]:
+        return sorted(self.sample_ids)
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the sorted sample ids, one per line: what a caller can recompute to check the set."""
+        return hashlib.sha256("\n".join(sorted(self.sample_ids.values())).encode()).hexdigest()
+
+    def without(self, positions: set[int]) -> ForgetSet:
+        return ForgetSet({p: s for p, s in self.sample_ids.items() if p not in positions})
 
 
 def _in_list(session: Session, column: Any, values: list[Any], kind: str) -> ColumnElement[bool]:
@@ -76,6 +87,24 @@ def resolve_forget(session: Session, dataset_id: str, num_train: int, num_classe
     if len(train) >= num_train:
         raise invalid("the forget set is the whole training set: nothing would be retained",
                       [{"loc": ["forget"], "msg": "whole training set"}])
-    sample_ids = sorted(r.sample_id for r in train)
-    digest = hashlib.sha256("\n".join(sample_ids).encode()).hexdigest()
-    return ForgetSet(sorted(r.position for r in train), digest)
+    return ForgetSet({r.position: r.sample_id for r in train})
+
+
+def drop_already_erased(session: Session, model_id: str, forget: ForgetSet) -> tuple[ForgetSet, dict[str, int]]:
+    """Remove rows erased by the model's succeeded requests; 409 naming them when nothing is left.
+
+    Returns the remaining set and how many rows each earlier request had already erased.
+    """
+    erased_by: dict[int, str] = {}
+    for request_id, positions in session.execute(select(DeletionRequest.id, DeletionRequest.forget_positions).where(
+            DeletionRequest.model_id == model_id, DeletionRequest.state == "succeeded")):
+        erased_by |= {p: request_id for p in positions if p in forget.sample_ids}
+    counts: dict[str, int] = {}
+    for request_id in erased_by.values():
+        counts[request_id] = counts.get(request_id, 0) + 1
+    remaining = forget.without(set(erased_by))
+    if not remaining.sample_ids:
+        named = ", ".join(sorted(counts))
+        raise ApiError(409, f"every sample named was already erased from this model by deletion request(s) {named}",
+                       type_="https://mcu.dev/problems/already-erased", title="Already erased")
+    return remaining, counts

@@ -6,9 +6,11 @@ a SQLite file instead of Postgres, a local folder instead of S3, and a broker th
 
 from __future__ import annotations
 
+import fnmatch
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +48,15 @@ class Settings(BaseSettings):
     @property
     def resolved_storage_url(self) -> str:
         return self.storage_url or f"file://{(self.data_dir / 'objects').resolve()}"
+
+    def callback_host_allowed(self, url: str) -> bool:
+        """`url`'s host (or host:port) is on the allow-list; "*.example.com" matches its subdomains."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return False
+        candidates = {parts.hostname.lower(), f"{parts.hostname.lower()}:{parts.port}"}
+        return any(fnmatch.fnmatchcase(candidate, pattern.lower())
+                   for pattern in self.callback_allowed_hosts for candidate in candidates)
 
     @property
     def cache_dir(self) -> Path:

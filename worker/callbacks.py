@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import secrets
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
 
 import httpx
 from standardwebhooks import Webhook
@@ -15,17 +13,6 @@ from models import DeletionRequest, record_event
 from settings import Settings
 
 CALLBACK_STATES = ("awaiting_selection", "succeeded", "failed", "cancelled")
-
-
-def host_allowed(url: str, allowed: list[str]) -> bool:
-    """`url`'s host (or host:port) matches an allow-list entry; "*.example.com" matches subdomains."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return False
-    host = parts.hostname.lower()
-    host_port = f"{host}:{parts.port}" if parts.port else host
-    return any(fnmatch.fnmatchcase(candidate, pattern.lower()) for pattern in allowed
-               for candidate in (host, host_port) if "*" in pattern or candidate == pattern.lower())
 
 
 def event_body(request: DeletionRequest, state: str, message_id: str, at: datetime) -> str:
@@ -48,7 +35,7 @@ def deliver(settings: Settings, factory, request_id: str, state: str, message_id
     if settings.webhook_secret is not None:
         headers["webhook-signature"] = Webhook(settings.webhook_secret.get_secret_value()).sign(message_id, at, body)
     status, error = None, None
-    if host_allowed(url, settings.callback_allowed_hosts):
+    if settings.callback_host_allowed(url):
         try:
             status = httpx.post(url, content=body, headers=headers, timeout=10, follow_redirects=False).status_code
         except httpx.HTTPError as exc:

@@ -11,9 +11,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from api.auth import Principal
-from api.deps import DispatcherDep, SessionDep, SessionFactoryDep, require
+from api.deps import DispatcherDep, SessionDep, SessionFactoryDep, SettingsDep, require
 from api.errors import ApiError, invalid
-from api.forget import resolve_forget
+from api.forget import drop_already_erased, resolve_forget
 from api.idempotency import IdempotencyKey, create_once, fingerprint
 from api.pagination import PageSize, PageToken, newest_first, page
 from api.schemas import (
@@ -30,6 +30,7 @@ from api.schemas import (
     SelectionOut,
 )
 from models import CurvePoint, Dataset, DeletionRequest, Event, Model, new_id, record_event, utcnow
+from settings import Settings
 from unlearning.config import ConfigError, resolve_config
 from worker.dispatch import CLEANUP_REQUEST, MATERIALIZE_SELECTION, dispatch_run
 
@@ -78,21 +79,25 @@ def _validated_config(body: DeletionRequestIn) -> dict[str, Any]:
         raise invalid(str(error), [{"loc": loc, "msg": error.message}]) from error
 
 
-def _check_callback(url: str | None) -> None:
+def _check_callback(url: str | None, settings: Settings) -> None:
+    """Callbacks go only to allow-listed hosts: the service must not be turned into a request forger."""
     if url is None:
         return
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
         raise invalid("callback_url must be an absolute http(s) URL", [{"loc": ["callback_url"], "msg": "invalid"}])
+    if not settings.callback_host_allowed(url):
+        raise invalid("callback_url's host is not in the callback allow-list (MCU_CALLBACK_ALLOWED_HOSTS)",
+                      [{"loc": ["callback_url"], "msg": "host not allowed"}])
 
 
 @router.post("", status_code=202, response_model=DeletionRequestOut,
              responses={202: {"headers": {"Location": {"schema": {"type": "string"}}}}})
 def create_request(body: DeletionRequestIn, session: SessionDep, factory: SessionFactoryDep, dispatcher: DispatcherDep,
+                   settings: SettingsDep,
                    principal: Annotated[Principal, require("requests:write")],
                    idempotency_key: IdempotencyKey = None) -> JSONResponse:
     config = _validated_config(body)
-    _check_callback(body.callback_url)
+    _check_callback(body.callback_url, settings)
     body_sha = fingerprint(body.model_dump(mode="json"))
     created: list[str] = []
 
@@ -103,7 +108,8 @@ def create_request(body: DeletionRequestIn, session: SessionDep, factory: Sessio
         dataset = db.get(Dataset, model.dataset_id)
         assert dataset is not None
         kind, values = body.forget.selector()
-        forget = resolve_forget(db, dataset.id, dataset.num_train, model.num_classes, kind, values)
+        forget, already_erased = drop_already_erased(
+            db, model.id, resolve_forget(db, dataset.id, dataset.num_train, model.num_classes, kind, values))
         request_id = new_id("req")
         db.add(DeletionRequest(
             id=request_id, model_id=model.id, model_version=model.current_version, state="queued",
@@ -114,7 +120,8 @@ def create_request(body: DeletionRequestIn, session: SessionDep, factory: Sessio
             created_by=principal.name))
         db.flush()
         record_event(db, request_id, "state_changed", "queued", principal.name,
-                     {"forget_count": len(forget.positions), "external_id": body.external_id})
+                     {"forget_count": len(forget.positions), "external_id": body.external_id,
+                      "already_erased_by": already_erased})
         created.append(request_id)
         return request_id
 

@@ -50,8 +50,9 @@ class Stack:
 
     def _spawn(self, role: str, *args: str) -> subprocess.Popen:
         log = (self.data_dir / f"{role}.log").open("ab")
-        return subprocess.Popen([sys.executable, "-m", "cli", *args], env=self.env | {"MCU_BOOTSTRAP_API_KEY": self.key},
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        env = self.env | {"MCU_BOOTSTRAP_API_KEY": self.key}
+        return subprocess.Popen([sys.executable, "-m", "cli", *args], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
 
     def start_api(self) -> None:
         port = free_port()

@@ -17,7 +17,7 @@ FORGET_CLASS = 3
 
 def test_full_flow_publishes_a_version_that_forgot_the_class(stack: Stack, digits_upload: dict[str, bytes]) -> None:
     with stack.client() as client:
-        dataset_id, model_id = register(client, digits_upload)
+        _, model_id = register(client, digits_upload)
         request = submit(client, model_id, forget={"classes": [FORGET_CLASS]}, config=FAST_JOB)
         waiting = wait_state(client, request["id"], ("awaiting_selection",))
         curve = waiting["curve"]
