@@ -16,8 +16,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	touch $@
 
+# Also the deployment files: hadolint on every Dockerfile, and Compose's own check of docker-compose.yml
+# (Debian's docker-compose 1.29 here; .ci/run installs it) with .env.example standing in for .env.
 lint: install
 	$(PY) -m ruff check .
+	$(VENV)/bin/hadolint docker/Dockerfile.*
+	@command -v docker-compose >/dev/null || { echo "make lint needs docker-compose: apt-get install docker-compose"; exit 1; }
+	docker-compose --env-file .env.example -f docker-compose.yml config -q
 
 test: lint
 	$(PY) -m pytest

@@ -97,7 +97,7 @@ class CurveOut(BaseModel):
     points: list[CurvePointOut]
     recommended_t: float
     effective_region: list[list[float]]
-    targets: dict[str, float]
+    targets: dict[str, float | None]
 
 
 class SelectionOut(BaseModel):

@@ -13,10 +13,22 @@ app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 
 
+def _refuse_example_secrets() -> None:
+    """Production must not start with .env.example's secrets: exit naming the settings to change."""
+    from settings import ExampleSecretError, get_settings
+
+    try:
+        get_settings().check_production_secrets()
+    except ExampleSecretError as error:
+        typer.echo(f"refusing to start: {error}", err=True)
+        raise typer.Exit(2) from error
+
+
 @app.command()
 def serve(host: str = typer.Option("127.0.0.1", help="Interface to bind."),
           port: int = typer.Option(8000, help="Port to listen on.")) -> None:
     """Serve the HTTP API (the embedded default creates its schema on first start)."""
+    _refuse_example_secrets()
     import uvicorn
 
     from api.app import create_app
@@ -27,6 +39,7 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to bind."),
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
     """Apply the schema migrations to MCU_DATABASE_URL (or the embedded SQLite file)."""
+    _refuse_example_secrets()
     from migrations.runner import upgrade
     from settings import get_settings
 
@@ -84,6 +97,7 @@ def worker(queues: str = typer.Option(",".join(ALL_QUEUES), help="Comma-separate
            name: str = typer.Option("", help="Worker name (default: mcu@<host>-<pid>)."),
            reconcile: bool = typer.Option(True, help="Run the periodic reconciler in this worker.")) -> None:
     """Run one worker process (one per GPU: choose it with CUDA_VISIBLE_DEVICES)."""
+    _refuse_example_secrets()
     import os
     import socket
 

@@ -6,7 +6,10 @@ a SQLite file instead of Postgres, a local folder instead of S3, and a broker th
 
 from __future__ import annotations
 
+import base64
 import fnmatch
+import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -14,6 +17,13 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Every secret in .env.example contains this marker; production refuses to start while one is left in place.
+EXAMPLE_SECRET_MARKER = "change-me"
+
+
+class ExampleSecretError(RuntimeError):
+    """MCU_ENVIRONMENT=production, but a secret still holds its example value from .env.example."""
 
 
 class Settings(BaseSettings):
@@ -58,6 +68,26 @@ class Settings(BaseSettings):
         return any(fnmatch.fnmatchcase(candidate, pattern.lower())
                    for pattern in self.callback_allowed_hosts for candidate in candidates)
 
+    def check_production_secrets(self, environ: Mapping[str, str] | None = None) -> None:
+        """In production, refuse secrets that still hold .env.example's example values (they contain
+        "change-me"; a webhook secret's is base64 after "whsec_"). The URLs carry the database and Redis
+        passwords; AWS_SECRET_ACCESS_KEY, read by boto3 from the environment, is MinIO's root password."""
+        if self.environment != "production":
+            return
+        environ = os.environ if environ is None else environ
+        secrets = {
+            "MCU_DATABASE_URL": self.database_url,
+            "MCU_BROKER_URL": self.broker_url,
+            "MCU_BOOTSTRAP_API_KEY": self.bootstrap_api_key.get_secret_value() if self.bootstrap_api_key else None,
+            "MCU_WEBHOOK_SECRET": _webhook_secret_text(self.webhook_secret),
+            "AWS_SECRET_ACCESS_KEY": environ.get("AWS_SECRET_ACCESS_KEY"),
+        }
+        examples = [name for name, value in secrets.items() if value and EXAMPLE_SECRET_MARKER in value.lower()]
+        if examples:
+            raise ExampleSecretError(
+                f"MCU_ENVIRONMENT=production, but {', '.join(examples)} still hold the example values of "
+                f".env.example (containing {EXAMPLE_SECRET_MARKER!r}): set real secrets")
+
     @property
     def cache_dir(self) -> Path:
         return self.data_dir / "cache"
@@ -65,6 +95,18 @@ class Settings(BaseSettings):
     @property
     def is_embedded(self) -> bool:
         return self.database_url is None
+
+
+def _webhook_secret_text(secret: SecretStr | None) -> str | None:
+    """The secret as written, plus its decoded payload (a Standard Webhooks secret is "whsec_<base64>")."""
+    if secret is None:
+        return None
+    value = secret.get_secret_value()
+    try:
+        decoded = base64.b64decode(value.removeprefix("whsec_") + "==").decode("utf-8", "replace")
+    except ValueError:  # binascii.Error: not base64
+        decoded = ""
+    return f"{value} {decoded}"
 
 
 @lru_cache

@@ -135,10 +135,16 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class Targets:
-    """Accuracies (fractions) the curve aims for; operator-supplied or derived from θ_o (MCU.md §3)."""
+    """What a model that never saw the forget set would show (fractions), estimated without retraining.
+
+    `retain_accuracy` and `forget_accuracy` drive adaptive β (MCU.md §3); all four given ones drive the
+    recommended t. Operator-supplied, or derived from θ_o (see `pipeline.derive_targets`).
+    """
 
     retain_accuracy: float = field(default=1.0, metadata=_bounds(ge=0.0, le=1.0))
     forget_accuracy: float = field(default=0.0, metadata=_bounds(ge=0.0, le=1.0))
+    test_accuracy: float | None = field(default=None, metadata=_bounds(ge=0.0, le=1.0))
+    mia_efficacy: float | None = field(default=None, metadata=_bounds(ge=0.0, le=1.0))
 
 
 @dataclass(frozen=True)

@@ -24,16 +24,27 @@ from unlearning.curve import BezierCurve, StateDict
 from unlearning.data import UnlearningData
 from unlearning.mask import compute_mask
 from unlearning.mcu import Checkpoint, train_control_point
-from unlearning.metrics import EvalSets, PointMetrics, accuracy, evaluate
+from unlearning.metrics import EvalSets, PointMetrics, evaluate, mia_efficacy, predict
 from unlearning.spectrum import REFERENCE_WINDOW, effective_region, grid, recommend_t
 from unlearning.training import JobHooks, Progress, resolve_device
 
 
 def derive_targets(model: nn.Module, data: UnlearningData, sets: EvalSets, batch_size: int) -> Targets:
-    """c_r = θ_o's retain accuracy; c_f = θ_o's test accuracy (random forgetting) or 0 (class-wise)."""
-    retain_accuracy = accuracy(model, sets.retain, data.adapter, batch_size)
-    forget_accuracy = 0.0 if data.scenario == "classwise" else accuracy(model, sets.test, data.adapter, batch_size)
-    return Targets(retain_accuracy=retain_accuracy, forget_accuracy=forget_accuracy)
+    """Estimates, from θ_o alone, of what a model retrained without the forget set would show.
+
+    Retain and test accuracy: θ_o's own. Forget accuracy: θ_o's test accuracy for random forgetting (the
+    forget rows become unseen data), 0 for class-wise forgetting (MCU.md §3). MIA efficacy: for random
+    forgetting, the share of unseen rows the attack calls non-member — measured on half of the test rows
+    with the attack trained on the other half; for class-wise forgetting, 1.
+    """
+    retain_correct, retain_conf = predict(model, sets.retain, data.adapter, batch_size)
+    test_correct, test_conf = predict(model, sets.test, data.adapter, batch_size)
+    test_accuracy = float(test_correct.float().mean())
+    if data.scenario == "classwise":
+        return Targets(float(retain_correct.float().mean()), 0.0, test_accuracy, 1.0)
+    half = len(test_conf) // 2
+    unseen_nonmember = mia_efficacy(retain_conf[:half], test_conf[:half], test_conf[half:])
+    return Targets(float(retain_correct.float().mean()), test_accuracy, test_accuracy, unseen_nonmember)
 
 
 def measure_point(curve: BezierCurve, t: float, data: UnlearningData, sets: EvalSets,

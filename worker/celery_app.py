@@ -74,7 +74,7 @@ def create_celery(settings: Settings) -> Celery:
 
     @app.task(name=CLEANUP_REQUEST)
     def cleanup_request(request_id: str) -> None:
-        pipeline.cleanup_artifacts(services(), request_id)
+        pipeline.cancelled_by_api(services(), request_id)
 
     @app.task(name=DELIVER_CALLBACK, bind=True)
     def deliver_callback(self, request_id: str, state: str, message_id: str, attempt: int) -> None:

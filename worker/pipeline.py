@@ -361,15 +361,23 @@ def materialize_selection(services: Services, request_id: str) -> None:
     except Exception as error:  # noqa: BLE001
         fail(services, request_id, error)
         return
-    publish_version(services, row, obj.key, obj.sha256, obj.size, metrics.to_dict())
-    finish_published(services, request_id)
+    if publish_version(services, row, obj.key, obj.sha256, obj.size, metrics.to_dict()):
+        finish_published(services, request_id)
+    else:
+        cancel_finished(services, request_id)
 
 
 def publish_version(services: Services, row: DeletionRequest, key: str, sha256: str, size: int,
-                    metrics: dict[str, Any]) -> None:
-    """Next version of the model, made current, in one transaction; exactly one per request."""
+                    metrics: dict[str, Any]) -> bool:
+    """Next version of the model, made current, in one transaction; exactly one per request. False when the
+    request was cancelled meanwhile: a cancelled request publishes nothing."""
     try:
         with services.factory() as session, session.begin():
+            # The request row is locked first, so a cancel cannot slip in between this check and the commit.
+            state = session.scalar(select(DeletionRequest.state).where(DeletionRequest.id == row.id)
+                                   .with_for_update())
+            if state != "materializing":
+                return False
             model = session.get(Model, row.model_id, with_for_update=True)
             assert model is not None
             latest = session.scalar(select(ModelVersion.version).where(ModelVersion.model_id == model.id)
@@ -385,10 +393,13 @@ def publish_version(services: Services, row: DeletionRequest, key: str, sha256: 
                          {"version": version, "sha256": sha256, "t": row.selected_t})
     except IntegrityError:
         log.info("version for %s already published", row.id)  # a duplicate delivery raced us
+    return True
 
 
 def finish_published(services: Services, request_id: str) -> None:
-    if finish(services, request_id, "succeeded", from_states=("materializing",), values={"finished_at": utcnow()}):
+    # A cancel that arrives once the version is published comes too late: the erasure is done.
+    if finish(services, request_id, "succeeded", from_states=("materializing", "cancelling"),
+              values={"finished_at": utcnow()}):
         cleanup_artifacts(services, request_id)
 
 
@@ -396,6 +407,16 @@ def cancel_finished(services: Services, request_id: str) -> None:
     if finish(services, request_id, "cancelled", from_states=("running", "materializing", "cancelling"),
               values={"finished_at": utcnow()}):
         cleanup_artifacts(services, request_id)
+
+
+def cancelled_by_api(services: Services, request_id: str) -> None:
+    """The API cancelled a request no worker held (queued, awaiting or unclaimed selection): delete what it
+    left and send the `cancelled` callback a worker would have sent."""
+    cleanup_artifacts(services, request_id)
+    with services.factory() as session:
+        state = session.scalar(select(DeletionRequest.state).where(DeletionRequest.id == request_id))
+    if state == "cancelled":
+        services.notify(request_id, "cancelled")
 
 
 def cleanup_artifacts(services: Services, request_id: str) -> None:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from api.auth import Principal
 from api.deps import DispatcherDep, SessionDep, SessionFactoryDep, SettingsDep, require
@@ -169,10 +170,12 @@ def get_curve(request_id: str, session: SessionDep, _: Annotated[Principal, requ
     return curve
 
 
-def _transition(session: Session, request_id: str, allowed: tuple[str, ...], values: dict[str, Any]) -> bool:
+def _transition(session: Session, request_id: str, allowed: tuple[str, ...], values: dict[str, Any],
+                *also: ColumnElement[bool]) -> bool:
     """Compare-and-set on the state, so two racing callers cannot both move a request."""
     result = session.execute(update(DeletionRequest).where(DeletionRequest.id == request_id,
-                                                           DeletionRequest.state.in_(allowed)).values(**values))
+                                                           DeletionRequest.state.in_(allowed), *also)
+                             .values(**values))
     return result.rowcount == 1
 
 
@@ -197,9 +200,12 @@ def select_point(request_id: str, body: SelectionIn, session: SessionDep, dispat
 def cancel_request(request_id: str, session: SessionDep, dispatcher: DispatcherDep,
                    principal: Annotated[Principal, require("requests:write")]) -> JSONResponse:
     row = get_request_or_404(session, request_id)
-    previous_state, now = row.state, utcnow()
-    if _transition(session, request_id, ("queued", "awaiting_selection"),
-                   {"state": "cancelled", "cancel_requested": True, "finished_at": now}):
+    previous_state = row.state
+    at_once = {"state": "cancelled", "cancel_requested": True, "finished_at": utcnow()}
+    # A selection no worker has claimed yet (no heartbeat) is cancelled at once too: a worker claims only
+    # `materializing`, so a `cancelling` request that nobody holds would never be finished.
+    if _transition(session, request_id, ("queued", "awaiting_selection"), at_once) or \
+            _transition(session, request_id, ("materializing",), at_once, DeletionRequest.heartbeat_at.is_(None)):
         record_event(session, request_id, "state_changed", "cancelled", principal.name)
         session.commit()
         dispatcher.send(CLEANUP_REQUEST, request_id)  # artifacts of an awaiting request are deleted

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The worker image's command: one `mcu worker` process per GPU, each pinned to its GPU with
+# CUDA_VISIBLE_DEVICES (a process trains on one device). The GPUs: CUDA_VISIBLE_DEVICES if it lists some
+# (e.g. 2,3), else ("all" or unset) every GPU the container was given (compose's MCU_GPUS_PER_WORKER,
+# `docker run --gpus`). With one GPU, or none (CPU fallback), this simply execs `mcu worker`.
+# Arguments go to every `mcu worker`.
+set -euo pipefail
+
+if [[ ${CUDA_VISIBLE_DEVICES:-all} == all ]]; then
+  unset CUDA_VISIBLE_DEVICES
+  count=$(python -c 'import torch; print(torch.cuda.device_count())')
+  gpus=()
+  for ((i = 0; i < count; i++)); do gpus+=("$i"); done
+else
+  IFS=, read -ra gpus <<<"$CUDA_VISIBLE_DEVICES"
+fi
+
+if ((${#gpus[@]} <= 1)); then
+  exec mcu worker "$@"
+fi
+
+pids=()
+for gpu in "${gpus[@]}"; do
+  CUDA_VISIBLE_DEVICES=$gpu mcu worker --name "mcu@$(hostname)-gpu$gpu" "$@" &
+  pids+=("$!")
+done
+# docker stop sends TERM to this script: pass it on. When any worker exits, stop the others too, so
+# the container exits and its restart policy brings all of them back.
+trap 'kill -TERM "${pids[@]}" 2>/dev/null || true' TERM INT
+status=0
+wait -n "${pids[@]}" || status=$?
+kill -TERM "${pids[@]}" 2>/dev/null || true
+wait "${pids[@]}" || true
+exit "$status"
