@@ -287,6 +287,7 @@ def run_request(services: Services, request_id: str) -> None:
     row = claim(services, request_id, "queued", "running")
     if row is None:
         return  # finished, cancelled, or alive elsewhere: a duplicate delivery changes nothing
+    rebase_onto_current_version(services, request_id)
     store = services.store
     try:
         with JobWatch(services, request_id, "running") as watch:
@@ -361,25 +362,34 @@ def materialize_selection(services: Services, request_id: str) -> None:
     except Exception as error:  # noqa: BLE001
         fail(services, request_id, error)
         return
-    if publish_version(services, row, obj.key, obj.sha256, obj.size, metrics.to_dict()):
+    outcome = publish_version(services, row, obj.key, obj.sha256, obj.size, metrics.to_dict())
+    if outcome == "published":
         finish_published(services, request_id)
+    elif outcome == "stale":
+        requeue_on_current_version(services, request_id)
     else:
         cancel_finished(services, request_id)
 
 
 def publish_version(services: Services, row: DeletionRequest, key: str, sha256: str, size: int,
-                    metrics: dict[str, Any]) -> bool:
-    """Next version of the model, made current, in one transaction; exactly one per request. False when the
-    request was cancelled meanwhile: a cancelled request publishes nothing."""
+                    metrics: dict[str, Any]) -> str:
+    """Next version of the model, made current, in one transaction; exactly one per request.
+
+    Returns "published"; "cancelled" when the request was cancelled meanwhile (it publishes nothing); or
+    "stale" when another request published a version since this one's base: publishing weights derived
+    from the older version would bring back what that request erased.
+    """
     try:
         with services.factory() as session, session.begin():
             # The request row is locked first, so a cancel cannot slip in between this check and the commit.
             state = session.scalar(select(DeletionRequest.state).where(DeletionRequest.id == row.id)
                                    .with_for_update())
             if state != "materializing":
-                return False
+                return "cancelled"
             model = session.get(Model, row.model_id, with_for_update=True)
             assert model is not None
+            if model.current_version != row.model_version:
+                return "stale"
             latest = session.scalar(select(ModelVersion.version).where(ModelVersion.model_id == model.id)
                                     .order_by(ModelVersion.version.desc()).limit(1)) or 0
             version = latest + 1
@@ -393,7 +403,41 @@ def publish_version(services: Services, row: DeletionRequest, key: str, sha256: 
                          {"version": version, "sha256": sha256, "t": row.selected_t})
     except IntegrityError:
         log.info("version for %s already published", row.id)  # a duplicate delivery raced us
-    return True
+    return "published"
+
+
+def requeue_on_current_version(services: Services, request_id: str) -> None:
+    """Start a stale request over on the model's current version (the reconciler sends it again).
+
+    Its curve, selection and artifacts belong to the old version and are dropped; with manual selection
+    the operator picks a point again on the new curve.
+    """
+    with services.factory() as session, session.begin():
+        row = session.get(DeletionRequest, request_id, with_for_update=True)
+        model = session.get(Model, row.model_id) if row else None
+        if row is None or model is None or row.state != "materializing":
+            return
+        session.query(CurvePoint).filter(CurvePoint.request_id == request_id).delete()
+        record_event(session, request_id, "rebased", "queued", "worker",
+                     {"from_version": row.model_version, "to_version": model.current_version,
+                      "reason": "another request published a version first"})
+        row.model_version, row.state, row.curve = model.current_version, "queued", None
+        row.selected_t = row.selected_by = row.selected_at = row.heartbeat_at = row.dispatched_at = None
+        row.progress = {"phase": "queued", "fraction": 0.0}
+    cleanup_artifacts(services, request_id)
+
+
+def rebase_onto_current_version(services: Services, request_id: str) -> None:
+    """A job starts from the model's newest version; stored artifacts of an older base are discarded."""
+    with services.factory() as session, session.begin():
+        row = session.get(DeletionRequest, request_id, with_for_update=True)
+        model = session.get(Model, row.model_id) if row else None
+        if row is None or model is None or row.model_version == model.current_version:
+            return
+        record_event(session, request_id, "rebased", row.state, "worker",
+                     {"from_version": row.model_version, "to_version": model.current_version})
+        row.model_version = model.current_version
+    cleanup_artifacts(services, request_id)
 
 
 def finish_published(services: Services, request_id: str) -> None:
