@@ -127,9 +127,9 @@ class GuardConfig:
 class EvalConfig:
     """Bounded, seeded evaluation subsets for the grid sweep and materialisation (MCU.md §4, §6)."""
 
-    bn_samples: int = field(default=2000, metadata=_bounds(ge=1))
-    retain_samples: int = field(default=2000, metadata=_bounds(ge=1))
-    test_samples: int = field(default=2000, metadata=_bounds(ge=1))
+    bn_samples: int = field(default=1000, metadata=_bounds(ge=1))
+    retain_samples: int = field(default=1000, metadata=_bounds(ge=1))
+    test_samples: int = field(default=1000, metadata=_bounds(ge=1))
     batch_size: int = field(default=1024, metadata=_bounds(ge=1))
 
 
