@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from api.errors import install_error_handlers
-from api.metrics import ServiceCollector, install_metrics
+from api.metrics import MetricsMiddleware, ServiceCollector
 from api.routes import datasets, deletion_requests, health, models
 from migrations.runner import upgrade
 from models import make_engine, make_session_factory
@@ -34,7 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.dispatcher = Dispatcher(settings.resolved_broker_url)
     app.state.metrics_registry = registry = CollectorRegistry()
     registry.register(ServiceCollector(app.state.session_factory, app.state.dispatcher))
-    app.middleware("http")(install_metrics(registry))
+    app.add_middleware(MetricsMiddleware, registry=registry)
     install_error_handlers(app)
     for router in (health.router, datasets.router, models.router, deletion_requests.router):
         app.include_router(router)

@@ -74,8 +74,9 @@ def bare_app(database_url: str) -> Any:
 
     engine = create_engine(database_url, pool_size=10, max_overflow=20)
     with engine.begin() as connection:
-        connection.execute(text(f"CREATE TABLE IF NOT EXISTS {BARE_TABLE} (id text PRIMARY KEY, model_id text NOT NULL, "
-                                "sample_id text NOT NULL, state text NOT NULL, created_at timestamptz NOT NULL)"))
+        connection.execute(text(f"CREATE TABLE IF NOT EXISTS {BARE_TABLE} (id text PRIMARY KEY, model_id text "
+                                "NOT NULL, sample_id text NOT NULL, state text NOT NULL, created_at timestamptz "
+                                "NOT NULL)"))
     app = FastAPI()
 
     @app.post("/items", status_code=202)
@@ -111,7 +112,7 @@ def serve_bare(port: int) -> None:
 # --- registering a tiny dataset and an mlp model ------------------------------------------------------------
 
 def tiny_upload() -> tuple[bytes, bytes, bytes, list[str]]:
-    """(manifest, shard, weights, training sample ids): N_TRAIN + N_TEST 1×4×4 images, 3 classes, an mlp."""
+    """(manifest, shard, weights, training sample ids): N_TRAIN + N_TEST 1x4x4 images, 3 classes, an mlp."""
     import numpy as np
     from safetensors.torch import save
 

@@ -109,6 +109,9 @@ def worker(queues: str = typer.Option(",".join(ALL_QUEUES), help="Comma-separate
     if settings.is_embedded:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         upgrade(settings.resolved_database_url)
+    import torch
+
+    torch.set_num_threads(settings.torch_threads)
     celery = create_celery(settings)
     if reconcile:
         start_reconciler(celery, settings)

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = None
     bootstrap_api_key: SecretStr | None = None
     device: str = "auto"
+    # CPU threads of one worker's PyTorch. One per worker: scale with more workers (one per GPU or core);
+    # two threads on a shared 2-core host slowed jobs 5-38x whenever anything else needed the CPU.
+    torch_threads: int = Field(default=1, ge=1)
     environment: Literal["development", "production"] = "development"
     max_upload_bytes: int = Field(default=4 << 30, ge=1)  # per uploaded file
     requeue_after_seconds: int = Field(default=300, ge=1)  # a queued request is re-sent after this long

@@ -77,9 +77,6 @@ class CurveResult:
         state, metrics = measure_point(self.curve, t, self.data, self.sets, self.config)
         return {k: v.cpu() for k, v in state.items()}, metrics
 
-    def point(self, t: float) -> PointMetrics:
-        return min(self.points, key=lambda p: abs(p.t - t))
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "base_method": self.base_method,

@@ -43,6 +43,7 @@ from unlearning.data import UnlearningData
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_SECONDS = 1.0
+CANCEL_POLL_SECONDS = 0.2
 
 
 def artifact_key(request_id: str, name: str) -> str:
@@ -137,22 +138,30 @@ def problem_for(error: Exception) -> dict[str, str]:
 # --- watching a running job --------------------------------------------------------------------------------
 
 class JobWatch:
-    """Heartbeat thread, throttled progress writes and the cancel check (between batches)."""
+    """Heartbeat thread, throttled progress writes and the cancel check (between batches).
+
+    A watcher thread reads the cancel flag every CANCEL_POLL_SECONDS and training only reads an Event:
+    a database round trip per batch cost up to a third of a small job's time.
+    """
 
     def __init__(self, services: Services, request_id: str, state: str) -> None:
         self.services, self.request_id, self.state = services, request_id, state
         self._stop = threading.Event()
+        self._cancelled = threading.Event()
         self._last_write = 0.0
         self._phase: str | None = None
-        self._thread = threading.Thread(target=self._beat, daemon=True)
+        self._threads = [threading.Thread(target=self._beat, daemon=True),
+                         threading.Thread(target=self._watch_cancel, daemon=True)]
 
     def __enter__(self) -> JobWatch:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        for thread in self._threads:
+            thread.join(timeout=5)
 
     def _beat(self) -> None:
         while not self._stop.wait(self.services.settings.heartbeat_interval_seconds):
@@ -187,11 +196,21 @@ class JobWatch:
                 record_event(session, self.request_id, "phase_started", self.state, "worker",
                              {"phase": progress.phase})
 
+    def _watch_cancel(self) -> None:
+        while not self._stop.wait(CANCEL_POLL_SECONDS):
+            try:
+                with self.services.factory() as session:
+                    row = session.execute(select(DeletionRequest.cancel_requested, DeletionRequest.state)
+                                          .where(DeletionRequest.id == self.request_id)).one()
+            except Exception:
+                log.warning("cancel check of %s failed", self.request_id, exc_info=True)
+                continue
+            if row.cancel_requested or row.state != self.state:
+                self._cancelled.set()
+                return
+
     def should_cancel(self) -> bool:
-        with self.services.factory() as session:
-            row = session.execute(select(DeletionRequest.cancel_requested, DeletionRequest.state)
-                                  .where(DeletionRequest.id == self.request_id)).one()
-        return bool(row.cancel_requested) or row.state != self.state
+        return self._cancelled.is_set()
 
     def hooks(self) -> JobHooks:
         return JobHooks(on_progress=self.on_progress, should_cancel=self.should_cancel)

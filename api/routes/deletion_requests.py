@@ -131,7 +131,6 @@ def create_request(body: DeletionRequestIn, session: SessionDep, factory: Sessio
     if created:  # committed above; a broker outage leaves it queued for the reconciler
         dispatch_run(factory, dispatcher, request_id)
     row = get_request_or_404(session, request_id)
-    session.refresh(row)
     return JSONResponse(request_out(session, row).model_dump(mode="json"), status_code=status,
                         headers={"Location": f"/v1/deletion-requests/{request_id}"})
 

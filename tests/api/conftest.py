@@ -19,12 +19,11 @@ import httpx
 import numpy as np
 import pytest
 import uvicorn
-from sqlalchemy import create_engine, text
 
+from bench.common import postgres_schema
 from settings import Settings
 from storage import S3Store, save_numpy
 
-POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/11"
 BOOTSTRAP_KEY = "bootstrap-" + secrets.token_hex(8)
 
@@ -32,16 +31,8 @@ BOOTSTRAP_KEY = "bootstrap-" + secrets.token_hex(8)
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A schema of its own in the `test` database, so runs never see each other's rows."""
-    schema = f"mcu_test_{secrets.token_hex(4)}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield f"{POSTGRES_ADMIN_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+    with postgres_schema("mcu_test") as url:
+        yield url
 
 
 @dataclass

@@ -20,11 +20,10 @@ import pytest
 import redis
 import torch
 from safetensors.torch import save
-from sqlalchemy import create_engine, text
 
+from bench.common import postgres_schema
 from storage import S3Store
 
-POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/12"
 WEBHOOK_SECRET = "whsec_" + "dGVzdC1zZWNyZXQtZm9yLWUyZS13ZWJob29rcw=="
 FAST_JOB = {"epochs": 3, "grid_points": 5, "base": {"epochs": 4}}
@@ -116,16 +115,8 @@ def base_env(data_dir: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def e2e_postgres_url() -> Iterator[str]:
-    schema = f"mcu_e2e_{secrets.token_hex(4)}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield f"{POSTGRES_ADMIN_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+    with postgres_schema("mcu_e2e") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

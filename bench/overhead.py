@@ -1,0 +1,525 @@
+"""Service overhead: one unlearning job through the whole service against a direct library call.
+
+    python -m bench.overhead --repeats 1 --json bench/results/overhead.json
+
+The job: sklearn's digits, a cnn-small trained once (cached under bench/.cache), forget one class, base
+method `rl`, the default configuration, manual selection of the recommended point.
+
+(a) service: `python -m cli serve` and `python -m cli worker` subprocesses on Postgres (a schema of this
+    benchmark's own in database `test`), Redis db 13 and moto's S3 server. Timed from the POST to the
+    `awaiting_selection` state, then from the selection POST to `succeeded`, both as the client saw them
+    (polling) and from the server's own timestamps (the request's events). The events and the curve's
+    stored `timings` split the service time into queue wait, input loading, the phases and the wrap-up.
+(b) library: `run_unlearning(...)` then `result.materialize(result.recommended_t)` on the same tensors
+    (assembled as the worker assembles them) in a fresh subprocess with the same environment as the
+    worker (device cpu, the same thread settings).
+(c) library + what the worker adds around `run_unlearning`, with the worker's own code: `JobWatch` (the
+    per-batch cancel check against Postgres, progress writes, the heartbeat thread) and the θ_p and per-epoch
+    checkpoint uploads to S3, each timed from inside: the cost of watching a job, separated from the rest.
+(d) with `--contention`: the library again while one other process keeps one core busy (what an API,
+    a poller, Postgres or another tenant does to a job now and then), to show how sensitive the job is.
+
+With `--threads 1,0` the whole comparison runs once per torch thread setting (0: torch's default, i.e.
+one per core; N: OMP_NUM_THREADS=N for the worker and the library alike).
+Headline: service time / library time (goal <= 1.15).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    CpuWindow,
+    flush_redis,
+    free_port,
+    machine_busy_seconds,
+    machine_info,
+    markdown_table,
+    moto_s3,
+    postgres_schema,
+    service_env,
+    spawn,
+    stop,
+    wait_for,
+    wait_http_ok,
+    write_json,
+)
+
+CACHE = Path(__file__).resolve().parent / ".cache"
+FORGET_CLASS = 3
+BASE_METHOD = "rl"
+CONFIG: dict[str, Any] = {}  # every default
+LIBRARY_TIMEOUT_SECONDS = 600
+POLL_SECONDS = 0.25  # --poll; the headline uses the server's own timestamps, so polling only adds load
+PHASES = ("mask", "base", "curve", "evaluate")
+
+
+# --- inputs: digits and a cnn-small trained once --------------------------------------------------------------
+
+def digits_files(directory: Path) -> dict[str, Any]:
+    """The shard (train rows then test rows), the manifest and the trained weights, as files."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from unlearning import load_digits_dataset, make_unlearning_data, train_classifier
+    from unlearning.architectures import seeded_init
+    from unlearning.data import Subset
+
+    digits = load_digits_dataset()
+    n_train = len(digits.train_labels)
+    weights = CACHE / "overhead-digits-cnn-small.safetensors"
+    if not weights.exists():
+        model = seeded_init("cnn-small", 10, digits.input_shape, seed=0)
+        adapter = make_unlearning_data(digits, channels=1, forget_classes=[0]).adapter
+        train_classifier(model, Subset(digits.train_inputs, digits.train_labels, torch.arange(n_train)), adapter,
+                         epochs=20, lr=0.05, seed=0)
+        CACHE.mkdir(parents=True, exist_ok=True)
+        save_file(model.state_dict(), weights)
+    load_file(weights)  # fails loudly on a damaged cache
+    shard = directory / "digits.safetensors"
+    save_file({"inputs": torch.cat([digits.train_inputs, digits.test_inputs]).contiguous(),
+               "labels": torch.cat([digits.train_labels, digits.test_labels])}, shard)
+    lines = ["sample_id,split,shard,row,subject_id"]
+    lines += [f"d{row},{'train' if row < n_train else 'test'},digits.safetensors,{row},w{row % 40}"
+              for row in range(len(digits.train_labels) + len(digits.test_labels))]
+    manifest = directory / "manifest.csv"
+    manifest.write_text("\n".join(lines) + "\n")
+    return {"shard": str(shard), "manifest": str(manifest), "weights": str(weights), "n_train": n_train,
+            "input_shape": list(digits.input_shape)}
+
+
+# --- (b) and (c): the library in a subprocess (`--library-run SPEC`) ------------------------------------------
+
+def library_run(spec: dict[str, Any]) -> dict[str, Any]:
+    """What the worker computes, called directly; returns wall times, the curve's timings and hook costs."""
+    started = time.perf_counter()
+    import torch
+    from safetensors.torch import load_file
+
+    from unlearning import (
+        ImageDataset,
+        JobHooks,
+        Normalization,
+        build_model,
+        make_unlearning_data,
+        model_input_channels,
+        run_unlearning,
+    )
+
+    imported = time.perf_counter()
+    shard = load_file(spec["shard"])
+    n_train = spec["n_train"]
+    train_x, test_x = shard["inputs"][:n_train], shard["inputs"][n_train:]
+    train_y, test_y = shard["labels"][:n_train], shard["labels"][n_train:]
+    dataset = ImageDataset(train_x, train_y, test_x, test_y, 10, Normalization.fit(train_x))
+    model = build_model("cnn-small", 10, tuple(spec["input_shape"]))
+    model.load_state_dict(load_file(spec["weights"]))
+    model.eval()
+    data = make_unlearning_data(dataset, channels=model_input_channels("cnn-small", dataset.input_shape[0]),
+                                forget_classes=[FORGET_CLASS])
+    loaded = time.perf_counter()
+
+    hooks, watch = JobHooks(), None
+    callbacks: dict[str, Any] = {}
+    counters = {name: [0, 0.0] for name in ("should_cancel", "on_progress", "on_theta_p", "on_checkpoint")}
+
+    def timed(name: str, fn: Any) -> Any:
+        def call(*args: Any) -> Any:
+            begun = time.perf_counter()
+            try:
+                return fn(*args)
+            finally:
+                counters[name][0] += 1
+                counters[name][1] += time.perf_counter() - begun
+        return call
+
+    if spec.get("hooks_request_id"):  # what the worker adds around run_unlearning, with the worker's code
+        from safetensors.torch import save as save_tensors
+
+        from models import make_engine, make_session_factory
+        from settings import Settings
+        from storage import open_store
+        from worker.pipeline import JobWatch, Services, artifact_key
+
+        settings = Settings()  # MCU_* from the environment: the worker's settings
+        store = open_store(settings.resolved_storage_url, s3_endpoint_url=settings.s3_endpoint_url)
+        services = Services(settings, make_session_factory(make_engine(spec["database_url"])), store,
+                            None, lambda *_: None)  # type: ignore[arg-type]  (JobWatch needs no cache)
+        request_id = spec["hooks_request_id"]
+        watch = JobWatch(services, request_id, "running")
+        inner = watch.hooks()
+        hooks = JobHooks(on_progress=timed("on_progress", inner.on_progress),
+                         should_cancel=timed("should_cancel", inner.should_cancel))
+        callbacks = {  # as worker/pipeline.py run_request passes them
+            "on_theta_p": timed("on_theta_p", lambda state: store.put_at(artifact_key(request_id, "theta_p"),
+                                                                         save_tensors(state))),
+            "on_checkpoint": timed("on_checkpoint", lambda c: store.put_at(artifact_key(request_id, "checkpoint"),
+                                                                           c.to_bytes())),
+        }
+    machine_before, self_before = machine_busy_seconds(), time.process_time()
+    with watch if watch is not None else contextlib.nullcontext():
+        began = time.perf_counter()
+        result = run_unlearning(model, data, BASE_METHOD, CONFIG, device="cpu", hooks=hooks, **callbacks)
+        ran = time.perf_counter()
+        result.materialize(result.recommended_t)
+        done = time.perf_counter()
+    cpu = {"wall_s": round(done - began, 3), "cores": os.cpu_count() or 1,
+           "library_cpu_s": round(time.process_time() - self_before, 3),
+           "machine_busy_s": round(machine_busy_seconds() - machine_before, 3), "load_avg_1m": os.getloadavg()[0]}
+    return {"cpu": cpu, "import_s": imported - started, "load_s": loaded - imported, "run_s": ran - began,
+            "preamble_s": (ran - began) - result.timings["total"], "materialize_s": done - ran,
+            "timings": result.timings, "recommended_t": result.recommended_t, "batches": result.training["batches"],
+            "torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
+            "hooks": {k: {"calls": v[0], "seconds": round(v[1], 4)} for k, v in counters.items()}}
+
+
+def run_library(spec: dict[str, Any], env: dict[str, str], log: Path) -> dict[str, Any]:
+    spec_path = log.with_suffix(".spec.json")
+    spec_path.write_text(json.dumps(spec))
+    out = log.with_suffix(".out.json")
+    process = spawn(["-m", "bench.overhead", "--library-run", str(spec_path), "--library-out", str(out)], env, log)
+    try:
+        process.wait(timeout=LIBRARY_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        stop(process)
+        raise
+    if process.returncode != 0:
+        raise RuntimeError(f"library run failed: {log.read_text()[-3000:]}")
+    return json.loads(out.read_text())
+
+
+# --- (a): the service ---------------------------------------------------------------------------------------
+
+@dataclass
+class Service:
+    url: str
+    key: str
+    api: subprocess.Popen
+    worker: subprocess.Popen
+    data_dir: Path
+
+    def client(self) -> Any:
+        import httpx
+
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.key}"}, timeout=60)
+
+
+def start_service(env: dict[str, str], data_dir: Path, tag: str) -> Service:
+    port = free_port()
+    api = spawn(["-m", "cli", "serve", "--port", str(port)], env, data_dir / f"api-{tag}.log")
+    worker_log = data_dir / f"worker-{tag}.log"
+    worker = spawn(["-m", "cli", "worker"], env, worker_log)
+    try:
+        wait_http_ok(f"http://127.0.0.1:{port}/readyz", api, data_dir / f"api-{tag}.log")
+        wait_for(lambda: b" ready." in worker_log.read_bytes() or worker.poll() is not None, 180, "worker start", 0.2)
+        if worker.poll() is not None:
+            raise RuntimeError(f"worker exited: {worker_log.read_text()[-3000:]}")
+    except BaseException:
+        stop(api)
+        stop(worker)
+        raise
+    return Service(f"http://127.0.0.1:{port}", env["MCU_BOOTSTRAP_API_KEY"], api, worker, data_dir)
+
+
+def register_dataset(client: Any, files: dict[str, Any]) -> str:
+    dataset = client.post("/v1/datasets", data={"name": "digits"}, files=[
+        ("manifest", ("manifest.csv", Path(files["manifest"]).read_bytes())),
+        ("shards", ("digits.safetensors", Path(files["shard"]).read_bytes()))])
+    if dataset.status_code != 201:
+        raise RuntimeError(dataset.text)
+    return dataset.json()["id"]
+
+
+def register_model(client: Any, dataset_id: str, files: dict[str, Any]) -> str:
+    model = client.post("/v1/models", data={"name": "digits-cnn", "architecture": "cnn-small", "num_classes": "10",
+                                            "dataset_id": dataset_id},
+                        files={"weights": ("w.safetensors", Path(files["weights"]).read_bytes())})
+    if model.status_code != 201:
+        raise RuntimeError(model.text)
+    return model.json()["id"]
+
+
+def wait_state(client: Any, request_id: str, states: tuple[str, ...], poll: float,
+               timeout: float = 600) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = client.get(f"/v1/deletion-requests/{request_id}").json()
+        if body["state"] in states:
+            return body
+        if body["state"] in ("failed", "cancelled"):
+            raise RuntimeError(f"request {request_id} ended {body['state']}: {body.get('error')}")
+        time.sleep(poll)
+    raise TimeoutError(f"{request_id} did not reach {states} in {timeout}s")
+
+
+def _at(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def service_breakdown(events: list[dict[str, Any]], created_at: str, timings: dict[str, float]) -> dict[str, float]:
+    """Seconds per segment of the service's run, from the server's own timestamps.
+
+    The `mask` phase event is written before the phase starts; the later phase events are written at the
+    first progress report of their phase (after its first batch or grid point), so the phases themselves are
+    taken from the curve's stored `timings` (measured inside the worker), laid end to end from the mask event.
+    """
+    created = _at(created_at)
+    first: dict[str, float] = {}
+    for event in events:
+        name = event["type"] + ":" + (event["detail"] or {}).get("phase", event["state"] or "")
+        first.setdefault(name, _at(event["at"]))
+    claimed = first.get("claimed:running", first.get("state_changed:running", created))
+    mask_started = first["phase_started:mask"]
+    awaiting = first["state_changed:awaiting_selection"]
+    selected = first["state_changed:materializing"]
+    materializing = first.get("claimed:materializing", first.get("phase_started:materialize", selected))
+    published = first["version_published:materializing"]
+    succeeded = first["state_changed:succeeded"]
+    segments = {
+        "queue_wait_s": claimed - created,
+        "load_inputs_and_preamble_s": mask_started - claimed,
+        **{f"{p}_s": timings[p] for p in PHASES},
+        "store_curve_and_finish_s": awaiting - (mask_started + timings["total"]),
+        "run_total_s": awaiting - created,
+        "materialize_queue_wait_s": materializing - selected,
+        "materialize_s": published - materializing,
+        "publish_and_cleanup_s": succeeded - published,
+        "selection_total_s": succeeded - selected,
+    }
+    return {k: round(v, 3) for k, v in segments.items()}
+
+
+def run_service_job(service: Service, dataset_id: str, files: dict[str, Any], database_url: str,
+                    profile: Path | None, poll: float) -> dict[str, Any]:
+    from sqlalchemy import create_engine, text
+
+    with service.client() as client:
+        model_id = register_model(client, dataset_id, files)  # a fresh model: no earlier erasures
+        spy = None
+        if profile is not None:
+            py_spy = Path(sys.executable).with_name("py-spy")
+            spy = subprocess.Popen([str(py_spy), "record", "--pid", str(service.worker.pid), "--format", "raw",
+                                    "--rate", "100", "--nonblocking", "--output", str(profile)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cpu = CpuWindow({"api": service.api.pid, "worker": service.worker.pid, "bench": os.getpid()})
+        posted = time.perf_counter()
+        response = client.post("/v1/deletion-requests", json={
+            "model_id": model_id, "forget": {"classes": [FORGET_CLASS]}, "base_method": BASE_METHOD,
+            "config": CONFIG, "selection": "manual"})
+        if response.status_code != 202:
+            raise RuntimeError(response.text)
+        request_id = response.json()["id"]
+        body = wait_state(client, request_id, ("awaiting_selection",), poll)
+        curve_ready = time.perf_counter()
+        run_cpu = cpu.stop()
+        cpu.start()
+        selected = time.perf_counter()
+        response = client.post(f"/v1/deletion-requests/{request_id}/selection",
+                               json={"t": body["curve"]["recommended_t"]})
+        if response.status_code != 202:
+            raise RuntimeError(response.text)
+        wait_state(client, request_id, ("succeeded",), poll)
+        succeeded = time.perf_counter()
+        selection_cpu = cpu.stop()
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                spy.wait(timeout=30)
+        events = client.get(f"/v1/deletion-requests/{request_id}/events").json()["items"]
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        stored = connection.execute(text("SELECT curve, created_at FROM deletion_requests WHERE id = :id"),
+                                    {"id": request_id}).one()
+    engine.dispose()
+    timings = stored.curve["timings"]
+    return {"request_id": request_id, "run_client_s": round(curve_ready - posted, 3),
+            "selection_client_s": round(succeeded - selected, 3), "timings": timings,
+            "batches": stored.curve["training"]["batches"],
+            "breakdown": service_breakdown(events, body["created_at"], timings),
+            "cpu_run": run_cpu, "cpu_selection": selection_cpu}
+
+
+def copy_request_for_hooks(database_url: str, request_id: str) -> str:
+    """A `running` copy of a finished request, so the library can drive the worker's JobWatch against it."""
+    from sqlalchemy import create_engine, insert, select
+
+    from models import DeletionRequest
+
+    engine = create_engine(database_url)
+    with engine.begin() as connection:
+        row = connection.execute(select(DeletionRequest.__table__).where(DeletionRequest.id == request_id)).one()
+        copy_id = "req_bench_hooks_" + secrets.token_hex(6)
+        connection.execute(insert(DeletionRequest.__table__).values(
+            {**row._asdict(), "id": copy_id, "state": "running", "selected_t": None, "selected_version": None,
+             "finished_at": None, "heartbeat_at": None}))
+    engine.dispose()
+    return copy_id
+
+
+# --- orchestration ------------------------------------------------------------------------------------------
+
+def one_setting(threads: int, repeats: int, base: dict[str, str], database_url: str, files: dict[str, Any],
+                data_dir: Path, profile: Path | None, contention: bool, poll: float) -> dict[str, Any]:
+    env = base | ({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {})
+    if not threads:
+        env.pop("OMP_NUM_THREADS", None)
+        env.pop("MKL_NUM_THREADS", None)
+    tag = f"threads{threads}"
+    service = start_service(env, data_dir, tag)
+    rows: list[dict[str, Any]] = []
+    try:
+        with service.client() as client:
+            dataset_id = register_dataset(client, files)
+        # A cold run first: the worker's first job also builds its clients and fills its shard cache.
+        cold = run_service_job(service, dataset_id, files, database_url, None, poll)
+        for repeat in range(repeats):
+            spy = profile.with_name(f"{profile.stem}-{tag}-{repeat}{profile.suffix}") if profile else None
+            warm = run_service_job(service, dataset_id, files, database_url, spy, poll)
+            spec = {**files, "database_url": database_url}
+            plain = run_library(spec, env, data_dir / f"library-{tag}-{repeat}.log")
+            hooks_id = copy_request_for_hooks(database_url, warm["request_id"])
+            watched = run_library(spec | {"hooks_request_id": hooks_id}, env,
+                                  data_dir / f"library-hooks-{tag}-{repeat}.log")
+            row = {"repeat": repeat + 1, "service": warm, "library": plain, "library_with_jobwatch": watched}
+            if contention:
+                hog = spawn(["-c", "while True: pass"], env, data_dir / "hog.log")
+                try:
+                    row["library_with_busy_neighbour"] = run_library(spec, env, data_dir / f"library-hog-{tag}.log")
+                finally:
+                    stop(hog)
+            rows.append(row)
+    finally:
+        stop(service.worker)
+        stop(service.api)
+    return {"threads": threads or "default", "service_cold": cold, "runs": rows}
+
+
+def _other_cores(cpu: dict[str, Any], ours: tuple[str, ...]) -> float:
+    """Average cores used by processes other than ours during a window: contention from outside."""
+    return (cpu["machine_busy_s"] - sum(cpu[f"{name}_cpu_s"] for name in ours)) / cpu["wall_s"]
+
+
+def summarize(setting: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for row in setting["runs"]:
+        service, library, watched = row["service"], row["library"], row["library_with_jobwatch"]
+        service_s = service["breakdown"]["run_total_s"] + service["breakdown"]["selection_total_s"]
+        library_s = library["run_s"] + library["materialize_s"]
+        out.append({"threads": setting["threads"], "repeat": row["repeat"],
+                    "torch_threads": library["torch_threads"], "service_s": round(service_s, 3),
+                    "service_client_s": round(service["run_client_s"] + service["selection_client_s"], 3),
+                    "library_s": round(library_s, 3),
+                    "library_jobwatch_s": round(watched["run_s"] + watched["materialize_s"], 3),
+                    "ratio": round(service_s / library_s, 3),
+                    "other_cores_service": round(_other_cores(service["cpu_run"], ("worker", "api", "bench")), 2),
+                    "other_cores_library": round(_other_cores(library["cpu"], ("library",)), 2),
+                    "library_busy_neighbour_s": round(row["library_with_busy_neighbour"]["run_s"]
+                                                      + row["library_with_busy_neighbour"]["materialize_s"], 3)
+                    if "library_with_busy_neighbour" in row else None})
+    return out
+
+
+def print_report(results: list[dict[str, Any]]) -> None:
+    summary = [row for setting in results for row in summarize(setting)]
+    print("## Service vs library: digits, cnn-small, forget one class, rl, default config\n")
+    print(markdown_table(
+        ["torch threads", "repeat", "service s (server clock)", "service s (client)", "library s",
+         "library + worker hooks s", "library next to a busy process s", "ratio service/library",
+         "other processes' cores: service / library run"],
+        [[f"{r['threads']} ({r['torch_threads']})", r["repeat"], r["service_s"], r["service_client_s"],
+          r["library_s"], r["library_jobwatch_s"], r["library_busy_neighbour_s"] or "-", f"**{r['ratio']:.2f}**",
+          f"{r['other_cores_service']:.2f} / {r['other_cores_library']:.2f}"] for r in summary]))
+    print("\ngoal: ratio <= 1.15\n")
+    for setting in results:
+        for row in setting["runs"]:
+            s, lib, w = row["service"], row["library"], row["library_with_jobwatch"]
+            b = s["breakdown"]
+            print(f"### Breakdown, threads {setting['threads']}, repeat {row['repeat']} (seconds)\n")
+            lines = [["queue wait (created -> claimed)", b["queue_wait_s"], "-", "-"],
+                     ["load inputs + preamble (claimed -> mask)", b["load_inputs_and_preamble_s"],
+                      f"{lib['preamble_s']:.3f} (+ load {lib['load_s']:.3f})", f"{w['preamble_s']:.3f}"]]
+            for phase in PHASES:
+                lines.append([f"{phase} (stored timings)", b[f"{phase}_s"], lib["timings"][phase],
+                              w["timings"][phase]])
+            lines += [["store θ_c + points + state (-> awaiting_selection)", b["store_curve_and_finish_s"], "-", "-"],
+                      ["**run total**", f"**{b['run_total_s']}**", f"**{lib['run_s']:.3f}**", f"{w['run_s']:.3f}"],
+                      ["materialize queue wait", b["materialize_queue_wait_s"], "-", "-"],
+                      ["materialize", b["materialize_s"], f"{lib['materialize_s']:.3f}", f"{w['materialize_s']:.3f}"],
+                      ["publish + cleanup", b["publish_and_cleanup_s"], "-", "-"],
+                      ["**selection total**", f"**{b['selection_total_s']}**", f"**{lib['materialize_s']:.3f}**",
+                       f"{w['materialize_s']:.3f}"]]
+            print(markdown_table(["segment", "service", "library", "library + worker hooks"], lines))
+            h = w["hooks"]
+            cpu = s["cpu_run"]
+            print("\nThe worker's hooks and callbacks timed inside the library run: " + "; ".join(
+                f"{name} {v['calls']} calls, {v['seconds']:.3f} s" for name, v in h.items()) + ".")
+            ours = cpu["worker_cpu_s"] + cpu["api_cpu_s"] + cpu["bench_cpu_s"]
+            print(f"CPU during the service run ({cpu['wall_s']:.2f} s wall, {cpu['cores']} cores): worker "
+                  f"{cpu['worker_cpu_s']:.2f} s, API {cpu['api_cpu_s']:.2f} s, bench client + moto "
+                  f"{cpu['bench_cpu_s']:.2f} s, every other process (Postgres, Redis, anything else) "
+                  f"{cpu['machine_busy_s'] - ours:.2f} s (load average {cpu['load_avg_1m']}).")
+            for name, run in (("library", lib), ("library + worker hooks", w)):
+                c = run["cpu"]
+                others = c["machine_busy_s"] - c["library_cpu_s"]
+                print(f"CPU during the {name} run ({c['wall_s']:.2f} s wall): library process "
+                      f"{c['library_cpu_s']:.2f} s, every other process {others:.2f} s "
+                      f"(load average {c['load_avg_1m']:.2f}).")
+            print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--threads", default="0",
+                        help="comma-separated torch thread settings to compare; 0 = torch's default")
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--poll", type=float, default=POLL_SECONDS, help="seconds between the client's GETs")
+    parser.add_argument("--contention", action="store_true",
+                        help="also time the library next to one busy process")
+    parser.add_argument("--profile", type=Path, default=None, help="py-spy the worker's measured runs (raw stacks)")
+    parser.add_argument("--library-run", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--library-out", type=Path, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.library_run is not None:
+        args.library_out.write_text(json.dumps(library_run(json.loads(args.library_run.read_text()))))
+        return
+
+    from migrations.runner import upgrade
+    from storage import S3Store
+
+    info = machine_info()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="mcu-overhead-") as tmp, postgres_schema("mcu_bench_overhead") as db_url, \
+            moto_s3() as s3:
+        data_dir = Path(tmp)
+        files = digits_files(data_dir)
+        upgrade(db_url)
+        flush_redis()
+        bucket = f"bench-{secrets.token_hex(6)}"
+        S3Store(bucket, endpoint_url=s3).ensure_bucket()
+        base = service_env(data_dir, db_url, s3, bucket, "bench-" + secrets.token_hex(8))
+        for threads in (int(t) for t in args.threads.split(",")):
+            print(f"threads {threads or 'default'}: service and library runs ...", file=sys.stderr)
+            results.append(one_setting(threads, args.repeats, base, db_url, files, data_dir, args.profile,
+                                       args.contention, args.poll))
+    print_report(results)
+    write_json(args.json, {"benchmark": "overhead", "machine": info, "poll_seconds": args.poll,
+                           "forget_class": FORGET_CLASS, "base_method": BASE_METHOD, "config": CONFIG, "summary": [
+                               row for setting in results for row in summarize(setting)], "settings": results})
+
+
+if __name__ == "__main__":
+    main()
