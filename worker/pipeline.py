@@ -340,7 +340,7 @@ def run_request(services: Services, request_id: str) -> None:
     with services.factory() as session, session.begin():
         session.query(CurvePoint).filter(CurvePoint.request_id == request_id).delete()
         for p in result.points:
-            session.add(CurvePoint(request_id=request_id, **{k: v for k, v in p.to_dict().items()}))
+            session.add(CurvePoint(request_id=request_id, **p.to_dict()))
         values: dict[str, Any] = {"curve": curve, "progress": {"phase": "evaluate", "fraction": 1.0}}
         if auto:
             values |= {"selected_t": result.recommended_t, "selected_by": "auto", "selected_at": utcnow()}
