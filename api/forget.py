@@ -65,22 +65,16 @@ def resolve_forget(session: Session, dataset_id: str, num_train: int, num_classe
         column = Sample.sample_id if kind == "sample_ids" else Sample.subject_id
         rows = session.execute(columns.where(_in_list(session, column, wanted, kind)))
     rows = rows.all()
-    if kind == "sample_ids":
-        found = {r.sample_id for r in rows}
+    if kind != "classes":
+        found = {r.sample_id if kind == "sample_ids" else r.subject_id for r in rows}
         unknown = [s for s in wanted if s not in found]
         if unknown:
-            raise invalid(f"unknown sample ids: {_named(unknown)}",
-                          [{"loc": ["forget", "sample_ids"], "msg": f"unknown: {unknown[:MAX_NAMED]}"}])
-        in_test = [r.sample_id for r in rows if r.split != "train"]
-        if in_test:
-            raise invalid(f"sample ids in the test split cannot be forgotten (the model never trained on them): "
-                          f"{_named(in_test)}", [{"loc": ["forget", "sample_ids"], "msg": "test split"}])
-    elif kind == "subject_ids":
-        found = {r.subject_id for r in rows}
-        unknown = [s for s in wanted if s not in found]
-        if unknown:
-            raise invalid(f"unknown subject ids: {_named(unknown)}",
-                          [{"loc": ["forget", "subject_ids"], "msg": f"unknown: {unknown[:MAX_NAMED]}"}])
+            raise invalid(f"unknown {kind.replace('_', ' ')}: {_named(unknown)}",
+                          [{"loc": ["forget", kind], "msg": f"unknown: {unknown[:MAX_NAMED]}"}])
+    in_test = [r.sample_id for r in rows if r.split != "train"]
+    if kind == "sample_ids" and in_test:
+        raise invalid(f"sample ids in the test split cannot be forgotten (the model never trained on them): "
+                      f"{_named(in_test)}", [{"loc": ["forget", "sample_ids"], "msg": "test split"}])
     train = [r for r in rows if r.split == "train"]
     if not train:
         raise invalid("the forget set is empty: no training samples match", [{"loc": ["forget"], "msg": "empty"}])

@@ -78,8 +78,8 @@ def register_digits(client: httpx.Client) -> tuple[str, str]:
     inputs = torch.cat([digits.train_inputs, digits.test_inputs])
     labels = torch.cat([digits.train_labels, digits.test_labels])
     n_train = len(digits.train_labels)
-    manifest = io.StringIO("sample_id,split,shard,row,subject_id\n")
-    manifest.seek(0, io.SEEK_END)
+    manifest = io.StringIO()
+    manifest.write("sample_id,split,shard,row,subject_id\n")
     for row in range(len(labels)):
         split = "train" if row < n_train else "test"
         manifest.write(f"digit-{row:04d},{split},digits.safetensors,{row},writer-{row % 50:02d}\n")
