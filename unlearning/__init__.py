@@ -2,32 +2,35 @@
 
 Usable on its own: build or load a classifier, split a dataset into retain/forget/test, and call
 `run_unlearning`. Nothing here imports the service (FastAPI, Celery, SQLAlchemy, boto3).
+
+Names are imported lazily, on first use: `unlearning.config` (validation, base-method names and
+defaults) needs no torch, and the API process imports only it.
 """
 
-from unlearning.architectures import build_model, is_known_architecture, model_input_channels
-from unlearning.base_methods import base_method_names, get_base_method, register_base_method
-from unlearning.config import ConfigError, MCUConfig, Targets, resolve_config
-from unlearning.curve import BezierCurve, recompute_batchnorm
-from unlearning.data import (
-    ForgetSetError,
-    ImageDataset,
-    Normalization,
-    UnlearningData,
-    load_digits_dataset,
-    make_unlearning_data,
-)
-from unlearning.mask import ParameterMask, compute_mask
-from unlearning.mcu import Checkpoint, adaptive_beta
-from unlearning.metrics import PointMetrics, avg_gap
-from unlearning.pipeline import CurveResult, materialize_point, run_unlearning
-from unlearning.training import Cancelled, JobHooks, Progress, train_classifier
+from __future__ import annotations
 
-__all__ = [
-    "BezierCurve", "Cancelled", "Checkpoint", "ConfigError", "CurveResult", "ForgetSetError", "ImageDataset",
-    "JobHooks", "MCUConfig", "Normalization", "ParameterMask", "PointMetrics", "Progress", "Targets",
-    "UnlearningData", "adaptive_beta", "avg_gap", "base_method_names", "build_model", "compute_mask",
-    "get_base_method", "is_known_architecture", "load_digits_dataset", "make_unlearning_data",
-    "materialize_point", "model_input_channels", "recompute_batchnorm", "register_base_method", "resolve_config",
-    "run_unlearning",
-    "train_classifier",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "unlearning.architectures": ("build_model", "model_input_channels"),
+    "unlearning.base_methods": ("register_base_method",),
+    "unlearning.config": ("ConfigError", "MCUConfig", "Targets", "base_method_names", "base_method_spec",
+                          "resolve_config"),
+    "unlearning.curve": ("BezierCurve", "recompute_batchnorm"),
+    "unlearning.data": ("ForgetSetError", "ImageDataset", "Normalization", "UnlearningData", "load_digits_dataset",
+                        "make_unlearning_data"),
+    "unlearning.mask": ("ParameterMask", "compute_mask"),
+    "unlearning.mcu": ("Checkpoint", "adaptive_beta"),
+    "unlearning.metrics": ("PointMetrics", "avg_gap"),
+    "unlearning.pipeline": ("CurveResult", "materialize_point", "run_unlearning"),
+    "unlearning.training": ("Cancelled", "DivergenceError", "JobHooks", "Progress", "train_classifier"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'unlearning' has no attribute {name!r}")
+    return getattr(importlib.import_module(_MODULE_OF[name]), name)

@@ -45,10 +45,6 @@ def torchvision_architectures() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
-def is_known_architecture(name: str) -> bool:
-    return name in SMALL_ARCHITECTURES or name in torchvision_architectures()
-
-
 def model_input_channels(name: str, data_channels: int) -> int:
     """The channel count the architecture's first layer expects for data with `data_channels`."""
     return data_channels if name in SMALL_ARCHITECTURES else 3

@@ -1,8 +1,9 @@
 """Base unlearning methods that produce θ_p from θ_o (MCU.md §5), in an open registry.
 
-A method is a function (model, data, config, context) -> model, registered under a name together with
-its defaults; the fields a method leaves `None` in its defaults are the ones it does not use, and setting
-them is a config error. All methods use SGD with momentum 0.9, batch 128.
+A method is a function (model, data, config, context) -> model, registered under a name. The built-ins'
+names and defaults are declared in `config.BASE_METHODS` (torch-free, so the API can validate requests);
+the fields a method leaves `None` in its defaults are the ones it does not use, and setting them is a
+config error. All methods use SGD with momentum 0.9, batch 128.
 
 Defaults were tuned by a small lr grid on sklearn digits, class-wise forgetting, `cnn-small` (the
 numbers are in docs/benchmarks.md), so that each method forgets without collapsing: MCU.md's reference
@@ -15,7 +16,6 @@ cliff just above its default (lr 0.015 collapses): tune it per model.
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from unlearning.config import BaseMethodConfig, ConfigError
+from unlearning.config import BASE_METHODS, BaseMethodConfig, BaseMethodSpec, base_method_spec
 from unlearning.data import Subset, UnlearningData, batches
 from unlearning.training import (
     Batch,
@@ -43,56 +43,29 @@ class MethodContext:
 
 
 MethodFn = Callable[[nn.Module, UnlearningData, BaseMethodConfig, MethodContext], nn.Module]
+_RUNNERS: dict[str, MethodFn] = {}
 
 
-@dataclass(frozen=True)
-class BaseMethod:
-    name: str
-    run: MethodFn
-    defaults: BaseMethodConfig
-    description: str
-
-    def resolve(self, given: BaseMethodConfig) -> BaseMethodConfig:
-        """The method's defaults overridden by `given`; a setting the method does not use is an error."""
-        overrides = {}
-        for f in dataclasses.fields(BaseMethodConfig):
-            value = getattr(given, f.name)
-            if value is None:
-                continue
-            if getattr(self.defaults, f.name) is None:
-                raise ConfigError(f"base.{f.name}", f"does not apply to base method {self.name!r}")
-            overrides[f.name] = value
-        return dataclasses.replace(self.defaults, **overrides)
-
-
-_REGISTRY: dict[str, BaseMethod] = {}
-
-
-def register_base_method(name: str, defaults: BaseMethodConfig, description: str) -> Callable[[MethodFn], MethodFn]:
-    """Decorator: make `fn` available as base method `name`."""
+def register_base_method(name: str, defaults: BaseMethodConfig | None = None,
+                         description: str = "") -> Callable[[MethodFn], MethodFn]:
+    """Decorator: make `fn` available as base method `name`. A built-in's defaults are already declared in
+    config.BASE_METHODS (torch-free, for validation); a new method declares its own here."""
 
     def decorate(fn: MethodFn) -> MethodFn:
-        _REGISTRY[name] = BaseMethod(name, fn, defaults, description)
+        if defaults is not None:
+            BASE_METHODS[name] = BaseMethodSpec(name, defaults, description)
+        elif name not in BASE_METHODS:
+            raise ValueError(f"base method {name!r} needs defaults")
+        _RUNNERS[name] = fn
         return fn
 
     return decorate
 
 
-def get_base_method(name: str) -> BaseMethod:
-    if name not in _REGISTRY:
-        raise ConfigError("base_method", f"unknown base method {name!r} (known: {', '.join(base_method_names())})")
-    return _REGISTRY[name]
-
-
-def base_method_names() -> list[str]:
-    return sorted(_REGISTRY)
-
-
 def run_base_method(name: str, model: nn.Module, data: UnlearningData, config: BaseMethodConfig,
                     context: MethodContext) -> nn.Module:
     """θ_p from θ_o: runs on a copy, `model` itself is left untouched."""
-    method = get_base_method(name)
-    return method.run(copy.deepcopy(model), data, method.resolve(config), context)
+    return _RUNNERS[name](copy.deepcopy(model), data, base_method_spec(name).resolve(config), context)
 
 
 def _optimizer(model: nn.Module, config: BaseMethodConfig) -> tuple[list[nn.Parameter], torch.optim.Optimizer]:
@@ -122,10 +95,7 @@ def _relabelled_rl(model: nn.Module, data: UnlearningData, config: BaseMethodCon
     return model
 
 
-_SGD = {"batch_size": 128, "momentum": 0.9, "weight_decay": 5e-4}
-
-
-@register_base_method("ft", BaseMethodConfig(epochs=10, lr=0.1, **_SGD), "fine-tune: CE on the retain set")
+@register_base_method("ft")
 def fine_tune(model: nn.Module, data: UnlearningData, config: BaseMethodConfig, context: MethodContext) -> nn.Module:
     model.train()
     params, optimizer = _optimizer(model, config)
@@ -135,9 +105,7 @@ def fine_tune(model: nn.Module, data: UnlearningData, config: BaseMethodConfig, 
     return model
 
 
-@register_base_method("ga", BaseMethodConfig(epochs=5, lr=0.01, batch_size=128, momentum=0.9, weight_decay=0.0,
-                                                     forget_loss_cap=5.0),
-                      "gradient ascent: −min(CE, cap) on the forget set")
+@register_base_method("ga")
 def gradient_ascent(model: nn.Module, data: UnlearningData, config: BaseMethodConfig,
                     context: MethodContext) -> nn.Module:
     model.train()
@@ -155,8 +123,7 @@ def _retain_minus_forget(logits: Tensor, batch: Batch, beta: float, forget_cap: 
     return retain_loss - beta * forget_loss.clamp(max=forget_cap)
 
 
-@register_base_method("neggrad_plus", BaseMethodConfig(epochs=5, lr=0.01, beta=0.15, forget_loss_cap=5.0, **_SGD),
-                      "NegGrad+: CE(retain part) − β·min(CE(forget part), cap) on mixed batches")
+@register_base_method("neggrad_plus")
 def neggrad_plus(model: nn.Module, data: UnlearningData, config: BaseMethodConfig, context: MethodContext) -> nn.Module:
     model.train()
     params, optimizer = _optimizer(model, config)
@@ -167,8 +134,7 @@ def neggrad_plus(model: nn.Module, data: UnlearningData, config: BaseMethodConfi
     return model
 
 
-@register_base_method("rl", BaseMethodConfig(epochs=10, lr=0.013, **_SGD),
-                      "random label: CE on retain ∪ forget relabelled with a random wrong class")
+@register_base_method("rl")
 def random_label(model: nn.Module, data: UnlearningData, config: BaseMethodConfig, context: MethodContext) -> nn.Module:
     return _relabelled_rl(model, data, config, context, grad_masks=None)
 
@@ -189,16 +155,14 @@ def saliency_masks(model: nn.Module, data: UnlearningData, ratio: float, batch_s
     return {id(p): part.view_as(p) for p, part in zip(params, keep.split([p.numel() for p in params]), strict=True)}
 
 
-@register_base_method("salun", BaseMethodConfig(epochs=10, lr=0.013, mask_ratio=0.5, **_SGD),
-                      "SalUn: random label with gradients masked to the most forget-salient weights")
+@register_base_method("salun")
 def salun(model: nn.Module, data: UnlearningData, config: BaseMethodConfig, context: MethodContext) -> nn.Module:
     assert config.mask_ratio is not None and config.batch_size is not None
     masks = saliency_masks(model, data, config.mask_ratio, config.batch_size)
     return _relabelled_rl(model, data, config, context, grad_masks=masks)
 
 
-@register_base_method("retrain", BaseMethodConfig(epochs=20, lr=0.05, **_SGD),
-                      "retrain from a fresh initialisation on the retain set (benchmarks' gold standard)")
+@register_base_method("retrain")
 def retrain(model: nn.Module, data: UnlearningData, config: BaseMethodConfig, context: MethodContext) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(context.seed)

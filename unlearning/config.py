@@ -183,11 +183,58 @@ class MCUConfig:
         return dataclasses.asdict(self)
 
 
+@dataclass(frozen=True)
+class BaseMethodSpec:
+    """A base method's name, defaults and one-line description: what validation needs, without torch.
+
+    The fields a method leaves `None` in its defaults are the ones it does not use; setting them is an error.
+    """
+
+    name: str
+    defaults: BaseMethodConfig
+    description: str
+
+    def resolve(self, given: BaseMethodConfig) -> BaseMethodConfig:
+        """The defaults overridden by `given`; a setting the method does not use is an error."""
+        overrides = {}
+        for f in dataclasses.fields(BaseMethodConfig):
+            value = getattr(given, f.name)
+            if value is None:
+                continue
+            if getattr(self.defaults, f.name) is None:
+                raise ConfigError(f"base.{f.name}", f"does not apply to base method {self.name!r}")
+            overrides[f.name] = value
+        return dataclasses.replace(self.defaults, **overrides)
+
+
+# Defaults tuned as docs/benchmarks.md describes; the implementations are in base_methods.py.
+_SGD = {"batch_size": 128, "momentum": 0.9, "weight_decay": 5e-4}
+BASE_METHODS: dict[str, BaseMethodSpec] = {spec.name: spec for spec in (
+    BaseMethodSpec("ft", BaseMethodConfig(epochs=10, lr=0.1, **_SGD), "fine-tune: CE on the retain set"),
+    BaseMethodSpec("ga", BaseMethodConfig(epochs=5, lr=0.01, batch_size=128, momentum=0.9, weight_decay=0.0,
+                                          forget_loss_cap=5.0), "gradient ascent: −min(CE, cap) on the forget set"),
+    BaseMethodSpec("neggrad_plus", BaseMethodConfig(epochs=5, lr=0.01, beta=0.15, forget_loss_cap=5.0, **_SGD),
+                   "NegGrad+: CE(retain part) − β·min(CE(forget part), cap) on mixed batches"),
+    BaseMethodSpec("rl", BaseMethodConfig(epochs=10, lr=0.013, **_SGD),
+                   "random label: CE on retain ∪ forget relabelled with a random wrong class"),
+    BaseMethodSpec("salun", BaseMethodConfig(epochs=10, lr=0.013, mask_ratio=0.5, **_SGD),
+                   "SalUn: random label with gradients masked to the most forget-salient weights"),
+    BaseMethodSpec("retrain", BaseMethodConfig(epochs=20, lr=0.05, **_SGD),
+                   "retrain from a fresh initialisation on the retain set (benchmarks' gold standard)"),
+)}
+
+
+def base_method_names() -> list[str]:
+    return sorted(BASE_METHODS)
+
+
+def base_method_spec(name: str) -> BaseMethodSpec:
+    if name not in BASE_METHODS:
+        raise ConfigError("base_method", f"unknown base method {name!r} (known: {', '.join(base_method_names())})")
+    return BASE_METHODS[name]
+
+
 def resolve_config(data: dict[str, Any] | MCUConfig | None, base_method: str) -> MCUConfig:
     """Validate `data` and fill every default, the base method's included, so the result is complete."""
-    from unlearning.base_methods import get_base_method  # the registry imports this module
-
     config = parse_dataclass(MCUConfig, data)
-    method = get_base_method(base_method)
-    base = method.resolve(config.base)
-    return dataclasses.replace(config, base=base)
+    return dataclasses.replace(config, base=base_method_spec(base_method).resolve(config.base))

@@ -68,9 +68,6 @@ class BezierCurve:
         self.model.eval()
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
-    def tensors(self) -> dict[str, StateDict]:
-        return {"theta_o": self.start, "theta_c": self.control, "theta_p": self.end}
-
 
 @torch.no_grad()
 def recompute_batchnorm(model: nn.Module, data: Subset, adapter: InputAdapter, batch_size: int = 1024) -> None:

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from unlearning import base_method_names, get_base_method, register_base_method, run_unlearning
+from unlearning import base_method_names, base_method_spec, register_base_method, run_unlearning
 from unlearning.base_methods import MethodContext, run_base_method
 from unlearning.config import BaseMethodConfig, ConfigError, EvalConfig, resolve_config
 from unlearning.data import UnlearningData
@@ -53,7 +53,7 @@ def test_a_new_method_joins_the_registry_by_name(original: nn.Module, classwise:
 
 def test_every_method_documents_its_defaults() -> None:
     for name in base_method_names():
-        method = get_base_method(name)
+        method = base_method_spec(name)
         assert method.description
         assert method.defaults.epochs is not None and method.defaults.lr is not None
         assert dataclasses.asdict(method.resolve(BaseMethodConfig())) == dataclasses.asdict(method.defaults)
