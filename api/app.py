@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 from api.errors import install_error_handlers
 from api.metrics import MetricsMiddleware, ServiceCollector
 from api.routes import datasets, deletion_requests, health, models
+from domain.lifecycle import send_follow_ups_after_commit
 from migrations.runner import upgrade
 from models import make_engine, make_session_factory
 from settings import Settings, get_settings
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.session_factory = make_session_factory(engine)
     app.state.store = open_store(settings.resolved_storage_url, s3_endpoint_url=settings.s3_endpoint_url)
     app.state.dispatcher = Dispatcher(settings.resolved_broker_url)
+    send_follow_ups_after_commit(app.state.session_factory, app.state.dispatcher)
     app.state.metrics_registry = registry = CollectorRegistry()
     registry.register(ServiceCollector(app.state.session_factory, app.state.dispatcher))
     app.add_middleware(MetricsMiddleware, registry=registry)

@@ -1,4 +1,4 @@
-"""Dependencies shared by the routes: database session, object store, dispatcher, settings, auth."""
+"""Dependencies shared by the routes: database session, object store, settings, auth."""
 
 from __future__ import annotations
 
@@ -7,23 +7,18 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from api.auth import Principal, authenticate
-from api.errors import ApiError
+from domain.problems import Problem
 from settings import Settings
 from storage import ObjectStore
-from worker.dispatch import Dispatcher
 
 
 # Trivial dependencies are async: a sync one costs a thread-pool hop on every request.
 def get_session(request: Request) -> Iterator[Session]:
     with request.app.state.session_factory() as session:
         yield session
-
-
-async def get_session_factory(request: Request) -> sessionmaker[Session]:
-    return request.app.state.session_factory
 
 
 async def get_settings_dep(request: Request) -> Settings:
@@ -34,15 +29,9 @@ async def get_store(request: Request) -> ObjectStore:
     return request.app.state.store
 
 
-async def get_dispatcher(request: Request) -> Dispatcher:
-    return request.app.state.dispatcher
-
-
 SessionDep = Annotated[Session, Depends(get_session)]
-SessionFactoryDep = Annotated[sessionmaker[Session], Depends(get_session_factory)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 StoreDep = Annotated[ObjectStore, Depends(get_store)]
-DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`")
 
@@ -53,14 +42,14 @@ def require(scope: str) -> Any:
     def check(session: SessionDep, settings: SettingsDep,
               credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
         if credentials is None or not credentials.credentials:
-            raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'",
+            raise Problem(401, "missing API key: send 'Authorization: Bearer <key>'",
                            headers={"WWW-Authenticate": "Bearer"})
         bootstrap = settings.bootstrap_api_key.get_secret_value() if settings.bootstrap_api_key else None
         principal = authenticate(session, credentials.credentials, bootstrap)
         if principal is None:
-            raise ApiError(401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+            raise Problem(401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
         if not principal.allows(scope):
-            raise ApiError(403, f"this API key lacks the scope '{scope}'")
+            raise Problem(403, f"this API key lacks the scope '{scope}'")
         return principal
 
     check.required_scope = scope  # type: ignore[attr-defined]  (read by the auth coverage test)

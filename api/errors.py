@@ -11,34 +11,15 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from domain.problems import TITLES, Problem, invalid
+
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
-TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
-          409: "Conflict", 413: "Payload too large", 415: "Unsupported media type", 422: "Unprocessable content",
-          500: "Internal server error", 503: "Service unavailable"}
 
 
-class ApiError(Exception):
-    """An error with a problem type; `errors` lists offending fields/lines for validation problems."""
-
-    def __init__(self, status: int, detail: str, *, type_: str | None = None, title: str | None = None,
-                 errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail)
-        self.status, self.detail, self.errors, self.headers = status, detail, errors, headers
-        self.type = type_ or f"https://mcu.dev/problems/{TITLES.get(status, 'error').lower().replace(' ', '-')}"
-        self.title = title or TITLES.get(status, "Error")
-
-
-def invalid(detail: str, errors: list[dict[str, Any]] | None = None) -> ApiError:
-    return ApiError(422, detail, type_="https://mcu.dev/problems/validation", title="Invalid input", errors=errors)
-
-
-def problem_response(error: ApiError) -> JSONResponse:
-    body: dict[str, Any] = {"type": error.type, "title": error.title, "status": error.status, "detail": error.detail}
-    if error.errors is not None:
-        body["errors"] = error.errors
-    return JSONResponse(body, status_code=error.status, media_type=PROBLEM_JSON, headers=error.headers)
+def problem_response(error: Problem) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status, media_type=PROBLEM_JSON, headers=error.headers)
 
 
 def _loc(loc: tuple[Any, ...] | list[Any]) -> list[Any]:
@@ -46,8 +27,8 @@ def _loc(loc: tuple[Any, ...] | list[Any]) -> list[Any]:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, error: ApiError) -> JSONResponse:
+    @app.exception_handler(Problem)
+    async def _api_error(_: Request, error: Problem) -> JSONResponse:
         return problem_response(error)
 
     @app.exception_handler(RequestValidationError)
@@ -68,9 +49,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:
         detail = error.detail if isinstance(error.detail, str) else TITLES.get(error.status_code, "error")
-        return problem_response(ApiError(error.status_code, detail, headers=getattr(error, "headers", None)))
+        return problem_response(Problem(error.status_code, detail, headers=getattr(error, "headers", None)))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(ApiError(500, "internal error; it has been logged"))
+        return problem_response(Problem(500, "internal error; it has been logged"))

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.errors import invalid
+from domain.problems import invalid
 from models import IdempotencyRecord
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200,

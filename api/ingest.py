@@ -14,7 +14,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from api.errors import invalid
+from domain.problems import invalid
 from storage import InvalidSafetensors, read_header
 
 MAX_REPORTED = 20

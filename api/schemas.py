@@ -7,6 +7,8 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from domain.lifecycle import State
+
 Fraction = Field(ge=0.0, le=1.0)
 
 
@@ -14,7 +16,13 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a typo in a field name is a 422, never silently ignored
 
 
-class DatasetOut(BaseModel):
+class Out(BaseModel):
+    """A response body, read straight from the ORM row's attributes."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class DatasetOut(Out):
     id: str
     name: str
     description: str | None
@@ -25,7 +33,7 @@ class DatasetOut(BaseModel):
     created_at: datetime
 
 
-class ModelOut(BaseModel):
+class ModelOut(Out):
     id: str
     name: str
     architecture: str
@@ -35,7 +43,7 @@ class ModelOut(BaseModel):
     created_at: datetime
 
 
-class VersionOut(BaseModel):
+class VersionOut(Out):
     version: int
     sha256: str
     parent_version: int | None
@@ -77,14 +85,14 @@ class DeletionRequestIn(Strict):
     callback_url: str | None = Field(default=None, max_length=2000)
 
 
-class ProgressOut(BaseModel):
+class ProgressOut(Out):
     phase: str
     fraction: float
     epoch: int | None = None
     epochs: int | None = None
 
 
-class CurvePointOut(BaseModel):
+class CurvePointOut(Out):
     t: float
     forget_accuracy: float
     unlearning_accuracy: float
@@ -93,32 +101,31 @@ class CurvePointOut(BaseModel):
     mia_efficacy: float
 
 
-class CurveOut(BaseModel):
+class CurveOut(Out):
     points: list[CurvePointOut]
     recommended_t: float
     effective_region: list[list[float]]
     targets: dict[str, float | None]
 
 
-class SelectionOut(BaseModel):
+class SelectionOut(Out):
     t: float
     model_version: int | None
     selected_by: str | None
     selected_at: datetime | None
 
 
-class ErrorOut(BaseModel):
+class ErrorOut(Out):
     type: str
     title: str
     detail: str
 
 
-class DeletionRequestOut(BaseModel):
+class DeletionRequestOut(Out):
     id: str
     model_id: str
     model_version: int
-    state: Literal["queued", "running", "awaiting_selection", "materializing", "succeeded", "failed", "cancelling",
-                   "cancelled"]
+    state: State
     external_id: str | None
     base_method: str
     config: dict[str, Any]
@@ -139,7 +146,7 @@ class SelectionIn(Strict):
     t: float = Field(ge=0.0, le=1.0)
 
 
-class EventOut(BaseModel):
+class EventOut(Out):
     at: datetime
     type: str
     state: str | None
@@ -150,11 +157,8 @@ class EventOut(BaseModel):
 T = TypeVar("T")
 
 
-class Page(BaseModel, Generic[T]):
+class Page(Out, Generic[T]):
     items: list[T]
     next_page_token: str | None
 
 
-class EventsOut(BaseModel):
-    items: list[EventOut]
-    next_page_token: str | None = None

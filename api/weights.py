@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from api.errors import invalid
+from domain.problems import invalid
 from storage import InvalidSafetensors, read_header
 
 MAX_NAMED = 20

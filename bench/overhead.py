@@ -58,7 +58,6 @@ from bench.common import (
     write_json,
 )
 
-CACHE = Path(__file__).resolve().parent / ".cache"
 FORGET_CLASS = 3
 BASE_METHOD = "rl"
 CONFIG: dict[str, Any] = {}  # every default
@@ -71,34 +70,15 @@ PHASES = ("mask", "base", "curve", "evaluate")
 
 def digits_files(directory: Path) -> dict[str, Any]:
     """The shard (train rows then test rows), the manifest and the trained weights, as files."""
-    import torch
-    from safetensors.torch import load_file, save_file
+    from cli.digits import digits_upload
 
-    from unlearning import load_digits_dataset, make_unlearning_data, train_classifier
-    from unlearning.architectures import seeded_init
-    from unlearning.data import Subset
-
-    digits = load_digits_dataset()
-    n_train = len(digits.train_labels)
-    weights = CACHE / "overhead-digits-cnn-small.safetensors"
-    if not weights.exists():
-        model = seeded_init("cnn-small", 10, digits.input_shape, seed=0)
-        adapter = make_unlearning_data(digits, channels=1, forget_classes=[0]).adapter
-        train_classifier(model, Subset(digits.train_inputs, digits.train_labels, torch.arange(n_train)), adapter,
-                         epochs=20, lr=0.05, seed=0)
-        CACHE.mkdir(parents=True, exist_ok=True)
-        save_file(model.state_dict(), weights)
-    load_file(weights)  # fails loudly on a damaged cache
-    shard = directory / "digits.safetensors"
-    save_file({"inputs": torch.cat([digits.train_inputs, digits.test_inputs]).contiguous(),
-               "labels": torch.cat([digits.train_labels, digits.test_labels])}, shard)
-    lines = ["sample_id,split,shard,row,subject_id"]
-    lines += [f"d{row},{'train' if row < n_train else 'test'},digits.safetensors,{row},w{row % 40}"
-              for row in range(len(digits.train_labels) + len(digits.test_labels))]
-    manifest = directory / "manifest.csv"
-    manifest.write_text("\n".join(lines) + "\n")
-    return {"shard": str(shard), "manifest": str(manifest), "weights": str(weights), "n_train": n_train,
-            "input_shape": list(digits.input_shape)}
+    upload = digits_upload()
+    files = {"shard": directory / upload.SHARD_NAME, "manifest": directory / "manifest.csv",
+             "weights": directory / "weights.safetensors"}
+    for name, path in files.items():
+        path.write_bytes(getattr(upload, name))
+    return {name: str(path) for name, path in files.items()} | {"n_train": len(upload.train_labels),
+                                                              "input_shape": list(upload.input_shape)}
 
 
 # --- (b) and (c): the library in a subprocess (`--library-run SPEC`) ------------------------------------------
@@ -152,18 +132,20 @@ def library_run(spec: dict[str, Any]) -> dict[str, Any]:
         from models import make_engine, make_session_factory
         from settings import Settings
         from storage import open_store
-        from worker.pipeline import JobWatch, Services, artifact_key
+        from worker.artifacts import artifact_key
+        from worker.services import Services
+        from worker.watch import JobWatch
 
         settings = Settings()  # MCU_* from the environment: the worker's settings
         store = open_store(settings.resolved_storage_url, s3_endpoint_url=settings.s3_endpoint_url)
         services = Services(settings, make_session_factory(make_engine(spec["database_url"])), store,
-                            None, lambda *_: None)  # type: ignore[arg-type]  (JobWatch needs no cache)
+                            None, None)  # type: ignore[arg-type]  (JobWatch needs no cache or broker)
         request_id = spec["hooks_request_id"]
         watch = JobWatch(services, request_id, "running")
         inner = watch.hooks()
         hooks = JobHooks(on_progress=timed("on_progress", inner.on_progress),
                          should_cancel=timed("should_cancel", inner.should_cancel))
-        callbacks = {  # as worker/pipeline.py run_request passes them
+        callbacks = {  # as worker/jobs.py run_request passes them
             "on_theta_p": timed("on_theta_p", lambda state: store.put_at(artifact_key(request_id, "theta_p"),
                                                                          save_tensors(state))),
             "on_checkpoint": timed("on_checkpoint", lambda c: store.put_at(artifact_key(request_id, "checkpoint"),

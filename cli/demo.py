@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import os
 import secrets
 import subprocess
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import httpx
 import typer
+
+from cli.digits import digits_upload
 
 POLL_SECONDS = 0.5
 
@@ -67,34 +68,12 @@ def _check(response: httpx.Response, expected: int) -> dict:
 
 def register_digits(client: httpx.Client) -> tuple[str, str]:
     """Upload sklearn's digits as a dataset and a cnn-small trained on it as a model."""
-    import torch
-    from safetensors.torch import save
-
-    from unlearning import load_digits_dataset, make_unlearning_data, train_classifier
-    from unlearning.architectures import seeded_init
-    from unlearning.data import Subset
-
-    digits = load_digits_dataset()
-    inputs = torch.cat([digits.train_inputs, digits.test_inputs])
-    labels = torch.cat([digits.train_labels, digits.test_labels])
-    n_train = len(digits.train_labels)
-    manifest = io.StringIO()
-    manifest.write("sample_id,split,shard,row,subject_id\n")
-    for row in range(len(labels)):
-        split = "train" if row < n_train else "test"
-        manifest.write(f"digit-{row:04d},{split},digits.safetensors,{row},writer-{row % 50:02d}\n")
-    dataset = _check(client.post("/v1/datasets", data={"name": "sklearn-digits"}, files=[
-        ("manifest", ("manifest.csv", manifest.getvalue().encode())),
-        ("shards", ("digits.safetensors", save({"inputs": inputs.contiguous(), "labels": labels})))]), 201)
+    upload = digits_upload()
+    dataset = _check(client.post("/v1/datasets", data={"name": "sklearn-digits"}, files=upload.files()), 201)
     typer.echo(f"registered dataset {dataset['id']}: {dataset['num_train']} train / {dataset['num_test']} test")
-
-    model = seeded_init("cnn-small", 10, digits.input_shape, seed=0)
-    data = make_unlearning_data(digits, channels=1, forget_classes=[0])
-    train_classifier(model, Subset(digits.train_inputs, digits.train_labels, torch.arange(n_train)), data.adapter,
-                     epochs=20, lr=0.05, seed=0)
     uploaded = _check(client.post("/v1/models", data={"name": "digits-cnn", "architecture": "cnn-small",
                                                       "num_classes": "10", "dataset_id": dataset["id"]},
-                                  files={"weights": ("model.safetensors", save(model.state_dict()))}), 201)
+                                  files={"weights": ("model.safetensors", upload.weights)}), 201)
     typer.echo(f"uploaded model {uploaded['id']} (cnn-small, version 1)")
     return dataset["id"], uploaded["id"]
 

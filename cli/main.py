@@ -103,7 +103,8 @@ def worker(queues: str = typer.Option(",".join(ALL_QUEUES), help="Comma-separate
 
     from migrations.runner import upgrade
     from settings import get_settings
-    from worker.celery_app import create_celery, start_reconciler
+    from worker.celery_app import create_celery
+    from worker.reconciler import start_reconciler
 
     settings = get_settings()
     if settings.is_embedded:
@@ -114,7 +115,7 @@ def worker(queues: str = typer.Option(",".join(ALL_QUEUES), help="Comma-separate
     torch.set_num_threads(settings.torch_threads)
     celery = create_celery(settings)
     if reconcile:
-        start_reconciler(celery, settings)
+        start_reconciler(celery.mcu_services, settings.reconcile_interval_seconds)
     celery.worker_main(["worker", "--pool=solo", "--concurrency=1", f"--queues={queues}", "--loglevel=INFO",
                         f"--hostname={name or f'mcu@{socket.gethostname()}-{os.getpid()}'}", "--without-gossip",
                         "--without-mingle"])

@@ -1,13 +1,15 @@
 """Persistence: SQLAlchemy tables and the session factory."""
 
 from models.audit import record_event
-from models.db import make_engine, make_session_factory, transaction
+from models.db import make_engine, make_session_factory
+from models.sql import in_list
 from models.tables import (
     ApiKey,
     Base,
     CurvePoint,
     Dataset,
     DeletionRequest,
+    ErasedSample,
     Event,
     IdempotencyRecord,
     Model,
@@ -18,7 +20,7 @@ from models.tables import (
 )
 
 __all__ = [
-    "ApiKey", "Base", "CurvePoint", "Dataset", "DeletionRequest", "Event", "IdempotencyRecord", "Model",
-    "ModelVersion", "Sample", "make_engine", "make_session_factory", "new_id", "record_event", "transaction",
+    "ApiKey", "Base", "CurvePoint", "Dataset", "DeletionRequest", "ErasedSample", "Event", "IdempotencyRecord",
+    "Model", "ModelVersion", "Sample", "in_list", "make_engine", "make_session_factory", "new_id", "record_event",
     "utcnow",
 ]

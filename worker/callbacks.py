@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 from datetime import UTC, datetime
 
 import httpx
@@ -11,8 +10,6 @@ from standardwebhooks import Webhook
 
 from models import DeletionRequest, record_event
 from settings import Settings
-
-CALLBACK_STATES = ("awaiting_selection", "succeeded", "failed", "cancelled")
 
 
 def event_body(request: DeletionRequest, state: str, message_id: str, at: datetime) -> str:
@@ -48,7 +45,3 @@ def deliver(settings: Settings, factory, request_id: str, state: str, message_id
                      {"url": url, "message_id": message_id, "attempt": attempt, "status": status, "error": error,
                       "delivered": ok})
     return ok or error == "host not in the callback allow-list"  # a refused host is not retried
-
-
-def new_message_id() -> str:
-    return f"msg_{secrets.token_hex(12)}"

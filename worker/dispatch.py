@@ -1,20 +1,15 @@
-"""Sending work to the broker by task name, and the reconciler that re-sends what may have been lost.
+"""Sending work to the broker by task name.
 
-The API imports only this module of worker/: no torch, no task code. A request row is always committed
-before its task is sent; if the broker is down the request simply stays `queued` and `resend_stale`
-sends it later. Tasks are idempotent, so a duplicate delivery is harmless.
+The API imports only this module of worker/: no torch, no task code. Tasks go out after the transaction
+that made them necessary commits (domain/lifecycle.py); if the broker is down the reconciler sends them
+later. Tasks are idempotent, so a duplicate delivery is harmless.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
 from celery import Celery
-from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session, sessionmaker
-
-from models import DeletionRequest, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +35,14 @@ class Dispatcher:
         self.app.conf.update(broker_connection_timeout=2, broker_connection_retry_on_startup=False,
                              broker_transport_options=options, task_default_queue=GPU_QUEUE)
 
-    def send(self, task_name: str, request_id: str) -> bool:
+    def send(self, task_name: str, *args: object, countdown: float | None = None) -> bool:
         """True when the broker accepted the message; False (logged, never raised) when it is down."""
         try:
-            self.app.send_task(task_name, args=[request_id], queue=QUEUE_OF[task_name], retry=False)
+            self.app.send_task(task_name, args=list(args), queue=QUEUE_OF[task_name], retry=False,
+                               countdown=countdown)
             return True
         except Exception as error:  # noqa: BLE001  (any broker failure leaves the row for the reconciler)
-            log.warning("broker unavailable, %s for %s stays queued: %s", task_name, request_id,
+            log.warning("broker unavailable, %s for %s not sent: %s", task_name, args[0] if args else "",
                         type(error).__name__)
             return False
 
@@ -61,26 +57,3 @@ class Dispatcher:
                 return channel.queue_declare(GPU_QUEUE, passive=True).message_count
         except Exception:  # noqa: BLE001
             return None
-
-
-def dispatch_run(factory: sessionmaker[Session], dispatcher: Dispatcher, request_id: str) -> bool:
-    """Send the run task of a committed, queued request and note when it went out."""
-    if not dispatcher.send(RUN_REQUEST, request_id):
-        return False
-    with factory() as session, session.begin():
-        session.execute(update(DeletionRequest).where(DeletionRequest.id == request_id)
-                        .values(dispatched_at=utcnow()))
-    return True
-
-
-def resend_stale_queued(factory: sessionmaker[Session], dispatcher: Dispatcher, older_than: timedelta) -> list[str]:
-    """Re-send requests still `queued` that were never sent, or sent longer than `older_than` ago."""
-    cutoff = utcnow() - older_than
-    with factory() as session:
-        ids = session.scalars(
-            select(DeletionRequest.id)
-            .where(DeletionRequest.state == "queued")
-            .where(or_(DeletionRequest.dispatched_at.is_(None), DeletionRequest.dispatched_at < cutoff))
-            .order_by(DeletionRequest.created_at)
-        ).all()
-    return [request_id for request_id in ids if dispatch_run(factory, dispatcher, request_id)]

@@ -7,16 +7,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.auth import Principal
 from api.deps import SessionDep, SettingsDep, StoreDep, require
-from api.errors import ApiError, invalid
 from api.idempotency import IdempotencyKey, create_once, fingerprint
 from api.ingest import inspect_shard, parse_manifest
-from api.pagination import PageSize, PageToken, newest_first, page
+from api.pagination import PageSize, PageToken
 from api.schemas import DatasetOut, Page
+from domain import catalog
+from domain.problems import Problem, invalid
 from models import Dataset, new_id
 from models.bulk import insert_samples
 from storage import ObjectTooLarge
@@ -24,15 +24,9 @@ from storage import ObjectTooLarge
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 
-def dataset_out(row: Dataset) -> DatasetOut:
-    return DatasetOut(id=row.id, name=row.name, description=row.description, num_train=row.num_train,
-                      num_test=row.num_test, num_classes=row.num_classes, input_shape=list(row.input_shape),
-                      created_at=row.created_at)
-
-
 def check_size(upload: UploadFile, limit: int) -> None:
     if upload.size is not None and upload.size > limit:
-        raise ApiError(413, f"file '{upload.filename}' is {upload.size} bytes; the limit is {limit}")
+        raise Problem(413, f"file '{upload.filename}' is {upload.size} bytes; the limit is {limit}")
 
 
 def file_sha256(upload: UploadFile) -> str:
@@ -76,7 +70,7 @@ def create_dataset(
             try:
                 obj = store.put_stream("shards", upload.file, max_bytes=settings.max_upload_bytes)
             except ObjectTooLarge as error:
-                raise ApiError(413, f"shard '{upload_name}' exceeds {error.limit} bytes") from error
+                raise Problem(413, f"shard '{upload_name}' exceeds {error.limit} bytes") from error
             stored.append({"name": upload_name, "key": obj.key, "sha256": obj.sha256, "size": obj.size,
                            "rows": info.rows})
         dataset_id = new_id("ds")
@@ -91,24 +85,16 @@ def create_dataset(
         return dataset_id
 
     dataset_id, status = create_once(session, principal.name, "datasets", idempotency_key, body_sha, create, 201)
-    row = session.get(Dataset, dataset_id)
-    assert row is not None
-    return JSONResponse(dataset_out(row).model_dump(mode="json"), status_code=status,
-                        headers={"Location": f"/v1/datasets/{dataset_id}"})
+    return JSONResponse(DatasetOut.model_validate(catalog.get_dataset(session, dataset_id)).model_dump(mode="json"),
+                        status_code=status, headers={"Location": f"/v1/datasets/{dataset_id}"})
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut)
-def get_dataset(dataset_id: str, session: SessionDep, _: Annotated[Principal, require("models:read")]) -> DatasetOut:
-    row = session.get(Dataset, dataset_id)
-    if row is None:
-        raise ApiError(404, f"dataset '{dataset_id}' not found")
-    return dataset_out(row)
+def get_dataset(dataset_id: str, session: SessionDep, _: Annotated[Principal, require("models:read")]) -> object:
+    return catalog.get_dataset(session, dataset_id)
 
 
 @router.get("", response_model=Page[DatasetOut])
 def list_datasets(session: SessionDep, _: Annotated[Principal, require("models:read")], page_size: PageSize = 50,
-                  page_token: PageToken = None) -> Page[DatasetOut]:
-    rows = session.scalars(newest_first(select(Dataset), Dataset.created_at, Dataset.id, page_size,
-                                        page_token)).all()
-    items, token = page(list(rows), page_size)
-    return Page[DatasetOut](items=[dataset_out(r) for r in items], next_page_token=token)
+                  page_token: PageToken = None) -> object:
+    return catalog.page_of_datasets(session, page_size, page_token)

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from api.errors import ApiError
+from domain.problems import Problem
 from storage import StorageError
 
 router = APIRouter(tags=["health"])
@@ -35,7 +35,7 @@ def readyz(request: Request) -> dict[str, str]:
     except StorageError as error:
         down.append(f"object store ({error})")
     if down:
-        raise ApiError(503, "not ready: " + ", ".join(down) + " unavailable")
+        raise Problem(503, "not ready: " + ", ".join(down) + " unavailable")
     return {"status": "ready"}
 
 

@@ -10,39 +10,21 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Header, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.auth import Principal
 from api.deps import SessionDep, SettingsDep, StoreDep, require
-from api.errors import ApiError, invalid
 from api.idempotency import IdempotencyKey, create_once, fingerprint
-from api.pagination import PageSize, PageToken, newest_first, page
+from api.pagination import PageSize, PageToken
 from api.routes.datasets import check_size, file_sha256
 from api.schemas import ModelOut, Page, VersionOut
 from api.weights import check_weights
+from domain import catalog
+from domain.problems import Problem, invalid
 from models import Dataset, Model, ModelVersion, new_id
 from storage import ObjectTooLarge
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
-
-
-def model_out(row: Model) -> ModelOut:
-    return ModelOut(id=row.id, name=row.name, architecture=row.architecture, num_classes=row.num_classes,
-                    dataset_id=row.dataset_id, current_version=row.current_version, created_at=row.created_at)
-
-
-def version_out(row: ModelVersion) -> VersionOut:
-    return VersionOut(version=row.version, sha256=row.sha256, parent_version=row.parent_version,
-                      deletion_request_id=row.deletion_request_id, t=row.t, metrics=row.metrics,
-                      created_at=row.created_at)
-
-
-def get_model_or_404(session: Session, model_id: str) -> Model:
-    row = session.get(Model, model_id)
-    if row is None:
-        raise ApiError(404, f"model '{model_id}' not found")
-    return row
 
 
 @router.post("", status_code=201, response_model=ModelOut)
@@ -79,7 +61,7 @@ def create_model(
                 with path.open("rb") as source:
                     obj = store.put_stream("weights", source, max_bytes=settings.max_upload_bytes)
             except ObjectTooLarge as error:
-                raise ApiError(413, f"weights exceed {error.limit} bytes") from error
+                raise Problem(413, f"weights exceed {error.limit} bytes") from error
         model_id = new_id("mdl")
         db.add(Model(id=model_id, name=name, architecture=architecture, num_classes=num_classes,
                      dataset_id=dataset_id, current_version=1))
@@ -88,30 +70,25 @@ def create_model(
         return model_id
 
     model_id, status = create_once(session, principal.name, "models", idempotency_key, body_sha, create, 201)
-    return JSONResponse(model_out(get_model_or_404(session, model_id)).model_dump(mode="json"), status_code=status,
-                        headers={"Location": f"/v1/models/{model_id}"})
+    return JSONResponse(ModelOut.model_validate(catalog.get_model(session, model_id)).model_dump(mode="json"),
+                        status_code=status, headers={"Location": f"/v1/models/{model_id}"})
 
 
 @router.get("/{model_id}", response_model=ModelOut)
-def get_model(model_id: str, session: SessionDep, _: Annotated[Principal, require("models:read")]) -> ModelOut:
-    return model_out(get_model_or_404(session, model_id))
+def get_model(model_id: str, session: SessionDep, _: Annotated[Principal, require("models:read")]) -> object:
+    return catalog.get_model(session, model_id)
 
 
 @router.get("", response_model=Page[ModelOut])
 def list_models(session: SessionDep, _: Annotated[Principal, require("models:read")], page_size: PageSize = 50,
-                page_token: PageToken = None) -> Page[ModelOut]:
-    rows = session.scalars(newest_first(select(Model), Model.created_at, Model.id, page_size, page_token)).all()
-    items, token = page(list(rows), page_size)
-    return Page[ModelOut](items=[model_out(r) for r in items], next_page_token=token)
+                page_token: PageToken = None) -> object:
+    return catalog.page_of_models(session, page_size, page_token)
 
 
 @router.get("/{model_id}/versions", response_model=Page[VersionOut])
-def list_versions(model_id: str, session: SessionDep, _: Annotated[Principal, require("models:read")]
-                  ) -> Page[VersionOut]:
-    get_model_or_404(session, model_id)
-    rows = session.scalars(select(ModelVersion).where(ModelVersion.model_id == model_id)
-                           .order_by(ModelVersion.version)).all()
-    return Page[VersionOut](items=[version_out(r) for r in rows], next_page_token=None)
+def list_versions(model_id: str, session: SessionDep, _: Annotated[Principal, require("models:read")],
+                  page_size: PageSize = 50, page_token: PageToken = None) -> object:
+    return catalog.page_of_versions(session, model_id, page_size, page_token)
 
 
 @router.get("/{model_id}/versions/{version}/weights", response_class=Response,
@@ -119,11 +96,7 @@ def list_versions(model_id: str, session: SessionDep, _: Annotated[Principal, re
 def download_weights(model_id: str, version: Annotated[int, PathParam(ge=1, le=2**31 - 1)], session: SessionDep,
                      store: StoreDep, _: Annotated[Principal, require("models:read")],
                      if_none_match: Annotated[str | None, Header()] = None) -> Response:
-    get_model_or_404(session, model_id)
-    row = session.scalar(select(ModelVersion).where(ModelVersion.model_id == model_id,
-                                                    ModelVersion.version == version))
-    if row is None:
-        raise ApiError(404, f"model '{model_id}' has no version {version}")
+    row = catalog.get_version(session, model_id, version)
     etag = f'"{row.sha256}"'
     if if_none_match in (etag, row.sha256):
         return Response(status_code=304, headers={"ETag": etag})

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import uvicorn
 
-from bench.common import postgres_schema
 from settings import Settings
 from storage import S3Store, save_numpy
+from tests.support import postgres_schema
 
 REDIS_URL = "redis://127.0.0.1:6379/11"
 BOOTSTRAP_KEY = "bootstrap-" + secrets.token_hex(8)

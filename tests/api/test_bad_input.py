@@ -9,7 +9,6 @@ import base64
 import io
 import json
 import pickle
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +18,7 @@ import pytest
 
 from settings import Settings
 from storage import save_numpy
+from tests.support import wait_for_state
 
 from .conftest import (
     BOOTSTRAP_KEY,
@@ -273,15 +273,6 @@ def test_deletion_request_body_not_an_object_is_422(api: httpx.Client, content: 
     assert_problem(response, 422)
 
 
-def wait_for_state(client: httpx.Client, request_id: str, state: str, timeout: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        body = client.get(f"/v1/deletion-requests/{request_id}").json()
-        if body["state"] == state or time.monotonic() > deadline:
-            return body
-        time.sleep(0.1)
-
-
 @pytest.fixture(scope="module")
 def cancelled_request(api: httpx.Client, registered: dict[str, str]) -> str:
     """A request cancelled right after submission: no curve, not awaiting selection, finished."""
@@ -292,7 +283,7 @@ def cancelled_request(api: httpx.Client, registered: dict[str, str]) -> str:
     request_id = created.json()["id"]
     cancelled = api.post(f"/v1/deletion-requests/{request_id}/cancel")
     assert cancelled.status_code == 202, cancelled.text
-    assert wait_for_state(api, request_id, "cancelled")["state"] == "cancelled"
+    assert wait_for_state(api, request_id, ("cancelled",), timeout=30)["state"] == "cancelled"
     return request_id
 
 
@@ -333,7 +324,7 @@ def test_curve_before_it_is_ready_is_409(api: httpx.Client, cancelled_request: s
 
 
 def test_list_requests_with_unknown_state_is_422(api: httpx.Client) -> None:
-    assert_problem(api.get("/v1/deletion-requests", params={"state": "done"}), 422, "state must be one of")
+    assert_problem(api.get("/v1/deletion-requests", params={"state": "done"}), 422, "'queued', 'running'")
 
 
 # --- unknown ids, pagination ---------------------------------------------------------------------------
@@ -401,6 +392,7 @@ def test_weights_version_out_of_range_is_422(api: httpx.Client, registered: dict
 ])
 def test_nul_in_path_id_is_a_client_error(api: httpx.Client, path: str) -> None:
     response = api.get(path)  # SQLite looks the id up (404); Postgres refuses it (422)
+    assert response.status_code in (404, 422), response.text
     assert_problem(response, response.status_code)
     assert response.status_code in (404, 422), response.text
 

@@ -13,7 +13,9 @@ from sqlalchemy import func, select
 
 from api.app import create_app
 from models import CurvePoint, DeletionRequest, utcnow
-from worker.dispatch import Dispatcher, resend_stale_queued
+from worker.dispatch import Dispatcher
+from worker.reconciler import resend_queued
+from worker.services import Services
 
 from .conftest import REDIS_URL, Service, assert_problem, serve, upload_dataset, upload_model
 
@@ -70,8 +72,8 @@ def test_deletion_request_lifecycle_through_the_api(service: Service, registered
     with service.app.state.session_factory() as session, session.begin():
         row = session.get(DeletionRequest, request_id)
         row.state = "awaiting_selection"
-        row.curve = {"recommended_t": 0.6, "effective_region": [[0.4, 0.8]],
-                     "targets": {"retain_accuracy": 0.9, "forget_accuracy": 0.3}}
+        row.curve_summary = {"recommended_t": 0.6, "effective_region": [[0.4, 0.8]],
+                             "targets": {"retain_accuracy": 0.9, "forget_accuracy": 0.3}}
         for t in (0.0, 0.5, 1.0):
             session.add(CurvePoint(request_id=request_id, t=t, forget_accuracy=1 - t, unlearning_accuracy=t,
                                    retain_accuracy=0.9, test_accuracy=0.8, mia_efficacy=t / 2))
@@ -190,7 +192,8 @@ def test_request_survives_a_broker_outage(service: Service, registered: dict[str
 
     broker = redis.Redis.from_url(REDIS_URL)
     broker.delete("gpu")
-    sent = resend_stale_queued(factory, Dispatcher(REDIS_URL), older_than=timedelta(minutes=5))
+    services = Services(service.settings, factory, service.app.state.store, None, Dispatcher(REDIS_URL))  # type: ignore[arg-type]
+    sent = resend_queued(services, sent_before=utcnow() - timedelta(minutes=5))
     assert request_id in sent
     messages = [json.loads(m) for m in broker.lrange("gpu", 0, -1)]
     delivered = [m for m in messages if request_id in m["headers"]["argsrepr"]]
@@ -198,4 +201,4 @@ def test_request_survives_a_broker_outage(service: Service, registered: dict[str
     with factory() as session:
         assert session.get(DeletionRequest, request_id).dispatched_at > utcnow() - timedelta(minutes=1)
     # Sent recently: the reconciler leaves it alone until `older_than` has passed.
-    assert request_id not in resend_stale_queued(factory, Dispatcher(REDIS_URL), older_than=timedelta(minutes=5))
+    assert request_id not in resend_queued(services, sent_before=utcnow() - timedelta(minutes=5))

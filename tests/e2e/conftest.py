@@ -3,7 +3,6 @@ Postgres, Redis and moto's S3 server, with short heartbeat and reconcile interva
 
 from __future__ import annotations
 
-import io
 import os
 import secrets
 import signal
@@ -16,11 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-import torch
-from safetensors.torch import save
 
-from bench.common import free_port, postgres_schema, wait_for
+from cli.digits import DigitsUpload
+from cli.digits import digits_upload as digits_upload_
 from storage import S3Store
+from tests.support import free_port, postgres_schema, wait_for
 
 REDIS_URL = "redis://127.0.0.1:6379/12"
 WEBHOOK_SECRET = "whsec_" + "dGVzdC1zZWNyZXQtZm9yLWUyZS13ZWJob29rcw=="
@@ -128,39 +127,21 @@ def stack(tmp_path_factory: pytest.TempPathFactory, e2e_postgres_url: str, s3_en
 # --- the digits dataset and a model trained on it ----------------------------------------------------------
 
 @pytest.fixture(scope="session")
-def digits_upload() -> dict[str, bytes]:
-    from unlearning import load_digits_dataset, make_unlearning_data, train_classifier
-    from unlearning.architectures import seeded_init
-    from unlearning.data import Subset
-
-    digits = load_digits_dataset()
-    inputs = torch.cat([digits.train_inputs, digits.test_inputs]).contiguous()
-    labels = torch.cat([digits.train_labels, digits.test_labels])
-    n_train = len(digits.train_labels)
-    manifest = io.StringIO()
-    manifest.write("sample_id,split,shard,row,subject_id\n")
-    for row in range(len(labels)):
-        manifest.write(f"d{row},{'train' if row < n_train else 'test'},digits.safetensors,{row},w{row % 40}\n")
-    model = seeded_init("cnn-small", 10, digits.input_shape, seed=0)
-    adapter = make_unlearning_data(digits, channels=1, forget_classes=[0]).adapter
-    train_classifier(model, Subset(digits.train_inputs, digits.train_labels, torch.arange(n_train)), adapter,
-                     epochs=20, lr=0.05, seed=0)
-    return {"manifest": manifest.getvalue().encode(), "shard": save({"inputs": inputs, "labels": labels}),
-            "weights": save(model.state_dict())}
+def digits_upload() -> DigitsUpload:
+    return digits_upload_()
 
 
-def register(client: httpx.Client, upload: dict[str, bytes]) -> tuple[str, str]:
+def register(client: httpx.Client, upload: DigitsUpload) -> tuple[str, str]:
     """A digits dataset and a trained cnn-small model on it; returns (dataset_id, model_id)."""
-    dataset = client.post("/v1/datasets", data={"name": "digits"}, files=[
-        ("manifest", ("m.csv", upload["manifest"])), ("shards", ("digits.safetensors", upload["shard"]))])
+    dataset = client.post("/v1/datasets", data={"name": "digits"}, files=upload.files())
     assert dataset.status_code == 201, dataset.text
     return dataset.json()["id"], add_model(client, dataset.json()["id"], upload)
 
 
-def add_model(client: httpx.Client, dataset_id: str, upload: dict[str, bytes]) -> str:
+def add_model(client: httpx.Client, dataset_id: str, upload: DigitsUpload) -> str:
     model = client.post("/v1/models", data={"name": "digits-cnn", "architecture": "cnn-small", "num_classes": "10",
                                             "dataset_id": dataset_id},
-                        files={"weights": ("w.safetensors", upload["weights"])})
+                        files={"weights": ("w.safetensors", upload.weights)})
     assert model.status_code == 201, model.text
     return model.json()["id"]
 
@@ -169,13 +150,3 @@ def submit(client: httpx.Client, model_id: str, **body: object) -> dict:
     response = client.post("/v1/deletion-requests", json={"model_id": model_id, **body})
     assert response.status_code == 202, response.text
     return response.json()
-
-
-def wait_state(client: httpx.Client, request_id: str, states: tuple[str, ...], timeout: float = 120) -> dict:
-    def reached() -> dict | None:
-        body = client.get(f"/v1/deletion-requests/{request_id}").json()
-        if body["state"] == "failed" and "failed" not in states:
-            raise AssertionError(f"request failed: {body['error']}")
-        return body if body["state"] in states else None
-
-    return wait_for(reached, timeout, f"{request_id} to reach {states}", interval=0.2)  # type: ignore[return-value]

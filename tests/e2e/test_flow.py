@@ -7,10 +7,11 @@ import time
 import redis
 from safetensors.torch import load as load_tensors
 
+from tests.support import wait_for_state
 from unlearning import build_model, load_digits_dataset, make_unlearning_data
 from unlearning.metrics import accuracy
 
-from .conftest import FAST_JOB, REDIS_URL, Stack, add_model, register, submit, wait_for, wait_state
+from .conftest import FAST_JOB, REDIS_URL, Stack, add_model, register, submit, wait_for
 
 FORGET_CLASS = 3
 
@@ -19,13 +20,13 @@ def test_full_flow_publishes_a_version_that_forgot_the_class(stack: Stack, digit
     with stack.client() as client:
         _, model_id = register(client, digits_upload)
         request = submit(client, model_id, forget={"classes": [FORGET_CLASS]}, config=FAST_JOB)
-        waiting = wait_state(client, request["id"], ("awaiting_selection",))
+        waiting = wait_for_state(client, request["id"], ("awaiting_selection",))
         curve = waiting["curve"]
         assert [p["t"] for p in curve["points"]] == [0.0, 0.25, 0.5, 0.75, 1.0]
         assert curve["points"][0]["forget_accuracy"] > 0.9 and curve["points"][-1]["forget_accuracy"] < 0.1
         t = curve["recommended_t"]
         assert client.post(f"/v1/deletion-requests/{request['id']}/selection", json={"t": t}).status_code == 202
-        done = wait_state(client, request["id"], ("succeeded",))
+        done = wait_for_state(client, request["id"], ("succeeded",))
         assert done["selection"]["model_version"] == 2 and done["finished_at"] is not None
 
         model = client.get(f"/v1/models/{model_id}").json()
@@ -73,8 +74,8 @@ def test_killed_worker_is_resumed_from_its_last_epoch(stack: Stack, digits_uploa
         assert killed_at["state"] == "running"
 
         stack.start_worker()
-        resumed = wait_state(client, crashed["id"], ("awaiting_selection",), timeout=240)
-        reference = wait_state(client, submit(client, twin_id, **body)["id"], ("awaiting_selection",), timeout=240)
+        resumed = wait_for_state(client, crashed["id"], ("awaiting_selection",), timeout=240)
+        reference = wait_for_state(client, submit(client, twin_id, **body)["id"], ("awaiting_selection",), timeout=240)
         events = client.get(f"/v1/deletion-requests/{crashed['id']}/events").json()["items"]
 
     restart = [e for e in events if e["type"] == "resumed_from_checkpoint"]
@@ -97,6 +98,6 @@ def test_request_lost_by_the_broker_is_resent(stack: Stack, digits_upload: dict[
         time.sleep(1)
         assert client.get(f"/v1/deletion-requests/{request['id']}").json()["state"] == "queued"
         stack.start_worker()  # its reconciler re-sends requests queued for longer than MCU_REQUEUE_AFTER_SECONDS
-        done = wait_state(client, request["id"], ("succeeded",), timeout=240)
+        done = wait_for_state(client, request["id"], ("succeeded",), timeout=240)
     assert done["selection"]["selected_by"] == "auto"
     assert done["selection"]["t"] == done["curve"]["recommended_t"]

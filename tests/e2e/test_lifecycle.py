@@ -26,10 +26,11 @@ import pytest
 import redis
 from standardwebhooks import Webhook
 
+from cli.digits import DigitsUpload
 from storage import S3Store
-from unlearning import load_digits_dataset
+from tests.support import wait_for_state
+from worker.artifacts import artifact_key
 from worker.dispatch import MATERIALIZE_SELECTION, RUN_REQUEST, Dispatcher
-from worker.pipeline import artifact_key, artifacts_prefix
 
 from .conftest import (
     FAST_JOB,
@@ -41,7 +42,6 @@ from .conftest import (
     register,
     submit,
     wait_for,
-    wait_state,
 )
 
 # Small batches over the whole retain set: an epoch takes about a second, so a cancel lands mid-training.
@@ -183,7 +183,7 @@ def artifacts_in_bucket(stack: Stack, request_id: str) -> list[str]:
     known = [key for key in (artifact_key(request_id, name) for name in ("theta_p", "theta_c", "checkpoint"))
              if store.exists(key)]
     listing = boto3.client("s3", endpoint_url=endpoint).list_objects_v2(Bucket=bucket,
-                                                                         Prefix=f"{artifacts_prefix(request_id)}/")
+                                                                         Prefix=f"requests/{request_id}/")
     return sorted({*known, *(o["Key"] for o in listing.get("Contents", []))})
 
 
@@ -208,7 +208,7 @@ def test_callbacks_are_signed_and_retried_with_backoff(stack: Stack, callbacks: 
     with stack.client() as client:
         request = submit(client, model_id, forget={"classes": [3]}, config=FAST_JOB, callback_url=url,
                          external_id="GDPR-CB-1")
-        waiting = wait_state(client, request["id"], ("awaiting_selection",))
+        waiting = wait_for_state(client, request["id"], ("awaiting_selection",))
         first, second, third = callbacks.wait(url, "deletion_request.awaiting_selection", 3)
         assert [d.status for d in (first, second, third)] == [500, 500, 200]
         # The retries went through the control queue with countdowns of 2**attempt seconds: 2 s, then 4 s.
@@ -219,7 +219,7 @@ def test_callbacks_are_signed_and_retried_with_backoff(stack: Stack, callbacks: 
         assert bodies[0]["data"]["external_id"] == "GDPR-CB-1" and bodies[0]["data"]["model_id"] == model_id
 
         assert select(client, request["id"], waiting["curve"]["recommended_t"]).status_code == 202
-        wait_state(client, request["id"], ("succeeded",))
+        wait_for_state(client, request["id"], ("succeeded",))
         (done,) = callbacks.wait(url, "deletion_request.succeeded")
         verified(done, request["id"], "succeeded")
         assert done.headers["webhook-id"] != first.headers["webhook-id"]
@@ -261,7 +261,7 @@ def test_cancel_queued_awaiting_unclaimed_and_running_requests(stack: Stack, cal
         awaiting = submit(client, model_id, forget={"classes": [1]}, config=FAST_JOB, callback_url=urls["awaiting"])
         selected = submit(client, model_id, forget={"classes": [2]}, config=FAST_JOB, callback_url=urls["selected"])
         for request in (awaiting, selected):
-            wait_state(client, request["id"], ("awaiting_selection",))
+            wait_for_state(client, request["id"], ("awaiting_selection",))
 
         # A slow job keeps the only worker busy in its curve phase.
         running = submit(client, model_id, forget={"classes": [3]}, config=SLOW_CURVE, callback_url=urls["running"])
@@ -294,7 +294,7 @@ def test_cancel_queued_awaiting_unclaimed_and_running_requests(stack: Stack, cal
         assert response.status_code == 202 and response.json()["state"] == "cancelling"
         at_cancel = response.json()["progress"]
         assert at_cancel["phase"] == "curve" and at_cancel["epoch"] >= next_epoch["progress"]["epoch"]  # type: ignore[index]
-        cancelled = wait_state(client, running["id"], ("cancelled",), timeout=15)
+        cancelled = wait_for_state(client, running["id"], ("cancelled",), timeout=15)
         assert cancel(client, running["id"]).status_code == 409  # finished
 
         trail = events(client, running["id"])
@@ -338,7 +338,7 @@ def auto_request(stack: Stack, dataset_id: str, digits_upload: dict[str, bytes])
     with stack.client() as client:
         model_id = add_model(client, dataset_id, digits_upload)
         request = submit(client, model_id, forget={"subject_ids": ["w3", "w11"]}, config=FAST_JOB, selection="auto")
-        done = wait_state(client, request["id"], ("succeeded",))
+        done = wait_for_state(client, request["id"], ("succeeded",))
         wait_event(client, request["id"], "artifacts_deleted")  # the job's last act, just after the state
         return done
 
@@ -383,15 +383,15 @@ def test_redelivered_tasks_of_a_finished_request_change_nothing(stack: Stack, au
 
 # --- 4. a second erasure, on version 2 ---------------------------------------------------------------------
 
-def test_second_request_runs_on_version_2_without_the_erased_rows(stack: Stack, model_id: str) -> None:
-    digits = load_digits_dataset()
-    train_labels = digits.train_labels.tolist()
+def test_second_request_runs_on_version_2_without_the_erased_rows(stack: Stack, model_id: str,
+                                                                  digits_upload: DigitsUpload) -> None:
+    train_labels = digits_upload.train_labels
     threes = [f"d{row}" for row, label in enumerate(train_labels) if label == 3]
     fives = [f"d{row}" for row, label in enumerate(train_labels) if label == 5][:10]
     with stack.client() as client:
         first = submit(client, model_id, forget={"classes": [3]}, config=FAST_JOB, selection="auto")
         assert first["forget_count"] == len(threes)
-        wait_state(client, first["id"], ("succeeded",))
+        wait_for_state(client, first["id"], ("succeeded",))
 
         # Naming only rows the first request erased: nothing to do, and the answer says who erased them.
         response = client.post("/v1/deletion-requests", json={"model_id": model_id,
@@ -409,11 +409,11 @@ def test_second_request_runs_on_version_2_without_the_erased_rows(stack: Stack, 
         assert second["forget_fingerprint"] == hashlib.sha256("\n".join(sorted(fives)).encode()).hexdigest()
         submitted = events(client, second["id"])[0]
         assert submitted["detail"]["already_erased_by"] == {first["id"]: 4}
-        waiting = wait_state(client, second["id"], ("awaiting_selection",))
+        waiting = wait_for_state(client, second["id"], ("awaiting_selection",))
 
         t = waiting["curve"]["recommended_t"]
         assert select(client, second["id"], t).status_code == 202
-        done = wait_state(client, second["id"], ("succeeded",))
+        done = wait_for_state(client, second["id"], ("succeeded",))
         listing = versions(client, model_id)
 
     points = waiting["curve"]["points"]
@@ -436,7 +436,7 @@ def test_second_request_runs_on_version_2_without_the_erased_rows(stack: Stack, 
 def test_two_racing_selections_publish_one_version(stack: Stack, model_id: str) -> None:
     with stack.client() as client:
         request = submit(client, model_id, forget={"classes": [7]}, config=FAST_JOB)
-        wait_state(client, request["id"], ("awaiting_selection",))
+        wait_for_state(client, request["id"], ("awaiting_selection",))
     barrier = threading.Barrier(2)
     answers: dict[float, httpx.Response] = {}
 
@@ -455,7 +455,7 @@ def test_two_racing_selections_publish_one_version(stack: Stack, model_id: str) 
     (loser,) = [r for r in answers.values() if r.status_code == 409]
     assert loser.headers["content-type"].startswith(PROBLEM_JSON)
     with stack.client() as client:
-        done = wait_state(client, request["id"], ("succeeded",))
+        done = wait_for_state(client, request["id"], ("succeeded",))
         time.sleep(1)  # a second materialisation, were there one, would have been picked up by now
         listing = versions(client, model_id)
         trail = events(client, request["id"])
@@ -470,7 +470,7 @@ def test_cancel_during_materialization_publishes_nothing(stack: Stack, callbacks
     url = callbacks.url("cancel-materializing")
     with stack.client() as client:
         request = submit(client, model_id, forget={"classes": [8]}, config=FAST_JOB, callback_url=url)
-        waiting = wait_state(client, request["id"], ("awaiting_selection",))
+        waiting = wait_for_state(client, request["id"], ("awaiting_selection",))
         assert select(client, request["id"], waiting["curve"]["recommended_t"]).status_code == 202
 
         def claimed() -> dict | None:  # a worker took the selection and is building φ(t)
@@ -479,7 +479,7 @@ def test_cancel_during_materialization_publishes_nothing(stack: Stack, callbacks
 
         body = wait_for(claimed, 30, "a worker to take the selection", interval=0.005)
         response = cancel(client, request["id"])
-        done = wait_state(client, request["id"], ("cancelled", "succeeded"), timeout=30)
+        done = wait_for_state(client, request["id"], ("cancelled", "succeeded"), timeout=30)
         listing = versions(client, model_id)
         trail = events(client, request["id"])
         deleted = wait_event(client, request["id"], "artifacts_deleted")
@@ -523,9 +523,9 @@ def test_embedded_default_runs_the_whole_flow_without_servers(tmp_path: Path,
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
             _, model_id = register(client, digits_upload)
             request = submit(client, model_id, forget={"classes": [6]}, config=FAST_JOB)
-            waiting = wait_state(client, request["id"], ("awaiting_selection",))
+            waiting = wait_for_state(client, request["id"], ("awaiting_selection",))
             assert select(client, request["id"], waiting["curve"]["recommended_t"]).status_code == 202
-            done = wait_state(client, request["id"], ("succeeded",))
+            done = wait_for_state(client, request["id"], ("succeeded",))
             assert done["selection"]["model_version"] == 2
             published = versions(client, model_id)[1]
             weights = client.get(f"/v1/models/{model_id}/versions/2/weights")

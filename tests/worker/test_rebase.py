@@ -1,7 +1,7 @@
 """Two requests on one model version must never undo each other's erasure.
 
-The jobs run in-process here (the pipeline functions the Celery tasks call), on the embedded default;
-requests go through the real API app.
+The jobs run in-process here (the functions the Celery tasks call), on the embedded default; requests go
+through the real API app.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from settings import Settings
-from storage import LocalCache
-from worker import pipeline
+from worker import jobs
+from worker.services import connect
 
 from ..api.conftest import upload_dataset, upload_model
 
@@ -24,10 +24,7 @@ def test_a_request_overtaken_by_another_is_rebased_not_published(tmp_path: Path)
     settings = Settings(data_dir=tmp_path, bootstrap_api_key="k")
     app = create_app(settings)
     client = TestClient(app, headers={"Authorization": "Bearer k"})
-    notified: list[tuple[str, str]] = []
-    services = pipeline.Services(settings, app.state.session_factory, app.state.store,
-                                 LocalCache(settings.cache_dir, app.state.store),
-                                 lambda request_id, state: notified.append((request_id, state)))
+    services = connect(settings)
     model_id = upload_model(client, upload_dataset(client).json()["id"]).json()["id"]
 
     def submit(ids: list[str]) -> str:
@@ -40,16 +37,16 @@ def test_a_request_overtaken_by_another_is_rebased_not_published(tmp_path: Path)
         return client.get(f"/v1/deletion-requests/{request_id}").json()
 
     first, second = submit(["s1", "s2", "s3"]), submit(["s4", "s5", "s6"])
-    pipeline.run_request(services, first)
-    pipeline.run_request(services, second)
+    jobs.run_request(services, first)
+    jobs.run_request(services, second)
     assert state(first)["state"] == state(second)["state"] == "awaiting_selection"
 
     # The first publishes version 2; the second's curve was computed from version 1.
     assert client.post(f"/v1/deletion-requests/{first}/selection", json={"t": 0.5}).status_code == 202
-    pipeline.materialize_selection(services, first)
+    jobs.materialize_selection(services, first)
     assert state(first)["state"] == "succeeded"
     assert client.post(f"/v1/deletion-requests/{second}/selection", json={"t": 0.5}).status_code == 202
-    pipeline.materialize_selection(services, second)
+    jobs.materialize_selection(services, second)
 
     stale = state(second)
     assert stale["state"] == "queued" and stale["model_version"] == 2 and stale["curve"] is None
@@ -61,27 +58,28 @@ def test_a_request_overtaken_by_another_is_rebased_not_published(tmp_path: Path)
     assert not list((tmp_path / "objects" / "requests").glob(f"{second}/*"))  # old-base artifacts deleted
 
     # Run again on version 2: published as version 3, child of 2, so both erasures hold.
-    pipeline.run_request(services, second)
+    jobs.run_request(services, second)
     assert client.post(f"/v1/deletion-requests/{second}/selection", json={"t": 0.5}).status_code == 202
-    pipeline.materialize_selection(services, second)
+    jobs.materialize_selection(services, second)
     versions = client.get(f"/v1/models/{model_id}/versions").json()["items"]
     assert [(v["version"], v["parent_version"], v["deletion_request_id"]) for v in versions] == [
         (1, None, None), (2, 1, first), (3, 2, second)]
-    assert (second, "succeeded") in notified
+    assert state(second)["state"] == "succeeded"
 
 
 def test_a_queued_request_starts_from_the_newest_version(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, bootstrap_api_key="k")
     app = create_app(settings)
     client = TestClient(app, headers={"Authorization": "Bearer k"})
-    services = pipeline.Services(settings, app.state.session_factory, app.state.store,
-                                 LocalCache(settings.cache_dir, app.state.store), lambda *_: None)
+    services = connect(settings)
     model_id = upload_model(client, upload_dataset(client).json()["id"]).json()["id"]
     body = {"model_id": model_id, "config": FAST, "selection": "auto"}
     first = client.post("/v1/deletion-requests", json=body | {"forget": {"sample_ids": ["s1"]}}).json()["id"]
     second = client.post("/v1/deletion-requests", json=body | {"forget": {"sample_ids": ["s2"]}}).json()["id"]
-    pipeline.run_request(services, first)  # auto: published as version 2
-    pipeline.run_request(services, second)  # submitted on version 1, runs on version 2
+    jobs.run_request(services, first)  # auto: selected, then published as version 2
+    jobs.materialize_selection(services, first)
+    jobs.run_request(services, second)  # submitted on version 1, runs on version 2
+    jobs.materialize_selection(services, second)
     done = client.get(f"/v1/deletion-requests/{second}").json()
     assert done["state"] == "succeeded" and done["model_version"] == 2
     assert done["selection"]["model_version"] == 3

@@ -1,19 +1,17 @@
-"""Resolving a forget selector (sample ids, subject ids or classes) to training-set rows in one query."""
+"""Forget sets: a selector (sample ids, subject ids or classes) resolved to training rows in one query, and
+the record of rows already erased from a model."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, text
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import select
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import ColumnElement
 
-from api.errors import ApiError, invalid
-from models import DeletionRequest, Sample
+from domain.problems import Problem, invalid
+from models import ErasedSample, Sample, in_list
 
 MAX_NAMED = 20
 
@@ -35,15 +33,6 @@ class ForgetSet:
         return ForgetSet({p: s for p, s in self.sample_ids.items() if p not in positions})
 
 
-def _in_list(session: Session, column: Any, values: list[Any], kind: str) -> ColumnElement[bool]:
-    """`column IN values` with a single bound parameter, whatever the list's length."""
-    if session.get_bind().dialect.name == "postgresql":
-        element = ARRAY(column.type)
-        return column == func.any(bindparam(f"{kind}_list", values, type_=element))
-    subquery = select(text("value")).select_from(func.json_each(bindparam(f"{kind}_list", json.dumps(values))))
-    return column.in_(subquery.scalar_subquery())
-
-
 def _named(values: list[Any]) -> str:
     shown = ", ".join(repr(v) for v in values[:MAX_NAMED])
     return shown + (f" and {len(values) - MAX_NAMED} more" if len(values) > MAX_NAMED else "")
@@ -60,10 +49,10 @@ def resolve_forget(session: Session, dataset_id: str, num_train: int, num_classe
         if bad:
             raise invalid(f"classes out of range [0, {num_classes}): {_named(bad)}",
                           [{"loc": ["forget", "classes"], "msg": f"out of range: {bad[:MAX_NAMED]}"}])
-        rows = session.execute(columns.where(Sample.split == "train", _in_list(session, Sample.label, wanted, kind)))
+        rows = session.execute(columns.where(Sample.split == "train", in_list(session, Sample.label, wanted, kind)))
     else:
         column = Sample.sample_id if kind == "sample_ids" else Sample.subject_id
-        rows = session.execute(columns.where(_in_list(session, column, wanted, kind)))
+        rows = session.execute(columns.where(in_list(session, column, wanted, kind)))
     rows = rows.all()
     if kind != "classes":
         found = {r.sample_id if kind == "sample_ids" else r.subject_id for r in rows}
@@ -84,21 +73,37 @@ def resolve_forget(session: Session, dataset_id: str, num_train: int, num_classe
     return ForgetSet({r.position: r.sample_id for r in train})
 
 
+def erased_by(session: Session, model_id: str, positions: list[int]) -> dict[int, str]:
+    """Which of `positions` earlier requests erased from the model: position -> request id."""
+    return dict(session.execute(select(ErasedSample.position, ErasedSample.request_id).where(
+        ErasedSample.model_id == model_id, in_list(session, ErasedSample.position, positions, "positions"))).all())
+
+
+def erased_positions(session: Session, model_id: str) -> list[int]:
+    """Every training row erased from the model: they take no part in later jobs."""
+    return list(session.scalars(select(ErasedSample.position).where(ErasedSample.model_id == model_id)
+                                .order_by(ErasedSample.position)))
+
+
+def record_erased(session: Session, model_id: str, positions: list[int], request_id: str) -> None:
+    """The rows a published version erased; rows an earlier request already erased keep that record."""
+    already = erased_by(session, model_id, positions)
+    session.add_all(ErasedSample(model_id=model_id, position=p, request_id=request_id)
+                    for p in positions if p not in already)
+
+
 def drop_already_erased(session: Session, model_id: str, forget: ForgetSet) -> tuple[ForgetSet, dict[str, int]]:
     """Remove rows erased by the model's succeeded requests; 409 naming them when nothing is left.
 
     Returns the remaining set and how many rows each earlier request had already erased.
     """
-    erased_by: dict[int, str] = {}
-    for request_id, positions in session.execute(select(DeletionRequest.id, DeletionRequest.forget_positions).where(
-            DeletionRequest.model_id == model_id, DeletionRequest.state == "succeeded")):
-        erased_by |= {p: request_id for p in positions if p in forget.sample_ids}
+    erased = erased_by(session, model_id, forget.positions)
     counts: dict[str, int] = {}
-    for request_id in erased_by.values():
+    for request_id in erased.values():
         counts[request_id] = counts.get(request_id, 0) + 1
-    remaining = forget.without(set(erased_by))
+    remaining = forget.without(set(erased))
     if not remaining.sample_ids:
         named = ", ".join(sorted(counts))
-        raise ApiError(409, f"every sample named was already erased from this model by deletion request(s) {named}",
-                       type_="https://mcu.dev/problems/already-erased", title="Already erased")
+        raise Problem(409, f"every sample named was already erased from this model by deletion request(s) {named}",
+                      slug="already-erased", title="Already erased")
     return remaining, counts

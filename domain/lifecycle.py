@@ -1,0 +1,155 @@
+"""The life of a deletion request: its states, the transitions between them, and what follows each.
+
+Every state change goes through `transition` (or `claim`, when a worker takes a job): a compare-and-set on
+the state, so two racing callers can never both move a request; an event in the audit trail; and the
+follow-up tasks of the new state, sent to the broker only *after* the transaction commits (a task never
+sees a row that is not there yet, and a rolled-back change sends nothing). A send lost to a broker outage
+is covered by the reconciler (worker/reconciler.py).
+
+    queued ──> running ──> awaiting_selection ──> materializing ──> succeeded
+       │          │                │                  │    └──> queued (another version was published first)
+       └──────────┴────────────────┴──> cancelled <───┤
+                  └──> cancelling ──> cancelled       └──> cancelling
+    running | materializing | cancelling ──> failed
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import event, select, update
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.elements import ColumnElement
+
+from models import DeletionRequest, record_event, utcnow
+from worker.dispatch import CLEANUP_REQUEST, DELIVER_CALLBACK, MATERIALIZE_SELECTION, RUN_REQUEST, Dispatcher
+
+
+class State(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    AWAITING_SELECTION = "awaiting_selection"
+    MATERIALIZING = "materializing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+
+
+S = State
+TRANSITIONS: dict[State, frozenset[State]] = {
+    S.QUEUED: frozenset({S.RUNNING, S.CANCELLED}),
+    S.RUNNING: frozenset({S.AWAITING_SELECTION, S.FAILED, S.CANCELLING, S.CANCELLED}),
+    S.AWAITING_SELECTION: frozenset({S.MATERIALIZING, S.CANCELLED}),
+    S.MATERIALIZING: frozenset({S.SUCCEEDED, S.QUEUED, S.FAILED, S.CANCELLING, S.CANCELLED}),
+    # A cancel that arrives once the version is published comes too late: the erasure is done.
+    S.CANCELLING: frozenset({S.CANCELLED, S.FAILED, S.SUCCEEDED}),
+    S.SUCCEEDED: frozenset(),
+    S.FAILED: frozenset(),
+    S.CANCELLED: frozenset(),
+}
+FINISHED = frozenset(state for state, targets in TRANSITIONS.items() if not targets)
+WORKER_HELD = frozenset({S.RUNNING, S.MATERIALIZING, S.CANCELLING})  # a worker heartbeats while it holds these
+CALLBACK_STATES = frozenset({S.AWAITING_SELECTION, S.SUCCEEDED, S.FAILED, S.CANCELLED})
+# Tasks sent when a request enters a state. Artifacts are deleted on every way out that publishes or
+# abandons the curve: they were trained on the forget set.
+FOLLOW_UPS: dict[State, tuple[str, ...]] = {
+    S.QUEUED: (RUN_REQUEST,),
+    S.MATERIALIZING: (MATERIALIZE_SELECTION,),
+    S.SUCCEEDED: (CLEANUP_REQUEST,),
+    S.CANCELLED: (CLEANUP_REQUEST,),
+}
+_PENDING = "mcu_follow_ups"
+
+
+def sources_of(target: State) -> tuple[State, ...]:
+    return tuple(state for state, targets in TRANSITIONS.items() if target in targets)
+
+
+def submit(session: Session, request: DeletionRequest, *, actor: str, detail: dict[str, Any]) -> None:
+    """A new request enters the life cycle in `queued`; its run task goes out after commit."""
+    request.state = S.QUEUED
+    session.add(request)
+    session.flush()
+    record_event(session, request.id, "state_changed", S.QUEUED, actor, detail)
+    _queue_follow_ups(session, request.id, S.QUEUED)
+
+
+def transition(session: Session, request_id: str, to: State, *, actor: str, from_: Iterable[State] | None = None,
+               values: dict[str, Any] | None = None, detail: dict[str, Any] | None = None,
+               where: Sequence[ColumnElement[bool]] = ()) -> bool:
+    """Move the request to `to` if it is in one of `from_` (default: every state allowed to reach `to`) and
+    matches `where`. Records the event and queues the follow-ups for after commit; False if it did not move."""
+    sources = tuple(from_) if from_ is not None else sources_of(to)
+    illegal = [state for state in sources if to not in TRANSITIONS[state]]
+    if illegal:
+        raise ValueError(f"no transition {illegal} -> {to}")
+    moved = session.execute(update(DeletionRequest)
+                            .where(DeletionRequest.id == request_id, DeletionRequest.state.in_(sources), *where)
+                            .values(state=to, **(values or {}))).rowcount == 1
+    if moved:
+        record_event(session, request_id, "state_changed", to, actor, detail)
+        _queue_follow_ups(session, request_id, to)
+    return moved
+
+
+def claim(session: Session, request_id: str, from_state: State, to_state: State, stale_before: datetime
+          ) -> DeletionRequest | None:
+    """A worker takes the job: `from_state` → `to_state`. A request already in `to_state` is taken only
+    while nobody holds it (no heartbeat yet, or one older than `stale_before`: its worker died).
+    Returns the row (detached) when this worker now holds it."""
+    row = session.get(DeletionRequest, request_id, with_for_update=True)
+    if row is None:
+        return None
+    if row.state == to_state:
+        if row.heartbeat_at is not None and row.heartbeat_at >= stale_before:
+            return None  # alive elsewhere
+        event_type = "claimed" if row.heartbeat_at is None else "resumed"
+    elif row.state == from_state and to_state in TRANSITIONS[from_state]:
+        event_type = "state_changed"
+    else:
+        return None
+    now = utcnow()
+    row.state, row.heartbeat_at = to_state, now
+    row.started_at = row.started_at or now
+    record_event(session, request_id, event_type, to_state, "worker")
+    session.flush()
+    session.expunge(row)
+    return row
+
+
+def _queue_follow_ups(session: Session, request_id: str, state: State) -> None:
+    pending = session.info.setdefault(_PENDING, [])
+    pending.extend((task, (request_id,)) for task in FOLLOW_UPS.get(state, ()))
+    if state in CALLBACK_STATES and session.scalar(select(DeletionRequest.callback_url)
+                                                   .where(DeletionRequest.id == request_id)):
+        pending.append((DELIVER_CALLBACK, (request_id, state.value, new_message_id(), 1)))
+
+
+def new_message_id() -> str:
+    return f"msg_{secrets.token_hex(12)}"
+
+
+def send_follow_ups_after_commit(factory: sessionmaker[Session], dispatcher: Dispatcher) -> None:
+    """Sessions of `factory` send the follow-ups of their transitions once they commit; a rollback drops them."""
+
+    @event.listens_for(factory, "after_commit")
+    def _send(session: Session) -> None:
+        for task, args in session.info.pop(_PENDING, []):
+            if dispatcher.send(task, *args) and task == RUN_REQUEST:
+                _mark_dispatched(factory, args[0])
+
+    @event.listens_for(factory, "after_rollback")
+    def _drop(session: Session) -> None:
+        session.info.pop(_PENDING, None)
+
+
+def _mark_dispatched(factory: sessionmaker[Session], request_id: str) -> None:
+    """When the run task last went out: the reconciler re-sends a queued request only after a while."""
+    with factory() as session, session.begin():
+        session.execute(update(DeletionRequest).where(DeletionRequest.id == request_id)
+                        .values(dispatched_at=utcnow()))

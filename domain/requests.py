@@ -1,0 +1,131 @@
+"""Deletion requests as the API sees them: submit, read, list, select a point, cancel, and the audit events.
+
+State changes go through `domain.lifecycle`; this module decides which change a caller's action means.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from domain.forget import drop_already_erased, resolve_forget
+from domain.lifecycle import State, submit, transition
+from domain.pagination import PageOf, ascending, ascending_page, newest_first, newest_page
+from domain.problems import Problem, invalid, not_found
+from models import Dataset, DeletionRequest, Event, Model, new_id, utcnow
+from settings import Settings
+from unlearning.config import ConfigError, resolve_config
+
+
+def get(session: Session, request_id: str) -> DeletionRequest:
+    row = session.get(DeletionRequest, request_id)
+    if row is None:
+        raise not_found("deletion request", request_id)
+    return row
+
+
+def validated_config(config: dict[str, Any], base_method: str) -> dict[str, Any]:
+    """Every default filled in; 422 naming the dotted key of a bad value."""
+    try:
+        return resolve_config(config, base_method).to_dict()
+    except ConfigError as error:
+        loc = ["base_method"] if error.key == "base_method" else ["config", *error.key.split(".")]
+        raise invalid(str(error), [{"loc": loc, "msg": error.message}]) from error
+
+
+def check_callback(url: str | None, settings: Settings) -> None:
+    """Callbacks go only to allow-listed hosts: the service must not be turned into a request forger."""
+    if url is None:
+        return
+    if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+        raise invalid("callback_url must be an absolute http(s) URL", [{"loc": ["callback_url"], "msg": "invalid"}])
+    if not settings.callback_host_allowed(url):
+        raise invalid("callback_url's host is not in the callback allow-list (MCU_CALLBACK_ALLOWED_HOSTS)",
+                      [{"loc": ["callback_url"], "msg": "host not allowed"}])
+
+
+def create(session: Session, *, model_id: str, selector: tuple[str, list[Any]], base_method: str,
+           config: dict[str, Any], selection_mode: str, external_id: str | None, callback_url: str | None,
+           actor: str) -> str:
+    """A queued request for the rows the selector names (rows already erased left out); returns its id."""
+    model = session.get(Model, model_id)
+    if model is None:
+        raise invalid(f"unknown model '{model_id}'", [{"loc": ["model_id"], "msg": "unknown model"}])
+    dataset = session.get(Dataset, model.dataset_id)
+    assert dataset is not None
+    kind, values = selector
+    forget, already_erased = drop_already_erased(
+        session, model.id, resolve_forget(session, dataset.id, dataset.num_train, model.num_classes, kind, values))
+    request = DeletionRequest(
+        id=new_id("req"), model_id=model.id, model_version=model.current_version, external_id=external_id,
+        base_method=base_method, config=config, selection_mode=selection_mode, callback_url=callback_url,
+        forget={kind: values}, forget_positions=forget.positions, forget_count=len(forget.positions),
+        forget_fingerprint=forget.fingerprint, progress={"phase": "queued", "fraction": 0.0}, created_by=actor)
+    submit(session, request, actor=actor, detail={"forget_count": len(forget.positions), "external_id": external_id,
+                                                  "already_erased_by": already_erased})
+    return request.id
+
+
+def page_of_requests(session: Session, *, model_id: str | None, state: State | None, page_size: int,
+                     page_token: str | None) -> PageOf[DeletionRequest]:
+    """Newest first; curve points come in one extra query for the whole page (selectin), not one per row."""
+    query = select(DeletionRequest)
+    if model_id is not None:
+        query = query.where(DeletionRequest.model_id == model_id)
+    if state is not None:
+        query = query.where(DeletionRequest.state == state)
+    rows = session.scalars(newest_first(query, DeletionRequest.created_at, DeletionRequest.id, page_size,
+                                        page_token)).all()
+    return newest_page(list(rows), page_size)
+
+
+def curve(session: Session, request_id: str) -> dict[str, Any]:
+    row = get(session, request_id)
+    if row.curve is None:
+        raise Problem(409, f"the curve of '{request_id}' is not ready (state: {row.state})")
+    return row.curve
+
+
+def select_point(session: Session, request_id: str, t: float, actor: str) -> DeletionRequest:
+    """awaiting_selection → materializing at `t`; commits. 409 in any other state."""
+    row = get(session, request_id)
+    if not transition(session, request_id, State.MATERIALIZING, actor=actor, from_=[State.AWAITING_SELECTION],
+                      values={"selected_t": t, "selected_by": actor, "selected_at": utcnow(), "heartbeat_at": None},
+                      detail={"t": t}):
+        session.rollback()
+        raise Problem(409, f"a point can be selected only in state awaiting_selection (state: {row.state})")
+    session.commit()
+    session.refresh(row)
+    return row
+
+
+def cancel(session: Session, request_id: str, actor: str) -> DeletionRequest:
+    """Cancelled at once when no worker holds the request; else `cancelling` until its worker stops. Commits."""
+    row = get(session, request_id)
+    previous = row.state
+    at_once = {"cancel_requested": True, "finished_at": utcnow()}
+    # A selection no worker has claimed yet (no heartbeat) is cancelled at once too: a worker claims only
+    # `materializing`, so a `cancelling` request that nobody holds would never be finished.
+    moved = transition(session, request_id, State.CANCELLED, actor=actor, values=at_once,
+                       from_=[State.QUEUED, State.AWAITING_SELECTION]) or \
+        transition(session, request_id, State.CANCELLED, actor=actor, values=at_once, from_=[State.MATERIALIZING],
+                   where=[DeletionRequest.heartbeat_at.is_(None)]) or \
+        transition(session, request_id, State.CANCELLING, actor=actor, values={"cancel_requested": True},
+                   from_=[State.RUNNING, State.MATERIALIZING]) or \
+        previous == State.CANCELLING
+    if not moved:
+        session.rollback()
+        raise Problem(409, f"request '{request_id}' is already {previous}")
+    session.commit()
+    session.refresh(row)
+    return row
+
+
+def page_of_events(session: Session, request_id: str, page_size: int, page_token: str | None) -> PageOf[Event]:
+    get(session, request_id)
+    rows = session.scalars(ascending(select(Event).where(Event.request_id == request_id), Event.id, page_size,
+                                     page_token)).all()
+    return ascending_page(list(rows), page_size, "id")

@@ -1,0 +1,34 @@
+"""A request's intermediate artifacts (θ_p, θ_c, the per-epoch checkpoint) under `requests/<id>/`.
+
+They were trained on the forget set: they are deleted once a version is published or the request is
+cancelled (the clean-up task, sent by domain/lifecycle.py), or when a job starts over on a newer version.
+"""
+
+from __future__ import annotations
+
+from models import record_event
+from storage import ObjectNotFound
+from worker.services import Services
+
+THETA_P, THETA_C, CHECKPOINT = "theta_p", "theta_c", "checkpoint"
+
+
+def artifact_key(request_id: str, name: str) -> str:
+    return f"requests/{request_id}/{name}.safetensors"
+
+
+def load_optional(services: Services, request_id: str, name: str) -> bytes | None:
+    try:
+        return services.store.get_bytes(artifact_key(request_id, name))
+    except ObjectNotFound:
+        return None
+
+
+def save(services: Services, request_id: str, name: str, blob: bytes) -> None:
+    services.store.put_at(artifact_key(request_id, name), blob)
+
+
+def delete_artifacts(services: Services, request_id: str) -> None:
+    removed = services.store.delete_prefix(f"requests/{request_id}")
+    with services.factory() as session, session.begin():
+        record_event(session, request_id, "artifacts_deleted", None, "worker", {"objects": removed})

@@ -1,0 +1,24 @@
+"""What a failed job tells its caller: a problem a user can act on, without internals."""
+
+from __future__ import annotations
+
+from domain.problems import problem_type
+from storage import ObjectNotFound
+from unlearning.config import ConfigError
+from unlearning.data import ForgetSetError
+from unlearning.training import DivergenceError
+
+KNOWN: dict[type, tuple[str, str]] = {
+    ConfigError: ("invalid-config", "Invalid configuration"),
+    ForgetSetError: ("invalid-forget-set", "Invalid forget set"),
+    DivergenceError: ("diverged", "Training diverged; lower lr or beta, or tighten guard.forget_loss_cap"),
+    ObjectNotFound: ("artifact-missing", "A stored artifact is missing"),
+}
+
+
+def problem_for(error: Exception) -> dict[str, str]:
+    for kind, (slug, title) in KNOWN.items():
+        if isinstance(error, kind):
+            return {"type": problem_type(slug), "title": title, "detail": str(error)}
+    return {"type": problem_type("job-failed"), "title": "Unlearning job failed",
+            "detail": f"{type(error).__name__}: {error}"[:2000]}

@@ -1,0 +1,81 @@
+"""A job's inputs: the dataset's tensors (rows erased by earlier requests left out) and the model's weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from safetensors.torch import load_file
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from domain.forget import erased_positions
+from models import Dataset, DeletionRequest, Model, ModelVersion, Sample
+from storage import ObjectNotFound
+from unlearning.architectures import build_model, model_input_channels
+from unlearning.data import ImageDataset, Normalization, UnlearningData, make_unlearning_data
+from worker.services import Services
+
+
+def load_dataset(services: Services, session: Session, dataset: Dataset) -> ImageDataset:
+    """The dataset's train and test splits in position order, assembled from its cached shards."""
+    shards = [load_file(services.cache.path(s["key"], s["sha256"])) for s in dataset.shards]
+    splits = {}
+    for split in ("train", "test"):
+        rows = session.execute(select(Sample.shard, Sample.row).where(Sample.dataset_id == dataset.id,
+                                                                      Sample.split == split)
+                               .order_by(Sample.position)).all()
+        shard_index = torch.tensor([r.shard for r in rows], dtype=torch.int64)
+        row_index = torch.tensor([r.row for r in rows], dtype=torch.int64)
+        first = shards[0]["inputs"]
+        inputs = torch.empty((len(rows), *first.shape[1:]), dtype=first.dtype)
+        labels = torch.empty(len(rows), dtype=torch.int64)
+        for k, shard in enumerate(shards):
+            chosen = shard_index == k
+            inputs[chosen] = shard["inputs"][row_index[chosen]]
+            labels[chosen] = shard["labels"][row_index[chosen]]
+        splits[split] = (inputs, labels)
+    (train_x, train_y), (test_x, test_y) = splits["train"], splits["test"]
+    # Normalisation is fixed per dataset (the full train split), so every version sees the same inputs.
+    return ImageDataset(train_x, train_y, test_x, test_y, dataset.num_classes, Normalization.fit(train_x))
+
+
+def load_model(services: Services, session: Session, model: Model, version: int, input_shape: tuple[int, ...]
+               ) -> torch.nn.Module:
+    row = session.scalar(select(ModelVersion).where(ModelVersion.model_id == model.id,
+                                                    ModelVersion.version == version))
+    if row is None:
+        raise ObjectNotFound(f"model {model.id} version {version}")
+    network = build_model(model.architecture, model.num_classes, input_shape)
+    network.load_state_dict(load_file(services.cache.path(row.storage_key, row.sha256)))
+    return network.eval()
+
+
+@dataclass
+class JobInputs:
+    model: torch.nn.Module
+    data: UnlearningData
+
+
+def load_inputs(services: Services, request: DeletionRequest) -> JobInputs:
+    """θ_o (the request's base version) and retain/forget/test data; rows erased by earlier requests leave the
+    training set entirely, and the forget positions are renumbered to match."""
+    with services.factory() as session:
+        model = session.get(Model, request.model_id)
+        assert model is not None
+        dataset_row = session.get(Dataset, model.dataset_id)
+        assert dataset_row is not None
+        dataset = load_dataset(services, session, dataset_row)
+        erased = set(erased_positions(session, model.id))
+        network = load_model(services, session, model, request.model_version, dataset.input_shape)
+    channels = model_input_channels(model.architecture, dataset.input_shape[0])
+    keep = torch.tensor([p for p in range(len(dataset.train_labels)) if p not in erased], dtype=torch.int64)
+    forget = [p for p in request.forget_positions if p not in erased]
+    trimmed = ImageDataset(dataset.train_inputs[keep], dataset.train_labels[keep], dataset.test_inputs,
+                           dataset.test_labels, dataset.num_classes, dataset.normalization)
+    if "classes" in request.forget:
+        data = make_unlearning_data(trimmed, channels=channels, forget_classes=request.forget["classes"])
+    else:
+        renumbered = torch.searchsorted(keep, torch.tensor(forget, dtype=torch.int64))
+        data = make_unlearning_data(trimmed, channels=channels, forget_indices=renumbered)
+    return JobInputs(network, data)

@@ -1,0 +1,155 @@
+"""The worker's two jobs for a deletion request: train and measure the curve, then publish a chosen point.
+
+    run_request:            queued → running → awaiting_selection (→ materializing, with selection: auto)
+    materialize_selection:  materializing → succeeded
+
+Each claims the request first (domain/lifecycle.py), so a duplicate delivery of a finished or live job
+changes nothing, and a job whose worker died is resumed from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+from sqlalchemy import delete
+
+from domain.lifecycle import WORKER_HELD, State, claim, sources_of, transition
+from models import CurvePoint, DeletionRequest, record_event, utcnow
+from unlearning.mcu import Checkpoint
+from unlearning.pipeline import CurveResult, materialize_point, run_unlearning
+from unlearning.training import Cancelled, Progress
+from worker import artifacts
+from worker.errors import problem_for
+from worker.inputs import load_inputs
+from worker.publish import Outcome, publish_version, rebase_onto_current_version, requeue_on_current_version
+from worker.services import Services, StopJob
+from worker.watch import JobWatch
+
+log = logging.getLogger(__name__)
+
+
+def run_request(services: Services, request_id: str) -> None:
+    request = _claim(services, request_id, State.QUEUED, State.RUNNING)
+    if request is None:
+        return  # finished, cancelled, or alive elsewhere
+    rebase_onto_current_version(services, request_id)
+    try:
+        with JobWatch(services, request_id, State.RUNNING) as watch:
+            result = _train_curve(services, request, watch)
+    except (Cancelled, StopJob):
+        _finish(services, request_id, State.CANCELLED, values={"finished_at": utcnow()})
+        return
+    except Exception as error:  # noqa: BLE001  (every failure becomes a `failed` request with a reason)
+        _fail(services, request_id, error)
+        return
+    _store_curve(services, request, result)
+
+
+def _train_curve(services: Services, request: DeletionRequest, watch: JobWatch) -> CurveResult:
+    """Base method, mask and curve, resuming from stored θ_p and checkpoint; θ_c is stored at the end."""
+    inputs = load_inputs(services, request)
+    theta_p = artifacts.load_optional(services, request.id, artifacts.THETA_P)
+    checkpoint = artifacts.load_optional(services, request.id, artifacts.CHECKPOINT)
+    resume = Checkpoint.from_bytes(checkpoint) if checkpoint else None
+    if resume is not None:
+        with services.factory() as session, session.begin():
+            record_event(session, request.id, "resumed_from_checkpoint", State.RUNNING, "worker",
+                         {"epoch": resume.epoch})
+    result = run_unlearning(
+        inputs.model, inputs.data, request.base_method, request.config, device=services.settings.device,
+        hooks=watch.hooks(), theta_p=load_tensors(theta_p) if theta_p else None, resume=resume,
+        on_theta_p=lambda state: artifacts.save(services, request.id, artifacts.THETA_P, save_tensors(state)),
+        on_checkpoint=lambda c: artifacts.save(services, request.id, artifacts.CHECKPOINT, c.to_bytes()))
+    artifacts.save(services, request.id, artifacts.THETA_C,
+                   save_tensors({k: v.cpu().contiguous() for k, v in result.curve.control.items()}))
+    return result
+
+
+def _store_curve(services: Services, request: DeletionRequest, result: CurveResult) -> None:
+    """The points and summary, then awaiting_selection; with selection: auto straight on to materializing."""
+    summary = {"recommended_t": result.recommended_t, "effective_region": result.effective_region,
+               "targets": result.to_dict()["targets"],
+               "recommended_t_reference_window": result.recommended_t_reference_window,
+               "timings": result.timings, "mask": result.mask, "training": result.training}
+    with services.factory() as session, session.begin():
+        session.execute(delete(CurvePoint).where(CurvePoint.request_id == request.id))
+        session.add_all(CurvePoint(request_id=request.id, **p.to_dict()) for p in result.points)
+        if not transition(session, request.id, State.AWAITING_SELECTION, actor="worker", from_=[State.RUNNING],
+                          values={"curve_summary": summary, "progress": {"phase": "evaluate", "fraction": 1.0},
+                                  "heartbeat_at": None},
+                          detail={"recommended_t": result.recommended_t, "points": len(result.points)}):
+            return
+        if request.selection_mode == "auto":
+            transition(session, request.id, State.MATERIALIZING, actor="worker", from_=[State.AWAITING_SELECTION],
+                       values={"selected_t": result.recommended_t, "selected_by": "auto", "selected_at": utcnow()},
+                       detail={"t": result.recommended_t, "selected_by": "auto"})
+
+
+def materialize_selection(services: Services, request_id: str) -> None:
+    """φ(t) with retain-only BatchNorm statistics becomes the model's next version."""
+    request = _claim(services, request_id, State.MATERIALIZING, State.MATERIALIZING)
+    if request is None:
+        return
+    if request.selected_version is not None:  # published before a crash: only the state change is left
+        _finish_published(services, request_id)
+        return
+    try:
+        with JobWatch(services, request_id, State.MATERIALIZING) as watch:
+            watch.on_progress(Progress("materialize", 0.0))
+            inputs = load_inputs(services, request)
+            tensors = {name: load_tensors(services.store.get_bytes(artifacts.artifact_key(request_id, name)))
+                       for name in (artifacts.THETA_C, artifacts.THETA_P)}
+            tensors["theta_o"] = inputs.model.state_dict()
+            assert request.selected_t is not None
+            state, metrics = materialize_point(inputs.model, inputs.data, tensors, request.config,
+                                               request.base_method, request.selected_t,
+                                               device=services.settings.device)
+            stored = services.store.put_bytes("weights", save_tensors({k: v.contiguous() for k, v in state.items()}))
+            watch.on_progress(Progress("materialize", 1.0))
+    except (Cancelled, StopJob):
+        _finish(services, request_id, State.CANCELLED, values={"finished_at": utcnow()})
+        return
+    except Exception as error:  # noqa: BLE001
+        _fail(services, request_id, error)
+        return
+    outcome = publish_version(services, request, stored.key, stored.sha256, stored.size, metrics.to_dict())
+    if outcome is Outcome.PUBLISHED:
+        _finish_published(services, request_id)
+    elif outcome is Outcome.STALE:
+        requeue_on_current_version(services, request_id)
+    else:
+        _finish(services, request_id, State.CANCELLED, values={"finished_at": utcnow()})
+
+
+def _claim(services: Services, request_id: str, from_state: State, to_state: State) -> DeletionRequest | None:
+    stale_before = utcnow() - timedelta(seconds=services.settings.heartbeat_timeout_seconds)
+    with services.factory() as session, session.begin():
+        return claim(session, request_id, from_state, to_state, stale_before)
+
+
+def _finish(services: Services, request_id: str, to: State, *, values: dict[str, Any],
+            detail: dict[str, Any] | None = None) -> bool:
+    """Leave the held state; leaving releases the job (no heartbeat): the next holder claims it afresh."""
+    with services.factory() as session, session.begin():
+        return transition(session, request_id, to, actor="worker", values={"heartbeat_at": None} | values,
+                          detail=detail, from_=[s for s in sources_of(to) if s in WORKER_HELD])
+
+
+def _finish_published(services: Services, request_id: str) -> None:
+    _finish(services, request_id, State.SUCCEEDED, values={"finished_at": utcnow()})
+
+
+def _fail(services: Services, request_id: str, error: Exception) -> None:
+    body = problem_for(error)
+    log.warning("request %s failed: %s", request_id, body["detail"])
+    _finish(services, request_id, State.FAILED, values={"error": body, "finished_at": utcnow()},
+            detail={"error": body["title"]})
+
+
+def cancel_orphaned(services: Services, request_id: str) -> None:
+    """A `cancelling` request whose worker died: nobody is left to stop, so it is cancelled now."""
+    _finish(services, request_id, State.CANCELLED, values={"finished_at": utcnow()})

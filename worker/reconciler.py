@@ -1,0 +1,71 @@
+"""What the broker cannot see: queued requests whose task was lost, jobs whose worker went silent, and
+cancellations nobody is left to finish. A daemon thread in every worker; duplicates across workers are
+harmless (tasks are idempotent)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+
+from sqlalchemy import and_, or_, select, update
+
+from domain.lifecycle import WORKER_HELD, State
+from models import DeletionRequest, utcnow
+from worker.dispatch import MATERIALIZE_SELECTION, RUN_REQUEST
+from worker.jobs import cancel_orphaned
+from worker.services import Services
+
+log = logging.getLogger(__name__)
+
+
+def reconcile(services: Services) -> dict[str, list[str]]:
+    """Re-send what may be lost; resume jobs whose worker went silent; finish orphaned cancellations."""
+    settings = services.settings
+    now = utcnow()
+    silent = now - timedelta(seconds=settings.heartbeat_timeout_seconds)
+    unsent = now - timedelta(seconds=settings.requeue_after_seconds)
+    done: dict[str, list[str]] = {State.QUEUED: resend_queued(services, unsent)}
+    with services.factory() as session:
+        rows = session.execute(select(DeletionRequest.id, DeletionRequest.state).where(or_(
+            and_(DeletionRequest.state.in_(WORKER_HELD), DeletionRequest.heartbeat_at < silent),
+            and_(DeletionRequest.state == State.MATERIALIZING, DeletionRequest.heartbeat_at.is_(None),
+                 DeletionRequest.selected_at < unsent)))).all()
+    for request_id, state in rows:
+        if state == State.CANCELLING:
+            cancel_orphaned(services, request_id)
+        else:
+            services.dispatcher.send(RUN_REQUEST if state == State.RUNNING else MATERIALIZE_SELECTION, request_id)
+        done.setdefault(state, []).append(request_id)
+    return done
+
+
+def resend_queued(services: Services, sent_before: object) -> list[str]:
+    """Queued requests never sent, or sent before `sent_before` and still not started."""
+    with services.factory() as session:
+        ids = session.scalars(select(DeletionRequest.id).where(
+            DeletionRequest.state == State.QUEUED,
+            or_(DeletionRequest.dispatched_at.is_(None), DeletionRequest.dispatched_at < sent_before))
+            .order_by(DeletionRequest.created_at)).all()
+    sent = [request_id for request_id in ids if services.dispatcher.send(RUN_REQUEST, request_id)]
+    if sent:
+        with services.factory() as session, session.begin():
+            session.execute(update(DeletionRequest).where(DeletionRequest.id.in_(sent)).values(dispatched_at=utcnow()))
+    return sent
+
+
+def start_reconciler(services: Callable[[], Services], interval_seconds: float) -> threading.Thread:
+    def loop() -> None:
+        while True:
+            try:
+                found = reconcile(services())
+                if any(found.values()):
+                    log.info("reconciler: %s", found)
+            except Exception:
+                log.warning("reconciler round failed", exc_info=True)
+            threading.Event().wait(interval_seconds)
+
+    thread = threading.Thread(target=loop, name="mcu-reconciler", daemon=True)
+    thread.start()
+    return thread
