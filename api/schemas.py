@@ -7,6 +7,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from domain.catalog import ModelState
 from domain.lifecycle import State
 
 Fraction = Field(ge=0.0, le=1.0)
@@ -33,6 +34,13 @@ class DatasetOut(Out):
     created_at: datetime
 
 
+class ProblemOut(Out):
+    type: str
+    title: str
+    detail: str
+    errors: list[dict[str, Any]] | None = None
+
+
 class ModelOut(Out):
     id: str
     name: str
@@ -40,6 +48,9 @@ class ModelOut(Out):
     num_classes: int
     dataset_id: str
     current_version: int
+    state: ModelState
+    error: ProblemOut | None
+    warnings: list[str]
     created_at: datetime
 
 
@@ -115,12 +126,6 @@ class SelectionOut(Out):
     selected_at: datetime | None
 
 
-class ErrorOut(Out):
-    type: str
-    title: str
-    detail: str
-
-
 class DeletionRequestOut(Out):
     id: str
     model_id: str
@@ -136,7 +141,7 @@ class DeletionRequestOut(Out):
     progress: ProgressOut
     curve: CurveOut | None
     selection: SelectionOut | None
-    error: ErrorOut | None
+    error: ProblemOut | None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

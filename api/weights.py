@@ -1,40 +1,29 @@
-"""Checking uploaded weights: safetensors only, and they must load into the named architecture on the CPU."""
+"""The API's checks of uploaded weights, without torch: a well-formed safetensors file of floating-point
+tensors. Whether they load into the architecture is checked by a worker (worker/validation.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import BinaryIO
 
 from domain.problems import invalid
 from storage import InvalidSafetensors, read_header
 
 MAX_NAMED = 20
+FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
+# Integer buffers a state_dict may hold besides the weights (BatchNorm's batch counter).
+INTEGER_BUFFERS = ("num_batches_tracked",)
 
 
-def check_weights(path: Path, architecture: str, num_classes: int, input_shape: tuple[int, ...]) -> None:
-    """Raise a 422 naming missing/unexpected keys or shape mismatches; return when the weights load."""
-    from safetensors.torch import load_file  # torch stays out of API start-up until a model is uploaded
-
-    from unlearning.architectures import UnknownArchitecture, build_model
-
+def check_weights_header(source: BinaryIO) -> None:
+    """422 for anything but safetensors (pickles included), or for non-float weights; the stream is rewound."""
     try:
-        header = read_header(path)
+        header = read_header(source)
     except InvalidSafetensors as error:
         raise invalid(f"weights: {error}", [{"loc": ["weights"], "msg": str(error)}]) from error
-    try:
-        model = build_model(architecture, num_classes, input_shape)
-    except (UnknownArchitecture, ValueError) as error:
-        raise invalid(str(error), [{"loc": ["architecture"], "msg": str(error)}]) from error
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    errors = [{"loc": ["weights", k], "msg": "missing key"} for k in sorted(set(expected) - set(header))]
-    errors += [{"loc": ["weights", k], "msg": "unexpected key"} for k in sorted(set(header) - set(expected))]
-    errors += [{"loc": ["weights", k], "msg": f"shape {list(header[k].shape)}, expected {list(shape)}"}
-               for k, shape in expected.items() if k in header and tuple(header[k].shape) != shape]
-    if errors:
-        shown = "; ".join(f"{e['loc'][1]}: {e['msg']}" for e in errors[:3])
-        raise invalid(f"weights do not fit {architecture} with {num_classes} classes ({len(errors)} problems: "
-                      f"{shown}{' ...' if len(errors) > 3 else ''})", errors[:MAX_NAMED])
-    try:
-        model.load_state_dict(load_file(str(path), device="cpu"), strict=True)
-    except (RuntimeError, ValueError) as error:
-        raise invalid(f"weights do not load into {architecture}: {error}", [{"loc": ["weights"], "msg": str(error)}]) \
-            from error
+    if not header:
+        raise invalid("weights: the file holds no tensors", [{"loc": ["weights"], "msg": "no tensors"}])
+    wrong = [name for name, info in header.items()
+             if info.dtype not in FLOAT_DTYPES and not name.endswith(INTEGER_BUFFERS)]
+    if wrong:
+        raise invalid(f"weights must be floating point; {len(wrong)} tensors are not: {', '.join(wrong[:3])}",
+                      [{"loc": ["weights", name], "msg": f"dtype {header[name].dtype}"} for name in wrong[:MAX_NAMED]])

@@ -74,8 +74,15 @@ def register_digits(client: httpx.Client) -> tuple[str, str]:
     uploaded = _check(client.post("/v1/models", data={"name": "digits-cnn", "architecture": "cnn-small",
                                                       "num_classes": "10", "dataset_id": dataset["id"]},
                                   files={"weights": ("model.safetensors", upload.weights)}), 201)
-    typer.echo(f"uploaded model {uploaded['id']} (cnn-small, version 1)")
-    return dataset["id"], uploaded["id"]
+    typer.echo(f"uploaded model {uploaded['id']} (cnn-small, version 1); a worker validates it ...")
+    model = uploaded
+    while model["state"] == "validating":
+        time.sleep(0.2)
+        model = _check(client.get(f"/v1/models/{uploaded['id']}"), 200)
+    if model["state"] != "ready":
+        raise RuntimeError(f"the model is {model['state']}: {model['error']}")
+    typer.echo(f"model {model['id']} is ready: its weights load into cnn-small")
+    return dataset["id"], model["id"]
 
 
 def follow(client: httpx.Client, request_id: str, until: tuple[str, ...], alive: Callable[[], bool]) -> dict:
@@ -136,7 +143,8 @@ def run_demo(client: httpx.Client, forget_class: int, alive: Callable[[], bool] 
                f"sha256 {published['sha256']}")
     typer.echo(f"  forget accuracy {metrics['forget_accuracy']:.3f}, retain {metrics['retain_accuracy']:.3f}, "
                f"test {metrics['test_accuracy']:.3f}, MIA efficacy {metrics['mia_efficacy']:.2f}")
-    events = _check(client.get(f"/v1/deletion-requests/{request['id']}/events"), 200)["items"]
+    events = _check(client.get(f"/v1/deletion-requests/{request['id']}/events", params={"page_size": 500}),
+                    200)["items"]
     typer.echo(f"audit trail: {len(events)} events ({', '.join(dict.fromkeys(e['type'] for e in events))})")
     typer.echo(f"demo finished in {time.perf_counter() - started:.0f}s")
 

@@ -1,13 +1,27 @@
-"""Datasets, models and model versions: the reads the API serves (registration lives with its routes)."""
+"""Datasets, models and model versions: the reads the API serves, and a model's validation state.
+
+A model is registered `validating`; a worker loads its weights into the architecture (worker/validation.py)
+and sets `ready` or `invalid`. Only a ready model takes deletion requests.
+"""
 
 from __future__ import annotations
+
+from enum import StrEnum
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from domain.lifecycle import enqueue_after_commit
 from domain.pagination import PageOf, ascending, ascending_page, newest_first, newest_page
 from domain.problems import Problem, not_found
 from models import Dataset, Model, ModelVersion
+from worker.dispatch import VALIDATE_MODEL
+
+
+class ModelState(StrEnum):
+    VALIDATING = "validating"
+    READY = "ready"
+    INVALID = "invalid"
 
 
 def get_dataset(session: Session, dataset_id: str) -> Dataset:
@@ -27,6 +41,15 @@ def get_model(session: Session, model_id: str) -> Model:
     if row is None:
         raise not_found("model", model_id)
     return row
+
+
+def register_model(session: Session, model: Model, version: ModelVersion) -> None:
+    """A new model and its version 1, to be validated by a worker once committed."""
+    model.state = ModelState.VALIDATING
+    session.add(model)
+    session.flush()
+    session.add(version)
+    enqueue_after_commit(session, VALIDATE_MODEL, model.id)
 
 
 def page_of_models(session: Session, page_size: int, page_token: str | None) -> PageOf[Model]:

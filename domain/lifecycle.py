@@ -123,11 +123,16 @@ def claim(session: Session, request_id: str, from_state: State, to_state: State,
 
 
 def _queue_follow_ups(session: Session, request_id: str, state: State) -> None:
-    pending = session.info.setdefault(_PENDING, [])
-    pending.extend((task, (request_id,)) for task in FOLLOW_UPS.get(state, ()))
+    for task in FOLLOW_UPS.get(state, ()):
+        enqueue_after_commit(session, task, request_id)
     if state in CALLBACK_STATES and session.scalar(select(DeletionRequest.callback_url)
                                                    .where(DeletionRequest.id == request_id)):
-        pending.append((DELIVER_CALLBACK, (request_id, state.value, new_message_id(), 1)))
+        enqueue_after_commit(session, DELIVER_CALLBACK, request_id, state.value, new_message_id(), 1)
+
+
+def enqueue_after_commit(session: Session, task: str, *args: object) -> None:
+    """Send `task` once this session's transaction commits (see `send_follow_ups_after_commit`)."""
+    session.info.setdefault(_PENDING, []).append((task, args))
 
 
 def new_message_id() -> str:

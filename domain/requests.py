@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from domain.catalog import ModelState
 from domain.forget import drop_already_erased, resolve_forget
 from domain.lifecycle import State, submit, transition
 from domain.pagination import PageOf, ascending, ascending_page, newest_first, newest_page
@@ -54,6 +55,10 @@ def create(session: Session, *, model_id: str, selector: tuple[str, list[Any]], 
     model = session.get(Model, model_id)
     if model is None:
         raise invalid(f"unknown model '{model_id}'", [{"loc": ["model_id"], "msg": "unknown model"}])
+    if model.state != ModelState.READY:
+        raise Problem(409, f"model '{model_id}' is {model.state}, not ready: deletion requests need a ready model"
+                      + (f" ({model.error['detail']})" if model.error else ""), slug="model-not-ready",
+                      title="Model not ready")
     dataset = session.get(Dataset, model.dataset_id)
     assert dataset is not None
     kind, values = selector

@@ -19,7 +19,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 
@@ -98,6 +98,10 @@ class Model(Base):
     num_classes: Mapped[int] = mapped_column(Integer)
     dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), index=True)
     current_version: Mapped[int] = mapped_column(Integer, default=1)
+    # validating → ready | invalid: a worker loads the weights into the architecture (domain/catalog.py)
+    state: Mapped[str] = mapped_column(String(20), default="validating")
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    warnings: Mapped[list[Any]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
@@ -139,7 +143,8 @@ class DeletionRequest(Base):
     forget_count: Mapped[int] = mapped_column(Integer)
     forget_fingerprint: Mapped[str] = mapped_column(String(64))
     progress: Mapped[dict[str, Any]] = mapped_column(JSON)
-    curve: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # recommended_t, effective_region, targets, ...
+    # recommended_t, effective_region, targets, timings, ... (the points are rows of curve_points)
+    curve_summary: Mapped[dict[str, Any] | None] = mapped_column("curve", JSON)
     selected_t: Mapped[float | None] = mapped_column(Float)
     selected_version: Mapped[int | None] = mapped_column(Integer)
     selected_by: Mapped[str | None] = mapped_column(String(200))
@@ -152,6 +157,22 @@ class DeletionRequest(Base):
     started_at: Mapped[datetime | None] = mapped_column()
     heartbeat_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
+    points: Mapped[list[CurvePoint]] = relationship(order_by="CurvePoint.t", lazy="selectin", viewonly=True)
+
+    # What the API shows, read by the response schemas (`from_attributes`).
+    @property
+    def curve(self) -> dict[str, Any] | None:
+        if self.curve_summary is None:
+            return None
+        return {"points": self.points} | {k: self.curve_summary[k] for k in
+                                          ("recommended_t", "effective_region", "targets")}
+
+    @property
+    def selection(self) -> dict[str, Any] | None:
+        if self.selected_t is None:
+            return None
+        return {"t": self.selected_t, "model_version": self.selected_version, "selected_by": self.selected_by,
+                "selected_at": self.selected_at}
 
 
 class CurvePoint(Base):
@@ -165,6 +186,20 @@ class CurvePoint(Base):
     test_accuracy: Mapped[float] = mapped_column(Float)
     mia_efficacy: Mapped[float] = mapped_column(Float)
     forgotten_class_test_accuracy: Mapped[float | None] = mapped_column(Float)
+
+
+class ErasedSample(Base):
+    """A training row erased from a model by a succeeded request: later jobs and requests leave it out.
+
+    One indexed lookup by (model, position) however long the model's history grows.
+    """
+
+    __tablename__ = "erased_samples"
+
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)  # the row's train position in the dataset
+    request_id: Mapped[str] = mapped_column(ForeignKey("deletion_requests.id", ondelete="CASCADE"))
+    erased_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Event(Base):

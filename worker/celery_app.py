@@ -14,7 +14,7 @@ from celery import Celery
 from kombu import Queue
 
 from settings import Settings
-from worker import artifacts, callbacks, jobs
+from worker import artifacts, callbacks, jobs, validation
 from worker.dispatch import (
     CLEANUP_REQUEST,
     CONTROL_QUEUE,
@@ -22,6 +22,7 @@ from worker.dispatch import (
     GPU_QUEUE,
     MATERIALIZE_SELECTION,
     RUN_REQUEST,
+    VALIDATE_MODEL,
 )
 from worker.services import Services, connect
 
@@ -54,6 +55,10 @@ def create_celery(settings: Settings) -> Celery:
     @app.task(name=MATERIALIZE_SELECTION)
     def materialize_selection(request_id: str) -> None:
         jobs.materialize_selection(services(), request_id)
+
+    @app.task(name=VALIDATE_MODEL)
+    def validate_model(model_id: str) -> None:
+        validation.validate_model(services(), model_id)
 
     @app.task(name=CLEANUP_REQUEST)
     def cleanup_request(request_id: str) -> None:

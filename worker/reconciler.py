@@ -1,6 +1,6 @@
-"""What the broker cannot see: queued requests whose task was lost, jobs whose worker went silent, and
-cancellations nobody is left to finish. A daemon thread in every worker; duplicates across workers are
-harmless (tasks are idempotent)."""
+"""What the broker cannot see: queued requests and model validations whose task was lost, jobs whose
+worker went silent, and cancellations nobody is left to finish. A daemon thread in every worker;
+duplicates across workers are harmless (tasks are idempotent)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from datetime import timedelta
 
 from sqlalchemy import and_, or_, select, update
 
+from domain.catalog import ModelState
 from domain.lifecycle import WORKER_HELD, State
-from models import DeletionRequest, utcnow
-from worker.dispatch import MATERIALIZE_SELECTION, RUN_REQUEST
+from models import DeletionRequest, Model, utcnow
+from worker.dispatch import MATERIALIZE_SELECTION, RUN_REQUEST, VALIDATE_MODEL
 from worker.jobs import cancel_orphaned
 from worker.services import Services
 
@@ -26,7 +27,8 @@ def reconcile(services: Services) -> dict[str, list[str]]:
     now = utcnow()
     silent = now - timedelta(seconds=settings.heartbeat_timeout_seconds)
     unsent = now - timedelta(seconds=settings.requeue_after_seconds)
-    done: dict[str, list[str]] = {State.QUEUED: resend_queued(services, unsent)}
+    done: dict[str, list[str]] = {State.QUEUED: resend_queued(services, unsent),
+                                  "validating": resend_validations(services, unsent)}
     with services.factory() as session:
         rows = session.execute(select(DeletionRequest.id, DeletionRequest.state).where(or_(
             and_(DeletionRequest.state.in_(WORKER_HELD), DeletionRequest.heartbeat_at < silent),
@@ -53,6 +55,14 @@ def resend_queued(services: Services, sent_before: object) -> list[str]:
         with services.factory() as session, session.begin():
             session.execute(update(DeletionRequest).where(DeletionRequest.id.in_(sent)).values(dispatched_at=utcnow()))
     return sent
+
+
+def resend_validations(services: Services, registered_before: object) -> list[str]:
+    """Models still waiting for validation a while after registration (the message may be lost)."""
+    with services.factory() as session:
+        ids = session.scalars(select(Model.id).where(Model.state == ModelState.VALIDATING,
+                                                     Model.created_at < registered_before)).all()
+    return [model_id for model_id in ids if services.dispatcher.send(VALIDATE_MODEL, model_id)]
 
 
 def start_reconciler(services: Callable[[], Services], interval_seconds: float) -> threading.Thread:

@@ -1,10 +1,8 @@
-"""`/v1/models`: register a trained classifier (version 1) and read its versions and weights."""
+"""`/v1/models`: register a trained classifier (version 1, validated by a worker) and read its versions and
+weights."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Header, UploadFile
@@ -18,7 +16,7 @@ from api.idempotency import IdempotencyKey, create_once, fingerprint
 from api.pagination import PageSize, PageToken
 from api.routes.datasets import check_size, file_sha256
 from api.schemas import ModelOut, Page, VersionOut
-from api.weights import check_weights
+from api.weights import check_weights_header
 from domain import catalog
 from domain.problems import Problem, invalid
 from models import Dataset, Model, ModelVersion, new_id
@@ -51,22 +49,17 @@ def create_model(
         if num_classes < dataset.num_classes:
             raise invalid(f"num_classes {num_classes} is below the dataset's {dataset.num_classes} classes",
                           [{"loc": ["num_classes"], "msg": "fewer classes than the dataset's labels"}])
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "weights.safetensors"
-            weights.file.seek(0)
-            with path.open("wb") as out:
-                shutil.copyfileobj(weights.file, out, 1 << 20)
-            check_weights(path, architecture, num_classes, tuple(dataset.input_shape))
-            try:
-                with path.open("rb") as source:
-                    obj = store.put_stream("weights", source, max_bytes=settings.max_upload_bytes)
-            except ObjectTooLarge as error:
-                raise Problem(413, f"weights exceed {error.limit} bytes") from error
+        weights.file.seek(0)
+        check_weights_header(weights.file)  # cheap checks here; loading into the architecture is a worker's
+        try:
+            obj = store.put_stream("weights", weights.file, max_bytes=settings.max_upload_bytes)
+        except ObjectTooLarge as error:
+            raise Problem(413, f"weights exceed {error.limit} bytes") from error
         model_id = new_id("mdl")
-        db.add(Model(id=model_id, name=name, architecture=architecture, num_classes=num_classes,
-                     dataset_id=dataset_id, current_version=1))
-        db.flush()
-        db.add(ModelVersion(model_id=model_id, version=1, sha256=obj.sha256, storage_key=obj.key, size=obj.size))
+        catalog.register_model(db, Model(id=model_id, name=name, architecture=architecture, num_classes=num_classes,
+                                         dataset_id=dataset_id, current_version=1),
+                               ModelVersion(model_id=model_id, version=1, sha256=obj.sha256, storage_key=obj.key,
+                                            size=obj.size))
         return model_id
 
     model_id, status = create_once(session, principal.name, "models", idempotency_key, body_sha, create, 201)

@@ -143,14 +143,25 @@ def upload_model(client: httpx.Client, dataset_id: str, weights: bytes | None = 
     }, files={"weights": ("w.safetensors", weights if weights is not None else mlp_weights(num_classes))})
 
 
+def validated(service: Service, response: httpx.Response) -> dict:
+    """The model of a registration (201, `validating`) once a worker's validation ran, in this process."""
+    from worker.services import connect
+    from worker.validation import validate_model
+
+    assert response.status_code == 201, response.text
+    assert response.json()["state"] == "validating"
+    validate_model(connect(service.settings), response.json()["id"])
+    return service.client.get(f"/v1/models/{response.json()['id']}").json()
+
+
 @pytest.fixture(scope="session")
 def registered(service: Service) -> dict[str, str]:
-    """A dataset (40 train / 20 test, 3 classes) and an mlp model on it, registered once per backend."""
+    """A dataset (40 train / 20 test, 3 classes) and a validated mlp model on it, registered once per backend."""
     dataset = upload_dataset(service.client)
     assert dataset.status_code == 201, dataset.text
-    model = upload_model(service.client, dataset.json()["id"])
-    assert model.status_code == 201, model.text
-    return {"dataset_id": dataset.json()["id"], "model_id": model.json()["id"]}
+    model = validated(service, upload_model(service.client, dataset.json()["id"]))
+    assert model["state"] == "ready", model
+    return {"dataset_id": dataset.json()["id"], "model_id": model["id"]}
 
 
 def assert_problem(response: httpx.Response, status: int, *fragments: str) -> dict:

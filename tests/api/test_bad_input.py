@@ -26,6 +26,7 @@ from .conftest import (
     assert_problem,
     manifest_bytes,
     mlp_weights,
+    validated,
     serve,
     shard_bytes,
     simple_manifest,
@@ -157,31 +158,46 @@ def test_model_for_unknown_dataset_is_422(api: httpx.Client) -> None:
     assert ["dataset_id"] in error_locs(body)
 
 
-def test_model_with_unknown_architecture_is_422(api: httpx.Client, registered: dict[str, str]) -> None:
-    body = assert_problem(upload_model(api, registered["dataset_id"], architecture="resnet9000"), 422,
-                          "unknown architecture 'resnet9000'")
-    assert ["architecture"] in error_locs(body)
+def test_model_with_unknown_architecture_is_invalid(service: Service, registered: dict[str, str]) -> None:
+    model = validated(service, upload_model(service.client, registered["dataset_id"], architecture="resnet9000"))
+    assert model["state"] == "invalid" and "unknown architecture 'resnet9000'" in model["error"]["detail"]
+    assert ["architecture"] in [e["loc"] for e in model["error"]["errors"]]
 
 
-def test_model_weights_that_do_not_fit_name_each_key(api: httpx.Client, registered: dict[str, str]) -> None:
+def test_model_weights_that_do_not_fit_name_each_key(service: Service, registered: dict[str, str]) -> None:
     import torch
 
     state = mlp_state()
     del state["3.bias"]
     state["extra.weight"] = torch.zeros(2)
     state["5.weight"] = torch.zeros(7, 128)
-    body = assert_problem(upload_model(api, registered["dataset_id"], weights=save_state(state)), 422,
-                          "3 problems")
-    errors = {tuple(e["loc"]): e["msg"] for e in body["errors"]}
+    model = validated(service, upload_model(service.client, registered["dataset_id"], weights=save_state(state)))
+    assert model["state"] == "invalid" and "3 problems" in model["error"]["detail"]
+    errors = {tuple(e["loc"]): e["msg"] for e in model["error"]["errors"]}
     assert errors[("weights", "3.bias")] == "missing key"
     assert errors[("weights", "extra.weight")] == "unexpected key"
     assert "expected [3, 128]" in errors[("weights", "5.weight")]
+    # An invalid model takes no deletion requests.
+    response = service.client.post("/v1/deletion-requests", json={"model_id": model["id"],
+                                                                   "forget": {"sample_ids": ["s1"]}})
+    assert_problem(response, 409, "invalid, not ready")
 
 
-def test_model_weights_for_other_num_classes_is_422(api: httpx.Client, registered: dict[str, str]) -> None:
+def test_model_weights_for_other_num_classes_is_invalid(service: Service, registered: dict[str, str]) -> None:
     """Weights of a 3-class head registered as 4 classes: the head's shape is named."""
-    body = assert_problem(upload_model(api, registered["dataset_id"], weights=mlp_weights(3), num_classes=4), 422)
-    assert ["weights", "5.weight"] in error_locs(body)
+    model = validated(service, upload_model(service.client, registered["dataset_id"], weights=mlp_weights(3),
+                                            num_classes=4))
+    assert model["state"] == "invalid"
+    assert ["weights", "5.weight"] in [e["loc"] for e in model["error"]["errors"]]
+
+
+def test_model_weights_of_integers_are_422(api: httpx.Client, registered: dict[str, str]) -> None:
+    import torch
+
+    state = mlp_state() | {"1.weight": torch.zeros(128, 16, dtype=torch.int32)}
+    body = assert_problem(upload_model(api, registered["dataset_id"], weights=save_state(state)), 422,
+                          "floating point", "1.weight")
+    assert ["weights", "1.weight"] in error_locs(body)
 
 
 @pytest.mark.parametrize(("weights", "fragment"), [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .conftest import Service, manifest_bytes, shard_bytes
+from .conftest import Service, manifest_bytes, shard_bytes, validated
 
 N_SAMPLES = 200_000
 N_FORGET = 10_000
@@ -32,7 +32,7 @@ def test_200k_sample_dataset_registers_and_10k_ids_resolve(service: Service) -> 
     model = service.client.post("/v1/models", data={"name": "scale", "architecture": "mlp", "num_classes": "10",
                                                     "dataset_id": created.json()["id"]},
                                 files={"weights": ("w.safetensors", weights)})
-    assert model.status_code == 201, model.text
+    assert validated(service, model)["state"] == "ready"
 
     forget_ids = [f"img-{i:06d}" for i in range(0, N_FORGET * 17, 17)]
     started = time.perf_counter()

@@ -132,7 +132,7 @@ def digits_upload() -> DigitsUpload:
 
 
 def register(client: httpx.Client, upload: DigitsUpload) -> tuple[str, str]:
-    """A digits dataset and a trained cnn-small model on it; returns (dataset_id, model_id)."""
+    """A digits dataset and a trained cnn-small model on it, validated; returns (dataset_id, model_id)."""
     dataset = client.post("/v1/datasets", data={"name": "digits"}, files=upload.files())
     assert dataset.status_code == 201, dataset.text
     return dataset.json()["id"], add_model(client, dataset.json()["id"], upload)
@@ -143,7 +143,11 @@ def add_model(client: httpx.Client, dataset_id: str, upload: DigitsUpload) -> st
                                             "dataset_id": dataset_id},
                         files={"weights": ("w.safetensors", upload.weights)})
     assert model.status_code == 201, model.text
-    return model.json()["id"]
+    model_id = model.json()["id"]
+    ready = wait_for(lambda: client.get(f"/v1/models/{model_id}").json()["state"] != "validating", 60,
+                     "the worker to validate the model")
+    assert ready and client.get(f"/v1/models/{model_id}").json()["state"] == "ready"
+    return model_id
 
 
 def submit(client: httpx.Client, model_id: str, **body: object) -> dict:

@@ -35,7 +35,7 @@ def test_full_flow_publishes_a_version_that_forgot_the_class(stack: Stack, digit
         assert (version["parent_version"], version["deletion_request_id"], version["t"]) == (1, request["id"], t)
         weights = client.get(f"/v1/models/{model_id}/versions/2/weights")
         assert weights.headers["etag"] == f'"{version["sha256"]}"'
-        events = client.get(f"/v1/deletion-requests/{request['id']}/events").json()["items"]
+        events = client.get(f"/v1/deletion-requests/{request['id']}/events", params={"page_size": 500}).json()["items"]
 
     network = build_model("cnn-small", 10, (1, 8, 8))
     network.load_state_dict(load_tensors(weights.content))
@@ -76,7 +76,7 @@ def test_killed_worker_is_resumed_from_its_last_epoch(stack: Stack, digits_uploa
         stack.start_worker()
         resumed = wait_for_state(client, crashed["id"], ("awaiting_selection",), timeout=240)
         reference = wait_for_state(client, submit(client, twin_id, **body)["id"], ("awaiting_selection",), timeout=240)
-        events = client.get(f"/v1/deletion-requests/{crashed['id']}/events").json()["items"]
+        events = client.get(f"/v1/deletion-requests/{crashed['id']}/events", params={"page_size": 500}).json()["items"]
 
     restart = [e for e in events if e["type"] == "resumed_from_checkpoint"]
     assert restart and restart[0]["detail"]["epoch"] >= 2  # resumed from a checkpoint, not from scratch

@@ -159,7 +159,7 @@ def model_id(stack: Stack, dataset_id: str, digits_upload: dict[str, bytes]) -> 
 
 
 def events(client: httpx.Client, request_id: str) -> list[dict]:
-    return client.get(f"/v1/deletion-requests/{request_id}/events").json()["items"]
+    return client.get(f"/v1/deletion-requests/{request_id}/events", params={"page_size": 500}).json()["items"]
 
 
 def states_of(trail: list[dict]) -> list[str]:

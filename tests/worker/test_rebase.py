@@ -14,6 +14,7 @@ from api.app import create_app
 from settings import Settings
 from worker import jobs
 from worker.services import connect
+from worker.validation import validate_model
 
 from ..api.conftest import upload_dataset, upload_model
 
@@ -26,6 +27,7 @@ def test_a_request_overtaken_by_another_is_rebased_not_published(tmp_path: Path)
     client = TestClient(app, headers={"Authorization": "Bearer k"})
     services = connect(settings)
     model_id = upload_model(client, upload_dataset(client).json()["id"]).json()["id"]
+    validate_model(services, model_id)
 
     def submit(ids: list[str]) -> str:
         response = client.post("/v1/deletion-requests", json={"model_id": model_id, "config": FAST,
@@ -73,6 +75,7 @@ def test_a_queued_request_starts_from_the_newest_version(tmp_path: Path) -> None
     client = TestClient(app, headers={"Authorization": "Bearer k"})
     services = connect(settings)
     model_id = upload_model(client, upload_dataset(client).json()["id"]).json()["id"]
+    validate_model(services, model_id)
     body = {"model_id": model_id, "config": FAST, "selection": "auto"}
     first = client.post("/v1/deletion-requests", json=body | {"forget": {"sample_ids": ["s1"]}}).json()["id"]
     second = client.post("/v1/deletion-requests", json=body | {"forget": {"sample_ids": ["s2"]}}).json()["id"]
