@@ -26,11 +26,11 @@ from .conftest import (
     assert_problem,
     manifest_bytes,
     mlp_weights,
-    validated,
     serve,
     shard_bytes,
     simple_manifest,
     upload_model,
+    validated,
 )
 
 
