@@ -22,6 +22,8 @@ import httpx
 import typer
 
 from cli.digits import digits_upload
+from domain.catalog import ModelState
+from domain.lifecycle import State
 
 POLL_SECONDS = 0.5
 
@@ -76,10 +78,10 @@ def register_digits(client: httpx.Client) -> tuple[str, str]:
                                   files={"weights": ("model.safetensors", upload.weights)}), 201)
     typer.echo(f"uploaded model {uploaded['id']} (cnn-small, version 1); a worker validates it ...")
     model = uploaded
-    while model["state"] == "validating":
+    while model["state"] == ModelState.VALIDATING:
         time.sleep(0.2)
         model = _check(client.get(f"/v1/models/{uploaded['id']}"), 200)
-    if model["state"] != "ready":
+    if model["state"] != ModelState.READY:
         raise RuntimeError(f"the model is {model['state']}: {model['error']}")
     typer.echo(f"model {model['id']} is ready: its weights load into cnn-small")
     return dataset["id"], model["id"]
@@ -99,9 +101,9 @@ def follow(client: httpx.Client, request_id: str, until: tuple[str, ...], alive:
         if line != last_line:
             typer.echo("\r" + line.ljust(len(last_line)), nl=False)
             last_line = line
-        if request["state"] in until or request["state"] in ("failed", "cancelled"):
+        if request["state"] in until or request["state"] in (State.FAILED, State.CANCELLED):
             typer.echo("")
-            if request["state"] == "failed":
+            if request["state"] == State.FAILED:
                 raise RuntimeError(f"request failed: {request['error']}")
             return request
         time.sleep(POLL_SECONDS)
@@ -115,7 +117,7 @@ def run_demo(client: httpx.Client, forget_class: int, alive: Callable[[], bool] 
         "external_id": "DEMO-0001"}, headers={"Idempotency-Key": secrets.token_hex(8)}), 202)
     typer.echo(f"deletion request {request['id']}: forget every training image of digit {forget_class} "
                f"({request['forget_count']} images), MCU on top of random-label unlearning")
-    request = follow(client, request["id"], ("awaiting_selection",), alive)
+    request = follow(client, request["id"], (State.AWAITING_SELECTION,), alive)
 
     curve = _check(client.get(f"/v1/deletion-requests/{request['id']}/curve"), 200)
     typer.echo("\n     t  forget_acc  retain_acc  test_acc   MIA")
@@ -131,7 +133,7 @@ def run_demo(client: httpx.Client, forget_class: int, alive: Callable[[], bool] 
 
     _check(client.post(f"/v1/deletion-requests/{request['id']}/selection", json={"t": recommended}), 202)
     typer.echo(f"selected t = {recommended:.2f}; materialising (BatchNorm statistics from retain data only)")
-    request = follow(client, request["id"], ("succeeded",), alive)
+    request = follow(client, request["id"], (State.SUCCEEDED,), alive)
 
     version = request["selection"]["model_version"]
     versions = _check(client.get(f"/v1/models/{model_id}/versions"), 200)["items"]

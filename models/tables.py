@@ -99,7 +99,7 @@ class Model(Base):
     dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), index=True)
     current_version: Mapped[int] = mapped_column(Integer, default=1)
     # validating → ready | invalid: a worker loads the weights into the architecture (domain/catalog.py)
-    state: Mapped[str] = mapped_column(String(20), default="validating")
+    state: Mapped[str] = mapped_column(String(20))
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     warnings: Mapped[list[Any]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
@@ -132,7 +132,7 @@ class DeletionRequest(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     model_id: Mapped[str] = mapped_column(ForeignKey("models.id"))
     model_version: Mapped[int] = mapped_column(Integer)
-    state: Mapped[str] = mapped_column(String(20), default="queued")
+    state: Mapped[str] = mapped_column(String(20))  # domain/lifecycle.py
     external_id: Mapped[str | None] = mapped_column(String(200))
     base_method: Mapped[str] = mapped_column(String(40))
     config: Mapped[dict[str, Any]] = mapped_column(JSON)  # every default filled in

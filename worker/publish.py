@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from enum import Enum
+from enum import Enum, auto
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -19,9 +19,9 @@ log = logging.getLogger(__name__)
 
 
 class Outcome(Enum):
-    PUBLISHED = "published"
-    CANCELLED = "cancelled"  # the request was cancelled meanwhile: nothing published
-    STALE = "stale"  # another request published a version since this one's base
+    PUBLISHED = auto()
+    CANCELLED = auto()  # the request was cancelled meanwhile: nothing published
+    STALE = auto()  # another request published a version since this one's base
 
 
 def publish_version(services: Services, request: DeletionRequest, key: str, sha256: str, size: int,

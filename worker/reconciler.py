@@ -28,7 +28,7 @@ def reconcile(services: Services) -> dict[str, list[str]]:
     silent = now - timedelta(seconds=settings.heartbeat_timeout_seconds)
     unsent = now - timedelta(seconds=settings.requeue_after_seconds)
     done: dict[str, list[str]] = {State.QUEUED: resend_queued(services, unsent),
-                                  "validating": resend_validations(services, unsent)}
+                                  ModelState.VALIDATING: resend_validations(services, unsent)}
     with services.factory() as session:
         rows = session.execute(select(DeletionRequest.id, DeletionRequest.state).where(or_(
             and_(DeletionRequest.state.in_(WORKER_HELD), DeletionRequest.heartbeat_at < silent),

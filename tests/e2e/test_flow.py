@@ -7,6 +7,7 @@ import time
 import redis
 from safetensors.torch import load as load_tensors
 
+from cli.digits import DigitsUpload
 from tests.support import wait_for_state
 from unlearning import build_model, load_digits_dataset, make_unlearning_data
 from unlearning.metrics import accuracy
@@ -16,7 +17,7 @@ from .conftest import FAST_JOB, REDIS_URL, Stack, add_model, register, submit, w
 FORGET_CLASS = 3
 
 
-def test_full_flow_publishes_a_version_that_forgot_the_class(stack: Stack, digits_upload: dict[str, bytes]) -> None:
+def test_full_flow_publishes_a_version_that_forgot_the_class(stack: Stack, digits_upload: DigitsUpload) -> None:
     with stack.client() as client:
         _, model_id = register(client, digits_upload)
         request = submit(client, model_id, forget={"classes": [FORGET_CLASS]}, config=FAST_JOB)
@@ -57,7 +58,7 @@ def test_full_flow_publishes_a_version_that_forgot_the_class(stack: Stack, digit
 SLOW_CURVE = {"epochs": 10, "batch_size": 8, "retain_ratio": 1.0, "grid_points": 5, "base": {"epochs": 2}}
 
 
-def test_killed_worker_is_resumed_from_its_last_epoch(stack: Stack, digits_upload: dict[str, bytes]) -> None:
+def test_killed_worker_is_resumed_from_its_last_epoch(stack: Stack, digits_upload: DigitsUpload) -> None:
     with stack.client() as client:
         dataset_id, model_id = register(client, digits_upload)
         twin_id = add_model(client, dataset_id, digits_upload)  # same weights: the uninterrupted reference
@@ -87,10 +88,10 @@ def test_killed_worker_is_resumed_from_its_last_epoch(stack: Stack, digits_uploa
     assert resumed["curve"]["recommended_t"] == reference["curve"]["recommended_t"]
 
 
-def test_request_lost_by_the_broker_is_resent(stack: Stack, digits_upload: dict[str, bytes]) -> None:
-    stack.kill_workers()  # nobody consumes: the request waits in the queue
+def test_request_lost_by_the_broker_is_resent(stack: Stack, digits_upload: DigitsUpload) -> None:
     with stack.client() as client:
-        _, model_id = register(client, digits_upload)
+        _, model_id = register(client, digits_upload)  # a worker validates the model
+        stack.kill_workers()  # nobody consumes: the request waits in the queue
         request = submit(client, model_id, forget={"subject_ids": ["w7"]}, config=FAST_JOB, selection="auto")
         broker = redis.Redis.from_url(REDIS_URL)
         assert wait_for(lambda: broker.llen("gpu") > 0, 10, "the task to reach the queue")

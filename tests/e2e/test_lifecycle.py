@@ -146,13 +146,13 @@ def verified(delivery: Delivery, request_id: str, state: str) -> dict:
 # --- shared helpers ----------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def dataset_id(stack: Stack, digits_upload: dict[str, bytes]) -> str:
+def dataset_id(stack: Stack, digits_upload: DigitsUpload) -> str:
     with stack.client() as client:
         return register(client, digits_upload)[0]
 
 
 @pytest.fixture
-def model_id(stack: Stack, dataset_id: str, digits_upload: dict[str, bytes]) -> str:
+def model_id(stack: Stack, dataset_id: str, digits_upload: DigitsUpload) -> str:
     """A fresh model (version 1) on the module's digits dataset."""
     with stack.client() as client:
         return add_model(client, dataset_id, digits_upload)
@@ -333,7 +333,7 @@ def test_cancel_queued_awaiting_unclaimed_and_running_requests(stack: Stack, cal
 # --- 3 and 5. automatic selection; re-delivered tasks ------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def auto_request(stack: Stack, dataset_id: str, digits_upload: dict[str, bytes]) -> dict:
+def auto_request(stack: Stack, dataset_id: str, digits_upload: DigitsUpload) -> dict:
     """A request with selection: auto, run to succeeded."""
     with stack.client() as client:
         model_id = add_model(client, dataset_id, digits_upload)
@@ -499,7 +499,7 @@ def test_cancel_during_materialization_publishes_nothing(stack: Stack, callbacks
 # --- 7. the embedded default -------------------------------------------------------------------------------
 
 def test_embedded_default_runs_the_whole_flow_without_servers(tmp_path: Path,
-                                                               digits_upload: dict[str, bytes]) -> None:
+                                                               digits_upload: DigitsUpload) -> None:
     """Only MCU_DATA_DIR: SQLite, a local folder and the SQL broker; each process creates the schema itself."""
     data_dir, key, port = tmp_path / "mcu", "embedded-" + secrets.token_hex(8), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MCU_")}
