@@ -41,12 +41,21 @@ class ProblemOut(Out):
     errors: list[dict[str, Any]] | None = None
 
 
+class PreprocessingOut(Out):
+    preset: Literal["unit", "imagenet", "dataset"] | None
+    mean: list[float] | None = Field(description="null only until a worker computed a 'dataset' preset's values")
+    std: list[float] | None
+
+
 class ModelOut(Out):
     id: str
     name: str
     architecture: str
+    architecture_kwargs: dict[str, Any]
     num_classes: int
     dataset_id: str
+    preprocessing: PreprocessingOut
+    input_adapter: str | None = Field(description="how stored images become model input, once validated")
     current_version: int
     state: ModelState
     error: ProblemOut | None
@@ -61,6 +70,7 @@ class VersionOut(Out):
     deletion_request_id: str | None
     t: float | None
     metrics: dict[str, Any] | None
+    preprocessing: PreprocessingOut | None
     created_at: datetime
 
 

@@ -131,6 +131,16 @@ def tiny_upload() -> tuple[bytes, bytes, bytes, list[str]]:
     return manifest.getvalue().encode(), shard, weights, [f"s{i}" for i in range(N_TRAIN)]
 
 
+def validate_in_process(env: dict[str, str], model_id: str) -> None:
+    """What a worker does with a new model (validating → ready), run here with the service's settings."""
+    from settings import Settings
+    from worker.services import connect
+    from worker.validation import validate_model
+
+    settings = Settings(**{k.removeprefix("MCU_").lower(): v for k, v in env.items() if k.startswith("MCU_")})
+    validate_model(connect(settings), model_id)
+
+
 def register(url: str, key: str) -> tuple[str, list[str]]:
     import httpx
 
@@ -139,7 +149,7 @@ def register(url: str, key: str) -> tuple[str, list[str]]:
         dataset = client.post("/v1/datasets", data={"name": "bench-tiny"}, files=[
             ("manifest", ("manifest.csv", manifest)), ("shards", ("a.safetensors", shard))])
         dataset.raise_for_status()
-        model = client.post("/v1/models", data={"name": "bench-mlp", "architecture": "mlp",
+        model = client.post("/v1/models", data={"name": "bench-mlp", "architecture": "mlp", "preprocessing": "unit",
                                                  "num_classes": str(NUM_CLASSES), "dataset_id": dataset.json()["id"]},
                             files={"weights": ("w.safetensors", weights)})
         model.raise_for_status()
@@ -289,6 +299,7 @@ def main() -> None:
             wait_http_ok(f"http://127.0.0.1:{api_port}/readyz", api, data_dir / "api.log")
             wait_http_ok(f"http://127.0.0.1:{bare_port}/healthz", bare, data_dir / "bare.log")
             model_id, sample_ids = register(f"http://127.0.0.1:{api_port}", key)
+            validate_in_process(env, model_id)  # no worker runs here: only the API is measured
             targets = {
                 "bare": Target("bare", bare_port, "/items", "/items/{id}", {}, model_id, sample_ids),
                 "api": Target("api", api_port, "/v1/deletion-requests", "/v1/deletion-requests/{id}",

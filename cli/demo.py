@@ -73,8 +73,7 @@ def register_digits(client: httpx.Client) -> tuple[str, str]:
     upload = digits_upload()
     dataset = _check(client.post("/v1/datasets", data={"name": "sklearn-digits"}, files=upload.files()), 201)
     typer.echo(f"registered dataset {dataset['id']}: {dataset['num_train']} train / {dataset['num_test']} test")
-    uploaded = _check(client.post("/v1/models", data={"name": "digits-cnn", "architecture": "cnn-small",
-                                                      "num_classes": "10", "dataset_id": dataset["id"]},
+    uploaded = _check(client.post("/v1/models", data=upload.model_form(dataset["id"]),
                                   files={"weights": ("model.safetensors", upload.weights)}), 201)
     typer.echo(f"uploaded model {uploaded['id']} (cnn-small, version 1); a worker validates it ...")
     model = uploaded
@@ -83,7 +82,12 @@ def register_digits(client: httpx.Client) -> tuple[str, str]:
         model = _check(client.get(f"/v1/models/{uploaded['id']}"), 200)
     if model["state"] != ModelState.READY:
         raise RuntimeError(f"the model is {model['state']}: {model['error']}")
-    typer.echo(f"model {model['id']} is ready: its weights load into cnn-small")
+    metrics = client.get(f"/v1/models/{model['id']}/versions").json()["items"][0]["metrics"]
+    typer.echo(f"model {model['id']} is ready: its weights load into cnn-small; under its declared preprocessing "
+               f"({model['preprocessing']['preset']}: {model['input_adapter']}) it scores test accuracy "
+               f"{metrics['test_accuracy']:.3f}, train {metrics['retain_accuracy']:.3f}")
+    for warning in model["warnings"]:
+        typer.echo(f"  warning: {warning}")
     return dataset["id"], model["id"]
 
 

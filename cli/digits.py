@@ -19,6 +19,12 @@ class DigitsUpload:
     input_shape: tuple[int, ...]
 
     SHARD_NAME = "digits.safetensors"
+    PREPROCESSING = "unit"  # the model was trained on pixels scaled to [0, 1], nothing else
+
+    def model_form(self, dataset_id: str, name: str = "digits-cnn") -> dict[str, str]:
+        """The form fields of `POST /v1/models` (the weights go as the file `weights`)."""
+        return {"name": name, "architecture": "cnn-small", "num_classes": "10", "dataset_id": dataset_id,
+                "preprocessing": self.PREPROCESSING}
 
     def files(self) -> list[tuple[str, tuple[str, bytes]]]:
         """The multipart files of `POST /v1/datasets`."""
@@ -29,9 +35,9 @@ def digits_upload(epochs: int = 20, seed: int = 0) -> DigitsUpload:
     import torch
     from safetensors.torch import save
 
-    from unlearning import load_digits_dataset, make_unlearning_data, train_classifier
+    from unlearning import load_digits_dataset, train_classifier
     from unlearning.architectures import seeded_init
-    from unlearning.data import Subset
+    from unlearning.data import InputAdapter, Normalization, Subset
 
     digits = load_digits_dataset()
     inputs = torch.cat([digits.train_inputs, digits.test_inputs]).contiguous()
@@ -41,7 +47,7 @@ def digits_upload(epochs: int = 20, seed: int = 0) -> DigitsUpload:
     lines += [f"d{row},{'train' if row < n_train else 'test'},{DigitsUpload.SHARD_NAME},{row},w{row % 40}"
               for row in range(len(labels))]
     model = seeded_init("cnn-small", 10, digits.input_shape, seed=seed)
-    adapter = make_unlearning_data(digits, channels=1, forget_classes=[0]).adapter
+    adapter = InputAdapter(Normalization((0.0,), (1.0,)), channels=1)  # the "unit" preset
     train_classifier(model, Subset(digits.train_inputs, digits.train_labels, torch.arange(n_train)), adapter,
                      epochs=epochs, lr=0.05, seed=seed)
     return DigitsUpload(manifest=("\n".join(lines) + "\n").encode(), shard=save({"inputs": inputs, "labels": labels}),

@@ -95,8 +95,12 @@ class Model(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     architecture: Mapped[str] = mapped_column(String(100))
+    architecture_kwargs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     num_classes: Mapped[int] = mapped_column(Integer)
     dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), index=True)
+    # {"preset", "mean", "std"}: the only input transformation the worker applies (domain/preprocessing.py)
+    preprocessing: Mapped[dict[str, Any]] = mapped_column(JSON)
+    input_adapter: Mapped[str | None] = mapped_column(Text)  # how stored images become model input, in words
     current_version: Mapped[int] = mapped_column(Integer, default=1)
     # validating → ready | invalid: a worker loads the weights into the architecture (domain/catalog.py)
     state: Mapped[str] = mapped_column(String(20))
@@ -119,6 +123,7 @@ class ModelVersion(Base):
     deletion_request_id: Mapped[str | None] = mapped_column(String(40), unique=True)
     t: Mapped[float | None] = mapped_column(Float)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    preprocessing: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the model's, when this version was made
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

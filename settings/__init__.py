@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     torch_threads: int = Field(default=1, ge=1)
     environment: Literal["development", "production"] = "development"
     max_upload_bytes: int = Field(default=4 << 30, ge=1)  # per uploaded file
+    max_model_parameters: int = Field(default=500_000_000, ge=1)  # checked before a worker allocates a model
+    validation_samples: int = Field(default=1000, ge=1)  # test and train rows a model is measured on at registration
     requeue_after_seconds: int = Field(default=300, ge=1)  # a queued request is re-sent after this long
     heartbeat_interval_seconds: float = Field(default=10.0, gt=0)  # a running job's "I am alive"
     heartbeat_timeout_seconds: float = Field(default=120.0, gt=0)  # silence after which a job is resumed elsewhere

@@ -1,9 +1,13 @@
-"""Session-wide storage fixtures. S3 is moto's server mode on a loopback port, reached over HTTP by boto3
-exactly as MinIO or AWS would be (never moto's in-process mocks)."""
+"""Session-wide fixtures: S3 as moto's server mode on a loopback port, reached over HTTP by boto3 exactly
+as MinIO or AWS would be (never moto's in-process mocks), and the digits upload."""
 
 from __future__ import annotations
 
 import os
+
+# One PyTorch thread in this process and the service processes it starts: on a 2-core machine shared with
+# another job, two threads per process oversubscribe the cores and a 1-second test can take a minute.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +16,16 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from cli.digits import DigitsUpload
     from storage import LocalStore, S3Store
+
+
+@pytest.fixture(scope="session")
+def digits_upload() -> DigitsUpload:
+    """sklearn's digits and a cnn-small trained on them with the "unit" preprocessing, as uploads."""
+    from cli.digits import digits_upload as build
+
+    return build()
 
 
 @pytest.fixture(scope="session")

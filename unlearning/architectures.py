@@ -1,20 +1,23 @@
-"""Model architectures by name: torchvision classifiers plus two small ones for tests and benchmarks.
+"""Model architectures by name: torchvision classifiers, `timm:<name>` models of the timm library, and
+two small ones for tests and benchmarks, each with optional constructor arguments.
 
-Input channels: torchvision classifiers take 3-channel images. They are built unchanged (so standard
-state_dicts load into them) and a 1-channel dataset is repeated to 3 channels by the input adapter
-(`data.InputAdapter`), not by changing the first layer. The small architectures take the dataset's own
-channel count.
+Input channels: torchvision and timm classifiers take 3-channel images (timm: unless `in_chans` is
+given). They are built unchanged (so standard state_dicts load into them) and a 1-channel dataset is
+repeated to 3 channels by the input adapter (`data.InputAdapter`), not by changing the first layer. The
+small architectures take the dataset's own channel count.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torchvision
 from torch import nn
 
 SMALL_ARCHITECTURES = ("mlp", "cnn-small")
+TIMM_PREFIX = "timm:"
 
 
 class UnknownArchitecture(ValueError):
@@ -45,31 +48,52 @@ def torchvision_architectures() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
-def model_input_channels(name: str, data_channels: int) -> int:
+def model_input_channels(name: str, data_channels: int, kwargs: dict[str, Any] | None = None) -> int:
     """The channel count the architecture's first layer expects for data with `data_channels`."""
-    return data_channels if name in SMALL_ARCHITECTURES else 3
+    if name in SMALL_ARCHITECTURES:
+        return data_channels
+    if name.startswith(TIMM_PREFIX):
+        return int((kwargs or {}).get("in_chans", 3))
+    return 3
 
 
-def build_model(name: str, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
-    """A freshly initialised classifier. `input_shape` is the dataset's (C, H, W)."""
+def build_model(name: str, num_classes: int, input_shape: tuple[int, ...], kwargs: dict[str, Any] | None = None
+                ) -> nn.Module:
+    """A freshly initialised classifier (never pretrained weights). `input_shape` is the dataset's (C, H, W);
+    `kwargs` go to the constructor. Inside `torch.device("meta")` nothing is allocated (see `count_parameters`)."""
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
-    if name == "mlp":
-        return _mlp(num_classes, tuple(input_shape))
-    if name == "cnn-small":
-        return _cnn_small(num_classes, tuple(input_shape))
+    kwargs = dict(kwargs or {})
+    if name in SMALL_ARCHITECTURES:
+        if kwargs:
+            raise ValueError(f"{name} takes no constructor arguments, got {sorted(kwargs)}")
+        return (_mlp if name == "mlp" else _cnn_small)(num_classes, tuple(input_shape))
+    if name.startswith(TIMM_PREFIX):
+        import timm  # only workers that serve timm models pay for importing it
+
+        timm_name = name.removeprefix(TIMM_PREFIX)
+        if not timm.is_model(timm_name):
+            raise UnknownArchitecture(f"unknown timm architecture {timm_name!r} (see timm.list_models())")
+        return timm.create_model(timm_name, pretrained=False, num_classes=num_classes, **kwargs)
     if name not in torchvision_architectures():
         raise UnknownArchitecture(
-            f"unknown architecture {name!r}: use one of {list(SMALL_ARCHITECTURES)} "
-            "or a torchvision classification model name such as 'resnet18'"
+            f"unknown architecture {name!r}: use one of {list(SMALL_ARCHITECTURES)}, a torchvision classification "
+            "model name such as 'resnet18', or 'timm:<name>'"
         )
-    model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
     if getattr(model, "aux_logits", False):  # inception/googlenet: one output, not a tuple
         model.aux_logits = False
         for aux in ("AuxLogits", "aux1", "aux2"):
             if hasattr(model, aux):
                 setattr(model, aux, None)
     return model
+
+
+def count_parameters(name: str, num_classes: int, input_shape: tuple[int, ...],
+                     kwargs: dict[str, Any] | None = None) -> int:
+    """The architecture's parameter count, built on the meta device: no memory is allocated for weights."""
+    with torch.device("meta"):
+        return parameter_count(build_model(name, num_classes, input_shape, kwargs))
 
 
 def parameter_count(model: nn.Module) -> int:

@@ -20,7 +20,8 @@ class ForgetSetError(ValueError):
 
 @dataclass(frozen=True)
 class Normalization:
-    """Per-channel mean and std of inputs scaled to [0, 1]; travels with the dataset."""
+    """Per-channel mean and std applied to inputs scaled to [0, 1]: a model's declared preprocessing (the
+    service), or fitted on the train split (`fit`, the library's default). One value applies to every channel."""
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -39,19 +40,19 @@ def scale_inputs(inputs: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class InputAdapter:
-    """Turns a stored batch into model input: scale, normalise, and repeat grey to `channels`."""
+    """Turns a stored batch into model input: scale to [0, 1], repeat grey to `channels`, then normalise
+    (the order a user's pipeline follows: grey to RGB, then e.g. ImageNet statistics)."""
 
     normalization: Normalization
     channels: int
 
     def __call__(self, inputs: Tensor) -> Tensor:
         x = scale_inputs(inputs)
-        mean = torch.tensor(self.normalization.mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.normalization.std, device=x.device).view(1, -1, 1, 1)
-        x = (x - mean) / std
         if x.shape[1] == 1 and self.channels != 1:
             x = x.expand(-1, self.channels, -1, -1)
-        return x
+        mean = torch.tensor(self.normalization.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.normalization.std, device=x.device).view(1, -1, 1, 1)
+        return (x - mean) / std
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from safetensors.torch import load_file
@@ -17,8 +18,17 @@ from unlearning.data import ImageDataset, Normalization, UnlearningData, make_un
 from worker.services import Services
 
 
-def load_dataset(services: Services, session: Session, dataset: Dataset) -> ImageDataset:
-    """The dataset's train and test splits in position order, assembled from its cached shards."""
+def normalization_of(preprocessing: dict[str, Any], train_inputs: torch.Tensor) -> Normalization:
+    """The model's declared preprocessing; a "dataset" preset not yet resolved is fitted on the train split."""
+    if preprocessing["mean"] is None:
+        return Normalization.fit(train_inputs)
+    return Normalization(tuple(preprocessing["mean"]), tuple(preprocessing["std"]))
+
+
+def load_dataset(services: Services, session: Session, dataset: Dataset, preprocessing: dict[str, Any]
+                 ) -> ImageDataset:
+    """The dataset's train and test splits in position order, assembled from its cached shards, with the
+    model's declared preprocessing as the only input transformation."""
     shards = [load_file(services.cache.path(s["key"], s["sha256"])) for s in dataset.shards]
     splits = {}
     for split in ("train", "test"):
@@ -36,8 +46,8 @@ def load_dataset(services: Services, session: Session, dataset: Dataset) -> Imag
             labels[chosen] = shard["labels"][row_index[chosen]]
         splits[split] = (inputs, labels)
     (train_x, train_y), (test_x, test_y) = splits["train"], splits["test"]
-    # Normalisation is fixed per dataset (the full train split), so every version sees the same inputs.
-    return ImageDataset(train_x, train_y, test_x, test_y, dataset.num_classes, Normalization.fit(train_x))
+    return ImageDataset(train_x, train_y, test_x, test_y, dataset.num_classes,
+                        normalization_of(preprocessing, train_x))
 
 
 def load_model(services: Services, session: Session, model: Model, version: int, input_shape: tuple[int, ...]
@@ -46,7 +56,7 @@ def load_model(services: Services, session: Session, model: Model, version: int,
                                                     ModelVersion.version == version))
     if row is None:
         raise ObjectNotFound(f"model {model.id} version {version}")
-    network = build_model(model.architecture, model.num_classes, input_shape)
+    network = build_model(model.architecture, model.num_classes, input_shape, model.architecture_kwargs)
     network.load_state_dict(load_file(services.cache.path(row.storage_key, row.sha256)))
     return network.eval()
 
@@ -65,10 +75,10 @@ def load_inputs(services: Services, request: DeletionRequest) -> JobInputs:
         assert model is not None
         dataset_row = session.get(Dataset, model.dataset_id)
         assert dataset_row is not None
-        dataset = load_dataset(services, session, dataset_row)
+        dataset = load_dataset(services, session, dataset_row, model.preprocessing)
         erased = set(erased_positions(session, model.id))
         network = load_model(services, session, model, request.model_version, dataset.input_shape)
-    channels = model_input_channels(model.architecture, dataset.input_shape[0])
+    channels = model_input_channels(model.architecture, dataset.input_shape[0], model.architecture_kwargs)
     keep = torch.tensor([p for p in range(len(dataset.train_labels)) if p not in erased], dtype=torch.int64)
     forget = [p for p in request.forget_positions if p not in erased]
     trimmed = ImageDataset(dataset.train_inputs[keep], dataset.train_labels[keep], dataset.test_inputs,

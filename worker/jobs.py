@@ -19,6 +19,7 @@ from sqlalchemy import delete
 
 from domain.lifecycle import WORKER_HELD, State, claim, sources_of, transition
 from models import CurvePoint, DeletionRequest, record_event, utcnow
+from unlearning.architectures import has_batchnorm
 from unlearning.mcu import Checkpoint
 from unlearning.pipeline import CurveResult, materialize_point, run_unlearning
 from unlearning.training import Cancelled, Progress
@@ -74,7 +75,9 @@ def _store_curve(services: Services, request: DeletionRequest, result: CurveResu
     summary = {"recommended_t": result.recommended_t, "effective_region": result.effective_region,
                "targets": result.to_dict()["targets"],
                "recommended_t_reference_window": result.recommended_t_reference_window,
-               "timings": result.timings, "mask": result.mask, "training": result.training}
+               "timings": result.timings, "mask": result.mask, "training": result.training,
+               "batchnorm": ("statistics recomputed on retain rows at every point" if has_batchnorm(result.curve.model)
+                             else "none in the model: recompute skipped")}
     with services.factory() as session, session.begin():
         session.execute(delete(CurvePoint).where(CurvePoint.request_id == request.id))
         session.add_all(CurvePoint(request_id=request.id, **p.to_dict()) for p in result.points)

@@ -44,7 +44,7 @@ def publish_version(services: Services, request: DeletionRequest, key: str, sha2
             version = latest + 1
             session.add(ModelVersion(model_id=model.id, version=version, sha256=sha256, storage_key=key, size=size,
                                      parent_version=request.model_version, deletion_request_id=request.id,
-                                     t=request.selected_t, metrics=metrics))
+                                     t=request.selected_t, metrics=metrics, preprocessing=model.preprocessing))
             model.current_version = version
             row.selected_version = version
             record_erased(session, model.id, request.forget_positions, request.id)

@@ -18,6 +18,7 @@ from api.routes.datasets import check_size, file_sha256
 from api.schemas import ModelOut, Page, VersionOut
 from api.weights import check_weights_header
 from domain import catalog
+from domain.preprocessing import OPTIONS, parse_architecture_kwargs, parse_preprocessing
 from domain.problems import Problem, invalid
 from models import Dataset, Model, ModelVersion, new_id
 from storage import ObjectTooLarge
@@ -36,11 +37,16 @@ def create_model(
     num_classes: Annotated[int, Form(ge=2, le=100_000)],
     dataset_id: Annotated[str, Form(max_length=40)],
     weights: Annotated[UploadFile, File(description="safetensors file of the state_dict")],
+    # Required; optional here only so that a missing value gets the 422 that names the options.
+    preprocessing: Annotated[str | None, Form(description=f"Required: {OPTIONS}.")] = None,
+    architecture_kwargs: Annotated[str | None, Form(description="JSON object of constructor arguments")] = None,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     check_size(weights, settings.max_upload_bytes)
+    kwargs = parse_architecture_kwargs(architecture_kwargs)
     body_sha = fingerprint({"name": name, "architecture": architecture, "num_classes": num_classes,
-                            "dataset_id": dataset_id, "weights": file_sha256(weights)})
+                            "dataset_id": dataset_id, "weights": file_sha256(weights),
+                            "preprocessing": preprocessing, "architecture_kwargs": kwargs})
 
     def create(db: Session) -> str:
         dataset = db.get(Dataset, dataset_id)
@@ -49,6 +55,9 @@ def create_model(
         if num_classes < dataset.num_classes:
             raise invalid(f"num_classes {num_classes} is below the dataset's {dataset.num_classes} classes",
                           [{"loc": ["num_classes"], "msg": "fewer classes than the dataset's labels"}])
+        if preprocessing is None:
+            raise invalid(f"preprocessing is required: give {OPTIONS}", [{"loc": ["preprocessing"], "msg": "missing"}])
+        declared = parse_preprocessing(preprocessing, dataset.input_shape[0])
         weights.file.seek(0)
         check_weights_header(weights.file)  # cheap checks here; loading into the architecture is a worker's
         try:
@@ -57,7 +66,8 @@ def create_model(
             raise Problem(413, f"weights exceed {error.limit} bytes") from error
         model_id = new_id("mdl")
         catalog.register_model(db, Model(id=model_id, name=name, architecture=architecture, num_classes=num_classes,
-                                         dataset_id=dataset_id, current_version=1),
+                                         architecture_kwargs=kwargs, dataset_id=dataset_id, current_version=1,
+                                         preprocessing=declared),
                                ModelVersion(model_id=model_id, version=1, sha256=obj.sha256, storage_key=obj.key,
                                             size=obj.size))
         return model_id

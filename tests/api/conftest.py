@@ -137,9 +137,11 @@ def mlp_weights(num_classes: int = 3, shape: tuple[int, ...] = (1, 4, 4), seed: 
 
 
 def upload_model(client: httpx.Client, dataset_id: str, weights: bytes | None = None, architecture: str = "mlp",
-                 num_classes: int = 3, headers: dict[str, str] | None = None) -> httpx.Response:
+                 num_classes: int = 3, headers: dict[str, str] | None = None, preprocessing: str = "unit"
+                 ) -> httpx.Response:
     return client.post("/v1/models", headers=headers or {}, data={
         "name": "tiny-mlp", "architecture": architecture, "num_classes": str(num_classes), "dataset_id": dataset_id,
+        "preprocessing": preprocessing,
     }, files={"weights": ("w.safetensors", weights if weights is not None else mlp_weights(num_classes))})
 
 

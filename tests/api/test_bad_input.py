@@ -224,7 +224,7 @@ def test_model_num_classes_below_the_datasets_is_422(api: httpx.Client, register
 def test_model_num_classes_form_field_is_validated(api: httpx.Client, registered: dict[str, str],
                                                    num_classes: str) -> None:
     response = api.post("/v1/models", data={"name": "m", "architecture": "mlp", "num_classes": num_classes,
-                                            "dataset_id": registered["dataset_id"]},
+                                            "dataset_id": registered["dataset_id"], "preprocessing": "unit"},
                         files={"weights": ("w.safetensors", b"x")})
     assert ["num_classes"] in error_locs(assert_problem(response, 422, "num_classes"))
 
@@ -473,3 +473,28 @@ def test_dataset_upload_over_the_limit_is_413(tiny_limit_url: str) -> None:
 def test_model_upload_over_the_limit_is_413(tiny_limit_url: str) -> None:
     with no_5xx_client(tiny_limit_url) as client:
         assert_problem(upload_model(client, "ds_any"), 413, "w.safetensors", "limit is 512")
+
+
+@pytest.mark.parametrize("preprocessing", [
+    None, "", "bogus", '{"mean": [0.5]}', '{"mean": [0.5, 0.5], "std": [0.2, 0.2]}', '{"mean": [0.5], "std": [0]}',
+    '{"mean": ["a"], "std": [1]}', '{"mean": [NaN], "std": [1]}', '{"mean": [0.5], "std": [1], "x": 1}',
+    "[" * 5000, "x" * 3000,
+], ids=["missing", "empty", "unknown-preset", "no-std", "two-channels", "zero-std", "text", "nan", "extra-key",
+        "deep", "long"])
+def test_bad_preprocessing_is_422_naming_the_options(api: httpx.Client, registered: dict[str, str],
+                                                     preprocessing: str | None) -> None:
+    data = {"name": "m", "architecture": "mlp", "num_classes": "3", "dataset_id": registered["dataset_id"]}
+    if preprocessing is not None:
+        data["preprocessing"] = preprocessing
+    response = api.post("/v1/models", data=data, files={"weights": ("w.safetensors", mlp_weights(3))})
+    body = assert_problem(response, 422, '"unit", "imagenet" or "dataset"')
+    assert ["preprocessing"] in error_locs(body)
+
+
+@pytest.mark.parametrize("kwargs", ["[1, 2]", "not json", "{" * 5000, '"text"'], ids=["list", "text", "deep", "str"])
+def test_architecture_kwargs_not_an_object_is_422(api: httpx.Client, registered: dict[str, str], kwargs: str) -> None:
+    response = api.post(
+        "/v1/models", data={"name": "m", "architecture": "mlp", "num_classes": "3", "preprocessing": "unit",
+                            "dataset_id": registered["dataset_id"], "architecture_kwargs": kwargs},
+        files={"weights": ("w.safetensors", mlp_weights(3))})
+    assert ["architecture_kwargs"] in error_locs(assert_problem(response, 422, "JSON object"))

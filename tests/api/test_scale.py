@@ -30,7 +30,7 @@ def test_200k_sample_dataset_registers_and_10k_ids_resolve(service: Service) -> 
 
     weights = save(seeded_init("mlp", 10, (1, 2, 2), 0).state_dict())
     model = service.client.post("/v1/models", data={"name": "scale", "architecture": "mlp", "num_classes": "10",
-                                                    "dataset_id": created.json()["id"]},
+                                                    "preprocessing": "unit", "dataset_id": created.json()["id"]},
                                 files={"weights": ("w.safetensors", weights)})
     assert validated(service, model)["state"] == "ready"
 

@@ -17,7 +17,6 @@ import pytest
 import redis
 
 from cli.digits import DigitsUpload
-from cli.digits import digits_upload as digits_upload_
 from storage import S3Store
 from tests.support import free_port, postgres_schema, wait_for
 
@@ -115,21 +114,26 @@ def stack(tmp_path_factory: pytest.TempPathFactory, e2e_postgres_url: str, s3_en
         "MCU_S3_ENDPOINT_URL": s3_endpoint,
     } | {k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
                                     "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE") if k in os.environ}
-    running = Stack(env, data_dir)
+    yield from _running(Stack(env, data_dir))
+
+
+@pytest.fixture(scope="session")
+def embedded_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The embedded default: only MCU_DATA_DIR (SQLite, a local folder, the SQL broker)."""
+    data_dir = tmp_path_factory.mktemp("embedded")
+    yield from _running(Stack(base_env(data_dir), data_dir))
+
+
+def _running(stack: Stack) -> Iterator[Stack]:
     try:
-        running.start_api()
-        running.start_worker()
-        yield running
+        stack.start_api()
+        stack.start_worker()
+        yield stack
     finally:
-        running.stop()
+        stack.stop()
 
 
 # --- the digits dataset and a model trained on it ----------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def digits_upload() -> DigitsUpload:
-    return digits_upload_()
-
 
 def register(client: httpx.Client, upload: DigitsUpload) -> tuple[str, str]:
     """A digits dataset and a trained cnn-small model on it, validated; returns (dataset_id, model_id)."""
@@ -139,8 +143,7 @@ def register(client: httpx.Client, upload: DigitsUpload) -> tuple[str, str]:
 
 
 def add_model(client: httpx.Client, dataset_id: str, upload: DigitsUpload) -> str:
-    model = client.post("/v1/models", data={"name": "digits-cnn", "architecture": "cnn-small", "num_classes": "10",
-                                            "dataset_id": dataset_id},
+    model = client.post("/v1/models", data=upload.model_form(dataset_id),
                         files={"weights": ("w.safetensors", upload.weights)})
     assert model.status_code == 201, model.text
     model_id = model.json()["id"]
