@@ -52,7 +52,6 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     S.FAILED: frozenset(),
     S.CANCELLED: frozenset(),
 }
-FINISHED = frozenset(state for state, targets in TRANSITIONS.items() if not targets)
 WORKER_HELD = frozenset({S.RUNNING, S.MATERIALIZING, S.CANCELLING})  # a worker heartbeats while it holds these
 CALLBACK_STATES = frozenset({S.AWAITING_SELECTION, S.SUCCEEDED, S.FAILED, S.CANCELLED})
 # Tasks sent when a request enters a state. Artifacts are deleted on every way out that publishes or

@@ -109,9 +109,6 @@ class ObjectStore(ABC):
     def exists(self, key: str) -> bool: ...
 
     @abstractmethod
-    def size(self, key: str) -> int: ...
-
-    @abstractmethod
     def delete(self, key: str) -> None:
         """Delete one object; a missing key is not an error (deletes are retried)."""
 
@@ -151,15 +148,3 @@ class ObjectStore(ABC):
     def get_bytes(self, key: str) -> bytes:
         return b"".join(self.iter_chunks(key))
 
-    def download_to(self, key: str, path: Path) -> None:
-        """Download to `path` via a temp file next to it, so `path` is either absent or complete."""
-        chunks = self.iter_chunks(key)  # raises ObjectNotFound before any file is created
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with scratch_file(path.parent) as tmp:
-            with tmp.open("wb") as out:
-                for chunk in chunks:
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, path)

@@ -50,12 +50,6 @@ class LocalStore(ObjectStore):
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    def size(self, key: str) -> int:
-        path = self._path(key)
-        if not path.is_file():
-            raise ObjectNotFound(key)
-        return path.stat().st_size
-
     def delete(self, key: str) -> None:
         path = self._path(key)
         if path.is_file():

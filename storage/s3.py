@@ -117,9 +117,6 @@ class S3Store(ObjectStore):
             return False
         return True
 
-    def size(self, key: str) -> int:
-        return int(self._head(key)["ContentLength"])
-
     def delete(self, key: str) -> None:
         with self._errors():
             self._client.delete_object(Bucket=self.bucket, Key=self._full(key))

@@ -9,7 +9,7 @@ from safetensors.torch import load as load_tensors
 
 from cli.digits import DigitsUpload
 from tests.support import wait_for_state
-from unlearning import build_model, load_digits_dataset, make_unlearning_data
+from unlearning import Normalization, build_model, load_digits_dataset, make_unlearning_data
 from unlearning.metrics import accuracy
 
 from .conftest import FAST_JOB, REDIS_URL, Stack, add_model, register, submit, wait_for
@@ -41,6 +41,7 @@ def test_full_flow_publishes_a_version_that_forgot_the_class(stack: Stack, digit
     network = build_model("cnn-small", 10, (1, 8, 8))
     network.load_state_dict(load_tensors(weights.content))
     digits = load_digits_dataset()
+    digits.normalization = Normalization((0.0,), (1.0,))  # the model's declared "unit" preprocessing
     data = make_unlearning_data(digits, channels=1, forget_classes=[FORGET_CLASS])
     retained_test, forgotten_test = data.test_split_by_class()
     assert accuracy(network, data.forget, data.adapter) < 0.1

@@ -50,27 +50,21 @@ def test_put_at_overwrites(store: ObjectStore) -> None:
     info = store.put_at("jobs/1/checkpoint.safetensors", b"epoch 2!")
     assert info == ObjectInfo("jobs/1/checkpoint.safetensors", hashlib.sha256(b"epoch 2!").hexdigest(), 8)
     assert store.get_bytes(info.key) == b"epoch 2!"
-    assert store.size(info.key) == 8
 
 
-def test_read_paths_round_trip(store: ObjectStore, tmp_path: Path) -> None:
+def test_read_paths_round_trip(store: ObjectStore) -> None:
     data = bytes(range(256)) * 5000  # 1.28 MB: more than one chunk
     info = store.put_bytes("blobs", data)
     assert store.exists(info.key)
     assert store.get_bytes(info.key) == data
     chunks = list(store.iter_chunks(info.key, chunk_size=500_000))
     assert [len(c) for c in chunks] == [500_000, 500_000, 280_000]
-    target = tmp_path / "out" / "blob.bin"
-    store.download_to(info.key, target)
-    assert target.read_bytes() == data
-    assert [p.name for p in target.parent.iterdir()] == ["blob.bin"]  # no temp file left next to it
 
 
 def test_large_stream_upload(store: ObjectStore) -> None:
     data = bytes(range(256)) * (80 * 1024)  # 20 MiB
     info = store.put_stream("big", io.BytesIO(data), max_bytes=len(data))
     assert info.size == len(data) and info.sha256 == hashlib.sha256(data).hexdigest()
-    assert store.size(info.key) == len(data)
     assert hashlib.sha256(b"".join(store.iter_chunks(info.key))).hexdigest() == info.sha256
     if isinstance(store, S3Store):  # a multipart upload's ETag ends in "-<number of parts>"
         head = store._client.head_object(Bucket=store.bucket, Key=info.key)
@@ -88,13 +82,12 @@ def test_max_bytes_stops_reading_and_leaves_nothing(store: ObjectStore) -> None:
         assert not [p for p in store.root.rglob("*") if p.is_file()]
 
 
-def test_missing_keys(store: ObjectStore, tmp_path: Path) -> None:
+def test_missing_keys(store: ObjectStore) -> None:
     assert not store.exists("nope/missing")
-    for read in (store.get_bytes, store.iter_chunks, store.size, lambda key: store.download_to(key, tmp_path / "x")):
+    for read in (store.get_bytes, store.iter_chunks):
         with pytest.raises(ObjectNotFound) as caught:
             read("nope/missing")
         assert caught.value.key == "nope/missing"
-    assert not (tmp_path / "x").exists()
 
 
 def test_delete_and_delete_prefix(store: ObjectStore) -> None:
