@@ -1,19 +1,22 @@
 """Unlearning quality against retraining: every base method, and MCU on top of each.
 
-    python -m bench.quality --dataset mnist5k --scenario random --seeds 3 --json bench/results/q.json
+    python -m bench.quality --dataset mnist5k --scenario random --seed-list 0,1,2 --json docs/results/q.json
+    python -m bench.quality --dataset mnist5k --scenario random --methods rl,ft --masks off,tensor,element
 
-Per seed: the original model (trained once per dataset, cached), a model retrained without the forget
-set (the gold standard), each base method's θ_p, and MCU on each θ_p with adaptive and with fixed β 0.2.
-Every model is measured on the same seeded rows (EvalSets). Reported per method: UA, RA, TA, MIA
-efficacy (fractions in JSON, percent in the table), Avg. Gap to retrain (points), run time; for MCU
-rows also the gap of the best grid point (an oracle that knows the retrained model), the gap of the
-published code's rule ([0.75, 1] window), and the curve-training and grid times.
+Per seed: the original model θ_o (trained with that seed, cached), a model retrained without the forget
+set (the gold standard), each base method's θ_p, and MCU on each θ_p (default config; `--masks` runs the
+mask ablation on the same θ_o, θ_p and seeds; `--fixed-beta` adds β 0.2). Every model is measured on the
+same seeded rows (EvalSets) with BatchNorm statistics recomputed on retain rows only, base rows included,
+so every row is compared alike. Reported per method: UA, RA, TA, MIA efficacy (fractions in JSON, percent
+in the table), Avg. Gap to retrain (points), run time; for MCU rows also the best measured point's gap
+(an oracle that knows the retrained model), the gap at the published rule's point (½(|RA − c_r| +
+|FA − c_f|), t ∈ [0.75, 1], as the reference code), the agreement of our effective region with the one
+the retrained model defines (share of measured t on the same side), curve-training and grid times.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -21,19 +24,25 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
+from bench.common import markdown_table, write_json
 from unlearning import ImageDataset, load_digits_dataset, make_unlearning_data, run_unlearning, train_classifier
 from unlearning.architectures import seeded_init
 from unlearning.base_methods import MethodContext, run_base_method
-from unlearning.config import EvalConfig, resolve_config
+from unlearning.config import EvalConfig, Targets, resolve_config
+from unlearning.curve import recompute_batchnorm
 from unlearning.data import Subset, UnlearningData, seeded_generator
 from unlearning.metrics import EvalSets, PointMetrics, avg_gap, evaluate
+from unlearning.spectrum import REFERENCE_WINDOW, recommend_t
 from unlearning.training import JobHooks
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 BASE_METHODS = ("ft", "ga", "neggrad_plus", "rl", "salun")
 METRICS = {"UA": "unlearning_accuracy", "RA": "retain_accuracy", "TA": "test_accuracy", "MIA": "mia_efficacy"}
 ORIGINAL_TRAINING = {"epochs": 20, "lr": 0.05}
+MASKS = {"default": {}, "off": {"retain_filter": 0.0, "forget_reserve": 1.0, "granularity": "tensor"},
+         "tensor": {"granularity": "tensor"}, "element": {"granularity": "element"}}
 
 
 def load_dataset(name: str) -> ImageDataset:
@@ -49,16 +58,16 @@ def load_dataset(name: str) -> ImageDataset:
     return ImageDataset(inputs[train], targets[train], inputs[test], targets[test], 10)
 
 
-def original_model(name: str, dataset: ImageDataset) -> torch.nn.Module:
-    """cnn-small trained on the whole training set, cached on disk as safetensors."""
-    model = seeded_init("cnn-small", dataset.num_classes, dataset.input_shape, seed=0)
-    path = CACHE / f"{name}-original.safetensors"
+def original_model(name: str, dataset: ImageDataset, seed: int) -> nn.Module:
+    """cnn-small trained on the whole training set with `seed`, cached on disk as safetensors."""
+    model = seeded_init("cnn-small", dataset.num_classes, dataset.input_shape, seed=seed)
+    path = CACHE / f"{name}-original-seed{seed}.safetensors"
     if path.exists():
         model.load_state_dict(load_file(path))
         return model.eval()
     adapter = make_unlearning_data(dataset, channels=dataset.input_shape[0], forget_classes=[0]).adapter
     train = Subset(dataset.train_inputs, dataset.train_labels, torch.arange(len(dataset.train_labels)))
-    train_classifier(model, train, adapter, seed=0, **ORIGINAL_TRAINING)
+    train_classifier(model, train, adapter, seed=seed, **ORIGINAL_TRAINING)
     CACHE.mkdir(exist_ok=True)
     save_file(model.state_dict(), path)
     return model.eval()
@@ -75,46 +84,76 @@ def forget_data(dataset: ImageDataset, scenario: str, seed: int) -> UnlearningDa
     return make_unlearning_data(dataset, channels=channels, forget_indices=indices)
 
 
+def measured(model: nn.Module, sets: EvalSets, data: UnlearningData) -> PointMetrics:
+    """The model's metrics with BatchNorm statistics recomputed on retain rows only (as MCU's points)."""
+    recompute_batchnorm(model, sets.bn, data.adapter, EvalConfig().batch_size)
+    return evaluate(model, sets, data.adapter, EvalConfig().batch_size)
+
+
 def as_row(metrics: PointMetrics, reference: PointMetrics, seconds: float) -> dict[str, float]:
     """Accuracies as fractions; the gap in percentage points, as the literature reports it."""
     row = {short: getattr(metrics, name) for short, name in METRICS.items()}
     return row | {"avg_gap": 100 * avg_gap(metrics, reference), "rte_s": seconds}
 
 
-def run_seed(original: torch.nn.Module, data: UnlearningData, seed: int, log: Any) -> dict[str, dict[str, float]]:
+def region_agreement(points: list[PointMetrics], region: list[list[float]], reference: PointMetrics) -> float:
+    """Share of measured t on the same side of the effective region as the retrained model puts them."""
+    end_gap = avg_gap(points[-1], reference)
+    same = [(avg_gap(p, reference) < end_gap) == any(lo <= p.t <= hi for lo, hi in region) for p in points]
+    return float(np.mean(same))
+
+
+def mcu_row(original: nn.Module, data: UnlearningData, method: str, config: dict[str, Any],
+            theta_p: dict[str, torch.Tensor], reference: PointMetrics, base_s: float) -> tuple[dict, Any]:
+    result = run_unlearning(original, data, method, config, theta_p=theta_p, device="cpu")
+    _, recommended = result.materialize(result.recommended_t)
+    targets = result.targets
+    published_t = recommend_t(result.points, Targets(targets.retain_accuracy, targets.forget_accuracy),
+                              REFERENCE_WINDOW)
+    _, published = result.materialize(published_t)
+    oracle = min(result.points, key=lambda p: avg_gap(p, reference))
+    row = as_row(recommended, reference, base_s + result.timings["total"] - result.timings["base"])
+    row |= {"oracle_gap": 100 * avg_gap(oracle, reference), "published_rule_gap": 100 * avg_gap(published, reference),
+            "recommended_t": result.recommended_t, "oracle_t": oracle.t, "published_t": published_t,
+            "region_agreement": region_agreement(result.points, result.effective_region, reference),
+            "curve_s": result.timings["curve"], "grid_s": result.timings["evaluate"],
+            "points_measured": result.training["points_measured"], "kept_share": result.mask["kept_share"],
+            "beta_0.01_share": result.training["beta_counts"].get("0.01", 0) / max(1, result.training["batches"]),
+            "rollbacks": len(result.training["rollbacks"])}
+    return row, result
+
+
+def run_seed(dataset: ImageDataset, name: str, scenario: str, seed: int, methods: list[str], masks: list[str],
+             fixed_beta: bool, keep_curve: bool, log: Any) -> dict[str, dict[str, float]]:
+    original = original_model(name, dataset, seed)
+    data = forget_data(dataset, scenario, seed)
     sets = EvalSets.draw(data, EvalConfig(), seed)
-    adapter, batch = data.adapter, EvalConfig().batch_size
     context = MethodContext(seed, JobHooks())
     rows: dict[str, dict[str, float]] = {}
 
     started = time.perf_counter()
     retrained = run_base_method("retrain", original, data, resolve_config(None, "retrain").base, context)
-    reference = evaluate(retrained, sets, adapter, batch)
-    rows["retrain"] = as_row(reference, reference, time.perf_counter() - started)
-    for method in BASE_METHODS:
+    retrain_s = time.perf_counter() - started
+    reference = measured(retrained, sets, data)
+    rows["retrain"] = as_row(reference, reference, retrain_s)
+    for method in methods:
         started = time.perf_counter()
         base = run_base_method(method, original, data, resolve_config(None, method).base, context)
         base_s = time.perf_counter() - started
-        rows[method] = as_row(evaluate(base, sets, adapter, batch), reference, base_s)
         theta_p = {k: v.detach().clone() for k, v in base.state_dict().items()}
-        for label, beta in (("mcu", "adaptive"), ("mcu-fixed", 0.2)):
-            result = run_unlearning(original, data, method, {"seed": seed, "beta": beta}, theta_p=theta_p,
-                                    device="cpu")
-            _, recommended = result.materialize(result.recommended_t)
-            _, window = result.materialize(result.recommended_t_reference_window)
-            row = as_row(recommended, reference, base_s + result.timings["total"] - result.timings["base"])
-            row |= {"oracle_gap": 100 * min(avg_gap(p, reference) for p in result.points),
-                    "reference_rule_gap": 100 * avg_gap(window, reference),
-                    "recommended_t": result.recommended_t, "oracle_t": min(
-                        result.points, key=lambda p: avg_gap(p, reference)).t,
-                    "curve_s": result.timings["curve"], "grid_s": result.timings["evaluate"],
-                    "kept_share": result.mask["kept_share"]}
-            rows[f"{label}({method})"] = row
-            if seed == 0 and label == "mcu" and method == "rl":
+        rows[method] = as_row(measured(base, sets, data), reference, base_s)
+        variants = {f"mcu({method})" if m == "default" else f"mcu[{m}]({method})": {"seed": seed, "mask": MASKS[m]}
+                    for m in masks}
+        if fixed_beta:
+            variants[f"mcu-fixed({method})"] = {"seed": seed, "beta": 0.2}
+        for label, config in variants.items():
+            rows[label], result = mcu_row(original, data, method, config, theta_p, reference, base_s)
+            if keep_curve and label == "mcu(rl)":
                 rows["_curve"] = {"points": [p.to_dict() for p in result.points], "reference": reference.to_dict(),
                                   "recommended_t": result.recommended_t}  # type: ignore[dict-item]
-        log(f"  seed {seed} {method}: base gap {rows[method]['avg_gap']:.2f}, "
-            f"mcu gap {rows[f'mcu({method})']['avg_gap']:.2f} (oracle {rows[f'mcu({method})']['oracle_gap']:.2f})")
+        summary = ", ".join(f"{label} {rows[label]['avg_gap']:.2f} (oracle {rows[label]['oracle_gap']:.2f})"
+                            for label in variants)
+        log(f"  seed {seed} {method}: base gap {rows[method]['avg_gap']:.2f}, {summary}", flush=True)
     return rows
 
 
@@ -123,29 +162,28 @@ def aggregate(per_seed: list[dict[str, dict[str, float]]]) -> list[dict[str, Any
     for method in [m for m in per_seed[0] if not m.startswith("_")]:
         keys = per_seed[0][method].keys()
         values = {k: np.array([seed_rows[method][k] for seed_rows in per_seed], dtype=float) for k in keys}
-        row: dict[str, Any] = {"method": method} | {k: round(float(v.mean()), 3) for k, v in values.items()}
-        row["std"] = {k: round(float(v.std()), 3) for k, v in values.items()}
+        row: dict[str, Any] = {"method": method} | {k: round(float(v.mean()), 4) for k, v in values.items()}
+        row["std"] = {k: round(float(v.std()), 4) for k, v in values.items()}
         out.append(row)
     return out
 
 
+COLUMNS = {"UA": "UA", "RA": "RA", "TA": "TA", "MIA": "MIA", "Avg. Gap": "avg_gap", "oracle gap": "oracle_gap",
+           "published rule gap": "published_rule_gap", "t": "recommended_t", "region agree": "region_agreement",
+           "RTE s": "rte_s", "curve s": "curve_s", "grid s": "grid_s"}
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| method | UA | RA | TA | MIA | Avg. Gap | oracle gap | ref. rule gap | t | RTE (s) | curve s | grid s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        cells = [_cell(r, k) for k in ("UA", "RA", "TA", "MIA", "avg_gap", "oracle_gap", "reference_rule_gap")]
-        cells += [f"{r['recommended_t']:.2f}" if "recommended_t" in r else "", f"{r['rte_s']:.1f}",
-                  f"{r['curve_s']:.1f}" if "curve_s" in r else "", f"{r['grid_s']:.1f}" if "grid_s" in r else ""]
-        lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    def cell(row: dict[str, Any], key: str) -> str:
+        if key not in row:
+            return ""
+        if key in METRICS:
+            return f"{100 * row[key]:.2f}"
+        if key in ("avg_gap", "oracle_gap", "published_rule_gap"):
+            return f"{row[key]:.2f} ± {row['std'][key]:.2f}"
+        return f"{row[key]:.2f}" if key in ("recommended_t", "region_agreement") else f"{row[key]:.1f}"
 
-
-def _cell(row: dict[str, Any], key: str) -> str:
-    """mean ± std; accuracies shown in percent."""
-    if key not in row:
-        return ""
-    scale = 100 if key in METRICS else 1
-    return f"{scale * row[key]:.2f} ± {scale * row['std'][key]:.2f}"
+    return markdown_table(["method", *COLUMNS], [[r["method"], *(cell(r, k) for k in COLUMNS.values())] for r in rows])
 
 
 def plot_curve(curve: dict[str, Any], path: Path, title: str) -> None:
@@ -167,30 +205,35 @@ def plot_curve(curve: dict[str, Any], path: Path, title: str) -> None:
     fig.savefig(path, dpi=110)
 
 
+def seed_list(args: argparse.Namespace) -> list[int]:
+    return [int(s) for s in args.seed_list.split(",")] if args.seed_list else list(range(args.seeds))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=("digits", "mnist5k"), default="digits")
     parser.add_argument("--scenario", choices=("random", "classwise"), default="random")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (unless --seed-list)")
+    parser.add_argument("--seed-list", help="comma-separated seeds, e.g. 3,4")
+    parser.add_argument("--methods", default=",".join(BASE_METHODS))
+    parser.add_argument("--masks", default="default", help=f"MCU mask variants: {','.join(MASKS)}")
+    parser.add_argument("--fixed-beta", action="store_true", help="also MCU with fixed β 0.2")
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--plot", type=Path, help="PNG of MCU(rl)'s curve for seed 0 (dotted: retrain)")
+    parser.add_argument("--plot", type=Path, help="PNG of MCU(rl)'s curve for the first seed (dotted: retrain)")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.set_num_threads(1)
 
+    seeds = seed_list(args)
     dataset = load_dataset(args.dataset)
-    original = original_model(args.dataset, dataset)
-    per_seed = []
-    for seed in range(args.seeds):
-        per_seed.append(run_seed(original, forget_data(dataset, args.scenario, seed), seed, print))
+    per_seed = [run_seed(dataset, args.dataset, args.scenario, seed, args.methods.split(","), args.masks.split(","),
+                         args.fixed_beta, seed == seeds[0], print) for seed in seeds]
     rows = aggregate(per_seed)
-    print(f"\n{args.dataset}, {args.scenario} forgetting, {args.seeds} seeds (mean ± std; percent)\n")
+    print(f"\n{args.dataset}, {args.scenario} forgetting, seeds {seeds} (gaps: mean ± std, points; rest: mean)\n")
     print(markdown(rows))
-    if args.plot:
-        plot_curve(per_seed[0]["_curve"], args.plot, f"MCU(rl) on {args.dataset}, {args.scenario}, seed 0")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"dataset": args.dataset, "scenario": args.scenario, "seeds": args.seeds,
-                                         "rows": rows}, indent=2))
+    if args.plot and "_curve" in per_seed[0]:
+        plot_curve(per_seed[0]["_curve"], args.plot, f"MCU(rl) on {args.dataset}, {args.scenario}, seed {seeds[0]}")
+    write_json(args.json, {"dataset": args.dataset, "scenario": args.scenario, "seeds": seeds, "rows": rows,
+                           "per_seed": [{k: v for k, v in s.items() if not k.startswith("_")} for s in per_seed]})
 
 
 if __name__ == "__main__":

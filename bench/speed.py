@@ -1,103 +1,152 @@
 """Training speed: MCU against fine-tuning and retraining, on random CIFAR-shaped data.
 
-    python -m bench.speed --json bench/results/speed.json [--device cuda] [--train 2000]
+    python -m bench.speed --train 20000 --architectures cnn-small --reps 3 --json docs/results/speed-20000.json
+    python -m bench.speed --train 2000 --architectures resnet18,cnn-small --skip-job --json docs/results/speed.json
 
-For each architecture (ResNet-18 and cnn-small): seconds per training sample of fine-tuning (`ft`) and
-of curve training (default mask), their ratio, curve training with per-tensor masks keeping about
-100%, 50% and 10% of the weights, the time of one grid point, and a whole MCU job (mask + `rl` base +
-curve + 21-point grid) against retraining with the original's schedule (`retrain`: 20 epochs).
-Random weights and data: this measures throughput, not forgetting.
+Per architecture: seconds per training sample of fine-tuning (`ft`) and of curve training (default mask)
+and their ratio; a whole MCU job (mask + `rl` base with its defaults + curve + grid) against retraining
+with the original's schedule (`retrain`: 20 epochs), with the grid ÷ curve-training time inside the job.
+Robust to a busy host: the compared phases are interleaved over `--reps` repetitions (order alternating)
+and every figure is reported as the median with its min–max, in wall time and in this process's CPU time
+(one torch thread: CPU time does not grow when another process takes the core). Random weights and data:
+this measures throughput, not forgetting.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from bench.common import markdown_table, write_json
 from bench.gpu_speed import random_cifar, synchronize, warm_up
 from unlearning import BezierCurve, build_model, compute_mask, make_unlearning_data, run_unlearning
 from unlearning.base_methods import MethodContext, run_base_method
-from unlearning.config import MaskConfig, Targets, resolve_config
+from unlearning.config import Targets, resolve_config
 from unlearning.data import UnlearningData
 from unlearning.mcu import train_control_point
-from unlearning.metrics import EvalSets
-from unlearning.pipeline import measure_point
-from unlearning.training import JobHooks
-
-MASKS = {"1.0": MaskConfig(retain_filter=0.0, forget_reserve=1.0),
-         "0.5": MaskConfig(retain_filter=0.0, forget_reserve=0.5),
-         "0.1": MaskConfig(retain_filter=0.0, forget_reserve=0.1)}
+from unlearning.training import JobHooks, Progress
 
 
-def timed(device: torch.device, fn: Any) -> tuple[Any, float]:
-    synchronize(device)
-    started = time.perf_counter()
-    value = fn()
-    synchronize(device)
-    return value, time.perf_counter() - started
+class Clock:
+    """Wall and process-CPU seconds of a callable; phase boundaries of a job from its progress reports."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.phases: dict[str, tuple[float, float]] = {}
+
+    def now(self) -> tuple[float, float]:
+        synchronize(self.device)
+        return time.perf_counter(), time.process_time()
+
+    def run(self, fn: Any) -> tuple[Any, dict[str, float]]:
+        wall, cpu = self.now()
+        value = fn()
+        wall_end, cpu_end = self.now()
+        return value, {"wall": wall_end - wall, "cpu": cpu_end - cpu}
+
+    def on_progress(self, progress: Progress) -> None:
+        if progress.phase not in self.phases:
+            self.phases[progress.phase] = self.now()
 
 
-def measure(architecture: str, data: UnlearningData, device: torch.device, epochs: int) -> dict[str, Any]:
+def job_phases(clock: Clock, end: tuple[float, float]) -> dict[str, dict[str, float]]:
+    """Per phase wall and CPU seconds, from the first report of each phase to the next phase's."""
+    order = [p for p in ("mask", "base", "curve", "evaluate") if p in clock.phases]
+    bounds = [clock.phases[p] for p in order] + [end]
+    return {p: {"wall": bounds[i + 1][0] - bounds[i][0], "cpu": bounds[i + 1][1] - bounds[i][1]}
+            for i, p in enumerate(order)}
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def measure(architecture: str, data: UnlearningData, device: torch.device, epochs: int, reps: int,
+            skip_job: bool) -> dict[str, Any]:
     model = build_model(architecture, 10, tuple(data.retain.inputs.shape[1:])).to(device).eval()
     warm_up(model, data, device)
     config = resolve_config({"epochs": epochs, "base": {"epochs": epochs}}, "ft")
     context = MethodContext(0, JobHooks())
-    theta_p, ft_s = timed(device, lambda: run_base_method("ft", model, data, config.base, context))
-    ft_per_sample = ft_s / (epochs * len(data.retain))
     curve_samples = epochs * (len(data.forget) + round(config.retain_ratio * len(data.retain)))
     targets = Targets(retain_accuracy=0.9, forget_accuracy=0.1)
+    mask = compute_mask(model, data.retain, data.forget, data.adapter, config.mask, config.eval.batch_size)
+    clock = Clock(device)
+    samples: dict[str, list[float]] = {}
+    theta_p: dict[str, torch.Tensor] = {}
 
-    def curve_time(mask_config: MaskConfig) -> tuple[float, float]:
-        mask = compute_mask(model, data.retain, data.forget, data.adapter, mask_config, config.eval.batch_size)
-        curve = BezierCurve(model, model.state_dict(), theta_p.state_dict())
-        _, seconds = timed(device, lambda: train_control_point(curve, data, mask, config, targets))
-        return seconds / curve_samples, mask.kept_share
+    def add(name: str, value: float) -> None:
+        samples.setdefault(name, []).append(value)
 
-    default_s, default_share = curve_time(config.mask)
-    by_mask = {label: dict(zip(("s_per_sample", "kept_share"), curve_time(m), strict=True))
-               for label, m in MASKS.items()}
-    sets = EvalSets.draw(data, config.eval, 0)
-    curve = BezierCurve(model, model.state_dict(), theta_p.state_dict())
-    _, point_s = timed(device, lambda: [measure_point(curve, t, data, sets, config) for t in (0.25, 0.5, 0.75)])
+    for rep in range(reps):
+        def ft() -> None:
+            tuned, seconds = clock.run(lambda: run_base_method("ft", model, data, config.base, context))
+            add("ft_s_per_sample", seconds["wall"] / (epochs * len(data.retain)))
+            add("ft_cpu_s_per_sample", seconds["cpu"] / (epochs * len(data.retain)))
+            theta_p.update(tuned.state_dict())
 
-    retrain_config = resolve_config(None, "retrain").base
-    _, retrain_s = timed(device, lambda: run_base_method("retrain", model, data, retrain_config, context))
-    job, job_s = timed(device, lambda: run_unlearning(model, data, "rl", {"epochs": epochs}, device=device))
-    return {
-        "architecture": architecture,
-        "ft_s_per_sample": ft_per_sample,
-        "mcu_s_per_sample": default_s,
-        "ratio_mcu_ft": default_s / ft_per_sample,
-        "default_mask_kept_share": default_share,
-        "mcu_s_per_sample_by_mask": {k: v["s_per_sample"] for k, v in by_mask.items()},
-        "kept_share_by_mask": {k: v["kept_share"] for k, v in by_mask.items()},
-        "grid_point_s": point_s / 3,
-        "job_s": job_s,
-        "job_timings": job.timings,
-        "retrain_s": retrain_s,
-        "retrain_epochs": retrain_config.epochs,
-        "job_over_retrain": job_s / retrain_s,
-    }
+        def curve() -> None:
+            bezier = BezierCurve(model, model.state_dict(), theta_p)
+            _, seconds = clock.run(lambda: train_control_point(bezier, data, mask, config, targets))
+            add("mcu_s_per_sample", seconds["wall"] / curve_samples)
+            add("mcu_cpu_s_per_sample", seconds["cpu"] / curve_samples)
+
+        def retrain() -> None:
+            retrain_config = resolve_config(None, "retrain").base
+            _, seconds = clock.run(lambda: run_base_method("retrain", model, data, retrain_config, context))
+            add("retrain_s", seconds["wall"])
+            add("retrain_cpu_s", seconds["cpu"])
+
+        def job() -> None:
+            clock.phases = {}
+            result, seconds = clock.run(lambda: run_unlearning(model, data, "rl", {"epochs": epochs}, device=device,
+                                                               hooks=JobHooks(on_progress=clock.on_progress)))
+            phases = job_phases(clock, clock.now())
+            add("job_s", seconds["wall"])
+            add("job_cpu_s", seconds["cpu"])
+            for phase, value in phases.items():
+                add(f"{phase}_s", value["wall"])
+                add(f"{phase}_cpu_s", value["cpu"])
+            add("grid_over_curve", phases["evaluate"]["wall"] / phases["curve"]["wall"])
+            add("grid_over_curve_cpu", phases["evaluate"]["cpu"] / phases["curve"]["cpu"])
+            add("points_measured", result.training["points_measured"])
+
+        ft()
+        steps = [curve] if skip_job else [curve, retrain, job]
+        for step in (steps if rep % 2 == 0 else steps[::-1]):
+            step()
+        add("ratio_mcu_ft", samples["mcu_s_per_sample"][-1] / samples["ft_s_per_sample"][-1])
+        add("ratio_mcu_ft_cpu", samples["mcu_cpu_s_per_sample"][-1] / samples["ft_cpu_s_per_sample"][-1])
+        if not skip_job:
+            add("job_over_retrain", samples["job_s"][-1] / samples["retrain_s"][-1])
+            add("job_over_retrain_cpu", samples["job_cpu_s"][-1] / samples["retrain_cpu_s"][-1])
+        print(f"  {architecture} rep {rep + 1}/{reps}: " + ", ".join(
+            f"{k} {v[-1]:.3g}" for k, v in samples.items() if "ratio" in k or "over" in k), flush=True)
+    return {"architecture": architecture, "mask_kept_share": mask.kept_share, "mask_granularity": mask.granularity,
+            "reps": reps, "samples": samples, **{k: summary(v) for k, v in samples.items()}}
 
 
 def markdown(results: list[dict[str, Any]]) -> str:
-    lines = ["| architecture | FT ms/sample | MCU ms/sample | MCU/FT | MCU ms/sample at 100% / 50% / 10% kept "
-             "(actual share) | grid point s | job s (mask/base/curve/grid) | retrain s | job/retrain |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    def cell(r: dict[str, Any], key: str, scale: float = 1.0) -> str:
+        if key not in r:
+            return ""
+        s = r[key]
+        return f"{scale * s['median']:.3g} ({scale * s['min']:.3g}–{scale * s['max']:.3g})"
+
+    rows = []
     for r in results:
-        masks = " / ".join(f"{1000 * r['mcu_s_per_sample_by_mask'][k]:.2f} ({r['kept_share_by_mask'][k]:.0%})"
-                           for k in MASKS)
-        phases = "/".join(f"{r['job_timings'][k]:.0f}" for k in ("mask", "base", "curve", "evaluate"))
-        lines.append(f"| {r['architecture']} | {1000 * r['ft_s_per_sample']:.2f} | "
-                     f"{1000 * r['mcu_s_per_sample']:.2f} | {r['ratio_mcu_ft']:.2f} | {masks} | "
-                     f"{r['grid_point_s']:.2f} | {r['job_s']:.0f} ({phases}) | {r['retrain_s']:.0f} | "
-                     f"{r['job_over_retrain']:.2f} |")
-    return "\n".join(lines)
+        rows.append([r["architecture"], f"{r['mask_kept_share']:.0%} {r['mask_granularity']}",
+                     cell(r, "ft_s_per_sample", 1000), cell(r, "mcu_s_per_sample", 1000), cell(r, "ratio_mcu_ft"),
+                     cell(r, "ratio_mcu_ft_cpu"), cell(r, "job_s"), cell(r, "retrain_s"),
+                     cell(r, "job_over_retrain"), cell(r, "job_over_retrain_cpu"), cell(r, "curve_s"),
+                     cell(r, "evaluate_s"), cell(r, "grid_over_curve"), cell(r, "grid_over_curve_cpu")])
+    return markdown_table(["architecture", "mask", "FT ms/sample", "MCU ms/sample", "MCU/FT", "MCU/FT (CPU)",
+                           "job s", "retrain s", "job/retrain", "job/retrain (CPU)", "curve s", "grid s",
+                           "grid/curve", "grid/curve (CPU)"], rows)
 
 
 def main() -> None:
@@ -106,24 +155,25 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=2000, help="training rows (test rows: a quarter)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs of ft and of curve training")
     parser.add_argument("--architectures", default="resnet18,cnn-small")
+    parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions (median and min–max)")
+    parser.add_argument("--skip-job", action="store_true", help="only FT vs curve training per sample")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dataset = random_cifar(args.train, args.train // 4, seed=0)
     forget = torch.randperm(args.train, generator=torch.Generator().manual_seed(1))[: args.train // 10]
     results = []
     for architecture in args.architectures.split(","):
-        channels = 3
-        data = make_unlearning_data(dataset, channels=channels, forget_indices=forget).to(device)
-        results.append(measure(architecture, data, device, args.epochs))
-        print(f"{architecture} done", flush=True)
-    print(f"\nrandom 3×32×32 data, {args.train} train rows, 10% forgotten, {args.epochs} epochs, device {device}, "
-          f"{torch.get_num_threads()} CPU threads\n")
+        data = make_unlearning_data(dataset, channels=3, forget_indices=forget).to(device)
+        results.append(measure(architecture, data, device, args.epochs, args.reps, args.skip_job))
+    print(f"\nrandom 3×32×32 data, {args.train} train rows, 10% forgotten, {args.epochs} epochs of ft and curve, "
+          f"device {device}, {torch.get_num_threads()} CPU thread(s), {args.reps} interleaved reps: "
+          "median (min–max)\n")
     print(markdown(results))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"device": str(device), "train": args.train, "epochs": args.epochs,
-                                         "results": results}, indent=2))
+    write_json(args.json, {"device": str(device), "train": args.train, "epochs": args.epochs, "reps": args.reps,
+                           "threads": torch.get_num_threads(), "results": results})
 
 
 if __name__ == "__main__":

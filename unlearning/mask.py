@@ -3,7 +3,8 @@
 Scores come from gradients at θ_o in eval mode, summed over one pass of retain and one of forget data.
 Stage 1 excludes what matters most to retained knowledge (top s_r, up to `retain_filter` of all
 elements); stage 2 keeps, among the rest, what matters most to the forget loss (top s_f, up to
-`forget_reserve` of all elements).
+`forget_reserve` of all elements). Per tensor, per element, or "auto": per tensor when that meets
+both budgets within `share_tolerance`, else per element (MaskConfig).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class ParameterMask:
             "granularity": self.granularity,
             "kept_share": round(self.kept_share, 6),
             "excluded_share": round(self.excluded_elements / self.total, 6),
+            "tensors_touched": len(self.trainable),
+            "tensors_total": len(self.sizes),
             "kept_tensors": {n: round(float(m.float().mean()), 6) for n, m in self.trainable.items()},
             "frozen_tensors": [n for n in self.sizes if n not in self.trainable],
         }
@@ -133,5 +136,23 @@ def compute_mask(model: nn.Module, retain: Subset, forget: Subset, adapter: Inpu
     hooks = hooks or JobHooks()
     grad_retain = accumulated_gradients(model, retain, adapter, batch_size, 1.0, hooks, (0.0, 0.5))
     grad_forget = accumulated_gradients(model, forget, adapter, batch_size, -1.0, hooks, (0.5, 0.5))
-    build = element_mask if config.granularity == "element" else tensor_mask
-    return build(grad_retain, grad_forget, config)
+    return compute_budgeted(grad_retain, grad_forget, config)
+
+
+def compute_budgeted(grad_retain: dict[str, Tensor], grad_forget: dict[str, Tensor],
+                     config: MaskConfig) -> ParameterMask:
+    """The mask of `config.granularity` from accumulated gradients ("auto": per tensor if within budget)."""
+    if config.granularity == "element":
+        return element_mask(grad_retain, grad_forget, config)
+    mask = tensor_mask(grad_retain, grad_forget, config)
+    if config.granularity == "tensor" or meets_budget(mask, config):
+        return mask
+    return element_mask(grad_retain, grad_forget, config)
+
+
+def meets_budget(mask: ParameterMask, config: MaskConfig) -> bool:
+    """Whether the excluded and kept shares both lie within `share_tolerance` of their budgets."""
+    excluded = mask.excluded_elements / mask.total
+    kept_budget = min(config.forget_reserve, 1.0 - excluded)
+    return (abs(excluded - config.retain_filter) <= config.share_tolerance
+            and abs(mask.kept_share - kept_budget) <= config.share_tolerance)

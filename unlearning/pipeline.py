@@ -25,7 +25,14 @@ from unlearning.data import UnlearningData
 from unlearning.mask import compute_mask
 from unlearning.mcu import Checkpoint, train_control_point
 from unlearning.metrics import EvalSets, PointMetrics, evaluate, mia_efficacy, predict
-from unlearning.spectrum import REFERENCE_WINDOW, effective_region, grid, recommend_t
+from unlearning.spectrum import (
+    REFERENCE_WINDOW,
+    coarse_to_fine,
+    effective_region,
+    forget_noise,
+    grid,
+    recommend_t,
+)
 from unlearning.training import JobHooks, Progress, resolve_device
 
 
@@ -140,23 +147,37 @@ def run_unlearning(
     timings["curve"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    points, rejected = [], []
-    ts = grid(cfg.grid_points)
-    for index, t in enumerate(ts):
+    rejected: list[PointMetrics] = []
+    measured: list[float] = []
+    expected = len(grid(cfg.grid_points))
+
+    def noise_of(pts: list[PointMetrics]) -> float:
+        return forget_noise(pts, targets, len(sets.forget))
+
+    def measure(t: float) -> PointMetrics | None:
         hooks.check_cancel()
         _, metrics = measure_point(curve, t, data, sets, cfg)
-        (points if metrics.is_finite() else rejected).append(metrics)
-        hooks.report(Progress("evaluate", (index + 1) / len(ts)))
+        hooks.report(Progress("evaluate", min(1.0, (len(measured) + 1) / expected)))
+        measured.append(t)
+        if metrics.is_finite():
+            return metrics
+        rejected.append(metrics)
+        return None
+
+    points = coarse_to_fine(cfg.grid_points, measure, lambda pts: recommend_t(pts, targets, noise=noise_of(pts)),
+                            cfg.grid_refine)
+    hooks.report(Progress("evaluate", 1.0))
     if not points:
         raise RuntimeError("every grid point had non-finite metrics: the curve diverged")
     timings["evaluate"] = time.perf_counter() - started
     timings["total"] = sum(timings.values())
+    noise = noise_of(points)
 
     return CurveResult(
         points=points,
-        recommended_t=recommend_t(points, targets),
-        recommended_t_reference_window=recommend_t(points, targets, REFERENCE_WINDOW),
-        effective_region=effective_region(points, targets),
+        recommended_t=recommend_t(points, targets, noise=noise),
+        recommended_t_reference_window=recommend_t(points, targets, REFERENCE_WINDOW, noise=noise),
+        effective_region=effective_region(points, targets, margin=noise),
         targets=targets,
         timings={k: round(v, 3) for k, v in timings.items()},
         config=cfg,
@@ -165,7 +186,11 @@ def run_unlearning(
             "batches": stats.batches,
             "skipped_nonfinite_batches": stats.skipped_nonfinite,
             "beta_counts": stats.beta_counts,
+            "rollbacks": stats.rollbacks,
+            "final_lr": stats.final_lr,
             "rejected_nonfinite_points": [p.t for p in rejected],
+            "points_measured": len(measured),
+            "gap_noise": round(noise, 6),
             "eval_sizes": {"retain": len(sets.retain), "forget": len(sets.forget), "test": len(sets.test),
                            "bn": len(sets.bn)},
             "device": str(device),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy.interpolate import CubicSpline
@@ -45,9 +45,23 @@ def _argmin_towards_larger_t(ts: np.ndarray, values: np.ndarray) -> float:
     return float(ts[len(ts) - 1 - reversed_index])
 
 
+def forget_noise(points: Sequence[PointMetrics], targets: Targets, forget_rows: int) -> float:
+    """Binomial standard error of the forget-set accuracy at the point of least target gap.
+
+    The FA target is an estimate and FA itself a share of `forget_rows` rows: gaps closer than this are
+    not told apart by the data (class-wise, where FA ≈ 0 there, the noise is ≈ 0 and nothing changes).
+    """
+    best = min(points, key=lambda p: float(target_gap(_as_metrics(p), targets)))
+    p = best.forget_accuracy
+    return float(np.sqrt(p * (1.0 - p) / max(1, forget_rows)))
+
+
 def recommend_t(points: Sequence[PointMetrics], targets: Targets,
-                window: tuple[float, float] = (0.0, 1.0)) -> float:
-    """The t in `window` (step 0.01) minimising the target gap of cubic interpolations of each metric."""
+                window: tuple[float, float] = (0.0, 1.0), noise: float = 0.0) -> float:
+    """The t in `window` (step 0.01) whose interpolated target gap is within `noise` of the least one,
+    taking the largest such t (the θ_p side: a good θ_p is not moved back towards θ_o for a difference
+    the data cannot resolve). Each metric is interpolated by a cubic spline through the measured points.
+    """
     ordered = sorted(points, key=lambda p: p.t)
     ts = _series(ordered, "t")
     lo, hi = window
@@ -57,23 +71,45 @@ def recommend_t(points: Sequence[PointMetrics], targets: Targets,
         values = _series(ordered, name)
         curve = CubicSpline(ts, values)(search) if len(ts) >= 3 else np.interp(search, ts, values)
         interpolated[name] = np.clip(curve, 0.0, 1.0)
-    return _argmin_towards_larger_t(search, np.asarray(target_gap(interpolated, targets)))
+    gaps = np.asarray(target_gap(interpolated, targets))
+    within = np.nonzero(gaps <= gaps.min() + noise + 1e-12)[0]
+    return float(search[within[-1]])
 
 
-def effective_region(points: Sequence[PointMetrics], targets: Targets) -> list[list[float]]:
-    """Intervals of consecutive grid t values whose target gap beats the θ_p endpoint (t = 1)."""
+def effective_region(points: Sequence[PointMetrics], targets: Targets, margin: float = 0.0) -> list[list[float]]:
+    """Intervals of consecutive measured t values whose target gap beats the θ_p endpoint (t = 1) by more
+    than `margin`."""
     ordered = sorted(points, key=lambda p: p.t)
     end_gap = target_gap(_as_metrics(ordered[-1]), targets)
     regions: list[list[float]] = []
     previous_inside = False
     for p in ordered:
-        inside = target_gap(_as_metrics(p), targets) < end_gap
+        inside = target_gap(_as_metrics(p), targets) < end_gap - margin
         if inside and previous_inside:
             regions[-1][1] = p.t
         elif inside:
             regions.append([p.t, p.t])
         previous_inside = inside
     return regions
+
+
+def coarse_to_fine(points: int, measure: Callable[[float], PointMetrics | None],
+                   choose: Callable[[list[PointMetrics]], float], refine: bool = True) -> list[PointMetrics]:
+    """Measure grid(points) coarse-to-fine: about every fifth point first (endpoints included), then the
+    grid points within half a coarse step of `choose(coarse points)`. `measure` returns None for a point
+    that is rejected (non-finite). Without `refine`, or on grids of 11 points or fewer, every point."""
+    ts = grid(points)
+    stride = max(1, round((points - 1) / 5)) if refine and points > 11 else 1
+    coarse = sorted(set(ts[::stride]) | {ts[-1]})
+    measured: dict[float, PointMetrics | None] = {t: measure(t) for t in coarse}
+    if stride > 1:
+        kept = [p for p in measured.values() if p is not None]
+        centre = choose(kept) if kept else 0.5
+        half = stride / (points - 1) / 2 + 1e-9
+        for t in ts:
+            if t not in measured and abs(t - centre) <= half:
+                measured[t] = measure(t)
+    return [measured[t] for t in sorted(measured) if measured[t] is not None]  # type: ignore[misc]
 
 
 def _as_metrics(point: PointMetrics) -> dict[str, float | np.ndarray]:

@@ -22,7 +22,11 @@ class Cancelled(Exception):
 
 
 class DivergenceError(RuntimeError):
-    """Training produced non-finite weights despite the divergence guard."""
+    """Training produced non-finite weights despite the divergence guard; `epoch` is the 0-based epoch."""
+
+    def __init__(self, message: str, epoch: int | None = None) -> None:
+        super().__init__(message)
+        self.epoch = epoch
 
 
 @dataclass(frozen=True)
@@ -140,14 +144,16 @@ def optimize(
     grad_clip: float | None = None,
     grad_masks: dict[int, Tensor] | None = None,
     on_epoch_end: Callable[[int, OptimizeStats], None] | None = None,
+    stats: OptimizeStats | None = None,
 ) -> OptimizeStats:
     """Run `epochs` epochs of `loss_fn` over `make_batches(generator)`.
 
     A batch with a non-finite loss is skipped (counted, never stepped). `grad_masks` (keyed by id of a
     parameter) zeroes gradient elements that must not move. `on_epoch_end(epochs_done, stats)` runs after
-    each epoch, e.g. to write a checkpoint.
+    each epoch, e.g. to write a checkpoint. `stats`, when given, is updated in place (so a caller keeps
+    the counts of an attempt that ends in `DivergenceError`).
     """
-    stats = OptimizeStats()
+    stats = stats if stats is not None else OptimizeStats()
     for epoch in range(start_epoch, epochs):
         generator = seeded_generator(seed, epoch)
         torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))  # dropout and the like
@@ -170,7 +176,7 @@ def optimize(
             stats.batches += 1
             hooks.report(Progress(phase, (epoch + (index + 1) / len(epoch_batches)) / epochs, epoch + 1, epochs))
         if not all(torch.isfinite(p).all() for p in params):
-            raise DivergenceError(f"{phase}: weights became non-finite in epoch {epoch + 1}")
+            raise DivergenceError(f"{phase}: weights became non-finite in epoch {epoch + 1}", epoch)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, stats)
     return stats

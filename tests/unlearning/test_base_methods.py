@@ -22,7 +22,9 @@ def test_base_method_forgets_the_class_and_keeps_the_rest(method: str, original:
                                                          classwise: UnlearningData) -> None:
     sets = EvalSets.draw(classwise, EvalConfig(), seed=0)
     before = evaluate(original, sets, classwise.adapter, 1024)
-    config = resolve_config(None, method).base
+    # ga's defaults are tuned not to collapse on MNIST-5k; on digits' two forget batches per epoch they
+    # forget little (docs/benchmarks.md), so here it gets the steps a forget set this small needs.
+    config = resolve_config({"base": {"lr": 0.01, "epochs": 5}} if method == "ga" else None, method).base
     after_model = run_base_method(method, original, classwise, config, MethodContext(0, JobHooks()))
     after = evaluate(after_model, sets, classwise.adapter, 1024)
     assert before.forget_accuracy > 0.95

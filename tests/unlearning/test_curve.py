@@ -88,3 +88,32 @@ def test_progress_covers_every_phase_in_order(original: torch.nn.Module, classwi
     assert curve_progress[-1].fraction == pytest.approx(1.0)
     assert curve_progress[-1].epoch == curve_progress[-1].epochs == FAST["epochs"]
     assert all(0.0 <= p.fraction <= 1.0 for p in seen)
+
+
+def _point(t: float, fa: float, ra: float = 1.0):
+    from unlearning.metrics import PointMetrics
+
+    return PointMetrics(t, fa, 1 - fa, ra, 0.98, 0.05)
+
+
+def test_recommended_t_prefers_theta_p_within_noise() -> None:
+    from unlearning import Targets
+    from unlearning.spectrum import recommend_t
+
+    # The gap is least at t = 0.5 (FA 0.975 against a 0.975 target) and θ_p (t = 1) is 0.005 away.
+    points = [_point(t, fa) for t, fa in ((0.0, 1.0), (0.25, 0.99), (0.5, 0.975), (0.75, 0.972), (1.0, 0.97))]
+    targets = Targets(retain_accuracy=1.0, forget_accuracy=0.975)
+    assert recommend_t(points, targets, noise=0.0) == pytest.approx(0.5, abs=0.05)
+    assert recommend_t(points, targets, noise=0.01) == 1.0  # 0.005 points is within the noise: keep θ_p
+    # A gap difference larger than the noise still moves the recommendation away from θ_p.
+    far = [_point(t, fa) for t, fa in ((0.0, 1.0), (0.25, 0.99), (0.5, 0.975), (0.75, 0.95), (1.0, 0.9))]
+    assert recommend_t(far, targets, noise=0.01) < 0.75
+
+
+def test_forget_noise_is_the_binomial_standard_error() -> None:
+    from unlearning import Targets
+    from unlearning.spectrum import forget_noise
+
+    points = [_point(0.0, 1.0), _point(1.0, 0.9)]
+    assert forget_noise(points, Targets(forget_accuracy=0.9), 400) == pytest.approx((0.9 * 0.1 / 400) ** 0.5)
+    assert forget_noise(points, Targets(forget_accuracy=1.0), 400) == 0.0

@@ -5,7 +5,7 @@ from unlearning import compute_mask, run_unlearning
 from unlearning.config import MaskConfig, resolve_config
 from unlearning.curve import BezierCurve
 from unlearning.data import UnlearningData
-from unlearning.mask import tensor_mask
+from unlearning.mask import compute_budgeted, tensor_mask
 from unlearning.mcu import train_control_point
 
 from .conftest import FAST
@@ -104,3 +104,31 @@ def test_mask_report_names_kept_and_frozen_tensors(original: torch.nn.Module, cl
     report = mask.report()
     assert set(report["kept_tensors"]) | set(report["frozen_tensors"]) == set(mask.sizes)
     assert report["kept_share"] == pytest.approx(mask.kept_share, abs=1e-6)
+
+
+def test_default_mask_meets_its_budget_on_cnn_small(original: torch.nn.Module, classwise: UnlearningData) -> None:
+    """Per tensor, cnn-small's fc1 (91% of the weights) makes a 50% budget impossible; auto goes per element."""
+    per_tensor = compute_mask(original, classwise.retain, classwise.forget, classwise.adapter,
+                              MaskConfig(granularity="tensor"), 256)
+    assert abs(per_tensor.kept_share - 0.5) > 0.3  # the degenerate mask the audit found
+    mask = compute_mask(original, classwise.retain, classwise.forget, classwise.adapter, MaskConfig(), 256)
+    report = mask.report()
+    assert report["granularity"] == "element"
+    assert report["kept_share"] == pytest.approx(0.5, abs=0.01)
+    assert report["excluded_share"] == pytest.approx(0.1, abs=0.01)
+    assert 1 < report["tensors_touched"] <= report["tensors_total"]
+
+
+def test_auto_keeps_per_tensor_masks_that_meet_the_budget() -> None:
+    from unlearning.mask import meets_budget
+
+    generator = torch.Generator().manual_seed(0)
+    retain = {f"p{i}": torch.randn(100 + i, generator=generator) for i in range(20)}  # no dominant tensor
+    forget = {f"p{i}": torch.randn(100 + i, generator=generator) for i in range(20)}
+    config = MaskConfig(retain_filter=0.1, forget_reserve=0.5)
+    mask = tensor_mask(retain, forget, config)
+    assert meets_budget(mask, config)
+    assert compute_budgeted(retain, forget, config).granularity == "tensor"
+    dominant = {"big": torch.randn(5000, generator=generator)} | retain
+    dominant_forget = {"big": torch.randn(5000, generator=generator)} | forget
+    assert compute_budgeted(dominant, dominant_forget, config).granularity == "element"

@@ -17,7 +17,8 @@ from .conftest import FAST
         (0.99, 0.85, 0.99, 0.85, 0.0),  # exactly at the target counts as reached
         (1.00, 0.86, 0.98, 0.85, 0.01),  # forget relatively closer (1.2%) than retain (2.0%)
         (0.985, 0.95, 0.98, 0.85, 0.5),  # forget far above its target (11.8% vs 0.5%)
-        (0.90, 0.86, 0.98, 0.85, 0.5),  # a_r < c_r: retain excess negative, forget excess positive
+        (0.90, 0.86, 0.98, 0.85, 0.01),  # retain 8.2% below its target, forget only 1.2% above: gently
+        (0.97, 0.95, 0.98, 0.85, 0.5),  # retain 1.0% below, forget 11.8% above: push
         (0.99, 0.30, 0.98, 0.0, 0.5),  # class-wise: c_f = 0 makes the forget excess infinite
         (0.99, 0.0, 0.98, 0.0, 0.0),  # class-wise, forgotten
     ],
@@ -94,3 +95,92 @@ def test_checkpoint_round_trip_uses_no_pickle() -> None:
     assert again.epoch == 2 and again.skipped_nonfinite == 1
     assert torch.equal(again.control["w"], checkpoint.control["w"])
     assert torch.equal(again.momentum["w"], checkpoint.momentum["w"])
+
+
+def test_checkpoint_carries_beta_counts_lr_and_rollbacks() -> None:
+    checkpoint = Checkpoint(3, {"w": torch.zeros(2)}, beta_counts={"0.5": 7, "0.0": 2}, lr=0.005,
+                            rollbacks=[{"epoch": 2, "lr": 0.005}])
+    again = Checkpoint.from_bytes(checkpoint.to_bytes())
+    assert again.beta_counts == {"0.5": 7, "0.0": 2} and again.lr == 0.005 and again.rollbacks[0]["epoch"] == 2
+
+
+def test_checkpoint_without_new_fields_still_loads() -> None:
+    from safetensors.torch import save
+
+    blob = save({"control/w": torch.ones(2)}, metadata={"mcu_checkpoint": '{"epoch": "1", "skipped_nonfinite": "0"}'})
+    old = Checkpoint.from_bytes(blob)
+    assert old.epoch == 1 and old.beta_counts == {} and old.lr is None and old.rollbacks == []
+    with pytest.raises(ValueError, match="not an MCU checkpoint"):
+        Checkpoint.from_bytes(save({"w": torch.ones(2)}))
+
+
+def test_beta_counts_survive_a_resume(original, classwise: UnlearningData) -> None:
+    config = FAST | {"epochs": 3, "grid_points": 3, "base": {"epochs": 1}}
+    full = run_unlearning(copy.deepcopy(original), classwise, "rl", config, device="cpu")
+    saved: list[bytes] = []
+    stored_theta_p: list[dict] = []
+    with pytest.raises(Cancelled):
+        run_unlearning(copy.deepcopy(original), classwise, "rl", config, device="cpu",
+                       hooks=JobHooks(should_cancel=lambda: len(saved) >= 2),
+                       on_checkpoint=lambda c: saved.append(c.to_bytes()), on_theta_p=stored_theta_p.append)
+    checkpoint = Checkpoint.from_bytes(saved[-1])
+    assert sum(checkpoint.beta_counts.values()) == full.training["batches"] * 2 // 3
+    resumed = run_unlearning(copy.deepcopy(original), classwise, "rl", config, device="cpu",
+                             theta_p=stored_theta_p[0], resume=checkpoint)
+    assert resumed.training["beta_counts"] == full.training["beta_counts"]
+    assert sum(resumed.training["beta_counts"].values()) == full.training["batches"]
+
+
+def _poison_once(curve, epoch_batches: int, at_batch: int, times: int):
+    """Make θ_c non-finite inside the forward of batch `at_batch`, on the first `times` attempts only."""
+    calls = {"n": 0, "poisoned": 0}
+    forward = curve.forward
+
+    def poisoning_forward(inputs, t, control=None):
+        calls["n"] += 1
+        if calls["n"] % epoch_batches == at_batch and calls["poisoned"] < times and control:
+            calls["poisoned"] += 1
+            name = next(n for n, v in control.items() if v.requires_grad)
+            with torch.no_grad():
+                control[name].fill_(float("nan"))
+        return forward(inputs, t, control)
+
+    curve.forward = poisoning_forward
+    return calls
+
+
+def _curve_setup(original, data):
+    from unlearning import BezierCurve, compute_mask, resolve_config
+
+    config = resolve_config({"epochs": 3}, "rl")
+    mask = compute_mask(original, data.retain, data.forget, data.adapter, config.mask, 256)
+    theta_p = {k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v
+               for k, v in original.state_dict().items()}
+    return BezierCurve(original, original.state_dict(), theta_p), mask, config
+
+
+def test_divergence_rolls_back_to_the_last_good_epoch_with_half_the_lr(original, classwise) -> None:
+    from unlearning.mcu import train_control_point
+    from unlearning.training import stratified_batches
+
+    curve, mask, config = _curve_setup(original, classwise)
+    retain_part = round(config.retain_ratio * len(classwise.retain))
+    n_batches = len(stratified_batches(classwise.retain.take(torch.arange(retain_part)), classwise.forget,
+                                       config.batch_size, classwise.adapter, seeded_generator(0, 0)))
+    calls = _poison_once(curve, n_batches, at_batch=3, times=1)  # NaN inside epoch 1 (0-based), once
+    saved: list[Checkpoint] = []
+    stats = train_control_point(curve, classwise, mask, config, Targets(1.0, 0.0), on_checkpoint=saved.append)
+    assert calls["poisoned"] == 1
+    assert stats.rollbacks == [{"epoch": 1, "lr": config.lr / 2}] and stats.final_lr == config.lr / 2
+    assert all(torch.isfinite(v).all() for v in curve.control.values())
+    assert [c.epoch for c in saved] == [1, 2, 3] and saved[-1].lr == config.lr / 2
+
+
+def test_divergence_fails_clearly_after_bounded_rollbacks(original, classwise) -> None:
+    from unlearning.mcu import train_control_point
+    from unlearning.training import DivergenceError
+
+    curve, mask, config = _curve_setup(original, classwise)
+    _poison_once(curve, 1, at_batch=0, times=10**9)  # every batch: nothing can recover
+    with pytest.raises(DivergenceError, match=r"after 2 rollback\(s\)"):
+        train_control_point(curve, classwise, mask, config, Targets(1.0, 0.0))
