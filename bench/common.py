@@ -11,51 +11,18 @@ import contextlib
 import json
 import math
 import os
-import secrets
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+# The same harness as the tests; free_port and postgres_schema are re-exported for the benchmarks.
+from tests.support import free_port, postgres_schema, wait_for  # noqa: F401
+
 REDIS_BENCH_URL = "redis://127.0.0.1:6379/13"
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.05) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-
-
-@contextlib.contextmanager
-def postgres_schema(prefix: str) -> Iterator[str]:
-    """A fresh schema in database `test`, dropped afterwards; yields a URL whose search_path is that schema."""
-    from sqlalchemy import create_engine, text
-
-    schema = f"{prefix}_{secrets.token_hex(4)}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield f"{POSTGRES_ADMIN_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
 
 
 def flush_redis(url: str = REDIS_BENCH_URL) -> None:

@@ -75,11 +75,24 @@ def test_unknown_architecture_is_named() -> None:
         build_model("resnet19", 10, (3, 32, 32))
 
 
-def test_import_pulls_in_no_service_dependency() -> None:
-    code = ("import sys, unlearning; bad = [m for m in ('fastapi', 'celery', 'sqlalchemy', 'boto3') "
-            "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+@pytest.mark.parametrize(("modules", "absent"), [
+    ("unlearning.pipeline, unlearning.base_methods, unlearning.architectures",
+     ("fastapi", "celery", "sqlalchemy", "boto3")),
+    ("unlearning.config", ("torch", "torchvision", "numpy")),  # what the API process imports to validate
+], ids=["library", "config"])
+def test_imports_stay_within_their_layer(modules: str, absent: tuple[str, ...]) -> None:
+    code = f"import sys, {modules}; bad = [m for m in {absent!r} if m in sys.modules]; print(bad); sys.exit(bool(bad))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_grid_point_materializes_to_the_metrics_it_reported(original: nn.Module,
+                                                              classwise: UnlearningData) -> None:
+    result = run_unlearning(original, classwise, "rl", {"epochs": 1, "grid_points": 3, "base": {"epochs": 2}},
+                            device="cpu")
+    middle = result.points[1]
+    _, again = result.materialize(middle.t)
+    assert again.to_dict() == pytest.approx(middle.to_dict(), abs=1e-6)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
