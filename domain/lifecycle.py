@@ -3,14 +3,16 @@
 Every state change goes through `transition` (or `claim`, when a worker takes a job): a compare-and-set on
 the state, so two racing callers can never both move a request; an event in the audit trail; and the
 follow-up tasks of the new state, sent to the broker only *after* the transaction commits (a task never
-sees a row that is not there yet, and a rolled-back change sends nothing). A send lost to a broker outage
-is covered by the reconciler (worker/reconciler.py).
+sees a row that is not there yet, and a rolled-back change sends nothing). A run or materialise task lost
+to a broker outage is sent again by the reconciler (worker/reconciler.py); a lost clean-up or callback is
+not retried yet.
 
     queued ──> running ──> awaiting_selection ──> materializing ──> succeeded
        │          │                │                  │    └──> queued (another version was published first)
        └──────────┴────────────────┴──> cancelled <───┤
-                  └──> cancelling ──> cancelled       └──> cancelling
-    running | materializing | cancelling ──> failed
+                  └──────────> cancelling <───────────┘
+    cancelling ──> cancelled | succeeded (the version was published first) | failed
+    running | materializing ──> failed
 """
 
 from __future__ import annotations
