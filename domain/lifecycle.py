@@ -3,9 +3,9 @@
 Every state change goes through `transition` (or `claim`, when a worker takes a job): a compare-and-set on
 the state, so two racing callers can never both move a request; an event in the audit trail; and the
 follow-up tasks of the new state, sent to the broker only *after* the transaction commits (a task never
-sees a row that is not there yet, and a rolled-back change sends nothing). A run or materialise task lost
-to a broker outage is sent again by the reconciler (worker/reconciler.py); a lost clean-up or callback is
-not retried yet.
+sees a row that is not there yet, and a rolled-back change sends nothing). A run, materialise or
+clean-up task lost to a broker outage is made good by the reconciler (worker/reconciler.py); a lost
+callback is not retried yet.
 
     queued ──> running ──> awaiting_selection ──> materializing ──> succeeded
        │          │                │                  │    └──> queued (another version was published first)

@@ -162,6 +162,8 @@ class DeletionRequest(Base):
     started_at: Mapped[datetime | None] = mapped_column()
     heartbeat_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
+    # Set by the clean-up; a finished request without it is cleaned up by the reconciler.
+    artifacts_deleted_at: Mapped[datetime | None] = mapped_column()
     points: Mapped[list[CurvePoint]] = relationship(order_by="CurvePoint.t", lazy="selectin", viewonly=True)
 
     # What the API shows, read by the response schemas (`from_attributes`).

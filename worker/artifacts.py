@@ -1,12 +1,15 @@
 """A request's intermediate artifacts (θ_p, θ_c, the per-epoch checkpoint) under `requests/<id>/`.
 
 They were trained on the forget set: they are deleted once a version is published or the request is
-cancelled (the clean-up task, sent by domain/lifecycle.py), or when a job starts over on a newer version.
+cancelled (the clean-up task, sent by domain/lifecycle.py, or the reconciler when that task was lost), or
+when a job starts over on a newer version.
 """
 
 from __future__ import annotations
 
-from models import record_event
+from sqlalchemy import update
+
+from models import DeletionRequest, record_event, utcnow
 from storage import ObjectNotFound
 from worker.services import Services
 
@@ -31,4 +34,6 @@ def save(services: Services, request_id: str, name: str, blob: bytes) -> None:
 def delete_artifacts(services: Services, request_id: str) -> None:
     removed = services.store.delete_prefix(f"requests/{request_id}")
     with services.factory() as session, session.begin():
+        session.execute(update(DeletionRequest).where(DeletionRequest.id == request_id)
+                        .values(artifacts_deleted_at=utcnow()))
         record_event(session, request_id, "artifacts_deleted", None, "worker", {"objects": removed})

@@ -1,6 +1,6 @@
-"""What the broker cannot see: queued requests and model validations whose task was lost, jobs whose
-worker went silent, and cancellations nobody is left to finish. A daemon thread in every worker;
-duplicates across workers are harmless (tasks are idempotent)."""
+"""What the broker cannot see: queued requests and model validations whose task was lost, finished
+requests whose clean-up was lost, jobs whose worker went silent, and cancellations nobody is left to
+finish. A daemon thread in every worker; duplicates across workers are harmless (tasks are idempotent)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from sqlalchemy import and_, or_, select, update
 from domain.catalog import ModelState
 from domain.lifecycle import WORKER_HELD, State
 from models import DeletionRequest, Model, utcnow
+from worker.artifacts import delete_artifacts
 from worker.dispatch import MATERIALIZE_SELECTION, RUN_REQUEST, VALIDATE_MODEL
 from worker.jobs import cancel_orphaned
 from worker.services import Services
@@ -28,7 +29,8 @@ def reconcile(services: Services) -> dict[str, list[str]]:
     silent = now - timedelta(seconds=settings.heartbeat_timeout_seconds)
     unsent = now - timedelta(seconds=settings.requeue_after_seconds)
     done: dict[str, list[str]] = {State.QUEUED: resend_queued(services, unsent),
-                                  ModelState.VALIDATING: resend_validations(services, unsent)}
+                                  ModelState.VALIDATING: resend_validations(services, unsent),
+                                  "artifacts_deleted": finish_cleanups(services, unsent)}
     with services.factory() as session:
         rows = session.execute(select(DeletionRequest.id, DeletionRequest.state).where(or_(
             and_(DeletionRequest.state.in_(WORKER_HELD), DeletionRequest.heartbeat_at < silent),
@@ -55,6 +57,18 @@ def resend_queued(services: Services, sent_before: object) -> list[str]:
         with services.factory() as session, session.begin():
             session.execute(update(DeletionRequest).where(DeletionRequest.id.in_(sent)).values(dispatched_at=utcnow()))
     return sent
+
+
+def finish_cleanups(services: Services, finished_before: object) -> list[str]:
+    """Finished requests whose clean-up task never ran (lost to a broker outage): their forget-derived
+    artifacts are deleted here, by the reconciler itself."""
+    with services.factory() as session:
+        ids = session.scalars(select(DeletionRequest.id).where(
+            DeletionRequest.state.in_((State.SUCCEEDED, State.CANCELLED)),
+            DeletionRequest.artifacts_deleted_at.is_(None), DeletionRequest.finished_at < finished_before)).all()
+    for request_id in ids:
+        delete_artifacts(services, request_id)
+    return list(ids)
 
 
 def resend_validations(services: Services, registered_before: object) -> list[str]:

@@ -1,0 +1,48 @@
+"""What the reconciler makes good when the broker lost a task: forget-derived artifacts of a request
+cancelled during a broker outage are deleted all the same."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from cli.digits import DigitsUpload
+from settings import Settings
+from worker import jobs
+from worker.reconciler import reconcile
+from worker.services import connect
+from worker.validation import validate_model
+
+DOWN = "redis://127.0.0.1:1/0"  # nothing listens there: every send fails, as in a broker outage
+
+
+def test_artifacts_of_a_request_cancelled_during_a_broker_outage_are_deleted(tmp_path: Path,
+                                                                            digits_upload: DigitsUpload) -> None:
+    settings = Settings(data_dir=tmp_path, bootstrap_api_key="k", broker_url=DOWN, requeue_after_seconds=1)
+    client = TestClient(create_app(settings), headers={"Authorization": "Bearer k"})
+    services = connect(settings)
+    dataset = client.post("/v1/datasets", data={"name": "d"}, files=digits_upload.files()).json()
+    model = client.post("/v1/models", data=digits_upload.model_form(dataset["id"]),
+                        files={"weights": ("w.safetensors", digits_upload.weights)}).json()
+    validate_model(services, model["id"])
+    request_id = client.post("/v1/deletion-requests", json={
+        "model_id": model["id"], "forget": {"classes": [2]},
+        "config": {"epochs": 1, "grid_points": 3, "base": {"epochs": 1}}}).json()["id"]
+    jobs.run_request(services, request_id)  # the job ran before the outage: θ_p, θ_c, checkpoint are stored
+    artifacts = tmp_path / "objects" / "requests" / request_id
+    assert len(list(artifacts.iterdir())) == 3
+
+    cancelled = client.post(f"/v1/deletion-requests/{request_id}/cancel")
+    assert cancelled.status_code == 202 and cancelled.json()["state"] == "cancelled"
+    assert len(list(artifacts.iterdir())) == 3  # the clean-up task could not be sent
+
+    time.sleep(1.1)  # the reconciler leaves a just-finished request to its clean-up task for a while
+    found = reconcile(services)
+    assert request_id in found["artifacts_deleted"]
+    assert not artifacts.exists() or not list(artifacts.iterdir())
+    events = client.get(f"/v1/deletion-requests/{request_id}/events").json()["items"]
+    assert [e["detail"]["objects"] for e in events if e["type"] == "artifacts_deleted"] == [3]
+    assert request_id not in reconcile(services)["artifacts_deleted"]  # done once, not again
