@@ -18,6 +18,8 @@ from domain.problems import invalid
 from storage import InvalidSafetensors, read_header
 
 MAX_REPORTED = 20
+MAX_CLASSES = 100_000  # as the num_classes form fields allow
+MAX_FIELD = 200  # characters of a sample or subject id, as the database columns hold
 INPUT_DTYPES = {"U8": "uint8", "F32": "float32"}
 REQUIRED_COLUMNS = ("sample_id", "split", "shard", "row")
 
@@ -70,6 +72,8 @@ def inspect_shard(name: str, file: BinaryIO) -> ShardInfo:
             problems.append(f"'labels' must be int64 of shape [N], got {labels.dtype} {list(labels.shape)}")
         elif len(inputs.shape) == 4 and labels.shape[0] != inputs.shape[0]:
             problems.append(f"'inputs' has {inputs.shape[0]} rows but 'labels' has {labels.shape[0]}")
+        if len(inputs.shape) == 4 and 0 in inputs.shape[1:]:
+            problems.append(f"'inputs' images must not be empty, got shape {list(inputs.shape)}")
     if problems:
         raise invalid(f"shard '{name}': " + "; ".join(problems),
                       [{"loc": ["shards", name], "msg": p} for p in problems])
@@ -95,6 +99,9 @@ def parse_manifest(file: BinaryIO, shards: list[ShardInfo], num_classes: int | N
         return _parse_lines(csv.DictReader(text), shards, num_classes)
     except UnicodeDecodeError as error:
         raise invalid("manifest is not UTF-8 text", [{"loc": ["manifest"], "msg": str(error)}]) from error
+    except csv.Error as error:  # e.g. a field over the csv module's limit (128 KiB)
+        raise invalid(f"manifest is not a readable CSV: {error}", [{"loc": ["manifest"], "msg": str(error)}]) \
+            from error
     finally:
         text.detach()  # leave the upload's file open for the caller
 
@@ -122,6 +129,9 @@ def _parse_lines(reader: csv.DictReader, shards: list[ShardInfo], num_classes: i
         if not sample_id:
             problem(line, "empty sample_id")
             continue
+        if len(sample_id) > MAX_FIELD or len(record.get("subject_id") or "") > MAX_FIELD:
+            problem(line, f"sample_id and subject_id must be at most {MAX_FIELD} characters")
+            continue
         if "\x00" in sample_id or "\x00" in (record.get("subject_id") or ""):
             problem(line, "sample_id and subject_id must not contain NUL (0x00) characters")
             continue
@@ -136,18 +146,18 @@ def _parse_lines(reader: csv.DictReader, shards: list[ShardInfo], num_classes: i
             problem(line, f"unknown shard '{shard_name}' (uploaded: {', '.join(by_name)})")
             continue
         shard_index, shard = by_name[shard_name]
-        try:
-            row = int(record["row"])
-        except (TypeError, ValueError):
-            problem(line, f"row must be an integer, got '{record['row']}'")
+        raw_row = record["row"] or ""
+        if not (raw_row.isascii() and raw_row.isdigit() and len(raw_row) <= 12):  # int() would take "0_1"
+            problem(line, f"row must be a non-negative integer, got '{raw_row[:40]}'")
             continue
+        row = int(raw_row)
         if not 0 <= row < shard.rows:
             problem(line, f"row {row} out of range: shard '{shard_name}' has {shard.rows} rows")
             continue
         label = int(shard.labels[row])
-        if label < 0 or (num_classes is not None and label >= num_classes):
-            problem(line, f"label {label} of shard '{shard_name}' row {row} is out of range"
-                    + (f" [0, {num_classes})" if num_classes is not None else ""))
+        limit = num_classes if num_classes is not None else MAX_CLASSES
+        if not 0 <= label < limit:
+            problem(line, f"label {label} of shard '{shard_name}' row {row} is out of range [0, {limit})")
             continue
         max_label = max(max_label, label)
         samples.append({"sample_id": sample_id, "subject_id": record.get("subject_id") or None, "split": split,

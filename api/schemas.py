@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from domain.catalog import ModelState
 from domain.lifecycle import State
@@ -79,7 +79,8 @@ class ForgetIn(Strict):
 
     sample_ids: list[str] | None = Field(default=None, min_length=1, max_length=1_000_000)
     subject_ids: list[str] | None = Field(default=None, min_length=1, max_length=1_000_000)
-    classes: list[int] | None = Field(default=None, min_length=1, max_length=100_000)
+    classes: list[Annotated[StrictInt, Field(ge=0, le=100_000)]] | None = Field(default=None, min_length=1,
+                                                                                max_length=100_000)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ForgetIn:
@@ -158,7 +159,7 @@ class DeletionRequestOut(Out):
 
 
 class SelectionIn(Strict):
-    t: float = Field(ge=0.0, le=1.0)
+    t: float = Field(ge=0.0, le=1.0, strict=True)  # strict: `true` is not t = 1
 
 
 class EventOut(Out):

@@ -28,8 +28,14 @@ def get(session: Session, request_id: str) -> DeletionRequest:
     return row
 
 
+NOT_OFFERED = ("retrain",)  # the benchmarks' gold standard: a retrain, not an unlearning method
+
+
 def validated_config(config: dict[str, Any], base_method: str) -> dict[str, Any]:
     """Every default filled in; 422 naming the dotted key of a bad value."""
+    if base_method in NOT_OFFERED:
+        raise invalid(f"base_method {base_method!r} is not offered by the service (it retrains from scratch)",
+                      [{"loc": ["base_method"], "msg": "not offered"}])
     try:
         return resolve_config(config, base_method).to_dict()
     except ConfigError as error:
@@ -41,7 +47,12 @@ def check_callback(url: str | None, settings: Settings) -> None:
     """Callbacks go only to allow-listed hosts: the service must not be turned into a request forger."""
     if url is None:
         return
-    if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError for a port out of range or not a number)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise invalid("callback_url must be an absolute http(s) URL", [{"loc": ["callback_url"], "msg": "invalid"}])
     if not settings.callback_host_allowed(url):
         raise invalid("callback_url's host is not in the callback allow-list (MCU_CALLBACK_ALLOWED_HOSTS)",

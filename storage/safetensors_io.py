@@ -110,6 +110,8 @@ def _parse(fh: BinaryIO, total: int) -> dict[str, TensorInfo]:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _invalid(f"header is not valid JSON ({exc})") from None
+    except RecursionError:  # a header nested thousands deep: no tensor layout looks like that
+        raise _invalid("header is nested too deeply") from None
     if not isinstance(header, dict):
         raise _invalid("header is not a JSON object")
 

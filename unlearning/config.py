@@ -22,20 +22,24 @@ class ConfigError(ValueError):
         self.message = message
 
 
+# Upper bounds that no real job reaches, so a hostile number is a clear error, not a job that never ends.
+MAX_EPOCHS, MAX_BATCH, MAX_ROWS = 10_000, 65_536, 10_000_000
+
+
 def _bounds(ge: float | None = None, gt: float | None = None, le: float | None = None,
             lt: float | None = None) -> dict[str, float | None]:
     return {"ge": ge, "gt": gt, "le": le, "lt": lt}
 
 
 def _check_range(key: str, value: float, spec: dict[str, Any]) -> None:
-    if not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):  # an int is compared exactly, however large
         raise ConfigError(key, "must be a finite number")
     checks = (("ge", lambda b: value >= b, ">="), ("gt", lambda b: value > b, ">"),
               ("le", lambda b: value <= b, "<="), ("lt", lambda b: value < b, "<"))
     for name, ok, symbol in checks:
         bound = spec.get(name)
         if bound is not None and not ok(bound):
-            raise ConfigError(key, f"must be {symbol} {bound}, got {value}")
+            raise ConfigError(key, f"must be {symbol} {bound}, got {str(value)[:40]}")
 
 
 def _parse_value(key: str, value: Any, annotation: Any, spec: dict[str, Any]) -> Any:
@@ -75,7 +79,11 @@ def _parse_value(key: str, value: Any, annotation: Any, spec: dict[str, Any]) ->
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(key, f"must be a number, got {value!r}")
-        _check_range(key, float(value), spec)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float, e.g. 10**400
+            raise ConfigError(key, "must be a finite number") from None
+        _check_range(key, number, spec)
         return float(value)
     raise TypeError(f"unsupported config annotation {annotation!r} at {key}")
 
@@ -143,10 +151,10 @@ class EvalConfig:
     forward per row at every grid point).
     """
 
-    bn_samples: int = field(default=5000, metadata=_bounds(ge=1))
-    retain_samples: int = field(default=1000, metadata=_bounds(ge=1))
-    test_samples: int = field(default=1000, metadata=_bounds(ge=1))
-    batch_size: int = field(default=1024, metadata=_bounds(ge=1))
+    bn_samples: int = field(default=5000, metadata=_bounds(ge=1, le=MAX_ROWS))
+    retain_samples: int = field(default=1000, metadata=_bounds(ge=1, le=MAX_ROWS))
+    test_samples: int = field(default=1000, metadata=_bounds(ge=1, le=MAX_ROWS))
+    batch_size: int = field(default=1024, metadata=_bounds(ge=1, le=MAX_BATCH))
 
 
 @dataclass(frozen=True)
@@ -167,9 +175,9 @@ class Targets:
 class BaseMethodConfig:
     """Settings of a base unlearning method. `None` means the method's own default (see base_methods)."""
 
-    epochs: int | None = field(default=None, metadata=_bounds(ge=0))
+    epochs: int | None = field(default=None, metadata=_bounds(ge=0, le=MAX_EPOCHS))
     lr: float | None = field(default=None, metadata=_bounds(gt=0.0))
-    batch_size: int | None = field(default=None, metadata=_bounds(ge=2))
+    batch_size: int | None = field(default=None, metadata=_bounds(ge=2, le=MAX_BATCH))
     momentum: float | None = field(default=None, metadata=_bounds(ge=0.0, lt=1.0))
     weight_decay: float | None = field(default=None, metadata=_bounds(ge=0.0))
     beta: float | None = field(default=None, metadata=_bounds(ge=0.0))  # neggrad_plus only
@@ -181,17 +189,17 @@ class BaseMethodConfig:
 class MCUConfig:
     """Every knob of one unlearning job. Defaults are MCU.md's; `base` is filled per method."""
 
-    epochs: int = field(default=10, metadata=_bounds(ge=1))
+    epochs: int = field(default=10, metadata=_bounds(ge=1, le=MAX_EPOCHS))
     lr: float = field(default=0.01, metadata=_bounds(gt=0.0))
     momentum: float = field(default=0.9, metadata=_bounds(ge=0.0, lt=1.0))
     beta: float | Literal["adaptive"] = field(default="adaptive", metadata=_bounds(ge=0.0))
     retain_ratio: float = field(default=0.5, metadata=_bounds(gt=0.0, le=1.0))
-    batch_size: int = field(default=128, metadata=_bounds(ge=2))
+    batch_size: int = field(default=128, metadata=_bounds(ge=2, le=MAX_BATCH))
     grid_points: int = field(default=21, metadata=_bounds(ge=2, le=1001))
     # Coarse-to-fine: measure about every fifth grid point first, then only the grid points within half
     # a coarse step of the coarse pass's recommended t (see spectrum.coarse_to_fine). False: every point.
     grid_refine: bool = True
-    seed: int = field(default=0, metadata=_bounds(ge=0))
+    seed: int = field(default=0, metadata=_bounds(ge=0, le=2**32 - 1))
     mask: MaskConfig = field(default_factory=MaskConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

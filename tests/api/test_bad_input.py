@@ -73,15 +73,17 @@ B = "b.safetensors"
 TWO_SHARD_MANIFEST = manifest_bytes([("x0", "train", A, 0, None), ("x1", "train", A, 1, None),
                                      ("y0", "test", B, 0, None), ("y1", "test", B, 1, None)])
 
+NESTED_HEADER = (200_005).to_bytes(8, "little") + b'{"a":' + b"[" * 200_000  # nested 200,000 deep
+
 DATASET_PROBLEMS = {
     "unknown shard": (manifest_bytes([("x0", "train", A, 0, None), ("x1", "test", "zz.safetensors", 0, None)]),
                       {A: shard_bytes(4)}, {}, ["unknown shard 'zz.safetensors'", "line 3"]),
     "row out of range": (manifest_bytes([("x0", "train", A, 0, None), ("x1", "test", A, 4, None)]),
                          {A: shard_bytes(4)}, {}, ["row 4 out of range", "line 3"]),
     "negative row": (manifest_bytes([("x0", "train", A, 0, None), ("x1", "test", A, -1, None)]),
-                     {A: shard_bytes(4)}, {}, ["row -1 out of range"]),
+                     {A: shard_bytes(4)}, {}, ["row must be a non-negative integer, got '-1'"]),
     "row not an integer": (b"sample_id,split,shard,row\nx0,train,a.safetensors,0\nx1,test,a.safetensors,one\n",
-                           {A: shard_bytes(4)}, {}, ["row must be an integer"]),
+                           {A: shard_bytes(4)}, {}, ["row must be a non-negative integer"]),
     "duplicate sample_id": (manifest_bytes([("x0", "train", A, 0, None), ("x1", "test", A, 1, None),
                                             ("x0", "test", A, 2, None)]),
                             {A: shard_bytes(4)}, {}, ["duplicate sample_id 'x0'", "line 4"]),
@@ -111,6 +113,17 @@ DATASET_PROBLEMS = {
     "manifest not UTF-8": (b"sample_id,split,shard,row\n\xff\xfe,train,a.safetensors,0\n", {A: shard_bytes(4)}, {},
                            ["not UTF-8"]),
     "num_classes below 2": (simple_manifest(3, 1), {A: shard_bytes(4)}, {"num_classes": "1"}, ["num_classes"]),
+    "sample_id of 200 KB": (manifest_bytes([("x" * 200_000, "train", A, 0, None), ("x1", "test", A, 1, None)]),
+                            {A: shard_bytes(4)}, {}, ["not a readable CSV"]),
+    "sample_id over 200 characters": (manifest_bytes([("x" * 201, "train", A, 0, None), ("x1", "test", A, 1, None)]),
+                                      {A: shard_bytes(4)}, {}, ["at most 200 characters", "line 2"]),
+    "row with an underscore": (b"sample_id,split,shard,row\nx0,train,a.safetensors,0\nx1,test,a.safetensors,0_1\n",
+                               {A: shard_bytes(4)}, {}, ["non-negative integer", "0_1"]),
+    "empty images": (simple_manifest(3, 1), {A: save_numpy({"inputs": np.zeros((4, 0, 0, 0), np.uint8),
+                                                           "labels": np.zeros(4, np.int64)})}, {}, ["empty"]),
+    "label 2^63-1 without num_classes": (simple_manifest(3, 1), {A: labelled_shard([0, 1, 2**63 - 1, 0])}, {},
+                                         ["out of range [0, 100000)"]),
+    "header nested 200,000 deep": (simple_manifest(3, 1), {A: NESTED_HEADER}, {}, ["nested too deeply"]),
 }
 
 
@@ -206,7 +219,8 @@ def test_model_weights_of_integers_are_422(api: httpx.Client, registered: dict[s
     (b"", "0 bytes"),
     (b"\x00" * 8, "not a valid safetensors"),
     (b"not safetensors at all, just text", "safetensors"),
-], ids=["pickle", "torch-save-zip", "empty", "zero-header", "text"])
+    (NESTED_HEADER, "nested too deeply"),
+], ids=["pickle", "torch-save-zip", "empty", "zero-header", "text", "nested-header"])
 def test_model_weights_not_safetensors_is_422(api: httpx.Client, registered: dict[str, str],
                                               weights: bytes | None, fragment: str) -> None:
     response = upload_model(api, registered["dataset_id"], weights=torch_zip() if weights is None else weights)
@@ -241,7 +255,16 @@ REQUEST_PROBLEMS: dict[str, tuple[dict[str, Any], str, list[Any] | None]] = {
     "unknown subject ids": ({"forget": {"subject_ids": ["subject1", "nobody"]}}, "unknown subject ids: 'nobody'",
                             ["forget", "subject_ids"]),
     "class out of range": ({"forget": {"classes": [1, 3]}}, "classes out of range [0, 3): 3", ["forget", "classes"]),
-    "negative class": ({"forget": {"classes": [-1]}}, "out of range", ["forget", "classes"]),
+    "negative class": ({"forget": {"classes": [-1]}}, "greater than or equal to 0", ["forget", "classes", 0]),
+    "class as a string": ({"forget": {"classes": ["3"]}}, "valid integer", ["forget", "classes", 0]),
+    "class as a boolean": ({"forget": {"classes": [True]}}, "valid integer", ["forget", "classes", 0]),
+    "retrain as base_method": ({"base_method": "retrain"}, "not offered", ["base_method"]),
+    "config.seed 10^400": ({"config": {"seed": 10**400}}, "must be <=", ["config", "seed"]),
+    "config.epochs 10^400": ({"config": {"epochs": 10**400}}, "must be <=", ["config", "epochs"]),
+    "config.lr 10^400": ({"config": {"lr": 10**400}}, "finite", ["config", "lr"]),
+    "callback_url port 99999": ({"callback_url": "http://127.0.0.1:99999/x"}, "callback_url", ["callback_url"]),
+    "callback_url port abc": ({"callback_url": "http://127.0.0.1:abc/x"}, "callback_url", ["callback_url"]),
+    "callback_url port -1": ({"callback_url": "http://127.0.0.1:-1/x"}, "callback_url", ["callback_url"]),
     "empty sample ids": ({"forget": {"sample_ids": []}}, "at least 1 item", ["forget", "sample_ids"]),
     "empty subject ids": ({"forget": {"subject_ids": []}}, "at least 1 item", ["forget", "subject_ids"]),
     "empty classes": ({"forget": {"classes": []}}, "at least 1 item", ["forget", "classes"]),
@@ -303,8 +326,10 @@ def cancelled_request(api: httpx.Client, registered: dict[str, str]) -> str:
     return request_id
 
 
-@pytest.mark.parametrize("body", [{"t": 1.5}, {"t": -0.01}, {"t": "half"}, {"t": None}, {}, {"t": 0.5, "x": 1}],
-                         ids=["above-1", "below-0", "string", "null", "missing", "extra-field"])
+@pytest.mark.parametrize("body", [{"t": 1.5}, {"t": -0.01}, {"t": "half"}, {"t": None}, {}, {"t": 0.5, "x": 1},
+                                  {"t": True}, {"t": "0.5"}],
+                         ids=["above-1", "below-0", "string", "null", "missing", "extra-field", "true",
+                              "numeric-string"])
 def test_selection_with_bad_t_is_422(api: httpx.Client, cancelled_request: str, body: dict[str, Any]) -> None:
     response = api.post(f"/v1/deletion-requests/{cancelled_request}/selection", json=body)
     assert_problem(response, 422)
