@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from worker.dispatch import ALL_QUEUES
@@ -50,25 +52,62 @@ def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) 
     typer.echo(f"database at revision {revision}")
 
 
-@keys_app.command("create")
-def keys_create(name: str = typer.Option(..., help="A unique name; shown as the actor in audit events."),
-                scopes: str = typer.Option(..., help="Comma-separated, e.g. requests:write,requests:read.")) -> None:
-    """Create an API key and print its secret once (only its hash is stored)."""
-    from sqlalchemy.exc import IntegrityError
-
-    from api.auth import create_api_key
+def _session_factory() -> Any:  # a sessionmaker; imports stay lazy, as everywhere in the CLI
     from models import make_engine, make_session_factory
     from settings import get_settings
 
-    factory = make_session_factory(make_engine(get_settings().resolved_database_url))
+    return make_session_factory(make_engine(get_settings().resolved_database_url))
+
+
+@keys_app.command("create")
+def keys_create(name: str = typer.Option(..., help="A unique name; shown as the actor in audit events."),
+                scopes: str = typer.Option(..., help="Comma-separated, e.g. requests:write,requests:read."),
+                expires_in_days: int | None = typer.Option(None, min=1, help="The key stops working after this.")
+                ) -> None:
+    """Create an API key and print its secret once (only its hash is stored)."""
+    from datetime import timedelta
+
+    from sqlalchemy.exc import IntegrityError
+
+    from api.auth import create_api_key
+    from models import utcnow
+
+    expires_at = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
     try:
-        with factory() as session, session.begin():
-            _, secret = create_api_key(session, name, [s.strip() for s in scopes.split(",") if s.strip()])
+        with _session_factory()() as session, session.begin():
+            _, secret = create_api_key(session, name, [s.strip() for s in scopes.split(",") if s.strip()],
+                                       expires_at)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--scopes") from error
     except IntegrityError as error:
         raise typer.BadParameter(f"a key named {name!r} already exists", param_hint="--name") from error
     typer.echo(secret)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Every key's name, scopes and dates (never a secret: only hashes are stored)."""
+    from api.auth import list_api_keys
+    from models import utcnow
+
+    now = utcnow()
+    with _session_factory()() as session:
+        for key in list_api_keys(session):
+            status = ("revoked" if key.revoked_at else
+                      "expired" if key.expires_at and key.expires_at <= now else "active")
+            expiry = f" expires {key.expires_at:%Y-%m-%d}" if key.expires_at else ""
+            typer.echo(f"{key.name}\t{status}\t{','.join(key.scopes)}\tcreated {key.created_at:%Y-%m-%d}{expiry}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: str = typer.Argument(..., help="The key's name.")) -> None:
+    """Revoke a key: it is refused from the next request on."""
+    from api.auth import revoke_api_key
+
+    with _session_factory()() as session, session.begin():
+        if not revoke_api_key(session, name):
+            raise typer.BadParameter(f"no active key named {name!r}", param_hint="NAME")
+    typer.echo(f"revoked {name}")
 
 
 @app.command()

@@ -7,6 +7,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
+from models.db import private_sqlite_file
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent
 
 
@@ -18,4 +20,6 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:
+    if database_url.startswith("sqlite"):
+        private_sqlite_file(database_url)  # before Alembic creates it with the process's umask
     command.upgrade(alembic_config(database_url), revision)

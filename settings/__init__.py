@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Every secret in .env.example contains this marker; production refuses to start while one is left in place.
 EXAMPLE_SECRET_MARKER = "change-me"
+MIN_BOOTSTRAP_KEY_LENGTH = 32
 
 
 class ExampleSecretError(RuntimeError):
@@ -92,6 +93,11 @@ class Settings(BaseSettings):
             raise ExampleSecretError(
                 f"MCU_ENVIRONMENT=production, but {', '.join(examples)} still hold the example values of "
                 f".env.example (containing {EXAMPLE_SECRET_MARKER!r}): set real secrets")
+        bootstrap = secrets["MCU_BOOTSTRAP_API_KEY"]
+        if bootstrap and len(bootstrap) < MIN_BOOTSTRAP_KEY_LENGTH:  # it carries every scope
+            raise ExampleSecretError(
+                f"MCU_ENVIRONMENT=production, but MCU_BOOTSTRAP_API_KEY is {len(bootstrap)} characters long: use "
+                f"at least {MIN_BOOTSTRAP_KEY_LENGTH} random ones (e.g. `openssl rand -hex 32`), or none")
 
     @property
     def cache_dir(self) -> Path:

@@ -53,3 +53,42 @@ def test_keys_create_rejects_unknown_scopes_and_duplicate_names(data_dir: Path) 
     assert mcu(data_dir, "keys", "create", "--name", "ops", "--scopes", "admin").returncode == 0
     again = mcu(data_dir, "keys", "create", "--name", "ops", "--scopes", "admin")
     assert again.returncode != 0 and "already exists" in again.stderr
+
+
+def test_keys_list_shows_no_secret_and_revoke_stops_a_key(data_dir: Path) -> None:
+    secret = mcu(data_dir, "keys", "create", "--name", "ci", "--scopes", "requests:read").stdout.strip()
+    assert mcu(data_dir, "keys", "create", "--name", "temp", "--scopes", "admin", "--expires-in-days", "1"
+               ).returncode == 0
+    listed = mcu(data_dir, "keys", "list")
+    assert listed.returncode == 0 and secret not in listed.stdout
+    lines = {line.split("\t")[0]: line for line in listed.stdout.splitlines()}
+    assert "\tactive\trequests:read\t" in lines["ci"] and " expires " in lines["temp"]
+    factory = make_session_factory(make_engine(f"sqlite:///{data_dir / 'mcu.sqlite'}"))
+    with factory() as session:
+        assert authenticate(session, secret, bootstrap_key=None) is not None
+    revoked = mcu(data_dir, "keys", "revoke", "ci")
+    assert revoked.returncode == 0, revoked.stderr
+    with factory() as session:
+        assert authenticate(session, secret, bootstrap_key=None) is None
+    assert "\trevoked\t" in mcu(data_dir, "keys", "list").stdout
+    again = mcu(data_dir, "keys", "revoke", "ci")
+    assert again.returncode != 0 and "no active key named 'ci'" in again.stderr
+
+
+def test_an_expired_key_is_refused(data_dir: Path) -> None:
+    from datetime import timedelta
+
+    from api.auth import create_api_key
+    from models import utcnow
+
+    factory = make_session_factory(make_engine(f"sqlite:///{data_dir / 'mcu.sqlite'}"))
+    with factory() as session, session.begin():
+        _, expired = create_api_key(session, "old", ["admin"], utcnow() - timedelta(seconds=1))
+        _, current = create_api_key(session, "new", ["admin"], utcnow() + timedelta(days=1))
+    with factory() as session:
+        assert authenticate(session, expired, bootstrap_key=None) is None
+        assert authenticate(session, current, bootstrap_key=None) is not None
+
+
+def test_the_embedded_database_is_private(data_dir: Path) -> None:
+    assert (data_dir / "mcu.sqlite").stat().st_mode & 0o777 == 0o600

@@ -19,7 +19,7 @@ EXAMPLE_SECRETS = ["MCU_DATABASE_URL", "MCU_BROKER_URL", "MCU_BOOTSTRAP_API_KEY"
 REAL = {
     "MCU_DATABASE_URL": "postgresql+psycopg://mcu:Xq7-secret@postgres:5432/mcu",
     "MCU_BROKER_URL": "redis://:Rt9-secret@redis:6379/0",
-    "MCU_BOOTSTRAP_API_KEY": "b0otstrap-4f1c9e",
+    "MCU_BOOTSTRAP_API_KEY": "b0otstrap-4f1c9e0a7d3b5c8e2f6a9d1b4c7e0f3a",
     "MCU_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
     "AWS_SECRET_ACCESS_KEY": "m1nio-8d2e7a",
 }
@@ -56,6 +56,13 @@ def test_one_example_secret_left_is_enough_to_refuse(left_over: str, env_example
     env = env_example | REAL | {left_over: env_example[left_over]}
     with pytest.raises(ExampleSecretError, match=left_over):
         settings_from(env).check_production_secrets(env)
+
+
+def test_a_short_bootstrap_key_is_refused_in_production(settings_from: Callable) -> None:
+    env = REAL | {"MCU_ENVIRONMENT": "production", "MCU_BOOTSTRAP_API_KEY": "k" * 31}
+    with pytest.raises(ExampleSecretError, match="31 characters long"):
+        settings_from(env).check_production_secrets(env)
+    settings_from(env | {"MCU_ENVIRONMENT": "development"}).check_production_secrets(env)  # a demo may use "k"
 
 
 def test_real_secrets_pass_and_development_accepts_examples(env_example: dict[str, str],
