@@ -31,6 +31,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     engine = make_engine(settings.resolved_database_url)
     app.state.settings = settings
     app.state.session_factory = make_session_factory(engine)
+    # Reads (GETs and authentication) never wait behind the embedded database's write lock.
+    app.state.read_session_factory = (make_session_factory(make_engine(settings.resolved_database_url,
+                                                                       read_only=True))
+                                      if settings.is_embedded else app.state.session_factory)
     app.state.store = open_store(settings.resolved_storage_url, s3_endpoint_url=settings.s3_endpoint_url)
     app.state.dispatcher = Dispatcher(settings.resolved_broker_url)
     send_follow_ups_after_commit(app.state.session_factory, app.state.dispatcher)

@@ -14,10 +14,14 @@ from domain.problems import Problem
 from settings import Settings
 from storage import ObjectStore
 
+READ_METHODS = ("GET", "HEAD")
+
 
 # Trivial dependencies are async: a sync one costs a thread-pool hop on every request.
 def get_session(request: Request) -> Iterator[Session]:
-    with request.app.state.session_factory() as session:
+    factory = request.app.state.read_session_factory if request.method in READ_METHODS else \
+        request.app.state.session_factory
+    with factory() as session:
         yield session
 
 
@@ -39,13 +43,14 @@ _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: 
 def require(scope: str) -> Any:
     """A dependency that authenticates the caller and checks one scope (401 / 403 otherwise)."""
 
-    def check(session: SessionDep, settings: SettingsDep,
+    def check(request: Request, settings: SettingsDep,
               credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
-        if credentials is None or not credentials.credentials:
+        if credentials is None or not credentials.credentials:  # refused before touching the database
             raise Problem(401, "missing API key: send 'Authorization: Bearer <key>'",
                            headers={"WWW-Authenticate": "Bearer"})
         bootstrap = settings.bootstrap_api_key.get_secret_value() if settings.bootstrap_api_key else None
-        principal = authenticate(session, credentials.credentials, bootstrap)
+        with request.app.state.read_session_factory() as session:  # held for this one lookup, not the request
+            principal = authenticate(session, credentials.credentials, bootstrap)
         if principal is None:
             raise Problem(401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
         if not principal.allows(scope):

@@ -8,7 +8,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain.problems import TITLES, Problem, invalid
@@ -45,6 +46,15 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = "a value in the request cannot be stored" + (": text must not contain NUL (0x00) characters"
                                                                if nul else "")
         return problem_response(invalid(detail, [{"loc": [], "msg": "NUL character" if nul else "invalid value"}]))
+
+    @app.exception_handler(PoolTimeout)
+    @app.exception_handler(OperationalError)
+    async def _database_busy(request: Request, error: Exception) -> JSONResponse:
+        # No free connection in time, a SQLite write lock not granted, or the database unreachable: the
+        # request can be retried as it is, so say when instead of hanging or answering 500.
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(error).__name__)
+        return problem_response(Problem(503, "the database is busy or unavailable: retry shortly",
+                                        headers={"Retry-After": "2"}))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:

@@ -17,6 +17,7 @@ callback is not retried yet.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -65,6 +66,7 @@ FOLLOW_UPS: dict[State, tuple[str, ...]] = {
     S.CANCELLED: (CLEANUP_REQUEST,),
 }
 _PENDING = "mcu_follow_ups"
+log = logging.getLogger(__name__)
 
 
 def sources_of(target: State) -> tuple[State, ...]:
@@ -145,9 +147,13 @@ def send_follow_ups_after_commit(factory: sessionmaker[Session], dispatcher: Dis
 
     @event.listens_for(factory, "after_commit")
     def _send(session: Session) -> None:
+        # The transaction is committed: nothing here may fail the caller, who must learn it succeeded.
         for task, args in session.info.pop(_PENDING, []):
-            if dispatcher.send(task, *args) and task == RUN_REQUEST:
-                _mark_dispatched(factory, args[0])
+            try:
+                if dispatcher.send(task, *args) and task == RUN_REQUEST:
+                    _mark_dispatched(factory, args[0])
+            except Exception:  # the reconciler sends what is left unsent
+                log.warning("follow-up %s for %s not sent", task, args[0], exc_info=True)
 
     @event.listens_for(factory, "after_rollback")
     def _drop(session: Session) -> None:

@@ -8,10 +8,12 @@ from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, read_only: bool = False) -> Engine:
+    """Postgres: one pool for everything. SQLite: a `read_only` engine's transactions begin deferred, so
+    readers share the database (WAL); the other engine's take the write lock up front."""
     if url.startswith("sqlite"):
         private_sqlite_file(url)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_SECONDS})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(connection, _record) -> None:
@@ -19,17 +21,22 @@ def make_engine(url: str) -> Engine:
             cursor = connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_SECONDS * 1000}")
             cursor.close()
 
         @event.listens_for(engine, "begin")
-        def _begin_immediate(connection) -> None:
-            # Take the write lock up front: a deferred transaction that reads, then writes, fails with
-            # "database is locked" under concurrency instead of waiting for its turn.
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        def _begin(connection) -> None:
+            # A writer takes the write lock up front: a deferred transaction that reads, then writes, fails
+            # with "database is locked" under concurrency instead of waiting for its turn.
+            connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # As many connections as the API's worker threads (AnyIO's 40); beyond, fail fast (a 503) rather than queue.
+    return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=20, pool_timeout=POOL_TIMEOUT_SECONDS)
+
+
+BUSY_TIMEOUT_SECONDS = 10  # SQLite: how long a writer waits for the write lock
+POOL_TIMEOUT_SECONDS = 5  # Postgres: how long a request waits for a free connection
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
