@@ -7,8 +7,8 @@ a SQLite file instead of Postgres, a local folder instead of S3, and a broker th
 from __future__ import annotations
 
 import base64
-import fnmatch
 import os
+import re
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -50,7 +50,8 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: float = Field(default=30.0, gt=0)
     job_timeout_seconds: int = Field(default=7 * 24 * 3600, ge=60)  # broker visibility timeout: the longest job
     webhook_secret: SecretStr | None = None  # Standard Webhooks secret, "whsec_<base64>"
-    callback_allowed_hosts: list[str] = []  # host or host:port; "*.example.com" allows subdomains
+    # host (its default port only), host:port, or host:* (any port); "*.example.com" allows subdomains.
+    callback_allowed_hosts: list[str] = []
     callback_max_attempts: int = Field(default=8, ge=1)
 
     @property
@@ -66,13 +67,21 @@ class Settings(BaseSettings):
         return self.storage_url or f"file://{(self.data_dir / 'objects').resolve()}"
 
     def callback_host_allowed(self, url: str) -> bool:
-        """`url`'s host (or host:port) is on the allow-list; "*.example.com" matches its subdomains."""
-        parts = urlsplit(url)
+        """`url`'s host:port is on the allow-list. A pattern without a port allows the scheme's default port
+        only, "host:*" any port (an IPv6 literal is written "[::1]:port"); "*.example.com" matches subdomains."""
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:  # a port out of range or not a number
+            return False
         if parts.scheme not in ("http", "https") or not parts.hostname:
             return False
-        candidates = {parts.hostname.lower(), f"{parts.hostname.lower()}:{parts.port}"}
-        return any(fnmatch.fnmatchcase(candidate, pattern.lower())
-                   for pattern in self.callback_allowed_hosts for candidate in candidates)
+        default = {"http": 80, "https": 443}[parts.scheme]
+        host = parts.hostname.lower()
+        target = f"[{host}]:{port or default}" if ":" in host else f"{host}:{port or default}"
+        patterns = [p.lower() if ":" in p else f"{p.lower()}:{default}" for p in self.callback_allowed_hosts]
+        # "*" is the only wildcard (fnmatch would read the brackets of "[::1]" as a character class).
+        return any(re.fullmatch(re.escape(pattern).replace(r"\*", ".*"), target) for pattern in patterns)
 
     def check_production_secrets(self, environ: Mapping[str, str] | None = None) -> None:
         """In production, refuse secrets that still hold .env.example's example values (they contain

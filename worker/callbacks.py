@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import socket
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import httpx
 from standardwebhooks import Webhook
@@ -31,17 +34,38 @@ def deliver(settings: Settings, factory, request_id: str, state: str, message_id
                "webhook-timestamp": str(int(at.timestamp()))}
     if settings.webhook_secret is not None:
         headers["webhook-signature"] = Webhook(settings.webhook_secret.get_secret_value()).sign(message_id, at, body)
-    status, error = None, None
-    if settings.callback_host_allowed(url):
+    status, error = None, refusal(settings, url)
+    if error is None:
         try:
             status = httpx.post(url, content=body, headers=headers, timeout=10, follow_redirects=False).status_code
         except httpx.HTTPError as exc:
             error = type(exc).__name__
-    else:
-        error = "host not in the callback allow-list"
     ok = status is not None and 200 <= status < 300
     with factory() as session, session.begin():
         record_event(session, request_id, "callback_attempt", state, "worker",
                      {"url": url, "message_id": message_id, "attempt": attempt, "status": status, "error": error,
                       "delivered": ok})
-    return ok or error == "host not in the callback allow-list"  # a refused host is not retried
+    return ok or error in REFUSALS  # a refused destination is not retried
+
+
+REFUSALS = ("host not in the callback allow-list", "host resolves to a non-public address not in the allow-list")
+
+
+def refusal(settings: Settings, url: str) -> str | None:
+    """Why the service will not call `url`, or None. An allow-listed name that resolves to a loopback,
+    private, link-local or otherwise non-public address is refused unless the allow-list names that address
+    itself: a DNS record must not turn the service against its own network."""
+    if not settings.callback_host_allowed(url):
+        return REFUSALS[0]
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}[parts.scheme]
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(parts.hostname, port)}
+    except OSError:
+        return None  # unresolvable: the request fails, is recorded and retried
+    for address in addresses:
+        literal = f"[{address}]" if ":" in address else address
+        if not ipaddress.ip_address(address.split("%")[0]).is_global and \
+                not settings.callback_host_allowed(f"{parts.scheme}://{literal}:{port}/"):
+            return REFUSALS[1]
+    return None
