@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from api.errors import install_error_handlers
 from api.metrics import MetricsMiddleware, ServiceCollector
+from api.openapi import install_openapi
 from api.routes import datasets, deletion_requests, health, models
 from domain.lifecycle import send_follow_ups_after_commit
 from migrations.runner import upgrade
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     registry.register(ServiceCollector(app.state.session_factory, app.state.dispatcher))
     app.add_middleware(MetricsMiddleware, registry=registry)
     install_error_handlers(app)
+    install_openapi(app)
     for router in (health.router, datasets.router, models.router, deletion_requests.router):
         app.include_router(router)
     return app

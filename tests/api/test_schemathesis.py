@@ -54,3 +54,18 @@ def test_no_server_error(api_schema: schemathesis.BaseSchema, service: Service,
 
         with subtests.test(operation=operation.label):
             no_5xx()
+
+
+def test_openapi_declares_every_error_as_problem_json(service: Service) -> None:
+    schema = service.client.get("/openapi.json").json()
+    for path, operations in schema["paths"].items():
+        if not path.startswith("/v1/"):
+            continue
+        for method, operation in operations.items():
+            for code in ("401", "403", "404", "422"):
+                content = operation["responses"][code]["content"]
+                assert list(content) == ["application/problem+json"], (method, path, code)
+    assert {"required": ["classes"]} in schema["components"]["schemas"]["ForgetIn"]["oneOf"]
+    states = schema["components"]["schemas"]["State"]["enum"]
+    assert states == ["queued", "running", "awaiting_selection", "materializing", "succeeded", "failed",
+                      "cancelling", "cancelled"]
