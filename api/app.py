@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    if settings.is_embedded:  # the embedded default creates its folder and schema on first start
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # uploads are spooled there
+    if settings.is_embedded:  # the embedded default creates its schema on first start
         upgrade(settings.resolved_database_url)
     app = FastAPI(title="MCU unlearning service", version="1.0.0",
                   description="Deletion requests in, unlearned model versions out (masked Mode Connectivity "

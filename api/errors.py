@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
@@ -55,6 +56,15 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(error).__name__)
         return problem_response(Problem(503, "the database is busy or unavailable: retry shortly",
                                         headers={"Retry-After": "2"}))
+
+    @app.exception_handler(OSError)
+    async def _os_error(request: Request, error: OSError) -> JSONResponse:
+        if error.errno == errno.ENOSPC:  # a full disk: the request was fine, the service cannot store it
+            log.error("no space left on device on %s %s", request.method, request.url.path)
+            return problem_response(Problem(507, "the service has no storage left for this request; retry later",
+                                            headers={"Retry-After": "60"}))
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(Problem(500, "internal error; it has been logged"))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:

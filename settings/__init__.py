@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     torch_threads: int = Field(default=1, ge=1)
     environment: Literal["development", "production"] = "development"
     max_upload_bytes: int = Field(default=4 << 30, ge=1)  # per uploaded file
+    min_free_bytes: int = Field(default=256 << 20, ge=0)  # /readyz fails when the data directory has less free
     max_model_parameters: int = Field(default=500_000_000, ge=1)  # checked before a worker allocates a model
     validation_samples: int = Field(default=1000, ge=1)  # test and train rows a model is measured on at registration
     requeue_after_seconds: int = Field(default=300, ge=1)  # a queued request is re-sent after this long
