@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import tempfile
+from pathlib import Path
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
@@ -15,7 +17,7 @@ from domain.lifecycle import send_follow_ups_after_commit
 from migrations.runner import upgrade
 from models import make_engine, make_session_factory
 from settings import Settings, get_settings
-from storage import open_store
+from storage import open_store, sweep_scratch_files
 from worker.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,8 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # uploads are spooled there
+    for directory in (settings.data_dir, Path(tempfile.gettempdir())):  # what a killed API left mid-upload
+        sweep_scratch_files(directory)
     if settings.is_embedded:  # the embedded default creates its schema on first start
         upgrade(settings.resolved_database_url)
     app = FastAPI(title="MCU unlearning service", version="1.0.0",

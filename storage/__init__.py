@@ -1,6 +1,14 @@
 """Object storage (local folder or S3) and safetensors helpers; see DESIGN.md, "Layout"."""
 
-from storage.base import ObjectInfo, ObjectNotFound, ObjectStore, ObjectTooLarge, StorageError, StorageUnavailable
+from storage.base import (
+    ObjectInfo,
+    ObjectNotFound,
+    ObjectStore,
+    ObjectTooLarge,
+    StorageError,
+    StorageUnavailable,
+    sweep_scratch_files,
+)
 from storage.cache import LocalCache
 from storage.factory import open_store
 from storage.local import LocalStore
@@ -31,4 +39,5 @@ __all__ = [
     "read_header",
     "save_numpy",
     "sha256_file",
+    "sweep_scratch_files",
 ]

@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 import tempfile
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -71,6 +72,21 @@ def scratch_file(directory: Path | None) -> Iterator[Path]:
         yield path
     finally:
         path.unlink(missing_ok=True)
+
+
+def sweep_scratch_files(directory: Path, older_than_seconds: float = 3600.0) -> int:
+    """Delete scratch files a killed process left below `directory` (an upload cut off mid-way); files
+    younger than `older_than_seconds` may belong to an upload in progress and stay. Returns the count."""
+    cutoff = time.time() - older_than_seconds
+    removed = 0
+    for path in directory.rglob(f"{TEMP_PREFIX}*.part") if directory.is_dir() else ():
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:  # another sweeper was first
+            continue
+    return removed
 
 
 def copy_hashed(src: BinaryIO, dst: BinaryIO, max_bytes: int | None = None) -> tuple[str, int]:

@@ -14,6 +14,7 @@ from sqlalchemy import and_, or_, select, update
 from domain.catalog import ModelState
 from domain.lifecycle import WORKER_HELD, State
 from models import DeletionRequest, Model, utcnow
+from storage import sweep_scratch_files
 from worker.artifacts import delete_artifacts
 from worker.dispatch import MATERIALIZE_SELECTION, RUN_REQUEST, VALIDATE_MODEL
 from worker.jobs import cancel_orphaned
@@ -36,6 +37,7 @@ def reconcile(services: Services) -> dict[str, list[str]]:
             and_(DeletionRequest.state.in_(WORKER_HELD), DeletionRequest.heartbeat_at < silent),
             and_(DeletionRequest.state == State.MATERIALIZING, DeletionRequest.heartbeat_at.is_(None),
                  DeletionRequest.selected_at < unsent)))).all()
+    sweep_scratch_files(settings.data_dir)  # the cache's, and an embedded store's, cut-off downloads
     for request_id, state in rows:
         if state == State.CANCELLING:
             cancel_orphaned(services, request_id)

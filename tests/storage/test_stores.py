@@ -2,6 +2,7 @@
 
 import hashlib
 import io
+import os
 import socket
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from storage import (
     S3Store,
     StorageUnavailable,
     open_store,
+    sweep_scratch_files,
 )
 
 
@@ -173,3 +175,15 @@ def test_open_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for bad in ("/plain/path", "http://x", "s3://", "file://", "gs://bucket"):
         with pytest.raises(ValueError, match="s3://bucket"):
             open_store(bad)
+
+
+def test_the_sweeper_removes_scratch_files_left_by_a_killed_upload(tmp_path: Path) -> None:
+    old, fresh, kept = tmp_path / "a" / ".tmp-abc.part", tmp_path / ".tmp-def.part", tmp_path / "a" / "data.bin"
+    old.parent.mkdir()
+    for path in (old, fresh, kept):
+        path.write_bytes(b"x")
+    an_hour_ago = time.time() - 3700
+    os.utime(old, (an_hour_ago, an_hour_ago))
+    os.utime(kept, (an_hour_ago, an_hour_ago))
+    assert sweep_scratch_files(tmp_path) == 1
+    assert not old.exists() and fresh.exists() and kept.exists()  # a young one may be an upload in progress
