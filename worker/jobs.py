@@ -37,7 +37,7 @@ def run_request(services: Services, request_id: str) -> None:
     request = _claim(services, request_id, State.QUEUED, State.RUNNING)
     if request is None:
         return  # finished, cancelled, or alive elsewhere
-    rebase_onto_current_version(services, request_id)
+    rebase_onto_current_version(services, request)
     try:
         with JobWatch(services, request_id, State.RUNNING) as watch:
             result = _train_curve(services, request, watch)
@@ -73,6 +73,7 @@ def _train_curve(services: Services, request: DeletionRequest, watch: JobWatch) 
 def _store_curve(services: Services, request: DeletionRequest, result: CurveResult) -> None:
     """The points and summary, then awaiting_selection; with selection: auto straight on to materializing."""
     summary = {"recommended_t": result.recommended_t, "effective_region": result.effective_region,
+               "theta_o_version": request.model_version,
                "targets": result.to_dict()["targets"],
                "recommended_t_reference_window": result.recommended_t_reference_window,
                "timings": result.timings, "mask": result.mask, "training": result.training,

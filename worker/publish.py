@@ -77,14 +77,15 @@ def requeue_on_current_version(services: Services, request_id: str) -> None:
         delete_artifacts(services, request_id)
 
 
-def rebase_onto_current_version(services: Services, request_id: str) -> None:
-    """A job starts from the model's newest version; stored artifacts of an older base are discarded."""
+def rebase_onto_current_version(services: Services, request: DeletionRequest) -> None:
+    """A job starts from the model's newest version (`request`, detached, is updated to it); stored
+    artifacts of an older base are discarded."""
     with services.factory() as session, session.begin():
-        row = session.get(DeletionRequest, request_id, with_for_update=True)
+        row = session.get(DeletionRequest, request.id, with_for_update=True)
         model = session.get(Model, row.model_id) if row else None
         if row is None or model is None or row.model_version == model.current_version:
             return
-        record_event(session, request_id, "rebased", row.state, "worker",
+        record_event(session, request.id, "rebased", row.state, "worker",
                      {"from_version": row.model_version, "to_version": model.current_version})
-        row.model_version = model.current_version
-    delete_artifacts(services, request_id)
+        row.model_version = request.model_version = model.current_version
+    delete_artifacts(services, request.id)

@@ -11,6 +11,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from models import DeletionRequest
 from settings import Settings
 from worker import jobs
 from worker.services import connect
@@ -86,3 +87,5 @@ def test_a_queued_request_starts_from_the_newest_version(tmp_path: Path) -> None
     done = client.get(f"/v1/deletion-requests/{second}").json()
     assert done["state"] == "succeeded" and done["model_version"] == 2
     assert done["selection"]["model_version"] == 3
+    with services.factory() as session:  # the curve was trained from version 2's weights, not version 1's
+        assert session.get(DeletionRequest, second).curve_summary["theta_o_version"] == 2
