@@ -69,7 +69,7 @@ def create_model(
                                          architecture_kwargs=kwargs, dataset_id=dataset_id, current_version=1,
                                          preprocessing=declared),
                                ModelVersion(model_id=model_id, version=1, sha256=obj.sha256, storage_key=obj.key,
-                                            size=obj.size))
+                                            size=obj.size, preprocessing=declared))
         return model_id
 
     model_id, status = create_once(session, principal.name, "models", idempotency_key, body_sha, create, 201)
