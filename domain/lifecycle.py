@@ -130,7 +130,7 @@ def _queue_follow_ups(session: Session, request_id: str, state: State) -> None:
         enqueue_after_commit(session, task, request_id)
     if state in CALLBACK_STATES and session.scalar(select(DeletionRequest.callback_url)
                                                    .where(DeletionRequest.id == request_id)):
-        enqueue_after_commit(session, DELIVER_CALLBACK, request_id, state.value, new_message_id(), 1)
+        enqueue_after_commit(session, DELIVER_CALLBACK, request_id, state.value, new_message_id())
 
 
 def enqueue_after_commit(session: Session, task: str, *args: object) -> None:

@@ -64,14 +64,14 @@ def create_celery(settings: Settings) -> Celery:
     def cleanup_request(request_id: str) -> None:
         artifacts.delete_artifacts(services(), request_id)
 
-    @app.task(name=DELIVER_CALLBACK)
-    def deliver_callback(request_id: str, state: str, message_id: str, attempt: int) -> None:
-        s = services()
+    @app.task(name=DELIVER_CALLBACK, bind=True, max_retries=settings.callback_max_attempts - 1)
+    def deliver_callback(self, request_id: str, state: str, message_id: str) -> None:
+        """One attempt; on failure Celery retries it on the control queue after 2, 4, 8, ... s (at most 600)."""
+        s, attempt = services(), self.request.retries + 1
         if callbacks.deliver(s.settings, s.factory, request_id, state, message_id, attempt):
             return
         if attempt < settings.callback_max_attempts:
-            s.dispatcher.send(DELIVER_CALLBACK, request_id, state, message_id, attempt + 1,
-                              countdown=min(2**attempt, 600))
+            raise self.retry(countdown=min(2**attempt, 600), queue=CONTROL_QUEUE)
 
     app.mcu_services = services  # type: ignore[attr-defined]  (the reconciler shares them)
     return app
