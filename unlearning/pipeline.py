@@ -33,7 +33,7 @@ from unlearning.spectrum import (
     grid,
     recommend_t,
 )
-from unlearning.training import JobHooks, Progress, resolve_device
+from unlearning.training import JobHooks, Progress, prepare_model, resolve_device
 
 
 def derive_targets(model: nn.Module, data: UnlearningData, sets: EvalSets, batch_size: int) -> Targets:
@@ -121,7 +121,7 @@ def run_unlearning(
     hooks = hooks or JobHooks()
     device = resolve_device(device)
     data = data.to(device)
-    original = copy.deepcopy(model).to(device).eval()
+    original = prepare_model(copy.deepcopy(model), device).eval()
     sets = EvalSets.draw(data, cfg.eval, cfg.seed)
     targets = cfg.targets or derive_targets(original, data, sets, cfg.eval.batch_size)
     timings: dict[str, float] = {}
@@ -223,6 +223,6 @@ def materialize_point(
     device = resolve_device(device)
     data = data.to(device)
     on_device = {name: {k: v.to(device) for k, v in tensors.items()} for name, tensors in curve_tensors.items()}
-    curve = BezierCurve(model.to(device), on_device["theta_o"], on_device["theta_p"], on_device["theta_c"])
+    curve = BezierCurve(prepare_model(model, device), on_device["theta_o"], on_device["theta_p"], on_device["theta_c"])
     state, metrics = measure_point(curve, t, data, EvalSets.draw(data, cfg.eval, cfg.seed), cfg)
     return {k: v.cpu() for k, v in state.items()}, metrics
