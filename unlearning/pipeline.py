@@ -30,7 +30,7 @@ from unlearning.spectrum import (
     coarse_to_fine,
     effective_region,
     forget_noise,
-    grid,
+    planned_points,
     recommend_t,
 )
 from unlearning.training import JobHooks, Progress, prepare_model, resolve_device
@@ -149,7 +149,7 @@ def run_unlearning(
     started = time.perf_counter()
     rejected: list[PointMetrics] = []
     measured: list[float] = []
-    expected = len(grid(cfg.grid_points))
+    expected = planned_points(cfg.grid_points, cfg.grid_refine)
 
     def noise_of(pts: list[PointMetrics]) -> float:
         return forget_noise(pts, targets, len(sets.forget))

@@ -103,7 +103,7 @@ def coarse_to_fine(points: int, measure: Callable[[float], PointMetrics | None],
     grid points within half a coarse step of `choose(coarse points)`. `measure` returns None for a point
     that is rejected (non-finite). Without `refine`, or on grids of 11 points or fewer, every point."""
     ts = grid(points)
-    stride = max(1, round((points - 1) / 5)) if refine and points > 11 else 1
+    stride = _coarse_stride(points, refine)
     coarse = sorted(set(ts[::stride]) | {ts[-1]})
     measured: dict[float, PointMetrics | None] = {t: measure(t) for t in coarse}
     if stride > 1:
@@ -114,6 +114,18 @@ def coarse_to_fine(points: int, measure: Callable[[float], PointMetrics | None],
             if t not in measured and abs(t - centre) <= half:
                 measured[t] = measure(t)
     return [measured[t] for t in sorted(measured) if measured[t] is not None]  # type: ignore[misc]
+
+
+def _coarse_stride(points: int, refine: bool) -> int:
+    return max(1, round((points - 1) / 5)) if refine and points > 11 else 1
+
+
+def planned_points(points: int, refine: bool = True) -> int:
+    """How many points `coarse_to_fine` measures at most (for progress reports)."""
+    stride = _coarse_stride(points, refine)
+    if stride == 1:
+        return points
+    return len(set(grid(points)[::stride]) | {1.0}) + stride
 
 
 def _as_metrics(point: PointMetrics) -> dict[str, float | np.ndarray]:
