@@ -119,7 +119,8 @@ def mcu_row(original: nn.Module, data: UnlearningData, method: str, config: dict
             "curve_s": result.timings["curve"], "grid_s": result.timings["evaluate"],
             "points_measured": result.training["points_measured"], "kept_share": result.mask["kept_share"],
             "beta_0.01_share": result.training["beta_counts"].get("0.01", 0) / max(1, result.training["batches"]),
-            "rollbacks": len(result.training["rollbacks"])}
+            "rollbacks": len(result.training["rollbacks"]),
+            "_points": [p.to_dict() for p in result.points]}  # per seed only, for offline analysis
     return row, result
 
 
@@ -160,7 +161,7 @@ def run_seed(dataset: ImageDataset, name: str, scenario: str, seed: int, methods
 def aggregate(per_seed: list[dict[str, dict[str, float]]]) -> list[dict[str, Any]]:
     out = []
     for method in [m for m in per_seed[0] if not m.startswith("_")]:
-        keys = per_seed[0][method].keys()
+        keys = [k for k in per_seed[0][method] if not k.startswith("_")]
         values = {k: np.array([seed_rows[method][k] for seed_rows in per_seed], dtype=float) for k in keys}
         row: dict[str, Any] = {"method": method} | {k: round(float(v.mean()), 4) for k, v in values.items()}
         row["std"] = {k: round(float(v.std()), 4) for k, v in values.items()}
@@ -233,7 +234,8 @@ def main() -> None:
     if args.plot and "_curve" in per_seed[0]:
         plot_curve(per_seed[0]["_curve"], args.plot, f"MCU(rl) on {args.dataset}, {args.scenario}, seed {seeds[0]}")
     write_json(args.json, {"dataset": args.dataset, "scenario": args.scenario, "seeds": seeds, "rows": rows,
-                           "per_seed": [{k: v for k, v in s.items() if not k.startswith("_")} for s in per_seed]})
+                           "per_seed": [{k: v for k, v in s.items() if not k.startswith("_")} for s in per_seed],
+                           "targets_note": "per_seed MCU rows carry their measured points under _points"})
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from unlearning.config import EvalConfig
 from unlearning.data import InputAdapter, Subset, UnlearningData, batches, seeded_generator
+from unlearning.training import autocast
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,9 @@ def predict(model: nn.Module, data: Subset, adapter: InputAdapter, batch_size: i
     model.eval()
     correct, confidence = [], []
     for x, y in batches(data, batch_size, adapter):
-        probs = torch.softmax(model(x).float(), dim=1)
+        with autocast(x.device):
+            logits = model(x)
+        probs = torch.softmax(logits.float(), dim=1)
         correct.append(probs.argmax(dim=1) == y)
         confidence.append(probs.gather(1, y[:, None]).squeeze(1))
     if not correct:

@@ -30,10 +30,10 @@ from unlearning.spectrum import (
     coarse_to_fine,
     effective_region,
     forget_noise,
-    grid,
+    planned_points,
     recommend_t,
 )
-from unlearning.training import JobHooks, Progress, resolve_device
+from unlearning.training import JobHooks, Progress, prepare_model, resolve_device
 
 
 def derive_targets(model: nn.Module, data: UnlearningData, sets: EvalSets, batch_size: int) -> Targets:
@@ -121,7 +121,7 @@ def run_unlearning(
     hooks = hooks or JobHooks()
     device = resolve_device(device)
     data = data.to(device)
-    original = copy.deepcopy(model).to(device).eval()
+    original = prepare_model(copy.deepcopy(model), device).eval()
     sets = EvalSets.draw(data, cfg.eval, cfg.seed)
     targets = cfg.targets or derive_targets(original, data, sets, cfg.eval.batch_size)
     timings: dict[str, float] = {}
@@ -149,7 +149,7 @@ def run_unlearning(
     started = time.perf_counter()
     rejected: list[PointMetrics] = []
     measured: list[float] = []
-    expected = len(grid(cfg.grid_points))
+    expected = planned_points(cfg.grid_points, cfg.grid_refine)
 
     def noise_of(pts: list[PointMetrics]) -> float:
         return forget_noise(pts, targets, len(sets.forget))
@@ -223,6 +223,6 @@ def materialize_point(
     device = resolve_device(device)
     data = data.to(device)
     on_device = {name: {k: v.to(device) for k, v in tensors.items()} for name, tensors in curve_tensors.items()}
-    curve = BezierCurve(model.to(device), on_device["theta_o"], on_device["theta_p"], on_device["theta_c"])
+    curve = BezierCurve(prepare_model(model, device), on_device["theta_o"], on_device["theta_p"], on_device["theta_c"])
     state, metrics = measure_point(curve, t, data, EvalSets.draw(data, cfg.eval, cfg.seed), cfg)
     return {k: v.cpu() for k, v in state.items()}, metrics

@@ -46,14 +46,18 @@ def _argmin_towards_larger_t(ts: np.ndarray, values: np.ndarray) -> float:
 
 
 def forget_noise(points: Sequence[PointMetrics], targets: Targets, forget_rows: int) -> float:
-    """Binomial standard error of the forget-set accuracy at the point of least target gap.
+    """The noise of the target gap from the forget-set accuracy: the binomial standard error of FA at the
+    point of least target gap, divided by the number of terms the gap averages (FA is one of them).
 
-    The FA target is an estimate and FA itself a share of `forget_rows` rows: gaps closer than this are
-    not told apart by the data (class-wise, where FA ≈ 0 there, the noise is ≈ 0 and nothing changes).
+    FA is a share of `forget_rows` rows: gaps closer than this are not told apart by the data. (Class-wise,
+    where FA ≈ 0 at the best point, the noise is ≈ 0 and the rule is the plain argmin.) Measured on
+    MNIST-5k random forgetting, the undivided error moved rl's and neggrad_plus's recommendations
+    0.1–0.3 t past the best point; divided, θ_p is still kept where the curve does not beat it.
     """
     best = min(points, key=lambda p: float(target_gap(_as_metrics(p), targets)))
     p = best.forget_accuracy
-    return float(np.sqrt(p * (1.0 - p) / max(1, forget_rows)))
+    terms = sum(getattr(targets, name) is not None for name in TARGETED)
+    return float(np.sqrt(p * (1.0 - p) / max(1, forget_rows))) / terms
 
 
 def recommend_t(points: Sequence[PointMetrics], targets: Targets,
@@ -99,7 +103,7 @@ def coarse_to_fine(points: int, measure: Callable[[float], PointMetrics | None],
     grid points within half a coarse step of `choose(coarse points)`. `measure` returns None for a point
     that is rejected (non-finite). Without `refine`, or on grids of 11 points or fewer, every point."""
     ts = grid(points)
-    stride = max(1, round((points - 1) / 5)) if refine and points > 11 else 1
+    stride = _coarse_stride(points, refine)
     coarse = sorted(set(ts[::stride]) | {ts[-1]})
     measured: dict[float, PointMetrics | None] = {t: measure(t) for t in coarse}
     if stride > 1:
@@ -110,6 +114,18 @@ def coarse_to_fine(points: int, measure: Callable[[float], PointMetrics | None],
             if t not in measured and abs(t - centre) <= half:
                 measured[t] = measure(t)
     return [measured[t] for t in sorted(measured) if measured[t] is not None]  # type: ignore[misc]
+
+
+def _coarse_stride(points: int, refine: bool) -> int:
+    return max(1, round((points - 1) / 5)) if refine and points > 11 else 1
+
+
+def planned_points(points: int, refine: bool = True) -> int:
+    """How many points `coarse_to_fine` measures at most (for progress reports)."""
+    stride = _coarse_stride(points, refine)
+    if stride == 1:
+        return points
+    return len(set(grid(points)[::stride]) | {1.0}) + stride
 
 
 def _as_metrics(point: PointMetrics) -> dict[str, float | np.ndarray]:

@@ -115,5 +115,22 @@ def test_forget_noise_is_the_binomial_standard_error() -> None:
     from unlearning.spectrum import forget_noise
 
     points = [_point(0.0, 1.0), _point(1.0, 0.9)]
-    assert forget_noise(points, Targets(forget_accuracy=0.9), 400) == pytest.approx((0.9 * 0.1 / 400) ** 0.5)
+    # Two targeted terms (RA, FA): FA's error moves their mean by half of it.
+    assert forget_noise(points, Targets(forget_accuracy=0.9), 400) == pytest.approx((0.9 * 0.1 / 400) ** 0.5 / 2)
     assert forget_noise(points, Targets(forget_accuracy=1.0), 400) == 0.0
+
+
+def test_coarse_to_fine_measures_fewer_points_near_the_choice() -> None:
+    from unlearning.spectrum import coarse_to_fine, planned_points
+
+    asked: list[float] = []
+
+    def measure(t: float):
+        asked.append(t)
+        return _point(t, 1.0 - t)
+
+    points = coarse_to_fine(21, measure, lambda pts: 0.62)
+    assert asked[:6] == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]  # the coarse pass first
+    assert sorted(asked[6:]) == [0.55, 0.65, 0.7]  # then the fine grid points within 0.1 of 0.62
+    assert len(points) == len(asked) <= planned_points(21)
+    assert len(coarse_to_fine(21, measure, lambda pts: 0.62, refine=False)) == 21
