@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from domain.catalog import ModelState
 from domain.forget import drop_already_erased, resolve_forget
@@ -88,7 +88,7 @@ def create(session: Session, *, model_id: str, selector: tuple[str, list[Any]], 
 def page_of_requests(session: Session, *, model_id: str | None, state: State | None, page_size: int,
                      page_token: str | None) -> PageOf[DeletionRequest]:
     """Newest first; curve points come in one extra query for the whole page (selectin), not one per row."""
-    query = select(DeletionRequest)
+    query = select(DeletionRequest).options(selectinload(DeletionRequest.points))
     if model_id is not None:
         query = query.where(DeletionRequest.model_id == model_id)
     if state is not None:

@@ -164,7 +164,8 @@ class DeletionRequest(Base):
     finished_at: Mapped[datetime | None] = mapped_column()
     # Set by the clean-up; a finished request without it is cleaned up by the reconciler.
     artifacts_deleted_at: Mapped[datetime | None] = mapped_column()
-    points: Mapped[list[CurvePoint]] = relationship(order_by="CurvePoint.t", lazy="selectin", viewonly=True)
+    # Loaded when read (only a request with a curve has points); lists load a page's in one query.
+    points: Mapped[list[CurvePoint]] = relationship(order_by="CurvePoint.t", viewonly=True)
 
     # What the API shows, read by the response schemas (`from_attributes`).
     @property
