@@ -40,11 +40,6 @@ def _series(points: Sequence[PointMetrics], name: str) -> np.ndarray:
     return np.array([getattr(p, name) for p in points], dtype=float)
 
 
-def _argmin_towards_larger_t(ts: np.ndarray, values: np.ndarray) -> float:
-    reversed_index = int(np.argmin(values[::-1]))  # argmin takes the first minimum: ties go to larger t
-    return float(ts[len(ts) - 1 - reversed_index])
-
-
 def forget_noise(points: Sequence[PointMetrics], targets: Targets, forget_rows: int) -> float:
     """The noise of the target gap from the forget-set accuracy: the binomial standard error of FA at the
     point of least target gap, divided by the number of terms the gap averages (FA is one of them).

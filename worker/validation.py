@@ -36,19 +36,22 @@ class InvalidModel(ValueError):
         self.errors = errors or []
 
 
+# What a constructor raises for an unknown name or arguments it does not take (user input, not a fault).
+BUILD_ERRORS = (TypeError, ValueError, RuntimeError, NotImplementedError, AttributeError)
+
+
 def build(model: Model, input_shape: tuple[int, ...], max_parameters: int) -> torch.nn.Module:
     """The architecture, freshly initialised, once its parameter count is known to be within the limit."""
     loc = [{"loc": ["architecture"], "msg": "cannot be built"}]
+    args = (model.architecture, model.num_classes, input_shape, model.architecture_kwargs)
     try:
-        count = count_parameters(model.architecture, model.num_classes, input_shape, model.architecture_kwargs)
-        if count > max_parameters:
-            raise InvalidModel(f"{model.architecture} with {model.num_classes} classes has {count:,} parameters; "
-                               f"the limit is {max_parameters:,} (MCU_MAX_MODEL_PARAMETERS)", loc)
-        return build_architecture(model.architecture, model.num_classes, input_shape, model.architecture_kwargs)
-    except (TypeError, ValueError, RuntimeError, NotImplementedError, AttributeError) as error:
-        if isinstance(error, InvalidModel):
-            raise
+        count = count_parameters(*args)
+    except BUILD_ERRORS as error:
         raise InvalidModel(f"{model.architecture} cannot be built: {error}", loc) from error
+    if count > max_parameters:
+        raise InvalidModel(f"{model.architecture} with {model.num_classes} classes has {count:,} parameters; "
+                           f"the limit is {max_parameters:,} (MCU_MAX_MODEL_PARAMETERS)", loc)
+    return build_architecture(*args)  # it built on the meta device: it builds here
 
 
 def load_weights(network: torch.nn.Module, path: str, architecture: str, num_classes: int) -> None:
@@ -92,15 +95,16 @@ def validate_model(services: Services, model_id: str) -> None:
                                                             ModelVersion.version == 1))
         dataset_row = session.get(Dataset, model.dataset_id)
         assert version is not None and dataset_row is not None
-        dataset = load_dataset(services, session, dataset_row, model.preprocessing)
-    try:
-        network = build(model, dataset.input_shape, services.settings.max_model_parameters)
+    input_shape = tuple(dataset_row.input_shape)
+    try:  # the cheap checks first: the dataset is loaded only for a model that can use it
+        network = build(model, input_shape, services.settings.max_model_parameters)
         load_weights(network, str(services.cache.path(version.storage_key, version.sha256)), model.architecture,
                      model.num_classes)
+        with services.factory() as session:
+            dataset = load_dataset(services, session, dataset_row, model.preprocessing)
         assert dataset.normalization is not None
-        data_channels = dataset.input_shape[0]
-        channels = model_input_channels(model.architecture, data_channels, model.architecture_kwargs)
-        note = input_adapter_note(model.architecture, data_channels, channels, len(dataset.normalization.mean))
+        channels = model_input_channels(model.architecture, input_shape[0], model.architecture_kwargs)
+        note = input_adapter_note(model.architecture, input_shape[0], channels, len(dataset.normalization.mean))
     except InvalidModel as error:
         log.info("model %s is invalid: %s", model_id, error)
         _settle(services, model_id, {"state": ModelState.INVALID, "error": {
@@ -118,14 +122,17 @@ def validate_model(services: Services, model_id: str) -> None:
     # "Near": within 10 points of chance, where a wrong preprocessing usually lands.
     warnings = [NEAR_CHANCE] if metrics["test_accuracy"] <= 1.0 / model.num_classes + 0.1 else []
     resolved = model.preprocessing | {"mean": list(dataset.normalization.mean), "std": list(dataset.normalization.std)}
-    with services.factory() as session, session.begin():
-        session.execute(update(ModelVersion).where(ModelVersion.id == version.id)
-                        .values(metrics=metrics, preprocessing=resolved))
     _settle(services, model_id, {"state": ModelState.READY, "error": None, "warnings": warnings,
-                                 "preprocessing": resolved, "input_adapter": note})
+                                 "preprocessing": resolved, "input_adapter": note},
+            version_values={"metrics": metrics, "preprocessing": resolved})
 
 
-def _settle(services: Services, model_id: str, values: dict[str, Any]) -> None:
+def _settle(services: Services, model_id: str, values: dict[str, Any],
+            version_values: dict[str, Any] | None = None) -> None:
+    """The model's verdict and version 1's metrics in one transaction: never `ready` without them."""
     with services.factory() as session, session.begin():
-        session.execute(update(Model).where(Model.id == model_id, Model.state == ModelState.VALIDATING)
-                        .values(**values))
+        settled = session.execute(update(Model).where(Model.id == model_id, Model.state == ModelState.VALIDATING)
+                                  .values(**values)).rowcount == 1
+        if settled and version_values:
+            session.execute(update(ModelVersion).where(ModelVersion.model_id == model_id, ModelVersion.version == 1)
+                            .values(**version_values))
