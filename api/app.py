@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # uploads are spooled there
-    for directory in (settings.data_dir, Path(tempfile.gettempdir())):  # what a killed API left mid-upload
-        sweep_scratch_files(directory)
+    # What a killed API left mid-upload: spools next to the embedded store, and S3 uploads' in the temp dir.
+    sweep_scratch_files(settings.data_dir)
+    sweep_scratch_files(Path(tempfile.gettempdir()), recursive=False)
     if settings.is_embedded:  # the embedded default creates its schema on first start
         upgrade(settings.resolved_database_url)
     app = FastAPI(title="MCU unlearning service", version="1.0.0",

@@ -151,7 +151,7 @@ def send_follow_ups_after_commit(factory: sessionmaker[Session], dispatcher: Dis
         for task, args in session.info.pop(_PENDING, []):
             try:
                 if dispatcher.send(task, *args) and task == RUN_REQUEST:
-                    _mark_dispatched(factory, args[0])
+                    mark_dispatched(factory, [args[0]])
             except Exception:  # the reconciler sends what is left unsent
                 log.warning("follow-up %s for %s not sent", task, args[0], exc_info=True)
 
@@ -160,8 +160,9 @@ def send_follow_ups_after_commit(factory: sessionmaker[Session], dispatcher: Dis
         session.info.pop(_PENDING, None)
 
 
-def _mark_dispatched(factory: sessionmaker[Session], request_id: str) -> None:
+def mark_dispatched(factory: sessionmaker[Session], request_ids: list[str]) -> None:
     """When the run task last went out: the reconciler re-sends a queued request only after a while."""
-    with factory() as session, session.begin():
-        session.execute(update(DeletionRequest).where(DeletionRequest.id == request_id)
-                        .values(dispatched_at=utcnow()))
+    if request_ids:
+        with factory() as session, session.begin():
+            session.execute(update(DeletionRequest).where(DeletionRequest.id.in_(request_ids))
+                            .values(dispatched_at=utcnow()))

@@ -74,12 +74,18 @@ def scratch_file(directory: Path | None) -> Iterator[Path]:
         path.unlink(missing_ok=True)
 
 
-def sweep_scratch_files(directory: Path, older_than_seconds: float = 3600.0) -> int:
-    """Delete scratch files a killed process left below `directory` (an upload cut off mid-way); files
-    younger than `older_than_seconds` may belong to an upload in progress and stay. Returns the count."""
+SWEEP_AFTER_SECONDS = 3600.0  # a scratch file this old belongs to no upload in progress
+
+
+def sweep_scratch_files(directory: Path, *, recursive: bool = True,
+                        older_than_seconds: float = SWEEP_AFTER_SECONDS) -> int:
+    """Delete scratch files a killed process left in `directory` (and below it, when `recursive`): an
+    upload cut off mid-way. Younger ones may belong to an upload in progress and stay. Returns the count."""
     cutoff = time.time() - older_than_seconds
     removed = 0
-    for path in directory.rglob(f"{TEMP_PREFIX}*.part") if directory.is_dir() else ():
+    pattern = f"{TEMP_PREFIX}*.part"
+    found = directory.rglob(pattern) if recursive else directory.glob(pattern)
+    for path in found if directory.is_dir() else ():
         try:
             if path.stat().st_mtime < cutoff:
                 path.unlink()

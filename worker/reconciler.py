@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, select
 
 from domain.catalog import ModelState
-from domain.lifecycle import WORKER_HELD, State
+from domain.lifecycle import WORKER_HELD, State, mark_dispatched
 from models import DeletionRequest, Model, utcnow
-from storage import sweep_scratch_files
+from storage.base import SWEEP_AFTER_SECONDS, sweep_scratch_files
 from worker.artifacts import delete_artifacts
 from worker.dispatch import MATERIALIZE_SELECTION, RUN_REQUEST, VALIDATE_MODEL
 from worker.jobs import cancel_orphaned
@@ -37,7 +38,6 @@ def reconcile(services: Services) -> dict[str, list[str]]:
             and_(DeletionRequest.state.in_(WORKER_HELD), DeletionRequest.heartbeat_at < silent),
             and_(DeletionRequest.state == State.MATERIALIZING, DeletionRequest.heartbeat_at.is_(None),
                  DeletionRequest.selected_at < unsent)))).all()
-    sweep_scratch_files(settings.data_dir)  # the cache's, and an embedded store's, cut-off downloads
     for request_id, state in rows:
         if state == State.CANCELLING:
             cancel_orphaned(services, request_id)
@@ -55,9 +55,7 @@ def resend_queued(services: Services, sent_before: object) -> list[str]:
             or_(DeletionRequest.dispatched_at.is_(None), DeletionRequest.dispatched_at < sent_before))
             .order_by(DeletionRequest.created_at)).all()
     sent = [request_id for request_id in ids if services.dispatcher.send(RUN_REQUEST, request_id)]
-    if sent:
-        with services.factory() as session, session.begin():
-            session.execute(update(DeletionRequest).where(DeletionRequest.id.in_(sent)).values(dispatched_at=utcnow()))
+    mark_dispatched(services.factory, sent)
     return sent
 
 
@@ -83,11 +81,16 @@ def resend_validations(services: Services, registered_before: object) -> list[st
 
 def start_reconciler(services: Callable[[], Services], interval_seconds: float) -> threading.Thread:
     def loop() -> None:
+        swept_at = -SWEEP_AFTER_SECONDS  # walking the data directory is not for every round: hourly
         while True:
             try:
                 found = reconcile(services())
                 if any(found.values()):
                     log.info("reconciler: %s", found)
+                if time.monotonic() - swept_at >= SWEEP_AFTER_SECONDS:
+                    # The cache's, and an embedded store's, downloads and uploads cut off by a kill.
+                    sweep_scratch_files(services().settings.data_dir)
+                    swept_at = time.monotonic()
             except Exception:
                 log.warning("reconciler round failed", exc_info=True)
             threading.Event().wait(interval_seconds)

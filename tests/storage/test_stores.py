@@ -185,5 +185,6 @@ def test_the_sweeper_removes_scratch_files_left_by_a_killed_upload(tmp_path: Pat
     an_hour_ago = time.time() - 3700
     os.utime(old, (an_hour_ago, an_hour_ago))
     os.utime(kept, (an_hour_ago, an_hour_ago))
+    assert sweep_scratch_files(tmp_path, recursive=False) == 0  # the old one is in a subfolder
     assert sweep_scratch_files(tmp_path) == 1
     assert not old.exists() and fresh.exists() and kept.exists()  # a young one may be an upload in progress
