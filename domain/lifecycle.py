@@ -24,7 +24,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import event, select, update
+from sqlalchemy import event, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -79,7 +79,7 @@ def submit(session: Session, request: DeletionRequest, *, actor: str, detail: di
     session.add(request)
     session.flush()
     record_event(session, request.id, "state_changed", S.QUEUED, actor, detail)
-    _queue_follow_ups(session, request.id, S.QUEUED)
+    _queue_follow_ups(session, request.id, S.QUEUED, request.callback_url)
 
 
 def transition(session: Session, request_id: str, to: State, *, actor: str, from_: Iterable[State] | None = None,
@@ -93,11 +93,13 @@ def transition(session: Session, request_id: str, to: State, *, actor: str, from
         raise ValueError(f"no transition {illegal} -> {to}")
     moved = session.execute(update(DeletionRequest)
                             .where(DeletionRequest.id == request_id, DeletionRequest.state.in_(sources), *where)
-                            .values(state=to, **(values or {}))).rowcount == 1
-    if moved:
-        record_event(session, request_id, "state_changed", to, actor, detail)
-        _queue_follow_ups(session, request_id, to)
-    return moved
+                            .values(state=to, **(values or {}))
+                            .returning(DeletionRequest.callback_url)).first()  # what the follow-ups need
+    if moved is None:
+        return False
+    record_event(session, request_id, "state_changed", to, actor, detail)
+    _queue_follow_ups(session, request_id, to, moved.callback_url)
+    return True
 
 
 def claim(session: Session, request_id: str, from_state: State, to_state: State, stale_before: datetime
@@ -125,11 +127,10 @@ def claim(session: Session, request_id: str, from_state: State, to_state: State,
     return row
 
 
-def _queue_follow_ups(session: Session, request_id: str, state: State) -> None:
+def _queue_follow_ups(session: Session, request_id: str, state: State, callback_url: str | None) -> None:
     for task in FOLLOW_UPS.get(state, ()):
         enqueue_after_commit(session, task, request_id)
-    if state in CALLBACK_STATES and session.scalar(select(DeletionRequest.callback_url)
-                                                   .where(DeletionRequest.id == request_id)):
+    if state in CALLBACK_STATES and callback_url:
         enqueue_after_commit(session, DELIVER_CALLBACK, request_id, state.value, new_message_id())
 
 

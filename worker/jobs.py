@@ -10,6 +10,7 @@ changes nothing, and a job whose worker died is resumed from its last checkpoint
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
@@ -42,7 +43,7 @@ def run_request(services: Services, request_id: str) -> None:
         with JobWatch(services, request_id, State.RUNNING) as watch:
             result = _train_curve(services, request, watch)
     except (Cancelled, StopJob):
-        _finish(services, request_id, State.CANCELLED, values={"finished_at": utcnow()})
+        finish(services, request_id, State.CANCELLED)
         return
     except Exception as error:  # noqa: BLE001  (every failure becomes a `failed` request with a reason)
         _fail(services, request_id, error)
@@ -74,7 +75,7 @@ def _store_curve(services: Services, request: DeletionRequest, result: CurveResu
     """The points and summary, then awaiting_selection; with selection: auto straight on to materializing."""
     summary = {"recommended_t": result.recommended_t, "effective_region": result.effective_region,
                "theta_o_version": request.model_version,
-               "targets": result.to_dict()["targets"],
+               "targets": asdict(result.targets),
                "recommended_t_reference_window": result.recommended_t_reference_window,
                "timings": result.timings, "mask": result.mask, "training": result.training,
                "batchnorm": ("statistics recomputed on retain rows at every point" if has_batchnorm(result.curve.model)
@@ -99,7 +100,7 @@ def materialize_selection(services: Services, request_id: str) -> None:
     if request is None:
         return
     if request.selected_version is not None:  # published before a crash: only the state change is left
-        _finish_published(services, request_id)
+        finish(services, request_id, State.SUCCEEDED)
         return
     try:
         with JobWatch(services, request_id, State.MATERIALIZING) as watch:
@@ -115,18 +116,18 @@ def materialize_selection(services: Services, request_id: str) -> None:
             stored = services.store.put_bytes("weights", save_tensors({k: v.contiguous() for k, v in state.items()}))
             watch.on_progress(Progress("materialize", 1.0))
     except (Cancelled, StopJob):
-        _finish(services, request_id, State.CANCELLED, values={"finished_at": utcnow()})
+        finish(services, request_id, State.CANCELLED)
         return
     except Exception as error:  # noqa: BLE001
         _fail(services, request_id, error)
         return
     outcome = publish_version(services, request, stored.key, stored.sha256, stored.size, metrics.to_dict())
     if outcome is Outcome.PUBLISHED:
-        _finish_published(services, request_id)
+        finish(services, request_id, State.SUCCEEDED)
     elif outcome is Outcome.STALE:
         requeue_on_current_version(services, request_id)
     else:
-        _finish(services, request_id, State.CANCELLED, values={"finished_at": utcnow()})
+        finish(services, request_id, State.CANCELLED)
 
 
 def _claim(services: Services, request_id: str, from_state: State, to_state: State) -> DeletionRequest | None:
@@ -135,25 +136,17 @@ def _claim(services: Services, request_id: str, from_state: State, to_state: Sta
         return claim(session, request_id, from_state, to_state, stale_before)
 
 
-def _finish(services: Services, request_id: str, to: State, *, values: dict[str, Any],
-            detail: dict[str, Any] | None = None) -> bool:
-    """Leave the held state; leaving releases the job (no heartbeat): the next holder claims it afresh."""
+def finish(services: Services, request_id: str, to: State, *, values: dict[str, Any] | None = None,
+           detail: dict[str, Any] | None = None) -> bool:
+    """Leave the held state for a final one (succeeded, failed, cancelled); leaving releases the job (no
+    heartbeat). Also what the reconciler does for a `cancelling` request whose worker died."""
     with services.factory() as session, session.begin():
-        return transition(session, request_id, to, actor="worker", values={"heartbeat_at": None} | values,
-                          detail=detail, from_=[s for s in sources_of(to) if s in WORKER_HELD])
-
-
-def _finish_published(services: Services, request_id: str) -> None:
-    _finish(services, request_id, State.SUCCEEDED, values={"finished_at": utcnow()})
+        return transition(session, request_id, to, actor="worker", detail=detail,
+                          values={"heartbeat_at": None, "finished_at": utcnow()} | (values or {}),
+                          from_=[s for s in sources_of(to) if s in WORKER_HELD])
 
 
 def _fail(services: Services, request_id: str, error: Exception) -> None:
     body = problem_for(error)
     log.warning("request %s failed: %s", request_id, body["detail"])
-    _finish(services, request_id, State.FAILED, values={"error": body, "finished_at": utcnow()},
-            detail={"error": body["title"]})
-
-
-def cancel_orphaned(services: Services, request_id: str) -> None:
-    """A `cancelling` request whose worker died: nobody is left to stop, so it is cancelled now."""
-    _finish(services, request_id, State.CANCELLED, values={"finished_at": utcnow()})
+    finish(services, request_id, State.FAILED, values={"error": body}, detail={"error": body["title"]})

@@ -18,7 +18,7 @@ from models import DeletionRequest, Model, utcnow
 from storage.base import SWEEP_AFTER_SECONDS, sweep_scratch_files
 from worker.artifacts import delete_artifacts
 from worker.dispatch import MATERIALIZE_SELECTION, RUN_REQUEST, VALIDATE_MODEL
-from worker.jobs import cancel_orphaned
+from worker.jobs import finish
 from worker.services import Services
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def reconcile(services: Services) -> dict[str, list[str]]:
                  DeletionRequest.selected_at < unsent)))).all()
     for request_id, state in rows:
         if state == State.CANCELLING:
-            cancel_orphaned(services, request_id)
+            finish(services, request_id, State.CANCELLED)  # its worker died: nobody is left to stop
         else:
             services.dispatcher.send(RUN_REQUEST if state == State.RUNNING else MATERIALIZE_SELECTION, request_id)
         done.setdefault(state, []).append(request_id)
