@@ -7,20 +7,16 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from pydantic import BaseModel
 
 from api.errors import PROBLEM_JSON
+from api.schemas import ProblemOut
 from domain.problems import TITLES
 
 
-class Problem(BaseModel):
+class ProblemBody(ProblemOut):
     """An error: RFC 9457 problem details; `errors` names the offending fields or lines."""
 
-    type: str
-    title: str
     status: int
-    detail: str
-    errors: list[dict[str, Any]] | None = None
 
 
 API_ERRORS = (400, 401, 403, 404, 409, 413, 422, 503)
@@ -33,7 +29,7 @@ def install_openapi(app: FastAPI) -> None:
             schema = get_openapi(title=app.title, version=app.version, description=app.description,
                                  routes=app.routes)
             schemas = schema.setdefault("components", {}).setdefault("schemas", {})
-            schemas["Problem"] = Problem.model_json_schema()
+            schemas["Problem"] = ProblemBody.model_json_schema()
             for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's 422 body, replaced by Problem
                 schemas.pop(name, None)
             if "ForgetIn" in schemas:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, UploadFile
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, File, Form, Response, UploadFile
 from sqlalchemy.orm import Session
 
 from api.auth import Principal
@@ -43,6 +42,7 @@ def create_dataset(
     session: SessionDep,
     store: StoreDep,
     settings: SettingsDep,
+    response: Response,
     principal: Annotated[Principal, require("datasets:write")],
     name: Annotated[str, Form(min_length=1, max_length=200)],
     manifest: Annotated[UploadFile, File(description="CSV: sample_id,split,shard,row[,subject_id]")],
@@ -50,7 +50,7 @@ def create_dataset(
     description: Annotated[str | None, Form(max_length=5000)] = None,
     num_classes: Annotated[int | None, Form(ge=2, le=100_000, description="default: largest label + 1")] = None,
     idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:
+) -> Dataset:
     for upload in [manifest, *shards]:
         check_size(upload, settings.max_upload_bytes)
     names = [s.filename or "" for s in shards]
@@ -84,9 +84,10 @@ def create_dataset(
         insert_samples(db, parsed.samples)
         return dataset_id
 
-    dataset_id, status = create_once(session, principal.name, "datasets", idempotency_key, body_sha, create, 201)
-    return JSONResponse(DatasetOut.model_validate(catalog.get_dataset(session, dataset_id)).model_dump(mode="json"),
-                        status_code=status, headers={"Location": f"/v1/datasets/{dataset_id}"})
+    dataset_id, response.status_code = create_once(session, principal.name, "datasets", idempotency_key, body_sha,
+                                                   create, 201)
+    response.headers["Location"] = f"/v1/datasets/{dataset_id}"
+    return catalog.get_dataset(session, dataset_id)
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut)

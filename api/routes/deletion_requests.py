@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Query, Response
 from sqlalchemy.orm import Session
 
 from api.auth import Principal
@@ -20,17 +19,11 @@ from models import DeletionRequest
 router = APIRouter(prefix="/v1/deletion-requests", tags=["deletion requests"])
 
 
-def _response(row: DeletionRequest, status: int, location: bool = False) -> JSONResponse:
-    headers = {"Location": f"/v1/deletion-requests/{row.id}"} if location else None
-    return JSONResponse(DeletionRequestOut.model_validate(row).model_dump(mode="json"), status_code=status,
-                        headers=headers)
-
-
 @router.post("", status_code=202, response_model=DeletionRequestOut,
              responses={202: {"headers": {"Location": {"schema": {"type": "string"}}}}})
-def create_request(body: DeletionRequestIn, session: SessionDep, settings: SettingsDep,
+def create_request(body: DeletionRequestIn, session: SessionDep, settings: SettingsDep, response: Response,
                    principal: Annotated[Principal, require("requests:write")],
-                   idempotency_key: IdempotencyKey = None) -> JSONResponse:
+                   idempotency_key: IdempotencyKey = None) -> DeletionRequest:
     config = requests.validated_config(body.config, body.base_method)
     requests.check_callback(body.callback_url, settings)
 
@@ -39,9 +32,10 @@ def create_request(body: DeletionRequestIn, session: SessionDep, settings: Setti
                                base_method=body.base_method, config=config, selection_mode=body.selection,
                                external_id=body.external_id, callback_url=body.callback_url, actor=principal.name)
 
-    request_id, status = create_once(session, principal.name, "deletion-requests", idempotency_key,
-                                     fingerprint(body.model_dump(mode="json")), create, 202)
-    return _response(requests.get(session, request_id), status, location=True)
+    request_id, response.status_code = create_once(session, principal.name, "deletion-requests", idempotency_key,
+                                                   fingerprint(body.model_dump(mode="json")), create, 202)
+    response.headers["Location"] = f"/v1/deletion-requests/{request_id}"
+    return requests.get(session, request_id)
 
 
 @router.get("/{request_id}", response_model=DeletionRequestOut)
@@ -65,14 +59,14 @@ def get_curve(request_id: str, session: SessionDep, _: Annotated[Principal, requ
 
 @router.post("/{request_id}/selection", status_code=202, response_model=DeletionRequestOut)
 def select_point(request_id: str, body: SelectionIn, session: SessionDep,
-                 principal: Annotated[Principal, require("requests:select")]) -> JSONResponse:
-    return _response(requests.select_point(session, request_id, body.t, principal.name), 202)
+                 principal: Annotated[Principal, require("requests:select")]) -> DeletionRequest:
+    return requests.select_point(session, request_id, body.t, principal.name)
 
 
 @router.post("/{request_id}/cancel", status_code=202, response_model=DeletionRequestOut)
 def cancel_request(request_id: str, session: SessionDep,
-                   principal: Annotated[Principal, require("requests:write")]) -> JSONResponse:
-    return _response(requests.cancel(session, request_id, principal.name), 202)
+                   principal: Annotated[Principal, require("requests:write")]) -> DeletionRequest:
+    return requests.cancel(session, request_id, principal.name)
 
 
 @router.get("/{request_id}/events", response_model=Page[EventOut])

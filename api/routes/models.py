@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Header, UploadFile
 from fastapi import Path as PathParam
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from sqlalchemy.orm import Session
 
 from api.auth import Principal
@@ -31,6 +31,7 @@ def create_model(
     session: SessionDep,
     store: StoreDep,
     settings: SettingsDep,
+    response: Response,
     principal: Annotated[Principal, require("models:write")],
     name: Annotated[str, Form(min_length=1, max_length=200)],
     architecture: Annotated[str, Form(min_length=1, max_length=100)],
@@ -41,7 +42,7 @@ def create_model(
     preprocessing: Annotated[str | None, Form(description=f"Required: {OPTIONS}.")] = None,
     architecture_kwargs: Annotated[str | None, Form(description="JSON object of constructor arguments")] = None,
     idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:
+) -> Model:
     check_size(weights, settings.max_upload_bytes)
     kwargs = parse_architecture_kwargs(architecture_kwargs)
     body_sha = fingerprint({"name": name, "architecture": architecture, "num_classes": num_classes,
@@ -72,9 +73,10 @@ def create_model(
                                             size=obj.size, preprocessing=declared))
         return model_id
 
-    model_id, status = create_once(session, principal.name, "models", idempotency_key, body_sha, create, 201)
-    return JSONResponse(ModelOut.model_validate(catalog.get_model(session, model_id)).model_dump(mode="json"),
-                        status_code=status, headers={"Location": f"/v1/models/{model_id}"})
+    model_id, response.status_code = create_once(session, principal.name, "models", idempotency_key, body_sha,
+                                                 create, 201)
+    response.headers["Location"] = f"/v1/models/{model_id}"
+    return catalog.get_model(session, model_id)
 
 
 @router.get("/{model_id}", response_model=ModelOut)
