@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Header
 from sqlalchemy import select
@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from domain.problems import invalid
 from models import IdempotencyRecord
 
+T = TypeVar("T")
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200,
                                               description="Replays the first response for the same body.")]
 
@@ -49,19 +50,23 @@ def remember(session: Session, principal: str, route: str, key: str | None, body
 
 
 def create_once(session: Session, principal: str, route: str, key: str | None, body_sha256: str,
-                create: Callable[[Session], str], status_code: int) -> tuple[str, int]:
-    """Run `create` (returns the new resource id) and commit, unless this key already made a resource."""
+                create: Callable[[Session], str], load: Callable[[Session, str], T], status_code: int
+                ) -> tuple[T, int]:
+    """Run `create` (returns the new resource id) and commit, unless this key already made a resource.
+    The resource is loaded for the response before the commit: on SQLite a read after it would queue for
+    the write lock again, and time out under load for a resource already committed."""
     previous = find_previous(session, principal, route, key, body_sha256)
     if previous is not None:
-        return previous.resource_id, previous.status_code
+        return load(session, previous.resource_id), previous.status_code
     try:
         resource_id = create(session)
         remember(session, principal, route, key, body_sha256, resource_id, status_code)
+        resource = load(session, resource_id)
         session.commit()
-        return resource_id, status_code
+        return resource, status_code
     except IntegrityError:
         session.rollback()
         previous = find_previous(session, principal, route, key, body_sha256)
         if previous is None:
             raise
-        return previous.resource_id, previous.status_code
+        return load(session, previous.resource_id), previous.status_code

@@ -25,7 +25,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import event, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from models import DeletionRequest, record_event, utcnow
@@ -66,6 +66,7 @@ FOLLOW_UPS: dict[State, tuple[str, ...]] = {
     S.CANCELLED: (CLEANUP_REQUEST,),
 }
 _PENDING = "mcu_follow_ups"
+_COMMITTED = "mcu_follow_ups_committed"
 log = logging.getLogger(__name__)
 
 
@@ -144,21 +145,30 @@ def new_message_id() -> str:
 
 
 def send_follow_ups_after_commit(factory: sessionmaker[Session], dispatcher: Dispatcher) -> None:
-    """Sessions of `factory` send the follow-ups of their transitions once they commit; a rollback drops them."""
+    """Sessions of `factory` send the follow-ups of their transitions once they commit; a rollback drops them.
+    They go out when the transaction has ended and given its connection back to the pool: marking a run
+    as dispatched takes a connection of its own, and a caller holding one while waiting for another
+    deadlocks the pool under load."""
 
     @event.listens_for(factory, "after_commit")
-    def _send(session: Session) -> None:
+    def _committed(session: Session) -> None:
+        session.info[_COMMITTED] = session.info.get(_COMMITTED, []) + session.info.pop(_PENDING, [])
+
+    @event.listens_for(factory, "after_rollback")
+    def _drop(session: Session) -> None:
+        session.info.pop(_PENDING, None)
+
+    @event.listens_for(factory, "after_transaction_end")
+    def _send(session: Session, transaction: SessionTransaction) -> None:
+        if transaction.parent is not None:
+            return
         # The transaction is committed: nothing here may fail the caller, who must learn it succeeded.
-        for task, args in session.info.pop(_PENDING, []):
+        for task, args in session.info.pop(_COMMITTED, []):
             try:
                 if dispatcher.send(task, *args) and task == RUN_REQUEST:
                     mark_dispatched(factory, [args[0]])
             except Exception:  # the reconciler sends what is left unsent
                 log.warning("follow-up %s for %s not sent", task, args[0], exc_info=True)
-
-    @event.listens_for(factory, "after_rollback")
-    def _drop(session: Session) -> None:
-        session.info.pop(_PENDING, None)
 
 
 def mark_dispatched(factory: sessionmaker[Session], request_ids: list[str]) -> None:

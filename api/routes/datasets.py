@@ -84,10 +84,10 @@ def create_dataset(
         insert_samples(db, parsed.samples)
         return dataset_id
 
-    dataset_id, response.status_code = create_once(session, principal.name, "datasets", idempotency_key, body_sha,
-                                                   create, 201)
-    response.headers["Location"] = f"/v1/datasets/{dataset_id}"
-    return catalog.get_dataset(session, dataset_id)
+    dataset, response.status_code = create_once(session, principal.name, "datasets", idempotency_key, body_sha,
+                                                create, catalog.get_dataset, 201)
+    response.headers["Location"] = f"/v1/datasets/{dataset.id}"
+    return dataset
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut)

@@ -32,10 +32,10 @@ def create_request(body: DeletionRequestIn, session: SessionDep, settings: Setti
                                base_method=body.base_method, config=config, selection_mode=body.selection,
                                external_id=body.external_id, callback_url=body.callback_url, actor=principal.name)
 
-    request_id, response.status_code = create_once(session, principal.name, "deletion-requests", idempotency_key,
-                                                   fingerprint(body.model_dump(mode="json")), create, 202)
-    response.headers["Location"] = f"/v1/deletion-requests/{request_id}"
-    return requests.get(session, request_id)
+    request, response.status_code = create_once(session, principal.name, "deletion-requests", idempotency_key,
+                                                fingerprint(body.model_dump(mode="json")), create, requests.get, 202)
+    response.headers["Location"] = f"/v1/deletion-requests/{request.id}"
+    return request
 
 
 @router.get("/{request_id}", response_model=DeletionRequestOut)

@@ -73,10 +73,10 @@ def create_model(
                                             size=obj.size, preprocessing=declared))
         return model_id
 
-    model_id, response.status_code = create_once(session, principal.name, "models", idempotency_key, body_sha,
-                                                 create, 201)
-    response.headers["Location"] = f"/v1/models/{model_id}"
-    return catalog.get_model(session, model_id)
+    model, response.status_code = create_once(session, principal.name, "models", idempotency_key, body_sha,
+                                              create, catalog.get_model, 201)
+    response.headers["Location"] = f"/v1/models/{model.id}"
+    return model
 
 
 @router.get("/{model_id}", response_model=ModelOut)
