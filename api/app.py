@@ -12,8 +12,9 @@ from prometheus_client import CollectorRegistry
 from api.errors import install_error_handlers
 from api.metrics import MetricsMiddleware, ServiceCollector
 from api.openapi import install_openapi
-from api.routes import datasets, deletion_requests, health, models
+from api.routes import datasets, deletion_requests, health, models, signing
 from domain.lifecycle import send_follow_ups_after_commit
+from domain.signing import SigningKeys
 from migrations.runner import upgrade
 from models import make_engine, make_session_factory
 from settings import Settings, get_settings
@@ -44,11 +45,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = open_store(settings.resolved_storage_url, s3_endpoint_url=settings.s3_endpoint_url)
     app.state.dispatcher = Dispatcher(settings.resolved_broker_url)
     send_follow_ups_after_commit(app.state.session_factory, app.state.dispatcher)
+    app.state.signing_keys = SigningKeys(app.state.session_factory, settings)
     app.state.metrics_registry = registry = CollectorRegistry()
     registry.register(ServiceCollector(app.state.session_factory, app.state.dispatcher))
     app.add_middleware(MetricsMiddleware, registry=registry)
     install_error_handlers(app)
     install_openapi(app)
-    for router in (health.router, datasets.router, models.router, deletion_requests.router):
+    for router in (health.router, datasets.router, models.router, deletion_requests.router, signing.router):
         app.include_router(router)
     return app

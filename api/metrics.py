@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, SummaryMetricFamily
@@ -12,12 +13,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from models import DeletionRequest
+from domain.lifecycle import OPEN
+from models import DeletionRequest, utcnow
 from worker.dispatch import Dispatcher
 
 
 class ServiceCollector(Collector):
-    """Requests by state, queue depth and finished-job durations, computed when scraped."""
+    """Requests by state, overdue and due soon, queue depth and finished-job durations, computed when scraped."""
 
     def __init__(self, factory: sessionmaker[Session], dispatcher: Dispatcher) -> None:
         self.factory, self.dispatcher = factory, dispatcher
@@ -25,11 +27,22 @@ class ServiceCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily | SummaryMetricFamily]:
         by_state = GaugeMetricFamily("mcu_deletion_requests", "Deletion requests by state", labels=["state"])
         durations = SummaryMetricFamily("mcu_job_duration_seconds", "Run time of finished jobs (started to finished)")
+        deadlines: list[GaugeMetricFamily] = []
         try:
             with self.factory() as session:
                 for state, count in session.execute(select(DeletionRequest.state, func.count())
                                                     .group_by(DeletionRequest.state)):
                     by_state.add_metric([state], count)
+                now, open_ = utcnow(), DeletionRequest.state.in_(OPEN)
+                for name, help_, window in (
+                        ("mcu_deletion_requests_overdue", "Open requests past their due_at",
+                         DeletionRequest.due_at < now),
+                        ("mcu_deletion_requests_due_within_7_days", "Open requests due in the next 7 days",
+                         DeletionRequest.due_at.between(now, now + timedelta(days=7)))):
+                    gauge = GaugeMetricFamily(name, help_)
+                    gauge.add_metric([], session.scalar(select(func.count()).select_from(DeletionRequest)
+                                                        .where(open_, window)) or 0)
+                    deadlines.append(gauge)
                 finished = session.execute(select(DeletionRequest.started_at, DeletionRequest.finished_at).where(
                     DeletionRequest.started_at.is_not(None), DeletionRequest.finished_at.is_not(None))).all()
             durations.add_metric([], len(finished), sum((f - s).total_seconds() for s, f in finished))
@@ -37,6 +50,7 @@ class ServiceCollector(Collector):
             pass
         yield by_state
         yield durations
+        yield from deadlines
         depth = self.dispatcher.queue_depth()
         if depth is not None:
             queue = GaugeMetricFamily("mcu_queue_depth", "Tasks waiting in the broker's gpu queue")

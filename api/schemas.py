@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, computed_field, model_validator
 
 from domain.catalog import ModelState
-from domain.lifecycle import State
+from domain.lifecycle import OPEN, State
 
 Fraction = Field(ge=0.0, le=1.0)
 
@@ -105,6 +105,8 @@ class DeletionRequestIn(Strict):
     selection: Literal["manual", "auto"] = "manual"
     external_id: str | None = Field(default=None, max_length=200)
     callback_url: str | None = Field(default=None, max_length=2000)
+    received_at: datetime | None = Field(default=None, description="When the data subject's request reached "
+                                         "you (default: now); due_at counts from it.")
 
 
 class ProgressOut(Out):
@@ -135,6 +137,19 @@ class SelectionOut(Out):
     model_version: int | None
     selected_by: str | None
     selected_at: datetime | None
+    acknowledgement: str | None  # set when the point did not meet the erasure criterion
+
+
+class ExtensionOut(Out):
+    days: int
+    reason: str
+    by: str
+    at: datetime
+
+
+class ErasureCriterionOut(Out):
+    forget_tolerance: float
+    mia_tolerance: float
 
 
 class DeletionRequestOut(Out):
@@ -153,13 +168,42 @@ class DeletionRequestOut(Out):
     curve: CurveOut | None
     selection: SelectionOut | None
     error: ProblemOut | None
+    erasure_criterion: ErasureCriterionOut
     created_at: datetime
+    received_at: datetime
+    due_at: datetime
+    due_extension: ExtensionOut | None
     started_at: datetime | None
     finished_at: datetime | None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def overdue(self) -> bool:
+        return self.state in OPEN and self.due_at < datetime.now(UTC)
 
 
 class SelectionIn(Strict):
     t: float = Field(ge=0.0, le=1.0, strict=True)  # strict: `true` is not t = 1
+    acknowledge: str | None = Field(default=None, max_length=2000, description=(
+        "Needed when the point fails the erasure criterion: text beginning with 'erasure criterion not met'."))
+
+
+class ExtensionIn(Strict):
+    days: int = Field(ge=1, le=60, strict=True)
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class SigningKeyOut(Out):
+    key_id: str
+    algorithm: str = "Ed25519"
+    public_key: str  # raw 32 bytes, base64
+    created_at: datetime
+    retired_at: datetime | None
+
+
+class SigningKeysOut(Out):
+    current: SigningKeyOut
+    keys: list[SigningKeyOut]  # the current one and every retired one: old reports stay verifiable
 
 
 class EventOut(Out):
@@ -168,6 +212,8 @@ class EventOut(Out):
     state: str | None
     actor: str | None
     detail: dict[str, Any] | None
+    prev_hash: str
+    hash: str
 
 
 T = TypeVar("T")

@@ -6,6 +6,7 @@ from typing import Any
 
 import typer
 
+from cli.evidence import audit_app, reports_app, signing_app
 from worker.dispatch import ALL_QUEUES
 
 app = typer.Typer(help="Machine unlearning service (masked Mode Connectivity Unlearning).", no_args_is_help=True)
@@ -13,6 +14,9 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
+app.add_typer(reports_app, name="reports")
+app.add_typer(audit_app, name="audit")
+app.add_typer(signing_app, name="signing-key")
 
 
 def _refuse_example_secrets() -> None:
@@ -52,7 +56,7 @@ def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) 
     typer.echo(f"database at revision {revision}")
 
 
-def _session_factory() -> Any:  # a sessionmaker; imports stay lazy, as everywhere in the CLI
+def session_factory() -> Any:  # a sessionmaker; imports stay lazy, as everywhere in the CLI
     from models import make_engine, make_session_factory
     from settings import get_settings
 
@@ -74,7 +78,7 @@ def keys_create(name: str = typer.Option(..., help="A unique name; shown as the 
 
     expires_at = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
     try:
-        with _session_factory()() as session, session.begin():
+        with session_factory()() as session, session.begin():
             _, secret = create_api_key(session, name, [s.strip() for s in scopes.split(",") if s.strip()],
                                        expires_at)
     except ValueError as error:
@@ -91,7 +95,7 @@ def keys_list() -> None:
     from models import utcnow
 
     now = utcnow()
-    with _session_factory()() as session:
+    with session_factory()() as session:
         for key in list_api_keys(session):
             status = ("revoked" if key.revoked_at else
                       "expired" if key.expires_at and key.expires_at <= now else "active")
@@ -104,7 +108,7 @@ def keys_revoke(name: str = typer.Argument(..., help="The key's name.")) -> None
     """Revoke a key: it is refused from the next request on."""
     from api.auth import revoke_api_key
 
-    with _session_factory()() as session, session.begin():
+    with session_factory()() as session, session.begin():
         if not revoke_api_key(session, name):
             raise typer.BadParameter(f"no active key named {name!r}", param_hint="NAME")
     typer.echo(f"revoked {name}")

@@ -29,6 +29,11 @@ class ForgetSet:
         """sha256 of the sorted sample ids, one per line: what a caller can recompute to check the set."""
         return hashlib.sha256("\n".join(sorted(self.sample_ids.values())).encode()).hexdigest()
 
+    def salted_fingerprint(self, salt: str) -> str:
+        """The same, salted: a report can name the set without letting anyone test a guessed list of ids
+        against another request's fingerprint."""
+        return hashlib.sha256("\n".join([salt, *sorted(self.sample_ids.values())]).encode()).hexdigest()
+
     def without(self, positions: set[int]) -> ForgetSet:
         return ForgetSet({p: s for p, s in self.sample_ids.items() if p not in positions})
 

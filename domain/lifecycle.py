@@ -7,7 +7,7 @@ sees a row that is not there yet, and a rolled-back change sends nothing). A run
 clean-up task lost to a broker outage is made good by the reconciler (worker/reconciler.py); a lost
 callback is not retried yet.
 
-    queued ──> running ──> awaiting_selection ──> materializing ──> succeeded
+    queued ──> running ──> awaiting_selection <─> materializing ──> succeeded
        │          │                │                  │    └──> queued (another version was published first)
        └──────────┴────────────────┴──> cancelled <───┤
                   └──────────> cancelling <───────────┘
@@ -48,13 +48,15 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     S.QUEUED: frozenset({S.RUNNING, S.CANCELLED}),
     S.RUNNING: frozenset({S.AWAITING_SELECTION, S.FAILED, S.CANCELLING, S.CANCELLED}),
     S.AWAITING_SELECTION: frozenset({S.MATERIALIZING, S.CANCELLED}),
-    S.MATERIALIZING: frozenset({S.SUCCEEDED, S.QUEUED, S.FAILED, S.CANCELLING, S.CANCELLED}),
+    # Back to awaiting_selection: the point, measured, fails the erasure criterion (domain/erasure.py).
+    S.MATERIALIZING: frozenset({S.SUCCEEDED, S.QUEUED, S.AWAITING_SELECTION, S.FAILED, S.CANCELLING, S.CANCELLED}),
     # A cancel that arrives once the version is published comes too late: the erasure is done.
     S.CANCELLING: frozenset({S.CANCELLED, S.FAILED, S.SUCCEEDED}),
     S.SUCCEEDED: frozenset(),
     S.FAILED: frozenset(),
     S.CANCELLED: frozenset(),
 }
+OPEN = frozenset(state for state, targets in TRANSITIONS.items() if targets)  # still owes its answer
 WORKER_HELD = frozenset({S.RUNNING, S.MATERIALIZING, S.CANCELLING})  # a worker heartbeats while it holds these
 CALLBACK_STATES = frozenset({S.AWAITING_SELECTION, S.SUCCEEDED, S.FAILED, S.CANCELLED})
 # Tasks sent when a request enters a state. Artifacts are deleted on every way out that publishes or

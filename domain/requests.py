@@ -5,18 +5,21 @@ State changes go through `domain.lifecycle`; this module decides which change a 
 
 from __future__ import annotations
 
+import secrets
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import and_, not_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from domain.catalog import ModelState
+from domain.erasure import ACKNOWLEDGE_PREFIX, METRICS, criterion_for, judge, point_at
 from domain.forget import drop_already_erased, resolve_forget
-from domain.lifecycle import State, submit, transition
+from domain.lifecycle import OPEN, State, submit, transition
 from domain.pagination import PageOf, ascending, ascending_page, newest_first, newest_page
 from domain.problems import Problem, invalid, not_found
-from models import Dataset, DeletionRequest, Event, Model, new_id, utcnow
+from models import Dataset, DeletionRequest, Event, Model, new_id, record_event, utcnow
 from settings import Settings
 from unlearning.config import ConfigError, resolve_config
 
@@ -31,8 +34,16 @@ def get(session: Session, request_id: str) -> DeletionRequest:
 NOT_OFFERED = ("retrain",)  # the benchmarks' gold standard: a retrain, not an unlearning method
 
 
-def validated_config(config: dict[str, Any], base_method: str) -> dict[str, Any]:
-    """Every default filled in; 422 naming the dotted key of a bad value."""
+def validated_config(config: dict[str, Any], base_method: str, erasure_defaults: dict[str, float]
+                     ) -> tuple[dict[str, Any], dict[str, float]]:
+    """The MCU config with every default filled in, and the erasure criterion (`config.erasure` over the
+    service's defaults); 422 naming the dotted key of a bad value."""
+    config = dict(config)
+    criterion = criterion_for(config.pop("erasure", None), erasure_defaults)
+    return _mcu_config(config, base_method), criterion
+
+
+def _mcu_config(config: dict[str, Any], base_method: str) -> dict[str, Any]:
     if base_method in NOT_OFFERED:
         raise invalid(f"base_method {base_method!r} is not offered by the service (it retrains from scratch)",
                       [{"loc": ["base_method"], "msg": "not offered"}])
@@ -59,8 +70,30 @@ def check_callback(url: str | None, settings: Settings) -> None:
                       [{"loc": ["callback_url"], "msg": "host not allowed"}])
 
 
+def received_when(received_at: datetime | None) -> datetime:
+    """When the data subject's request reached the controller: now, or earlier (the deadline runs from it)."""
+    now = utcnow()
+    if received_at is None:
+        return now
+    if received_at.tzinfo is None:
+        raise invalid("received_at needs a time zone (e.g. 2026-11-28T09:00:00Z)",
+                      [{"loc": ["received_at"], "msg": "no time zone"}])
+    if received_at > now + CLOCK_SKEW:
+        raise invalid("received_at lies in the future", [{"loc": ["received_at"], "msg": "in the future"}])
+    if received_at < now - MAX_RECEIVED_AGE:
+        raise invalid(f"received_at is more than {MAX_RECEIVED_AGE.days} days ago",
+                      [{"loc": ["received_at"], "msg": "too old"}])
+    return received_at
+
+
+CLOCK_SKEW = timedelta(minutes=5)
+MAX_RECEIVED_AGE = timedelta(days=365)
+MAX_EXTENSION_DAYS = 60  # GDPR Art. 12(3): "extended by two further months where necessary"
+
+
 def create(session: Session, *, model_id: str, selector: tuple[str, list[Any]], base_method: str,
-           config: dict[str, Any], selection_mode: str, external_id: str | None, callback_url: str | None,
+           config: dict[str, Any], erasure_criterion: dict[str, float], selection_mode: str,
+           external_id: str | None, callback_url: str | None, received_at: datetime, response_days: int,
            actor: str) -> str:
     """A queued request for the rows the selector names (rows already erased left out); returns its id."""
     model = session.get(Model, model_id)
@@ -75,24 +108,32 @@ def create(session: Session, *, model_id: str, selector: tuple[str, list[Any]], 
     kind, values = selector
     forget, already_erased = drop_already_erased(
         session, model.id, resolve_forget(session, dataset.id, dataset.num_train, model.num_classes, kind, values))
+    salt = secrets.token_hex(16)
     request = DeletionRequest(
         id=new_id("req"), model_id=model.id, model_version=model.current_version, external_id=external_id,
         base_method=base_method, config=config, selection_mode=selection_mode, callback_url=callback_url,
         forget={kind: values}, forget_positions=forget.positions, forget_count=len(forget.positions),
-        forget_fingerprint=forget.fingerprint, progress={"phase": "queued", "fraction": 0.0}, created_by=actor)
+        forget_fingerprint=forget.fingerprint, forget_salt=salt,
+        forget_salted_fingerprint=forget.salted_fingerprint(salt),
+        erasure_criterion=erasure_criterion, received_at=received_at,
+        due_at=received_at + timedelta(days=response_days),
+        progress={"phase": "queued", "fraction": 0.0}, created_by=actor)
     submit(session, request, actor=actor, detail={"forget_count": len(forget.positions), "external_id": external_id,
                                                   "already_erased_by": already_erased})
     return request.id
 
 
-def page_of_requests(session: Session, *, model_id: str | None, state: State | None, page_size: int,
-                     page_token: str | None) -> PageOf[DeletionRequest]:
+def page_of_requests(session: Session, *, model_id: str | None, state: State | None, overdue: bool | None,
+                     page_size: int, page_token: str | None) -> PageOf[DeletionRequest]:
     """Newest first; curve points come in one extra query for the whole page (selectin), not one per row."""
     query = select(DeletionRequest).options(selectinload(DeletionRequest.points))
     if model_id is not None:
         query = query.where(DeletionRequest.model_id == model_id)
     if state is not None:
         query = query.where(DeletionRequest.state == state)
+    if overdue is not None:
+        late = and_(DeletionRequest.state.in_(OPEN), DeletionRequest.due_at < utcnow())
+        query = query.where(late if overdue else not_(late))
     rows = session.scalars(newest_first(query, DeletionRequest.created_at, DeletionRequest.id, page_size,
                                         page_token)).all()
     return newest_page(list(rows), page_size)
@@ -105,12 +146,27 @@ def curve(session: Session, request_id: str) -> dict[str, Any]:
     return row.curve
 
 
-def select_point(session: Session, request_id: str, t: float, actor: str) -> DeletionRequest:
-    """awaiting_selection → materializing at `t`; commits. 409 in any other state."""
+def select_point(session: Session, request_id: str, t: float, actor: str, acknowledge: str | None = None
+                 ) -> DeletionRequest:
+    """awaiting_selection → materializing at `t`; commits. 409 in any other state, and for a point that fails
+    the erasure criterion unless `acknowledge` begins with "erasure criterion not met"."""
     row = get(session, request_id)
+    judgement = None
+    if row.state == State.AWAITING_SELECTION and row.curve is not None:
+        points = [{"t": p.t} | {m: getattr(p, m) for m in METRICS} for p in row.points]
+        judgement = judge(point_at(points, t), row.curve_summary["targets"], row.forget_count,
+                          row.erasure_criterion)
+        acknowledged = (acknowledge or "").strip().lower().startswith(ACKNOWLEDGE_PREFIX)
+        if not judgement.met and not acknowledged:
+            raise Problem(409, f"the point at t = {t} does not meet the erasure criterion: "
+                          + "; ".join(judgement.reasons) + f". To publish it anyway, send \"acknowledge\": "
+                          f"\"{judgement.acknowledgement}\"", slug="erasure-criterion-not-met",
+                          title="Erasure criterion not met")
+    ack = acknowledge if judgement is not None and not judgement.met else None
     if not transition(session, request_id, State.MATERIALIZING, actor=actor, from_=[State.AWAITING_SELECTION],
-                      values={"selected_t": t, "selected_by": actor, "selected_at": utcnow(), "heartbeat_at": None},
-                      detail={"t": t}):
+                      values={"selected_t": t, "selected_by": actor, "selected_at": utcnow(), "heartbeat_at": None,
+                              "selection_acknowledgement": ack},
+                      detail={"t": t} | ({"acknowledgement": ack} if ack else {})):
         session.rollback()
         raise Problem(409, f"a point can be selected only in state awaiting_selection (state: {row.state})")
     session.commit()
@@ -135,6 +191,28 @@ def cancel(session: Session, request_id: str, actor: str) -> DeletionRequest:
     if not moved:
         session.rollback()
         raise Problem(409, f"request '{request_id}' is already {previous}")
+    session.commit()
+    session.refresh(row)
+    return row
+
+
+def extend(session: Session, request_id: str, days: int, reason: str, actor: str) -> DeletionRequest:
+    """Move the deadline once, by at most MAX_EXTENSION_DAYS, with the reason kept; commits. 409 for a
+    request already extended or already answered."""
+    row = get(session, request_id)
+    if row.state not in OPEN:
+        raise Problem(409, f"request '{request_id}' is {row.state}: its answer is given, no deadline to extend")
+    extension = {"days": days, "reason": reason, "by": actor, "at": utcnow().isoformat()}
+    due_at = row.due_at + timedelta(days=days)
+    extended = session.execute(update(DeletionRequest).where(DeletionRequest.id == request_id,
+                                                             DeletionRequest.due_extension.is_(None))
+                               .values(due_at=due_at, due_extension=extension)).rowcount
+    if not extended:
+        session.rollback()
+        raise Problem(409, f"the deadline of '{request_id}' was extended already (once per request)",
+                      slug="already-extended", title="Already extended")
+    record_event(session, request_id, "due_date_extended", row.state, actor,
+                 {"days": days, "reason": reason, "due_at": due_at.isoformat()})
     session.commit()
     session.refresh(row)
     return row

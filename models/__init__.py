@@ -15,12 +15,13 @@ from models.tables import (
     Model,
     ModelVersion,
     Sample,
+    SigningKey,
     new_id,
     utcnow,
 )
 
 __all__ = [
     "ApiKey", "Base", "CurvePoint", "Dataset", "DeletionRequest", "ErasedSample", "Event", "IdempotencyRecord",
-    "Model", "ModelVersion", "Sample", "in_list", "make_engine", "make_session_factory", "new_id", "record_event",
-    "utcnow",
+    "Model", "ModelVersion", "Sample", "SigningKey", "in_list", "make_engine", "make_session_factory", "new_id",
+    "record_event", "utcnow",
 ]

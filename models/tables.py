@@ -147,6 +147,10 @@ class DeletionRequest(Base):
     forget_positions: Mapped[list[Any]] = mapped_column(JSON)  # train positions, sorted
     forget_count: Mapped[int] = mapped_column(Integer)
     forget_fingerprint: Mapped[str] = mapped_column(String(64))
+    # For the proof-of-erasure report: sha256(salt + "\n" + sorted sample ids, one per line). The salt keeps a
+    # report from confirming a guessed id list of other requests; NULL for requests made before it existed.
+    forget_salt: Mapped[str | None] = mapped_column(String(32))
+    forget_salted_fingerprint: Mapped[str | None] = mapped_column(String(64))
     progress: Mapped[dict[str, Any]] = mapped_column(JSON)
     # recommended_t, effective_region, targets, timings, ... (the points are rows of curve_points)
     curve_summary: Mapped[dict[str, Any] | None] = mapped_column("curve", JSON)
@@ -154,10 +158,18 @@ class DeletionRequest(Base):
     selected_version: Mapped[int | None] = mapped_column(Integer)
     selected_by: Mapped[str | None] = mapped_column(String(200))
     selected_at: Mapped[datetime | None] = mapped_column()
+    # The operator's words when the chosen point fails the erasure criterion (domain/erasure.py).
+    selection_acknowledgement: Mapped[str | None] = mapped_column(Text)
+    erasure_criterion: Mapped[dict[str, Any]] = mapped_column(JSON)  # tolerances, every default filled in
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     created_by: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # When the data subject's request reached the controller (may precede created_at), and the answer's deadline.
+    received_at: Mapped[datetime] = mapped_column()
+    due_at: Mapped[datetime] = mapped_column(index=True)
+    due_extension: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # {"days", "reason", "by", "at"}: once
+    overdue_notified_at: Mapped[datetime | None] = mapped_column()  # the "overdue" event and callback, sent once
     dispatched_at: Mapped[datetime | None] = mapped_column()  # last time its task went to the broker
     started_at: Mapped[datetime | None] = mapped_column()
     heartbeat_at: Mapped[datetime | None] = mapped_column()
@@ -180,7 +192,7 @@ class DeletionRequest(Base):
         if self.selected_t is None:
             return None
         return {"t": self.selected_t, "model_version": self.selected_version, "selected_by": self.selected_by,
-                "selected_at": self.selected_at}
+                "selected_at": self.selected_at, "acknowledgement": self.selection_acknowledgement}
 
 
 class CurvePoint(Base):
@@ -211,7 +223,8 @@ class ErasedSample(Base):
 
 
 class Event(Base):
-    """The audit trail: every state change and progress milestone, with who and when."""
+    """The audit trail: every state change and progress milestone, with who and when. Each request's events
+    form a hash chain (models/audit.py): `hash` covers the event and `prev_hash`, the previous event's hash."""
 
     __tablename__ = "events"
     __table_args__ = (Index("ix_events_request_at", "request_id", "id"),)
@@ -223,6 +236,23 @@ class Event(Base):
     state: Mapped[str | None] = mapped_column(String(20))
     actor: Mapped[str | None] = mapped_column(String(200))
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class SigningKey(Base):
+    """Ed25519 keys that sign proof-of-erasure reports. The current one has `slot` 1 (unique: one at a
+    time, even when two API processes start together); retired ones keep their public key for verification."""
+
+    __tablename__ = "signing_keys"
+
+    key_id: Mapped[str] = mapped_column(String(16), primary_key=True)  # first 16 hex of sha256(public key)
+    public_key: Mapped[str] = mapped_column(String(64))  # raw 32 bytes, base64
+    # PKCS#8 PEM, encrypted with MCU_SIGNING_KEY_PASSPHRASE when set; NULL when the key lives in a file.
+    private_key: Mapped[str | None] = mapped_column(Text)
+    slot: Mapped[int | None] = mapped_column(Integer, unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    retired_at: Mapped[datetime | None] = mapped_column()
 
 
 class ApiKey(Base):

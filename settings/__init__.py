@@ -54,6 +54,16 @@ class Settings(BaseSettings):
     # host (its default port only), host:port, or host:* (any port); "*.example.com" allows subdomains.
     callback_allowed_hosts: list[str] = []
     callback_max_attempts: int = Field(default=8, ge=1)
+    # Compliance evidence (domain/erasure.py, domain/evidence.py).
+    response_days: int = Field(default=30, ge=1, le=365)  # due_at = received_at + this (GDPR Art. 12(3): a month)
+    erasure_forget_tolerance: float = Field(default=0.05, ge=0.0, le=1.0)  # FA allowed above its target
+    erasure_mia_tolerance: float = Field(default=0.10, ge=0.0, le=1.0)  # MIA efficacy allowed below its target
+    # The Ed25519 key that signs reports: a PEM file (made on first start when missing; the embedded default's
+    # is data_dir/signing-key.pem), or else kept in the database, encrypted with the passphrase (required
+    # then in production).
+    signing_key_file: Path | None = None
+    signing_key_passphrase: SecretStr | None = None
+    public_url: str | None = None  # e.g. https://mcu.example.com: callbacks then carry absolute report URLs
 
     @property
     def resolved_database_url(self) -> str:
@@ -97,17 +107,31 @@ class Settings(BaseSettings):
             "MCU_BOOTSTRAP_API_KEY": self.bootstrap_api_key.get_secret_value() if self.bootstrap_api_key else None,
             "MCU_WEBHOOK_SECRET": _webhook_secret_text(self.webhook_secret),
             "AWS_SECRET_ACCESS_KEY": environ.get("AWS_SECRET_ACCESS_KEY"),
+            "MCU_SIGNING_KEY_PASSPHRASE": (self.signing_key_passphrase.get_secret_value()
+                                           if self.signing_key_passphrase else None),
         }
         examples = [name for name, value in secrets.items() if value and EXAMPLE_SECRET_MARKER in value.lower()]
         if examples:
             raise ExampleSecretError(
                 f"MCU_ENVIRONMENT=production, but {', '.join(examples)} still hold the example values of "
                 f".env.example (containing {EXAMPLE_SECRET_MARKER!r}): set real secrets")
+        if not self.is_embedded and self.signing_key_file is None and self.signing_key_passphrase is None:
+            raise ExampleSecretError(
+                "MCU_ENVIRONMENT=production, but reports would be signed with a key stored unencrypted in the "
+                "database: set MCU_SIGNING_KEY_PASSPHRASE (or MCU_SIGNING_KEY_FILE)")
         bootstrap = secrets["MCU_BOOTSTRAP_API_KEY"]
         if bootstrap and len(bootstrap) < MIN_BOOTSTRAP_KEY_LENGTH:  # it carries every scope
             raise ExampleSecretError(
                 f"MCU_ENVIRONMENT=production, but MCU_BOOTSTRAP_API_KEY is {len(bootstrap)} characters long: use "
                 f"at least {MIN_BOOTSTRAP_KEY_LENGTH} random ones (e.g. `openssl rand -hex 32`), or none")
+
+    @property
+    def resolved_signing_key_file(self) -> Path | None:
+        return self.signing_key_file or (self.data_dir / "signing-key.pem" if self.is_embedded else None)
+
+    @property
+    def erasure_defaults(self) -> dict[str, float]:
+        return {"forget_tolerance": self.erasure_forget_tolerance, "mia_tolerance": self.erasure_mia_tolerance}
 
     @property
     def cache_dir(self) -> Path:

@@ -14,14 +14,23 @@ from standardwebhooks import Webhook
 from models import DeletionRequest, record_event
 from settings import Settings
 
-
-def event_body(request: DeletionRequest, state: str, message_id: str, at: datetime) -> str:
-    return json.dumps({"id": message_id, "type": f"deletion_request.{state}", "created_at": at.isoformat(),
-                       "data": {"id": request.id, "state": state, "external_id": request.external_id,
-                                "model_id": request.model_id}})
+OVERDUE = "overdue"  # the one callback event that is not a state: the request passed its due_at unanswered
 
 
-def deliver(settings: Settings, factory, request_id: str, state: str, message_id: str, attempt: int) -> bool:
+def event_body(settings: Settings, request: DeletionRequest, event: str, message_id: str, at: datetime) -> str:
+    """`event` is the state entered, or OVERDUE. A `succeeded` callback names the new version and the report,
+    so recipients holding copies of the model (GDPR Art. 19) can replace them and keep the evidence."""
+    data = {"id": request.id, "state": request.state if event == OVERDUE else event,
+            "external_id": request.external_id, "model_id": request.model_id, "due_at": request.due_at.isoformat()}
+    if event == "succeeded":
+        report = f"/v1/deletion-requests/{request.id}/report"
+        data |= {"model_version": request.selected_version,
+                 "report_url": f"{settings.public_url.rstrip('/')}{report}" if settings.public_url else report}
+    return json.dumps({"id": message_id, "type": f"deletion_request.{event}", "created_at": at.isoformat(),
+                       "data": data})
+
+
+def deliver(settings: Settings, factory, request_id: str, event: str, message_id: str, attempt: int) -> bool:
     """One delivery attempt; True on a 2xx answer. The attempt is recorded as an event either way."""
     with factory() as session:
         request = session.get(DeletionRequest, request_id)
@@ -29,7 +38,7 @@ def deliver(settings: Settings, factory, request_id: str, state: str, message_id
             return True
         url = request.callback_url
         at = datetime.now(UTC)
-        body = event_body(request, state, message_id, at)
+        body = event_body(settings, request, event, message_id, at)
     headers = {"content-type": "application/json", "webhook-id": message_id,
                "webhook-timestamp": str(int(at.timestamp()))}
     if settings.webhook_secret is not None:
@@ -42,9 +51,9 @@ def deliver(settings: Settings, factory, request_id: str, state: str, message_id
             error = type(exc).__name__
     ok = status is not None and 200 <= status < 300
     with factory() as session, session.begin():
-        record_event(session, request_id, "callback_attempt", state, "worker",
-                     {"url": url, "message_id": message_id, "attempt": attempt, "status": status, "error": error,
-                      "delivered": ok})
+        record_event(session, request_id, "callback_attempt", request.state, "worker",
+                     {"url": url, "event": event, "message_id": message_id, "attempt": attempt, "status": status,
+                      "error": error, "delivered": ok})
     return ok or error in REFUSALS  # a refused destination is not retried
 
 

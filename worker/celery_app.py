@@ -65,10 +65,10 @@ def create_celery(settings: Settings) -> Celery:
         artifacts.delete_artifacts(services(), request_id)
 
     @app.task(name=DELIVER_CALLBACK, bind=True, max_retries=settings.callback_max_attempts - 1)
-    def deliver_callback(self, request_id: str, state: str, message_id: str) -> None:
+    def deliver_callback(self, request_id: str, event: str, message_id: str) -> None:
         """One attempt; on failure Celery retries it on the control queue after 2, 4, 8, ... s (at most 600)."""
         s, attempt = services(), self.request.retries + 1
-        if callbacks.deliver(s.settings, s.factory, request_id, state, message_id, attempt):
+        if callbacks.deliver(s.settings, s.factory, request_id, event, message_id, attempt):
             return
         if attempt < settings.callback_max_attempts:
             raise self.retry(countdown=min(2**attempt, 600), queue=CONTROL_QUEUE)

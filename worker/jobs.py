@@ -1,7 +1,8 @@
 """The worker's two jobs for a deletion request: train and measure the curve, then publish a chosen point.
 
     run_request:            queued → running → awaiting_selection (→ materializing, with selection: auto)
-    materialize_selection:  materializing → succeeded
+    materialize_selection:  materializing → succeeded (→ awaiting_selection when the measured point fails the
+                            erasure criterion and nobody acknowledged that)
 
 Each claims the request first (domain/lifecycle.py), so a duplicate delivery of a finished or live job
 changes nothing, and a job whose worker died is resumed from its last checkpoint.
@@ -18,6 +19,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from sqlalchemy import delete
 
+from domain.erasure import auto_choice, judge
 from domain.lifecycle import WORKER_HELD, State, claim, sources_of, transition
 from models import CurvePoint, DeletionRequest, record_event, utcnow
 from unlearning.architectures import has_batchnorm
@@ -88,10 +90,19 @@ def _store_curve(services: Services, request: DeletionRequest, result: CurveResu
                                   "heartbeat_at": None},
                           detail={"recommended_t": result.recommended_t, "points": len(result.points)}):
             return
-        if request.selection_mode == "auto":
-            transition(session, request.id, State.MATERIALIZING, actor="worker", from_=[State.AWAITING_SELECTION],
-                       values={"selected_t": result.recommended_t, "selected_by": "auto", "selected_at": utcnow()},
-                       detail={"t": result.recommended_t, "selected_by": "auto"})
+        if request.selection_mode != "auto":
+            return
+        t, recommended = auto_choice([p.to_dict() for p in result.points], result.recommended_t,
+                                     summary["targets"], request.forget_count, request.erasure_criterion)
+        if t is None:  # nothing on the curve shows erasure: an operator decides
+            record_event(session, request.id, "erasure_criterion_not_met", State.AWAITING_SELECTION, "worker",
+                         {"t": result.recommended_t, "reasons": recommended.reasons,
+                          "detail": "no point of the curve meets the erasure criterion: auto selection withheld"})
+            return
+        transition(session, request.id, State.MATERIALIZING, actor="worker", from_=[State.AWAITING_SELECTION],
+                   values={"selected_t": t, "selected_by": "auto", "selected_at": utcnow()},
+                   detail={"t": t, "selected_by": "auto"} | ({} if recommended.met else {
+                       "instead_of": result.recommended_t, "because": recommended.reasons}))
 
 
 def materialize_selection(services: Services, request_id: str) -> None:
@@ -113,6 +124,11 @@ def materialize_selection(services: Services, request_id: str) -> None:
             state, metrics = materialize_point(inputs.model, inputs.data, tensors, request.config,
                                                request.base_method, request.selected_t,
                                                device=services.settings.device)
+            judgement = judge(metrics.to_dict(), request.curve_summary["targets"], request.forget_count,
+                              request.erasure_criterion)
+            if not judgement.met and request.selection_acknowledgement is None:
+                _withhold(services, request_id, judgement.reasons)
+                return
             stored = services.store.put_bytes("weights", save_tensors({k: v.contiguous() for k, v in state.items()}))
             watch.on_progress(Progress("materialize", 1.0))
     except (Cancelled, StopJob):
@@ -128,6 +144,17 @@ def materialize_selection(services: Services, request_id: str) -> None:
         requeue_on_current_version(services, request_id)
     else:
         finish(services, request_id, State.CANCELLED)
+
+
+def _withhold(services: Services, request_id: str, reasons: list[str]) -> None:
+    """The point, measured, fails the erasure criterion its estimate met: nothing is published, and the
+    request goes back to the operator."""
+    with services.factory() as session, session.begin():
+        if transition(session, request_id, State.AWAITING_SELECTION, actor="worker", from_=[State.MATERIALIZING],
+                      values={"selected_t": None, "selected_by": None, "selected_at": None, "heartbeat_at": None},
+                      detail={"reason": "the selected point does not meet the erasure criterion"}):
+            record_event(session, request_id, "erasure_criterion_not_met", State.AWAITING_SELECTION, "worker",
+                         {"reasons": reasons})
 
 
 def _claim(services: Services, request_id: str, from_state: State, to_state: State) -> DeletionRequest | None:

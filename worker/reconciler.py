@@ -1,6 +1,7 @@
 """What the broker cannot see: queued requests and model validations whose task was lost, finished
-requests whose clean-up was lost, jobs whose worker went silent, and cancellations nobody is left to
-finish. A daemon thread in every worker; duplicates across workers are harmless (tasks are idempotent)."""
+requests whose clean-up was lost, jobs whose worker went silent, cancellations nobody is left to finish,
+and requests that passed their due date. A daemon thread in every worker; duplicates across workers are
+harmless (tasks are idempotent)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,15 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, update
 
 from domain.catalog import ModelState
-from domain.lifecycle import WORKER_HELD, State, mark_dispatched
-from models import DeletionRequest, Model, utcnow
+from domain.lifecycle import OPEN, WORKER_HELD, State, enqueue_after_commit, mark_dispatched, new_message_id
+from models import DeletionRequest, Model, record_event, utcnow
 from storage.base import SWEEP_AFTER_SECONDS, sweep_scratch_files
 from worker.artifacts import delete_artifacts
-from worker.dispatch import MATERIALIZE_SELECTION, RUN_REQUEST, VALIDATE_MODEL
+from worker.callbacks import OVERDUE
+from worker.dispatch import DELIVER_CALLBACK, MATERIALIZE_SELECTION, RUN_REQUEST, VALIDATE_MODEL
 from worker.jobs import finish
 from worker.services import Services
 
@@ -32,7 +34,8 @@ def reconcile(services: Services) -> dict[str, list[str]]:
     unsent = now - timedelta(seconds=settings.requeue_after_seconds)
     done: dict[str, list[str]] = {State.QUEUED: resend_queued(services, unsent),
                                   ModelState.VALIDATING: resend_validations(services, unsent),
-                                  "artifacts_deleted": finish_cleanups(services, unsent)}
+                                  "artifacts_deleted": finish_cleanups(services, unsent),
+                                  OVERDUE: notify_overdue(services)}
     with services.factory() as session:
         rows = session.execute(select(DeletionRequest.id, DeletionRequest.state).where(or_(
             and_(DeletionRequest.state.in_(WORKER_HELD), DeletionRequest.heartbeat_at < silent),
@@ -57,6 +60,27 @@ def resend_queued(services: Services, sent_before: object) -> list[str]:
     sent = [request_id for request_id in ids if services.dispatcher.send(RUN_REQUEST, request_id)]
     mark_dispatched(services.factory, sent)
     return sent
+
+
+def notify_overdue(services: Services) -> list[str]:
+    """Open requests past their due_at: an `overdue` event and callback, once per request."""
+    now = utcnow()
+    late = []
+    with services.factory() as session, session.begin():
+        rows = session.execute(select(DeletionRequest.id, DeletionRequest.state, DeletionRequest.due_at,
+                                      DeletionRequest.callback_url).where(
+            DeletionRequest.state.in_(OPEN), DeletionRequest.due_at < now,
+            DeletionRequest.overdue_notified_at.is_(None))).all()
+        for request_id, state, due_at, callback_url in rows:
+            if not session.execute(update(DeletionRequest).where(DeletionRequest.id == request_id,
+                                                                 DeletionRequest.overdue_notified_at.is_(None))
+                                   .values(overdue_notified_at=now)).rowcount:
+                continue  # another worker's reconciler was first
+            record_event(session, request_id, OVERDUE, state, "reconciler", {"due_at": due_at.isoformat()})
+            if callback_url:
+                enqueue_after_commit(session, DELIVER_CALLBACK, request_id, OVERDUE, new_message_id())
+            late.append(request_id)
+    return late
 
 
 def finish_cleanups(services: Services, finished_before: object) -> list[str]:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy.orm import Session
 
 from api.auth import Principal
 from api.deps import SessionDep, SettingsDep, require
 from api.idempotency import IdempotencyKey, create_once, fingerprint
 from api.pagination import PageSize, PageToken
-from api.schemas import CurveOut, DeletionRequestIn, DeletionRequestOut, EventOut, Page, SelectionIn
-from domain import requests
+from api.schemas import CurveOut, DeletionRequestIn, DeletionRequestOut, EventOut, ExtensionIn, Page, SelectionIn
+from domain import evidence, requests
 from domain.lifecycle import State
 from models import DeletionRequest
 
@@ -24,13 +25,16 @@ router = APIRouter(prefix="/v1/deletion-requests", tags=["deletion requests"])
 def create_request(body: DeletionRequestIn, session: SessionDep, settings: SettingsDep, response: Response,
                    principal: Annotated[Principal, require("requests:write")],
                    idempotency_key: IdempotencyKey = None) -> DeletionRequest:
-    config = requests.validated_config(body.config, body.base_method)
+    config, criterion = requests.validated_config(body.config, body.base_method, settings.erasure_defaults)
     requests.check_callback(body.callback_url, settings)
+    received_at = requests.received_when(body.received_at)
 
     def create(db: Session) -> str:
         return requests.create(db, model_id=body.model_id, selector=body.forget.selector(),
-                               base_method=body.base_method, config=config, selection_mode=body.selection,
-                               external_id=body.external_id, callback_url=body.callback_url, actor=principal.name)
+                               base_method=body.base_method, config=config, erasure_criterion=criterion,
+                               selection_mode=body.selection, external_id=body.external_id,
+                               callback_url=body.callback_url, received_at=received_at,
+                               response_days=settings.response_days, actor=principal.name)
 
     request, response.status_code = create_once(session, principal.name, "deletion-requests", idempotency_key,
                                                 fingerprint(body.model_dump(mode="json")), create, requests.get, 202)
@@ -47,9 +51,10 @@ def get_request(request_id: str, session: SessionDep, _: Annotated[Principal, re
 @router.get("", response_model=Page[DeletionRequestOut])
 def list_requests(session: SessionDep, _: Annotated[Principal, require("requests:read")],
                   model_id: Annotated[str | None, Query(max_length=40)] = None, state: State | None = None,
-                  page_size: PageSize = 50, page_token: PageToken = None) -> object:
-    return requests.page_of_requests(session, model_id=model_id, state=state, page_size=page_size,
-                                     page_token=page_token)
+                  overdue: Annotated[bool | None, Query(description="Open requests past their due_at (or not)")]
+                  = None, page_size: PageSize = 50, page_token: PageToken = None) -> object:
+    return requests.page_of_requests(session, model_id=model_id, state=state, overdue=overdue,
+                                     page_size=page_size, page_token=page_token)
 
 
 @router.get("/{request_id}/curve", response_model=CurveOut)
@@ -60,7 +65,24 @@ def get_curve(request_id: str, session: SessionDep, _: Annotated[Principal, requ
 @router.post("/{request_id}/selection", status_code=202, response_model=DeletionRequestOut)
 def select_point(request_id: str, body: SelectionIn, session: SessionDep,
                  principal: Annotated[Principal, require("requests:select")]) -> DeletionRequest:
-    return requests.select_point(session, request_id, body.t, principal.name)
+    return requests.select_point(session, request_id, body.t, principal.name, body.acknowledge)
+
+
+@router.post("/{request_id}/extension", response_model=DeletionRequestOut)
+def extend_deadline(request_id: str, body: ExtensionIn, session: SessionDep,
+                    principal: Annotated[Principal, require("requests:write")]) -> DeletionRequest:
+    return requests.extend(session, request_id, body.days, body.reason, principal.name)
+
+
+@router.get("/{request_id}/report", responses={200: {"content": {"text/html": {}}}})
+def get_report(request_id: str, request: Request, session: SessionDep,
+               _: Annotated[Principal, require("requests:read")],
+               format: Annotated[Literal["json", "html"], Query()] = "json") -> Response:
+    """The signed proof-of-erasure report of a succeeded request (409 before)."""
+    document = request.app.state.signing_keys.current().sign(evidence.build_report(session, request_id))
+    if format == "html":
+        return HTMLResponse(evidence.render_html(document))
+    return JSONResponse(document)
 
 
 @router.post("/{request_id}/cancel", status_code=202, response_model=DeletionRequestOut)

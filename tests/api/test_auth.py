@@ -26,7 +26,9 @@ from models import ApiKey, utcnow
 
 from .conftest import Service, assert_problem
 
-EXEMPT = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/redoc", "/docs/oauth2-redirect"}
+# Public by design: probes, docs, and the key that lets anyone holding a report verify it.
+EXEMPT = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/redoc", "/docs/oauth2-redirect",
+          "/v1/signing-key"}
 PATH_PARAM_VALUES = {"version": "1"}  # any other path parameter gets an id that exists nowhere
 
 

@@ -15,13 +15,14 @@ from settings import ExampleSecretError, Settings
 from .conftest import ROOT
 
 EXAMPLE_SECRETS = ["MCU_DATABASE_URL", "MCU_BROKER_URL", "MCU_BOOTSTRAP_API_KEY", "MCU_WEBHOOK_SECRET",
-                   "AWS_SECRET_ACCESS_KEY"]
+                   "AWS_SECRET_ACCESS_KEY", "MCU_SIGNING_KEY_PASSPHRASE"]
 REAL = {
     "MCU_DATABASE_URL": "postgresql+psycopg://mcu:Xq7-secret@postgres:5432/mcu",
     "MCU_BROKER_URL": "redis://:Rt9-secret@redis:6379/0",
     "MCU_BOOTSTRAP_API_KEY": "b0otstrap-4f1c9e0a7d3b5c8e2f6a9d1b4c7e0f3a",
     "MCU_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
     "AWS_SECRET_ACCESS_KEY": "m1nio-8d2e7a",
+    "MCU_SIGNING_KEY_PASSPHRASE": "s1gning-5be0c2",
 }
 
 
@@ -73,6 +74,15 @@ def test_real_secrets_pass_and_development_accepts_examples(env_example: dict[st
     Settings(environment="production").check_production_secrets({})  # embedded default: no secrets at all
 
 
+def test_production_refuses_a_report_signing_key_stored_unencrypted(settings_from: Callable) -> None:
+    env = REAL | {"MCU_ENVIRONMENT": "production"}
+    without = {k: v for k, v in env.items() if k != "MCU_SIGNING_KEY_PASSPHRASE"}
+    with pytest.raises(ExampleSecretError, match="MCU_SIGNING_KEY_PASSPHRASE"):
+        settings_from(without).check_production_secrets(without)
+    with_file = without | {"MCU_SIGNING_KEY_FILE": "/run/secrets/signing-key.pem"}
+    settings_from(with_file).check_production_secrets(with_file)
+
+
 def mcu(args: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("MCU_", "AWS_"))}
     return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, capture_output=True, text=True,
@@ -90,7 +100,8 @@ def test_commands_refuse_to_start_with_example_secrets(command: list[str], env_e
 
 def test_db_upgrade_runs_in_production_with_real_secrets(tmp_path: Path) -> None:
     env = {"MCU_ENVIRONMENT": "production", "MCU_DATABASE_URL": f"sqlite:///{tmp_path / 'mcu.sqlite'}",
-           "MCU_BOOTSTRAP_API_KEY": REAL["MCU_BOOTSTRAP_API_KEY"]}
+           "MCU_BOOTSTRAP_API_KEY": REAL["MCU_BOOTSTRAP_API_KEY"],
+           "MCU_SIGNING_KEY_PASSPHRASE": REAL["MCU_SIGNING_KEY_PASSPHRASE"]}
     done = mcu(["db", "upgrade"], env, tmp_path)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "mcu.sqlite").exists()

@@ -1,0 +1,156 @@
+"""The proof-of-erasure report of a succeeded deletion request: what was erased, from which model, how,
+with what result, judged by which criterion, what was deleted afterwards, and the audit chain's head.
+
+Built from the database when asked for and signed then (domain/signing.py): a report states what the
+service's records say at `issued_at`. It names the forget set only by a salted fingerprint, never by the
+sample ids, which may identify other people.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import subprocess
+from functools import lru_cache
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from domain.erasure import METRICS, judge
+from domain.lifecycle import State
+from domain.problems import Problem
+from domain.requests import get
+from models import CurvePoint, Event, Model, ModelVersion, utcnow
+from models.audit import head_hash
+
+REPORT_FORMAT = "mcu-proof-of-erasure/1"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@lru_cache
+def code_version() -> dict[str, str | None]:
+    """The package version, and the git commit when known (MCU_GIT_COMMIT, set by image builds, or the
+    checkout the code runs from)."""
+    try:
+        version: str | None = package_version("mcu-service")
+    except PackageNotFoundError:
+        version = None
+    commit = os.environ.get("MCU_GIT_COMMIT")
+    if commit is None and (PROJECT_ROOT / ".git").exists():
+        try:
+            commit = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True,
+                                    text=True, timeout=5, check=True).stdout.strip() or None
+        except (OSError, subprocess.SubprocessError):
+            commit = None
+    return {"package": "mcu-service", "version": version, "git_commit": commit}
+
+
+def _version(session: Session, model_id: str, version: int | None) -> dict[str, Any] | None:
+    row = session.scalar(select(ModelVersion).where(ModelVersion.model_id == model_id,
+                                                    ModelVersion.version == version)) if version else None
+    if row is None:
+        return None
+    return {"version": row.version, "sha256": row.sha256, "preprocessing": row.preprocessing,
+            "created_at": row.created_at.isoformat(), "t": row.t}
+
+
+def build_report(session: Session, request_id: str) -> dict[str, Any]:
+    request = get(session, request_id)
+    if request.state != State.SUCCEEDED:
+        raise Problem(409, f"a proof-of-erasure report exists only for a succeeded request (state: {request.state})",
+                      slug="report-not-ready", title="Report not ready")
+    model = session.get(Model, request.model_id)
+    assert model is not None and request.curve_summary is not None
+    published = session.scalar(select(ModelVersion).where(ModelVersion.deletion_request_id == request.id))
+    assert published is not None and published.metrics is not None
+    targets = request.curve_summary["targets"]
+    original = session.scalar(select(CurvePoint).where(CurvePoint.request_id == request.id, CurvePoint.t == 0.0))
+    judgement = judge(published.metrics, targets, request.forget_count, request.erasure_criterion)
+    deleted = session.scalar(select(Event).where(Event.request_id == request.id, Event.type == "artifacts_deleted")
+                             .order_by(Event.id.desc()).limit(1))
+    head, events = head_hash(session, request.id)
+    return {
+        "format": REPORT_FORMAT,
+        "issued_at": utcnow().isoformat(),
+        "service": code_version(),
+        "request": {
+            "id": request.id, "external_id": request.external_id, "model_id": request.model_id,
+            "received_at": request.received_at.isoformat(), "due_at": request.due_at.isoformat(),
+            "due_extension": request.due_extension, "created_at": request.created_at.isoformat(),
+            "finished_at": request.finished_at.isoformat() if request.finished_at else None,
+            "answered_in_time": request.finished_at is not None and request.finished_at <= request.due_at,
+            "created_by": request.created_by, "selection_mode": request.selection_mode,
+            "selected_by": request.selected_by,
+            "selected_at": request.selected_at.isoformat() if request.selected_at else None,
+        },
+        "forget_set": {
+            "rows": request.forget_count,
+            "salted_fingerprint": None if request.forget_salt is None else {
+                "algorithm": "sha256(salt + '\\n' + sorted sample ids, one per line)",
+                "salt": request.forget_salt, "sha256": request.forget_salted_fingerprint},
+        },
+        "model": {"id": model.id, "name": model.name, "architecture": model.architecture,
+                  "architecture_kwargs": model.architecture_kwargs,
+                  "before": _version(session, model.id, published.parent_version),
+                  "after": _version(session, model.id, published.version)},
+        "method": {"name": "masked Mode Connectivity Unlearning", "base_method": request.base_method,
+                   "config": request.config, "seed": request.config.get("seed"),
+                   "batchnorm_statistics": request.curve_summary.get("batchnorm")},
+        "metrics": {
+            "t": published.t,
+            "published": {m: published.metrics.get(m) for m in METRICS},
+            "targets": targets,
+            "original": {m: getattr(original, m) for m in METRICS} if original is not None else None,
+        },
+        "erasure_criterion": {"tolerances": request.erasure_criterion, "met": judgement.met,
+                              "reasons": judgement.reasons, "acknowledgement": request.selection_acknowledgement},
+        "artifacts_deleted": None if deleted is None else {"at": deleted.at.isoformat(),
+                                                           "objects": (deleted.detail or {}).get("objects")},
+        "audit": {"events": events, "head_hash": head},
+    }
+
+
+def render_html(document: dict[str, Any]) -> str:
+    """A printable page of a signed report: every field, then the signature to check it with."""
+    report, signature = document["report"], document["signature"]
+    criterion = report["erasure_criterion"]
+    verdict = ("Erasure criterion met." if criterion["met"] else
+               "ERASURE CRITERION NOT MET: " + "; ".join(criterion["reasons"])
+               + f". Published on the operator's acknowledgement: “{criterion['acknowledgement']}”.")
+    sections = [("Request", report["request"]), ("Forget set", report["forget_set"]), ("Model", report["model"]),
+                ("Method", report["method"]), ("Metrics", report["metrics"]),
+                ("Erasure criterion", criterion), ("Artifacts deleted", report["artifacts_deleted"]),
+                ("Audit trail", report["audit"]), ("Service", report["service"]), ("Signature", signature)]
+    body = "".join(f"<h2>{html.escape(title)}</h2>{_table(value)}" for title, value in sections)
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Proof of erasure "
+            f"{html.escape(report['request']['id'])}</title><style>{_CSS}</style></head><body>"
+            f"<h1>Proof of erasure</h1><p class='verdict {'ok' if criterion['met'] else 'bad'}'>{html.escape(verdict)}"
+            f"</p><p>Issued {html.escape(report['issued_at'])} · format {html.escape(report['format'])}. The JSON "
+            f"form of this report (<code>GET /v1/deletion-requests/{html.escape(report['request']['id'])}/report"
+            f"</code>) carries the signature; check it with <code>mcu reports verify FILE</code>.</p>{body}"
+            f"</body></html>")
+
+
+def _table(value: Any) -> str:
+    if isinstance(value, dict):
+        rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_table(v)}</td></tr>" for k, v in value.items())
+        return f"<table>{rows}</table>"
+    if isinstance(value, list):
+        return "<ul>" + "".join(f"<li>{_table(v)}</li>" for v in value) + "</ul>" if value else "—"
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return html.escape(str(value))
+
+
+_CSS = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;color:#111}"
+        "table{border-collapse:collapse;width:100%}th,td{border:1px solid #ccc;padding:.25rem .5rem;"
+        "text-align:left;vertical-align:top;font-size:.9rem}th{width:14rem;background:#f5f5f5}"
+        "td table th{width:10rem}.verdict{font-weight:600;padding:.5rem;border-radius:4px}"
+        ".ok{background:#e6f4ea}.bad{background:#fdecea}code{font-size:.85rem}"
+        "@media print{body{margin:0}}")
