@@ -132,6 +132,7 @@ class DeletionRequest(Base):
     __table_args__ = (
         Index("ix_deletion_requests_model_created", "model_id", "created_at"),
         Index("ix_deletion_requests_state_created", "state", "created_at"),
+        Index("ix_deletion_requests_due_at", "due_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -167,7 +168,7 @@ class DeletionRequest(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # When the data subject's request reached the controller (may precede created_at), and the answer's deadline.
     received_at: Mapped[datetime] = mapped_column()
-    due_at: Mapped[datetime] = mapped_column(index=True)
+    due_at: Mapped[datetime] = mapped_column()
     due_extension: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # {"days", "reason", "by", "at"}: once
     overdue_notified_at: Mapped[datetime | None] = mapped_column()  # the "overdue" event and callback, sent once
     dispatched_at: Mapped[datetime | None] = mapped_column()  # last time its task went to the broker

@@ -47,14 +47,10 @@ def upgrade() -> None:
         sa.UniqueConstraint('slot'),
     )
     _backfill()
-    with op.batch_alter_table('events', schema=None) as batch_op:
-        batch_op.alter_column('prev_hash', existing_type=sa.String(length=64), nullable=False)
-        batch_op.alter_column('hash', existing_type=sa.String(length=64), nullable=False)
-    with op.batch_alter_table('deletion_requests', schema=None) as batch_op:
-        batch_op.alter_column('erasure_criterion', existing_type=sa.JSON(), nullable=False)
-        batch_op.alter_column('received_at', existing_type=sa.DateTime(timezone=True), nullable=False)
-        batch_op.alter_column('due_at', existing_type=sa.DateTime(timezone=True), nullable=False)
-        batch_op.create_index(batch_op.f('ix_deletion_requests_due_at'), ['due_at'], unique=False)
+    # The new columns stay nullable in the schema (the models require them): making them NOT NULL on SQLite
+    # recreates the table, and dropping the old deletion_requests with foreign keys on would cascade-delete
+    # every event and curve point of every request.
+    op.create_index('ix_deletion_requests_due_at', 'deletion_requests', ['due_at'], unique=False)
 
 
 def _backfill() -> None:
@@ -84,8 +80,8 @@ def _backfill() -> None:
 
 def downgrade() -> None:
     op.drop_table('signing_keys')
+    op.drop_index('ix_deletion_requests_due_at', table_name='deletion_requests')
     with op.batch_alter_table('deletion_requests', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_deletion_requests_due_at'))
         for column in ('overdue_notified_at', 'due_extension', 'due_at', 'received_at', 'erasure_criterion',
                        'selection_acknowledgement', 'forget_salted_fingerprint', 'forget_salt'):
             batch_op.drop_column(column)
