@@ -121,11 +121,12 @@ def render_html(document: dict[str, Any]) -> str:
     verdict = ("Erasure criterion met." if criterion["met"] else
                "ERASURE CRITERION NOT MET: " + "; ".join(criterion["reasons"])
                + f". Published on the operator's acknowledgement: “{criterion['acknowledgement']}”.")
-    sections = [("Request", report["request"]), ("Forget set", report["forget_set"]), ("Model", report["model"]),
-                ("Method", report["method"]), ("Metrics", report["metrics"]),
-                ("Erasure criterion", criterion), ("Artifacts deleted", report["artifacts_deleted"]),
-                ("Audit trail", report["audit"]), ("Service", report["service"]), ("Signature", signature)]
-    body = "".join(f"<h2>{html.escape(title)}</h2>{_table(value)}" for title, value in sections)
+    sections = [("Erasure criterion", criterion), ("Request", report["request"]),
+                ("Forget set", report["forget_set"]), ("Model", report["model"]), ("Method", report["method"]),
+                ("Artifacts deleted", report["artifacts_deleted"]), ("Audit trail", report["audit"]),
+                ("Service", report["service"]), ("Signature", signature)]
+    body = _metrics_table(report["metrics"]) + "".join(f"<h2>{html.escape(title)}</h2>{_table(value)}"
+                                                       for title, value in sections)
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Proof of erasure "
             f"{html.escape(report['request']['id'])}</title><style>{_CSS}</style></head><body>"
             f"<h1>Proof of erasure</h1><p class='verdict {'ok' if criterion['met'] else 'bad'}'>{html.escape(verdict)}"
@@ -133,6 +134,17 @@ def render_html(document: dict[str, Any]) -> str:
             f"form of this report (<code>GET /v1/deletion-requests/{html.escape(report['request']['id'])}/report"
             f"</code>) carries the signature; check it with <code>mcu reports verify FILE</code>.</p>{body}"
             f"</body></html>")
+
+
+def _metrics_table(metrics: dict[str, Any]) -> str:
+    """The published point's metrics next to the targets and the original model's, one metric per row."""
+    columns = [("published", f"published (t = {metrics['t']})"), ("targets", "target (no retraining)"),
+               ("original", "original (t = 0)")]
+    head = "".join(f"<th>{html.escape(title)}</th>" for _, title in columns)
+    rows = "".join(f"<tr><th>{html.escape(name.replace('_', ' '))}</th>"
+                   + "".join(f"<td>{_table((metrics[key] or {}).get(name))}</td>" for key, _ in columns) + "</tr>"
+                   for name in METRICS)
+    return f"<h2>Metrics</h2><table class='metrics'><tr><th></th>{head}</tr>{rows}</table>"
 
 
 def _table(value: Any) -> str:
@@ -151,6 +163,6 @@ def _table(value: Any) -> str:
 _CSS = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;color:#111}"
         "table{border-collapse:collapse;width:100%}th,td{border:1px solid #ccc;padding:.25rem .5rem;"
         "text-align:left;vertical-align:top;font-size:.9rem}th{width:14rem;background:#f5f5f5}"
-        "td table th{width:10rem}.verdict{font-weight:600;padding:.5rem;border-radius:4px}"
+        "td table th{width:10rem}.metrics td{text-align:right}.verdict{font-weight:600;padding:.5rem;border-radius:4px}"
         ".ok{background:#e6f4ea}.bad{background:#fdecea}code{font-size:.85rem}"
         "@media print{body{margin:0}}")
