@@ -108,8 +108,10 @@ def build_report(session: Session, request_id: str) -> dict[str, Any]:
         },
         "erasure_criterion": {"tolerances": request.erasure_criterion, "met": judgement.met,
                               "reasons": judgement.reasons, "acknowledgement": request.selection_acknowledgement},
+        # θ_p, θ_c and the checkpoint were trained on the forget set: when they were deleted, and which.
         "artifacts_deleted": None if deleted is None else {"at": deleted.at.isoformat(),
-                                                           "objects": (deleted.detail or {}).get("objects")},
+                                                           "objects": (deleted.detail or {}).get("objects"),
+                                                           "artifacts": (deleted.detail or {}).get("artifacts")},
         "audit": {"events": events, "head_hash": head},
     }
 

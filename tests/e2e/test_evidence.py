@@ -12,7 +12,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 
 from cli.digits import DigitsUpload
-from tests.support import wait_for_state
+from tests.support import wait_for, wait_for_state
 
 from .conftest import FAST_JOB, Stack, register, submit
 
@@ -32,11 +32,16 @@ def test_a_report_verifies_offline_and_an_edited_event_is_named(stack: Stack, di
                           selection="auto")
         request = submit(client, model_id, forget={"classes": [2]}, config=FAST_JOB, selection="auto")
         wait_for_state(client, request["id"], ("succeeded",), timeout=180)
+        wait_for(lambda: any(e["type"] == "artifacts_deleted" for e in client.get(
+            f"/v1/deletion-requests/{request['id']}/events", params={"page_size": 500}).json()["items"]), 60,
+                 "the clean-up of θ_p, θ_c and the checkpoint")
         report = client.get(f"/v1/deletion-requests/{request['id']}/report")
         keys = client.get("/v1/signing-key")
         never = wait_for_state(client, withheld["id"], ("awaiting_selection",), timeout=180)
         events = client.get(f"/v1/deletion-requests/{withheld['id']}/events", params={"page_size": 500}).json()
     assert report.status_code == 200 and report.json()["report"]["erasure_criterion"]["met"] is True
+    deleted = report.json()["report"]["artifacts_deleted"]
+    assert deleted["artifacts"] == ["theta_p", "theta_c", "checkpoint"] and deleted["objects"] == 3
     assert never["selection"] is None
     assert any(e["type"] == "erasure_criterion_not_met" for e in events["items"])
 

@@ -25,6 +25,7 @@ from models import Event
 from models.audit import verify_chains
 from settings import Settings
 from worker import jobs
+from worker.artifacts import delete_artifacts
 from worker.reconciler import notify_overdue
 from worker.services import Services, connect
 from worker.validation import validate_model
@@ -109,6 +110,7 @@ def test_a_forgetting_request_succeeds_with_a_signed_report_that_detects_any_cha
     jobs.materialize_selection(env.services, request_id)
     request = env.get(request_id)
     assert request["state"] == "succeeded"
+    delete_artifacts(env.services, request_id)  # what the clean-up task does (no worker consumes it here)
 
     response = env.client.get(f"/v1/deletion-requests/{request_id}/report")
     assert response.status_code == 200
@@ -125,6 +127,7 @@ def test_a_forgetting_request_succeeds_with_a_signed_report_that_detects_any_cha
     assert report["forget_set"]["rows"] == digits_upload.train_labels.count(FORGET_CLASS)
     assert report["audit"]["head_hash"] == env.events(request_id)[-1]["hash"]
     assert report["method"]["batchnorm_statistics"]
+    assert report["artifacts_deleted"]["artifacts"] == ["theta_p", "theta_c", "checkpoint"]
     # No sample id of the forget set appears anywhere in the report (d<row>: the digits' ids).
     forgotten = {f"d{row}" for row, label in enumerate(digits_upload.train_labels) if label == FORGET_CLASS}
     assert not forgotten & set(json.dumps(report).replace('"', " ").split())
