@@ -17,10 +17,16 @@ from settings import Settings
 OVERDUE = "overdue"  # the one callback event that is not a state: the request passed its due_at unanswered
 
 
+def state_of(request: DeletionRequest, event: str) -> str:
+    """The state a callback reports: the one it announces (even if the request moved on), or, for an
+    OVERDUE notice, the request's state now."""
+    return request.state if event == OVERDUE else event
+
+
 def event_body(settings: Settings, request: DeletionRequest, event: str, message_id: str, at: datetime) -> str:
     """`event` is the state entered, or OVERDUE. A `succeeded` callback names the new version and the report,
     so recipients holding copies of the model (GDPR Art. 19) can replace them and keep the evidence."""
-    data = {"id": request.id, "state": request.state if event == OVERDUE else event,
+    data = {"id": request.id, "state": state_of(request, event),
             "external_id": request.external_id, "model_id": request.model_id, "due_at": request.due_at.isoformat()}
     if event == "succeeded":
         report = f"/v1/deletion-requests/{request.id}/report"
@@ -36,7 +42,7 @@ def deliver(settings: Settings, factory, request_id: str, event: str, message_id
         request = session.get(DeletionRequest, request_id)
         if request is None or not request.callback_url:
             return True
-        url = request.callback_url
+        url, state = request.callback_url, state_of(request, event)
         at = datetime.now(UTC)
         body = event_body(settings, request, event, message_id, at)
     headers = {"content-type": "application/json", "webhook-id": message_id,
@@ -51,7 +57,7 @@ def deliver(settings: Settings, factory, request_id: str, event: str, message_id
             error = type(exc).__name__
     ok = status is not None and 200 <= status < 300
     with factory() as session, session.begin():
-        record_event(session, request_id, "callback_attempt", request.state, "worker",
+        record_event(session, request_id, "callback_attempt", state, "worker",
                      {"url": url, "event": event, "message_id": message_id, "attempt": attempt, "status": status,
                       "error": error, "delivered": ok})
     return ok or error in REFUSALS  # a refused destination is not retried

@@ -221,7 +221,11 @@ def test_callbacks_are_signed_and_retried_with_backoff(stack: Stack, callbacks: 
         assert select(client, request["id"], waiting["curve"]["recommended_t"]).status_code == 202
         wait_for_state(client, request["id"], ("succeeded",))
         (done,) = callbacks.wait(url, "deletion_request.succeeded")
-        verified(done, request["id"], "succeeded")
+        succeeded = verified(done, request["id"], "succeeded")["data"]
+        # Recipients of the model (GDPR Art. 19) learn the new version and where the evidence is.
+        assert succeeded["model_version"] == client.get(f"/v1/deletion-requests/{request['id']}").json()[
+            "selection"]["model_version"]
+        assert succeeded["report_url"] == f"/v1/deletion-requests/{request['id']}/report"
         assert done.headers["webhook-id"] != first.headers["webhook-id"]
 
         def attempts() -> list[tuple]:

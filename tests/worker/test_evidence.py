@@ -21,11 +21,12 @@ from sqlalchemy import select, text
 from api.app import create_app
 from cli.digits import DigitsUpload
 from domain.signing import SigningKeys, verify
-from models import Event
+from models import DeletionRequest, Event
 from models.audit import verify_chains
 from settings import Settings
 from worker import jobs
 from worker.artifacts import delete_artifacts
+from worker.callbacks import OVERDUE, event_body
 from worker.reconciler import notify_overdue
 from worker.services import Services, connect
 from worker.validation import validate_model
@@ -201,6 +202,11 @@ def test_deadlines_extension_and_overdue_notice(env: Env) -> None:
     assert notify_overdue(env.services).count(late["id"]) == 1
     assert late["id"] not in notify_overdue(env.services)  # once only
     assert [e["type"] for e in env.events(late["id"])].count("overdue") == 1
+    with env.services.factory() as session:
+        body = json.loads(event_body(env.settings, session.get(DeletionRequest, late["id"]), OVERDUE, "msg_1",
+                                     datetime.now(UTC)))
+    assert body["type"] == "deletion_request.overdue" and body["data"]["state"] == "queued"
+    assert datetime.fromisoformat(body["data"]["due_at"]) == received + timedelta(days=30)
 
     extended = env.client.post(f"/v1/deletion-requests/{late['id']}/extension",
                                json={"days": 60, "reason": "complex request: many images across backups"})
