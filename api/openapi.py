@@ -40,6 +40,9 @@ def install_openapi(app: FastAPI) -> None:
                 for operation in operations.values():
                     for code in codes:
                         operation["responses"][str(code)] = {"description": TITLES[code]} | problem
+                    for code, response in operation["responses"].items():  # a route's own errors, e.g. 410
+                        if code.isdigit() and int(code) >= 400:
+                            response |= problem
             app.openapi_schema = schema
         return app.openapi_schema
 

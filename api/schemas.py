@@ -71,6 +71,8 @@ class VersionOut(Out):
     t: float | None
     metrics: dict[str, Any] | None
     preprocessing: PreprocessingOut | None
+    weights_deleted_at: datetime | None = Field(description="set when the retention policy deleted the weights "
+                                                "(GET .../weights then answers 410)")
     created_at: datetime
 
 

@@ -1,5 +1,6 @@
 """The proof-of-erasure report of a succeeded deletion request: what was erased, from which model, how,
-with what result, judged by which criterion, what was deleted afterwards, and the audit chain's head.
+with what result, judged by which criterion, what was deleted afterwards (artifacts, superseded versions'
+weights, the rows in the stored training shards) or is still held and by what, and the audit chain's head.
 
 Built from the database when asked for and signed then (domain/signing.py): a report states what the
 service's records say at `issued_at`. It names the forget set only by a salted fingerprint, never by the
@@ -20,11 +21,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from domain.catalog import ModelState
 from domain.erasure import METRICS, judge
+from domain.forget import erased_by
 from domain.lifecycle import State
 from domain.problems import Problem
 from domain.requests import get
-from models import CurvePoint, Event, Model, ModelVersion, utcnow
+from models import CurvePoint, DeletionRequest, Event, Model, ModelVersion, Sample, in_list, utcnow
 from models.audit import head_hash
 
 REPORT_FORMAT = "mcu-proof-of-erasure/1"
@@ -56,6 +59,35 @@ def _version(session: Session, model_id: str, version: int | None) -> dict[str, 
         return None
     return {"version": row.version, "sha256": row.sha256, "preprocessing": row.preprocessing,
             "created_at": row.created_at.isoformat(), "t": row.t}
+
+
+def _superseded_versions(session: Session, model_id: str, published: int) -> list[dict[str, Any]]:
+    """The versions before the published one (they were trained on the forget set): weights deleted, or still
+    held (kept for rollback, MCU_KEEP_SUPERSEDED_VERSIONS)."""
+    rows = session.scalars(select(ModelVersion).where(ModelVersion.model_id == model_id,
+                                                      ModelVersion.version < published)
+                           .order_by(ModelVersion.version)).all()
+    return [{"version": v.version, "sha256": v.sha256, "weights": "held" if v.weights_deleted_at is None else "deleted",
+             "deleted_at": v.weights_deleted_at.isoformat() if v.weights_deleted_at else None,
+             "deleted_by_request": v.weights_deleted_by} for v in rows]
+
+
+def _training_data(session: Session, request: DeletionRequest, model: Model) -> dict[str, Any]:
+    """The forget set's rows in the stored dataset: erased from the shards (when, which shards), or still
+    stored because other models on the dataset have not erased them yet (worker/erasure.py)."""
+    stored = list(session.scalars(select(Sample.position).where(
+        Sample.dataset_id == model.dataset_id, Sample.split == "train",
+        in_list(session, Sample.position, request.forget_positions, "positions"))))
+    others = session.scalars(select(Model.id).where(Model.dataset_id == model.dataset_id, Model.id != model.id,
+                                                    Model.state != ModelState.INVALID).order_by(Model.id)).all()
+    held = [{"model_id": other, "rows": len(stored) - len(erased_by(session, other, stored))} for other in others]
+    rewrites = session.scalars(select(Event).where(Event.request_id == request.id,
+                                                   Event.type == "training_rows_erased").order_by(Event.id)).all()
+    return {"dataset_id": model.dataset_id, "rows": request.forget_count,
+            "erased_from_storage": sum((e.detail or {}).get("rows", 0) for e in rewrites),
+            "still_stored": len(stored), "held_by_models": [h for h in held if h["rows"]],
+            "shard_rewrites": [{"at": e.at.isoformat()} | (e.detail or {}) for e in rewrites],
+            "clean_up_finished_at": request.data_erased_at.isoformat() if request.data_erased_at else None}
 
 
 def build_report(session: Session, request_id: str) -> dict[str, Any]:
@@ -112,6 +144,8 @@ def build_report(session: Session, request_id: str) -> dict[str, Any]:
         "artifacts_deleted": None if deleted is None else {"at": deleted.at.isoformat(),
                                                            "objects": (deleted.detail or {}).get("objects"),
                                                            "artifacts": (deleted.detail or {}).get("artifacts")},
+        "superseded_versions": _superseded_versions(session, model.id, published.version),
+        "training_data": _training_data(session, request, model),
         "audit": {"events": events, "head_hash": head},
     }
 
@@ -125,7 +159,9 @@ def render_html(document: dict[str, Any]) -> str:
                + f". Published on the operator's acknowledgement: “{criterion['acknowledgement']}”.")
     sections = [("Erasure criterion", criterion), ("Request", report["request"]),
                 ("Forget set", report["forget_set"]), ("Model", report["model"]), ("Method", report["method"]),
-                ("Artifacts deleted", report["artifacts_deleted"]), ("Audit trail", report["audit"]),
+                ("Artifacts deleted", report["artifacts_deleted"]),
+                ("Superseded versions", report["superseded_versions"]), ("Training data", report["training_data"]),
+                ("Audit trail", report["audit"]),
                 ("Service", report["service"]), ("Signature", signature)]
     body = _metrics_table(report["metrics"]) + "".join(f"<h2>{html.escape(title)}</h2>{_table(value)}"
                                                        for title, value in sections)

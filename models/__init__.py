@@ -15,6 +15,7 @@ from models.tables import (
     Model,
     ModelVersion,
     Sample,
+    SampleTombstone,
     SigningKey,
     new_id,
     utcnow,
@@ -22,6 +23,6 @@ from models.tables import (
 
 __all__ = [
     "ApiKey", "Base", "CurvePoint", "Dataset", "DeletionRequest", "ErasedSample", "Event", "IdempotencyRecord",
-    "Model", "ModelVersion", "Sample", "SigningKey", "in_list", "make_engine", "make_session_factory", "new_id",
-    "record_event", "utcnow",
+    "Model", "ModelVersion", "Sample", "SampleTombstone", "SigningKey", "in_list", "make_engine",
+    "make_session_factory", "new_id", "record_event", "utcnow",
 ]

@@ -65,11 +65,14 @@ class Dataset(Base):
     # [{"name", "key", "sha256", "size", "rows"}] in upload order; a sample's `shard` is an index into it.
     shards: Mapped[list[Any]] = mapped_column(JSON)
     manifest_sha256: Mapped[str] = mapped_column(String(64))
+    # Salts the tombstones' hashes of erased sample and subject ids (made at the first erasure).
+    tombstone_salt: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
 class Sample(Base):
-    """One sample of a dataset. `position` is its row in the split as the worker assembles it."""
+    """One sample of a dataset. `position` orders the split as the worker assembles it; positions stay
+    stable when rows are erased from the shards (they become sparse), so erased_samples keep pointing right."""
 
     __tablename__ = "samples"
     __table_args__ = (
@@ -124,6 +127,10 @@ class ModelVersion(Base):
     t: Mapped[float | None] = mapped_column(Float)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     preprocessing: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the model's, when this version was made
+    # Set when the retention policy deleted the weights (worker/erasure.py): metadata and sha256 stay, GET
+    # .../weights answers 410. `weights_deleted_by` is the request whose clean-up deleted them.
+    weights_deleted_at: Mapped[datetime | None] = mapped_column()
+    weights_deleted_by: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -177,6 +184,9 @@ class DeletionRequest(Base):
     finished_at: Mapped[datetime | None] = mapped_column()
     # Set by the clean-up; a finished request without it is cleaned up by the reconciler.
     artifacts_deleted_at: Mapped[datetime | None] = mapped_column()
+    # A succeeded request's erasure beyond the weights (superseded versions, training shards) is done;
+    # until then the reconciler runs it again (worker/erasure.py).
+    data_erased_at: Mapped[datetime | None] = mapped_column()
     # Loaded when read (only a request with a curve has points); lists load a page's in one query.
     points: Mapped[list[CurvePoint]] = relationship(order_by="CurvePoint.t", viewonly=True)
 
@@ -220,6 +230,22 @@ class ErasedSample(Base):
     model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
     position: Mapped[int] = mapped_column(Integer, primary_key=True)  # the row's train position in the dataset
     request_id: Mapped[str] = mapped_column(ForeignKey("deletion_requests.id", ondelete="CASCADE"))
+    erased_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SampleTombstone(Base):
+    """All that is kept of a sample erased from the stored dataset: its salted id hash (and its subject's),
+    so that naming it again answers "already erased", not "unknown"."""
+
+    __tablename__ = "sample_tombstones"
+    __table_args__ = (Index("ix_sample_tombstones_dataset_sample", "dataset_id", "sample_hash"),
+                      Index("ix_sample_tombstones_dataset_subject", "dataset_id", "subject_hash"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    sample_hash: Mapped[str] = mapped_column(String(64))  # sha256(salt + "\n" + sample id)
+    subject_hash: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str] = mapped_column(String(40))  # the request whose clean-up rewrote the shards
     erased_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

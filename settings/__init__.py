@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     # then in production).
     signing_key_file: Path | None = None
     signing_key_passphrase: SecretStr | None = None
+    # Retention (worker/erasure.py): once a version that erased rows is published, every earlier version still
+    # remembers them; the newest this many keep their weights for rollback, older ones lose them.
+    keep_superseded_versions: int = Field(default=0, ge=0)
     public_url: str | None = None  # e.g. https://mcu.example.com: callbacks then carry absolute report URLs
 
     @property

@@ -7,7 +7,7 @@ import os
 import re
 from pathlib import Path
 
-from storage.base import ObjectStore, StorageError, scratch_file
+from storage.base import TEMP_PREFIX, ObjectStore, StorageError, scratch_file
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -40,3 +40,17 @@ class LocalCache:
                 raise StorageError(f"object {key} has sha256 {digest.hexdigest()}, expected {sha256}")
             os.replace(tmp, target)
         return target
+
+    def discard(self, sha256: str) -> None:
+        """Drop the local copy of an object (deleted from the store: it must not outlive it here)."""
+        if _SHA256.fullmatch(sha256):
+            (self.root / sha256).unlink(missing_ok=True)
+
+    def prune(self, live: set[str]) -> int:
+        """Delete every cached copy whose sha256 is not in `live`; returns the count."""
+        if not self.root.is_dir():
+            return 0
+        stale = [p for p in self.root.iterdir() if not p.name.startswith(TEMP_PREFIX) and p.name not in live]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)

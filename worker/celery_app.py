@@ -14,7 +14,7 @@ from celery import Celery
 from kombu import Queue
 
 from settings import Settings
-from worker import artifacts, callbacks, jobs, validation
+from worker import callbacks, erasure, jobs, validation
 from worker.dispatch import (
     CLEANUP_REQUEST,
     CONTROL_QUEUE,
@@ -62,7 +62,7 @@ def create_celery(settings: Settings) -> Celery:
 
     @app.task(name=CLEANUP_REQUEST)
     def cleanup_request(request_id: str) -> None:
-        artifacts.delete_artifacts(services(), request_id)
+        erasure.clean_up(services(), request_id)
 
     @app.task(name=DELIVER_CALLBACK, bind=True, max_retries=settings.callback_max_attempts - 1)
     def deliver_callback(self, request_id: str, event: str, message_id: str) -> None:

@@ -29,7 +29,13 @@ from unlearning.training import Cancelled, Progress
 from worker import artifacts
 from worker.errors import problem_for
 from worker.inputs import load_inputs
-from worker.publish import Outcome, publish_version, rebase_onto_current_version, requeue_on_current_version
+from worker.publish import (
+    Outcome,
+    base_is_current,
+    publish_version,
+    rebase_onto_current_version,
+    requeue_on_current_version,
+)
 from worker.services import Services, StopJob
 from worker.watch import JobWatch
 
@@ -112,6 +118,9 @@ def materialize_selection(services: Services, request_id: str) -> None:
         return
     if request.selected_version is not None:  # published before a crash: only the state change is left
         finish(services, request_id, State.SUCCEEDED)
+        return
+    if not base_is_current(services, request):  # its θ_o may be deleted already (worker/erasure.py)
+        requeue_on_current_version(services, request_id)
         return
     try:
         with JobWatch(services, request_id, State.MATERIALIZING) as watch:

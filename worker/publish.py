@@ -55,6 +55,12 @@ def publish_version(services: Services, request: DeletionRequest, key: str, sha2
     return Outcome.PUBLISHED
 
 
+def base_is_current(services: Services, request: DeletionRequest) -> bool:
+    with services.factory() as session:
+        return session.scalar(select(Model.current_version).where(Model.id == request.model_id)) \
+            == request.model_version
+
+
 def requeue_on_current_version(services: Services, request_id: str) -> None:
     """Start a stale request over on the model's current version. Its curve, selection and artifacts belong
     to the old version and are dropped; with manual selection the operator picks a point again."""

@@ -1,5 +1,6 @@
 """What the broker cannot see: queued requests and model validations whose task was lost, finished
-requests whose clean-up was lost, jobs whose worker went silent, cancellations nobody is left to finish,
+requests whose clean-up was lost (artifacts, superseded weights, training rows), cached copies of erased
+objects in this worker's cache, jobs whose worker went silent, cancellations nobody is left to finish,
 and requests that passed their due date. A daemon thread in every worker; duplicates across workers are
 harmless (tasks are idempotent)."""
 
@@ -17,9 +18,9 @@ from domain.catalog import ModelState
 from domain.lifecycle import OPEN, WORKER_HELD, State, enqueue_after_commit, mark_dispatched, new_message_id
 from models import DeletionRequest, Model, record_event, utcnow
 from storage.base import SWEEP_AFTER_SECONDS, sweep_scratch_files
-from worker.artifacts import delete_artifacts
 from worker.callbacks import OVERDUE
 from worker.dispatch import DELIVER_CALLBACK, MATERIALIZE_SELECTION, RUN_REQUEST, VALIDATE_MODEL
+from worker.erasure import clean_up, prune_cache
 from worker.jobs import finish
 from worker.services import Services
 
@@ -36,6 +37,8 @@ def reconcile(services: Services) -> dict[str, list[str]]:
                                   ModelState.VALIDATING: resend_validations(services, unsent),
                                   "artifacts_deleted": finish_cleanups(services, unsent),
                                   OVERDUE: notify_overdue(services)}
+    if pruned := prune_cache(services):
+        done["cache_pruned"] = [str(pruned)]
     with services.factory() as session:
         rows = session.execute(select(DeletionRequest.id, DeletionRequest.state).where(or_(
             and_(DeletionRequest.state.in_(WORKER_HELD), DeletionRequest.heartbeat_at < silent),
@@ -84,14 +87,17 @@ def notify_overdue(services: Services) -> list[str]:
 
 
 def finish_cleanups(services: Services, finished_before: object) -> list[str]:
-    """Finished requests whose clean-up task never ran (lost to a broker outage): their forget-derived
-    artifacts are deleted here, by the reconciler itself."""
+    """Finished requests whose clean-up task never ran or did not finish (a broker outage, a crash): their
+    forget-derived artifacts, superseded weights and training rows are deleted here, by the reconciler."""
     with services.factory() as session:
         ids = session.scalars(select(DeletionRequest.id).where(
             DeletionRequest.state.in_((State.SUCCEEDED, State.CANCELLED)),
-            DeletionRequest.artifacts_deleted_at.is_(None), DeletionRequest.finished_at < finished_before)).all()
+            or_(DeletionRequest.artifacts_deleted_at.is_(None),  # or deleted only by a rebase, before finishing
+                DeletionRequest.artifacts_deleted_at < DeletionRequest.finished_at,
+                and_(DeletionRequest.state == State.SUCCEEDED, DeletionRequest.data_erased_at.is_(None))),
+            DeletionRequest.finished_at < finished_before).order_by(DeletionRequest.finished_at)).all()
     for request_id in ids:
-        delete_artifacts(services, request_id)
+        clean_up(services, request_id)
     return list(ids)
 
 

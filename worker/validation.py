@@ -101,7 +101,7 @@ def validate_model(services: Services, model_id: str) -> None:
         load_weights(network, str(services.cache.path(version.storage_key, version.sha256)), model.architecture,
                      model.num_classes)
         with services.factory() as session:
-            dataset = load_dataset(services, session, dataset_row, model.preprocessing)
+            dataset, _ = load_dataset(services, session, dataset_row, model.preprocessing)
         assert dataset.normalization is not None
         channels = model_input_channels(model.architecture, input_shape[0], model.architecture_kwargs)
         note = input_adapter_note(model.architecture, input_shape[0], channels, len(dataset.normalization.mean))

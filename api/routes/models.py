@@ -97,11 +97,16 @@ def list_versions(model_id: str, session: SessionDep, _: Annotated[Principal, re
 
 
 @router.get("/{model_id}/versions/{version}/weights", response_class=Response,
-            responses={200: {"content": {"application/octet-stream": {}}, "description": "safetensors bytes"}})
+            responses={200: {"content": {"application/octet-stream": {}}, "description": "safetensors bytes"},
+                       410: {"description": "deleted under the retention policy (MCU_KEEP_SUPERSEDED_VERSIONS)"}})
 def download_weights(model_id: str, version: Annotated[int, PathParam(ge=1, le=2**31 - 1)], session: SessionDep,
                      store: StoreDep, _: Annotated[Principal, require("models:read")],
                      if_none_match: Annotated[str | None, Header()] = None) -> Response:
     row = catalog.get_version(session, model_id, version)
+    if row.weights_deleted_at is not None:
+        raise Problem(410, f"the weights of version {version} of model '{model_id}' were deleted under the retention "
+                      f"policy on {row.weights_deleted_at.isoformat()}: a later version erased data this one was "
+                      "trained on (its metadata and sha256 stay)", slug="weights-deleted", title="Weights deleted")
     etag = f'"{row.sha256}"'
     if if_none_match in (etag, row.sha256):
         return Response(status_code=304, headers={"ETag": etag})
