@@ -171,6 +171,8 @@ class DeletionRequestOut(Out):
     selection: SelectionOut | None
     error: ProblemOut | None
     erasure_criterion: ErasureCriterionOut
+    job_id: str | None = Field(description="coalescing: the request whose job runs this one with others "
+                               "(null: its own job)")
     created_at: datetime
     received_at: datetime
     due_at: datetime

@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from domain.catalog import ModelState
+from domain.coalesce import coalesced, job_positions
 from domain.erasure import METRICS, judge
 from domain.forget import erased_by
 from domain.lifecycle import State
@@ -97,11 +98,15 @@ def build_report(session: Session, request_id: str) -> dict[str, Any]:
                       slug="report-not-ready", title="Report not ready")
     model = session.get(Model, request.model_id)
     assert model is not None and request.curve_summary is not None
-    published = session.scalar(select(ModelVersion).where(ModelVersion.deletion_request_id == request.id))
+    # A coalesced job's version names its leader only: every request of the job points at it.
+    published = session.scalar(select(ModelVersion).where(ModelVersion.model_id == request.model_id,
+                                                          ModelVersion.version == request.selected_version))
     assert published is not None and published.metrics is not None
     targets = request.curve_summary["targets"]
     original = session.scalar(select(CurvePoint).where(CurvePoint.request_id == request.id, CurvePoint.t == 0.0))
-    judgement = judge(published.metrics, targets, request.forget_count, request.erasure_criterion)
+    leader = session.get(DeletionRequest, request.job_id) if request.job_id else request
+    job_rows = len(job_positions(session, leader)) if leader is not None else request.forget_count
+    judgement = judge(published.metrics, targets, job_rows, request.erasure_criterion)  # measured on the job's rows
     deleted = session.scalar(select(Event).where(Event.request_id == request.id, Event.type == "artifacts_deleted")
                              .order_by(Event.id.desc()).limit(1))
     head, events = head_hash(session, request.id)
@@ -118,9 +123,12 @@ def build_report(session: Session, request_id: str) -> dict[str, Any]:
             "created_by": request.created_by, "selection_mode": request.selection_mode,
             "selected_by": request.selected_by,
             "selected_at": request.selected_at.isoformat() if request.selected_at else None,
+            "coalesced_job": request.job_id or (request.id if published.deletion_request_id == request.id
+                                                and coalesced(session, request.id) else None),
         },
         "forget_set": {
             "rows": request.forget_count,
+            "job_rows": job_rows,  # the union of a coalesced job's forget sets, which the metrics measure
             "salted_fingerprint": None if request.forget_salt is None else {
                 "algorithm": "sha256(salt + '\\n' + sorted sample ids, one per line)",
                 "salt": request.forget_salt, "sha256": request.forget_salted_fingerprint},

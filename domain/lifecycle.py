@@ -1,8 +1,9 @@
 """The life of a deletion request: its states, the transitions between them, and what follows each.
 
 Every state change goes through `transition` (or `claim`, when a worker takes a job): a compare-and-set on
-the state, so two racing callers can never both move a request; an event in the audit trail; and the
-follow-up tasks of the new state, sent to the broker only *after* the transaction commits (a task never
+the state, so two racing callers can never both move a request; an event in the audit trail; the same
+change for the members of a coalesced job the request leads (domain/coalesce.py); and the follow-up tasks
+of the new state, sent to the broker only *after* the transaction commits (a task never
 sees a row that is not there yet, and a rolled-back change sends nothing). A run, materialise or
 clean-up task lost to a broker outage is made good by the reconciler (worker/reconciler.py); a lost
 callback is not retried yet.
@@ -102,7 +103,21 @@ def transition(session: Session, request_id: str, to: State, *, actor: str, from
         return False
     record_event(session, request_id, "state_changed", to, actor, detail)
     _queue_follow_ups(session, request_id, to, moved.callback_url)
+    _follow_leader(session, request_id, sources, to, actor, values or {}, detail)
     return True
+
+
+def _follow_leader(session: Session, leader_id: str, sources: tuple[State, ...], to: State, actor: str,
+                   values: dict[str, Any], detail: dict[str, Any] | None) -> None:
+    """A coalesced job's members (domain/coalesce.py) make the leader's state change too, with their own
+    events and follow-ups (callbacks, clean-up)."""
+    followed = session.execute(update(DeletionRequest)
+                               .where(DeletionRequest.job_id == leader_id, DeletionRequest.state.in_(sources))
+                               .values(state=to, **values)
+                               .returning(DeletionRequest.id, DeletionRequest.callback_url)).all()
+    for member_id, callback_url in followed:
+        record_event(session, member_id, "state_changed", to, actor, (detail or {}) | {"job": leader_id})
+        _queue_follow_ups(session, member_id, to, callback_url)
 
 
 def claim(session: Session, request_id: str, from_state: State, to_state: State, stale_before: datetime
@@ -111,8 +126,8 @@ def claim(session: Session, request_id: str, from_state: State, to_state: State,
     while nobody holds it (no heartbeat yet, or one older than `stale_before`: its worker died).
     Returns the row (detached) when this worker now holds it."""
     row = session.get(DeletionRequest, request_id, with_for_update=True)
-    if row is None:
-        return None
+    if row is None or row.job_id is not None:
+        return None  # unknown, or a member of a coalesced job: its leader's job runs it
     if row.state == to_state:
         if row.heartbeat_at is not None and row.heartbeat_at >= stale_before:
             return None  # alive elsewhere
@@ -125,6 +140,8 @@ def claim(session: Session, request_id: str, from_state: State, to_state: State,
     row.state, row.heartbeat_at = to_state, now
     row.started_at = row.started_at or now
     record_event(session, request_id, event_type, to_state, "worker")
+    if event_type == "state_changed":
+        _follow_leader(session, request_id, (from_state,), to_state, "worker", {"started_at": row.started_at}, None)
     session.flush()
     session.expunge(row)
     return row

@@ -13,15 +13,17 @@ from urllib.parse import urlsplit
 from sqlalchemy import and_, not_, select, update
 from sqlalchemy.orm import Session, selectinload
 
+from domain import coalesce
 from domain.catalog import ModelState
 from domain.erasure import ACKNOWLEDGE_PREFIX, METRICS, criterion_for, judge, point_at
 from domain.forget import drop_already_erased, resolve_forget
-from domain.lifecycle import OPEN, State, submit, transition
+from domain.lifecycle import OPEN, State, enqueue_after_commit, submit, transition
 from domain.pagination import PageOf, ascending, ascending_page, newest_first, newest_page
 from domain.problems import Problem, invalid, not_found
 from models import Dataset, DeletionRequest, Event, Model, new_id, record_event, utcnow
 from settings import Settings
 from unlearning.config import ConfigError, resolve_config
+from worker.dispatch import RUN_REQUEST
 
 
 def get(session: Session, request_id: str) -> DeletionRequest:
@@ -94,8 +96,9 @@ MAX_EXTENSION_DAYS = 60  # GDPR Art. 12(3): "extended by two further months wher
 def create(session: Session, *, model_id: str, selector: tuple[str, list[Any]], base_method: str,
            config: dict[str, Any], erasure_criterion: dict[str, float], selection_mode: str,
            external_id: str | None, callback_url: str | None, received_at: datetime, response_days: int,
-           actor: str) -> str:
-    """A queued request for the rows the selector names (rows already erased left out); returns its id."""
+           actor: str, coalescing: bool = False) -> str:
+    """A queued request for the rows the selector names (rows already erased left out); returns its id. With
+    `coalescing`, it joins a queued job of the same model and settings (domain/coalesce.py)."""
     model = session.get(Model, model_id)
     if model is None:
         raise invalid(f"unknown model '{model_id}'", [{"loc": ["model_id"], "msg": "unknown model"}])
@@ -118,8 +121,13 @@ def create(session: Session, *, model_id: str, selector: tuple[str, list[Any]], 
         erasure_criterion=erasure_criterion, received_at=received_at,
         due_at=received_at + timedelta(days=response_days),
         progress={"phase": "queued", "fraction": 0.0}, created_by=actor)
+    leader = coalesce.find_leader(session, request) if coalescing else None
+    request.job_id = leader.id if leader else None
     submit(session, request, actor=actor, detail={"forget_count": len(forget.positions), "external_id": external_id,
-                                                  "already_erased_by": already_erased})
+                                                  "already_erased_by": already_erased}
+           | ({"joined_job": leader.id} if leader else {}))
+    if leader is not None:
+        record_event(session, leader.id, "member_joined", State.QUEUED, actor, {"request": request.id})
     return request.id
 
 
@@ -150,12 +158,14 @@ def select_point(session: Session, request_id: str, t: float, actor: str, acknow
                  ) -> DeletionRequest:
     """awaiting_selection → materializing at `t`; commits. 409 in any other state, and for a point that fails
     the erasure criterion unless `acknowledge` begins with "erasure criterion not met"."""
+    member = get(session, request_id)
+    request_id = member.job_id or request_id  # a coalesced job's point is chosen for all its requests
     row = get(session, request_id)
     judgement = None
     if row.state == State.AWAITING_SELECTION and row.curve is not None:
         points = [{"t": p.t} | {m: getattr(p, m) for m in METRICS} for p in row.points]
-        judgement = judge(point_at(points, t), row.curve_summary["targets"], row.forget_count,
-                          row.erasure_criterion)
+        judgement = judge(point_at(points, t), row.curve_summary["targets"],
+                          len(coalesce.job_positions(session, row)), row.erasure_criterion)
         acknowledged = (acknowledge or "").strip().lower().startswith(ACKNOWLEDGE_PREFIX)
         if not judgement.met and not acknowledged:
             raise Problem(409, f"the point at t = {t} does not meet the erasure criterion: "
@@ -170,8 +180,8 @@ def select_point(session: Session, request_id: str, t: float, actor: str, acknow
         session.rollback()
         raise Problem(409, f"a point can be selected only in state awaiting_selection (state: {row.state})")
     session.commit()
-    session.refresh(row)
-    return row
+    session.refresh(member)
+    return member
 
 
 def cancel(session: Session, request_id: str, actor: str) -> DeletionRequest:
@@ -179,6 +189,21 @@ def cancel(session: Session, request_id: str, actor: str) -> DeletionRequest:
     row = get(session, request_id)
     previous = row.state
     at_once = {"cancel_requested": True, "finished_at": utcnow()}
+    if row.job_id is not None:  # a member leaves its coalesced job; a running job restarts without it
+        if not transition(session, request_id, State.CANCELLED, actor=actor, values=at_once,
+                          detail={"left_job": row.job_id},
+                          from_=[State.QUEUED, State.RUNNING, State.AWAITING_SELECTION, State.MATERIALIZING]):
+            session.rollback()
+            raise Problem(409, f"request '{request_id}' is already {previous}")
+        if previous == State.RUNNING:
+            session.execute(update(DeletionRequest).where(DeletionRequest.id == row.job_id)
+                            .values(restart_requested=True))
+        session.commit()
+        session.refresh(row)
+        return row
+    if previous in (State.QUEUED, State.RUNNING) and (new_leader := coalesce.promote(session, request_id, actor)):
+        # The job goes on without its leader: its first member leads it now (a running one from the start).
+        enqueue_after_commit(session, RUN_REQUEST, new_leader)
     # A selection no worker has claimed yet (no heartbeat) is cancelled at once too: a worker claims only
     # `materializing`, so a `cancelling` request that nobody holds would never be finished.
     moved = transition(session, request_id, State.CANCELLED, actor=actor, values=at_once,

@@ -140,6 +140,7 @@ class DeletionRequest(Base):
         Index("ix_deletion_requests_model_created", "model_id", "created_at"),
         Index("ix_deletion_requests_state_created", "state", "created_at"),
         Index("ix_deletion_requests_due_at", "due_at"),
+        Index("ix_deletion_requests_job_id", "job_id"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -171,6 +172,10 @@ class DeletionRequest(Base):
     erasure_criterion: Mapped[dict[str, Any]] = mapped_column(JSON)  # tolerances, every default filled in
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Coalescing (domain/coalesce.py): a member's leader, whose job runs this request with others; NULL when
+    # the request runs its own job. The leader's job restarts without a member cancelled while it runs.
+    job_id: Mapped[str | None] = mapped_column(String(40))
+    restart_requested: Mapped[bool | None] = mapped_column(Boolean, default=False)
     created_by: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # When the data subject's request reached the controller (may precede created_at), and the answer's deadline.

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     # Retention (worker/erasure.py): once a version that erased rows is published, every earlier version still
     # remembers them; the newest this many keep their weights for rollback, older ones lose them.
     keep_superseded_versions: int = Field(default=0, ge=0)
+    # Coalescing (domain/coalesce.py), 0 = off: a request waits this long before its job starts, and requests
+    # for the same model (same method and config) arriving while it is queued join its job.
+    coalesce_seconds: float = Field(default=0.0, ge=0.0, le=86400.0)
     public_url: str | None = None  # e.g. https://mcu.example.com: callbacks then carry absolute report URLs
 
     @property

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from domain.coalesce import job_positions
 from domain.forget import erased_positions
 from models import Dataset, DeletionRequest, Model, ModelVersion, Sample
 from storage import ObjectNotFound
@@ -81,6 +82,7 @@ def load_inputs(services: Services, request: DeletionRequest) -> JobInputs:
         assert dataset_row is not None
         dataset, positions = load_dataset(services, session, dataset_row, model.preprocessing)
         erased = torch.tensor(erased_positions(session, model.id), dtype=torch.int64)
+        forget_positions = job_positions(session, request)  # with coalescing, the union of the job's requests
         network = load_model(services, session, model, request.model_version, dataset.input_shape)
     channels = model_input_channels(model.architecture, dataset.input_shape[0], model.architecture_kwargs)
     keep = ~torch.isin(positions, erased)
@@ -90,7 +92,7 @@ def load_inputs(services: Services, request: DeletionRequest) -> JobInputs:
         data = make_unlearning_data(trimmed, channels=channels, forget_classes=request.forget["classes"])
     else:  # positions -> rows of the trimmed train split (both sorted by position)
         kept = positions[keep]
-        forget = torch.tensor(request.forget_positions, dtype=torch.int64)
+        forget = torch.tensor(forget_positions, dtype=torch.int64)
         rows = torch.nonzero(torch.isin(kept, forget)).flatten()
         data = make_unlearning_data(trimmed, channels=channels, forget_indices=rows)
     return JobInputs(network, data)

@@ -19,6 +19,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from sqlalchemy import delete
 
+from domain.coalesce import job_positions, members
 from domain.erasure import auto_choice, judge
 from domain.lifecycle import WORKER_HELD, State, claim, sources_of, transition
 from models import CurvePoint, DeletionRequest, record_event, utcnow
@@ -27,6 +28,7 @@ from unlearning.mcu import Checkpoint
 from unlearning.pipeline import CurveResult, materialize_point, run_unlearning
 from unlearning.training import Cancelled, Progress
 from worker import artifacts
+from worker.dispatch import RUN_REQUEST
 from worker.errors import problem_for
 from worker.inputs import load_inputs
 from worker.publish import (
@@ -43,20 +45,56 @@ log = logging.getLogger(__name__)
 
 
 def run_request(services: Services, request_id: str) -> None:
+    if _waits_for_members(services, request_id):
+        return
     request = _claim(services, request_id, State.QUEUED, State.RUNNING)
     if request is None:
-        return  # finished, cancelled, or alive elsewhere
+        return  # finished, cancelled, alive elsewhere, or a member of another request's job
     rebase_onto_current_version(services, request)
-    try:
-        with JobWatch(services, request_id, State.RUNNING) as watch:
-            result = _train_curve(services, request, watch)
-    except (Cancelled, StopJob):
-        finish(services, request_id, State.CANCELLED)
-        return
-    except Exception as error:  # noqa: BLE001  (every failure becomes a `failed` request with a reason)
-        _fail(services, request_id, error)
-        return
+    while True:
+        try:
+            with JobWatch(services, request_id, State.RUNNING) as watch:
+                result = _train_curve(services, request, watch)
+        except (Cancelled, StopJob):
+            if _restart_without_cancelled(services, request_id):
+                continue
+            finish(services, request_id, State.CANCELLED)
+            return
+        except Exception as error:  # noqa: BLE001  (every failure becomes a `failed` request with a reason)
+            _fail(services, request_id, error)
+            return
+        break
     _store_curve(services, request, result)
+
+
+def _waits_for_members(services: Services, request_id: str) -> bool:
+    """With coalescing, a new job starts MCU_COALESCE_SECONDS after its first request: others may join."""
+    window = services.settings.coalesce_seconds
+    if not window:
+        return False
+    with services.factory() as session:
+        row = session.get(DeletionRequest, request_id)
+        if row is None or row.state != State.QUEUED or row.job_id is not None:
+            return False
+        wait = (row.created_at + timedelta(seconds=window) - utcnow()).total_seconds()
+    if wait <= 0:
+        return False
+    return services.dispatcher.send(RUN_REQUEST, request_id, countdown=wait)
+
+
+def _restart_without_cancelled(services: Services, request_id: str) -> bool:
+    """A member of this running job was cancelled: start over without its rows (artifacts trained on them
+    are deleted). False when the job itself was cancelled."""
+    with services.factory() as session, session.begin():
+        row = session.get(DeletionRequest, request_id, with_for_update=True)
+        if row is None or row.state != State.RUNNING or not row.restart_requested:
+            return False
+        row.restart_requested = False
+        record_event(session, request_id, "job_restarted", State.RUNNING, "worker",
+                     {"reason": "a member of the job was cancelled", "members": [m.id for m in members(session,
+                                                                                                      request_id)]})
+    artifacts.delete_artifacts(services, request_id)
+    return True
 
 
 def _train_curve(services: Services, request: DeletionRequest, watch: JobWatch) -> CurveResult:
@@ -89,17 +127,19 @@ def _store_curve(services: Services, request: DeletionRequest, result: CurveResu
                "batchnorm": ("statistics recomputed on retain rows at every point" if has_batchnorm(result.curve.model)
                              else "none in the model: recompute skipped")}
     with services.factory() as session, session.begin():
-        session.execute(delete(CurvePoint).where(CurvePoint.request_id == request.id))
-        session.add_all(CurvePoint(request_id=request.id, **p.to_dict()) for p in result.points)
+        job = [request.id, *(m.id for m in members(session, request.id))]  # each shows the shared curve
+        session.execute(delete(CurvePoint).where(CurvePoint.request_id.in_(job)))
+        session.add_all(CurvePoint(request_id=r, **p.to_dict()) for r in job for p in result.points)
+        forget_count = len(job_positions(session, request))
         if not transition(session, request.id, State.AWAITING_SELECTION, actor="worker", from_=[State.RUNNING],
                           values={"curve_summary": summary, "progress": {"phase": "evaluate", "fraction": 1.0},
-                                  "heartbeat_at": None},
+                                  "heartbeat_at": None, "restart_requested": False},
                           detail={"recommended_t": result.recommended_t, "points": len(result.points)}):
             return
         if request.selection_mode != "auto":
             return
         t, recommended = auto_choice([p.to_dict() for p in result.points], result.recommended_t,
-                                     summary["targets"], request.forget_count, request.erasure_criterion)
+                                     summary["targets"], forget_count, request.erasure_criterion)
         if t is None:  # nothing on the curve shows erasure: an operator decides
             record_event(session, request.id, "erasure_criterion_not_met", State.AWAITING_SELECTION, "worker",
                          {"t": result.recommended_t, "reasons": recommended.reasons,
@@ -133,7 +173,9 @@ def materialize_selection(services: Services, request_id: str) -> None:
             state, metrics = materialize_point(inputs.model, inputs.data, tensors, request.config,
                                                request.base_method, request.selected_t,
                                                device=services.settings.device)
-            judgement = judge(metrics.to_dict(), request.curve_summary["targets"], request.forget_count,
+            with services.factory() as session:
+                forget_count = len(job_positions(session, request))
+            judgement = judge(metrics.to_dict(), request.curve_summary["targets"], forget_count,
                               request.erasure_criterion)
             if not judgement.met and request.selection_acknowledgement is None:
                 _withhold(services, request_id, judgement.reasons)

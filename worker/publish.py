@@ -6,9 +6,10 @@ import logging
 from enum import Enum, auto
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from domain.coalesce import members
 from domain.forget import record_erased
 from domain.lifecycle import State, transition
 from models import CurvePoint, DeletionRequest, Model, ModelVersion, record_event
@@ -46,10 +47,13 @@ def publish_version(services: Services, request: DeletionRequest, key: str, sha2
                                      parent_version=request.model_version, deletion_request_id=request.id,
                                      t=request.selected_t, metrics=metrics, preprocessing=model.preprocessing))
             model.current_version = version
-            row.selected_version = version
-            record_erased(session, model.id, request.forget_positions, request.id)
-            record_event(session, request.id, "version_published", State.MATERIALIZING, "worker",
-                         {"version": version, "sha256": sha256, "t": request.selected_t})
+            # Each request of the job (one, unless coalesced) names the version and its own erased rows.
+            for erasing in [row, *(m for m in members(session, row.id) if m.state == State.MATERIALIZING)]:
+                erasing.selected_version = version
+                record_erased(session, model.id, erasing.forget_positions, erasing.id)
+                record_event(session, erasing.id, "version_published", State.MATERIALIZING, "worker",
+                             {"version": version, "sha256": sha256, "t": request.selected_t})
+                session.flush()  # record_erased reads what the previous request recorded
     except IntegrityError:
         log.info("version for %s already published", request.id)  # a duplicate delivery raced us
     return Outcome.PUBLISHED
@@ -78,7 +82,8 @@ def requeue_on_current_version(services: Services, request_id: str) -> None:
         if moved:
             record_event(session, request_id, "rebased", State.QUEUED, "worker",
                          {"from_version": from_version, "to_version": model.current_version})
-            session.execute(delete(CurvePoint).where(CurvePoint.request_id == request_id))
+            job = [request_id, *(m.id for m in members(session, request_id))]
+            session.execute(delete(CurvePoint).where(CurvePoint.request_id.in_(job)))
     if moved:
         delete_artifacts(services, request_id)
 
@@ -94,4 +99,6 @@ def rebase_onto_current_version(services: Services, request: DeletionRequest) ->
         record_event(session, request.id, "rebased", row.state, "worker",
                      {"from_version": row.model_version, "to_version": model.current_version})
         row.model_version = request.model_version = model.current_version
+        session.execute(update(DeletionRequest).where(DeletionRequest.job_id == request.id)
+                        .values(model_version=model.current_version))
     delete_artifacts(services, request.id)

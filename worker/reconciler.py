@@ -43,7 +43,7 @@ def reconcile(services: Services) -> dict[str, list[str]]:
         rows = session.execute(select(DeletionRequest.id, DeletionRequest.state).where(or_(
             and_(DeletionRequest.state.in_(WORKER_HELD), DeletionRequest.heartbeat_at < silent),
             and_(DeletionRequest.state == State.MATERIALIZING, DeletionRequest.heartbeat_at.is_(None),
-                 DeletionRequest.selected_at < unsent)))).all()
+                 DeletionRequest.selected_at < unsent, DeletionRequest.job_id.is_(None))))).all()
     for request_id, state in rows:
         if state == State.CANCELLING:
             finish(services, request_id, State.CANCELLED)  # its worker died: nobody is left to stop
@@ -57,7 +57,7 @@ def resend_queued(services: Services, sent_before: object) -> list[str]:
     """Queued requests never sent, or sent before `sent_before` and still not started."""
     with services.factory() as session:
         ids = session.scalars(select(DeletionRequest.id).where(
-            DeletionRequest.state == State.QUEUED,
+            DeletionRequest.state == State.QUEUED, DeletionRequest.job_id.is_(None),  # members: their leader's
             or_(DeletionRequest.dispatched_at.is_(None), DeletionRequest.dispatched_at < sent_before))
             .order_by(DeletionRequest.created_at)).all()
     sent = [request_id for request_id in ids if services.dispatcher.send(RUN_REQUEST, request_id)]

@@ -58,6 +58,10 @@ class JobWatch:
                                     .values(heartbeat_at=utcnow(), **values)).rowcount
             if not moved:
                 raise StopJob(f"{self.request_id} is no longer {self.state}")
+            if "progress" in values:  # a coalesced job's members show its progress too
+                session.execute(update(DeletionRequest).where(DeletionRequest.job_id == self.request_id,
+                                                              DeletionRequest.state == self.state)
+                                .values(progress=values["progress"]))
 
     def on_progress(self, progress: Progress) -> None:
         now = time.monotonic()
@@ -81,12 +85,15 @@ class JobWatch:
         while not self._stop.wait(CANCEL_POLL_SECONDS):
             try:
                 with self.services.factory() as session:
-                    row = session.execute(select(DeletionRequest.cancel_requested, DeletionRequest.state)
+                    row = session.execute(select(DeletionRequest.cancel_requested, DeletionRequest.state,
+                                                 DeletionRequest.restart_requested)
                                           .where(DeletionRequest.id == self.request_id)).one()
             except Exception:
                 log.warning("cancel check of %s failed", self.request_id, exc_info=True)
                 continue
-            if row.cancel_requested or row.state != self.state:
+            # A restart (a coalesced member left) stops training the same way; worker/jobs.py starts over.
+            restart = row.restart_requested and self.state == "running"
+            if row.cancel_requested or row.state != self.state or restart:
                 self._cancelled.set()
                 return
 

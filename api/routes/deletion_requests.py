@@ -34,7 +34,8 @@ def create_request(body: DeletionRequestIn, session: SessionDep, settings: Setti
                                base_method=body.base_method, config=config, erasure_criterion=criterion,
                                selection_mode=body.selection, external_id=body.external_id,
                                callback_url=body.callback_url, received_at=received_at,
-                               response_days=settings.response_days, actor=principal.name)
+                               response_days=settings.response_days, actor=principal.name,
+                               coalescing=settings.coalesce_seconds > 0)
 
     request, response.status_code = create_once(session, principal.name, "deletion-requests", idempotency_key,
                                                 fingerprint(body.model_dump(mode="json")), create, requests.get, 202)

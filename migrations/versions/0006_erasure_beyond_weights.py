@@ -1,4 +1,4 @@
-"""erasure beyond the weights: superseded versions' weights, training shards, tombstones
+"""erasure beyond the weights: superseded versions' weights, training shards, tombstones; coalesced jobs
 
 Revision ID: 0006
 Revises: 0005
@@ -23,6 +23,9 @@ def upgrade() -> None:
     with op.batch_alter_table('deletion_requests', schema=None) as batch_op:
         # NULL on requests that succeeded before: the reconciler applies the retention policy to them too.
         batch_op.add_column(sa.Column('data_erased_at', sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('job_id', sa.String(length=40), nullable=True))
+        batch_op.add_column(sa.Column('restart_requested', sa.Boolean(), nullable=True))
+    op.create_index('ix_deletion_requests_job_id', 'deletion_requests', ['job_id'])
     with op.batch_alter_table('datasets', schema=None) as batch_op:
         batch_op.add_column(sa.Column('tombstone_salt', sa.String(length=32), nullable=True))
     op.create_table(
@@ -46,7 +49,10 @@ def downgrade() -> None:
     op.drop_table('sample_tombstones')
     with op.batch_alter_table('datasets', schema=None) as batch_op:
         batch_op.drop_column('tombstone_salt')
+    op.drop_index('ix_deletion_requests_job_id', table_name='deletion_requests')
     with op.batch_alter_table('deletion_requests', schema=None) as batch_op:
+        batch_op.drop_column('restart_requested')
+        batch_op.drop_column('job_id')
         batch_op.drop_column('data_erased_at')
     with op.batch_alter_table('model_versions', schema=None) as batch_op:
         batch_op.drop_column('weights_deleted_by')

@@ -1,0 +1,73 @@
+"""Coalescing: deletion requests for one model that arrive while a job for it is still queued run as that
+job, over the union of their forget sets (on when MCU_COALESCE_SECONDS > 0; a new job then waits that long
+for others to join).
+
+The first request leads: its id runs the job (claim, heartbeat, artifacts, the published version's
+`deletion_request_id`). The others are members (`job_id` = the leader's id): every state change of the
+leader is theirs too (domain/lifecycle.py), each with its own events and callbacks; each member's own rows
+are recorded as erased under its own id, and its report names the shared curve and version.
+
+Cancelling a member removes it from a job that has not started; once the job runs, the job restarts
+without it (`restart_requested`). A cancelled leader hands a queued or running job to the oldest member.
+Once the curve is trained a cancelled member is only detached: the version, trained on the union, is
+published for the others, and the cancelled member's rows are not recorded as erased. Cancelling the
+leader then cancels the job.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from models import DeletionRequest, record_event
+
+LIVE_EXCLUDES = ("cancelled",)  # members that left the job
+
+
+def find_leader(session: Session, request: DeletionRequest) -> DeletionRequest | None:
+    """A queued job of the same model with the same method, config, selection and criterion (and forget sets
+    of rows, not classes: a class-wise job has its own targets), locked against a claim in the meantime."""
+    if "classes" in request.forget:
+        return None
+    candidates = session.scalars(select(DeletionRequest).where(
+        DeletionRequest.model_id == request.model_id, DeletionRequest.state == "queued",
+        DeletionRequest.job_id.is_(None), DeletionRequest.base_method == request.base_method,
+        DeletionRequest.selection_mode == request.selection_mode)
+        .order_by(DeletionRequest.created_at).with_for_update()).all()
+    return next((c for c in candidates if "classes" not in c.forget and c.config == request.config
+                 and c.erasure_criterion == request.erasure_criterion), None)
+
+
+def members(session: Session, leader_id: str) -> list[DeletionRequest]:
+    """The job's other requests still in it, oldest first."""
+    return list(session.scalars(select(DeletionRequest).where(
+        DeletionRequest.job_id == leader_id, DeletionRequest.state.not_in(LIVE_EXCLUDES))
+        .order_by(DeletionRequest.created_at, DeletionRequest.id)))
+
+
+def coalesced(session: Session, leader_id: str) -> bool:
+    """Whether other requests ever joined this request's job."""
+    return session.scalar(select(DeletionRequest.id).where(DeletionRequest.job_id == leader_id).limit(1)) is not None
+
+
+def job_positions(session: Session, leader: DeletionRequest) -> list[int]:
+    """The job's forget set: the union of its requests' rows."""
+    rows = set(leader.forget_positions)
+    for member in members(session, leader.id):
+        rows.update(member.forget_positions)
+    return sorted(rows)
+
+
+def promote(session: Session, leader_id: str, actor: str) -> str | None:
+    """The oldest member leads the job from now on (the leader is leaving it); returns its id, if any."""
+    remaining = members(session, leader_id)
+    if not remaining:
+        return None
+    new_leader = remaining[0].id
+    session.execute(update(DeletionRequest).where(DeletionRequest.id == new_leader).values(job_id=None))
+    session.execute(update(DeletionRequest).where(DeletionRequest.job_id == leader_id)
+                    .values(job_id=new_leader))
+    for request in remaining:
+        record_event(session, request.id, "job_handed_over", request.state, actor,
+                     {"from": leader_id, "to": new_leader})
+    return new_leader
