@@ -16,12 +16,15 @@ leader then cancels the job.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from models import DeletionRequest, record_event
 
 LIVE_EXCLUDES = ("cancelled",)  # members that left the job
+LONG_AGO = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def find_leader(session: Session, request: DeletionRequest) -> DeletionRequest | None:
@@ -64,7 +67,9 @@ def promote(session: Session, leader_id: str, actor: str) -> str | None:
     if not remaining:
         return None
     new_leader = remaining[0].id
-    session.execute(update(DeletionRequest).where(DeletionRequest.id == new_leader).values(job_id=None))
+    # A stale heartbeat: a worker takes the running job at once, and the reconciler resumes it if the task is lost.
+    session.execute(update(DeletionRequest).where(DeletionRequest.id == new_leader)
+                    .values(job_id=None, heartbeat_at=LONG_AGO if remaining[0].state == "running" else None))
     session.execute(update(DeletionRequest).where(DeletionRequest.job_id == leader_id)
                     .values(job_id=new_leader))
     for request in remaining:

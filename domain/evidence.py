@@ -107,7 +107,9 @@ def build_report(session: Session, request_id: str) -> dict[str, Any]:
     leader = session.get(DeletionRequest, request.job_id) if request.job_id else request
     job_rows = len(job_positions(session, leader)) if leader is not None else request.forget_count
     judgement = judge(published.metrics, targets, job_rows, request.erasure_criterion)  # measured on the job's rows
-    deleted = session.scalar(select(Event).where(Event.request_id == request.id, Event.type == "artifacts_deleted")
+    # A coalesced job's artifacts were its leader's.
+    deleted = session.scalar(select(Event).where(Event.request_id == (request.job_id or request.id),
+                                                 Event.type == "artifacts_deleted")
                              .order_by(Event.id.desc()).limit(1))
     head, events = head_hash(session, request.id)
     return {

@@ -159,6 +159,8 @@ def select_point(session: Session, request_id: str, t: float, actor: str, acknow
     """awaiting_selection → materializing at `t`; commits. 409 in any other state, and for a point that fails
     the erasure criterion unless `acknowledge` begins with "erasure criterion not met"."""
     member = get(session, request_id)
+    if member.state != State.AWAITING_SELECTION:
+        raise Problem(409, f"a point can be selected only in state awaiting_selection (state: {member.state})")
     request_id = member.job_id or request_id  # a coalesced job's point is chosen for all its requests
     row = get(session, request_id)
     judgement = None

@@ -146,3 +146,21 @@ def test_cancelling_a_member_of_a_running_job_restarts_it_without_the_member(env
     restarted = [e for e in env.events(leader["id"]) if e["type"] == "job_restarted"]
     assert len(restarted) == 1 and restarted[0]["detail"]["members"] == [kept["id"]]
     assert env.job_rows(leader["id"]) == 10
+
+
+def test_cancelling_the_leader_of_a_running_job_hands_it_to_the_next_member(env: Env) -> None:
+    slow = {"epochs": 60, "grid_points": 3, "base": {"epochs": 5}}
+    leader, heir, kept = [env.submit(ids(start), slow) for start in (80, 85, 90)]
+    time.sleep(WINDOW)
+    job = threading.Thread(target=jobs.run_request, args=(env.services, leader["id"]))
+    job.start()
+    deadline = time.monotonic() + 60
+    while env.get(leader["id"])["state"] != "running" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert env.client.post(f"/v1/deletion-requests/{leader['id']}/cancel").json()["state"] == "cancelling"
+    job.join(timeout=300)
+    assert env.get(leader["id"])["state"] == "cancelled"
+    assert env.get(heir["id"])["job_id"] is None and env.get(kept["id"])["job_id"] == heir["id"]
+    jobs.run_request(env.services, heir["id"])  # the task the hand-over sent: the heir's job starts afresh
+    assert [env.get(r["id"])["state"] for r in (heir, kept)] == ["awaiting_selection"] * 2
+    assert env.job_rows(heir["id"]) == 10
