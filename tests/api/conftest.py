@@ -66,15 +66,18 @@ def serve(app: object) -> tuple[uvicorn.Server, threading.Thread, str]:
 
 
 def backend_settings(name: str, tmp: Path, postgres_url: str, s3_endpoint: str) -> Settings:
+    # The suite's own load (schemathesis, the concurrency tests) would trip the rate limits: off here, and
+    # tested on their own in test_rate_limits.py.
+    unlimited = {"rate_limit_per_address": "off", "rate_limit_per_key": "off"}
     if name == "sqlite":
-        return Settings(data_dir=tmp, bootstrap_api_key=BOOTSTRAP_KEY)
+        return Settings(data_dir=tmp, bootstrap_api_key=BOOTSTRAP_KEY, **unlimited)
     from migrations.runner import upgrade
 
     upgrade(postgres_url)
     bucket = f"mcu-{secrets.token_hex(6)}"
     S3Store(bucket, endpoint_url=s3_endpoint).ensure_bucket()
     return Settings(data_dir=tmp, database_url=postgres_url, broker_url=REDIS_URL, storage_url=f"s3://{bucket}",
-                    s3_endpoint_url=s3_endpoint, bootstrap_api_key=BOOTSTRAP_KEY)
+                    s3_endpoint_url=s3_endpoint, bootstrap_api_key=BOOTSTRAP_KEY, **unlimited)
 
 
 @pytest.fixture(scope="session", params=["postgres", "sqlite"])

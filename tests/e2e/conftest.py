@@ -89,7 +89,7 @@ def base_env(data_dir: Path) -> dict[str, str]:
         "MCU_HEARTBEAT_INTERVAL_SECONDS": "0.5", "MCU_HEARTBEAT_TIMEOUT_SECONDS": "4",
         "MCU_RECONCILE_INTERVAL_SECONDS": "1", "MCU_REQUEUE_AFTER_SECONDS": "3",
         "MCU_WEBHOOK_SECRET": WEBHOOK_SECRET, "MCU_CALLBACK_ALLOWED_HOSTS": '["127.0.0.1:*"]',
-        "OMP_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1", "MCU_RATE_LIMIT_PER_KEY": "off",  # the tests poll every 0.1 s
     }
 
 
