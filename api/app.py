@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from api.errors import install_error_handlers
 from api.metrics import MetricsMiddleware, ServiceCollector
 from api.openapi import install_openapi
-from api.routes import datasets, deletion_requests, health, models
+from api.routes import console, datasets, deletion_requests, health, models
 from domain.lifecycle import send_follow_ups_after_commit
 from migrations.runner import upgrade
 from models import make_engine, make_session_factory
@@ -51,4 +51,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_openapi(app)
     for router in (health.router, datasets.router, models.router, deletion_requests.router):
         app.include_router(router)
+    app.include_router(console.router)
     return app
