@@ -1,4 +1,5 @@
-"""The `mcu` command: run the service, manage its database and keys, and the demo."""
+"""The `mcu` command: run the service, manage its database and keys, the demo, and the API's client verbs
+(datasets, models, requests)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Any
 
 import typer
 
+from cli.client_commands import datasets_app, models_app, requests_app
 from worker.dispatch import ALL_QUEUES
 
 app = typer.Typer(help="Machine unlearning service (masked Mode Connectivity Unlearning).", no_args_is_help=True)
@@ -13,6 +15,9 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
+app.add_typer(datasets_app, name="datasets")
+app.add_typer(models_app, name="models")
+app.add_typer(requests_app, name="requests")
 
 
 def _refuse_example_secrets() -> None:

@@ -131,15 +131,16 @@ class Client:
         raw bytes or a file needs its name: `(name, content)`. Files are streamed from disk."""
         with contextlib.ExitStack() as stack:
             files = [("manifest", _upload(stack, manifest, "manifest.csv"))]
-            files += [("shards", _upload(stack, *(s if isinstance(s, tuple) else (s,)))) for s in shards]
+            files += [("shards", _upload(stack, s[1], s[0]) if isinstance(s, tuple) else _upload(stack, s))
+                      for s in shards]
             data = _clean({"name": name, "description": description, "num_classes": num_classes})
             return self._post(Dataset, "/v1/datasets", idempotency_key, data=data, files=files)
 
     def get_dataset(self, dataset_id: str) -> Dataset:
         return self._get(Dataset, f"/v1/datasets/{dataset_id}")
 
-    def datasets(self) -> Iterator[Dataset]:
-        return self._pages(Dataset, "/v1/datasets")
+    def datasets(self, page_size: int = 100) -> Iterator[Dataset]:
+        return self._pages(Dataset, "/v1/datasets", page_size)
 
     # --- models --------------------------------------------------------------------------------------
 
@@ -157,12 +158,12 @@ class Client:
     def get_model(self, model_id: str) -> Model:
         return self._get(Model, f"/v1/models/{model_id}")
 
-    def models(self) -> Iterator[Model]:
-        return self._pages(Model, "/v1/models")
+    def models(self, page_size: int = 100) -> Iterator[Model]:
+        return self._pages(Model, "/v1/models", page_size)
 
-    def versions(self, model_id: str) -> Iterator[Version]:
+    def versions(self, model_id: str, page_size: int = 100) -> Iterator[Version]:
         """The model's versions, oldest first."""
-        return self._pages(Version, f"/v1/models/{model_id}/versions")
+        return self._pages(Version, f"/v1/models/{model_id}/versions", page_size)
 
     def download_weights(self, model_id: str, version: int, destination: str | os.PathLike[str] | IO[bytes],
                          on_bytes: Callable[[int, int | None], None] | None = None) -> str:
@@ -208,10 +209,11 @@ class Client:
     def get_request(self, request_id: str) -> DeletionRequest:
         return self._get(DeletionRequest, f"/v1/deletion-requests/{request_id}")
 
-    def requests(self, *, model_id: str | None = None, state: str | None = None, **filters: Any
-                 ) -> Iterator[DeletionRequest]:
+    def requests(self, *, model_id: str | None = None, state: str | None = None, page_size: int = 100,
+                 **filters: Any) -> Iterator[DeletionRequest]:
         """Requests, newest first; further server filters (e.g. overdue=True) pass through as query parameters."""
-        return self._pages(DeletionRequest, "/v1/deletion-requests", model_id=model_id, state=state, **filters)
+        return self._pages(DeletionRequest, "/v1/deletion-requests", page_size, model_id=model_id, state=state,
+                           **filters)
 
     def curve(self, request_id: str) -> Curve:
         """The measured curve (Conflict while the request has none yet)."""
@@ -224,9 +226,9 @@ class Client:
     def cancel(self, request_id: str) -> DeletionRequest:
         return self._post(DeletionRequest, f"/v1/deletion-requests/{request_id}/cancel")
 
-    def events(self, request_id: str) -> Iterator[Event]:
+    def events(self, request_id: str, page_size: int = 500) -> Iterator[Event]:
         """The request's audit trail, oldest first."""
-        return self._pages(Event, f"/v1/deletion-requests/{request_id}/events", page_size=500)
+        return self._pages(Event, f"/v1/deletion-requests/{request_id}/events", page_size)
 
     def wait(self, request_id: str, until: str | Sequence[str] = ("awaiting_selection",), *,
              timeout: float | None = None, interval: float = 0.5,
