@@ -13,7 +13,7 @@ from api.errors import install_error_handlers
 from api.metrics import MetricsMiddleware, ServiceCollector
 from api.openapi import install_openapi
 from api.ratelimit import RateLimitMiddleware
-from api.routes import datasets, deletion_requests, health, models, signing
+from api.routes import console, datasets, deletion_requests, health, models, signing
 from domain.lifecycle import send_follow_ups_after_commit
 from domain.signing import SigningKeys
 from migrations.runner import upgrade
@@ -56,4 +56,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_openapi(app)
     for router in (health.router, datasets.router, models.router, deletion_requests.router, signing.router):
         app.include_router(router)
+    app.include_router(console.router)
     return app

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import secrets
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import uvicorn
 
 from settings import Settings
 from storage import S3Store, save_numpy
-from tests.support import postgres_schema
+from tests.support import postgres_schema, wait_for
 
 REDIS_URL = "redis://127.0.0.1:6379/11"
 BOOTSTRAP_KEY = "bootstrap-" + secrets.token_hex(8)
@@ -56,11 +55,7 @@ def serve(app: object) -> tuple[uvicorn.Server, threading.Thread, str]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
+    wait_for(lambda: server.started, 30, "uvicorn to start", interval=0.02)
     port = server.servers[0].sockets[0].getsockname()[1]
     return server, thread, f"http://127.0.0.1:{port}"
 

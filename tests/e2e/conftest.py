@@ -18,7 +18,7 @@ import redis
 
 from cli.digits import DigitsUpload
 from storage import S3Store
-from tests.support import free_port, postgres_schema, wait_for
+from tests.support import free_port, postgres_schema, wait_for, wait_model
 
 REDIS_URL = "redis://127.0.0.1:6379/12"
 WEBHOOK_SECRET = "whsec_" + "dGVzdC1zZWNyZXQtZm9yLWUyZS13ZWJob29rcw=="
@@ -146,11 +146,7 @@ def add_model(client: httpx.Client, dataset_id: str, upload: DigitsUpload) -> st
     model = client.post("/v1/models", data=upload.model_form(dataset_id),
                         files={"weights": ("w.safetensors", upload.weights)})
     assert model.status_code == 201, model.text
-    model_id = model.json()["id"]
-    ready = wait_for(lambda: client.get(f"/v1/models/{model_id}").json()["state"] != "validating", 60,
-                     "the worker to validate the model")
-    assert ready and client.get(f"/v1/models/{model_id}").json()["state"] == "ready"
-    return model_id
+    return wait_model(client, model.json()["id"])["id"]
 
 
 def submit(client: httpx.Client, model_id: str, **body: object) -> dict:
