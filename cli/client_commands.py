@@ -30,7 +30,8 @@ errors = Console(stderr=True)
 datasets_app = typer.Typer(help="Datasets: upload image folders, .npz files or shards + manifest.",
                            no_args_is_help=True)
 models_app = typer.Typer(help="Models: upload, show, versions, download weights.", no_args_is_help=True)
-requests_app = typer.Typer(help="Deletion requests: create, follow, read the curve, select a point, cancel.",
+requests_app = typer.Typer(help="Deletion requests: create, follow, read the curve, select a point, cancel, "
+                                "extend the deadline, get the signed report.",
                            no_args_is_help=True)
 
 URL = typer.Option(None, "--url", envvar="MCU_URL", help="The service (default http://127.0.0.1:8000).")
@@ -393,13 +394,16 @@ def requests_curve(request_id: str, url: str | None = URL, api_key: str | None =
 def requests_select(request_id: str, t: float | None = typer.Option(None, min=0.0, max=1.0, help="The point's t."),
                     recommended: bool = typer.Option(False, "--recommended", help="Select the recommended t."),
                     watch: bool = typer.Option(False, "--watch", help="Then follow it until it succeeds."),
+                    acknowledge: str | None = typer.Option(
+                        None, help="For a point that fails the erasure criterion: why it is published anyway, "
+                                   "beginning with 'erasure criterion not met'."),
                     url: str | None = URL, api_key: str | None = KEY, as_json: bool = AS_JSON) -> None:
     """Select a point of the curve: it becomes the model's next version."""
     if (t is None) == (not recommended):
         raise typer.BadParameter("give exactly one of --t or --recommended")
     with connect(url, api_key) as client:
         chosen = client.curve(request_id).recommended_t if recommended else t
-        request = client.select(request_id, chosen)  # type: ignore[arg-type]
+        request = client.select(request_id, chosen, acknowledge)  # type: ignore[arg-type]
         if not as_json:
             console.print(f"selected t = {chosen:.2f}; {request.state}")
         if watch:
@@ -408,6 +412,33 @@ def requests_select(request_id: str, t: float | None = typer.Option(None, min=0.
                 _print_request(request)
     if as_json:
         emit(request)
+
+
+@requests_app.command("extend")
+def requests_extend(request_id: str, days: int = typer.Option(..., min=1, max=60, help="Days added to due_at."),
+                    reason: str = typer.Option(..., help="Why (kept with the request; once per request)."),
+                    url: str | None = URL, api_key: str | None = KEY, as_json: bool = AS_JSON) -> None:
+    """Extend a request's deadline once (GDPR Art. 12(3): by at most two further months, with reasons)."""
+    with connect(url, api_key) as client:
+        request = client.extend(request_id, days, reason)
+    if as_json:
+        return emit(request)
+    console.print(f"{request.id}: due {request.due_at:%Y-%m-%d %H:%M} UTC")
+
+
+@requests_app.command("report")
+def requests_report(request_id: str,
+                    output: Path | None = typer.Option(None, "--output", "-o", help="Write it here (default stdout)."),
+                    html: bool = typer.Option(False, "--html", help="The printable page instead of signed JSON."),
+                    url: str | None = URL, api_key: str | None = KEY) -> None:
+    """The signed proof-of-erasure report of a succeeded request (check it with `mcu reports verify`)."""
+    with connect(url, api_key) as client:
+        text = client.report_html(request_id) if html else json.dumps(client.report(request_id), indent=2)
+    if output is None:
+        typer.echo(text)
+    else:
+        output.write_text(text + "\n")
+        errors.print(f"report written to {output}", highlight=False)
 
 
 @requests_app.command("cancel")

@@ -11,12 +11,24 @@ from mcu_client.errors import (
     McuError,
     NotFound,
     PayloadTooLarge,
+    RateLimited,
     RequestEnded,
     ServiceUnavailable,
     Unauthorized,
 )
-from mcu_client.types import Curve, CurvePoint, Dataset, DeletionRequest, Event, Identity, Model, Version
+from mcu_client.types import (
+    Curve,
+    CurvePoint,
+    Dataset,
+    DeletionRequest,
+    Event,
+    Identity,
+    Model,
+    SigningKeys,
+    Version,
+)
 
 __all__ = ["ApiError", "BadRequest", "Client", "Conflict", "Curve", "CurvePoint", "Dataset", "DeletionRequest",
            "Event", "Forbidden", "Gone", "Identity", "InvalidInput", "McuError", "Model", "NotFound",
-           "PayloadTooLarge", "RequestEnded", "ServiceUnavailable", "Unauthorized", "Version", "wait_for"]
+           "PayloadTooLarge", "RateLimited", "RequestEnded", "ServiceUnavailable", "SigningKeys", "Unauthorized",
+           "Version", "wait_for"]

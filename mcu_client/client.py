@@ -18,13 +18,14 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import httpx
 from pydantic import BaseModel
 
-from mcu_client.errors import McuError, RequestEnded, ServiceUnavailable, raise_for_problem
+from mcu_client.errors import McuError, RateLimited, RequestEnded, ServiceUnavailable, raise_for_problem
 from mcu_client.types import (
     TERMINAL_STATES,
     Curve,
@@ -33,6 +34,7 @@ from mcu_client.types import (
     Event,
     Identity,
     Model,
+    SigningKeys,
     Version,
 )
 
@@ -200,10 +202,12 @@ class Client:
     def create_request(self, model_id: str, forget: dict[str, list[Any]], *, base_method: str | None = None,
                        config: dict[str, Any] | None = None, selection: str | None = None,
                        external_id: str | None = None, callback_url: str | None = None,
-                       idempotency_key: str | None = None) -> DeletionRequest:
-        """Submit a deletion request; `forget`: {"sample_ids": [...]}, {"subject_ids": [...]} or {"classes": [...]}."""
+                       received_at: datetime | None = None, idempotency_key: str | None = None) -> DeletionRequest:
+        """Submit a deletion request; `forget`: {"sample_ids": [...]}, {"subject_ids": [...]} or {"classes": [...]}.
+        `received_at`: when the data subject asked (default now); the deadline `due_at` counts from it."""
         body = _clean({"model_id": model_id, "forget": forget, "base_method": base_method, "config": config,
-                       "selection": selection, "external_id": external_id, "callback_url": callback_url})
+                       "selection": selection, "external_id": external_id, "callback_url": callback_url,
+                       "received_at": received_at.isoformat() if received_at else None})
         return self._post(DeletionRequest, "/v1/deletion-requests", idempotency_key, json=body)
 
     def get_request(self, request_id: str) -> DeletionRequest:
@@ -219,9 +223,27 @@ class Client:
         """The measured curve (Conflict while the request has none yet)."""
         return self._get(Curve, f"/v1/deletion-requests/{request_id}/curve")
 
-    def select(self, request_id: str, t: float) -> DeletionRequest:
-        """Choose the point at `t`: the worker publishes it as the model's next version."""
-        return self._post(DeletionRequest, f"/v1/deletion-requests/{request_id}/selection", json={"t": t})
+    def select(self, request_id: str, t: float, acknowledge: str | None = None) -> DeletionRequest:
+        """Choose the point at `t`: the worker publishes it as the model's next version. A point that fails the
+        erasure criterion is a Conflict unless `acknowledge` begins with "erasure criterion not met"."""
+        return self._post(DeletionRequest, f"/v1/deletion-requests/{request_id}/selection",
+                          json=_clean({"t": t, "acknowledge": acknowledge}))
+
+    def extend(self, request_id: str, days: int, reason: str) -> DeletionRequest:
+        """Move the deadline once, by at most 60 days, with the reason kept."""
+        return self._post(DeletionRequest, f"/v1/deletion-requests/{request_id}/extension",
+                          json={"days": days, "reason": reason})
+
+    def report(self, request_id: str) -> dict[str, Any]:
+        """The signed proof-of-erasure report of a succeeded request: {"report": ..., "signature": ...}."""
+        return self._call("GET", f"/v1/deletion-requests/{request_id}/report").json()
+
+    def report_html(self, request_id: str) -> str:
+        return self._call("GET", f"/v1/deletion-requests/{request_id}/report", params={"format": "html"}).text
+
+    def signing_keys(self) -> SigningKeys:
+        """The public keys that verify reports (current and retired)."""
+        return self._get(SigningKeys, "/v1/signing-key")
 
     def cancel(self, request_id: str) -> DeletionRequest:
         return self._post(DeletionRequest, f"/v1/deletion-requests/{request_id}/cancel")
@@ -235,13 +257,13 @@ class Client:
              on_progress: Callable[[DeletionRequest], None] | None = None) -> DeletionRequest:
         """Poll the request until its state is one of `until`; `on_progress` sees every answer. Raises
         RequestEnded when it finishes in another state (e.g. `failed`) and TimeoutError after `timeout`
-        seconds (None: no limit). A 503 or a dropped connection is waited out, not raised."""
+        seconds (None: no limit). A 503, a 429 or a dropped connection is waited out, not raised."""
         wanted = (until,) if isinstance(until, str) else tuple(until)
 
         def reached() -> DeletionRequest | None:
             try:
                 request = self.get_request(request_id)
-            except (ServiceUnavailable, httpx.TransportError):
+            except (ServiceUnavailable, RateLimited, httpx.TransportError):
                 return None
             if on_progress:
                 on_progress(request)

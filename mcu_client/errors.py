@@ -20,6 +20,7 @@ class ApiError(McuError):
                  errors: list[dict[str, Any]] | None = None) -> None:
         super().__init__(f"{status} {title}: {detail}")
         self.status, self.title, self.detail, self.type, self.errors = status, title, detail, type, errors or []
+        self.retry_after: float | None = None  # the server's Retry-After, in seconds, when it sent one
 
 
 class BadRequest(ApiError):
@@ -60,7 +61,12 @@ class ServiceUnavailable(ApiError):
     """503 (or 507): retry later; `retry_after` is the server's hint in seconds, when given."""
 
     status = 503
-    retry_after: float | None = None
+
+
+class RateLimited(ApiError):
+    """429: this key or address sent too many requests; `retry_after` says when to try again."""
+
+    status = 429
 
 
 class RequestEnded(McuError):
@@ -74,7 +80,7 @@ class RequestEnded(McuError):
 
 _BY_STATUS: dict[int, type[ApiError]] = {c.status: c for c in (BadRequest, Unauthorized, Forbidden, NotFound,
                                                                Conflict, Gone, PayloadTooLarge, InvalidInput,
-                                                               ServiceUnavailable)}
+                                                               RateLimited, ServiceUnavailable)}
 _BY_STATUS[507] = ServiceUnavailable
 
 
@@ -92,6 +98,6 @@ def raise_for_problem(response: httpx.Response) -> None:
     cls = _BY_STATUS.get(response.status_code, ApiError)
     error = cls(response.status_code, str(body.get("title", response.reason_phrase)), str(body.get("detail", "")),
                 str(body.get("type", "about:blank")), body.get("errors"))
-    if isinstance(error, ServiceUnavailable) and (after := response.headers.get("Retry-After", "")).isdigit():
+    if (after := response.headers.get("Retry-After", "")).isdigit():
         error.retry_after = float(after)
     raise error

@@ -94,6 +94,19 @@ class Selection(Body):
     model_version: int | None
     selected_by: str | None
     selected_at: datetime | None
+    acknowledgement: str | None  # set when the point did not meet the erasure criterion
+
+
+class Extension(Body):
+    days: int
+    reason: str
+    by: str
+    at: datetime
+
+
+class ErasureCriterion(Body):
+    forget_tolerance: float
+    mia_tolerance: float
 
 
 class DeletionRequest(Body):
@@ -112,10 +125,14 @@ class DeletionRequest(Body):
     curve: Curve | None
     selection: Selection | None
     error: Problem | None
+    erasure_criterion: ErasureCriterion
     created_at: datetime
+    received_at: datetime
+    due_at: datetime
+    due_extension: Extension | None
+    overdue: bool
     started_at: datetime | None
     finished_at: datetime | None
-    due_at: datetime | None = None  # compliance deadline, on servers that set one
 
     @property
     def finished(self) -> bool:
@@ -128,6 +145,27 @@ class Event(Body):
     state: str | None
     actor: str | None
     detail: dict[str, Any] | None
+    prev_hash: str  # the request's events form a hash chain (`mcu audit verify`)
+    hash: str
+
+
+class SigningKey(Body):
+    key_id: str
+    algorithm: str
+    public_key: str  # raw Ed25519 public key, base64
+    created_at: datetime
+    retired_at: datetime | None
+
+
+class SigningKeys(Body):
+    """`GET /v1/signing-key`: the key signing reports now, and every key that ever did."""
+
+    current: SigningKey
+    keys: list[SigningKey]
+
+    def trusted(self) -> dict[str, str]:
+        """key id -> public key, what `domain.signing.verify` and `mcu reports verify` take."""
+        return {key.key_id: key.public_key for key in self.keys}
 
 
 class Identity(Body):

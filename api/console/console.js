@@ -42,9 +42,10 @@ const can = (scope) => !!identity && (identity.scopes.includes(scope) || identit
 const stateBadge = (state) => el("span", { class: `state ${state}`, "data-state": state }, state);
 
 class ApiError extends Error {
-  constructor(status, detail) {
+  constructor(status, detail, type) {
     super(detail);
     this.status = status;
+    this.type = type || "";
   }
 }
 
@@ -60,9 +61,9 @@ async function api(path, options = {}) {
     throw new ApiError(401, "signed out");
   }
   if (!response.ok) {
-    let detail = response.statusText;
-    try { detail = (await response.json()).detail || detail; } catch (_) { /* not problem+json */ }
-    throw new ApiError(response.status, detail);
+    let problem = {};
+    try { problem = await response.json(); } catch (_) { /* not problem+json */ }
+    throw new ApiError(response.status, problem.detail || response.statusText, problem.type);
   }
   return options.raw ? response : response.json();
 }
@@ -147,12 +148,17 @@ async function modelsPage(token) {
 }
 
 async function download(modelId, version, button) {
+  return save(`/v1/models/${encodeURIComponent(modelId)}/versions/${version}/weights`,
+    `${modelId}-v${version}.safetensors`, button);
+}
+
+// A file the API serves only with the key (never in a URL): fetched with it, then saved from a blob.
+async function save(path, filename, button) {
   button.disabled = true;
   try {
-    const response = await api(`/v1/models/${encodeURIComponent(modelId)}/versions/${version}/weights`,
-      { raw: true });
+    const response = await api(path, { raw: true });
     const url = URL.createObjectURL(await response.blob());
-    const link = el("a", { href: url, download: `${modelId}-v${version}.safetensors` });
+    const link = el("a", { href: url, download: filename });
     document.body.append(link);
     link.click();
     link.remove();
@@ -276,12 +282,26 @@ function choosePoint(request, point, original) {
     el("tbody", {}, METRICS.map(([key, label]) => el("tr", { "data-metric": key }, el("td", {}, label),
       el("td", { class: "num" }, fmt(point[key])), el("td", { class: "num" }, fmt(targets[key])),
       el("td", { class: "num" }, fmt((original || {})[key]))))));
+  // A point that fails the erasure criterion is refused (409) until the operator says why it goes out anyway.
+  const acknowledgement = el("textarea", { id: "acknowledge", rows: "3", cols: "60" });
+  const ackBlock = el("div", { id: "acknowledge-block", hidden: "" },
+    el("p", { class: "error" }, "This point does not meet the erasure criterion. To publish it anyway, say why "
+      + "(kept in the audit trail and printed on the proof-of-erasure report):"), acknowledgement);
   confirmDialog(`Select the point at t = ${fmt(point.t, 2)}?`,
     el("div", {}, el("p", {}, "The worker builds this model, recomputes its BatchNorm statistics on retain data and "
-      + "publishes it as the model's next version."), table),
+      + "publishes it as the model's next version."), table, ackBlock),
     async () => {
-      await api(`/v1/deletion-requests/${encodeURIComponent(request.id)}/selection`, { method: "POST",
-        body: { t: point.t } });
+      const body = { t: point.t };
+      if (!ackBlock.hidden) body.acknowledge = acknowledgement.value;
+      try {
+        await api(`/v1/deletion-requests/${encodeURIComponent(request.id)}/selection`, { method: "POST", body });
+      } catch (failed) {
+        if (failed.status === 409 && failed.type.endsWith("/erasure-criterion-not-met") && ackBlock.hidden) {
+          ackBlock.hidden = false;
+          acknowledgement.value = "erasure criterion not met: ";
+        }
+        throw failed;
+      }
       poll(routeToken, request.id);
     });
 }
@@ -395,7 +415,12 @@ function renderSummary(request) {
     ["forget", `${request.forget_count} samples · fingerprint ${request.forget_fingerprint.slice(0, 16)}…`],
     ["method", `${request.base_method} · selection ${request.selection_mode}`],
     ["created", when(request.created_at)],
-    request.due_at ? ["due", dueCell(request).textContent] : null,
+    ["received", when(request.received_at)],
+    ["due", el("span", { id: "due" }, dueCell(request).textContent, request.due_extension
+      ? ` (extended ${request.due_extension.days} days: ${request.due_extension.reason})` : "")],
+    request.selection && request.selection.acknowledgement ? ["erasure criterion",
+      el("span", { class: "error" }, `not met; published on acknowledgement: ${request.selection.acknowledgement}`)]
+      : null,
     request.selection ? ["selected", el("span", { id: "selected" }, `t = ${fmt(request.selection.t, 2)} by `
       + `${request.selection.selected_by || "—"}`, request.selection.model_version ? [" → ",
       el("a", { href: `#/models/${encodeURIComponent(request.model_id)}`, id: "published-version" },
@@ -410,7 +435,13 @@ function renderSummary(request) {
           await api(`/v1/deletion-requests/${encodeURIComponent(request.id)}/cancel`, { method: "POST" });
           poll(routeToken, request.id);
         }) }, "Cancel request…")) : null;
-  document.getElementById("summary").replaceChildren(...[dl, actions].filter(Boolean));
+  const reportPath = `/v1/deletion-requests/${encodeURIComponent(request.id)}/report`;
+  const evidence = request.state === "succeeded" && can("requests:read") ? el("div", { class: "actions" },
+    el("button", { type: "button", id: "report-json", onclick: (e) => save(reportPath, `${request.id}-report.json`,
+      e.target) }, "Proof of erasure (signed JSON)"),
+    el("button", { type: "button", id: "report-html", onclick: (e) => save(`${reportPath}?format=html`,
+      `${request.id}-report.html`, e.target) }, "Proof of erasure (printable)")) : null;
+  document.getElementById("summary").replaceChildren(...[dl, actions, evidence].filter(Boolean));
 }
 
 // --- routing -----------------------------------------------------------------------------------------------

@@ -12,8 +12,10 @@ from .conftest import Service, mlp_weights, shard_bytes, simple_manifest
 
 SCHEMAS = {"Dataset": "DatasetOut", "Model": "ModelOut", "Version": "VersionOut", "DeletionRequest":
            "DeletionRequestOut", "Curve": "CurveOut", "CurvePoint": "CurvePointOut", "Event": "EventOut",
-           "Progress": "ProgressOut", "Selection": "SelectionOut", "Identity": "IdentityOut"}
-NEWER_FIELDS = {"due_at"}  # read when a server sends them (the compliance additions)
+           "Progress": "ProgressOut", "Selection": "SelectionOut", "Identity": "IdentityOut",
+           "Extension": "ExtensionOut", "ErasureCriterion": "ErasureCriterionOut", "SigningKey": "SigningKeyOut",
+           "SigningKeys": "SigningKeysOut"}
+NEWER_FIELDS: set[str] = set()  # fields the client reads before this server sends them
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import numpy as np
 from PIL import Image
 
@@ -86,6 +87,15 @@ def test_cli_uploads_a_folder_watches_a_request_and_selects_a_point(embedded_sta
     downloaded = mcu(stack, "models", "download", model["id"], "-o", str(tmp_path / "v2.safetensors")).stdout
     sha256 = hashlib.sha256((tmp_path / "v2.safetensors").read_bytes()).hexdigest()
     assert sha256 == versions[1]["sha256"] and sha256 in downloaded
+
+    # The evidence: the signed report, checked offline against the service's published keys.
+    mcu(stack, "requests", "report", request["id"], "-o", str(tmp_path / "report.json"))
+    (tmp_path / "keys.json").write_bytes(httpx.get(f"{stack.url}/v1/signing-key").content)
+    report = json.loads((tmp_path / "report.json").read_text())["report"]
+    assert report["model"]["after"]["sha256"] == sha256 and report["request"]["external_id"] == "CLI-1"
+    checked = mcu(stack, "reports", "verify", str(tmp_path / "report.json"), "--public-key",
+                  str(tmp_path / "keys.json")).stdout
+    assert checked.startswith("VALID")
 
     missing = subprocess.run([sys.executable, "-m", "cli", "requests", "show", "req_nope"], capture_output=True,
                              text=True, env={**os.environ, "MCU_URL": stack.url, "MCU_API_KEY": stack.key},

@@ -129,6 +129,21 @@ def test_console_signs_in_draws_the_curve_and_selects_a_point(stack: Stack, digi
         events = [e.get_attribute("data-type") for e in driver.find_elements(By.CSS_SELECTOR, "#events li")]  # type: ignore[attr-defined]
         assert events[0] == "state_changed" and "phase_started" in events
 
+        # t = 0 is the original model: it fails the erasure criterion, and the dialog asks why before it would
+        # publish it; going back publishes nothing.
+        first = driver.find_elements(By.CSS_SELECTOR, "#curve .scatterlayer .trace")[0] \
+            .find_elements(By.CSS_SELECTOR, "path.point")[0]  # type: ignore[attr-defined]
+        ActionChains(driver).move_to_element(first).click().perform()  # type: ignore[arg-type]
+        css("#confirm[open] #confirm-metrics")
+        driver.find_element(By.ID, "confirm-yes").click()  # type: ignore[attr-defined]
+        wait.until(lambda d: d.find_element(By.ID, "acknowledge-block").is_displayed())
+        assert "forget accuracy" in css("#confirm-error").text
+        assert driver.find_element(By.ID, "acknowledge").get_attribute("value").startswith(  # type: ignore[attr-defined]
+            "erasure criterion not met")
+        shot("7a-erasure-criterion-not-met")
+        driver.find_element(By.ID, "confirm-no").click()  # type: ignore[attr-defined]
+        assert client.get_request(request.id).state == "awaiting_selection"
+
         # Hovering a point shows its metrics; clicking it opens the confirmation with point, targets, original.
         index = min(range(len(curve.points)), key=lambda i: abs(curve.points[i].t - curve.recommended_t))
         point = curve.points[index]
@@ -151,10 +166,12 @@ def test_console_signs_in_draws_the_curve_and_selects_a_point(stack: Stack, digi
         WebDriverWait(driver, 120, poll_frequency=0.2).until(  # type: ignore[arg-type]
             lambda d: d.find_elements(By.CSS_SELECTOR, "#summary [data-state=succeeded]"))
         assert css("#published-version").text == "version 2"
+        assert css("#report-json").is_enabled() and css("#report-html").is_enabled()  # the proof of erasure
         assert not driver.find_elements(By.CSS_SELECTOR, "#points button.choose")  # type: ignore[attr-defined]
         shot("8-request-succeeded")
         assert stack.key not in driver.current_url and auditor not in driver.current_url  # type: ignore[attr-defined]
-        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]  # type: ignore[attr-defined]
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"  # type: ignore[attr-defined]
+                  and not ("/selection" in e["message"] and "409" in e["message"])]  # the refusal of t = 0 above
         assert not errors, errors  # no CSP violation, no failed script
 
         done = client.get_request(request.id)
