@@ -117,7 +117,17 @@ def run_demo(client: Client, forget_class: int, alive: Callable[[], bool] | None
     typer.echo(f"  forget accuracy {metrics['forget_accuracy']:.3f}, retain {metrics['retain_accuracy']:.3f}, "
                f"test {metrics['test_accuracy']:.3f}, MIA efficacy {metrics['mia_efficacy']:.2f}")
     events = list(client.events(request.id))
-    typer.echo(f"audit trail: {len(events)} events ({', '.join(dict.fromkeys(e.type for e in events))})")
+    typer.echo(f"audit trail: {len(events)} events ({', '.join(dict.fromkeys(e.type for e in events))}), "
+               f"hash-chained (head {events[-1].hash[:16]}…)")
+    from domain.signing import verify
+
+    document = client.report(request.id)
+    checked = verify(document, client.signing_keys().trusted())
+    criterion = document["report"]["erasure_criterion"]
+    typer.echo(f"proof-of-erasure report: signature {'VALID' if checked.ok else 'INVALID'} (Ed25519 key "
+               f"{checked.key_id}); erasure criterion {'met' if criterion['met'] else 'NOT met'}; due "
+               f"{document['report']['request']['due_at'][:10]}, answered in time: "
+               f"{document['report']['request']['answered_in_time']}")
     typer.echo(f"demo finished in {time.perf_counter() - started:.0f}s")
 
 

@@ -523,3 +523,16 @@ def test_architecture_kwargs_not_an_object_is_422(api: httpx.Client, registered:
                             "dataset_id": registered["dataset_id"], "architecture_kwargs": kwargs},
         files={"weights": ("w.safetensors", mlp_weights(3))})
     assert ["architecture_kwargs"] in error_locs(assert_problem(response, 422, "JSON object"))
+
+
+@pytest.mark.parametrize("path", ["/v1/datasets", "/v1/models"])
+def test_a_truncated_multipart_body_is_a_400(service: Service, path: str) -> None:
+    boundary = "cut-here"
+    whole = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nd\r\n--{boundary}\r\n"
+             f"Content-Disposition: form-data; name=\"manifest\"; filename=\"m.csv\"\r\n"
+             f"Content-Type: text/csv\r\n\r\nsample_id,split,shard,row\r\n--{boundary}--\r\n").encode()
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    cut = service.client.post(path, content=whole[:-30], headers=headers)
+    assert_problem(cut, 400, "truncated")
+    complete = service.client.post(path, content=whole, headers=headers)
+    assert complete.status_code == 422  # whole but incomplete as a form: the missing fields are named
