@@ -49,10 +49,10 @@ def deliver(settings: Settings, factory, request_id: str, event: str, message_id
                "webhook-timestamp": str(int(at.timestamp()))}
     if settings.webhook_secret is not None:
         headers["webhook-signature"] = Webhook(settings.webhook_secret.get_secret_value()).sign(message_id, at, body)
-    status, error = None, refusal(settings, url)
+    status, (address, error) = None, vetted_address(settings, url)
     if error is None:
         try:
-            status = httpx.post(url, content=body, headers=headers, timeout=10, follow_redirects=False).status_code
+            status = post_pinned(url, address, body, headers).status_code
         except httpx.HTTPError as exc:
             error = type(exc).__name__
     ok = status is not None and 200 <= status < 300
@@ -66,21 +66,38 @@ def deliver(settings: Settings, factory, request_id: str, event: str, message_id
 REFUSALS = ("host not in the callback allow-list", "host resolves to a non-public address not in the allow-list")
 
 
-def refusal(settings: Settings, url: str) -> str | None:
-    """Why the service will not call `url`, or None. An allow-listed name that resolves to a loopback,
-    private, link-local or otherwise non-public address is refused unless the allow-list names that address
-    itself: a DNS record must not turn the service against its own network."""
+def vetted_address(settings: Settings, url: str) -> tuple[str | None, str | None]:
+    """(the address to call, None), or (None, why the service will not call `url`). An allow-listed name that
+    resolves to a loopback, private, link-local or otherwise non-public address is refused unless the
+    allow-list names that address itself: a DNS record must not turn the service against its own network.
+    The name is resolved once, here; the call goes to the address vetted (`post_pinned`), so a second,
+    different answer (DNS rebinding) is never used. An unresolvable name gives (None, None): the attempt
+    fails, is recorded and retried."""
     if not settings.callback_host_allowed(url):
-        return REFUSALS[0]
+        return None, REFUSALS[0]
     parts = urlsplit(url)
     port = parts.port or {"http": 80, "https": 443}[parts.scheme]
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(parts.hostname, port)}
+        addresses = [info[4][0] for info in socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)]
     except OSError:
-        return None  # unresolvable: the request fails, is recorded and retried
+        return None, None
     for address in addresses:
         literal = f"[{address}]" if ":" in address else address
         if not ipaddress.ip_address(address.split("%")[0]).is_global and \
                 not settings.callback_host_allowed(f"{parts.scheme}://{literal}:{port}/"):
-            return REFUSALS[1]
-    return None
+            return None, REFUSALS[1]
+    return addresses[0] if addresses else None, None
+
+
+def post_pinned(url: str, address: str | None, body: str, headers: dict[str, str]) -> httpx.Response:
+    """POST to `url`, connecting to `address` (when given) instead of resolving the name again. The Host
+    header and TLS (SNI and certificate check) still use the URL's name."""
+    parts = urlsplit(url)
+    extensions = {}
+    if address is not None and address != parts.hostname:
+        literal = f"[{address}]" if ":" in address else address
+        headers = headers | {"host": parts.netloc.rsplit("@", 1)[-1]}
+        extensions = {"sni_hostname": parts.hostname}
+        url = parts._replace(netloc=literal + (f":{parts.port}" if parts.port else "")).geturl()
+    with httpx.Client(timeout=10, follow_redirects=False) as client:
+        return client.send(client.build_request("POST", url, content=body, headers=headers, extensions=extensions))
