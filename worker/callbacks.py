@@ -5,13 +5,14 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
-from datetime import UTC, datetime
+from datetime import datetime
 from urllib.parse import urlsplit
 
 import httpx
+from sqlalchemy import update
 from standardwebhooks import Webhook
 
-from models import DeletionRequest, record_event
+from models import Callback, DeletionRequest, record_event, utcnow
 from settings import Settings
 
 OVERDUE = "overdue"  # the one callback event that is not a state: the request passed its due_at unanswered
@@ -37,13 +38,20 @@ def event_body(settings: Settings, request: DeletionRequest, event: str, message
 
 
 def deliver(settings: Settings, factory, request_id: str, event: str, message_id: str, attempt: int) -> bool:
-    """One delivery attempt; True on a 2xx answer. The attempt is recorded as an event either way."""
-    with factory() as session:
+    """One delivery attempt of an owed callback (the `callbacks` outbox); True when nothing is left to try:
+    delivered (2xx), refused by the allow-list, already done, or this was the last attempt. The attempt is
+    recorded as an event either way."""
+    with factory() as session, session.begin():
+        owed = session.get(Callback, message_id, with_for_update=True)
+        if owed is None:  # sent before the outbox existed
+            owed = Callback(message_id=message_id, request_id=request_id, event=event)
+            session.add(owed)
         request = session.get(DeletionRequest, request_id)
-        if request is None or not request.callback_url:
+        if request is None or not request.callback_url or owed.delivered_at or owed.abandoned_at:
             return True
+        owed.attempts, owed.attempted_at = owed.attempts + 1, utcnow()
         url, state = request.callback_url, state_of(request, event)
-        at = datetime.now(UTC)
+        at = owed.created_at or utcnow()  # the same message on every attempt: id, timestamp and body
         body = event_body(settings, request, event, message_id, at)
     headers = {"content-type": "application/json", "webhook-id": message_id,
                "webhook-timestamp": str(int(at.timestamp()))}
@@ -56,13 +64,17 @@ def deliver(settings: Settings, factory, request_id: str, event: str, message_id
         except httpx.HTTPError as exc:
             error = type(exc).__name__
     ok = status is not None and 200 <= status < 300
+    done = ok or error in REFUSALS or attempt >= settings.callback_max_attempts  # a refusal is not retried
     with factory() as session, session.begin():
+        session.execute(update(Callback).where(Callback.message_id == message_id).values(
+            delivered_at=utcnow() if ok else None, abandoned_at=None if ok or not done else utcnow()))
         record_event(session, request_id, "callback_attempt", state, "worker",
                      {"url": url, "event": event, "message_id": message_id, "attempt": attempt, "status": status,
                       "error": error, "delivered": ok})
-    return ok or error in REFUSALS  # a refused destination is not retried
+    return done
 
 
+MAX_BACKOFF = 600  # seconds: the longest wait between two attempts (worker/celery_app.py)
 REFUSALS = ("host not in the callback allow-list", "host resolves to a non-public address not in the allow-list")
 
 
