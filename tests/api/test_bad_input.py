@@ -288,6 +288,8 @@ REQUEST_PROBLEMS: dict[str, tuple[dict[str, Any], str, list[Any] | None]] = {
     "bad selection mode": ({"selection": "sometimes"}, "selection", ["selection"]),
     "callback_url not http": ({"callback_url": "ftp://example.com/x"}, "callback_url", ["callback_url"]),
     "callback_url relative": ({"callback_url": "/hook"}, "callback_url", ["callback_url"]),
+    "callback_url host off the allow-list": ({"callback_url": "https://example.com/hook"}, "allow-list",
+                                             ["callback_url"]),
     "model_id missing": ({"model_id": None}, "model_id", ["model_id"]),
 }
 
