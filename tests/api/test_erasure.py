@@ -1,4 +1,5 @@
-"""What a deletion request forgets: exactly the rows it names, never rows an earlier request already erased.
+"""What a deletion request forgets: exactly the rows it names, never rows an earlier request already erased;
+and the job sees them through the model's declared preprocessing.
 
 Requests go through the API; the worker's jobs run in this process on the same backend.
 """
@@ -9,6 +10,7 @@ import torch
 from safetensors.numpy import load as load_safetensors
 
 from models import DeletionRequest
+from unlearning.data import Normalization
 from worker import jobs
 from worker.inputs import JobInputs, load_inputs
 from worker.services import Services, connect
@@ -43,6 +45,8 @@ def test_erased_rows_are_refused_then_left_out_and_named_rows_are_forgotten(serv
     first = submit(["s9", "s1", "s5"], selection="auto").json()
     inputs = _inputs(services, first["id"])  # the rows the job trains on are the ones named, by sample id
     assert torch.equal(inputs.data.forget.inputs, rows(1, 5, 9))
+    declared = model["preprocessing"]  # "unit": not the dataset's own statistics
+    assert inputs.data.adapter.normalization == Normalization(tuple(declared["mean"]), tuple(declared["std"]))
     assert torch.equal(inputs.data.retain.inputs, rows(*(i for i in range(N_TRAIN) if i not in (1, 5, 9))))
     jobs.run_request(services, first["id"])
     jobs.materialize_selection(services, first["id"])
