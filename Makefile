@@ -28,7 +28,7 @@ test: lint
 	$(PY) -m pytest
 
 # Breaks one behaviour that matters at a time, in a temporary copy of the tree, and checks that the tests
-# catch it (tests/mutate.py; about 6 minutes on 2 cores). Not part of `make test`.
+# catch it (tests/mutate.py; about 5 minutes on 2 cores). Not part of `make test`.
 mutate: install
 	$(PY) tests/mutate.py
 
