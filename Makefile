@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # The PyTorch build to install; override for another platform (e.g. TORCH_SPEC="torch torchvision").
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install lint test run clean
+.PHONY: install lint test mutate run clean
 
 install: $(VENV)/.installed
 
@@ -26,6 +26,11 @@ lint: install
 
 test: lint
 	$(PY) -m pytest
+
+# Breaks one behaviour that matters at a time, in a temporary copy of the tree, and checks that the tests
+# catch it (tests/mutate.py; about 5 minutes on 2 cores). Not part of `make test`.
+mutate: install
+	$(PY) tests/mutate.py
 
 run: install
 	$(VENV)/bin/mcu demo

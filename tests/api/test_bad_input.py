@@ -196,6 +196,15 @@ def test_model_weights_that_do_not_fit_name_each_key(service: Service, registere
     assert_problem(response, 409, "invalid, not ready")
 
 
+def test_model_weights_missing_one_key_are_invalid(service: Service, registered: dict[str, str]) -> None:
+    """Loading is strict: a state_dict short of one tensor would otherwise load with it left at random."""
+    state = mlp_state()
+    del state["1.bias"]
+    model = validated(service, upload_model(service.client, registered["dataset_id"], weights=save_state(state)))
+    assert model["state"] == "invalid"
+    assert [e["loc"] for e in model["error"]["errors"]] == [["weights", "1.bias"]]
+
+
 def test_model_weights_for_other_num_classes_is_invalid(service: Service, registered: dict[str, str]) -> None:
     """Weights of a 3-class head registered as 4 classes: the head's shape is named."""
     model = validated(service, upload_model(service.client, registered["dataset_id"], weights=mlp_weights(3),
@@ -288,6 +297,8 @@ REQUEST_PROBLEMS: dict[str, tuple[dict[str, Any], str, list[Any] | None]] = {
     "bad selection mode": ({"selection": "sometimes"}, "selection", ["selection"]),
     "callback_url not http": ({"callback_url": "ftp://example.com/x"}, "callback_url", ["callback_url"]),
     "callback_url relative": ({"callback_url": "/hook"}, "callback_url", ["callback_url"]),
+    "callback_url host off the allow-list": ({"callback_url": "https://example.com/hook"}, "allow-list",
+                                             ["callback_url"]),
     "model_id missing": ({"model_id": None}, "model_id", ["model_id"]),
 }
 
