@@ -42,6 +42,7 @@ class Mutation:
 
 
 CURVE = "tests/unlearning/test_curve.py"
+EVIDENCE = "tests/worker/test_evidence.py"
 MCU = "tests/unlearning/test_mcu.py"
 ERASURE = ("tests/api/test_erasure.py::test_erased_rows_are_refused_then_left_out_and_named_rows_are_forgotten"
            "[sqlite]",)
@@ -125,6 +126,31 @@ MUTATIONS = [
     Mutation("idempotency key not remembered (a replay creates a second request)", "api/idempotency.py",
              "    if key is not None:\n        session.add(", "    if False:\n        session.add(",
              (f"{FLOWS}::test_idempotency_key_replays_and_rejects_other_bodies[sqlite]",)),
+    # Compliance evidence (issue 14), rate limits and callbacks (issue 11).
+    Mutation("auto selection publishes a point that fails the erasure criterion", "domain/erasure.py",
+             "    if recommended.met:\n", "    if True:\n",
+             (f"{EVIDENCE}::test_auto_selection_withholds_a_curve_that_never_forgets",)),
+    Mutation("a manual selection of a failing point needs no acknowledgement", "domain/requests.py",
+             "if not judgement.met and not acknowledged:", "if False:",
+             (f"{EVIDENCE}::test_a_failing_point_needs_an_acknowledgement_and_the_report_says_so",)),
+    Mutation("an event's hash does not cover its actor", "models/audit.py",
+             '"state": state, "actor": actor, "detail": detail,', '"state": state, "detail": detail,',
+             (f"{EVIDENCE}::test_the_audit_chain_names_an_edited_or_deleted_event",)),
+    Mutation("the audit chain's links are not checked", "models/audit.py",
+             "if event.prev_hash != expected_prev:", "if False:",
+             (f"{EVIDENCE}::test_the_audit_chain_names_an_edited_or_deleted_event",)),
+    Mutation("the report's signature does not cover the report", "domain/signing.py",
+             "value = self.private_key.sign(canonical_json(report))", 'value = self.private_key.sign(b"{}")',
+             (f"{EVIDENCE}::test_a_forgetting_request_succeeds_with_a_signed_report_that_detects_any_change",)),
+    Mutation("no rate limit per API key", "api/ratelimit.py",
+             "if self.per_key is not None and token:", "if False:",
+             ("tests/api/test_rate_limits.py::test_each_key_has_its_own_budget",)),
+    Mutation("a callback resolves the name again instead of calling the vetted address", "worker/callbacks.py",
+             "if address is not None and address != parts.hostname:", "if False:",
+             ("tests/worker/test_callbacks.py::test_the_call_goes_to_the_address_vetted_not_to_a_second_dns_answer",)),
+    Mutation("a delivered callback is not recorded (the outbox sends it again)", "worker/callbacks.py",
+             "delivered_at=utcnow() if ok else None", "delivered_at=None",
+             ("tests/worker/test_reconciler.py::test_a_callback_owed_during_a_broker_outage_is_sent_and_delivered_once",)),
 ]
 
 
