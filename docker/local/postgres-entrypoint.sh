@@ -6,7 +6,8 @@ set -eu
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   password_file=$(mktemp)
   printf '%s' "$POSTGRES_PASSWORD" > "$password_file"
-  initdb -D "$PGDATA" -U "$POSTGRES_USER" --pwfile="$password_file" --auth-local=trust \
+  initdb -D "$PGDATA" -U "$POSTGRES_USER" --pwfile="$password_file" --encoding=UTF8 --locale=C.UTF-8 \
+    --auth-local=trust \
     --auth-host=scram-sha-256 >/dev/null
   rm -f "$password_file"
   echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
