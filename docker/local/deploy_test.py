@@ -52,8 +52,12 @@ def write_env(out_file: str, api_port: str) -> None:
     }
     lines = []
     for line in (ROOT / ".env.example").read_text().splitlines():
-        key = line.partition("=")[0]
-        lines.append(f"{key}={values.pop(key)}" if key in values and not line.startswith("#") else line)
+        key, _, value = line.partition("=")
+        if key in values:
+            line = f"{key}={values.pop(key)}"
+        elif "change-me" in value and not line.startswith("#"):  # any other example secret
+            line = f"{key}={secrets.token_hex(24)}"
+        lines.append(line)
     lines += [f"{key}={value}" for key, value in values.items()]
     descriptor = os.open(out_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as out:
@@ -92,9 +96,11 @@ class Service:
         response.raise_for_status()
         return response.json()
 
-    def submit(self, model_id: str, config: dict, **body: object) -> str:
+    def submit(self, model_id: str, forget_class: int, config: dict, **body: object) -> str:
+        """A request to forget one class (a class already erased from the model would be a 409)."""
         response = self.client.post("/v1/deletion-requests", json={
-            "model_id": model_id, "forget": {"classes": [3]}, "base_method": "rl", "config": config, **body},
+            "model_id": model_id, "forget": {"classes": [forget_class]}, "base_method": "rl", "config": config,
+            **body},
             headers={"Idempotency-Key": secrets.token_hex(8)})
         assert response.status_code == 202, response.text
         return response.json()["id"]
@@ -133,7 +139,7 @@ def wait_workers_ready(count: int) -> None:
 
 
 def killed_worker_resumes(service: Service, model_id: str) -> None:
-    request_id = service.submit(model_id, SLOW_CURVE)
+    request_id = service.submit(model_id, 3, SLOW_CURVE)
     wait_for(lambda: service.in_curve_epoch(request_id, 3), 300, "curve training to reach epoch 3", 0.1)
     (container,) = worker_containers()
     subprocess.run(["docker", "kill", container], check=True, capture_output=True)
@@ -158,7 +164,7 @@ def queue_length(env: dict[str, str]) -> int:
 
 def redis_restart_keeps_the_queue(service: Service, model_id: str, env: dict[str, str]) -> None:
     compose("stop", "worker")
-    request_id = service.submit(model_id, FAST_JOB, selection="auto")
+    request_id = service.submit(model_id, 5, FAST_JOB, selection="auto")
     wait_for(lambda: queue_length(env) > 0, 30, "the task to reach Redis")
     compose("restart", "redis")
     wait_for(lambda: "healthy" in compose("ps", "redis"), 60, "Redis to be healthy again")
@@ -174,7 +180,7 @@ def redis_restart_keeps_the_queue(service: Service, model_id: str, env: dict[str
 def two_workers_run_two_requests(service: Service, model_id: str) -> None:
     compose("up", "-d", "--no-deps", "--scale", "worker=2", "worker")
     wait_workers_ready(2)
-    first, second = service.submit(model_id, SLOW_CURVE), service.submit(model_id, SLOW_CURVE)
+    first, second = service.submit(model_id, 7, SLOW_CURVE), service.submit(model_id, 8, SLOW_CURVE)
     wait_for(lambda: all(service.request(r)["state"] == "running" for r in (first, second)), 120,
              "both requests to run at once", 0.2)
     workers = []
