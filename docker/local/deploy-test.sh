@@ -112,7 +112,7 @@ recovery_started=$(date +%s)
 "$PY" docker/local/deploy_test.py recovery "$STATE/env"
 recovery_seconds=$(seconds_since "$recovery_started")
 
-docker-compose down -v --remove-orphans >/dev/null
+docker-compose down -v --remove-orphans >/dev/null 2>&1
 stack_up=""
 ok=1
 say "recovery checks took ${recovery_seconds}s"
