@@ -105,11 +105,11 @@ def transition(session: Session, request_id: str, to: State, *, actor: str, from
     return True
 
 
-def claim(session: Session, request_id: str, from_state: State, to_state: State, stale_before: datetime
-          ) -> DeletionRequest | None:
+def claim(session: Session, request_id: str, from_state: State, to_state: State, stale_before: datetime,
+          worker: str | None = None) -> DeletionRequest | None:
     """A worker takes the job: `from_state` → `to_state`. A request already in `to_state` is taken only
     while nobody holds it (no heartbeat yet, or one older than `stale_before`: its worker died).
-    Returns the row (detached) when this worker now holds it."""
+    The event names the `worker`. Returns the row (detached) when this worker now holds it."""
     row = session.get(DeletionRequest, request_id, with_for_update=True)
     if row is None:
         return None
@@ -124,7 +124,7 @@ def claim(session: Session, request_id: str, from_state: State, to_state: State,
     now = utcnow()
     row.state, row.heartbeat_at = to_state, now
     row.started_at = row.started_at or now
-    record_event(session, request_id, event_type, to_state, "worker")
+    record_event(session, request_id, event_type, to_state, "worker", {"worker": worker} if worker else None)
     session.flush()
     session.expunge(row)
     return row
