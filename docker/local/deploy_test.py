@@ -15,8 +15,6 @@ import os
 import secrets
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -25,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from cli.demo import register_digits  # noqa: E402  (after the path: run as a script from anywhere)
+from mcu_client import wait_for  # noqa: E402  (the project's one polling loop)
 
 SLOW_CURVE = {"epochs": 10, "batch_size": 8, "retain_ratio": 1.0, "grid_points": 5, "base": {"epochs": 2}}
 FAST_JOB = {"epochs": 3, "grid_points": 5, "base": {"epochs": 4}}
@@ -76,15 +75,6 @@ def compose(*args: str) -> str:
 
 def step(message: str) -> None:
     print(f"deploy-test: {message}", flush=True)
-
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.5) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := condition():
-            return result
-        time.sleep(interval)
-    raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 class Service:
@@ -140,7 +130,7 @@ def wait_workers_ready(count: int) -> None:
 
 def killed_worker_resumes(service: Service, model_id: str) -> None:
     request_id = service.submit(model_id, 3, SLOW_CURVE)
-    wait_for(lambda: service.in_curve_epoch(request_id, 3), 300, "curve training to reach epoch 3", 0.1)
+    wait_for(lambda: service.in_curve_epoch(request_id, 3), 300, "curve training to reach epoch 3", 0.3)
     (container,) = worker_containers()
     subprocess.run(["docker", "kill", container], check=True, capture_output=True)
     step(f"killed worker container {container[:12]} in curve epoch {service.request(request_id)['progress']['epoch']}")
