@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # The PyTorch build to install; override for another platform (e.g. TORCH_SPEC="torch torchvision").
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install lint test run clean
+.PHONY: install lint test mutate run deploy-test clean
 
 install: $(VENV)/.installed
 
@@ -20,12 +20,22 @@ $(VENV)/.installed: pyproject.toml
 # (Debian's docker-compose 1.29 here; .ci/run installs it) with .env.example standing in for .env.
 lint: install
 	$(PY) -m ruff check .
-	$(VENV)/bin/hadolint docker/Dockerfile.*
+	$(VENV)/bin/hadolint docker/Dockerfile.* docker/local/Dockerfile.*
 	@command -v docker-compose >/dev/null || { echo "make lint needs docker-compose: apt-get install docker-compose"; exit 1; }
 	docker-compose --env-file .env.example -f docker-compose.yml config -q
 
 test: lint
 	$(PY) -m pytest
+
+# Breaks one behaviour that matters at a time, in a temporary copy of the tree, and checks that the tests
+# catch it (tests/mutate.py; about 5 minutes on 2 cores). Not part of `make test`.
+mutate: install
+	$(PY) tests/mutate.py
+
+# The docker-compose stack built and run on this machine, killed and recovered (docker/local/deploy-test.sh):
+# needs root, Debian's docker.io, docker-compose and debootstrap; no registry, no GPU. Not part of `test`.
+deploy-test: install
+	PY=$(abspath $(PY)) bash docker/local/deploy-test.sh
 
 run: install
 	$(VENV)/bin/mcu demo

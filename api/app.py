@@ -11,8 +11,10 @@ from prometheus_client import CollectorRegistry
 
 from api.errors import install_error_handlers
 from api.metrics import MetricsMiddleware, ServiceCollector
+from api.multipart import MultipartCompleteness
 from api.openapi import install_openapi
-from api.routes import datasets, deletion_requests, health, models, signing
+from api.ratelimit import RateLimitMiddleware
+from api.routes import console, datasets, deletion_requests, health, models, signing
 from domain.lifecycle import send_follow_ups_after_commit
 from domain.signing import SigningKeys
 from migrations.runner import upgrade
@@ -48,9 +50,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.signing_keys = SigningKeys(app.state.session_factory, settings)
     app.state.metrics_registry = registry = CollectorRegistry()
     registry.register(ServiceCollector(app.state.session_factory, app.state.dispatcher))
-    app.add_middleware(MetricsMiddleware, registry=registry)
+    app.add_middleware(MultipartCompleteness)
+    app.add_middleware(RateLimitMiddleware, per_address=settings.rate_limit_per_address,
+                       per_key=settings.rate_limit_per_key, storage_url=settings.resolved_rate_limit_storage_url)
+    app.add_middleware(MetricsMiddleware, registry=registry)  # added last, so outermost: it counts 429s too
     install_error_handlers(app)
     install_openapi(app)
     for router in (health.router, datasets.router, models.router, deletion_requests.router, signing.router):
         app.include_router(router)
+    app.include_router(console.router)
     return app

@@ -40,8 +40,12 @@ StoreDep = Annotated[ObjectStore, Depends(get_store)]
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`")
 
 
-def require(scope: str) -> Any:
-    """A dependency that authenticates the caller and checks one scope (401 / 403 otherwise)."""
+AUTHENTICATED = "(any valid key)"  # the `required_scope` of require(None): authentication alone
+
+
+def require(scope: str | None) -> Any:
+    """A dependency that authenticates the caller and checks one scope (401 / 403 otherwise); `None` checks
+    authentication only."""
 
     def check(request: Request, settings: SettingsDep,
               credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
@@ -53,11 +57,11 @@ def require(scope: str) -> Any:
             principal = authenticate(session, credentials.credentials, bootstrap)
         if principal is None:
             raise Problem(401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
-        if not principal.allows(scope):
+        if scope is not None and not principal.allows(scope):
             raise Problem(403, f"this API key lacks the scope '{scope}'")
         return principal
 
-    check.required_scope = scope  # type: ignore[attr-defined]  (read by the auth coverage test)
+    check.required_scope = scope or AUTHENTICATED  # type: ignore[attr-defined]  (read by the auth coverage test)
     return Depends(check)
 
 

@@ -19,7 +19,7 @@ class ProblemBody(ProblemOut):
     status: int
 
 
-API_ERRORS = (400, 401, 403, 404, 409, 413, 422, 503)
+API_ERRORS = (400, 401, 403, 404, 409, 413, 422, 429, 503)
 FORGET_ONE_OF = [{"required": ["sample_ids"]}, {"required": ["subject_ids"]}, {"required": ["classes"]}]
 
 

@@ -70,6 +70,8 @@ def service_env(data_dir: Path, database_url: str, s3_endpoint: str, bucket: str
         "MCU_DATA_DIR": str(data_dir), "MCU_DATABASE_URL": database_url, "MCU_BROKER_URL": REDIS_BENCH_URL,
         "MCU_STORAGE_URL": f"s3://{bucket}", "MCU_S3_ENDPOINT_URL": s3_endpoint, "MCU_BOOTSTRAP_API_KEY": api_key,
         "MCU_DEVICE": "cpu", "PYTHONPATH": str(REPO_ROOT),
+        # The benchmarks measure capacity from one address with one key: the rate limits would cap them.
+        "MCU_RATE_LIMIT_PER_ADDRESS": "off", "MCU_RATE_LIMIT_PER_KEY": "off",
     } | extra
 
 

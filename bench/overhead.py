@@ -57,6 +57,7 @@ from bench.common import (
     wait_http_ok,
     write_json,
 )
+from mcu_client import Client
 
 FORGET_CLASS = 3
 BASE_METHOD = "rl"
@@ -231,24 +232,13 @@ def register_model(client: Any, dataset_id: str, files: dict[str, Any]) -> str:
                         files={"weights": ("w.safetensors", Path(files["weights"]).read_bytes())})
     if model.status_code != 201:
         raise RuntimeError(model.text)
-    while (body := client.get(f"/v1/models/{model.json()['id']}").json())["state"] == "validating":
-        time.sleep(0.1)  # a worker validates it
-    if body["state"] != "ready":
-        raise RuntimeError(f"model {body['state']}: {body['error']}")
-    return body["id"]
+    return Client(http=client).wait_model(model.json()["id"]).id  # a worker validates it
 
 
 def wait_state(client: Any, request_id: str, states: tuple[str, ...], poll: float,
                timeout: float = 600) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = client.get(f"/v1/deletion-requests/{request_id}").json()
-        if body["state"] in states:
-            return body
-        if body["state"] in ("failed", "cancelled"):
-            raise RuntimeError(f"request {request_id} ended {body['state']}: {body.get('error')}")
-        time.sleep(poll)
-    raise TimeoutError(f"{request_id} did not reach {states} in {timeout}s")
+    """The request (JSON) once in one of `states`, polled every `poll` seconds by the client's `wait`."""
+    return Client(http=client).wait(request_id, until=states, timeout=timeout, interval=poll).model_dump(mode="json")
 
 
 def _at(value: str) -> float:

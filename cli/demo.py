@@ -3,29 +3,27 @@
 Without `--url` it starts the API and a worker on the embedded default (SQLite, a local folder and a
 serverless broker under MCU_DATA_DIR) and stops them afterwards. Then, as a client would: register the
 dataset, train and upload a small CNN, ask to forget one digit class, follow the progress, print the
-curve, select the recommended point, and print the new version.
+curve, select the recommended point, and print the new version. It is a client of the API like any other:
+every call goes through `mcu_client`, the progress display is `mcu requests watch`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import secrets
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import typer
 
+from cli.client_commands import console, curve_chart, watch_request
 from cli.digits import digits_upload
-from domain.catalog import ModelState
-from domain.lifecycle import State
-
-POLL_SECONDS = 0.5
+from mcu_client import Client, wait_for
 
 
 @contextlib.contextmanager
@@ -42,15 +40,16 @@ def local_service(data_dir: Path, port: int, api_key: str) -> Iterator[tuple[str
             log = (data_dir / f"{role}.log").open("ab")
             processes.append(subprocess.Popen([sys.executable, "-m", "cli", *args], env=env, stdout=log, stderr=log))
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
+        alive = lambda: all(p.poll() is None for p in processes)  # noqa: E731
+
+        def ready() -> bool:
+            if not alive():
                 raise RuntimeError(f"the service did not start; see {data_dir}/api.log and worker.log")
-            time.sleep(0.3)
-        yield url, lambda: all(p.poll() is None for p in processes)
+            with Client(url) as client:
+                return client.ready()
+
+        wait_for(ready, 120, f"the service; see {data_dir}/api.log and worker.log", interval=0.3)
+        yield url, alive
     finally:
         for process in processes:
             process.terminate()
@@ -61,97 +60,74 @@ def local_service(data_dir: Path, port: int, api_key: str) -> Iterator[tuple[str
                 process.kill()
 
 
-def _check(response: httpx.Response, expected: int) -> dict:
-    if response.status_code != expected:
-        raise RuntimeError(f"{response.request.method} {response.request.url.path}: {response.status_code} "
-                           f"{response.text[:500]}")
-    return response.json()
-
-
-def register_digits(client: httpx.Client) -> tuple[str, str]:
+def register_digits(client: Client) -> tuple[str, str]:
     """Upload sklearn's digits as a dataset and a cnn-small trained on it as a model."""
     upload = digits_upload()
-    dataset = _check(client.post("/v1/datasets", data={"name": "sklearn-digits"}, files=upload.files()), 201)
-    typer.echo(f"registered dataset {dataset['id']}: {dataset['num_train']} train / {dataset['num_test']} test")
-    uploaded = _check(client.post("/v1/models", data=upload.model_form(dataset["id"]),
-                                  files={"weights": ("model.safetensors", upload.weights)}), 201)
-    typer.echo(f"uploaded model {uploaded['id']} (cnn-small, version 1); a worker validates it ...")
-    model = uploaded
-    while model["state"] == ModelState.VALIDATING:
-        time.sleep(0.2)
-        model = _check(client.get(f"/v1/models/{uploaded['id']}"), 200)
-    if model["state"] != ModelState.READY:
-        raise RuntimeError(f"the model is {model['state']}: {model['error']}")
-    metrics = client.get(f"/v1/models/{model['id']}/versions").json()["items"][0]["metrics"]
-    typer.echo(f"model {model['id']} is ready: its weights load into cnn-small; under its declared preprocessing "
-               f"({model['preprocessing']['preset']}: {model['input_adapter']}) it scores test accuracy "
+    dataset = client.create_dataset("sklearn-digits", upload.manifest, [(upload.SHARD_NAME, upload.shard)])
+    typer.echo(f"registered dataset {dataset.id}: {dataset.num_train} train / {dataset.num_test} test")
+    form = upload.model_form(dataset.id)
+    uploaded = client.create_model(form["name"], form["architecture"], int(form["num_classes"]), dataset.id,
+                                   upload.weights, form["preprocessing"])
+    typer.echo(f"uploaded model {uploaded.id} (cnn-small, version 1); a worker validates it ...")
+    model = client.wait_model(uploaded.id)
+    metrics = next(client.versions(model.id)).metrics or {}
+    typer.echo(f"model {model.id} is ready: its weights load into cnn-small; under its declared preprocessing "
+               f"({model.preprocessing.preset}: {model.input_adapter}) it scores test accuracy "
                f"{metrics['test_accuracy']:.3f}, train {metrics['retain_accuracy']:.3f}")
-    for warning in model["warnings"]:
+    for warning in model.warnings:
         typer.echo(f"  warning: {warning}")
-    return dataset["id"], model["id"]
+    return dataset.id, model.id
 
 
-def follow(client: httpx.Client, request_id: str, until: tuple[str, ...], alive: Callable[[], bool]) -> dict:
-    """Poll the request, drawing a progress bar, until it reaches one of `until` (or fails)."""
-    last_line = ""
-    while True:
-        if not alive():
-            raise RuntimeError("the local API or worker stopped; see the logs in MCU_DATA_DIR")
-        request = _check(client.get(f"/v1/deletion-requests/{request_id}"), 200)
-        progress = request["progress"]
-        filled = int(progress["fraction"] * 30)
-        epoch = f" epoch {progress['epoch']}/{progress['epochs']}" if progress.get("epoch") else ""
-        line = f"  {request['state']:<18} {progress['phase']:<11} [{'#' * filled}{'.' * (30 - filled)}]{epoch}"
-        if line != last_line:
-            typer.echo("\r" + line.ljust(len(last_line)), nl=False)
-            last_line = line
-        if request["state"] in until or request["state"] in (State.FAILED, State.CANCELLED):
-            typer.echo("")
-            if request["state"] == State.FAILED:
-                raise RuntimeError(f"request failed: {request['error']}")
-            return request
-        time.sleep(POLL_SECONDS)
-
-
-def run_demo(client: httpx.Client, forget_class: int, alive: Callable[[], bool] = lambda: True) -> None:
+def run_demo(client: Client, forget_class: int, alive: Callable[[], bool] | None = None) -> None:
     started = time.perf_counter()
     _, model_id = register_digits(client)
-    request = _check(client.post("/v1/deletion-requests", json={
-        "model_id": model_id, "forget": {"classes": [forget_class]}, "base_method": "rl",
-        "external_id": "DEMO-0001"}, headers={"Idempotency-Key": secrets.token_hex(8)}), 202)
-    typer.echo(f"deletion request {request['id']}: forget every training image of digit {forget_class} "
-               f"({request['forget_count']} images), MCU on top of random-label unlearning")
-    request = follow(client, request["id"], (State.AWAITING_SELECTION,), alive)
+    request = client.create_request(model_id, forget={"classes": [forget_class]}, base_method="rl",
+                                    external_id="DEMO-0001", idempotency_key=secrets.token_hex(8))
+    typer.echo(f"deletion request {request.id}: forget every training image of digit {forget_class} "
+               f"({request.forget_count} images), MCU on top of random-label unlearning")
+    request = watch_request(client, request.id, ("awaiting_selection",), alive=alive)
 
-    curve = _check(client.get(f"/v1/deletion-requests/{request['id']}/curve"), 200)
+    curve = client.curve(request.id)
     typer.echo("\n     t  forget_acc  retain_acc  test_acc   MIA")
-    recommended = curve["recommended_t"]
-    nearest = min(curve["points"], key=lambda p: abs(p["t"] - recommended))
-    for p in curve["points"]:
+    recommended = curve.recommended_t
+    nearest = min(curve.points, key=lambda p: abs(p.t - recommended))
+    for p in curve.points:
         mark = "  <- nearest grid point to the recommended t" if p is nearest else ""
-        typer.echo(f"  {p['t']:4.2f}  {p['forget_accuracy']:10.3f}  {p['retain_accuracy']:10.3f}  "
-                   f"{p['test_accuracy']:8.3f}  {p['mia_efficacy']:4.2f}{mark}")
-    targets = curve["targets"]
+        typer.echo(f"  {p.t:4.2f}  {p.forget_accuracy:10.3f}  {p.retain_accuracy:10.3f}  "
+                   f"{p.test_accuracy:8.3f}  {p.mia_efficacy:4.2f}{mark}")
+    targets = curve.targets
     typer.echo(f"targets: retain {targets['retain_accuracy']:.3f}, forget {targets['forget_accuracy']:.3f}; "
-               f"recommended t = {recommended:.2f}; effective region {curve['effective_region']}")
+               f"recommended t = {recommended:.2f}; effective region {curve.effective_region}")
+    for line in curve_chart(curve):
+        console.print(line)
 
-    _check(client.post(f"/v1/deletion-requests/{request['id']}/selection", json={"t": recommended}), 202)
+    client.select(request.id, recommended)
     typer.echo(f"selected t = {recommended:.2f}; materialising (BatchNorm statistics from retain data only)")
-    request = follow(client, request["id"], (State.SUCCEEDED,), alive)
+    request = watch_request(client, request.id, ("succeeded",), alive=alive)
 
-    version = request["selection"]["model_version"]
-    versions = _check(client.get(f"/v1/models/{model_id}/versions"), 200)["items"]
-    published = next(v for v in versions if v["version"] == version)
-    weights = client.get(f"/v1/models/{model_id}/versions/{version}/weights")
-    assert hashlib.sha256(weights.content).hexdigest() == published["sha256"]
-    metrics = published["metrics"]
-    typer.echo(f"model {model_id} is now at version {version} (parent {published['parent_version']}), "
-               f"sha256 {published['sha256']}")
+    assert request.selection is not None
+    version = request.selection.model_version
+    published = next(v for v in client.versions(model_id) if v.version == version)
+    with tempfile.TemporaryFile() as weights:
+        assert client.download_weights(model_id, version, weights) == published.sha256  # type: ignore[arg-type]
+    metrics = published.metrics or {}
+    typer.echo(f"model {model_id} is now at version {version} (parent {published.parent_version}), "
+               f"sha256 {published.sha256}")
     typer.echo(f"  forget accuracy {metrics['forget_accuracy']:.3f}, retain {metrics['retain_accuracy']:.3f}, "
                f"test {metrics['test_accuracy']:.3f}, MIA efficacy {metrics['mia_efficacy']:.2f}")
-    events = _check(client.get(f"/v1/deletion-requests/{request['id']}/events", params={"page_size": 500}),
-                    200)["items"]
-    typer.echo(f"audit trail: {len(events)} events ({', '.join(dict.fromkeys(e['type'] for e in events))})")
+    events = list(client.events(request.id))
+    typer.echo(f"audit trail: {len(events)} events ({', '.join(dict.fromkeys(e.type for e in events))}), "
+               f"hash-chained (head {events[-1].hash[:16]}…)")
+    from domain.signing import verify
+
+    document = client.report(request.id)
+    checked = verify(document, client.signing_keys().trusted())
+    criterion = document["report"]["erasure_criterion"]
+    typer.echo(f"proof-of-erasure report: signature {'VALID' if checked.ok else 'INVALID'} (Ed25519 key "
+               f"{checked.key_id}); erasure criterion {'met' if criterion['met'] else 'NOT met'}; due "
+               f"{document['report']['request']['due_at'][:10]}, answered in time: "
+               f"{document['report']['request']['answered_in_time']}")
     typer.echo(f"demo finished in {time.perf_counter() - started:.0f}s")
 
 
@@ -159,13 +135,12 @@ def demo_command(url: str | None, api_key: str | None, forget_class: int, port: 
     from settings import get_settings
 
     if url is not None:
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {api_key}"}, timeout=120) as client:
+        with Client(url, api_key, timeout=120) as client:
             run_demo(client, forget_class)
         return
     key = secrets.token_urlsafe(24)
     data_dir = get_settings().data_dir
     typer.echo(f"starting the API and a worker on the embedded default in {data_dir}/ ...")
-    with local_service(data_dir, port, key) as (service_url, alive), \
-            httpx.Client(base_url=service_url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as client:
+    with local_service(data_dir, port, key) as (service_url, alive), Client(service_url, key, timeout=120) as client:
         typer.echo(f"service ready at {service_url}")
         run_demo(client, forget_class, alive)

@@ -1,4 +1,5 @@
-"""The `mcu` command: run the service, manage its database and keys, and the demo."""
+"""The `mcu` command: run the service, manage its database and keys, the demo, and the API's client verbs
+(datasets, models, requests)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Any
 
 import typer
 
+from cli.client_commands import datasets_app, models_app, requests_app
 from cli.evidence import audit_app, reports_app, signing_app
 from worker.dispatch import ALL_QUEUES
 
@@ -17,6 +19,9 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(reports_app, name="reports")
 app.add_typer(audit_app, name="audit")
 app.add_typer(signing_app, name="signing-key")
+app.add_typer(datasets_app, name="datasets")
+app.add_typer(models_app, name="models")
+app.add_typer(requests_app, name="requests")
 
 
 def _refuse_example_secrets() -> None:

@@ -3,10 +3,10 @@
 Every state change goes through `transition` (or `claim`, when a worker takes a job): a compare-and-set on
 the state, so two racing callers can never both move a request; an event in the audit trail; the same
 change for the members of a coalesced job the request leads (domain/coalesce.py); and the follow-up tasks
-of the new state, sent to the broker only *after* the transaction commits (a task never
-sees a row that is not there yet, and a rolled-back change sends nothing). A run, materialise or
-clean-up task lost to a broker outage is made good by the reconciler (worker/reconciler.py); a lost
-callback is not retried yet.
+of the new state, sent to the broker only *after* the transaction commits (a task never sees a row that is
+not there yet, and a rolled-back change sends nothing). A run, materialise, clean-up or callback task lost
+to a broker outage is made good by the reconciler (worker/reconciler.py): each leaves a row that says it
+is owed (the request's state, `artifacts_deleted_at` / `data_erased_at`, the `callbacks` outbox).
 
     queued ──> running ──> awaiting_selection <─> materializing ──> succeeded
        │          │                │                  │    └──> queued (another version was published first)
@@ -29,7 +29,7 @@ from sqlalchemy import event, update
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
-from models import DeletionRequest, record_event, utcnow
+from models import Callback, DeletionRequest, record_event, utcnow
 from worker.dispatch import CLEANUP_REQUEST, DELIVER_CALLBACK, MATERIALIZE_SELECTION, RUN_REQUEST, Dispatcher
 
 
@@ -120,11 +120,11 @@ def _follow_leader(session: Session, leader_id: str, sources: tuple[State, ...],
         _queue_follow_ups(session, member_id, to, callback_url)
 
 
-def claim(session: Session, request_id: str, from_state: State, to_state: State, stale_before: datetime
-          ) -> DeletionRequest | None:
+def claim(session: Session, request_id: str, from_state: State, to_state: State, stale_before: datetime,
+          worker: str | None = None) -> DeletionRequest | None:
     """A worker takes the job: `from_state` → `to_state`. A request already in `to_state` is taken only
     while nobody holds it (no heartbeat yet, or one older than `stale_before`: its worker died).
-    Returns the row (detached) when this worker now holds it."""
+    The event names the `worker`. Returns the row (detached) when this worker now holds it."""
     row = session.get(DeletionRequest, request_id, with_for_update=True)
     if row is None or row.job_id is not None:
         return None  # unknown, or a member of a coalesced job: its leader's job runs it
@@ -139,7 +139,7 @@ def claim(session: Session, request_id: str, from_state: State, to_state: State,
     now = utcnow()
     row.state, row.heartbeat_at = to_state, now
     row.started_at = row.started_at or now
-    record_event(session, request_id, event_type, to_state, "worker")
+    record_event(session, request_id, event_type, to_state, "worker", {"worker": worker} if worker else None)
     if event_type == "state_changed":
         _follow_leader(session, request_id, (from_state,), to_state, "worker", {"started_at": row.started_at}, None)
     session.flush()
@@ -151,7 +151,15 @@ def _queue_follow_ups(session: Session, request_id: str, state: State, callback_
     for task in FOLLOW_UPS.get(state, ()):
         enqueue_after_commit(session, task, request_id)
     if state in CALLBACK_STATES and callback_url:
-        enqueue_after_commit(session, DELIVER_CALLBACK, request_id, state.value, new_message_id())
+        owe_callback(session, request_id, state.value)
+
+
+def owe_callback(session: Session, request_id: str, event: str) -> None:
+    """Record the callback in the outbox (this transaction) and send its task once the transaction commits;
+    if that send is lost, the reconciler sends it again (worker/reconciler.py `resend_callbacks`)."""
+    message_id = new_message_id()
+    session.add(Callback(message_id=message_id, request_id=request_id, event=event))
+    enqueue_after_commit(session, DELIVER_CALLBACK, request_id, event, message_id)
 
 
 def enqueue_after_commit(session: Session, task: str, *args: object) -> None:

@@ -7,8 +7,8 @@ from typing import Any
 PROBLEM_BASE = "https://mcu.dev/problems/"
 TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
           409: "Conflict", 410: "Gone", 413: "Payload too large", 415: "Unsupported media type",
-          422: "Unprocessable content",
-          500: "Internal server error", 503: "Service unavailable", 507: "Insufficient storage"}
+          422: "Unprocessable content", 429: "Too many requests", 500: "Internal server error",
+          503: "Service unavailable", 507: "Insufficient storage"}
 
 
 def problem_type(slug: str) -> str:

@@ -6,6 +6,7 @@ from models.sql import in_list
 from models.tables import (
     ApiKey,
     Base,
+    Callback,
     CurvePoint,
     Dataset,
     DeletionRequest,
@@ -22,7 +23,7 @@ from models.tables import (
 )
 
 __all__ = [
-    "ApiKey", "Base", "CurvePoint", "Dataset", "DeletionRequest", "ErasedSample", "Event", "IdempotencyRecord",
-    "Model", "ModelVersion", "Sample", "SampleTombstone", "SigningKey", "in_list", "make_engine",
+    "ApiKey", "Base", "Callback", "CurvePoint", "Dataset", "DeletionRequest", "ErasedSample", "Event",
+    "IdempotencyRecord", "Model", "ModelVersion", "Sample", "SampleTombstone", "SigningKey", "in_list", "make_engine",
     "make_session_factory", "new_id", "record_event", "utcnow",
 ]

@@ -13,7 +13,10 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
     readers share the database (WAL); the other engine's take the write lock up front."""
     if url.startswith("sqlite"):
         private_sqlite_file(url)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_SECONDS})
+        # One connection per API worker thread, so no request waits for a connection (SQLAlchemy's default of
+        # 5 + 10 made 200 concurrent clients wait 30 s and fail); the write lock is what serialises writers.
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_SECONDS},
+                               pool_size=API_THREADS, max_overflow=0, pool_timeout=POOL_TIMEOUT_SECONDS)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(connection, _record) -> None:
@@ -31,12 +34,14 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
             connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
-    # As many connections as the API's worker threads (AnyIO's 40); beyond, fail fast (a 503) rather than queue.
-    return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=20, pool_timeout=POOL_TIMEOUT_SECONDS)
+    # As many connections as the API's worker threads; beyond, fail fast (a 503) rather than queue.
+    return create_engine(url, pool_pre_ping=True, pool_size=API_THREADS // 2, max_overflow=API_THREADS // 2,
+                         pool_timeout=POOL_TIMEOUT_SECONDS)
 
 
+API_THREADS = 40  # AnyIO's default thread limiter: at most this many sync endpoints run at once
 BUSY_TIMEOUT_SECONDS = 10  # SQLite: how long a writer waits for the write lock
-POOL_TIMEOUT_SECONDS = 5  # Postgres: how long a request waits for a free connection
+POOL_TIMEOUT_SECONDS = 5  # how long a request waits for a free connection
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

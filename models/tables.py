@@ -272,6 +272,24 @@ class Event(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
 
+class Callback(Base):
+    """A callback owed to a request's caller (the outbox): written in the transaction of the change it
+    announces, so a broker outage cannot lose it. The deliver_callback task delivers it and the reconciler
+    re-sends one that nobody attempted for a while; `message_id` is its webhook-id on every attempt."""
+
+    __tablename__ = "callbacks"
+    __table_args__ = (Index("ix_callbacks_pending", "delivered_at", "abandoned_at", "attempted_at"),)
+
+    message_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("deletion_requests.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(40))  # the state announced, or "overdue"
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    attempted_at: Mapped[datetime] = mapped_column(default=utcnow)  # last sent to the broker or attempted
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    delivered_at: Mapped[datetime | None] = mapped_column()
+    abandoned_at: Mapped[datetime | None] = mapped_column()  # refused destination, or every attempt failed
+
+
 class SigningKey(Base):
     """Ed25519 keys that sign proof-of-erasure reports. The current one has `slot` 1 (unique: one at a
     time, even when two API processes start together); retired ones keep their public key for verification."""

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+import limits
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Every secret in .env.example contains this marker; production refuses to start while one is left in place.
@@ -54,6 +55,10 @@ class Settings(BaseSettings):
     # host (its default port only), host:port, or host:* (any port); "*.example.com" allows subdomains.
     callback_allowed_hosts: list[str] = []
     callback_max_attempts: int = Field(default=8, ge=1)
+    # Requests per client address and per API key (api/ratelimit.py): "N/second|minute|hour", or "off".
+    rate_limit_per_address: str = "1200/minute"
+    rate_limit_per_key: str = "600/minute"
+    rate_limit_storage_url: str | None = None  # default: the broker's Redis, else this process's memory
     # Compliance evidence (domain/erasure.py, domain/evidence.py).
     response_days: int = Field(default=30, ge=1, le=365)  # due_at = received_at + this (GDPR Art. 12(3): a month)
     erasure_forget_tolerance: float = Field(default=0.05, ge=0.0, le=1.0)  # FA allowed above its target
@@ -71,6 +76,13 @@ class Settings(BaseSettings):
     coalesce_seconds: float = Field(default=0.0, ge=0.0, le=86400.0)
     public_url: str | None = None  # e.g. https://mcu.example.com: callbacks then carry absolute report URLs
 
+    @field_validator("rate_limit_per_address", "rate_limit_per_key")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        if value.strip().lower() not in ("", "off"):
+            limits.parse(value)  # ValueError: "couldn't parse rate limit string"
+        return value
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'mcu.sqlite').resolve()}"
@@ -78,6 +90,13 @@ class Settings(BaseSettings):
     @property
     def resolved_broker_url(self) -> str:
         return self.broker_url or f"sqla+sqlite:///{(self.data_dir / 'broker.sqlite').resolve()}"
+
+    @property
+    def resolved_rate_limit_storage_url(self) -> str:
+        if self.rate_limit_storage_url:
+            return self.rate_limit_storage_url
+        broker = self.resolved_broker_url
+        return f"async+{broker}" if broker.startswith(("redis://", "rediss://")) else "async+memory://"
 
     @property
     def resolved_storage_url(self) -> str:

@@ -4,10 +4,15 @@ as MinIO or AWS would be (never moto's in-process mocks), and the digits upload.
 from __future__ import annotations
 
 import os
+import sys
 
-# One PyTorch thread in this process and the service processes it starts: on a 2-core machine shared with
-# another job, two threads per process oversubscribe the cores and a 1-second test can take a minute.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+# One PyTorch thread in this process and in every process it starts (`mcu worker` pins its own to
+# MCU_TORCH_THREADS, 1, too). PyTorch's default is a thread per core: on a 2-core machine shared with another
+# job that oversubscribes the cores, and a 5-second test was measured running past 150 s. The variables take
+# effect when torch loads, which tests do after this file; a plugin that loaded it earlier is pinned here.
+os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+if "torch" in sys.modules:
+    sys.modules["torch"].set_num_threads(1)
 import uuid
 from collections.abc import Iterator
 from pathlib import Path

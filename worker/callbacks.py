@@ -5,13 +5,14 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
-from datetime import UTC, datetime
+from datetime import datetime
 from urllib.parse import urlsplit
 
 import httpx
+from sqlalchemy import update
 from standardwebhooks import Webhook
 
-from models import DeletionRequest, record_event
+from models import Callback, DeletionRequest, record_event, utcnow
 from settings import Settings
 
 OVERDUE = "overdue"  # the one callback event that is not a state: the request passed its due_at unanswered
@@ -37,50 +38,78 @@ def event_body(settings: Settings, request: DeletionRequest, event: str, message
 
 
 def deliver(settings: Settings, factory, request_id: str, event: str, message_id: str, attempt: int) -> bool:
-    """One delivery attempt; True on a 2xx answer. The attempt is recorded as an event either way."""
-    with factory() as session:
+    """One delivery attempt of an owed callback (the `callbacks` outbox); True when nothing is left to try:
+    delivered (2xx), refused by the allow-list, already done, or this was the last attempt. The attempt is
+    recorded as an event either way."""
+    with factory() as session, session.begin():
+        owed = session.get(Callback, message_id, with_for_update=True)
+        if owed is None:  # sent before the outbox existed
+            owed = Callback(message_id=message_id, request_id=request_id, event=event)
+            session.add(owed)
         request = session.get(DeletionRequest, request_id)
-        if request is None or not request.callback_url:
+        if request is None or not request.callback_url or owed.delivered_at or owed.abandoned_at:
             return True
+        owed.attempts, owed.attempted_at = owed.attempts + 1, utcnow()
         url, state = request.callback_url, state_of(request, event)
-        at = datetime.now(UTC)
+        at = owed.created_at or utcnow()  # the same message on every attempt: id, timestamp and body
         body = event_body(settings, request, event, message_id, at)
     headers = {"content-type": "application/json", "webhook-id": message_id,
                "webhook-timestamp": str(int(at.timestamp()))}
     if settings.webhook_secret is not None:
         headers["webhook-signature"] = Webhook(settings.webhook_secret.get_secret_value()).sign(message_id, at, body)
-    status, error = None, refusal(settings, url)
+    status, (address, error) = None, vetted_address(settings, url)
     if error is None:
         try:
-            status = httpx.post(url, content=body, headers=headers, timeout=10, follow_redirects=False).status_code
+            status = post_pinned(url, address, body, headers).status_code
         except httpx.HTTPError as exc:
             error = type(exc).__name__
     ok = status is not None and 200 <= status < 300
+    done = ok or error in REFUSALS or attempt >= settings.callback_max_attempts  # a refusal is not retried
     with factory() as session, session.begin():
+        session.execute(update(Callback).where(Callback.message_id == message_id).values(
+            delivered_at=utcnow() if ok else None, abandoned_at=None if ok or not done else utcnow()))
         record_event(session, request_id, "callback_attempt", state, "worker",
                      {"url": url, "event": event, "message_id": message_id, "attempt": attempt, "status": status,
                       "error": error, "delivered": ok})
-    return ok or error in REFUSALS  # a refused destination is not retried
+    return done
 
 
+MAX_BACKOFF = 600  # seconds: the longest wait between two attempts (worker/celery_app.py)
 REFUSALS = ("host not in the callback allow-list", "host resolves to a non-public address not in the allow-list")
 
 
-def refusal(settings: Settings, url: str) -> str | None:
-    """Why the service will not call `url`, or None. An allow-listed name that resolves to a loopback,
-    private, link-local or otherwise non-public address is refused unless the allow-list names that address
-    itself: a DNS record must not turn the service against its own network."""
+def vetted_address(settings: Settings, url: str) -> tuple[str | None, str | None]:
+    """(the address to call, None), or (None, why the service will not call `url`). An allow-listed name that
+    resolves to a loopback, private, link-local or otherwise non-public address is refused unless the
+    allow-list names that address itself: a DNS record must not turn the service against its own network.
+    The name is resolved once, here; the call goes to the address vetted (`post_pinned`), so a second,
+    different answer (DNS rebinding) is never used. An unresolvable name gives (None, None): the attempt
+    fails, is recorded and retried."""
     if not settings.callback_host_allowed(url):
-        return REFUSALS[0]
+        return None, REFUSALS[0]
     parts = urlsplit(url)
     port = parts.port or {"http": 80, "https": 443}[parts.scheme]
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(parts.hostname, port)}
+        addresses = [info[4][0] for info in socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)]
     except OSError:
-        return None  # unresolvable: the request fails, is recorded and retried
+        return None, None
     for address in addresses:
         literal = f"[{address}]" if ":" in address else address
         if not ipaddress.ip_address(address.split("%")[0]).is_global and \
                 not settings.callback_host_allowed(f"{parts.scheme}://{literal}:{port}/"):
-            return REFUSALS[1]
-    return None
+            return None, REFUSALS[1]
+    return addresses[0] if addresses else None, None
+
+
+def post_pinned(url: str, address: str | None, body: str, headers: dict[str, str]) -> httpx.Response:
+    """POST to `url`, connecting to `address` (when given) instead of resolving the name again. The Host
+    header and TLS (SNI and certificate check) still use the URL's name."""
+    parts = urlsplit(url)
+    extensions = {}
+    if address is not None and address != parts.hostname:
+        literal = f"[{address}]" if ":" in address else address
+        headers = headers | {"host": parts.netloc.rsplit("@", 1)[-1]}
+        extensions = {"sni_hostname": parts.hostname}
+        url = parts._replace(netloc=literal + (f":{parts.port}" if parts.port else "")).geturl()
+    with httpx.Client(timeout=10, follow_redirects=False) as client:
+        return client.send(client.build_request("POST", url, content=body, headers=headers, extensions=extensions))

@@ -68,10 +68,8 @@ def create_celery(settings: Settings) -> Celery:
     def deliver_callback(self, request_id: str, event: str, message_id: str) -> None:
         """One attempt; on failure Celery retries it on the control queue after 2, 4, 8, ... s (at most 600)."""
         s, attempt = services(), self.request.retries + 1
-        if callbacks.deliver(s.settings, s.factory, request_id, event, message_id, attempt):
-            return
-        if attempt < settings.callback_max_attempts:
-            raise self.retry(countdown=min(2**attempt, 600), queue=CONTROL_QUEUE)
+        if not callbacks.deliver(s.settings, s.factory, request_id, event, message_id, attempt):
+            raise self.retry(countdown=min(2**attempt, callbacks.MAX_BACKOFF), queue=CONTROL_QUEUE)
 
     app.mcu_services = services  # type: ignore[attr-defined]  (the reconciler shares them)
     return app

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from domain.problems import problem_type
-from storage import ObjectNotFound
+from storage import ObjectNotFound, StorageUnavailable
 from unlearning.config import ConfigError
 from unlearning.data import ForgetSetError
 from unlearning.training import DivergenceError
@@ -13,6 +13,8 @@ KNOWN: dict[type, tuple[str, str]] = {
     ForgetSetError: ("invalid-forget-set", "Invalid forget set"),
     DivergenceError: ("diverged", "Training diverged; lower lr or beta, or tighten guard.forget_loss_cap"),
     ObjectNotFound: ("artifact-missing", "A stored artifact is missing"),
+    # After the store client's own retries; the request can be submitted again once the store is back.
+    StorageUnavailable: ("storage-unavailable", "The object store could not be reached"),
 }
 
 

@@ -211,7 +211,7 @@ def _withhold(services: Services, request_id: str, reasons: list[str]) -> None:
 def _claim(services: Services, request_id: str, from_state: State, to_state: State) -> DeletionRequest | None:
     stale_before = utcnow() - timedelta(seconds=services.settings.heartbeat_timeout_seconds)
     with services.factory() as session, session.begin():
-        return claim(session, request_id, from_state, to_state, stale_before)
+        return claim(session, request_id, from_state, to_state, stale_before, services.worker_name)
 
 
 def finish(services: Services, request_id: str, to: State, *, values: dict[str, Any] | None = None,

@@ -15,10 +15,10 @@ from datetime import timedelta
 from sqlalchemy import and_, or_, select, update
 
 from domain.catalog import ModelState
-from domain.lifecycle import OPEN, WORKER_HELD, State, enqueue_after_commit, mark_dispatched, new_message_id
-from models import DeletionRequest, Model, record_event, utcnow
+from domain.lifecycle import OPEN, WORKER_HELD, State, mark_dispatched, owe_callback
+from models import Callback, DeletionRequest, Model, record_event, utcnow
 from storage.base import SWEEP_AFTER_SECONDS, sweep_scratch_files
-from worker.callbacks import OVERDUE
+from worker.callbacks import MAX_BACKOFF, OVERDUE
 from worker.dispatch import DELIVER_CALLBACK, MATERIALIZE_SELECTION, RUN_REQUEST, VALIDATE_MODEL
 from worker.erasure import clean_up, prune_cache
 from worker.jobs import finish
@@ -36,7 +36,9 @@ def reconcile(services: Services) -> dict[str, list[str]]:
     done: dict[str, list[str]] = {State.QUEUED: resend_queued(services, unsent),
                                   ModelState.VALIDATING: resend_validations(services, unsent),
                                   "artifacts_deleted": finish_cleanups(services, unsent),
-                                  OVERDUE: notify_overdue(services)}
+                                  OVERDUE: notify_overdue(services),
+                                  # A callback may sit in Celery's retry backoff (at most 600 s) before that.
+                                  "callbacks": resend_callbacks(services, unsent - timedelta(seconds=MAX_BACKOFF))}
     if pruned := prune_cache(services):
         done["cache_pruned"] = [str(pruned)]
     with services.factory() as session:
@@ -65,6 +67,21 @@ def resend_queued(services: Services, sent_before: object) -> list[str]:
     return sent
 
 
+def resend_callbacks(services: Services, attempted_before: object) -> list[str]:
+    """Callbacks owed but neither delivered nor abandoned, and not attempted since `attempted_before`: their
+    task was lost (a broker outage, a worker that died holding a retry). Same message id: receivers dedupe."""
+    with services.factory() as session:
+        owed = session.execute(select(Callback.message_id, Callback.request_id, Callback.event).where(
+            Callback.delivered_at.is_(None), Callback.abandoned_at.is_(None),
+            Callback.attempted_at < attempted_before)).all()
+    sent = [message_id for message_id, request_id, event in owed
+            if services.dispatcher.send(DELIVER_CALLBACK, request_id, event, message_id)]
+    if sent:
+        with services.factory() as session, session.begin():
+            session.execute(update(Callback).where(Callback.message_id.in_(sent)).values(attempted_at=utcnow()))
+    return sent
+
+
 def notify_overdue(services: Services) -> list[str]:
     """Open requests past their due_at: an `overdue` event and callback, once per request."""
     now = utcnow()
@@ -81,7 +98,7 @@ def notify_overdue(services: Services) -> list[str]:
                 continue  # another worker's reconciler was first
             record_event(session, request_id, OVERDUE, state, "reconciler", {"due_at": due_at.isoformat()})
             if callback_url:
-                enqueue_after_commit(session, DELIVER_CALLBACK, request_id, OVERDUE, new_message_id())
+                owe_callback(session, request_id, OVERDUE)
             late.append(request_id)
     return late
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import socket
+from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -20,6 +22,8 @@ class Services:
     store: ObjectStore
     cache: LocalCache
     dispatcher: Dispatcher
+    # Named in the events of the jobs it claims: the host (a container's id) and the process.
+    worker_name: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
 
 
 def connect(settings: Settings) -> Services:

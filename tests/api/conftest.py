@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import secrets
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import uvicorn
 
 from settings import Settings
 from storage import S3Store, save_numpy
-from tests.support import postgres_schema
+from tests.support import postgres_schema, wait_for
 
 REDIS_URL = "redis://127.0.0.1:6379/11"
 BOOTSTRAP_KEY = "bootstrap-" + secrets.token_hex(8)
@@ -56,25 +55,24 @@ def serve(app: object) -> tuple[uvicorn.Server, threading.Thread, str]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
+    wait_for(lambda: server.started, 30, "uvicorn to start", interval=0.02)
     port = server.servers[0].sockets[0].getsockname()[1]
     return server, thread, f"http://127.0.0.1:{port}"
 
 
 def backend_settings(name: str, tmp: Path, postgres_url: str, s3_endpoint: str) -> Settings:
+    # The suite's own load (schemathesis, the concurrency tests) would trip the rate limits: off here, and
+    # tested on their own in test_rate_limits.py.
+    unlimited = {"rate_limit_per_address": "off", "rate_limit_per_key": "off"}
     if name == "sqlite":
-        return Settings(data_dir=tmp, bootstrap_api_key=BOOTSTRAP_KEY)
+        return Settings(data_dir=tmp, bootstrap_api_key=BOOTSTRAP_KEY, **unlimited)
     from migrations.runner import upgrade
 
     upgrade(postgres_url)
     bucket = f"mcu-{secrets.token_hex(6)}"
     S3Store(bucket, endpoint_url=s3_endpoint).ensure_bucket()
     return Settings(data_dir=tmp, database_url=postgres_url, broker_url=REDIS_URL, storage_url=f"s3://{bucket}",
-                    s3_endpoint_url=s3_endpoint, bootstrap_api_key=BOOTSTRAP_KEY)
+                    s3_endpoint_url=s3_endpoint, bootstrap_api_key=BOOTSTRAP_KEY, **unlimited)
 
 
 @pytest.fixture(scope="session", params=["postgres", "sqlite"])

@@ -21,14 +21,15 @@ from fastapi.routing import APIRoute
 from sqlalchemy import select, text, update
 
 from api.auth import SCOPES, create_api_key
-from api.deps import scope_of
+from api.deps import AUTHENTICATED, scope_of
 from models import ApiKey, utcnow
 
 from .conftest import Service, assert_problem
 
-# Public by design: probes, docs, and the key that lets anyone holding a report verify it.
+# Public by design: probes, docs, the console's static files (they carry no data), and the key that lets
+# anyone holding a report verify it.
 EXEMPT = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/redoc", "/docs/oauth2-redirect",
-          "/v1/signing-key"}
+          "/console", "/console/static/{name}", "/v1/signing-key"}
 PATH_PARAM_VALUES = {"version": "1"}  # any other path parameter gets an id that exists nowhere
 
 
@@ -123,7 +124,8 @@ def test_every_route_requires_a_scope(service: Service) -> None:
     assert not unknown, f"routes outside FastAPI's dependency system cannot be checked for auth: {unknown}"
     unscoped = [str(e) for e in found if e.scope is None]
     assert not unscoped, f"routes without require(scope): {unscoped}"
-    assert {e.scope for e in found} <= set(SCOPES)
+    assert {e.scope for e in found} <= {*SCOPES, AUTHENTICATED}
+    assert {e.path for e in found if e.scope == AUTHENTICATED} == {"/v1/keys/me"}  # any valid key may ask
 
 
 def test_openapi_operations_are_the_walked_routes(service: Service, routes: list[Endpoint]) -> None:
@@ -152,6 +154,8 @@ def test_key_without_the_scope_is_403(routes: list[Endpoint], clients: dict[str,
     """Every other non-admin scope together still does not open a route."""
     for endpoint in routes:
         assert endpoint.scope is not None and endpoint.scope != "admin"
+        if endpoint.scope == AUTHENTICATED:
+            continue
         response = clients[f"all-but:{endpoint.scope}"].request(endpoint.method, endpoint.url)
         assert_problem(response, 403, endpoint.scope)
 
@@ -160,7 +164,8 @@ def test_key_with_the_scope_passes_auth(routes: list[Endpoint], clients: dict[st
     """With exactly the route's scope the request reaches the handler (404 for the made-up ids, 422 for
     a missing body, 200 for a list), never 401/403."""
     for endpoint in routes:
-        response = clients[f"only:{endpoint.scope}"].request(endpoint.method, endpoint.url)
+        scope = "requests:read" if endpoint.scope == AUTHENTICATED else endpoint.scope
+        response = clients[f"only:{scope}"].request(endpoint.method, endpoint.url)
         assert response.status_code not in (401, 403), (str(endpoint), response.text)
         assert response.status_code < 500, (str(endpoint), response.text)
 
@@ -207,3 +212,10 @@ def test_revoked_key_is_401(service: Service) -> None:
             session.execute(update(ApiKey).where(ApiKey.id == row.id).values(revoked_at=utcnow()))
             session.commit()
             assert_problem(client.get("/v1/models"), 401, "unknown or revoked")
+
+
+def test_keys_me_names_the_key_and_its_scopes(clients: dict[str, httpx.Client]) -> None:
+    me = clients["only:requests:select"].get("/v1/keys/me")
+    assert me.status_code == 200, me.text
+    assert me.json()["name"].endswith("only:requests:select") and me.json()["scopes"] == ["requests:select"]
+    assert set(me.json()) == {"name", "scopes"}  # never the secret or its hash

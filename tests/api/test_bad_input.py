@@ -196,6 +196,15 @@ def test_model_weights_that_do_not_fit_name_each_key(service: Service, registere
     assert_problem(response, 409, "invalid, not ready")
 
 
+def test_model_weights_missing_one_key_are_invalid(service: Service, registered: dict[str, str]) -> None:
+    """Loading is strict: a state_dict short of one tensor would otherwise load with it left at random."""
+    state = mlp_state()
+    del state["1.bias"]
+    model = validated(service, upload_model(service.client, registered["dataset_id"], weights=save_state(state)))
+    assert model["state"] == "invalid"
+    assert [e["loc"] for e in model["error"]["errors"]] == [["weights", "1.bias"]]
+
+
 def test_model_weights_for_other_num_classes_is_invalid(service: Service, registered: dict[str, str]) -> None:
     """Weights of a 3-class head registered as 4 classes: the head's shape is named."""
     model = validated(service, upload_model(service.client, registered["dataset_id"], weights=mlp_weights(3),
@@ -288,6 +297,8 @@ REQUEST_PROBLEMS: dict[str, tuple[dict[str, Any], str, list[Any] | None]] = {
     "bad selection mode": ({"selection": "sometimes"}, "selection", ["selection"]),
     "callback_url not http": ({"callback_url": "ftp://example.com/x"}, "callback_url", ["callback_url"]),
     "callback_url relative": ({"callback_url": "/hook"}, "callback_url", ["callback_url"]),
+    "callback_url host off the allow-list": ({"callback_url": "https://example.com/hook"}, "allow-list",
+                                             ["callback_url"]),
     "model_id missing": ({"model_id": None}, "model_id", ["model_id"]),
 }
 
@@ -523,3 +534,16 @@ def test_architecture_kwargs_not_an_object_is_422(api: httpx.Client, registered:
                             "dataset_id": registered["dataset_id"], "architecture_kwargs": kwargs},
         files={"weights": ("w.safetensors", mlp_weights(3))})
     assert ["architecture_kwargs"] in error_locs(assert_problem(response, 422, "JSON object"))
+
+
+@pytest.mark.parametrize("path", ["/v1/datasets", "/v1/models"])
+def test_a_truncated_multipart_body_is_a_400(service: Service, path: str) -> None:
+    boundary = "cut-here"
+    whole = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nd\r\n--{boundary}\r\n"
+             f"Content-Disposition: form-data; name=\"manifest\"; filename=\"m.csv\"\r\n"
+             f"Content-Type: text/csv\r\n\r\nsample_id,split,shard,row\r\n--{boundary}--\r\n").encode()
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    cut = service.client.post(path, content=whole[:-30], headers=headers)
+    assert_problem(cut, 400, "truncated")
+    complete = service.client.post(path, content=whole, headers=headers)
+    assert complete.status_code == 422  # whole but incomplete as a form: the missing fields are named

@@ -17,6 +17,8 @@ from types import ModuleType
 
 import pytest
 
+from tests.support import wait_for
+
 from .conftest import DOCKER_DIR
 
 
@@ -125,9 +127,7 @@ def test_docker_stop_reaches_every_worker(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"} | {"PATH": f"{bin_dir}:/usr/bin:/bin"}
     script = subprocess.Popen(["bash", str(DOCKER_DIR / "mcu-workers.sh")], env=env)
     try:
-        deadline = time.monotonic() + 10
-        while (not log.exists() or len(log.read_text().split()) < 2) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: log.exists() and len(log.read_text().split()) >= 2, 10, "both workers to start", 0.05)
         script.send_signal(signal.SIGTERM)
         assert script.wait(timeout=20) == 128 + signal.SIGTERM  # both sleeping "workers" were stopped
     finally:

@@ -18,7 +18,7 @@ import redis
 
 from cli.digits import DigitsUpload
 from storage import S3Store
-from tests.support import free_port, postgres_schema, wait_for
+from tests.support import free_port, postgres_schema, wait_for, wait_model
 
 REDIS_URL = "redis://127.0.0.1:6379/12"
 WEBHOOK_SECRET = "whsec_" + "dGVzdC1zZWNyZXQtZm9yLWUyZS13ZWJob29rcw=="
@@ -89,7 +89,7 @@ def base_env(data_dir: Path) -> dict[str, str]:
         "MCU_HEARTBEAT_INTERVAL_SECONDS": "0.5", "MCU_HEARTBEAT_TIMEOUT_SECONDS": "4",
         "MCU_RECONCILE_INTERVAL_SECONDS": "1", "MCU_REQUEUE_AFTER_SECONDS": "3",
         "MCU_WEBHOOK_SECRET": WEBHOOK_SECRET, "MCU_CALLBACK_ALLOWED_HOSTS": '["127.0.0.1:*"]',
-        "OMP_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1", "MCU_RATE_LIMIT_PER_KEY": "off",  # the tests poll every 0.1 s
     }
 
 
@@ -146,11 +146,7 @@ def add_model(client: httpx.Client, dataset_id: str, upload: DigitsUpload) -> st
     model = client.post("/v1/models", data=upload.model_form(dataset_id),
                         files={"weights": ("w.safetensors", upload.weights)})
     assert model.status_code == 201, model.text
-    model_id = model.json()["id"]
-    ready = wait_for(lambda: client.get(f"/v1/models/{model_id}").json()["state"] != "validating", 60,
-                     "the worker to validate the model")
-    assert ready and client.get(f"/v1/models/{model_id}").json()["state"] == "ready"
-    return model_id
+    return wait_model(client, model.json()["id"])["id"]
 
 
 def submit(client: httpx.Client, model_id: str, **body: object) -> dict:

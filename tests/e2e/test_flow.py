@@ -36,7 +36,10 @@ def test_full_flow_publishes_a_version_that_forgot_the_class(stack: Stack, digit
         assert (version["parent_version"], version["deletion_request_id"], version["t"]) == (1, request["id"], t)
         weights = client.get(f"/v1/models/{model_id}/versions/2/weights")
         assert weights.headers["etag"] == f'"{version["sha256"]}"'
-        events = client.get(f"/v1/deletion-requests/{request['id']}/events", params={"page_size": 500}).json()["items"]
+        # The clean-up task runs after `succeeded`: wait for its event rather than read once.
+        events = wait_for(lambda: (items := client.get(f"/v1/deletion-requests/{request['id']}/events", params={
+            "page_size": 500}).json()["items"]) and any(e["type"] == "artifacts_deleted" for e in items) and items,
+            60, "the clean-up's artifacts_deleted event")
 
     network = build_model("cnn-small", 10, (1, 8, 8))
     network.load_state_dict(load_tensors(weights.content))

@@ -17,9 +17,9 @@ from safetensors.torch import load, save
 from torch import nn
 
 from cli.digits import DigitsUpload
-from tests.support import wait_for_state
+from tests.support import wait_for_state, wait_model
 
-from .conftest import FAST_JOB, Stack, submit, wait_for
+from .conftest import FAST_JOB, Stack, submit
 
 FORGET_CLASS = 3
 Preprocess = Callable[[torch.Tensor], torch.Tensor]
@@ -84,9 +84,8 @@ def test_the_published_version_scores_what_the_service_reported(
         dataset = client.post("/v1/datasets", data={"name": "digits"}, files=digits_upload.files()).json()
         model = client.post("/v1/models", data=digits_upload.model_form(dataset["id"]) | {"preprocessing": declared},
                             files={"weights": ("w.safetensors", trained[preprocessing])}).json()
-        model = wait_for(lambda: (m := client.get(f"/v1/models/{model['id']}").json())["state"] != "validating"
-                         and m, 60, "validation")
-        assert model["state"] == "ready" and model["warnings"] == [], model
+        model = wait_model(client, model["id"])
+        assert model["warnings"] == [], model
         original = client.get(f"/v1/models/{model['id']}/versions").json()["items"][0]["metrics"]
 
         request_id = submit(client, model["id"], forget={"classes": [FORGET_CLASS]}, config=FAST_JOB,

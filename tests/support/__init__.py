@@ -1,4 +1,5 @@
-"""What tests share: waiting for a condition or a request's state, free ports, a throw-away Postgres schema.
+"""What tests share: waiting (through the client's one polling loop, `mcu_client.wait_for`), free ports, a
+throw-away Postgres schema.
 
 The digits dataset and model every flow test uploads come from `cli.digits` (the demo uploads the same).
 """
@@ -8,11 +9,14 @@ from __future__ import annotations
 import contextlib
 import secrets
 import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+
+from mcu_client import Client, wait_for
+
+__all__ = ["free_port", "postgres_schema", "wait_for", "wait_for_state", "wait_model"]
 
 POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -23,28 +27,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.05) -> Any:
-    """The first truthy value of `condition()`; TimeoutError naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-
-
 def wait_for_state(client: httpx.Client, request_id: str, states: tuple[str, ...], timeout: float = 120
                    ) -> dict[str, Any]:
-    """The request's body once its state is one of `states`; fails at once on an unexpected `failed`."""
+    """The request's body (JSON) once its state is one of `states`: the client's `wait`, which raises at once
+    when the request ends in another state."""
+    return Client(http=client).wait(request_id, until=states, timeout=timeout, interval=0.1).model_dump(mode="json")
 
-    def reached() -> dict[str, Any] | None:
-        body = client.get(f"/v1/deletion-requests/{request_id}").json()
-        if body["state"] == "failed" and "failed" not in states:
-            raise AssertionError(f"request failed: {body['error']}")
-        return body if body["state"] in states else None
 
-    return wait_for(reached, timeout, f"{request_id} to reach {states}", interval=0.1)
+def wait_model(client: httpx.Client, model_id: str, timeout: float = 60) -> dict[str, Any]:
+    """The model (JSON) once a worker validated it; fails when it is invalid."""
+    return Client(http=client).wait_model(model_id, timeout=timeout).model_dump(mode="json")
 
 
 @contextlib.contextmanager

@@ -30,6 +30,17 @@ def test_endpoints_are_the_original_and_the_base_model(original: torch.nn.Module
     assert not torch.allclose(middle[name], theta_o[name])
 
 
+@pytest.mark.parametrize(("t", "coefficients"), [(0.5, (0.25, 0.5, 0.25)), (0.3, (0.49, 0.42, 0.09))])
+def test_interior_points_follow_the_bezier_formula(original: torch.nn.Module, t: float,
+                                                   coefficients: tuple[float, float, float]) -> None:
+    """φ(t) = (1−t)²·θ_o + 2t(1−t)·θ_c + t²·θ_p, with a θ_c away from the midpoint so its weight shows."""
+    theta_o, theta_p, theta_c = original.state_dict(), _perturbed(original, 0), _perturbed(original, 1)
+    curve = BezierCurve(original, theta_o, theta_p, theta_c)
+    a, b, c = coefficients
+    for name, value in curve.weights_at(t).items():
+        assert torch.allclose(value, a * theta_o[name] + b * theta_c[name] + c * theta_p[name], atol=1e-6), name
+
+
 def test_control_point_starts_at_the_midpoint(original: torch.nn.Module) -> None:
     theta_p = _perturbed(original, 0)
     curve = BezierCurve(original, original.state_dict(), theta_p)
@@ -108,6 +119,19 @@ def test_recommended_t_prefers_theta_p_within_noise() -> None:
     # A gap difference larger than the noise still moves the recommendation away from θ_p.
     far = [_point(t, fa) for t, fa in ((0.0, 1.0), (0.25, 0.99), (0.5, 0.975), (0.75, 0.95), (1.0, 0.9))]
     assert recommend_t(far, targets, noise=0.01) < 0.75
+
+
+@pytest.mark.parametrize("best", [0.3, 0.62, 0.88])
+def test_recommended_t_is_the_known_minimum_and_the_window_its_nearest_point(best: float) -> None:
+    from unlearning import Targets
+    from unlearning.spectrum import REFERENCE_WINDOW, recommend_t
+
+    # FA(t) = 0.2 + (t − best)²: the gap ½·|FA − 0.2| is least at `best` (a cubic spline holds a parabola exactly).
+    points = [_point(t / 10, 0.2 + (t / 10 - best) ** 2) for t in range(11)]
+    targets = Targets(retain_accuracy=1.0, forget_accuracy=0.2)
+    assert recommend_t(points, targets) == pytest.approx(best)
+    assert REFERENCE_WINDOW == (0.75, 1.0)
+    assert recommend_t(points, targets, REFERENCE_WINDOW) == pytest.approx(max(best, 0.75))
 
 
 def test_forget_noise_is_the_binomial_standard_error() -> None:

@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 
-from unlearning import Checkpoint, Targets, adaptive_beta, make_unlearning_data, run_unlearning
+from unlearning import Checkpoint, Targets, adaptive_beta, make_unlearning_data, resolve_config, run_unlearning
 from unlearning.data import UnlearningData, seeded_generator
 from unlearning.training import Cancelled, JobHooks, stratified_batches
 
@@ -184,3 +184,21 @@ def test_divergence_fails_clearly_after_bounded_rollbacks(original, classwise) -
     _poison_once(curve, 1, at_batch=0, times=10**9)  # every batch: nothing can recover
     with pytest.raises(DivergenceError, match=r"after 2 rollback\(s\)"):
         train_control_point(curve, classwise, mask, config, Targets(1.0, 0.0))
+
+
+def test_curve_training_applies_the_adaptive_beta(original, classwise) -> None:
+    """Class-wise (c_f = 0) the rule gives β = 0.5 while the forget set is still known; training must use it,
+    so θ_c ends elsewhere than a run with β fixed at 0."""
+    from unlearning.mcu import train_control_point
+
+    def trained(beta: float | str):
+        curve, mask, _ = _curve_setup(original, classwise)
+        config = resolve_config({"epochs": 1, "beta": beta}, "rl")
+        stats = train_control_point(curve, classwise, mask, config, Targets(1.0, 0.0))
+        return curve.control, stats.beta_counts
+
+    adaptive, counts = trained("adaptive")
+    fixed_zero, zero_counts = trained(0.0)
+    assert counts.get("0.5", 0) > 0 and sum(counts.values()) == sum(zero_counts.values())
+    assert zero_counts == {"0.0": sum(zero_counts.values())}
+    assert any(not torch.equal(adaptive[n], fixed_zero[n]) for n in adaptive)

@@ -6,6 +6,7 @@ through the real API app.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -40,8 +41,13 @@ def test_a_request_overtaken_by_another_is_rebased_not_published(tmp_path: Path)
         return client.get(f"/v1/deletion-requests/{request_id}").json()
 
     first, second = submit(["s1", "s2", "s3"]), submit(["s4", "s5", "s6"])
-    jobs.run_request(services, first)
-    jobs.run_request(services, second)
+    assert services.worker_name.startswith(socket.gethostname())
+    for request_id, worker_name in ((first, "worker-a"), (second, "worker-b")):
+        services.worker_name = worker_name
+        jobs.run_request(services, request_id)
+        claimed = [e for e in client.get(f"/v1/deletion-requests/{request_id}/events").json()["items"]
+                   if e["type"] == "state_changed" and e["state"] == "running"]
+        assert [e["detail"] for e in claimed] == [{"worker": worker_name}]  # the events name the worker
     assert state(first)["state"] == state(second)["state"] == "awaiting_selection"
 
     # The first publishes version 2; the second's curve was computed from version 1.

@@ -46,3 +46,54 @@ def test_artifacts_of_a_request_cancelled_during_a_broker_outage_are_deleted(tmp
     events = client.get(f"/v1/deletion-requests/{request_id}/events").json()["items"]
     assert [e["detail"]["objects"] for e in events if e["type"] == "artifacts_deleted"] == [3]
     assert request_id not in reconcile(services)["artifacts_deleted"]  # done once, not again
+
+
+def test_a_callback_owed_during_a_broker_outage_is_sent_and_delivered_once(tmp_path: Path) -> None:
+    """The callback is written to the outbox with the state change; the reconciler sends it once the broker is
+    back, and the delivery is recorded so that no later round sends it again."""
+    from datetime import timedelta
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+    from threading import Thread
+
+    from models import Callback, utcnow
+    from worker.callbacks import deliver
+    from worker.reconciler import resend_callbacks
+
+    from ..api.conftest import upload_dataset, upload_model
+
+    received: list[str] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(self.headers["webhook-id"])
+            self.rfile.read(int(self.headers["content-length"]))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    Thread(target=server.serve_forever, daemon=True).start()
+    outage = Settings(data_dir=tmp_path, bootstrap_api_key="k", broker_url=DOWN,
+                      callback_allowed_hosts=["127.0.0.1:*"])
+    client = TestClient(create_app(outage), headers={"Authorization": "Bearer k"})
+    model_id = upload_model(client, upload_dataset(client).json()["id"]).json()["id"]
+    validate_model(connect(outage), model_id)
+    request_id = client.post("/v1/deletion-requests", json={
+        "model_id": model_id, "forget": {"sample_ids": ["s1"]},
+        "callback_url": f"http://127.0.0.1:{server.server_address[1]}/hook"}).json()["id"]
+    assert client.post(f"/v1/deletion-requests/{request_id}/cancel").json()["state"] == "cancelled"
+
+    later = utcnow() + timedelta(seconds=1)  # as if the reconciler's wait had passed
+    assert resend_callbacks(connect(outage), later) == []  # still down: nothing sent, still owed
+    back = connect(outage.model_copy(update={"broker_url": None}))  # the broker is back
+    (message_id,) = resend_callbacks(back, later)
+    assert deliver(back.settings, back.factory, request_id, "cancelled", message_id, attempt=1)
+    assert deliver(back.settings, back.factory, request_id, "cancelled", message_id, attempt=2)  # a duplicate task
+    assert received == [message_id]  # delivered once
+    with back.factory() as session:
+        owed = session.get(Callback, message_id)
+        assert owed.delivered_at is not None and owed.attempts == 1 and owed.event == "cancelled"
+    assert resend_callbacks(back, utcnow() + timedelta(hours=1)) == []
+    server.shutdown()

@@ -1,0 +1,202 @@
+"""The checks of `make deploy-test` (docker/local/deploy-test.sh) against the running compose stack, over
+HTTP from the host as a client would, and with docker / docker-compose for the failures:
+
+    python docker/local/deploy_test.py env OUT_FILE API_PORT   # .env.example with fresh secrets (0600)
+    python docker/local/deploy_test.py recovery ENV_FILE       # resume, Redis restart, two workers
+
+`recovery`: a worker container killed mid-curve resumes the request from its checkpoint; a request
+queued while Redis restarts is kept; two worker containers run two requests at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from cli.demo import register_digits  # noqa: E402  (after the path: run as a script from anywhere)
+from mcu_client import wait_for  # noqa: E402  (the project's one polling loop)
+
+SLOW_CURVE = {"epochs": 10, "batch_size": 8, "retain_ratio": 1.0, "grid_points": 5, "base": {"epochs": 2}}
+FAST_JOB = {"epochs": 3, "grid_points": 5, "base": {"epochs": 4}}
+# A killed worker's job is taken over once its heartbeat is older than MCU_HEARTBEAT_TIMEOUT_SECONDS
+# (120 s, compose's default) by the next reconciler round (every 30 s).
+RESUME_TIMEOUT = 420
+
+
+def write_env(out_file: str, api_port: str) -> None:
+    """.env.example with every example secret replaced, workers on the CPU, ports clear of this host's."""
+    postgres, redis_password = secrets.token_hex(16), secrets.token_hex(16)
+    values = {
+        "POSTGRES_PASSWORD": postgres,
+        "MCU_DATABASE_URL": f"postgresql+psycopg://mcu:{postgres}@postgres:5432/mcu",
+        "REDIS_PASSWORD": redis_password,
+        "MCU_BROKER_URL": f"redis://:{redis_password}@redis:6379/0",
+        "AWS_SECRET_ACCESS_KEY": secrets.token_hex(16),
+        "MCU_BOOTSTRAP_API_KEY": secrets.token_hex(32),
+        "MCU_WEBHOOK_SECRET": "whsec_" + base64.b64encode(os.urandom(32)).decode(),
+        "MCU_DEVICE": "cpu",
+        "MCU_PUBLISH_ADDR": "127.0.0.2",  # this host's own Postgres and Redis hold 127.0.0.1:5432 and :6379
+        "MCU_API_PORT": api_port,
+        "MCU_API_IMAGE": "mcu-api:deploy-test",
+        "MCU_WORKER_IMAGE": "mcu-worker:deploy-test",
+    }
+    lines = []
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key in values:
+            line = f"{key}={values.pop(key)}"
+        elif "change-me" in value and not line.startswith("#"):  # any other example secret
+            line = f"{key}={secrets.token_hex(24)}"
+        lines.append(line)
+    lines += [f"{key}={value}" for key, value in values.items()]
+    descriptor = os.open(out_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        out.write("\n".join(lines) + "\n")
+
+
+def read_env(path: str) -> dict[str, str]:
+    pairs = (line.partition("=") for line in Path(path).read_text().splitlines() if "=" in line)
+    return {key: value for key, _, value in pairs if not key.startswith("#")}
+
+
+def compose(*args: str) -> str:
+    """docker-compose on the deploy test's project (COMPOSE_FILE and COMPOSE_PROJECT_NAME are set)."""
+    return subprocess.run(["docker-compose", *args], check=True, capture_output=True, text=True).stdout
+
+
+def step(message: str) -> None:
+    print(f"deploy-test: {message}", flush=True)
+
+
+class Service:
+    def __init__(self, client: httpx.Client) -> None:
+        self.client = client
+
+    def get(self, path: str, **params: object) -> dict:
+        response = self.client.get(path, params=params)
+        response.raise_for_status()
+        return response.json()
+
+    def submit(self, model_id: str, forget_class: int, config: dict, **body: object) -> str:
+        """A request to forget one class (a class already erased from the model would be a 409)."""
+        response = self.client.post("/v1/deletion-requests", json={
+            "model_id": model_id, "forget": {"classes": [forget_class]}, "base_method": "rl", "config": config,
+            **body},
+            headers={"Idempotency-Key": secrets.token_hex(8)})
+        assert response.status_code == 202, response.text
+        return response.json()["id"]
+
+    def request(self, request_id: str) -> dict:
+        return self.get(f"/v1/deletion-requests/{request_id}")
+
+    def events(self, request_id: str) -> list[dict]:
+        return self.get(f"/v1/deletion-requests/{request_id}/events", page_size=500)["items"]
+
+    def wait_state(self, request_id: str, states: tuple[str, ...], timeout: float) -> dict:
+        def reached() -> dict | None:
+            request = self.request(request_id)
+            if request["state"] == "failed":
+                raise RuntimeError(f"request {request_id} failed: {request['error']}")
+            return request if request["state"] in states else None
+
+        return wait_for(reached, timeout, f"request {request_id} to be {'/'.join(states)}")  # type: ignore[return-value]
+
+    def in_curve_epoch(self, request_id: str, epoch: int) -> bool:
+        progress = self.request(request_id)["progress"]
+        return progress["phase"] == "curve" and (progress.get("epoch") or 0) >= epoch
+
+
+def worker_containers() -> list[str]:
+    return compose("ps", "-q", "worker").split()
+
+
+def wait_workers_ready(count: int) -> None:
+    def ready() -> bool:
+        containers = worker_containers()
+        logs = [subprocess.run(["docker", "logs", c], capture_output=True, text=True, check=False) for c in containers]
+        return len(containers) == count and all(" ready." in log.stdout + log.stderr for log in logs)
+
+    wait_for(ready, 180, f"{count} worker container(s) to be ready", interval=1)
+
+
+def killed_worker_resumes(service: Service, model_id: str) -> None:
+    request_id = service.submit(model_id, 3, SLOW_CURVE)
+    wait_for(lambda: service.in_curve_epoch(request_id, 3), 300, "curve training to reach epoch 3", 0.3)
+    (container,) = worker_containers()
+    subprocess.run(["docker", "kill", container], check=True, capture_output=True)
+    step(f"killed worker container {container[:12]} in curve epoch {service.request(request_id)['progress']['epoch']}")
+    assert service.request(request_id)["state"] == "running"
+    compose("up", "-d", "--no-deps", "worker")
+    service.wait_state(request_id, ("awaiting_selection",), RESUME_TIMEOUT)
+    events = service.events(request_id)
+    resumed = [e for e in events if e["type"] == "resumed_from_checkpoint"]
+    assert resumed and resumed[0]["detail"]["epoch"] >= 2, "the job started over instead of resuming"
+    assert any(e["type"] == "resumed" for e in events)
+    t = service.request(request_id)["curve"]["recommended_t"]
+    assert service.client.post(f"/v1/deletion-requests/{request_id}/selection", json={"t": t}).status_code == 202
+    service.wait_state(request_id, ("succeeded",), 300)
+    step(f"request resumed from its epoch-{resumed[0]['detail']['epoch']} checkpoint and succeeded")
+
+
+def queue_length(env: dict[str, str]) -> int:
+    out = compose("exec", "-T", "redis", "redis-cli", "--no-auth-warning", "-a", env["REDIS_PASSWORD"], "llen", "gpu")
+    return int(out.strip())
+
+
+def redis_restart_keeps_the_queue(service: Service, model_id: str, env: dict[str, str]) -> None:
+    compose("stop", "worker")
+    request_id = service.submit(model_id, 5, FAST_JOB, selection="auto")
+    wait_for(lambda: queue_length(env) > 0, 30, "the task to reach Redis")
+    compose("restart", "redis")
+    wait_for(lambda: "healthy" in compose("ps", "redis"), 60, "Redis to be healthy again")
+    assert queue_length(env) > 0, "Redis lost the queued task in its restart"
+    compose("up", "-d", "--no-deps", "worker")
+    # Claimed well before MCU_REQUEUE_AFTER_SECONDS (300 s) after submission, when the reconciler would
+    # re-send it: the message kept by Redis is what ran.
+    service.wait_state(request_id, ("running", "awaiting_selection", "materializing", "succeeded"), 180)
+    service.wait_state(request_id, ("succeeded",), 240)
+    step("a request queued across a Redis restart ran and succeeded")
+
+
+def two_workers_run_two_requests(service: Service, model_id: str) -> None:
+    compose("up", "-d", "--no-deps", "--scale", "worker=2", "worker")
+    wait_workers_ready(2)
+    first, second = service.submit(model_id, 7, SLOW_CURVE), service.submit(model_id, 8, SLOW_CURVE)
+    wait_for(lambda: all(service.request(r)["state"] == "running" for r in (first, second)), 120,
+             "both requests to run at once", 0.2)
+    workers = []
+    for request_id in (first, second):
+        claimed = [e for e in service.events(request_id) if e["type"] == "state_changed" and e["state"] == "running"]
+        workers.append(claimed[0]["detail"]["worker"])
+    assert workers[0] != workers[1], f"both requests ran on {workers[0]}"
+    containers = {c[:12] for c in worker_containers()}
+    assert {w.rsplit("-", 1)[0] for w in workers} == containers, (workers, containers)
+    for request_id in (first, second):
+        service.wait_state(request_id, ("awaiting_selection",), 300)
+    step(f"two requests ran at the same time on workers {workers[0]} and {workers[1]}")
+
+
+def recovery(env_file: str) -> None:
+    env = read_env(env_file)
+    url = f"http://127.0.0.1:{env['MCU_API_PORT']}"
+    headers = {"Authorization": f"Bearer {env['MCU_BOOTSTRAP_API_KEY']}"}
+    with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+        service = Service(client)
+        _, model_id = register_digits(client)
+        killed_worker_resumes(service, model_id)
+        redis_restart_keeps_the_queue(service, model_id, env)
+        two_workers_run_two_requests(service, model_id)
+
+
+if __name__ == "__main__":
+    command, *args = sys.argv[1:]
+    {"env": write_env, "recovery": recovery}[command](*args)

@@ -1,0 +1,290 @@
+"""`Client`: every endpoint of the API as a typed method, over httpx.
+
+    with Client("http://127.0.0.1:8000", api_key) as mcu:     # or Client() with MCU_URL / MCU_API_KEY set
+        request = mcu.create_request(model_id, forget={"classes": [3]})
+        request = mcu.wait(request.id, until="awaiting_selection", on_progress=print)
+        mcu.select(request.id, request.curve.recommended_t)
+
+Errors are raised as the typed exceptions of `mcu_client.errors`; lists are iterators over every page.
+`wait_for` is the one polling loop of the project: `wait`, `wait_model`, the CLI, the demo, the tests and
+the benchmarks all wait through it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import httpx
+from pydantic import BaseModel
+
+from mcu_client.errors import McuError, RateLimited, RequestEnded, ServiceUnavailable, raise_for_problem
+from mcu_client.types import (
+    TERMINAL_STATES,
+    Curve,
+    Dataset,
+    DeletionRequest,
+    Event,
+    Identity,
+    Model,
+    SigningKeys,
+    Version,
+)
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+B = TypeVar("B", bound=BaseModel)
+V = TypeVar("V")
+# An upload: raw bytes, a path, or an open binary file.
+FileInput = bytes | str | os.PathLike[str] | IO[bytes]
+
+
+def wait_for(condition: Callable[[], V | None], timeout: float | None, what: str, interval: float = 0.1) -> V:
+    """The first truthy value of `condition()`, polled every `interval` seconds; TimeoutError naming `what`
+    after `timeout` seconds (None: no limit)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class Client:
+    """The MCU service's HTTP API. `http` wraps an existing authenticated httpx.Client instead."""
+
+    def __init__(self, url: str | None = None, api_key: str | None = None, *, timeout: float = 60.0,
+                 http: httpx.Client | None = None) -> None:
+        if http is None:
+            api_key = api_key or os.environ.get("MCU_API_KEY")
+            headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+            http = httpx.Client(base_url=url or os.environ.get("MCU_URL") or DEFAULT_URL, headers=headers,
+                                timeout=timeout)
+            self._owns_http = True
+        else:
+            self._owns_http = False
+        self.http = http
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._owns_http:
+            self.http.close()
+
+    def __repr__(self) -> str:  # never the key
+        return f"Client({str(self.http.base_url)!r})"
+
+    # --- plumbing ------------------------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = self.http.request(method, path, **kwargs)
+        raise_for_problem(response)
+        return response
+
+    def _get(self, cls: type[B], path: str, **params: Any) -> B:
+        return cls.model_validate(self._call("GET", path, params=_clean(params)).json())
+
+    def _post(self, cls: type[B], path: str, idempotency_key: str | None = None, **kwargs: Any) -> B:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return cls.model_validate(self._call("POST", path, headers=headers, **kwargs).json())
+
+    def _pages(self, cls: type[B], path: str, page_size: int = 100, **params: Any) -> Iterator[B]:
+        """Every item of a paginated list, fetching the next page as the caller iterates."""
+        token = None
+        while True:
+            body = self._call("GET", path, params=_clean(params | {"page_size": page_size, "page_token": token}))
+            page = body.json()
+            yield from (cls.model_validate(item) for item in page["items"])
+            token = page["next_page_token"]
+            if not token:
+                return
+
+    # --- health and identity -------------------------------------------------------------------------
+
+    def ready(self) -> bool:
+        """True when the API, its database, broker and object store answer (GET /readyz)."""
+        try:
+            return self.http.get("/readyz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def whoami(self) -> Identity:
+        """The calling key's name and scopes."""
+        return self._get(Identity, "/v1/keys/me")
+
+    # --- datasets ------------------------------------------------------------------------------------
+
+    def create_dataset(self, name: str, manifest: FileInput, shards: Sequence[FileInput | tuple[str, FileInput]],
+                       *, description: str | None = None, num_classes: int | None = None,
+                       idempotency_key: str | None = None) -> Dataset:
+        """Register shards (safetensors with `inputs` and `labels`) and their manifest CSV. A shard given as
+        raw bytes or a file needs its name: `(name, content)`. Files are streamed from disk."""
+        with contextlib.ExitStack() as stack:
+            files = [("manifest", _upload(stack, manifest, "manifest.csv"))]
+            files += [("shards", _upload(stack, s[1], s[0]) if isinstance(s, tuple) else _upload(stack, s))
+                      for s in shards]
+            data = _clean({"name": name, "description": description, "num_classes": num_classes})
+            return self._post(Dataset, "/v1/datasets", idempotency_key, data=data, files=files)
+
+    def get_dataset(self, dataset_id: str) -> Dataset:
+        return self._get(Dataset, f"/v1/datasets/{dataset_id}")
+
+    def datasets(self, page_size: int = 100) -> Iterator[Dataset]:
+        return self._pages(Dataset, "/v1/datasets", page_size)
+
+    # --- models --------------------------------------------------------------------------------------
+
+    def create_model(self, name: str, architecture: str, num_classes: int, dataset_id: str, weights: FileInput,
+                     preprocessing: str | dict[str, list[float]], *, architecture_kwargs: dict[str, Any] | None = None,
+                     idempotency_key: str | None = None) -> Model:
+        """Register a trained classifier (state `validating` until a worker has loaded it: see `wait_model`)."""
+        data = {"name": name, "architecture": architecture, "num_classes": num_classes, "dataset_id": dataset_id,
+                "preprocessing": preprocessing if isinstance(preprocessing, str) else json.dumps(preprocessing),
+                "architecture_kwargs": json.dumps(architecture_kwargs) if architecture_kwargs else None}
+        with contextlib.ExitStack() as stack:
+            return self._post(Model, "/v1/models", idempotency_key, data=_clean(data),
+                              files={"weights": _upload(stack, weights, "weights.safetensors")})
+
+    def get_model(self, model_id: str) -> Model:
+        return self._get(Model, f"/v1/models/{model_id}")
+
+    def models(self, page_size: int = 100) -> Iterator[Model]:
+        return self._pages(Model, "/v1/models", page_size)
+
+    def versions(self, model_id: str, page_size: int = 100) -> Iterator[Version]:
+        """The model's versions, oldest first."""
+        return self._pages(Version, f"/v1/models/{model_id}/versions", page_size)
+
+    def download_weights(self, model_id: str, version: int, destination: str | os.PathLike[str] | IO[bytes],
+                         on_bytes: Callable[[int, int | None], None] | None = None) -> str:
+        """Stream a version's safetensors to `destination`; returns its sha256, checked against the ETag.
+        `on_bytes(done, total)` reports progress."""
+        with contextlib.ExitStack() as stack:
+            out = destination if hasattr(destination, "write") else \
+                stack.enter_context(Path(destination).open("wb"))  # type: ignore[arg-type]
+            with self.http.stream("GET", f"/v1/models/{model_id}/versions/{version}/weights") as response:
+                raise_for_problem(response)
+                total = int(response.headers["Content-Length"]) if "Content-Length" in response.headers else None
+                digest, done = hashlib.sha256(), 0
+                for chunk in response.iter_bytes(1 << 20):
+                    out.write(chunk)  # type: ignore[union-attr]
+                    digest.update(chunk)
+                    done += len(chunk)
+                    if on_bytes:
+                        on_bytes(done, total)
+                expected = response.headers.get("ETag", "").strip('"')
+        if expected and digest.hexdigest() != expected:
+            raise McuError(f"downloaded weights have sha256 {digest.hexdigest()}, the server says {expected}")
+        return digest.hexdigest()
+
+    def wait_model(self, model_id: str, timeout: float | None = 300, interval: float = 0.2) -> Model:
+        """The model once a worker validated it; McuError when it is `invalid`."""
+        model = wait_for(lambda: (m := self.get_model(model_id)).state != "validating" and m, timeout,
+                         f"model {model_id} to be validated", interval)
+        if model.state != "ready":
+            raise McuError(f"model {model_id} is {model.state}: {model.error.detail if model.error else ''}")
+        return model
+
+    # --- deletion requests ---------------------------------------------------------------------------
+
+    def create_request(self, model_id: str, forget: dict[str, list[Any]], *, base_method: str | None = None,
+                       config: dict[str, Any] | None = None, selection: str | None = None,
+                       external_id: str | None = None, callback_url: str | None = None,
+                       received_at: datetime | None = None, idempotency_key: str | None = None) -> DeletionRequest:
+        """Submit a deletion request; `forget`: {"sample_ids": [...]}, {"subject_ids": [...]} or {"classes": [...]}.
+        `received_at`: when the data subject asked (default now); the deadline `due_at` counts from it."""
+        body = _clean({"model_id": model_id, "forget": forget, "base_method": base_method, "config": config,
+                       "selection": selection, "external_id": external_id, "callback_url": callback_url,
+                       "received_at": received_at.isoformat() if received_at else None})
+        return self._post(DeletionRequest, "/v1/deletion-requests", idempotency_key, json=body)
+
+    def get_request(self, request_id: str) -> DeletionRequest:
+        return self._get(DeletionRequest, f"/v1/deletion-requests/{request_id}")
+
+    def requests(self, *, model_id: str | None = None, state: str | None = None, page_size: int = 100,
+                 **filters: Any) -> Iterator[DeletionRequest]:
+        """Requests, newest first; further server filters (e.g. overdue=True) pass through as query parameters."""
+        return self._pages(DeletionRequest, "/v1/deletion-requests", page_size, model_id=model_id, state=state,
+                           **filters)
+
+    def curve(self, request_id: str) -> Curve:
+        """The measured curve (Conflict while the request has none yet)."""
+        return self._get(Curve, f"/v1/deletion-requests/{request_id}/curve")
+
+    def select(self, request_id: str, t: float, acknowledge: str | None = None) -> DeletionRequest:
+        """Choose the point at `t`: the worker publishes it as the model's next version. A point that fails the
+        erasure criterion is a Conflict unless `acknowledge` begins with "erasure criterion not met"."""
+        return self._post(DeletionRequest, f"/v1/deletion-requests/{request_id}/selection",
+                          json=_clean({"t": t, "acknowledge": acknowledge}))
+
+    def extend(self, request_id: str, days: int, reason: str) -> DeletionRequest:
+        """Move the deadline once, by at most 60 days, with the reason kept."""
+        return self._post(DeletionRequest, f"/v1/deletion-requests/{request_id}/extension",
+                          json={"days": days, "reason": reason})
+
+    def report(self, request_id: str) -> dict[str, Any]:
+        """The signed proof-of-erasure report of a succeeded request: {"report": ..., "signature": ...}."""
+        return self._call("GET", f"/v1/deletion-requests/{request_id}/report").json()
+
+    def report_html(self, request_id: str) -> str:
+        return self._call("GET", f"/v1/deletion-requests/{request_id}/report", params={"format": "html"}).text
+
+    def signing_keys(self) -> SigningKeys:
+        """The public keys that verify reports (current and retired)."""
+        return self._get(SigningKeys, "/v1/signing-key")
+
+    def cancel(self, request_id: str) -> DeletionRequest:
+        return self._post(DeletionRequest, f"/v1/deletion-requests/{request_id}/cancel")
+
+    def events(self, request_id: str, page_size: int = 500) -> Iterator[Event]:
+        """The request's audit trail, oldest first."""
+        return self._pages(Event, f"/v1/deletion-requests/{request_id}/events", page_size)
+
+    def wait(self, request_id: str, until: str | Sequence[str] = ("awaiting_selection",), *,
+             timeout: float | None = None, interval: float = 0.5,
+             on_progress: Callable[[DeletionRequest], None] | None = None) -> DeletionRequest:
+        """Poll the request until its state is one of `until`; `on_progress` sees every answer. Raises
+        RequestEnded when it finishes in another state (e.g. `failed`) and TimeoutError after `timeout`
+        seconds (None: no limit). A 503, a 429 or a dropped connection is waited out, not raised."""
+        wanted = (until,) if isinstance(until, str) else tuple(until)
+
+        def reached() -> DeletionRequest | None:
+            try:
+                request = self.get_request(request_id)
+            except (ServiceUnavailable, RateLimited, httpx.TransportError):
+                return None
+            if on_progress:
+                on_progress(request)
+            if request.state in wanted:
+                return request
+            if request.state in TERMINAL_STATES:
+                raise RequestEnded(request)
+            return None
+
+        return wait_for(reached, timeout, f"request {request_id} to reach {', '.join(wanted)}", interval)
+
+
+def _clean(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _upload(stack: contextlib.ExitStack, content: FileInput, name: str | None = None) -> tuple[str, Any]:
+    """(file name, body) for a multipart part; a path is opened (and streamed) under `stack`."""
+    if isinstance(content, bytes):
+        return name or "upload", content
+    if isinstance(content, str | os.PathLike):
+        path = Path(content)
+        return name or path.name, stack.enter_context(path.open("rb"))
+    return name or Path(getattr(content, "name", "upload")).name, content

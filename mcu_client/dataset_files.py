@@ -1,0 +1,198 @@
+"""Turning a user's data into what `POST /v1/datasets` takes: safetensors shards plus a manifest CSV.
+
+`prepare_dataset(path, out_dir)` accepts
+- an ImageFolder tree: `train/<class>/*.png|jpg|...` and `test/<class>/*` (sample ids are the relative paths,
+  labels the sorted class folder names' indices; images are read with Pillow, grey when every image is);
+- a `.npz` file with `x_train`, `y_train`, `x_test`, `y_test` (images [N, H, W], [N, H, W, C] or [N, C, H, W],
+  uint8 or floats in [0, 1]; sample ids `train/<row>`, `test/<row>`);
+- a folder that already holds `manifest.csv` and its `*.safetensors` shards (used as they are).
+Shards are written one at a time and hold at most `max_shard_bytes` of inputs, so memory stays bounded
+however large the folder; subject ids may come from a CSV with columns `sample_id,subject_id`.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mcu_client.errors import McuError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+GREY_MODES = {"1", "L", "I", "I;16", "F"}
+MAX_SHARD_BYTES = 64 << 20
+Progress = Callable[[int, int], None]  # (samples done, samples in all)
+
+
+@dataclass
+class PreparedDataset:
+    manifest: Path
+    shards: list[Path]
+    num_train: int = 0
+    num_test: int = 0
+    classes: list[str] = field(default_factory=list)  # class names by label, when the source names them
+
+    def describe_classes(self) -> str | None:
+        return "classes: " + ", ".join(f"{i}={name}" for i, name in enumerate(self.classes)) if self.classes else None
+
+
+def prepare_dataset(path: str | Path, out_dir: str | Path, *, subjects_csv: str | Path | None = None,
+                    max_shard_bytes: int = MAX_SHARD_BYTES, size: tuple[int, int] | None = None,
+                    on_progress: Progress | None = None) -> PreparedDataset:
+    """Shards and a manifest for `path` under `out_dir` (or `path`'s own files when it already has them)."""
+    path, out_dir = Path(path), Path(out_dir)
+    subjects = read_subjects(Path(subjects_csv)) if subjects_csv else {}
+    if path.is_dir() and (path / "manifest.csv").is_file():
+        if subjects:
+            raise McuError("a folder with its own manifest.csv names its subjects there (column subject_id)")
+        shards = sorted(path.glob("*.safetensors"))
+        if not shards:
+            raise McuError(f"{path} has manifest.csv but no *.safetensors shards")
+        return PreparedDataset(path / "manifest.csv", shards)
+    if path.is_file() and path.suffix == ".npz":
+        samples = _npz_samples(path)
+    elif path.is_dir() and (path / "train").is_dir() and (path / "test").is_dir():
+        samples = _folder_samples(path, size)
+    else:
+        raise McuError(f"{path}: expected an image folder (train/<class>/*, test/<class>/*), a .npz file with "
+                       "x_train, y_train, x_test, y_test, or a folder with manifest.csv and *.safetensors shards")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return _write(samples, out_dir, subjects, max_shard_bytes, on_progress)
+
+
+def read_subjects(path: Path) -> dict[str, str]:
+    with path.open(newline="", encoding="utf-8-sig") as file:
+        reader = csv.DictReader(file)
+        if not {"sample_id", "subject_id"} <= set(reader.fieldnames or []):
+            raise McuError(f"{path}: the subjects CSV needs the columns sample_id,subject_id")
+        return {row["sample_id"]: row["subject_id"] for row in reader if row["subject_id"]}
+
+
+@dataclass
+class _Samples:
+    """Every sample's (id, split, label) and a way to read its image as uint8/float32 [C, H, W]."""
+
+    items: list[tuple[str, str, int]]
+    load: Callable[[int], np.ndarray]
+    classes: list[str]
+
+
+def _folder_samples(root: Path, size: tuple[int, int] | None) -> _Samples:
+    from PIL import Image
+
+    splits = {split: sorted(d.name for d in (root / split).iterdir() if d.is_dir()) for split in ("train", "test")}
+    classes = sorted(set(splits["train"]) | set(splits["test"]))
+    files: list[Path] = []
+    items: list[tuple[str, str, int]] = []
+    for split in ("train", "test"):
+        for label, name in enumerate(classes):
+            folder = root / split / name
+            if folder.is_dir():
+                for file in sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES):
+                    files.append(file)
+                    items.append((file.relative_to(root).as_posix(), split, label))
+    if not files:
+        raise McuError(f"{root}: no images under train/<class>/ and test/<class>/")
+    grey, sizes = True, {}
+    for file in files:  # headers only: Pillow opens lazily
+        with Image.open(file) as image:
+            grey = grey and image.mode in GREY_MODES
+            sizes.setdefault(image.size, file)
+    if size is None and len(sizes) > 1:
+        (first, a), (second, b) = list(sizes.items())[:2]
+        raise McuError(f"images differ in size: {a} is {first[0]}x{first[1]}, {b} is {second[0]}x{second[1]}; "
+                       "give a size to resize them all to")
+    mode = "L" if grey else "RGB"
+
+    def load(index: int) -> np.ndarray:
+        with Image.open(files[index]) as image:
+            image = image.convert(mode)
+            if size is not None and image.size != size:
+                image = image.resize(size, Image.Resampling.BILINEAR)
+            pixels = np.asarray(image, dtype=np.uint8)
+        return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+
+    return _Samples(items, load, classes)
+
+
+def _npz_samples(path: Path) -> _Samples:
+    arrays = np.load(path, allow_pickle=False)  # never unpickle user data
+    missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
+    if missing:
+        raise McuError(f"{path}: missing arrays {missing} (found {sorted(arrays.files)})")
+    inputs = {split: _nchw(arrays[f"x_{split}"], f"x_{split}") for split in ("train", "test")}
+    labels = {split: arrays[f"y_{split}"].astype(np.int64).reshape(-1) for split in ("train", "test")}
+    for split in ("train", "test"):
+        if len(labels[split]) != len(inputs[split]):
+            raise McuError(f"{path}: x_{split} has {len(inputs[split])} rows, y_{split} {len(labels[split])}")
+    items = [(f"{split}/{row}", split, int(label)) for split in ("train", "test") for row, label in
+             enumerate(labels[split])]
+    n_train = len(labels["train"])
+    return _Samples(items, lambda i: inputs["train"][i] if i < n_train else inputs["test"][i - n_train], [])
+
+
+def _nchw(x: np.ndarray, name: str) -> np.ndarray:
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+        x = x.transpose(0, 3, 1, 2)
+    elif x.ndim != 4:
+        raise McuError(f"{name} must be images [N, H, W], [N, H, W, C] or [N, C, H, W], got shape {list(x.shape)}")
+    if x.dtype == np.uint8:
+        return x
+    if np.issubdtype(x.dtype, np.floating):
+        return x.astype(np.float32)
+    if np.issubdtype(x.dtype, np.integer) and x.min() >= 0 and x.max() <= 255:
+        return x.astype(np.uint8)
+    raise McuError(f"{name} must be uint8, integers in [0, 255] or floats in [0, 1], got {x.dtype}")
+
+
+def _write(samples: _Samples, out_dir: Path, subjects: dict[str, str], max_shard_bytes: int,
+           on_progress: Progress | None) -> PreparedDataset:
+    from safetensors.numpy import save_file
+
+    known = {sample_id for sample_id, _, _ in samples.items}
+    unknown = [s for s in subjects if s not in known]
+    if unknown:
+        raise McuError(f"the subjects CSV names {len(unknown)} unknown sample ids, e.g. {unknown[:3]}")
+    prepared = PreparedDataset(out_dir / "manifest.csv", [], classes=samples.classes)
+    with prepared.manifest.open("w", newline="") as file:
+        manifest = csv.writer(file)
+        manifest.writerow(["sample_id", "split", "shard", "row", "subject_id"])
+        for shard_rows in _batches(samples, max_shard_bytes, on_progress):
+            shard = out_dir / f"shard-{len(prepared.shards):05d}.safetensors"
+            save_file({"inputs": np.stack([x for x, _ in shard_rows]),
+                       "labels": np.array([samples.items[i][2] for _, i in shard_rows], dtype=np.int64)}, shard)
+            prepared.shards.append(shard)
+            for row, (_, index) in enumerate(shard_rows):
+                sample_id, split, _ = samples.items[index]
+                manifest.writerow([sample_id, split, shard.name, row, subjects.get(sample_id, "")])
+                prepared.num_train += split == "train"
+                prepared.num_test += split == "test"
+    return prepared
+
+
+def _batches(samples: _Samples, max_bytes: int, on_progress: Progress | None
+             ) -> Iterator[list[tuple[np.ndarray, int]]]:
+    """(image, sample index) lists holding at most `max_bytes` of pixels each (at least one image)."""
+    batch: list[tuple[np.ndarray, int]] = []
+    held, shape = 0, None
+    for index in range(len(samples.items)):
+        image = samples.load(index)
+        if shape is None:
+            shape = image.shape
+        elif image.shape != shape:
+            raise McuError(f"sample {samples.items[index][0]} has shape {list(image.shape)}, the first had "
+                           f"{list(shape)}")
+        if batch and held + image.nbytes > max_bytes:
+            yield batch
+            batch, held = [], 0
+        batch.append((image, index))
+        held += image.nbytes
+        if on_progress:
+            on_progress(index + 1, len(samples.items))
+    if batch:
+        yield batch

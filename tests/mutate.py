@@ -1,0 +1,285 @@
+"""`make mutate`: break one behaviour that matters at a time and check that the tests notice.
+
+Each mutation is a textual replacement that must match exactly once in its file (a mutation whose code has
+moved fails loudly instead of testing nothing). It is applied to a fresh temporary copy of the tree, never
+to the real files, and the tests most likely to catch it run there. A mutation they pass is a gap in the
+tests. Before the mutations, the same selections run once on an unmodified copy: a test that fails there
+would "catch" every mutation.
+
+    python tests/mutate.py              # every mutation; exit 1 when one survives
+    python tests/mutate.py --list       # their names
+    python tests/mutate.py resume 409   # only those whose name contains one of these words
+
+Adding a mutation is one entry in MUTATIONS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+COPY_IGNORES = shutil.ignore_patterns(".git", ".venv", ".mcu", "__pycache__", ".pytest_cache", ".ruff_cache",
+                                      "*.egg-info", "results", ".cache")
+TIMEOUT_SECONDS = 900  # per pytest run; a mutation that hangs the tests counts as caught
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    path: str  # relative to the repository root
+    old: str  # must occur exactly once in the file
+    new: str
+    tests: tuple[str, ...]  # pytest node ids or files
+    also: tuple[tuple[str, str], ...] = ()  # further (old, new) replacements in the same file
+
+
+CURVE = "tests/unlearning/test_curve.py"
+EVIDENCE = "tests/worker/test_evidence.py"
+MCU = "tests/unlearning/test_mcu.py"
+ERASURE = ("tests/api/test_erasure.py::test_erased_rows_are_refused_then_left_out_and_named_rows_are_forgotten"
+           "[sqlite]",)
+LIFECYCLE = ("tests/domain/test_lifecycle.py",)
+ERASURE_15 = "tests/worker/test_erasure.py::test_erased_rows_leave_the_shards_once_every_model_erased_them"
+FLOWS = "tests/api/test_flows.py"
+
+MUTATIONS = [
+    # The five the whole suite once let through, and two it caught only indirectly.
+    Mutation("curve coefficient 2t(1-t) becomes t(1-t)", "unlearning/curve.py",
+             "2.0 * t * (1.0 - t)", "t * (1.0 - t)",
+             (f"{CURVE}::test_interior_points_follow_the_bezier_formula",)),
+    Mutation("adaptive beta forced to 0 in curve training", "unlearning/mcu.py",
+             "return adaptive_beta(retain_acc, forget_acc, targets)", "return 0.0",
+             (f"{MCU}::test_curve_training_applies_the_adaptive_beta",)),
+    Mutation("MIA efficacy measured on retain rows, not forget rows", "unlearning/metrics.py",
+             "mia_efficacy(retain_conf[: len(test_conf)], test_conf, forget_conf)",
+             "mia_efficacy(retain_conf[: len(test_conf)], test_conf, retain_conf)",
+             ("tests/unlearning/test_metrics.py",)),
+    Mutation("recommended t always 1.0", "unlearning/spectrum.py",
+             "return float(search[within[-1]])", "return 1.0",
+             (f"{CURVE}::test_recommended_t_is_the_known_minimum_and_the_window_its_nearest_point",)),
+    Mutation("resume ignores the checkpoint (restarts at epoch 0, still logs the resume)", "worker/jobs.py",
+             "resume=resume,", "resume=None,", ("tests/worker/test_resume.py",)),
+    Mutation("already-erased samples not dropped (no 409)", "domain/forget.py",
+             "remaining = forget.without(set(erased))", "remaining = forget", ERASURE),
+    Mutation("sample ids resolved one position off", "domain/forget.py",
+             "ForgetSet({r.position: r.sample_id for r in train}, erased_from_storage)",
+             "ForgetSet({r.position + 1: r.sample_id for r in train}, erased_from_storage)", ERASURE),
+    # The algorithm.
+    Mutation("BatchNorm statistics recomputed from forget rows", "unlearning/metrics.py",
+             "bn=data.retain.sample(", "bn=data.forget.sample(",
+             (f"{CURVE}::test_batchnorm_statistics_come_from_retain_data_only",)),
+    Mutation("masked-out tensors of theta_c get gradients", "unlearning/mcu.py",
+             "trainable.get(n, curve.control[n])", "trainable.get(n, curve.control[n].requires_grad_(True))",
+             ("tests/unlearning/test_mask.py::test_frozen_tensors_get_no_gradient_and_do_not_move",)),
+    Mutation("element mask not applied to gradients", "unlearning/mcu.py",
+             "grad_masks=grad_masks,", "grad_masks=None,",
+             ("tests/unlearning/test_mask.py::test_element_mask_freezes_elements_inside_a_tensor",)),
+    Mutation("training batches without forget rows", "unlearning/training.py",
+             "while len(forget_order) < n_batches:", "while False:",
+             (f"{MCU}::test_every_training_batch_holds_forget_samples",)),
+    Mutation("cancel not checked between batches", "unlearning/training.py",
+             "            hooks.check_cancel()\n", "",
+             (f"{MCU}::test_cancel_stops_within_one_batch",)),
+    Mutation("SGD momentum not restored on resume", "unlearning/mcu.py",
+             'optimizer.state[p]["momentum_buffer"] = resume.momentum[name].to(device)', "pass",
+             (f"{MCU}::test_interrupted_and_resumed_training_equals_uninterrupted",)),
+    # The service.
+    Mutation("state change without compare-and-set on the state", "domain/lifecycle.py",
+             "DeletionRequest.id == request_id, DeletionRequest.state.in_(sources), *where",
+             "DeletionRequest.id == request_id, *where",
+             (f"{FLOWS}::test_deletion_request_lifecycle_through_the_api[sqlite]",
+              f"{FLOWS}::test_cancel_of_a_queued_request_is_immediate[sqlite]")),
+    Mutation("follow-ups sent as the commit starts, not after it succeeded", "domain/lifecycle.py",
+             '@event.listens_for(factory, "after_commit")', '@event.listens_for(factory, "before_commit")',
+             LIFECYCLE),
+    Mutation("follow-ups of a rolled-back change kept", "domain/lifecycle.py",
+             "session.info.pop(_PENDING, None)", "session.info.get(_PENDING)", LIFECYCLE),
+    Mutation("validation ignores the declared preprocessing", "worker/inputs.py",
+             'if preprocessing["mean"] is None:', "if True:",
+             ("tests/worker/test_validation.py::test_the_declared_preprocessing_is_what_the_model_is_measured_under",)),
+    Mutation("jobs ignore the declared preprocessing", "worker/inputs.py",
+             "load_dataset(services, session, dataset_row, model.preprocessing)",
+             'load_dataset(services, session, dataset_row, {"mean": None})', ERASURE),
+    Mutation("strict weight loading off", "worker/validation.py",
+             "    if errors:\n", "    if False:\n",
+             ("tests/api/test_bad_input.py::test_model_weights_missing_one_key_are_invalid[sqlite]",),
+             also=(("strict=True)", "strict=False)"),)),
+    Mutation("erased rows back in later jobs' retain set", "worker/inputs.py",
+             "keep = ~torch.isin(positions, erased)", "keep = torch.ones_like(positions, dtype=torch.bool)",
+             ERASURE),
+    Mutation("publishing records no erased rows", "worker/publish.py",
+             "record_erased(session, model.id, erasing.forget_positions, erasing.id)", "pass", ERASURE),
+    Mutation("API key scope not checked", "api/auth.py",
+             'return scope in self.scopes or "admin" in self.scopes', "return True",
+             ("tests/api/test_auth.py::test_key_without_the_scope_is_403[sqlite]",)),
+    Mutation("callback allow-list bypassed", "domain/requests.py",
+             "if not settings.callback_host_allowed(url):", "if False:",
+             ("tests/api/test_bad_input.py::test_deletion_request_problem_is_422"
+              "[sqlite-callback_url host off the allow-list]",)),
+    Mutation("idempotency key not remembered (a replay creates a second request)", "api/idempotency.py",
+             "    if key is not None:\n        session.add(", "    if False:\n        session.add(",
+             (f"{FLOWS}::test_idempotency_key_replays_and_rejects_other_bodies[sqlite]",)),
+    # Compliance evidence (issue 14), rate limits and callbacks (issue 11).
+    Mutation("auto selection publishes a point that fails the erasure criterion", "domain/erasure.py",
+             "    if recommended.met:\n", "    if True:\n",
+             (f"{EVIDENCE}::test_auto_selection_withholds_a_curve_that_never_forgets",)),
+    Mutation("a manual selection of a failing point needs no acknowledgement", "domain/requests.py",
+             "if not judgement.met and not acknowledged:", "if False:",
+             (f"{EVIDENCE}::test_a_failing_point_needs_an_acknowledgement_and_the_report_says_so",)),
+    Mutation("an event's hash does not cover its actor", "models/audit.py",
+             '"state": state, "actor": actor, "detail": detail,', '"state": state, "detail": detail,',
+             (f"{EVIDENCE}::test_the_audit_chain_names_an_edited_or_deleted_event",)),
+    Mutation("the audit chain's links are not checked", "models/audit.py",
+             "if event.prev_hash != expected_prev:", "if False:",
+             (f"{EVIDENCE}::test_the_audit_chain_names_an_edited_or_deleted_event",)),
+    Mutation("the report's signature does not cover the report", "domain/signing.py",
+             "value = self.private_key.sign(canonical_json(report))", 'value = self.private_key.sign(b"{}")',
+             (f"{EVIDENCE}::test_a_forgetting_request_succeeds_with_a_signed_report_that_detects_any_change",)),
+    Mutation("no rate limit per API key", "api/ratelimit.py",
+             "if self.per_key is not None and token:", "if False:",
+             ("tests/api/test_rate_limits.py::test_each_key_has_its_own_budget",)),
+    Mutation("a callback resolves the name again instead of calling the vetted address", "worker/callbacks.py",
+             "if address is not None and address != parts.hostname:", "if False:",
+             ("tests/worker/test_callbacks.py::test_the_call_goes_to_the_address_vetted_not_to_a_second_dns_answer",)),
+    Mutation("a delivered callback is not recorded (the outbox sends it again)", "worker/callbacks.py",
+             "delivered_at=utcnow() if ok else None", "delivered_at=None",
+             ("tests/worker/test_reconciler.py::test_a_callback_owed_during_a_broker_outage_is_sent_and_delivered_once",)),
+    # Erasure beyond the weights and coalescing (issue 15).
+    Mutation("superseded weights still served after the retention policy deleted them", "api/routes/models.py",
+             "if row.weights_deleted_at is not None:", "if False:", (ERASURE_15,)),
+    Mutation("erased rows' old shard objects left in the store", "worker/erasure.py",
+             "            services.store.delete(key)\n", "", (ERASURE_15,)),
+    Mutation("shard rows of staying samples not moved up after a rewrite", "worker/erasure.py",
+             "sample.row -= bisect.bisect_left(drop, sample.row)", "pass", (ERASURE_15,)),
+    Mutation("a coalesced job trains on the leader's rows only", "worker/inputs.py",
+             "forget_positions = job_positions(session, request)", "forget_positions = request.forget_positions",
+             ("tests/worker/test_coalesce.py",)),
+]
+
+
+@dataclass
+class Outcome:
+    mutation: Mutation
+    result: str  # "caught", "SURVIVED" or "NOT APPLIED"
+    detail: str  # the test that failed, or why
+    seconds: float
+
+
+def copy_tree(into: Path) -> Path:
+    target = into / "src"
+    shutil.copytree(ROOT, target, ignore=COPY_IGNORES)
+    return target
+
+
+def apply(tree: Path, mutation: Mutation) -> str | None:
+    """Apply every replacement of `mutation` in the copy; the reason it cannot be applied, or None."""
+    file = tree / mutation.path
+    text = file.read_text()
+    for old, new in ((mutation.old, mutation.new), *mutation.also):
+        count = text.count(old)
+        if count != 1:
+            return f"{old.strip()!r} occurs {count} times in {mutation.path}"
+        text = text.replace(old, new)
+    file.write_text(text)
+    return None
+
+
+def run_tests(tree: Path, tests: tuple[str, ...]) -> tuple[int, str]:
+    """pytest in the copy (stopping at the first failure); its exit status and output. PYTHONPATH makes the
+    processes the tests start import the copy too, not the installed package."""
+    env = os.environ | {"PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1", "COLUMNS": "240"}
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+    try:
+        done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True, timeout=TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        return -1, f"timed out after {TIMEOUT_SECONDS} s"
+    return done.returncode, done.stdout + done.stderr
+
+
+def first_failure(output: str) -> str:
+    """The first failed test and its message, as pytest's short summary gives them."""
+    for line in output.splitlines():
+        if line.startswith(("FAILED ", "ERROR ")):
+            return line.split(" ", 1)[1].rsplit("::", 1)[-1][:160]
+    return output.strip().splitlines()[-1] if output.strip() else ""
+
+
+def check(mutation: Mutation) -> Outcome:
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="mcu-mutate-") as scratch:
+        tree = copy_tree(Path(scratch))
+        problem = apply(tree, mutation)
+        if problem is not None:
+            return Outcome(mutation, "NOT APPLIED", problem, time.perf_counter() - started)
+        status, output = run_tests(tree, mutation.tests)
+    seconds = time.perf_counter() - started
+    if status == 0:
+        return Outcome(mutation, "SURVIVED", "every selected test passed", seconds)
+    if status in (1, 2, -1):  # failures, errors (e.g. an import broken by the mutation), or a hang
+        return Outcome(mutation, "caught", first_failure(output), seconds)
+    return Outcome(mutation, "NOT APPLIED", f"pytest exit {status}: {first_failure(output)}", seconds)
+
+
+def baseline(mutations: list[Mutation]) -> bool:
+    """Every selection passes on an unmodified copy."""
+    tests = tuple(dict.fromkeys(t for m in mutations for t in m.tests))
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="mcu-mutate-") as scratch:
+        status, output = run_tests(copy_tree(Path(scratch)), tests)
+    print(f"baseline: {len(tests)} selections on the unmodified tree, "
+          f"{'pass' if status == 0 else 'FAIL'} ({time.perf_counter() - started:.0f} s)", flush=True)
+    if status != 0:
+        print(output[-3000:])
+    return status == 0
+
+
+def short(tests: tuple[str, ...]) -> str:
+    return ", ".join(t.removeprefix("tests/") for t in tests)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("words", nargs="*", help="run only mutations whose name contains one of these")
+    parser.add_argument("--list", action="store_true", help="print the mutations and exit")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the run on the unmodified tree")
+    args = parser.parse_args()
+    chosen = [m for m in MUTATIONS if not args.words or any(w.lower() in m.name.lower() for w in args.words)]
+    if args.list:
+        for m in chosen:
+            print(f"{m.name}  [{m.path}]  ->  {short(m.tests)}")
+        return 0
+    if not chosen:
+        print("no mutation matches", args.words)
+        return 2
+    started = time.perf_counter()
+    if not args.no_baseline and not baseline(chosen):
+        return 2
+    outcomes = []
+    for mutation in chosen:
+        outcome = check(mutation)
+        outcomes.append(outcome)
+        print(f"{outcome.result:>11}  {outcome.seconds:5.0f} s  {mutation.name}  ({outcome.detail})", flush=True)
+
+    width = max(len(m.name) for m in chosen)
+    print(f"\n{'mutation':<{width}} | {'result':<11} | {'s':>4} | tests run")
+    print(f"{'-' * width}-|-{'-' * 11}-|-{'-' * 4}-|-{'-' * 9}")
+    for o in outcomes:
+        print(f"{o.mutation.name:<{width}} | {o.result:<11} | {o.seconds:4.0f} | {short(o.mutation.tests)}")
+    caught = sum(o.result == "caught" for o in outcomes)
+    survived = sum(o.result == "SURVIVED" for o in outcomes)
+    broken = len(outcomes) - caught - survived
+    print(f"\ntotal {time.perf_counter() - started:.0f} s" + (f"; {broken} not applied" if broken else ""))
+    print(f"mutations: {caught} caught, {survived} survived")
+    return 0 if caught == len(outcomes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
