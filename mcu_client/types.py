@@ -63,6 +63,7 @@ class Version(Body):
     t: float | None
     metrics: dict[str, Any] | None
     preprocessing: Preprocessing | None
+    weights_deleted_at: datetime | None = None  # retention policy: GET .../weights then raises `Gone` (410)
     created_at: datetime
 
 
@@ -126,6 +127,7 @@ class DeletionRequest(Body):
     selection: Selection | None
     error: Problem | None
     erasure_criterion: ErasureCriterion
+    job_id: str | None = None  # coalescing: the request whose job runs this one with others
     created_at: datetime
     received_at: datetime
     due_at: datetime
