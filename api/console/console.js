@@ -202,8 +202,10 @@ async function modelPage(token, modelId) {
             v.deletion_request_id) : "—"),
         el("td", { class: "num" }, fmt(v.t, 2)), el("td", { class: "mono" }, v.sha256), ...metricCells(v.metrics),
         el("td", {}, when(v.created_at)),
-        el("td", {}, can("models:read") ? el("button", { type: "button", class: "download",
-          onclick: (e) => download(model.id, v.version, e.target) }, "Download") : null)))))),
+        el("td", {}, v.weights_deleted_at  // the retention policy deleted them: the API answers 410
+          ? el("span", { class: "muted", title: `deleted ${when(v.weights_deleted_at)}` }, "weights deleted")
+          : can("models:read") ? el("button", { type: "button", class: "download",
+            onclick: (e) => download(model.id, v.version, e.target) }, "Download") : null)))))),
     el("p", {}, el("a", { href: `#/requests?model_id=${encodeURIComponent(model.id)}` },
       "Deletion requests on this model")));
 }
