@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -19,11 +20,13 @@ from safetensors.torch import load, save
 
 from api.app import create_app
 from cli.digits import DigitsUpload
-from models import Dataset, DeletionRequest
+from models import Dataset, DeletionRequest, utcnow
 from settings import Settings
 from worker import jobs
-from worker.erasure import clean_up, prune_cache
+from worker.artifacts import delete_artifacts
+from worker.erasure import clean_up, erase_training_rows, prune_cache
 from worker.inputs import load_dataset, load_inputs
+from worker.reconciler import finish_cleanups
 from worker.services import Services, connect
 from worker.validation import validate_model
 
@@ -58,13 +61,16 @@ class Env:
         assert response.status_code == 202, response.text
         request_id = response.json()["id"]
         jobs.run_request(services, request_id)
-        t = self.client.get(f"/v1/deletion-requests/{request_id}").json()["curve"]["recommended_t"]
+        t = self.get_t(request_id)
         selected = self.client.post(f"/v1/deletion-requests/{request_id}/selection", json={"t": t, "acknowledge": ACK})
         assert selected.status_code == 202, selected.text
         jobs.materialize_selection(services, request_id)
         assert self.client.get(f"/v1/deletion-requests/{request_id}").json()["state"] == "succeeded"
         clean_up(services, request_id)
         return request_id
+
+    def get_t(self, request_id: str) -> float:
+        return self.client.get(f"/v1/deletion-requests/{request_id}").json()["curve"]["recommended_t"]
 
     def report(self, request_id: str) -> dict:
         response = self.client.get(f"/v1/deletion-requests/{request_id}/report")
@@ -194,3 +200,32 @@ def test_kept_superseded_versions_stay_downloadable_and_the_report_says_so(env: 
     assert (env.weights(model, 1), env.weights(model, 2), env.weights(model, 3)) == (410, 200, 200)
     assert [v["weights"] for v in env.report(second)["superseded_versions"]] == ["deleted", "held"]
     assert env.report(first)["superseded_versions"][0]["deleted_by_request"] == second
+
+
+def test_a_clean_up_cut_short_is_finished_by_the_reconciler(env: Env) -> None:
+    """The shards were rewritten, then the worker died before deleting the old objects: the reconciler runs
+    the clean-up again and deletes what the rewrite's event names."""
+    dataset = env.client.post("/v1/datasets", data={"name": "cut short"}, files=two_shards(env.upload))
+    assert dataset.status_code == 201, dataset.text
+    dataset = dataset.json()
+    model = env.client.post("/v1/models", data=env.upload.model_form(dataset["id"], "alone"),
+                            files={"weights": ("w.safetensors", env.upload.weights)}).json()["id"]
+    validate_model(env.services, model)
+    with env.services.factory() as session:
+        old_keys = [s["key"] for s in session.get(Dataset, dataset["id"]).shards]
+    response = env.client.post("/v1/deletion-requests", json={
+        "model_id": model, "forget": {"sample_ids": ["d500", "d1200"]}, "config": FAST})
+    assert response.status_code == 202, response.text
+    request_id = response.json()["id"]
+    jobs.run_request(env.services, request_id)
+    t = env.get_t(request_id)
+    env.client.post(f"/v1/deletion-requests/{request_id}/selection", json={"t": t, "acknowledge": ACK})
+    jobs.materialize_selection(env.services, request_id)
+    delete_artifacts(env.services, request_id)  # the clean-up's first step done: only the erasure is owed
+    erase_training_rows(env.services, request_id)  # committed; the worker dies before deleting anything
+    assert all(env.services.store.exists(key) for key in old_keys)
+
+    assert request_id in finish_cleanups(env.services, utcnow() + timedelta(seconds=1))
+    assert not any(env.services.store.exists(key) for key in old_keys)
+    assert env.report(request_id)["training_data"]["clean_up_finished_at"] is not None
+    assert request_id not in finish_cleanups(env.services, utcnow() + timedelta(seconds=1))  # done once
