@@ -16,14 +16,14 @@ from dataclasses import dataclass
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
 from cli.digits import DigitsUpload
 from models import DeletionRequest
 from settings import Settings
 from worker import jobs
 from worker.inputs import load_inputs
-from worker.services import Services, connect
-from worker.validation import validate_model
+from worker.services import Services
+
+from .conftest import digits_service
 
 WINDOW = 0.5
 FAST = {"epochs": 2, "grid_points": 5, "base": {"epochs": 2}}
@@ -61,13 +61,8 @@ class Env:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, digits_upload: DigitsUpload) -> Iterator[Env]:
     settings = Settings(data_dir=tmp_path_factory.mktemp("coalesce"), bootstrap_api_key="k", coalesce_seconds=WINDOW)
-    client = TestClient(create_app(settings), headers={"Authorization": "Bearer k"})
-    services = connect(settings)
-    dataset = client.post("/v1/datasets", data={"name": "digits"}, files=digits_upload.files())
-    model = client.post("/v1/models", data=digits_upload.model_form(dataset.json()["id"]),
-                        files={"weights": ("w.safetensors", digits_upload.weights)})
-    validate_model(services, model.json()["id"])
-    yield Env(client, services, model.json()["id"])
+    client, services, model_id = digits_service(settings, digits_upload)
+    yield Env(client, services, model_id)
 
 
 def ids(start: int) -> list[str]:

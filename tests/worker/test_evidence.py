@@ -18,7 +18,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
-from api.app import create_app
 from cli.digits import DigitsUpload
 from domain.signing import SigningKeys, verify
 from models import DeletionRequest, Event
@@ -28,8 +27,9 @@ from worker import jobs
 from worker.artifacts import delete_artifacts
 from worker.callbacks import OVERDUE, event_body
 from worker.reconciler import notify_overdue
-from worker.services import Services, connect
-from worker.validation import validate_model
+from worker.services import Services
+
+from .conftest import digits_service
 
 FORGET_CLASS = 3
 # A curve that forgets the class: rl moves the labels away, and the curve keeps that.
@@ -67,13 +67,8 @@ class Env:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, digits_upload: DigitsUpload) -> Iterator[Env]:
     settings = Settings(data_dir=tmp_path_factory.mktemp("evidence"), bootstrap_api_key="k")
-    client = TestClient(create_app(settings), headers={"Authorization": "Bearer k"})
-    services = connect(settings)
-    dataset = client.post("/v1/datasets", data={"name": "digits"}, files=digits_upload.files())
-    model = client.post("/v1/models", data=digits_upload.model_form(dataset.json()["id"]),
-                        files={"weights": ("w.safetensors", digits_upload.weights)})
-    validate_model(services, model.json()["id"])
-    yield Env(client, services, model.json()["id"], settings)
+    client, services, model_id = digits_service(settings, digits_upload)
+    yield Env(client, services, model_id, settings)
 
 
 def test_auto_selection_withholds_a_curve_that_never_forgets(env: Env) -> None:

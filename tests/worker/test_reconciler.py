@@ -16,20 +16,17 @@ from worker.reconciler import reconcile
 from worker.services import connect
 from worker.validation import validate_model
 
+from .conftest import digits_service
+
 DOWN = "redis://127.0.0.1:1/0"  # nothing listens there: every send fails, as in a broker outage
 
 
 def test_artifacts_of_a_request_cancelled_during_a_broker_outage_are_deleted(tmp_path: Path,
                                                                             digits_upload: DigitsUpload) -> None:
     settings = Settings(data_dir=tmp_path, bootstrap_api_key="k", broker_url=DOWN, requeue_after_seconds=1)
-    client = TestClient(create_app(settings), headers={"Authorization": "Bearer k"})
-    services = connect(settings)
-    dataset = client.post("/v1/datasets", data={"name": "d"}, files=digits_upload.files()).json()
-    model = client.post("/v1/models", data=digits_upload.model_form(dataset["id"]),
-                        files={"weights": ("w.safetensors", digits_upload.weights)}).json()
-    validate_model(services, model["id"])
+    client, services, model_id = digits_service(settings, digits_upload)
     request_id = client.post("/v1/deletion-requests", json={
-        "model_id": model["id"], "forget": {"classes": [2]},
+        "model_id": model_id, "forget": {"classes": [2]},
         "config": {"epochs": 1, "grid_points": 3, "base": {"epochs": 1}}}).json()["id"]
     jobs.run_request(services, request_id)  # the job ran before the outage: θ_p, θ_c, checkpoint are stored
     artifacts = tmp_path / "objects" / "requests" / request_id
