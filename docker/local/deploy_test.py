@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from cli.demo import register_digits  # noqa: E402  (after the path: run as a script from anywhere)
-from mcu_client import wait_for  # noqa: E402  (the project's one polling loop)
+from mcu_client import Client, wait_for  # noqa: E402  (wait_for: the project's one polling loop)
 
 SLOW_CURVE = {"epochs": 10, "batch_size": 8, "retain_ratio": 1.0, "grid_points": 5, "base": {"epochs": 2}}
 FAST_JOB = {"epochs": 3, "grid_points": 5, "base": {"epochs": 4}}
@@ -191,7 +191,7 @@ def recovery(env_file: str) -> None:
     headers = {"Authorization": f"Bearer {env['MCU_BOOTSTRAP_API_KEY']}"}
     with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
         service = Service(client)
-        _, model_id = register_digits(client)
+        _, model_id = register_digits(Client(http=client))
         killed_worker_resumes(service, model_id)
         redis_restart_keeps_the_queue(service, model_id, env)
         two_workers_run_two_requests(service, model_id)
