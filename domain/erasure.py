@@ -91,21 +91,13 @@ def point_at(points: Sequence[Mapping[str, Any]], t: float) -> dict[str, float]:
     return {"t": t} | {m: nearest[m] for m in METRICS}
 
 
-def auto_choice(points: Sequence[Mapping[str, Any]], recommended_t: float, targets: Mapping[str, float | None],
+def auto_choice(ranked: Sequence[Mapping[str, Any]], recommended_t: float, targets: Mapping[str, float | None],
                 forget_rows: int, criterion: Mapping[str, float]) -> tuple[float | None, Judgement]:
-    """The t `auto` selection publishes: the recommended one if it meets the criterion, else the measured
-    point that meets it with the least estimated gap to the targets; None (with the recommended point's
-    judgement) when no point does."""
-    recommended = judge(point_at(points, recommended_t), targets, forget_rows, criterion)
+    """The t `auto` selection publishes: the recommended one if it meets the criterion, else the first of the
+    measured points in `ranked` (the caller orders them best first, by the library's estimated gap to the
+    targets) that meets it; None (with the recommended point's judgement) when no point does."""
+    recommended = judge(point_at(ranked, recommended_t), targets, forget_rows, criterion)
     if recommended.met:
         return recommended_t, recommended
-    passing = [p for p in points if judge(p, targets, forget_rows, criterion).met]
-    if not passing:
-        return None, recommended
-    best = min(passing, key=lambda p: _gap(p, targets))
-    return float(best["t"]), recommended
-
-
-def _gap(point: Mapping[str, float], targets: Mapping[str, float | None]) -> float:
-    terms = [abs(point[m] - target) for m in METRICS if (target := targets.get(m)) is not None]
-    return sum(terms) / max(1, len(terms))
+    passing = next((p for p in ranked if judge(p, targets, forget_rows, criterion).met), None)
+    return (None if passing is None else float(passing["t"])), recommended

@@ -26,6 +26,7 @@ from models import CurvePoint, DeletionRequest, record_event, utcnow
 from unlearning.architectures import has_batchnorm
 from unlearning.mcu import Checkpoint
 from unlearning.pipeline import CurveResult, materialize_point, run_unlearning
+from unlearning.spectrum import target_gap
 from unlearning.training import Cancelled, Progress
 from worker import artifacts
 from worker.dispatch import RUN_REQUEST
@@ -138,8 +139,9 @@ def _store_curve(services: Services, request: DeletionRequest, result: CurveResu
             return
         if request.selection_mode != "auto":
             return
-        t, recommended = auto_choice([p.to_dict() for p in result.points], result.recommended_t,
-                                     summary["targets"], forget_count, request.erasure_criterion)
+        ranked = sorted(result.points, key=lambda p: float(target_gap(p.to_dict(), result.targets)))
+        t, recommended = auto_choice([p.to_dict() for p in ranked], result.recommended_t, summary["targets"],
+                                     forget_count, request.erasure_criterion)
         if t is None:  # nothing on the curve shows erasure: an operator decides
             record_event(session, request.id, "erasure_criterion_not_met", State.AWAITING_SELECTION, "worker",
                          {"t": result.recommended_t, "reasons": recommended.reasons,
