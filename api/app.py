@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = open_store(settings.resolved_storage_url, s3_endpoint_url=settings.s3_endpoint_url)
     app.state.dispatcher = Dispatcher(settings.resolved_broker_url)
     send_follow_ups_after_commit(app.state.session_factory, app.state.dispatcher)
-    app.state.signing_keys = SigningKeys(app.state.session_factory, settings)
+    app.state.signing_keys = SigningKeys(app.state.session_factory, settings, app.state.read_session_factory)
     app.state.metrics_registry = registry = CollectorRegistry()
     registry.register(ServiceCollector(app.state.session_factory, app.state.dispatcher))
     app.add_middleware(MultipartCompleteness)

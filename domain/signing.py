@@ -59,10 +59,13 @@ class Signer:
 
 
 class SigningKeys:
-    """The current signer, loaded once per key (a rotation elsewhere is picked up at the next report)."""
+    """The current signer, loaded once per key (a rotation elsewhere is picked up at the next report).
+    Looking the key up is a read (`read_factory`: on SQLite it does not take the write lock, and
+    `GET /v1/signing-key` is public); only making or replacing the current key writes."""
 
-    def __init__(self, factory: sessionmaker[Session], settings: Settings) -> None:
-        self.factory, self.settings = factory, settings
+    def __init__(self, factory: sessionmaker[Session], settings: Settings,
+                 read_factory: sessionmaker[Session] | None = None) -> None:
+        self.factory, self.read_factory, self.settings = factory, read_factory or factory, settings
         self._cache: dict[str, Signer] = {}
         self._lock = threading.Lock()
 
@@ -70,10 +73,16 @@ class SigningKeys:
         with self._lock:
             file = self.settings.resolved_signing_key_file
             private = _key_from_file(file) if file is not None else None
-            try:
-                key_id, stored = self._current_row(private)
-            except IntegrityError:  # another process made the first key at the same moment: use the winner's
-                key_id, stored = self._current_row(private)
+            with self.read_factory() as session:
+                row = session.scalar(select(SigningKey).where(SigningKey.slot == CURRENT))
+                key_id, stored = (row.key_id, row.private_key) if row is not None else (None, None)
+            if key_id is None or (private is not None and key_id != key_id_of(_raw_public(private))):
+                try:
+                    key_id, stored = self._install(private)
+                except IntegrityError:  # another process made the first key at the same moment: the winner's
+                    with self.read_factory() as session:
+                        row = session.scalar(select(SigningKey).where(SigningKey.slot == CURRENT))
+                        key_id, stored = row.key_id, row.private_key
             if key_id not in self._cache:
                 if private is None:
                     if stored is None:
@@ -82,14 +91,14 @@ class SigningKeys:
                 self._cache[key_id] = Signer(key_id, private)
             return self._cache[key_id]
 
-    def _current_row(self, private: Ed25519PrivateKey | None) -> tuple[str, str | None]:
+    def _install(self, private: Ed25519PrivateKey | None) -> tuple[str, str | None]:
+        """The key file's key (a new file: a rotation), or a new key kept in the database, becomes current."""
         with self.factory() as session, session.begin():
-            row = session.scalar(select(SigningKey).where(SigningKey.slot == CURRENT))
-            if private is not None and (row is None or row.key_id != key_id_of(_raw_public(private))):
-                row = _make_current(session, private, stored=None)  # a new key file: a rotation
-            elif row is None:
-                generated = Ed25519PrivateKey.generate()
-                row = _make_current(session, generated, stored=self._encrypt(generated))
+            if private is not None:
+                row = _make_current(session, private, stored=None)
+            else:
+                private = Ed25519PrivateKey.generate()
+                row = _make_current(session, private, stored=self._encrypt(private))
             return row.key_id, row.private_key
 
     def rotate(self) -> str:

@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from cli.digits import DigitsUpload
 from models import DeletionRequest
 from settings import Settings
+from tests.support import wait_for
 from worker import jobs
 from worker.inputs import load_inputs
 from worker.services import Services
@@ -52,6 +53,17 @@ class Env:
         with self.services.factory() as session:
             request = session.get(DeletionRequest, request_id)
         return len(load_inputs(self.services, request).data.forget)
+
+    def start_running_job(self, starts: tuple[int, ...], watched: int) -> tuple[list[dict], threading.Thread]:
+        """Requests coalesced into one slow job, started in a thread; returns once request `watched` (an
+        index into them) is running."""
+        slow = {"epochs": 60, "grid_points": 3, "base": {"epochs": 5}}
+        requests = [self.submit(ids(start), slow) for start in starts]
+        time.sleep(WINDOW)
+        job = threading.Thread(target=jobs.run_request, args=(self.services, requests[0]["id"]))
+        job.start()
+        wait_for(lambda: self.get(requests[watched]["id"])["state"] == "running", 60, "the job to run")
+        return requests, job
 
     def run_after_window(self, leader: str) -> None:
         time.sleep(WINDOW)
@@ -125,14 +137,7 @@ def test_cancelling_a_queued_member_leaves_the_others_and_a_cancelled_leader_han
 
 
 def test_cancelling_a_member_of_a_running_job_restarts_it_without_the_member(env: Env) -> None:
-    slow = {"epochs": 60, "grid_points": 3, "base": {"epochs": 5}}
-    leader, cancelled, kept = [env.submit(ids(start), slow) for start in (60, 65, 70)]
-    time.sleep(WINDOW)
-    job = threading.Thread(target=jobs.run_request, args=(env.services, leader["id"]))
-    job.start()
-    deadline = time.monotonic() + 60
-    while env.get(cancelled["id"])["state"] != "running" and time.monotonic() < deadline:
-        time.sleep(0.02)
+    (leader, cancelled, kept), job = env.start_running_job((60, 65, 70), watched=1)
     response = env.client.post(f"/v1/deletion-requests/{cancelled['id']}/cancel")
     assert response.status_code == 202 and response.json()["state"] == "cancelled"
     job.join(timeout=300)
@@ -144,14 +149,7 @@ def test_cancelling_a_member_of_a_running_job_restarts_it_without_the_member(env
 
 
 def test_cancelling_the_leader_of_a_running_job_hands_it_to_the_next_member(env: Env) -> None:
-    slow = {"epochs": 60, "grid_points": 3, "base": {"epochs": 5}}
-    leader, heir, kept = [env.submit(ids(start), slow) for start in (80, 85, 90)]
-    time.sleep(WINDOW)
-    job = threading.Thread(target=jobs.run_request, args=(env.services, leader["id"]))
-    job.start()
-    deadline = time.monotonic() + 60
-    while env.get(leader["id"])["state"] != "running" and time.monotonic() < deadline:
-        time.sleep(0.02)
+    (leader, heir, kept), job = env.start_running_job((80, 85, 90), watched=0)
     assert env.client.post(f"/v1/deletion-requests/{leader['id']}/cancel").json()["state"] == "cancelling"
     job.join(timeout=300)
     assert env.get(leader["id"])["state"] == "cancelled"
