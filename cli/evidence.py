@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Annotated
@@ -22,7 +23,10 @@ def reports_verify(
              "report, which proves integrity but not who signed.")] = None,
 ) -> None:
     """Check a report's Ed25519 signature, offline. Exit 0 when valid, 1 when not."""
+    from pydantic import ValidationError
+
     from domain.signing import key_id_of, verify
+    from mcu_client import SigningKeys
 
     try:
         document = json.loads(file.read_bytes())
@@ -32,13 +36,14 @@ def reports_verify(
     trusted = None
     if public_key is not None:
         text = public_key.read_text().strip()
-        try:
-            keys = json.loads(text)["keys"]
-            trusted = {k["key_id"]: k["public_key"] for k in keys}
-        except (json.JSONDecodeError, KeyError, TypeError):
-            import base64
-
-            trusted = {key_id_of(base64.b64decode(text)): text}
+        try:  # the body of GET /v1/signing-key, or one base64 public key
+            trusted = SigningKeys.model_validate_json(text).trusted()
+        except ValidationError:
+            try:
+                trusted = {key_id_of(base64.b64decode(text, validate=True)): text}
+            except ValueError as error:
+                typer.echo(f"INVALID: {public_key} is neither GET /v1/signing-key's JSON nor a base64 key", err=True)
+                raise typer.Exit(1) from error
     result = verify(document, trusted)
     typer.echo(f"{'VALID' if result.ok else 'INVALID'}: {result.reason} (key {result.key_id})",
                err=not result.ok)
