@@ -21,9 +21,10 @@ from datetime import UTC, datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from domain.lifecycle import State
 from models import DeletionRequest, record_event
 
-LIVE_EXCLUDES = ("cancelled",)  # members that left the job
+LIVE_EXCLUDES = (State.CANCELLED,)  # members that left the job
 LONG_AGO = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -33,7 +34,7 @@ def find_leader(session: Session, request: DeletionRequest) -> DeletionRequest |
     if "classes" in request.forget:
         return None
     candidates = session.scalars(select(DeletionRequest).where(
-        DeletionRequest.model_id == request.model_id, DeletionRequest.state == "queued",
+        DeletionRequest.model_id == request.model_id, DeletionRequest.state == State.QUEUED,
         DeletionRequest.job_id.is_(None), DeletionRequest.base_method == request.base_method,
         DeletionRequest.selection_mode == request.selection_mode)
         .order_by(DeletionRequest.created_at).with_for_update()).all()
@@ -69,7 +70,7 @@ def promote(session: Session, leader_id: str, actor: str) -> str | None:
     new_leader = remaining[0].id
     # A stale heartbeat: a worker takes the running job at once, and the reconciler resumes it if the task is lost.
     session.execute(update(DeletionRequest).where(DeletionRequest.id == new_leader)
-                    .values(job_id=None, heartbeat_at=LONG_AGO if remaining[0].state == "running" else None))
+                    .values(job_id=None, heartbeat_at=LONG_AGO if remaining[0].state == State.RUNNING else None))
     session.execute(update(DeletionRequest).where(DeletionRequest.job_id == leader_id)
                     .values(job_id=new_leader))
     for request in remaining:

@@ -120,7 +120,7 @@ def create(session: Session, *, model_id: str, selector: tuple[str, list[Any]], 
         forget_salted_fingerprint=forget.salted_fingerprint(salt),
         erasure_criterion=erasure_criterion, received_at=received_at,
         due_at=received_at + timedelta(days=response_days),
-        progress={"phase": "queued", "fraction": 0.0}, created_by=actor)
+        progress={"phase": State.QUEUED.value, "fraction": 0.0}, created_by=actor)
     leader = coalesce.find_leader(session, request) if coalescing else None
     request.job_id = leader.id if leader else None
     submit(session, request, actor=actor, detail={"forget_count": len(forget.positions), "external_id": external_id,

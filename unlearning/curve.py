@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.optim.swa_utils import update_bn
 
+from unlearning.config import EVAL_BATCH_SIZE
 from unlearning.data import InputAdapter, Subset, batches
 
 StateDict = dict[str, Tensor]
@@ -60,7 +61,8 @@ class BezierCurve:
         return functional_call(self.model, self.weights_at(t, control), (inputs,))
 
     @torch.no_grad()
-    def materialize(self, t: float, retain: Subset, adapter: InputAdapter, batch_size: int = 1024) -> StateDict:
+    def materialize(self, t: float, retain: Subset, adapter: InputAdapter,
+                    batch_size: int = EVAL_BATCH_SIZE) -> StateDict:
         """The concrete weights φ(t) with BatchNorm statistics recomputed on `retain` only."""
         for name, value in self.weights_at(t).items():
             self.model.get_parameter(name).copy_(value)
@@ -70,6 +72,7 @@ class BezierCurve:
 
 
 @torch.no_grad()
-def recompute_batchnorm(model: nn.Module, data: Subset, adapter: InputAdapter, batch_size: int = 1024) -> None:
+def recompute_batchnorm(model: nn.Module, data: Subset, adapter: InputAdapter,
+                        batch_size: int = EVAL_BATCH_SIZE) -> None:
     """Running mean/var as a cumulative average over one pass of `data` (retain rows only, by contract)."""
     update_bn(((x,) for x, _ in batches(data, batch_size, adapter)), model)

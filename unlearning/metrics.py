@@ -13,7 +13,7 @@ import torch
 from sklearn.svm import SVC
 from torch import Tensor, nn
 
-from unlearning.config import EvalConfig
+from unlearning.config import EVAL_BATCH_SIZE, EvalConfig
 from unlearning.data import InputAdapter, Subset, UnlearningData, batches, seeded_generator
 from unlearning.training import autocast
 
@@ -76,7 +76,7 @@ def predict(model: nn.Module, data: Subset, adapter: InputAdapter, batch_size: i
     return torch.cat(correct).cpu(), torch.cat(confidence).cpu()
 
 
-def accuracy(model: nn.Module, data: Subset, adapter: InputAdapter, batch_size: int = 1024) -> float:
+def accuracy(model: nn.Module, data: Subset, adapter: InputAdapter, batch_size: int = EVAL_BATCH_SIZE) -> float:
     correct, _ = predict(model, data, adapter, batch_size)
     return float(correct.float().mean()) if len(correct) else float("nan")
 

@@ -12,6 +12,7 @@ import httpx
 from sqlalchemy import update
 from standardwebhooks import Webhook
 
+from domain.lifecycle import State
 from models import Callback, DeletionRequest, record_event, utcnow
 from settings import Settings
 
@@ -29,7 +30,7 @@ def event_body(settings: Settings, request: DeletionRequest, event: str, message
     so recipients holding copies of the model (GDPR Art. 19) can replace them and keep the evidence."""
     data = {"id": request.id, "state": state_of(request, event),
             "external_id": request.external_id, "model_id": request.model_id, "due_at": request.due_at.isoformat()}
-    if event == "succeeded":
+    if event == State.SUCCEEDED:
         report = f"/v1/deletion-requests/{request.id}/report"
         data |= {"model_version": request.selected_version,
                  "report_url": f"{settings.public_url.rstrip('/')}{report}" if settings.public_url else report}

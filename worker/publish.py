@@ -77,7 +77,7 @@ def requeue_on_current_version(services: Services, request_id: str) -> None:
         moved = transition(session, request_id, State.QUEUED, actor="worker", from_=[State.MATERIALIZING],
                            values={"model_version": model.current_version, "curve_summary": None, "selected_t": None,
                                    "selected_by": None, "selected_at": None, "heartbeat_at": None,
-                                   "dispatched_at": None, "progress": {"phase": "queued", "fraction": 0.0}},
+                                   "dispatched_at": None, "progress": {"phase": State.QUEUED.value, "fraction": 0.0}},
                            detail={"reason": "another request published a version first"})
         if moved:
             record_event(session, request_id, "rebased", State.QUEUED, "worker",

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from domain.lifecycle import State
 from models import DeletionRequest, record_event, utcnow
 from unlearning.training import JobHooks, Progress
 from worker.services import Services, StopJob
@@ -92,7 +93,7 @@ class JobWatch:
                 log.warning("cancel check of %s failed", self.request_id, exc_info=True)
                 continue
             # A restart (a coalesced member left) stops training the same way; worker/jobs.py starts over.
-            restart = row.restart_requested and self.state == "running"
+            restart = row.restart_requested and self.state == State.RUNNING
             if row.cancel_requested or row.state != self.state or restart:
                 self._cancelled.set()
                 return
