@@ -17,6 +17,7 @@ the retrained model defines (share of measured t on the same side), curve-traini
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,7 @@ def mcu_row(original: nn.Module, data: UnlearningData, method: str, config: dict
 
 
 def run_seed(dataset: ImageDataset, name: str, scenario: str, seed: int, methods: list[str], masks: list[str],
-             fixed_beta: bool, keep_curve: bool, log: Any) -> dict[str, dict[str, float]]:
+             fixed_beta: bool, overrides: dict[str, Any], keep_curve: bool, log: Any) -> dict[str, dict[str, float]]:
     original = original_model(name, dataset, seed)
     data = forget_data(dataset, scenario, seed)
     sets = EvalSets.draw(data, EvalConfig(), seed)
@@ -143,10 +144,10 @@ def run_seed(dataset: ImageDataset, name: str, scenario: str, seed: int, methods
         base_s = time.perf_counter() - started
         theta_p = {k: v.detach().clone() for k, v in base.state_dict().items()}
         rows[method] = as_row(measured(base, sets, data), reference, base_s)
-        variants = {f"mcu({method})" if m == "default" else f"mcu[{m}]({method})": {"seed": seed, "mask": MASKS[m]}
-                    for m in masks}
+        variants = {f"mcu({method})" if m == "default" else f"mcu[{m}]({method})":
+                    overrides | {"seed": seed, "mask": overrides.get("mask", {}) | MASKS[m]} for m in masks}
         if fixed_beta:
-            variants[f"mcu-fixed({method})"] = {"seed": seed, "beta": 0.2}
+            variants[f"mcu-fixed({method})"] = overrides | {"seed": seed, "beta": 0.2}
         for label, config in variants.items():
             rows[label], result = mcu_row(original, data, method, config, theta_p, reference, base_s)
             if keep_curve and label == "mcu(rl)":
@@ -219,6 +220,8 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(BASE_METHODS))
     parser.add_argument("--masks", default="default", help=f"MCU mask variants: {','.join(MASKS)}")
     parser.add_argument("--fixed-beta", action="store_true", help="also MCU with fixed β 0.2")
+    parser.add_argument("--config", type=json.loads, default={},
+                        help='JSON merged into every MCU config, e.g. \'{"epochs": 20}\' (default: the library\'s)')
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path, help="PNG of MCU(rl)'s curve for the first seed (dotted: retrain)")
     args = parser.parse_args()
@@ -227,13 +230,14 @@ def main() -> None:
     seeds = seed_list(args)
     dataset = load_dataset(args.dataset)
     per_seed = [run_seed(dataset, args.dataset, args.scenario, seed, args.methods.split(","), args.masks.split(","),
-                         args.fixed_beta, seed == seeds[0], print) for seed in seeds]
+                         args.fixed_beta, args.config, seed == seeds[0], print) for seed in seeds]
     rows = aggregate(per_seed)
     print(f"\n{args.dataset}, {args.scenario} forgetting, seeds {seeds} (gaps: mean ± std, points; rest: mean)\n")
     print(markdown(rows))
     if args.plot and "_curve" in per_seed[0]:
         plot_curve(per_seed[0]["_curve"], args.plot, f"MCU(rl) on {args.dataset}, {args.scenario}, seed {seeds[0]}")
-    write_json(args.json, {"dataset": args.dataset, "scenario": args.scenario, "seeds": seeds, "rows": rows,
+    write_json(args.json, {"dataset": args.dataset, "scenario": args.scenario, "seeds": seeds, "config": args.config,
+                           "rows": rows,
                            "per_seed": [{k: v for k, v in s.items() if not k.startswith("_")} for s in per_seed],
                            "targets_note": "per_seed MCU rows carry their measured points under _points"})
 
