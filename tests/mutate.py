@@ -92,6 +92,10 @@ MUTATIONS = [
              'optimizer.state[p]["momentum_buffer"] = resume.momentum[name].to(device)', "pass",
              (f"{MCU}::test_interrupted_and_resumed_training_equals_uninterrupted",)),
     # The service.
+    Mutation("request list loads each row's curve points with a query of its own", "domain/requests.py",
+             "query = select(DeletionRequest).options(selectinload(DeletionRequest.points))",
+             "query = select(DeletionRequest)",
+             ("tests/api/test_queries.py::test_lists_cost_the_same_statements_for_2_rows_as_for_12[sqlite]",)),
     Mutation("state change without compare-and-set on the state", "domain/lifecycle.py",
              "DeletionRequest.id == request_id, DeletionRequest.state.in_(sources), *where",
              "DeletionRequest.id == request_id, *where",

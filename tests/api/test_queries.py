@@ -1,0 +1,96 @@
+"""Every list costs the same number of SQL statements whatever its length: no query per row (issue 9).
+
+The API runs in this process (uvicorn in a thread), so a listener on every engine counts the statements
+one GET sends, on Postgres and on the embedded SQLite. Each listed request carries a curve (written here as
+a worker writes it: a summary on the request, its points as rows), the part that a per-row load would fetch.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+from sqlalchemy import Engine, event, update
+
+from models import CurvePoint, DeletionRequest
+from models.db import make_engine, make_session_factory
+
+from .conftest import Service, upload_dataset, upload_model, validated
+
+
+class StatementCounter:
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, *_: object) -> None:
+        with self._lock:
+            self.count += 1
+
+
+@pytest.fixture
+def statements() -> Iterator[Callable[[Callable[[], object]], int]]:
+    counter = StatementCounter()
+    event.listen(Engine, "before_cursor_execute", counter)
+
+    def measure(call: Callable[[], object]) -> int:
+        before = counter.count
+        call()
+        return counter.count - before
+
+    yield measure
+    event.remove(Engine, "before_cursor_execute", counter)
+
+
+def give_curves(service: Service, request_ids: list[str]) -> None:
+    engine = make_engine(service.settings.resolved_database_url)
+    try:
+        with make_session_factory(engine).begin() as session:
+            summary = {"recommended_t": 0.5, "effective_region": [[0.5, 1.0]], "targets": {}}
+            session.execute(update(DeletionRequest).where(DeletionRequest.id.in_(request_ids))
+                            .values(curve_summary=summary))
+            session.add_all(CurvePoint(request_id=request_id, t=t, forget_accuracy=1 - t, unlearning_accuracy=t,
+                                       retain_accuracy=1.0, test_accuracy=0.9, mia_efficacy=t)
+                            for request_id in request_ids for t in (0.0, 0.5, 1.0))
+    finally:
+        engine.dispose()
+
+
+def get_ok(service: Service, path: str, items: int) -> Callable[[], object]:
+    def call() -> object:
+        response = service.client.get(path)
+        assert response.status_code == 200, response.text
+        assert len(response.json()["items"]) == items, response.text
+        return response
+
+    return call
+
+
+def test_lists_cost_the_same_statements_for_2_rows_as_for_12(service: Service, statements) -> None:
+    dataset_id = upload_dataset(service.client, name="n-plus-one").json()["id"]
+    model = validated(service, upload_model(service.client, dataset_id))
+    model_id = model["id"]
+    requests_path = f"/v1/deletion-requests?model_id={model_id}&page_size=50"
+
+    def submit(count: int) -> None:
+        ids = []
+        for index in range(count):
+            response = service.client.post("/v1/deletion-requests", json={
+                "model_id": model_id, "forget": {"sample_ids": [f"s{index}"]}})
+            assert response.status_code == 202, response.text
+            ids.append(response.json()["id"])
+        give_curves(service, ids)
+
+    submit(2)
+    first_request = service.client.get(requests_path).json()["items"][-1]["id"]
+    counts = {"requests": [statements(get_ok(service, requests_path, 2))],
+              "events": [statements(get_ok(service, f"/v1/deletion-requests/{first_request}/events", 1))]}
+    submit(10)
+    counts["requests"].append(statements(get_ok(service, requests_path, 12)))
+    service.client.post(f"/v1/deletion-requests/{first_request}/cancel")  # one more event on its chain
+    counts["events"].append(statements(get_ok(service, f"/v1/deletion-requests/{first_request}/events", 2)))
+    listed = service.client.get(requests_path).json()["items"]
+    assert all(len(item["curve"]["points"]) == 3 for item in listed)  # the curves were listed
+    for name, (few, many) in counts.items():
+        assert 0 < few == many, (name, counts)  # and the listener did see the statements
