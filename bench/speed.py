@@ -29,7 +29,7 @@ from unlearning.base_methods import MethodContext, run_base_method
 from unlearning.config import Targets, resolve_config
 from unlearning.data import UnlearningData
 from unlearning.mcu import train_control_point
-from unlearning.training import JobHooks, Progress
+from unlearning.training import JobHooks, Progress, prepare_model
 
 
 class Clock:
@@ -68,7 +68,8 @@ def summary(values: list[float]) -> dict[str, float]:
 
 def measure(architecture: str, data: UnlearningData, device: torch.device, epochs: int, reps: int,
             skip_job: bool) -> dict[str, Any]:
-    model = build_model(architecture, 10, tuple(data.retain.inputs.shape[1:])).to(device).eval()
+    # In the layout a job uses, so that ft, retrain and the job are timed alike.
+    model = prepare_model(build_model(architecture, 10, tuple(data.retain.inputs.shape[1:])), device).eval()
     warm_up(model, data, device)
     config = resolve_config({"epochs": epochs, "base": {"epochs": epochs}}, "ft")
     context = MethodContext(0, JobHooks())

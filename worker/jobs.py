@@ -98,6 +98,12 @@ def _restart_without_cancelled(services: Services, request_id: str) -> bool:
     return True
 
 
+def tensor_bytes(tensors: dict[str, Any]) -> bytes:
+    """safetensors bytes of tensors as a job holds them: on any device, convolution weights in channels_last
+    (training.prepare_model), which safetensors refuses to save as they are."""
+    return save_tensors({name: value.detach().cpu().contiguous() for name, value in tensors.items()})
+
+
 def _train_curve(services: Services, request: DeletionRequest, watch: JobWatch) -> CurveResult:
     """Base method, mask and curve, resuming from stored θ_p and checkpoint; θ_c is stored at the end."""
     inputs = load_inputs(services, request)
@@ -111,10 +117,9 @@ def _train_curve(services: Services, request: DeletionRequest, watch: JobWatch) 
     result = run_unlearning(
         inputs.model, inputs.data, request.base_method, request.config, device=services.settings.device,
         hooks=watch.hooks(), theta_p=load_tensors(theta_p) if theta_p else None, resume=resume,
-        on_theta_p=lambda state: artifacts.save(services, request.id, artifacts.THETA_P, save_tensors(state)),
+        on_theta_p=lambda state: artifacts.save(services, request.id, artifacts.THETA_P, tensor_bytes(state)),
         on_checkpoint=lambda c: artifacts.save(services, request.id, artifacts.CHECKPOINT, c.to_bytes()))
-    artifacts.save(services, request.id, artifacts.THETA_C,
-                   save_tensors({k: v.cpu().contiguous() for k, v in result.curve.control.items()}))
+    artifacts.save(services, request.id, artifacts.THETA_C, tensor_bytes(result.curve.control))
     return result
 
 
@@ -182,7 +187,7 @@ def materialize_selection(services: Services, request_id: str) -> None:
             if not judgement.met and request.selection_acknowledgement is None:
                 _withhold(services, request_id, judgement.reasons)
                 return
-            stored = services.store.put_bytes("weights", save_tensors({k: v.contiguous() for k, v in state.items()}))
+            stored = services.store.put_bytes("weights", tensor_bytes(state))
             watch.on_progress(Progress("materialize", 1.0))
     except (Cancelled, StopJob):
         finish(services, request_id, State.CANCELLED)
