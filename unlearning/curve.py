@@ -68,7 +68,8 @@ class BezierCurve:
             self.model.get_parameter(name).copy_(value)
         recompute_batchnorm(self.model, retain, adapter, batch_size)
         self.model.eval()
-        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        # A copy in the default layout (the model may run channels_last), ready for safetensors.
+        return {k: v.detach().clone(memory_format=torch.contiguous_format) for k, v in self.model.state_dict().items()}
 
 
 @torch.no_grad()

@@ -135,7 +135,7 @@ def run_unlearning(
     if theta_p is None:
         hooks.report(Progress("base", 0.0))
         base = run_base_method(base_method, original, data, cfg.base, MethodContext(cfg.seed, hooks))
-        theta_p = {k: v.detach().cpu() for k, v in base.state_dict().items()}
+        theta_p = {k: v.detach().cpu().contiguous() for k, v in base.state_dict().items()}  # storable as is
         if on_theta_p is not None:
             on_theta_p(theta_p)
     timings["base"] = time.perf_counter() - started

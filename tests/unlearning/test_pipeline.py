@@ -3,6 +3,7 @@ import sys
 
 import pytest
 import torch
+from safetensors.torch import load, save
 from torch import nn
 
 from unlearning import avg_gap, build_model, make_unlearning_data, run_unlearning
@@ -91,8 +92,12 @@ def test_a_grid_point_materializes_to_the_metrics_it_reported(original: nn.Modul
     result = run_unlearning(original, classwise, "rl", {"epochs": 1, "grid_points": 3, "base": {"epochs": 2}},
                             device="cpu")
     middle = result.points[1]
-    _, again = result.materialize(middle.t)
+    weights, again = result.materialize(middle.t)
     assert again.to_dict() == pytest.approx(middle.to_dict(), abs=1e-6)
+    # The job runs channels_last; what it hands out is in the default layout, storable as it is.
+    assert any(v.dim() == 4 for v in weights.values())
+    assert all(v.is_contiguous() for v in weights.values())
+    assert load(save(weights)).keys() == weights.keys()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
