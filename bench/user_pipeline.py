@@ -27,6 +27,7 @@ from torchvision.models import resnet18
 
 from bench.common import machine_info, markdown_table, write_json
 from cli.demo import local_service
+from cli.digits import digits_manifest
 from mcu_client import Client
 from unlearning import load_digits_dataset
 
@@ -84,8 +85,7 @@ def main(architectures: str = "resnet18,cnn-small", epochs: int = 15,
          json_path: Path | None = typer.Option(None, "--json"), port: int = 8765) -> None:
     torch.set_num_threads(1)
     inputs, labels, n_train = digits16()
-    manifest = "sample_id,split,shard,row,subject_id\n" + "".join(
-        f"d{row},{'train' if row < n_train else 'test'},{SHARD},{row},w{row % 40}\n" for row in range(len(labels)))
+    manifest = digits_manifest(n_train, len(labels), SHARD)
     train_x, train_y, test_x, test_y = inputs[:n_train], labels[:n_train], inputs[n_train:], labels[n_train:]
     forget = train_y == FORGET_CLASS
     splits = {"forget": (train_x[forget], train_y[forget]), "retain": (train_x[~forget], train_y[~forget]),
@@ -99,7 +99,7 @@ def main(architectures: str = "resnet18,cnn-small", epochs: int = 15,
                 started = time.perf_counter()
                 # A dataset per model: once the only model on a dataset has erased a class, the service
                 # erases those rows from the dataset's storage too (issue 15), so a second model could not.
-                dataset = client.create_dataset(f"digits16-{architecture}-{name}", manifest.encode(),
+                dataset = client.create_dataset(f"digits16-{architecture}-{name}", manifest,
                                                 [(SHARD, save({"inputs": inputs, "labels": labels}))])
                 weights = train(NETWORKS[architecture](), train_x, train_y, preprocess, epochs)
                 model = client.create_model(f"{architecture}-{name}", architecture, 10, dataset.id, weights, declared)

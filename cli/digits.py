@@ -31,6 +31,13 @@ class DigitsUpload:
         return [("manifest", ("manifest.csv", self.manifest)), ("shards", (self.SHARD_NAME, self.shard))]
 
 
+def digits_manifest(n_train: int, n_rows: int, shard: str = DigitsUpload.SHARD_NAME) -> bytes:
+    """The manifest of rows 0..n_rows-1 of one shard: the first n_train are the train split."""
+    lines = ["sample_id,split,shard,row,subject_id"]
+    lines += [f"d{row},{'train' if row < n_train else 'test'},{shard},{row},w{row % 40}" for row in range(n_rows)]
+    return ("\n".join(lines) + "\n").encode()
+
+
 def digits_upload(epochs: int = 20, seed: int = 0) -> DigitsUpload:
     import torch
     from safetensors.torch import save
@@ -43,13 +50,11 @@ def digits_upload(epochs: int = 20, seed: int = 0) -> DigitsUpload:
     inputs = torch.cat([digits.train_inputs, digits.test_inputs]).contiguous()
     labels = torch.cat([digits.train_labels, digits.test_labels])
     n_train = len(digits.train_labels)
-    lines = ["sample_id,split,shard,row,subject_id"]
-    lines += [f"d{row},{'train' if row < n_train else 'test'},{DigitsUpload.SHARD_NAME},{row},w{row % 40}"
-              for row in range(len(labels))]
     model = seeded_init("cnn-small", 10, digits.input_shape, seed=seed)
     adapter = InputAdapter(Normalization((0.0,), (1.0,)), channels=1)  # the "unit" preset
     train_classifier(model, Subset(digits.train_inputs, digits.train_labels, torch.arange(n_train)), adapter,
                      epochs=epochs, lr=0.05, seed=seed)
-    return DigitsUpload(manifest=("\n".join(lines) + "\n").encode(), shard=save({"inputs": inputs, "labels": labels}),
-                        weights=save(model.state_dict()), train_labels=digits.train_labels.tolist(),
+    return DigitsUpload(manifest=digits_manifest(n_train, len(labels)),
+                        shard=save({"inputs": inputs, "labels": labels}), weights=save(model.state_dict()),
+                        train_labels=digits.train_labels.tolist(),
                         input_shape=tuple(digits.input_shape))
