@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from domain.lifecycle import OPEN
+from domain.lifecycle import OPEN, overdue_at
 from models import DeletionRequest, utcnow
 from worker.dispatch import Dispatcher
 
@@ -33,15 +33,15 @@ class ServiceCollector(Collector):
                 for state, count in session.execute(select(DeletionRequest.state, func.count())
                                                     .group_by(DeletionRequest.state)):
                     by_state.add_metric([state], count)
-                now, open_ = utcnow(), DeletionRequest.state.in_(OPEN)
-                for name, help_, window in (
-                        ("mcu_deletion_requests_overdue", "Open requests past their due_at",
-                         DeletionRequest.due_at < now),
+                now = utcnow()
+                for name, help_, which in (
+                        ("mcu_deletion_requests_overdue", "Open requests past their due_at", overdue_at(now)),
                         ("mcu_deletion_requests_due_within_7_days", "Open requests due in the next 7 days",
-                         DeletionRequest.due_at.between(now, now + timedelta(days=7)))):
+                         DeletionRequest.state.in_(OPEN)
+                         & DeletionRequest.due_at.between(now, now + timedelta(days=7)))):
                     gauge = GaugeMetricFamily(name, help_)
                     gauge.add_metric([], session.scalar(select(func.count()).select_from(DeletionRequest)
-                                                        .where(open_, window)) or 0)
+                                                        .where(which)) or 0)
                     deadlines.append(gauge)
                 finished = session.execute(select(DeletionRequest.started_at, DeletionRequest.finished_at).where(
                     DeletionRequest.started_at.is_not(None), DeletionRequest.finished_at.is_not(None))).all()

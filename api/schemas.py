@@ -8,7 +8,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, computed_field, model_validator
 
 from domain.catalog import ModelState
-from domain.lifecycle import OPEN, State
+from domain.lifecycle import MAX_EXTENSION_DAYS, OPEN, State
 
 Fraction = Field(ge=0.0, le=1.0)
 
@@ -193,7 +193,7 @@ class SelectionIn(Strict):
 
 
 class ExtensionIn(Strict):
-    days: int = Field(ge=1, le=60, strict=True)
+    days: int = Field(ge=1, le=MAX_EXTENSION_DAYS, strict=True)
     reason: str = Field(min_length=1, max_length=2000)
 
 

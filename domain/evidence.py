@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from domain.catalog import ModelState
+from domain.catalog import ModelState, get_version
 from domain.coalesce import coalesced, job_positions
 from domain.erasure import METRICS, judge
 from domain.forget import erased_by
@@ -53,9 +53,7 @@ def code_version() -> dict[str, str | None]:
     return {"package": "mcu-service", "version": version, "git_commit": commit}
 
 
-def _version(session: Session, model_id: str, version: int | None) -> dict[str, Any] | None:
-    row = session.scalar(select(ModelVersion).where(ModelVersion.model_id == model_id,
-                                                    ModelVersion.version == version)) if version else None
+def _version(row: ModelVersion | None) -> dict[str, Any] | None:
     if row is None:
         return None
     return {"version": row.version, "sha256": row.sha256, "preprocessing": row.preprocessing,
@@ -99,9 +97,9 @@ def build_report(session: Session, request_id: str) -> dict[str, Any]:
     model = session.get(Model, request.model_id)
     assert model is not None and request.curve_summary is not None
     # A coalesced job's version names its leader only: every request of the job points at it.
-    published = session.scalar(select(ModelVersion).where(ModelVersion.model_id == request.model_id,
-                                                          ModelVersion.version == request.selected_version))
-    assert published is not None and published.metrics is not None
+    assert request.selected_version is not None
+    published = get_version(session, request.model_id, request.selected_version)
+    assert published.metrics is not None
     targets = request.curve_summary["targets"]
     original = session.scalar(select(CurvePoint).where(CurvePoint.request_id == request.id, CurvePoint.t == 0.0))
     leader = session.get(DeletionRequest, request.job_id) if request.job_id else request
@@ -137,8 +135,9 @@ def build_report(session: Session, request_id: str) -> dict[str, Any]:
         },
         "model": {"id": model.id, "name": model.name, "architecture": model.architecture,
                   "architecture_kwargs": model.architecture_kwargs,
-                  "before": _version(session, model.id, published.parent_version),
-                  "after": _version(session, model.id, published.version)},
+                  "before": _version(get_version(session, model.id, published.parent_version)
+                                     if published.parent_version else None),
+                  "after": _version(published)},
         "method": {"name": "masked Mode Connectivity Unlearning", "base_method": request.base_method,
                    "config": request.config, "seed": request.config.get("seed"),
                    "batchnorm_statistics": request.curve_summary.get("batchnorm")},

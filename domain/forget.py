@@ -35,7 +35,7 @@ class ForgetSet:
     def salted_fingerprint(self, salt: str) -> str:
         """The same, salted: a report can name the set without letting anyone test a guessed list of ids
         against another request's fingerprint."""
-        return hashlib.sha256("\n".join([salt, *sorted(self.sample_ids.values())]).encode()).hexdigest()
+        return id_hash(salt, "\n".join(sorted(self.sample_ids.values())))
 
     def without(self, positions: set[int]) -> ForgetSet:
         return ForgetSet({p: s for p, s in self.sample_ids.items() if p not in positions}, self.erased_from_storage)

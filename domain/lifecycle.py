@@ -59,6 +59,12 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 }
 OPEN = frozenset(state for state, targets in TRANSITIONS.items() if targets)  # still owes its answer
 WORKER_HELD = frozenset({S.RUNNING, S.MATERIALIZING, S.CANCELLING})  # a worker heartbeats while it holds these
+MAX_EXTENSION_DAYS = 60  # GDPR Art. 12(3): "extended by two further months where necessary"
+
+
+def overdue_at(now: datetime) -> ColumnElement[bool]:
+    """Still owes its answer and is past its due_at (the list filter, the gauge and the reconciler's notice)."""
+    return DeletionRequest.state.in_(OPEN) & (DeletionRequest.due_at < now)
 CALLBACK_STATES = frozenset({S.AWAITING_SELECTION, S.SUCCEEDED, S.FAILED, S.CANCELLED})
 # Tasks sent when a request enters a state. Artifacts are deleted on every way out that publishes or
 # abandons the curve: they were trained on the forget set.

@@ -10,14 +10,14 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import and_, not_, select, update
+from sqlalchemy import not_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from domain import coalesce
 from domain.catalog import ModelState
 from domain.erasure import ACKNOWLEDGE_PREFIX, METRICS, criterion_for, judge, point_at
 from domain.forget import drop_already_erased, resolve_forget
-from domain.lifecycle import OPEN, State, enqueue_after_commit, submit, transition
+from domain.lifecycle import OPEN, State, enqueue_after_commit, overdue_at, submit, transition
 from domain.pagination import PageOf, ascending, ascending_page, newest_first, newest_page
 from domain.problems import Problem, invalid, not_found
 from models import Dataset, DeletionRequest, Event, Model, new_id, record_event, utcnow
@@ -90,7 +90,6 @@ def received_when(received_at: datetime | None) -> datetime:
 
 CLOCK_SKEW = timedelta(minutes=5)
 MAX_RECEIVED_AGE = timedelta(days=365)
-MAX_EXTENSION_DAYS = 60  # GDPR Art. 12(3): "extended by two further months where necessary"
 
 
 def create(session: Session, *, model_id: str, selector: tuple[str, list[Any]], base_method: str,
@@ -140,7 +139,7 @@ def page_of_requests(session: Session, *, model_id: str | None, state: State | N
     if state is not None:
         query = query.where(DeletionRequest.state == state)
     if overdue is not None:
-        late = and_(DeletionRequest.state.in_(OPEN), DeletionRequest.due_at < utcnow())
+        late = overdue_at(utcnow())
         query = query.where(late if overdue else not_(late))
     rows = session.scalars(newest_first(query, DeletionRequest.created_at, DeletionRequest.id, page_size,
                                         page_token)).all()

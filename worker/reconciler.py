@@ -15,7 +15,7 @@ from datetime import timedelta
 from sqlalchemy import and_, or_, select, update
 
 from domain.catalog import ModelState
-from domain.lifecycle import OPEN, WORKER_HELD, State, mark_dispatched, owe_callback
+from domain.lifecycle import WORKER_HELD, State, mark_dispatched, overdue_at, owe_callback
 from models import Callback, DeletionRequest, Model, record_event, utcnow
 from storage.base import SWEEP_AFTER_SECONDS, sweep_scratch_files
 from worker.callbacks import MAX_BACKOFF, OVERDUE
@@ -89,8 +89,7 @@ def notify_overdue(services: Services) -> list[str]:
     with services.factory() as session, session.begin():
         rows = session.execute(select(DeletionRequest.id, DeletionRequest.state, DeletionRequest.due_at,
                                       DeletionRequest.callback_url).where(
-            DeletionRequest.state.in_(OPEN), DeletionRequest.due_at < now,
-            DeletionRequest.overdue_notified_at.is_(None))).all()
+            overdue_at(now), DeletionRequest.overdue_notified_at.is_(None))).all()
         for request_id, state, due_at, callback_url in rows:
             if not session.execute(update(DeletionRequest).where(DeletionRequest.id == request_id,
                                                                  DeletionRequest.overdue_notified_at.is_(None))
