@@ -95,7 +95,7 @@ def main() -> None:
 
     sets = EvalSets.draw(data, config.eval, config.seed)
     started = time.perf_counter()
-    _, metrics = measure_point(curve, 0.5, data, sets, config)
+    metrics = measure_point(curve, 0.5, data, sets, config)
     synchronize(device)
     point_seconds = time.perf_counter() - started
 

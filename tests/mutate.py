@@ -89,7 +89,7 @@ MUTATIONS = [
              "            hooks.check_cancel()\n", "",
              (f"{MCU}::test_cancel_stops_within_one_batch",)),
     Mutation("SGD momentum not restored on resume", "unlearning/mcu.py",
-             'optimizer.state[p]["momentum_buffer"] = resume.momentum[name].to(device)', "pass",
+             'optimizer.state[p]["momentum_buffer"] = in_layout_of(p, resume.momentum[name])', "pass",
              (f"{MCU}::test_interrupted_and_resumed_training_equals_uninterrupted",)),
     # The service.
     Mutation("request list loads each row's curve points with a query of its own", "domain/requests.py",

@@ -19,7 +19,7 @@ from safetensors.torch import save as save_safetensors
 from torch import Tensor
 
 from unlearning.config import MCUConfig, Targets
-from unlearning.curve import BezierCurve
+from unlearning.curve import BezierCurve, in_layout_of
 from unlearning.data import UnlearningData, seeded_generator
 from unlearning.mask import ParameterMask
 from unlearning.training import (
@@ -125,8 +125,7 @@ def train_control_point(
     hooks = hooks or JobHooks()
     if resume is not None:
         for name, value in resume.control.items():
-            curve.control[name] = value.to(curve.start[name].device)
-    device = curve.start[curve.names[0]].device
+            curve.control[name] = in_layout_of(curve.start[name], value)
     trainable = {n: curve.control[n].clone().requires_grad_(True) for n in curve.names if n in mask.trainable}
     control = {n: trainable.get(n, curve.control[n]) for n in curve.names}
     params = list(trainable.values())
@@ -135,7 +134,7 @@ def train_control_point(
     if resume is not None:
         for name, p in trainable.items():
             if name in resume.momentum:
-                optimizer.state[p]["momentum_buffer"] = resume.momentum[name].to(device)
+                optimizer.state[p]["momentum_buffer"] = in_layout_of(p, resume.momentum[name])
     grad_masks = {id(p): mask.trainable[n].to(p.dtype) for n, p in trainable.items()
                   if not bool(mask.trainable[n].all())}
 

@@ -55,10 +55,10 @@ def derive_targets(model: nn.Module, data: UnlearningData, sets: EvalSets, batch
 
 
 def measure_point(curve: BezierCurve, t: float, data: UnlearningData, sets: EvalSets,
-                  config: MCUConfig) -> tuple[StateDict, PointMetrics]:
-    """φ(t) with BatchNorm statistics from retain rows, and its metrics."""
-    state = curve.materialize(t, sets.bn, data.adapter, config.eval.batch_size)
-    return state, evaluate(curve.model, sets, data.adapter, config.eval.batch_size, t)
+                  config: MCUConfig) -> PointMetrics:
+    """The metrics of φ(t) with BatchNorm statistics from retain rows; φ(t) stays in `curve.model`."""
+    curve.set_point(t, sets.bn, data.adapter, config.eval.batch_size)
+    return evaluate(curve.model, sets, data.adapter, config.eval.batch_size, t)
 
 
 @dataclass
@@ -81,8 +81,8 @@ class CurveResult:
         """Any t in [0, 1], on the grid or not: CPU weights with retain-only BN statistics, and metrics."""
         if not 0.0 <= t <= 1.0:
             raise ValueError(f"t must lie in [0, 1], got {t}")
-        state, metrics = measure_point(self.curve, t, self.data, self.sets, self.config)
-        return {k: v.cpu() for k, v in state.items()}, metrics
+        metrics = measure_point(self.curve, t, self.data, self.sets, self.config)
+        return {k: v.cpu() for k, v in self.curve.weights().items()}, metrics
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -156,7 +156,7 @@ def run_unlearning(
 
     def measure(t: float) -> PointMetrics | None:
         hooks.check_cancel()
-        _, metrics = measure_point(curve, t, data, sets, cfg)
+        metrics = measure_point(curve, t, data, sets, cfg)
         hooks.report(Progress("evaluate", min(1.0, (len(measured) + 1) / expected)))
         measured.append(t)
         if metrics.is_finite():
@@ -224,5 +224,5 @@ def materialize_point(
     data = data.to(device)
     on_device = {name: {k: v.to(device) for k, v in tensors.items()} for name, tensors in curve_tensors.items()}
     curve = BezierCurve(prepare_model(model, device), on_device["theta_o"], on_device["theta_p"], on_device["theta_c"])
-    state, metrics = measure_point(curve, t, data, EvalSets.draw(data, cfg.eval, cfg.seed), cfg)
-    return {k: v.cpu() for k, v in state.items()}, metrics
+    metrics = measure_point(curve, t, data, EvalSets.draw(data, cfg.eval, cfg.seed), cfg)
+    return {k: v.cpu() for k, v in curve.weights().items()}, metrics
