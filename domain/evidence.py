@@ -32,6 +32,9 @@ from models import CurvePoint, DeletionRequest, Event, Model, ModelVersion, Samp
 from models.audit import head_hash
 
 REPORT_FORMAT = "mcu-proof-of-erasure/1"
+# The events worker/erasure.py records and the report reads.
+WEIGHTS_DELETED, SHARDS_REWRITTEN, TRAINING_ROWS_ERASED = ("superseded_weights_deleted", "shards_rewritten",
+                                                           "training_rows_erased")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -81,7 +84,7 @@ def _training_data(session: Session, request: DeletionRequest, model: Model) -> 
                                                     Model.state != ModelState.INVALID).order_by(Model.id)).all()
     held = [{"model_id": other, "rows": len(stored) - len(erased_by(session, other, stored))} for other in others]
     rewrites = session.scalars(select(Event).where(Event.request_id == request.id,
-                                                   Event.type == "training_rows_erased").order_by(Event.id)).all()
+                                                   Event.type == TRAINING_ROWS_ERASED).order_by(Event.id)).all()
     return {"dataset_id": model.dataset_id, "rows": request.forget_count,
             "erased_from_storage": sum((e.detail or {}).get("rows", 0) for e in rewrites),
             "still_stored": len(stored), "held_by_models": [h for h in held if h["rows"]],

@@ -25,12 +25,13 @@ import secrets
 from collections import defaultdict
 
 import torch
-from safetensors.torch import load as load_tensors
+from safetensors.torch import load_file
 from safetensors.torch import save as save_tensors
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from domain.catalog import ModelState
+from domain.evidence import SHARDS_REWRITTEN, TRAINING_ROWS_ERASED, WEIGHTS_DELETED
 from domain.forget import id_hash
 from domain.lifecycle import State
 from models import (
@@ -50,8 +51,6 @@ from worker.artifacts import delete_artifacts
 from worker.services import Services
 
 log = logging.getLogger(__name__)
-WEIGHTS_DELETED, SHARDS_REWRITTEN, TRAINING_ROWS_ERASED = ("superseded_weights_deleted", "shards_rewritten",
-                                                           "training_rows_erased")
 
 
 def clean_up(services: Services, request_id: str) -> None:
@@ -132,15 +131,18 @@ def _rewrite_shards(services: Services, session: Session, dataset: Dataset, gone
     for sample in gone:
         by_shard[sample.shard].add(sample.row)
     gone_ids = {s.id for s in gone}
-    staying = session.scalars(select(Sample).where(Sample.dataset_id == dataset.id,
-                                                   Sample.shard.in_(list(by_shard)))).all()
+    staying: dict[int, list[Sample]] = defaultdict(list)  # per shard, the samples that keep their rows
+    for sample in session.scalars(select(Sample).where(Sample.dataset_id == dataset.id,
+                                                       Sample.shard.in_(list(by_shard)))):
+        if sample.id not in gone_ids:
+            staying[sample.shard].append(sample)
     shards = [dict(s) for s in dataset.shards]
     rewritten = []
     for index, rows in sorted(by_shard.items()):
         # A row another (staying) sample still points at is that sample's too: it stays.
-        drop = sorted(rows - {s.row for s in staying if s.shard == index and s.id not in gone_ids})
+        drop = sorted(rows - {s.row for s in staying[index]})
         old = shards[index]
-        tensors = load_tensors(services.store.get_bytes(old["key"]))
+        tensors = load_file(services.cache.path(old["key"], old["sha256"]))
         kept = torch.ones(old["rows"], dtype=torch.bool)
         kept[drop] = False
         new_tensors = {name: (t[kept] if t.dim() and t.shape[0] == old["rows"] else t).contiguous()
@@ -150,9 +152,8 @@ def _rewrite_shards(services: Services, session: Session, dataset: Dataset, gone
                                "rows": int(kept.sum())}
         rewritten.append({"name": old["name"], "old_sha256": old["sha256"], "new_sha256": stored.sha256,
                           "rows_removed": len(drop), "old_key": old["key"]})
-        for sample in staying:  # rows after a removed one move up
-            if sample.shard == index and sample.id not in gone_ids:
-                sample.row -= bisect.bisect_left(drop, sample.row)
+        for sample in staying[index]:  # rows after a removed one move up
+            sample.row -= bisect.bisect_left(drop, sample.row)
     now = utcnow()
     session.add_all(SampleTombstone(dataset_id=dataset.id, sample_hash=id_hash(salt, s.sample_id),
                                     subject_hash=id_hash(salt, s.subject_id) if s.subject_id else None,
