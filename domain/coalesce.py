@@ -54,12 +54,18 @@ def coalesced(session: Session, leader_id: str) -> bool:
     return session.scalar(select(DeletionRequest.id).where(DeletionRequest.job_id == leader_id).limit(1)) is not None
 
 
+def job(session: Session, leader: DeletionRequest) -> list[DeletionRequest]:
+    """The job's requests: its leader, then the members still in it."""
+    return [leader, *members(session, leader.id)]
+
+
+def positions_of(requests: list[DeletionRequest]) -> list[int]:
+    """Their forget sets' union: a job's forget set."""
+    return sorted(set().union(*(r.forget_positions for r in requests)))
+
+
 def job_positions(session: Session, leader: DeletionRequest) -> list[int]:
-    """The job's forget set: the union of its requests' rows."""
-    rows = set(leader.forget_positions)
-    for member in members(session, leader.id):
-        rows.update(member.forget_positions)
-    return sorted(rows)
+    return positions_of(job(session, leader))
 
 
 def promote(session: Session, leader_id: str, actor: str) -> str | None:

@@ -70,6 +70,7 @@ def load_model(services: Services, session: Session, model: Model, version: int,
 class JobInputs:
     model: torch.nn.Module
     data: UnlearningData
+    forget_rows: int  # the job's forget set (with coalescing, the union of its requests'), as measured
 
 
 def load_inputs(services: Services, request: DeletionRequest) -> JobInputs:
@@ -95,4 +96,4 @@ def load_inputs(services: Services, request: DeletionRequest) -> JobInputs:
         forget = torch.tensor(forget_positions, dtype=torch.int64)
         rows = torch.nonzero(torch.isin(kept, forget)).flatten()
         data = make_unlearning_data(trimmed, channels=channels, forget_indices=rows)
-    return JobInputs(network, data)
+    return JobInputs(network, data, len(forget_positions))

@@ -19,7 +19,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from sqlalchemy import delete
 
-from domain.coalesce import job_positions, members
+from domain.coalesce import job, members, positions_of
 from domain.erasure import auto_choice, judge
 from domain.lifecycle import WORKER_HELD, State, claim, sources_of, transition
 from models import CurvePoint, DeletionRequest, record_event, utcnow
@@ -133,10 +133,11 @@ def _store_curve(services: Services, request: DeletionRequest, result: CurveResu
                "batchnorm": ("statistics recomputed on retain rows at every point" if has_batchnorm(result.curve.model)
                              else "none in the model: recompute skipped")}
     with services.factory() as session, session.begin():
-        job = [request.id, *(m.id for m in members(session, request.id))]  # each shows the shared curve
-        session.execute(delete(CurvePoint).where(CurvePoint.request_id.in_(job)))
-        session.add_all(CurvePoint(request_id=r, **p.to_dict()) for r in job for p in result.points)
-        forget_count = len(job_positions(session, request))
+        requests = job(session, request)
+        job_ids = [r.id for r in requests]  # each shows the shared curve
+        session.execute(delete(CurvePoint).where(CurvePoint.request_id.in_(job_ids)))
+        session.add_all(CurvePoint(request_id=r, **p.to_dict()) for r in job_ids for p in result.points)
+        forget_count = len(positions_of(requests))
         if not transition(session, request.id, State.AWAITING_SELECTION, actor="worker", from_=[State.RUNNING],
                           values={"curve_summary": summary, "progress": {"phase": "evaluate", "fraction": 1.0},
                                   "heartbeat_at": None, "restart_requested": False},
@@ -180,9 +181,7 @@ def materialize_selection(services: Services, request_id: str) -> None:
             state, metrics = materialize_point(inputs.model, inputs.data, tensors, request.config,
                                                request.base_method, request.selected_t,
                                                device=services.settings.device)
-            with services.factory() as session:
-                forget_count = len(job_positions(session, request))
-            judgement = judge(metrics.to_dict(), request.curve_summary["targets"], forget_count,
+            judgement = judge(metrics.to_dict(), request.curve_summary["targets"], inputs.forget_rows,
                               request.erasure_criterion)
             if not judgement.met and request.selection_acknowledgement is None:
                 _withhold(services, request_id, judgement.reasons)

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from domain.coalesce import members
+from domain.coalesce import job, members
 from domain.forget import record_erased
 from domain.lifecycle import State, transition
 from models import CurvePoint, DeletionRequest, Model, ModelVersion, record_event
@@ -82,8 +82,7 @@ def requeue_on_current_version(services: Services, request_id: str) -> None:
         if moved:
             record_event(session, request_id, "rebased", State.QUEUED, "worker",
                          {"from_version": from_version, "to_version": model.current_version})
-            job = [request_id, *(m.id for m in members(session, request_id))]
-            session.execute(delete(CurvePoint).where(CurvePoint.request_id.in_(job)))
+            session.execute(delete(CurvePoint).where(CurvePoint.request_id.in_([r.id for r in job(session, row)])))
     if moved:
         delete_artifacts(services, request_id)
 
