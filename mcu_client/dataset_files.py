@@ -31,8 +31,6 @@ Progress = Callable[[int, int], None]  # (samples done, samples in all)
 class PreparedDataset:
     manifest: Path
     shards: list[Path]
-    num_train: int = 0
-    num_test: int = 0
     classes: list[str] = field(default_factory=list)  # class names by label, when the source names them
 
     def describe_classes(self) -> str | None:
@@ -170,8 +168,6 @@ def _write(samples: _Samples, out_dir: Path, subjects: dict[str, str], max_shard
             for row, (_, index) in enumerate(shard_rows):
                 sample_id, split, _ = samples.items[index]
                 manifest.writerow([sample_id, split, shard.name, row, subjects.get(sample_id, "")])
-                prepared.num_train += split == "train"
-                prepared.num_test += split == "test"
     return prepared
 
 

@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from cli.demo import register_digits  # noqa: E402  (after the path: run as a script from anywhere)
 from mcu_client import Client, wait_for  # noqa: E402  (wait_for: the project's one polling loop)
+from settings import EXAMPLE_SECRET_MARKER  # noqa: E402
 
 SLOW_CURVE = {"epochs": 10, "batch_size": 8, "retain_ratio": 1.0, "grid_points": 5, "base": {"epochs": 2}}
 FAST_JOB = {"epochs": 3, "grid_points": 5, "base": {"epochs": 4}}
@@ -54,7 +55,7 @@ def write_env(out_file: str, api_port: str) -> None:
         key, _, value = line.partition("=")
         if key in values:
             line = f"{key}={values.pop(key)}"
-        elif "change-me" in value and not line.startswith("#"):  # any other example secret
+        elif EXAMPLE_SECRET_MARKER in value and not line.startswith("#"):  # any other example secret
             line = f"{key}={secrets.token_hex(24)}"
         lines.append(line)
     lines += [f"{key}={value}" for key, value in values.items()]
