@@ -37,7 +37,6 @@ from pydantic import BaseModel, ConfigDict
 
 from bench.common import (
     CpuWindow,
-    flush_redis,
     free_port,
     machine_info,
     markdown_table,
@@ -277,8 +276,6 @@ def main() -> None:
         serve_bare(args.serve_bare)
         return
 
-    from migrations.runner import upgrade
-    from storage import S3Store
 
     key = "bench-" + secrets.token_hex(8)
     api, bare = None, None
@@ -286,11 +283,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mcu-api-load-") as tmp, postgres_schema("mcu_bench_load") as db_url, \
             moto_s3() as s3:
         data_dir = Path(tmp)
-        upgrade(db_url)
-        flush_redis()
-        bucket = f"bench-{secrets.token_hex(6)}"
-        S3Store(bucket, endpoint_url=s3).ensure_bucket()
-        env = service_env(data_dir, db_url, s3, bucket, key)
+        env = service_env(data_dir, db_url, s3, key)
         try:
             api_port, bare_port = free_port(), free_port()
             api = spawn(["-m", "cli", "serve", "--port", str(api_port)], env, data_dir / "api.log")

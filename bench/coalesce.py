@@ -21,7 +21,6 @@ from typing import Any
 import torch
 from fastapi.testclient import TestClient
 from safetensors.torch import load as load_tensors
-from safetensors.torch import load_file
 
 from api.app import create_app
 from bench.common import markdown_table, write_json
@@ -60,8 +59,10 @@ def run(upload: DigitsUpload, chunks: list[list[str]], coalesce: bool) -> tuple[
     if coalesce:
         time.sleep(WINDOW)  # the window a new job waits for others to join
     jobs_run = 0
-    while states := {i: client.get(f"/v1/deletion-requests/{i}").json() for i in ids}:
-        pending = [r for r in states.values() if r["state"] != "succeeded"]
+    while True:  # one list call a pass: the loop's own reads stay out of the measured time as far as they can
+        listed = client.get("/v1/deletion-requests", params={"model_id": model_id, "page_size": len(ids)}).json()
+        states = {r["id"]: r for r in listed["items"]}
+        pending = [states[i] for i in ids if states[i]["state"] != "succeeded"]
         if not pending:
             break
         request = pending[0]
@@ -80,9 +81,7 @@ def run(upload: DigitsUpload, chunks: list[list[str]], coalesce: bool) -> tuple[
     seconds = time.perf_counter() - started
     version = client.get(f"/v1/models/{model_id}").json()["current_version"]
     weights = client.get(f"/v1/models/{model_id}/versions/{version}/weights")
-    path = settings.data_dir / "final.safetensors"
-    path.write_bytes(weights.content)
-    return seconds, jobs_run, load_file(path)
+    return seconds, jobs_run, load_tensors(weights.content)
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ import contextlib
 import json
 import math
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -62,17 +63,28 @@ def moto_s3() -> Iterator[str]:
                 os.environ[name] = value
 
 
-def service_env(data_dir: Path, database_url: str, s3_endpoint: str, bucket: str, api_key: str,
-                **extra: str) -> dict[str, str]:
-    """Environment for `python -m cli serve|worker` on Postgres + Redis db 13 + moto S3."""
+def embedded_env(data_dir: Path, api_key: str, **extra: str) -> dict[str, str]:
+    """Environment for `python -m cli serve|worker` on the embedded default under `data_dir`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MCU_")}
     return env | {
-        "MCU_DATA_DIR": str(data_dir), "MCU_DATABASE_URL": database_url, "MCU_BROKER_URL": REDIS_BENCH_URL,
-        "MCU_STORAGE_URL": f"s3://{bucket}", "MCU_S3_ENDPOINT_URL": s3_endpoint, "MCU_BOOTSTRAP_API_KEY": api_key,
-        "MCU_DEVICE": "cpu", "PYTHONPATH": str(REPO_ROOT),
+        "MCU_DATA_DIR": str(data_dir), "MCU_BOOTSTRAP_API_KEY": api_key, "MCU_DEVICE": "cpu",
+        "PYTHONPATH": str(REPO_ROOT),
         # The benchmarks measure capacity from one address with one key: the rate limits would cap them.
         "MCU_RATE_LIMIT_PER_ADDRESS": "off", "MCU_RATE_LIMIT_PER_KEY": "off",
     } | extra
+
+
+def service_env(data_dir: Path, database_url: str, s3_endpoint: str, api_key: str, **extra: str) -> dict[str, str]:
+    """The same on Postgres + Redis db 13 + moto S3, made ready: schema migrated, broker emptied, a new bucket."""
+    from migrations.runner import upgrade
+    from storage import S3Store
+
+    upgrade(database_url)
+    flush_redis()
+    bucket = f"bench-{secrets.token_hex(6)}"
+    S3Store(bucket, endpoint_url=s3_endpoint).ensure_bucket()
+    return embedded_env(data_dir, api_key, MCU_DATABASE_URL=database_url, MCU_BROKER_URL=REDIS_BENCH_URL,
+                        MCU_STORAGE_URL=f"s3://{bucket}", MCU_S3_ENDPOINT_URL=s3_endpoint, **extra)
 
 
 def spawn(args: Sequence[str], env: dict[str, str], log: Path) -> subprocess.Popen:

@@ -31,8 +31,7 @@ from typing import Any
 
 from bench.api_load import register, validate_in_process
 from bench.common import (
-    REPO_ROOT,
-    flush_redis,
+    embedded_env,
     free_port,
     machine_info,
     markdown_table,
@@ -48,7 +47,6 @@ from bench.common import (
 
 ROLES = ("no key", "made-up key", "reader", "writer")
 EXPECTED = {"no key": 401, "made-up key": 401, "reader": 200, "writer": 202}
-UNLIMITED = {"MCU_RATE_LIMIT_PER_ADDRESS": "off", "MCU_RATE_LIMIT_PER_KEY": "off"}
 
 
 @dataclass
@@ -98,22 +96,10 @@ def run(backend: str, clients: int, seconds: float) -> dict[str, Any]:
     with ExitStack() as stack:
         data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mcu-concurrency-")))
         if backend == "postgres":
-            from migrations.runner import upgrade
-            from storage import S3Store
-
             db_url = stack.enter_context(postgres_schema("mcu_bench_conc"))
-            s3 = stack.enter_context(moto_s3())
-            upgrade(db_url)
-            flush_redis()
-            bucket = f"bench-{secrets.token_hex(6)}"
-            S3Store(bucket, endpoint_url=s3).ensure_bucket()
-            env = service_env(data_dir, db_url, s3, bucket, key)
+            env = service_env(data_dir, db_url, stack.enter_context(moto_s3()), key)
         else:
-            import os
-
-            env = {k: v for k, v in os.environ.items() if not k.startswith("MCU_")} | {
-                "MCU_DATA_DIR": str(data_dir), "MCU_BOOTSTRAP_API_KEY": key, "MCU_DEVICE": "cpu",
-                "PYTHONPATH": str(REPO_ROOT)} | UNLIMITED
+            env = embedded_env(data_dir, key)
         port = free_port()
         api = spawn(["-m", "cli", "serve", "--port", str(port)], env, data_dir / "api.log")
         stack.callback(stop, api)

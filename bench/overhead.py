@@ -43,7 +43,6 @@ from typing import Any
 
 from bench.common import (
     CpuWindow,
-    flush_redis,
     free_port,
     machine_busy_seconds,
     machine_info,
@@ -278,12 +277,13 @@ def service_breakdown(events: list[dict[str, Any]], created_at: str, timings: di
     return {k: round(v, 3) for k, v in segments.items()}
 
 
-def run_service_job(service: Service, dataset_id: str, files: dict[str, Any], database_url: str,
+def run_service_job(service: Service, files: dict[str, Any], database_url: str,
                     profile: Path | None, poll: float) -> dict[str, Any]:
     from sqlalchemy import create_engine, text
 
     with service.client() as client:
-        model_id = register_model(client, dataset_id, files)  # a fresh model: no earlier erasures
+        # A fresh dataset and model: once its only model erased the class, the rows leave the dataset's storage.
+        model_id = register_model(client, register_dataset(client, files), files)
         spy = None
         if profile is not None:
             py_spy = Path(sys.executable).with_name("py-spy")
@@ -357,13 +357,11 @@ def one_setting(threads: int, repeats: int, base: dict[str, str], database_url: 
     service = start_service(env, data_dir, tag)
     rows: list[dict[str, Any]] = []
     try:
-        with service.client() as client:
-            dataset_id = register_dataset(client, files)
         # A cold run first: the worker's first job also builds its clients and fills its shard cache.
-        cold = run_service_job(service, dataset_id, files, database_url, None, poll)
+        cold = run_service_job(service, files, database_url, None, poll)
         for repeat in range(repeats):
             spy = profile.with_name(f"{profile.stem}-{tag}-{repeat}{profile.suffix}") if profile else None
-            warm = run_service_job(service, dataset_id, files, database_url, spy, poll)
+            warm = run_service_job(service, files, database_url, spy, poll)
             spec = {**files, "database_url": database_url}
             plain = run_library(spec, env, data_dir / f"library-{tag}-{repeat}.log")
             hooks_id = copy_request_for_hooks(database_url, warm["request_id"])
@@ -473,8 +471,6 @@ def main() -> None:
         args.library_out.write_text(json.dumps(library_run(json.loads(args.library_run.read_text()))))
         return
 
-    from migrations.runner import upgrade
-    from storage import S3Store
 
     info = machine_info()
     results = []
@@ -482,11 +478,7 @@ def main() -> None:
             moto_s3() as s3:
         data_dir = Path(tmp)
         files = digits_files(data_dir)
-        upgrade(db_url)
-        flush_redis()
-        bucket = f"bench-{secrets.token_hex(6)}"
-        S3Store(bucket, endpoint_url=s3).ensure_bucket()
-        base = service_env(data_dir, db_url, s3, bucket, "bench-" + secrets.token_hex(8))
+        base = service_env(data_dir, db_url, s3, "bench-" + secrets.token_hex(8))
         for threads in (int(t) for t in args.threads.split(",")):
             print(f"threads {threads or 'default'}: service and library runs ...", file=sys.stderr)
             results.append(one_setting(threads, args.repeats, base, db_url, files, data_dir, args.profile,
