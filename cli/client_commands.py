@@ -378,8 +378,13 @@ def requests_curve(request_id: str, url: str | None = URL, api_key: str | None =
         curve = client.curve(request_id)
     if as_json:
         return emit(curve)
+    print_curve(curve, f"curve of {request_id}")
+
+
+def print_curve(curve: Curve, title: str) -> None:
+    """Each measured point's metrics, the targets, the recommended t, the effective region and a chart."""
     nearest = min(curve.points, key=lambda p: abs(p.t - curve.recommended_t))
-    table = Table("t", *(key for key, _, _ in METRICS), "", title=f"curve of {request_id}")
+    table = Table("t", *(key for key, _, _ in METRICS), "", title=title)
     for p in curve.points:
         table.add_row(fmt(p.t, 2), *(fmt(getattr(p, key)) for key, _, _ in METRICS),
                       "<- nearest to the recommended t" if p is nearest else "")

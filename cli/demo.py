@@ -21,7 +21,7 @@ from pathlib import Path
 
 import typer
 
-from cli.client_commands import console, curve_chart, watch_request
+from cli.client_commands import print_curve, watch_request
 from cli.digits import digits_upload
 from mcu_client import Client, wait_for
 
@@ -89,18 +89,8 @@ def run_demo(client: Client, forget_class: int, alive: Callable[[], bool] | None
     request = watch_request(client, request.id, ("awaiting_selection",), alive=alive)
 
     curve = client.curve(request.id)
-    typer.echo("\n     t  forget_acc  retain_acc  test_acc   MIA")
+    print_curve(curve, "the curve from the original (t = 0) to the base-unlearned model (t = 1)")
     recommended = curve.recommended_t
-    nearest = min(curve.points, key=lambda p: abs(p.t - recommended))
-    for p in curve.points:
-        mark = "  <- nearest grid point to the recommended t" if p is nearest else ""
-        typer.echo(f"  {p.t:4.2f}  {p.forget_accuracy:10.3f}  {p.retain_accuracy:10.3f}  "
-                   f"{p.test_accuracy:8.3f}  {p.mia_efficacy:4.2f}{mark}")
-    targets = curve.targets
-    typer.echo(f"targets: retain {targets['retain_accuracy']:.3f}, forget {targets['forget_accuracy']:.3f}; "
-               f"recommended t = {recommended:.2f}; effective region {curve.effective_region}")
-    for line in curve_chart(curve):
-        console.print(line)
 
     client.select(request.id, recommended)
     typer.echo(f"selected t = {recommended:.2f}; materialising (BatchNorm statistics from retain data only)")
