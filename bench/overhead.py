@@ -193,10 +193,8 @@ class Service:
     worker: subprocess.Popen
     data_dir: Path
 
-    def client(self) -> Any:
-        import httpx
-
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.key}"}, timeout=60)
+    def client(self) -> Client:
+        return Client(self.url, self.key)
 
 
 def start_service(env: dict[str, str], data_dir: Path, tag: str) -> Service:
@@ -216,28 +214,13 @@ def start_service(env: dict[str, str], data_dir: Path, tag: str) -> Service:
     return Service(f"http://127.0.0.1:{port}", env["MCU_BOOTSTRAP_API_KEY"], api, worker, data_dir)
 
 
-def register_dataset(client: Any, files: dict[str, Any]) -> str:
-    dataset = client.post("/v1/datasets", data={"name": "digits"}, files=[
-        ("manifest", ("manifest.csv", Path(files["manifest"]).read_bytes())),
-        ("shards", ("digits.safetensors", Path(files["shard"]).read_bytes()))])
-    if dataset.status_code != 201:
-        raise RuntimeError(dataset.text)
-    return dataset.json()["id"]
-
-
-def register_model(client: Any, dataset_id: str, files: dict[str, Any]) -> str:
-    model = client.post("/v1/models", data={"name": "digits-cnn", "architecture": "cnn-small", "num_classes": "10",
-                                            "dataset_id": dataset_id, "preprocessing": "unit"},
-                        files={"weights": ("w.safetensors", Path(files["weights"]).read_bytes())})
-    if model.status_code != 201:
-        raise RuntimeError(model.text)
-    return Client(http=client).wait_model(model.json()["id"]).id  # a worker validates it
-
-
-def wait_state(client: Any, request_id: str, states: tuple[str, ...], poll: float,
-               timeout: float = 600) -> dict[str, Any]:
-    """The request (JSON) once in one of `states`, polled every `poll` seconds by the client's `wait`."""
-    return Client(http=client).wait(request_id, until=states, timeout=timeout, interval=poll).model_dump(mode="json")
+def register_model(client: Client, files: dict[str, Any]) -> str:
+    """A new dataset and a model on it, validated by the worker: once its only model erased the class, the
+    rows leave the dataset's storage, so every job gets its own."""
+    dataset = client.create_dataset("digits", Path(files["manifest"]).read_bytes(),
+                                    [("digits.safetensors", Path(files["shard"]).read_bytes())])
+    model = client.create_model("digits-cnn", "cnn-small", 10, dataset.id, Path(files["weights"]).read_bytes(), "unit")
+    return client.wait_model(model.id).id
 
 
 def _at(value: str) -> float:
@@ -282,8 +265,7 @@ def run_service_job(service: Service, files: dict[str, Any], database_url: str,
     from sqlalchemy import create_engine, text
 
     with service.client() as client:
-        # A fresh dataset and model: once its only model erased the class, the rows leave the dataset's storage.
-        model_id = register_model(client, register_dataset(client, files), files)
+        model_id = register_model(client, files)
         spy = None
         if profile is not None:
             py_spy = Path(sys.executable).with_name("py-spy")
@@ -292,29 +274,23 @@ def run_service_job(service: Service, files: dict[str, Any], database_url: str,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         cpu = CpuWindow({"api": service.api.pid, "worker": service.worker.pid, "bench": os.getpid()})
         posted = time.perf_counter()
-        response = client.post("/v1/deletion-requests", json={
-            "model_id": model_id, "forget": {"classes": [FORGET_CLASS]}, "base_method": BASE_METHOD,
-            "config": CONFIG, "selection": "manual"})
-        if response.status_code != 202:
-            raise RuntimeError(response.text)
-        request_id = response.json()["id"]
-        body = wait_state(client, request_id, ("awaiting_selection",), poll)
+        request_id = client.create_request(model_id, {"classes": [FORGET_CLASS]}, base_method=BASE_METHOD,
+                                           config=CONFIG, selection="manual").id
+        body = client.wait(request_id, "awaiting_selection", timeout=600, interval=poll)
         curve_ready = time.perf_counter()
         run_cpu = cpu.stop()
         cpu.start()
         selected = time.perf_counter()
-        response = client.post(f"/v1/deletion-requests/{request_id}/selection",
-                               json={"t": body["curve"]["recommended_t"]})
-        if response.status_code != 202:
-            raise RuntimeError(response.text)
-        wait_state(client, request_id, ("succeeded",), poll)
+        assert body.curve is not None
+        client.select(request_id, body.curve.recommended_t)
+        client.wait(request_id, "succeeded", timeout=600, interval=poll)
         succeeded = time.perf_counter()
         selection_cpu = cpu.stop()
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 spy.wait(timeout=30)
-        events = client.get(f"/v1/deletion-requests/{request_id}/events").json()["items"]
+        events = [e.model_dump(mode="json") for e in client.events(request_id)]
     engine = create_engine(database_url)
     with engine.connect() as connection:
         stored = connection.execute(text("SELECT curve, created_at FROM deletion_requests WHERE id = :id"),
@@ -324,7 +300,7 @@ def run_service_job(service: Service, files: dict[str, Any], database_url: str,
     return {"request_id": request_id, "run_client_s": round(curve_ready - posted, 3),
             "selection_client_s": round(succeeded - selected, 3), "timings": timings,
             "batches": stored.curve["training"]["batches"],
-            "breakdown": service_breakdown(events, body["created_at"], timings),
+            "breakdown": service_breakdown(events, body.created_at.isoformat(), timings),
             "cpu_run": run_cpu, "cpu_selection": selection_cpu}
 
 
