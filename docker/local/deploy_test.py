@@ -17,8 +17,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
-
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
@@ -78,42 +76,15 @@ def step(message: str) -> None:
     print(f"deploy-test: {message}", flush=True)
 
 
-class Service:
-    def __init__(self, client: httpx.Client) -> None:
-        self.client = client
+def submit(client: Client, model_id: str, forget_class: int, config: dict, selection: str | None = None) -> str:
+    """A request to forget one class (a class already erased from the model would be a 409)."""
+    return client.create_request(model_id, {"classes": [forget_class]}, base_method="rl", config=config,
+                                 selection=selection, idempotency_key=secrets.token_hex(8)).id
 
-    def get(self, path: str, **params: object) -> dict:
-        response = self.client.get(path, params=params)
-        response.raise_for_status()
-        return response.json()
 
-    def submit(self, model_id: str, forget_class: int, config: dict, **body: object) -> str:
-        """A request to forget one class (a class already erased from the model would be a 409)."""
-        response = self.client.post("/v1/deletion-requests", json={
-            "model_id": model_id, "forget": {"classes": [forget_class]}, "base_method": "rl", "config": config,
-            **body},
-            headers={"Idempotency-Key": secrets.token_hex(8)})
-        assert response.status_code == 202, response.text
-        return response.json()["id"]
-
-    def request(self, request_id: str) -> dict:
-        return self.get(f"/v1/deletion-requests/{request_id}")
-
-    def events(self, request_id: str) -> list[dict]:
-        return self.get(f"/v1/deletion-requests/{request_id}/events", page_size=500)["items"]
-
-    def wait_state(self, request_id: str, states: tuple[str, ...], timeout: float) -> dict:
-        def reached() -> dict | None:
-            request = self.request(request_id)
-            if request["state"] == "failed":
-                raise RuntimeError(f"request {request_id} failed: {request['error']}")
-            return request if request["state"] in states else None
-
-        return wait_for(reached, timeout, f"request {request_id} to be {'/'.join(states)}")  # type: ignore[return-value]
-
-    def in_curve_epoch(self, request_id: str, epoch: int) -> bool:
-        progress = self.request(request_id)["progress"]
-        return progress["phase"] == "curve" and (progress.get("epoch") or 0) >= epoch
+def in_curve_epoch(client: Client, request_id: str, epoch: int) -> bool:
+    progress = client.get_request(request_id).progress
+    return progress.phase == "curve" and (progress.epoch or 0) >= epoch
 
 
 def worker_containers() -> list[str]:
@@ -129,23 +100,23 @@ def wait_workers_ready(count: int) -> None:
     wait_for(ready, 180, f"{count} worker container(s) to be ready", interval=1)
 
 
-def killed_worker_resumes(service: Service, model_id: str) -> None:
-    request_id = service.submit(model_id, 3, SLOW_CURVE)
-    wait_for(lambda: service.in_curve_epoch(request_id, 3), 300, "curve training to reach epoch 3", 0.3)
+def killed_worker_resumes(client: Client, model_id: str) -> None:
+    request_id = submit(client, model_id, 3, SLOW_CURVE)
+    wait_for(lambda: in_curve_epoch(client, request_id, 3), 300, "curve training to reach epoch 3", 0.3)
     (container,) = worker_containers()
     subprocess.run(["docker", "kill", container], check=True, capture_output=True)
-    step(f"killed worker container {container[:12]} in curve epoch {service.request(request_id)['progress']['epoch']}")
-    assert service.request(request_id)["state"] == "running"
+    step(f"killed worker container {container[:12]} in curve epoch {client.get_request(request_id).progress.epoch}")
+    assert client.get_request(request_id).state == "running"
     compose("up", "-d", "--no-deps", "worker")
-    service.wait_state(request_id, ("awaiting_selection",), RESUME_TIMEOUT)
-    events = service.events(request_id)
-    resumed = [e for e in events if e["type"] == "resumed_from_checkpoint"]
-    assert resumed and resumed[0]["detail"]["epoch"] >= 2, "the job started over instead of resuming"
-    assert any(e["type"] == "resumed" for e in events)
-    t = service.request(request_id)["curve"]["recommended_t"]
-    assert service.client.post(f"/v1/deletion-requests/{request_id}/selection", json={"t": t}).status_code == 202
-    service.wait_state(request_id, ("succeeded",), 300)
-    step(f"request resumed from its epoch-{resumed[0]['detail']['epoch']} checkpoint and succeeded")
+    request = client.wait(request_id, "awaiting_selection", timeout=RESUME_TIMEOUT)
+    events = list(client.events(request_id))
+    resumed = [e.detail or {} for e in events if e.type == "resumed_from_checkpoint"]
+    assert resumed and resumed[0]["epoch"] >= 2, "the job started over instead of resuming"
+    assert any(e.type == "resumed" for e in events)
+    assert request.curve is not None
+    client.select(request_id, request.curve.recommended_t)
+    client.wait(request_id, "succeeded", timeout=300)
+    step(f"request resumed from its epoch-{resumed[0]['epoch']} checkpoint and succeeded")
 
 
 def queue_length(env: dict[str, str]) -> int:
@@ -153,9 +124,9 @@ def queue_length(env: dict[str, str]) -> int:
     return int(out.strip())
 
 
-def redis_restart_keeps_the_queue(service: Service, model_id: str, env: dict[str, str]) -> None:
+def redis_restart_keeps_the_queue(client: Client, model_id: str, env: dict[str, str]) -> None:
     compose("stop", "worker")
-    request_id = service.submit(model_id, 5, FAST_JOB, selection="auto")
+    request_id = submit(client, model_id, 5, FAST_JOB, selection="auto")
     wait_for(lambda: queue_length(env) > 0, 30, "the task to reach Redis")
     compose("restart", "redis")
     wait_for(lambda: "healthy" in compose("ps", "redis"), 60, "Redis to be healthy again")
@@ -163,39 +134,38 @@ def redis_restart_keeps_the_queue(service: Service, model_id: str, env: dict[str
     compose("up", "-d", "--no-deps", "worker")
     # Claimed well before MCU_REQUEUE_AFTER_SECONDS (300 s) after submission, when the reconciler would
     # re-send it: the message kept by Redis is what ran.
-    service.wait_state(request_id, ("running", "awaiting_selection", "materializing", "succeeded"), 180)
-    service.wait_state(request_id, ("succeeded",), 240)
+    client.wait(request_id, ("running", "awaiting_selection", "materializing", "succeeded"), timeout=180)
+    client.wait(request_id, ("succeeded",), timeout=240)
     step("a request queued across a Redis restart ran and succeeded")
 
 
-def two_workers_run_two_requests(service: Service, model_id: str) -> None:
+def two_workers_run_two_requests(client: Client, model_id: str) -> None:
     compose("up", "-d", "--no-deps", "--scale", "worker=2", "worker")
     wait_workers_ready(2)
-    first, second = service.submit(model_id, 7, SLOW_CURVE), service.submit(model_id, 8, SLOW_CURVE)
-    wait_for(lambda: all(service.request(r)["state"] == "running" for r in (first, second)), 120,
+    first, second = submit(client, model_id, 7, SLOW_CURVE), submit(client, model_id, 8, SLOW_CURVE)
+    wait_for(lambda: all(client.get_request(r).state == "running" for r in (first, second)), 120,
              "both requests to run at once", 0.2)
     workers = []
     for request_id in (first, second):
-        claimed = [e for e in service.events(request_id) if e["type"] == "state_changed" and e["state"] == "running"]
-        workers.append(claimed[0]["detail"]["worker"])
+        claimed = [e.detail or {} for e in client.events(request_id)
+                   if e.type == "state_changed" and e.state == "running"]
+        workers.append(claimed[0]["worker"])
     assert workers[0] != workers[1], f"both requests ran on {workers[0]}"
     containers = {c[:12] for c in worker_containers()}
     assert {w.rsplit("-", 1)[0] for w in workers} == containers, (workers, containers)
     for request_id in (first, second):
-        service.wait_state(request_id, ("awaiting_selection",), 300)
+        client.wait(request_id, "awaiting_selection", timeout=300)
     step(f"two requests ran at the same time on workers {workers[0]} and {workers[1]}")
 
 
 def recovery(env_file: str) -> None:
     env = read_env(env_file)
     url = f"http://127.0.0.1:{env['MCU_API_PORT']}"
-    headers = {"Authorization": f"Bearer {env['MCU_BOOTSTRAP_API_KEY']}"}
-    with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
-        service = Service(client)
-        _, model_id = register_digits(Client(http=client))
-        killed_worker_resumes(service, model_id)
-        redis_restart_keeps_the_queue(service, model_id, env)
-        two_workers_run_two_requests(service, model_id)
+    with Client(url, env["MCU_BOOTSTRAP_API_KEY"]) as client:
+        _, model_id = register_digits(client)
+        killed_worker_resumes(client, model_id)
+        redis_restart_keeps_the_queue(client, model_id, env)
+        two_workers_run_two_requests(client, model_id)
 
 
 if __name__ == "__main__":
