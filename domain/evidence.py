@@ -18,17 +18,16 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from domain.catalog import ModelState, get_version
 from domain.coalesce import coalesced, job_positions
 from domain.erasure import METRICS, judge
-from domain.forget import erased_by
 from domain.lifecycle import State
 from domain.problems import Problem
 from domain.requests import get
-from models import CurvePoint, DeletionRequest, Event, Model, ModelVersion, Sample, in_list, utcnow
+from models import CurvePoint, DeletionRequest, ErasedSample, Event, Model, ModelVersion, Sample, in_list, utcnow
 from models.audit import head_hash
 
 REPORT_FORMAT = "mcu-proof-of-erasure/1"
@@ -82,7 +81,10 @@ def _training_data(session: Session, request: DeletionRequest, model: Model) -> 
         in_list(session, Sample.position, request.forget_positions, "positions"))))
     others = session.scalars(select(Model.id).where(Model.dataset_id == model.dataset_id, Model.id != model.id,
                                                     Model.state != ModelState.INVALID).order_by(Model.id)).all()
-    held = [{"model_id": other, "rows": len(stored) - len(erased_by(session, other, stored))} for other in others]
+    erased = dict(session.execute(select(ErasedSample.model_id, func.count()).where(  # one query for all of them
+        ErasedSample.model_id.in_(others), in_list(session, ErasedSample.position, stored, "positions"))
+        .group_by(ErasedSample.model_id)).all())
+    held = [{"model_id": other, "rows": len(stored) - erased.get(other, 0)} for other in others]
     rewrites = session.scalars(select(Event).where(Event.request_id == request.id,
                                                    Event.type == TRAINING_ROWS_ERASED).order_by(Event.id)).all()
     return {"dataset_id": model.dataset_id, "rows": request.forget_count,
