@@ -191,29 +191,25 @@ def cancel(session: Session, request_id: str, actor: str) -> DeletionRequest:
     previous = row.state
     at_once = {"cancel_requested": True, "finished_at": utcnow()}
     if row.job_id is not None:  # a member leaves its coalesced job; a running job restarts without it
-        if not transition(session, request_id, State.CANCELLED, actor=actor, values=at_once,
-                          detail={"left_job": row.job_id},
-                          from_=[State.QUEUED, State.RUNNING, State.AWAITING_SELECTION, State.MATERIALIZING]):
-            session.rollback()
-            raise Problem(409, f"request '{request_id}' is already {previous}")
-        if previous == State.RUNNING:
+        moved = transition(session, request_id, State.CANCELLED, actor=actor, values=at_once,
+                           detail={"left_job": row.job_id},
+                           from_=[State.QUEUED, State.RUNNING, State.AWAITING_SELECTION, State.MATERIALIZING])
+        if moved and previous == State.RUNNING:
             session.execute(update(DeletionRequest).where(DeletionRequest.id == row.job_id)
                             .values(restart_requested=True))
-        session.commit()
-        session.refresh(row)
-        return row
-    if previous in (State.QUEUED, State.RUNNING) and (new_leader := coalesce.promote(session, request_id, actor)):
-        # The job goes on without its leader: its first member leads it now (a running one from the start).
-        enqueue_after_commit(session, RUN_REQUEST, new_leader)
-    # A selection no worker has claimed yet (no heartbeat) is cancelled at once too: a worker claims only
-    # `materializing`, so a `cancelling` request that nobody holds would never be finished.
-    moved = transition(session, request_id, State.CANCELLED, actor=actor, values=at_once,
-                       from_=[State.QUEUED, State.AWAITING_SELECTION]) or \
-        transition(session, request_id, State.CANCELLED, actor=actor, values=at_once, from_=[State.MATERIALIZING],
-                   where=[DeletionRequest.heartbeat_at.is_(None)]) or \
-        transition(session, request_id, State.CANCELLING, actor=actor, values={"cancel_requested": True},
-                   from_=[State.RUNNING, State.MATERIALIZING]) or \
-        previous == State.CANCELLING
+    else:
+        if previous in (State.QUEUED, State.RUNNING) and (new_leader := coalesce.promote(session, request_id, actor)):
+            # The job goes on without its leader: its first member leads it now (a running one from the start).
+            enqueue_after_commit(session, RUN_REQUEST, new_leader)
+        # A selection no worker has claimed yet (no heartbeat) is cancelled at once too: a worker claims only
+        # `materializing`, so a `cancelling` request that nobody holds would never be finished.
+        moved = transition(session, request_id, State.CANCELLED, actor=actor, values=at_once,
+                           from_=[State.QUEUED, State.AWAITING_SELECTION]) or \
+            transition(session, request_id, State.CANCELLED, actor=actor, values=at_once, from_=[State.MATERIALIZING],
+                       where=[DeletionRequest.heartbeat_at.is_(None)]) or \
+            transition(session, request_id, State.CANCELLING, actor=actor, values={"cancel_requested": True},
+                       from_=[State.RUNNING, State.MATERIALIZING]) or \
+            previous == State.CANCELLING
     if not moved:
         session.rollback()
         raise Problem(409, f"request '{request_id}' is already {previous}")
