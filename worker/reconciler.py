@@ -87,14 +87,13 @@ def notify_overdue(services: Services) -> list[str]:
     now = utcnow()
     late = []
     with services.factory() as session, session.begin():
-        rows = session.execute(select(DeletionRequest.id, DeletionRequest.state, DeletionRequest.due_at,
-                                      DeletionRequest.callback_url).where(
-            overdue_at(now), DeletionRequest.overdue_notified_at.is_(None))).all()
+        # Claimed in one statement: a row another worker's reconciler marked first is not returned here.
+        rows = session.execute(update(DeletionRequest)
+                               .where(overdue_at(now), DeletionRequest.overdue_notified_at.is_(None))
+                               .values(overdue_notified_at=now)
+                               .returning(DeletionRequest.id, DeletionRequest.state, DeletionRequest.due_at,
+                                          DeletionRequest.callback_url)).all()
         for request_id, state, due_at, callback_url in rows:
-            if not session.execute(update(DeletionRequest).where(DeletionRequest.id == request_id,
-                                                                 DeletionRequest.overdue_notified_at.is_(None))
-                                   .values(overdue_notified_at=now)).rowcount:
-                continue  # another worker's reconciler was first
             record_event(session, request_id, OVERDUE, state, "reconciler", {"due_at": due_at.isoformat()})
             if callback_url:
                 owe_callback(session, request_id, OVERDUE)
