@@ -39,20 +39,22 @@ def record_event(session: Session, request_id: str, type_: str, state: str | Non
     # The request row is locked so that two transactions cannot both extend the chain from the same event
     # (a transition's UPDATE holds the lock already; SQLite's writers are serialised anyway).
     session.execute(select(DeletionRequest.id).where(DeletionRequest.id == request_id).with_for_update())
-    prev = session.scalar(select(Event.hash).where(Event.request_id == request_id)
-                          .order_by(Event.id.desc()).limit(1)) or GENESIS
+    prev = _newest_hash(session, request_id)
     at = utcnow()
     session.add(Event(request_id=request_id, at=at, type=type_, state=state, actor=actor, detail=detail,
                       prev_hash=prev, hash=event_hash(request_id, at, type_, state, actor, detail, prev)))
     session.flush()  # the next event of this request, in this transaction, must see this one's hash
 
 
+def _newest_hash(session: Session, request_id: str) -> str:
+    return session.scalar(select(Event.hash).where(Event.request_id == request_id)
+                          .order_by(Event.id.desc()).limit(1)) or GENESIS
+
+
 def head_hash(session: Session, request_id: str) -> tuple[str, int]:
     """The hash of the request's newest event, and how many events its chain has."""
-    head = session.scalar(select(Event.hash).where(Event.request_id == request_id).order_by(Event.id.desc())
-                          .limit(1))
     count = session.scalar(select(func.count()).select_from(Event).where(Event.request_id == request_id))
-    return head or GENESIS, count or 0
+    return _newest_hash(session, request_id), count or 0
 
 
 @dataclass(frozen=True)
