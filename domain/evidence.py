@@ -18,6 +18,7 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -28,7 +29,7 @@ from domain.lifecycle import State
 from domain.problems import Problem
 from domain.requests import get
 from models import CurvePoint, DeletionRequest, ErasedSample, Event, Model, ModelVersion, Sample, in_list, utcnow
-from models.audit import head_hash
+from models.audit import head_hash, verify_chains
 
 REPORT_FORMAT = "mcu-proof-of-erasure/1"
 # The events worker/erasure.py records and the report reads.
@@ -94,11 +95,19 @@ def _training_data(session: Session, request: DeletionRequest, model: Model) -> 
             "clean_up_finished_at": request.data_erased_at.isoformat() if request.data_erased_at else None}
 
 
-def build_report(session: Session, request_id: str) -> dict[str, Any]:
+def build_report(session: Session, request_id: str, seal_key: Ed25519PublicKey) -> dict[str, Any]:
+    """The report, once the request's audit chain (and its job leader's) verifies with `seal_key`, the key
+    that will sign it: no signature ever vouches for a truncated or rewritten chain."""
     request = get(session, request_id)
     if request.state != State.SUCCEEDED:
         raise Problem(409, f"a proof-of-erasure report exists only for a succeeded request (state: {request.state})",
                       slug="report-not-ready", title="Report not ready")
+    for chain in dict.fromkeys(filter(None, (request.id, request.job_id))):
+        broken = verify_chains(session, seal_key, chain).broken
+        if broken:
+            raise Problem(409, f"the audit chain of request {chain} does not verify: {broken[0].reason}; no report "
+                               f"is signed over it (`mcu audit verify` names every broken chain)",
+                          slug="audit-chain-broken", title="Audit chain broken")
     model = session.get(Model, request.model_id)
     assert model is not None and request.curve_summary is not None
     # A coalesced job's version names its leader only: every request of the job points at it.

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
+import math
 import os
+import re
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import SigningKey, utcnow
-from models.audit import canonical_json
+from models.audit import SEALER, Resealing, canonical_json, reseal_chains
 from settings import Settings
 
 ALGORITHM = "Ed25519"
@@ -59,56 +63,93 @@ class Signer:
 
 
 class SigningKeys:
-    """The current signer, loaded once per key (a rotation elsewhere is picked up at the next report).
-    Looking the key up is a read (`read_factory`: on SQLite it does not take the write lock, and
-    `GET /v1/signing-key` is public); only making or replacing the current key writes."""
+    """The current signer, loaded once per key id and process (a rotation elsewhere is picked up at the next
+    use). It also seals the audit chains that every session of `factory` extends (models/audit.py), so each
+    API and worker process holds one. Looking the key up is a read (`read_factory`: on SQLite it does not take
+    the write lock, and `GET /v1/signing-key` is public); only making or replacing the current key writes."""
 
     def __init__(self, factory: sessionmaker[Session], settings: Settings,
                  read_factory: sessionmaker[Session] | None = None) -> None:
         self.factory, self.read_factory, self.settings = factory, read_factory or factory, settings
         self._cache: dict[str, Signer] = {}
+        self._file: tuple[tuple[int, int], Ed25519PrivateKey] | None = None
         self._lock = threading.Lock()
+        factory.configure(info={**factory.kw.get("info", {}), SEALER: self})
 
     def current(self) -> Signer:
+        with self.read_factory() as session:
+            signer = self._loaded(session)
+        if signer is None:  # the first key, or a new key file
+            with self.factory() as session, session.begin():
+                signer = self.signer_in(session)
+        return signer
+
+    def signer_in(self, session: Session) -> Signer:
+        """The current signer, read (and made, the first time) in `session`'s transaction."""
+        signer = self._loaded(session)
+        if signer is None:
+            file_key = self._file_key()
+            private = file_key or Ed25519PrivateKey.generate()
+            previous = session.scalar(select(SigningKey.public_key).where(SigningKey.slot == CURRENT))
+            try:
+                with session.begin_nested():
+                    _make_current(session, private, None if file_key else self._encrypt(private),
+                                  public_from_b64(previous) if previous else None)
+            except IntegrityError:  # another process made the first key at the same moment: the winner's
+                pass
+            signer = self._loaded(session)
+            assert signer is not None
+        return signer
+
+    def sealing_key(self, session: Session) -> Ed25519PrivateKey:
+        return self.signer_in(session).private_key
+
+    def verifying_key(self) -> Ed25519PublicKey:
+        """The current key's public half, from the key file or the passphrase-decrypted private key, never from
+        the database's public_key column alone (anyone who can write the database could replace that)."""
+        with self.read_factory() as session:
+            signer = self._loaded(session)
+        if signer is None:
+            raise RuntimeError("no signing key is current yet, or the key file is not the database's current key")
+        return signer.private_key.public_key()
+
+    def _loaded(self, session: Session) -> Signer | None:
+        """The current signer, or None when a key must be made current first (none yet, or a new key file)."""
+        row = session.execute(select(SigningKey.key_id, SigningKey.private_key)
+                              .where(SigningKey.slot == CURRENT)).first()
+        file_key = self._file_key()
+        if row is None or (file_key is not None and row.key_id != key_id_of(_raw_public(file_key))):
+            return None
         with self._lock:
-            file = self.settings.resolved_signing_key_file
-            private = _key_from_file(file) if file is not None else None
-            with self.read_factory() as session:
-                row = session.scalar(select(SigningKey).where(SigningKey.slot == CURRENT))
-                key_id, stored = (row.key_id, row.private_key) if row is not None else (None, None)
-            if key_id is None or (private is not None and key_id != key_id_of(_raw_public(private))):
-                try:
-                    key_id, stored = self._install(private)
-                except IntegrityError:  # another process made the first key at the same moment: the winner's
-                    with self.read_factory() as session:
-                        row = session.scalar(select(SigningKey).where(SigningKey.slot == CURRENT))
-                        key_id, stored = row.key_id, row.private_key
-            if key_id not in self._cache:
-                if private is None:
-                    if stored is None:
-                        raise RuntimeError(f"signing key {key_id} lives in a file, but MCU_SIGNING_KEY_FILE is unset")
-                    private = self._decrypt(stored)
-                self._cache[key_id] = Signer(key_id, private)
-            return self._cache[key_id]
+            if row.key_id not in self._cache:
+                if file_key is None and row.private_key is None:
+                    raise RuntimeError(f"signing key {row.key_id} lives in a file, but MCU_SIGNING_KEY_FILE is unset")
+                self._cache[row.key_id] = Signer(row.key_id, file_key or self._decrypt(row.private_key))
+            return self._cache[row.key_id]
 
-    def _install(self, private: Ed25519PrivateKey | None) -> tuple[str, str | None]:
-        """The key file's key (a new file: a rotation), or a new key kept in the database, becomes current."""
-        with self.factory() as session, session.begin():
-            if private is not None:
-                row = _make_current(session, private, stored=None)
-            else:
-                private = Ed25519PrivateKey.generate()
-                row = _make_current(session, private, stored=self._encrypt(private))
-            return row.key_id, row.private_key
+    def _file_key(self) -> Ed25519PrivateKey | None:
+        """The key file's key (made on first use), parsed again only when the file changes."""
+        path = self.settings.resolved_signing_key_file
+        if path is None:
+            return None
+        if not path.exists():
+            _write_key_file(path, Ed25519PrivateKey.generate())
+        stat = path.stat()
+        with self._lock:
+            if self._file is None or self._file[0] != (stat.st_mtime_ns, stat.st_size):
+                self._file = (stat.st_mtime_ns, stat.st_size), _key_from_file(path)
+            return self._file[1]
 
-    def rotate(self) -> str:
-        """Retire the current key and make a new one (in the key file when one is set); returns its id."""
+    def rotate(self) -> Rotation:
+        """Retire the current key and make a new one (in the key file when one is set); every chain that
+        verifies is re-sealed with it, so verifying a chain needs the current key only."""
         private = Ed25519PrivateKey.generate()
         file = self.settings.resolved_signing_key_file
-        if file is not None:
-            _write_key_file(file, private)
         with self.factory() as session, session.begin():
-            return _make_current(session, private, stored=None if file else self._encrypt(private)).key_id
+            previous = self.signer_in(session).private_key.public_key()  # the real key, not the stored column
+            if file is not None:
+                _write_key_file(file, private)
+            return _make_current(session, private, None if file else self._encrypt(private), previous)
 
     def _encrypt(self, private: Ed25519PrivateKey) -> str:
         passphrase = self.settings.signing_key_passphrase
@@ -123,13 +164,22 @@ class SigningKeys:
         passphrase = self.settings.signing_key_passphrase
         key = serialization.load_pem_private_key(pem.encode(), passphrase.get_secret_value().encode()
                                                  if passphrase else None)
-        assert isinstance(key, Ed25519PrivateKey)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise RuntimeError("the stored signing key is not an Ed25519 private key")
         return key
 
 
-def _make_current(session: Session, private: Ed25519PrivateKey, stored: str | None) -> SigningKey:
-    """`private` becomes the current key and the previous one is retired. The slot is unique: of two
-    processes making the first key at once, one commits and the other gets an IntegrityError."""
+@dataclass(frozen=True)
+class Rotation:
+    key_id: str
+    chains: Resealing
+
+
+def _make_current(session: Session, private: Ed25519PrivateKey, stored: str | None,
+                  previous: Ed25519PublicKey | None) -> Rotation:
+    """`private` becomes the current key, the previous one is retired and the audit chains that verify with
+    it are re-sealed with the new one. The slot is unique: of two processes making the first key at once,
+    one commits and the other gets an IntegrityError."""
     raw = _raw_public(private)
     session.execute(update(SigningKey).where(SigningKey.slot == CURRENT).values(slot=None, retired_at=utcnow()))
     row = session.get(SigningKey, key_id_of(raw))
@@ -138,12 +188,14 @@ def _make_current(session: Session, private: Ed25519PrivateKey, stored: str | No
         session.add(row)
     row.private_key, row.slot, row.retired_at = stored, CURRENT, None
     session.flush()
-    return row
+    return Rotation(row.key_id, reseal_chains(session, previous, private))
+
+
+def public_from_b64(text: str) -> Ed25519PublicKey:
+    return Ed25519PublicKey.from_public_bytes(base64.b64decode(text, validate=True))
 
 
 def _key_from_file(path: Path) -> Ed25519PrivateKey:
-    if not path.exists():
-        _write_key_file(path, Ed25519PrivateKey.generate())
     key = serialization.load_pem_private_key(path.read_bytes(), None)
     if not isinstance(key, Ed25519PrivateKey):
         raise RuntimeError(f"{path} does not hold an Ed25519 private key")
@@ -172,27 +224,117 @@ class Verification:
     reason: str
 
 
-def verify(document: Any, trusted: dict[str, str] | None = None) -> Verification:
-    """Check a signed document. `trusted` maps key ids to base64 public keys (GET /v1/signing-key); without
-    it the key embedded in the document is used, which proves integrity but not who signed."""
-    if not isinstance(document, dict) or not isinstance(document.get("signature"), dict) or "report" not in document:
-        return Verification(False, None, "not a signed report: expected {\"report\": ..., \"signature\": ...}")
+ENVELOPE_KEYS, SIGNATURE_KEYS = {"report", "signature"}, {"algorithm", "key_id", "public_key", "value"}
+
+
+def verify(document: Any, trusted: Mapping[str, str]) -> Verification:
+    """Check a signed document against `trusted`, key id -> base64 public key (GET /v1/signing-key). The key
+    embedded in the document is never trusted on its own: anyone can re-sign a changed report with a key of
+    their own and embed it. Parse a file with `parse_document` first (duplicate keys, depth, number sizes)."""
+    if not isinstance(document, dict) or set(document) != ENVELOPE_KEYS or not isinstance(document["report"], dict):
+        return Verification(False, None, "not a signed report: expected exactly {\"report\": {...}, "
+                                         "\"signature\": {...}}")
     signature = document["signature"]
-    key_id = signature.get("key_id")
-    if signature.get("algorithm") != ALGORITHM:
-        return Verification(False, key_id, f"unsupported algorithm {signature.get('algorithm')!r}")
-    if trusted is not None and key_id not in trusted:
+    if not isinstance(signature, dict) or set(signature) != SIGNATURE_KEYS or not all(
+            isinstance(value, str) for value in signature.values()):
+        return Verification(False, None, f"the signature must be an object of exactly {sorted(SIGNATURE_KEYS)}, "
+                                         "each a string")
+    key_id = signature["key_id"]
+    if signature["algorithm"] != ALGORITHM:
+        return Verification(False, key_id, f"unsupported algorithm {signature['algorithm']!r}")
+    if key_id not in trusted:
         return Verification(False, key_id, f"key {key_id} is not among the trusted public keys")
-    public_b64 = trusted[key_id] if trusted is not None else signature.get("public_key", "")
+    if signature["public_key"] != trusted[key_id]:
+        return Verification(False, key_id, f"the public key embedded in the report is not trusted key {key_id}'s")
     try:
-        raw = base64.b64decode(public_b64, validate=True)
+        message = canonical_json(document["report"])
+    except (ValueError, UnicodeEncodeError):
+        return Verification(False, key_id, "the report has no canonical form (a lone surrogate or a non-finite "
+                                           "number)")
+    try:
+        raw = base64.b64decode(trusted[key_id], validate=True)
         if key_id_of(raw) != key_id:
-            return Verification(False, key_id, "the public key does not match the key id")
-        Ed25519PublicKey.from_public_bytes(raw).verify(base64.b64decode(signature.get("value", ""), validate=True),
-                                                       canonical_json(document["report"]))
+            return Verification(False, key_id, "the trusted public key does not match its key id")
+        Ed25519PublicKey.from_public_bytes(raw).verify(base64.b64decode(signature["value"], validate=True), message)
     except (InvalidSignature, ValueError):
         return Verification(False, key_id, "the signature does not match the report (it was altered, or signed "
                                            "by another key)")
-    return Verification(True, key_id, "signature valid" + ("" if trusted is not None else
-                                                           " (with the key embedded in the report: compare its "
-                                                           "id with GET /v1/signing-key)"))
+    return Verification(True, key_id, "signature valid")
+
+
+MAX_DOCUMENT_BYTES, MAX_DEPTH, MAX_NUMBER_CHARS = 16 * 2**20, 64, 40
+
+
+class MalformedDocument(ValueError):
+    """A document that is not one strict JSON value: a report is refused before its signature is checked."""
+
+
+def parse_document(data: bytes) -> Any:
+    """Strict JSON: UTF-8, no duplicate key at any depth (a second value for a signed key must not pass
+    unseen), nesting at most MAX_DEPTH, numbers at most MAX_NUMBER_CHARS characters and finite. Every
+    refusal is a MalformedDocument naming what is wrong, never a RecursionError or a digit-limit error."""
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise MalformedDocument(f"larger than {MAX_DOCUMENT_BYTES} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise MalformedDocument(f"not UTF-8 ({error.reason} at byte {error.start})") from error
+    depth = deepest = 0
+    for bracket in re.findall(r"[\[\]{}]", _STRINGS.sub('""', text)):  # brackets outside strings
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    if deepest > MAX_DEPTH:
+        raise MalformedDocument(f"nested {deepest} deep (at most {MAX_DEPTH})")
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys, parse_int=_bounded(int), parse_float=_bounded(float),
+                          parse_constant=_no_constant)
+    except (json.JSONDecodeError, RecursionError) as error:
+        raise MalformedDocument(f"not JSON ({error})") from error
+
+
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise MalformedDocument(f"the key {key!r} occurs twice in one object")
+        result[key] = value
+    return result
+
+
+def _bounded(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        if len(text) > MAX_NUMBER_CHARS:
+            raise MalformedDocument(f"a number of {len(text)} characters (at most {MAX_NUMBER_CHARS})")
+        value = kind(text)
+        if not math.isfinite(value):
+            raise MalformedDocument(f"the number {text} is not finite")
+        return value
+    return parse
+
+
+def _no_constant(name: str) -> Any:
+    raise MalformedDocument(f"{name} is not JSON")
+
+
+def trusted_keys(text: str) -> tuple[dict[str, str], str]:
+    """Keys to trust (key id -> base64 public key) and the current one's id, from GET /v1/signing-key's JSON
+    or one base64 public key. A ValueError names what the text is not."""
+    try:
+        document = parse_document(text.encode())
+    except MalformedDocument:
+        document = None
+    if isinstance(document, dict) and isinstance(document.get("keys"), list):
+        keys = {key.get("key_id"): key.get("public_key") for key in document["keys"] if isinstance(key, dict)}
+        current = document.get("current")
+        current_id = current.get("key_id") if isinstance(current, dict) else None
+        if keys and current_id in keys and all(isinstance(k, str) and isinstance(v, str) for k, v in keys.items()):
+            return keys, current_id
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+        Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError as error:
+        raise ValueError("neither GET /v1/signing-key's JSON nor a base64 Ed25519 public key") from error
+    return {key_id_of(raw): text.strip()}, key_id_of(raw)

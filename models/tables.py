@@ -194,6 +194,11 @@ class DeletionRequest(Base):
     data_erased_at: Mapped[datetime | None] = mapped_column()
     # Loaded when read (only a request with a curve has points); lists load a page's in one query.
     points: Mapped[list[CurvePoint]] = relationship(order_by="CurvePoint.t", viewonly=True)
+    # The audit chain's anchor (models/audit.py): how many events, the newest's hash, and the service's
+    # signature over both; NULL on requests made before migration 0008 until a key rotation seals them.
+    chain_length: Mapped[int | None] = mapped_column(Integer)
+    chain_head: Mapped[str | None] = mapped_column(String(64))
+    chain_seal: Mapped[str | None] = mapped_column(String(100))
 
     # What the API shows, read by the response schemas (`from_attributes`).
     @property

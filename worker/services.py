@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.orm import Session, sessionmaker
 
 from domain.lifecycle import send_follow_ups_after_commit
+from domain.signing import SigningKeys
 from models import make_engine, make_session_factory
 from settings import Settings
 from storage import LocalCache, ObjectStore, open_store
@@ -31,6 +32,7 @@ def connect(settings: Settings) -> Services:
     store = open_store(settings.resolved_storage_url, s3_endpoint_url=settings.s3_endpoint_url)
     dispatcher = Dispatcher(settings.resolved_broker_url)
     send_follow_ups_after_commit(factory, dispatcher)
+    SigningKeys(factory, settings)  # seals the audit chains this process's sessions extend (models/audit.py)
     return Services(settings, factory, store, LocalCache(settings.cache_dir, store), dispatcher)
 
 

@@ -14,6 +14,7 @@ from api.idempotency import IdempotencyKey, create_once, fingerprint
 from api.pagination import PageSize, PageToken
 from api.schemas import CurveOut, DeletionRequestIn, DeletionRequestOut, EventOut, ExtensionIn, Page, SelectionIn
 from domain import evidence, requests
+from domain.inputs import Line
 from domain.lifecycle import State
 from models import DeletionRequest
 
@@ -51,7 +52,7 @@ def get_request(request_id: str, session: SessionDep, _: Annotated[Principal, re
 
 @router.get("", response_model=Page[DeletionRequestOut])
 def list_requests(session: SessionDep, _: Annotated[Principal, require("requests:read")],
-                  model_id: Annotated[str | None, Query(max_length=40)] = None, state: State | None = None,
+                  model_id: Annotated[Line | None, Query(max_length=40)] = None, state: State | None = None,
                   overdue: Annotated[bool | None, Query(description="Open requests past their due_at (or not)")]
                   = None, page_size: PageSize = 50, page_token: PageToken = None) -> object:
     return requests.page_of_requests(session, model_id=model_id, state=state, overdue=overdue,
@@ -79,8 +80,9 @@ def extend_deadline(request_id: str, body: ExtensionIn, session: SessionDep,
 def get_report(request_id: str, request: Request, session: SessionDep,
                _: Annotated[Principal, require("requests:read")],
                format: Annotated[Literal["json", "html"], Query()] = "json") -> Response:
-    """The signed proof-of-erasure report of a succeeded request (409 before)."""
-    document = request.app.state.signing_keys.current().sign(evidence.build_report(session, request_id))
+    """The signed proof-of-erasure report of a succeeded request (409 before, or when its audit chain is broken)."""
+    signer = request.app.state.signing_keys.current()
+    document = signer.sign(evidence.build_report(session, request_id, signer.private_key.public_key()))
     if format == "html":
         return HTMLResponse(evidence.render_html(document))
     return JSONResponse(document)

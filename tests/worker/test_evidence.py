@@ -15,12 +15,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
 from cli.digits import DigitsUpload
 from domain.signing import SigningKeys, verify
-from models import DeletionRequest, Event
+from models import DeletionRequest, Event, record_event
 from models.audit import verify_chains
 from settings import Settings
 from worker import jobs
@@ -59,6 +60,9 @@ class Env:
 
     def get(self, request_id: str) -> dict:
         return self.client.get(f"/v1/deletion-requests/{request_id}").json()
+
+    def seal_key(self) -> Ed25519PublicKey:
+        return SigningKeys(self.services.factory, self.settings).verifying_key()
 
     def events(self, request_id: str) -> list[dict]:
         return self.client.get(f"/v1/deletion-requests/{request_id}/events", params={"page_size": 500}).json()["items"]
@@ -142,7 +146,7 @@ def test_a_forgetting_request_succeeds_with_a_signed_report_that_detects_any_cha
 
     # A rotation: new reports are signed by the new key, the old report still verifies with the published keys.
     old_key = document["signature"]["key_id"]
-    new_key = SigningKeys(env.services.factory, env.settings).rotate()
+    new_key = SigningKeys(env.services.factory, env.settings).rotate().key_id
     keys = env.client.get("/v1/signing-key").json()
     assert keys["current"]["key_id"] == new_key != old_key
     assert [k["retired_at"] is not None for k in keys["keys"] if k["key_id"] == old_key] == [True]
@@ -161,13 +165,13 @@ def test_the_report_waits_for_success(env: Env) -> None:
 def test_the_audit_chain_names_an_edited_or_deleted_event(env: Env) -> None:
     request_id = env.submit(NEVER_FORGETS, forget_class=7)
     with env.services.factory() as session:
-        assert verify_chains(session, request_id).broken == []
+        assert verify_chains(session, env.seal_key(), request_id).broken == []
         ids = session.scalars(select(Event.id).where(Event.request_id == request_id).order_by(Event.id)).all()
     assert len(ids) >= 4
     with env.services.factory() as session, session.begin():  # an insider rewrites who did it
         session.execute(text("UPDATE events SET actor = 'someone-else' WHERE id = :id"), {"id": ids[1]})
     with env.services.factory() as session:
-        check = verify_chains(session, request_id)
+        check = verify_chains(session, env.seal_key(), request_id)
     assert [(b.event_id, "edited" in b.reason) for b in check.broken] == [(ids[1], True)]
 
     other = env.submit(NEVER_FORGETS, forget_class=7)
@@ -175,7 +179,7 @@ def test_the_audit_chain_names_an_edited_or_deleted_event(env: Env) -> None:
         middle = session.scalars(select(Event.id).where(Event.request_id == other).order_by(Event.id)).all()
         session.execute(text("DELETE FROM events WHERE id = :id"), {"id": middle[1]})
     with env.services.factory() as session:
-        check = verify_chains(session)
+        check = verify_chains(session, env.seal_key())
     assert {(b.request_id, b.event_id) for b in check.broken} == {(request_id, ids[1]), (other, middle[2])}
 
 
@@ -241,8 +245,55 @@ def test_migration_chains_and_dates_requests_made_before_it(tmp_path: Path) -> N
             connection.execute(text("INSERT INTO events (request_id,at,type,state,actor,detail) VALUES "
                                     "('req_1','2026-01-01 00:00:01','state_changed',:s,'k','{}')"), {"s": state})
     upgrade(url)
-    with make_session_factory(create_engine(url))() as session:
-        check = verify_chains(session)
+    factory = make_session_factory(create_engine(url))
+    keys = SigningKeys(factory, Settings(data_dir=tmp_path, database_url=url))
+    keys.current()  # the first key seals the chains from before 0008 whose links verify
+    with factory() as session:
+        check = verify_chains(session, keys.verifying_key())
         row = session.execute(text("SELECT due_at FROM deletion_requests WHERE id = 'req_1'")).scalar_one()
     assert (check.events, check.chains, check.broken) == (2, 1, [])
     assert str(row).startswith("2026-01-31")
+
+
+def test_a_chain_from_before_the_seal_is_unsealed_until_a_key_seals_it_and_a_broken_one_never_is(
+        tmp_path: Path) -> None:
+    from sqlalchemy import create_engine
+
+    from migrations.runner import upgrade
+    from models import make_session_factory
+
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    upgrade(url, "0007")
+    factory = make_session_factory(create_engine(url))
+    keys = SigningKeys(factory, Settings(data_dir=tmp_path, database_url=url))
+    with factory() as session, session.begin():  # two requests made before 0008
+        session.execute(text(
+            "INSERT INTO datasets VALUES ('ds_1','d',NULL,1,1,2,'[1]','uint8','[]','x','2026-01-01 00:00:00',NULL)"))
+        session.execute(text(
+            "INSERT INTO models (id,name,architecture,architecture_kwargs,num_classes,dataset_id,preprocessing,"
+            "current_version,state,warnings,created_at) VALUES ('mdl_1','m','mlp','{}',2,'ds_1','{}',1,'ready','[]',"
+            "'2026-01-01 00:00:00')"))
+        for request_id in ("req_ok", "req_cut"):
+            session.execute(text(
+                "INSERT INTO deletion_requests (id,model_id,model_version,state,base_method,config,selection_mode,"
+                "forget,forget_positions,forget_count,forget_fingerprint,progress,cancel_requested,created_at,"
+                "received_at,due_at,erasure_criterion) VALUES (:id,'mdl_1',1,'queued','rl','{}','manual','{}','[0]',1,"
+                "'f','{}',0,'2026-01-01 00:00:00','2026-01-01 00:00:00','2026-01-31 00:00:00','{}')"),
+                {"id": request_id})
+    upgrade(url)
+    key = keys.current().private_key.public_key()  # the first key: the chains, still empty, stay unsealed
+    with factory() as session, session.begin():
+        for request_id in ("req_ok", "req_cut"):
+            for state in ("queued", "cancelled"):  # extending an unsealed chain does not seal it
+                record_event(session, request_id, "state_changed", state, "k")
+        session.execute(text("UPDATE events SET actor = 'x' WHERE request_id = 'req_cut'"))
+    with factory() as session:
+        check = verify_chains(session, key)
+    reasons = {b.request_id: b.reason for b in check.broken}
+    assert "not sealed" in reasons["req_ok"] and "edited" in reasons["req_cut"]
+
+    rotation = keys.rotate()
+    assert rotation.chains.first_sealed == ["req_ok"] and [b.request_id for b in rotation.chains.broken] == ["req_cut"]
+    with factory() as session:
+        check = verify_chains(session, keys.verifying_key())
+    assert [b.request_id for b in check.broken] == ["req_cut"]
