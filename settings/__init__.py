@@ -75,6 +75,16 @@ class Settings(BaseSettings):
     # for the same model (same method and config) arriving while it is queued join its job.
     coalesce_seconds: float = Field(default=0.0, ge=0.0, le=86400.0)
     public_url: str | None = None  # e.g. https://mcu.example.com: callbacks then carry absolute report URLs
+    # Worker validation (worker/sandbox.py): a model's constructor runs in a child process with this much wall
+    # (and CPU) time, including starting Python, and this much address space on top of the loaded libraries;
+    # a model whose validation started this many times without a verdict (its worker died) becomes invalid.
+    validation_timeout_seconds: float = Field(default=120.0, gt=0, le=3600)
+    validation_memory_bytes: int = Field(default=2 << 30, ge=64 << 20)
+    validation_max_attempts: int = Field(default=3, ge=1, le=100)
+    # Crash leftovers (worker/sweeper.py): stored objects no row references, incomplete S3 multipart uploads and
+    # scratch files older than this are deleted by the reconciler; an upload in progress is always younger.
+    orphan_grace_seconds: float = Field(default=3600.0, ge=1)
+    sweep_interval_seconds: float = Field(default=3600.0, gt=0)
 
     @field_validator("rate_limit_per_address", "rate_limit_per_key")
     @classmethod

@@ -18,6 +18,7 @@ from api.routes.datasets import check_size, file_sha256
 from api.schemas import ModelOut, Page, VersionOut
 from api.weights import check_weights_header
 from domain import catalog
+from domain.architectures import check_architecture_kwargs
 from domain.preprocessing import OPTIONS, parse_architecture_kwargs, parse_preprocessing
 from domain.problems import Problem, invalid
 from models import Dataset, Model, ModelVersion, new_id
@@ -45,6 +46,7 @@ def create_model(
 ) -> Model:
     check_size(weights, settings.max_upload_bytes)
     kwargs = parse_architecture_kwargs(architecture_kwargs)
+    check_architecture_kwargs(kwargs)  # no file paths, downloads or devices: 422 before anything is stored
     body_sha = fingerprint({"name": name, "architecture": architecture, "num_classes": num_classes,
                             "dataset_id": dataset_id, "weights": file_sha256(weights),
                             "preprocessing": preprocessing, "architecture_kwargs": kwargs})

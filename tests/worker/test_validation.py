@@ -79,7 +79,7 @@ def test_a_huge_architecture_is_refused_before_it_is_built(service: Service, dig
     started = time.perf_counter()
     model = service.register(digits_upload, "imagenet", architecture="vgg11", num_classes="100000")
     assert model["state"] == "invalid" and "MCU_MAX_MODEL_PARAMETERS" in model["error"]["detail"]
-    assert time.perf_counter() - started < 10  # counted on the meta device: nothing was allocated
+    assert time.perf_counter() - started < 60  # counted on the meta device (in a child process): nothing allocated
 
 
 def test_deletion_requests_wait_for_a_ready_model(service: Service, digits_upload: DigitsUpload,
