@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from functools import partial
 from pathlib import Path
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from api.admission import Admission
 from api.errors import install_error_handlers
-from api.metrics import MetricsMiddleware, ServiceCollector
+from api.metrics import MetricsMiddleware, ServiceCollector, Shared
 from api.multipart import MultipartCompleteness
 from api.openapi import install_openapi
 from api.ratelimit import RateLimitMiddleware
@@ -49,8 +51,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     send_follow_ups_after_commit(app.state.session_factory, app.state.dispatcher)
     app.state.signing_keys = SigningKeys(app.state.session_factory, settings, app.state.read_session_factory)
     app.state.metrics_registry = registry = CollectorRegistry()
-    registry.register(ServiceCollector(app.state.session_factory, app.state.dispatcher))
+    registry.register(ServiceCollector(app.state.read_session_factory, app.state.dispatcher))
+    app.state.readiness = Shared(partial(health.unavailable_dependencies, app.state), health.READINESS_SECONDS,
+                                 initial=["readiness (not checked yet)"])
     app.add_middleware(MultipartCompleteness)
+    app.add_middleware(Admission, max_request_bytes=settings.max_request_bytes)  # the caller, before the body
     app.add_middleware(RateLimitMiddleware, per_address=settings.rate_limit_per_address,
                        per_key=settings.rate_limit_per_key, storage_url=settings.resolved_rate_limit_storage_url)
     app.add_middleware(MetricsMiddleware, registry=registry)  # added last, so outermost: it counts 429s too

@@ -7,15 +7,19 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
+from starlette.types import Scope
 
+from domain.problems import Problem
 from models import ApiKey, new_id, utcnow
 
 SCOPES = ("datasets:write", "models:write", "models:read", "requests:write", "requests:read", "requests:select",
           "admin")
 KEY_PREFIX = "mcu_"
+PRINCIPAL = "mcu.principal"  # where a request's scope keeps its authorized caller (api/admission.py)
 
 
 @dataclass(frozen=True)
@@ -65,3 +69,30 @@ def authenticate(session: Session, secret: str, bootstrap_key: str | None) -> Pr
     row = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(secret), ApiKey.revoked_at.is_(None),
                                               or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > utcnow())))
     return Principal(row.name, frozenset(row.scopes)) if row else None
+
+
+def bearer_token(scope: Scope) -> str | None:
+    """The key of `Authorization: Bearer <key>` in an ASGI scope's headers, as FastAPI's HTTPBearer reads it."""
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() != "bearer":
+                return None
+            return token.strip() or None
+    return None
+
+
+def authorize(state: Any, secret: str | None, scope: str | None) -> Principal:
+    """The caller holding `secret`, allowed `scope` (None: any valid key), else a 401 / 403 problem. `state` is
+    the app's: its settings (the bootstrap key) and read sessions."""
+    if not secret:  # refused before touching the database
+        raise Problem(401, "missing API key: send 'Authorization: Bearer <key>'",
+                      headers={"WWW-Authenticate": "Bearer"})
+    bootstrap = state.settings.bootstrap_api_key.get_secret_value() if state.settings.bootstrap_api_key else None
+    with state.read_session_factory() as session:  # held for this one lookup, not the request
+        principal = authenticate(session, secret, bootstrap)
+    if principal is None:
+        raise Problem(401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+    if scope is not None and not principal.allows(scope):
+        raise Problem(403, f"this API key lacks the scope '{scope}'")
+    return principal

@@ -9,8 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from api.auth import Principal, authenticate
-from domain.problems import Problem
+from api.auth import PRINCIPAL, Principal, authorize
 from settings import Settings
 from storage import ObjectStore
 
@@ -47,19 +46,11 @@ def require(scope: str | None) -> Any:
     """A dependency that authenticates the caller and checks one scope (401 / 403 otherwise); `None` checks
     authentication only."""
 
-    def check(request: Request, settings: SettingsDep,
+    def check(request: Request,
               credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
-        if credentials is None or not credentials.credentials:  # refused before touching the database
-            raise Problem(401, "missing API key: send 'Authorization: Bearer <key>'",
-                           headers={"WWW-Authenticate": "Bearer"})
-        bootstrap = settings.bootstrap_api_key.get_secret_value() if settings.bootstrap_api_key else None
-        with request.app.state.read_session_factory() as session:  # held for this one lookup, not the request
-            principal = authenticate(session, credentials.credentials, bootstrap)
-        if principal is None:
-            raise Problem(401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
-        if scope is not None and not principal.allows(scope):
-            raise Problem(403, f"this API key lacks the scope '{scope}'")
-        return principal
+        if PRINCIPAL in request.scope:  # authorized already, before the body was read (api/admission.py)
+            return request.scope[PRINCIPAL]
+        return authorize(request.app.state, credentials.credentials if credentials else None, scope)
 
     check.required_scope = scope or AUTHENTICATED  # type: ignore[attr-defined]  (read by the auth coverage test)
     return Depends(check)

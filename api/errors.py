@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import sqlite3
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -26,6 +27,18 @@ def problem_response(error: Problem) -> JSONResponse:
 
 def _loc(loc: tuple[Any, ...] | list[Any]) -> list[Any]:
     return [part for part in loc if part not in ("body",)] or list(loc)
+
+
+def insufficient_storage() -> Problem:
+    """A full disk (files or database): the request was fine, the service cannot store it."""
+    return Problem(507, "the service has no storage left for this request; retry later", headers={"Retry-After": "60"})
+
+
+def _disk_full(error: Exception) -> bool:
+    """SQLite's SQLITE_FULL ("database or disk is full") or Postgres's disk_full (SQLSTATE 53100)."""
+    cause = getattr(error, "orig", None)
+    return (getattr(cause, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+            or getattr(cause, "sqlstate", None) == "53100")
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -51,6 +64,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PoolTimeout)
     @app.exception_handler(OperationalError)
     async def _database_busy(request: Request, error: Exception) -> JSONResponse:
+        if _disk_full(error):
+            log.error("the database's disk is full on %s %s", request.method, request.url.path)
+            return problem_response(insufficient_storage())
         # No free connection in time, a SQLite write lock not granted, or the database unreachable: the
         # request can be retried as it is, so say when instead of hanging or answering 500.
         log.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(error).__name__)
@@ -61,8 +77,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _os_error(request: Request, error: OSError) -> JSONResponse:
         if error.errno == errno.ENOSPC:  # a full disk: the request was fine, the service cannot store it
             log.error("no space left on device on %s %s", request.method, request.url.path)
-            return problem_response(Problem(507, "the service has no storage left for this request; retry later",
-                                            headers={"Retry-After": "60"}))
+            return problem_response(insufficient_storage())
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(Problem(500, "internal error; it has been logged"))
 

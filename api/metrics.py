@@ -1,13 +1,17 @@
-"""Prometheus metrics: HTTP traffic (middleware) and service state read from the database at scrape time."""
+"""Prometheus metrics: HTTP traffic (middleware) and service state read from the database, at most every few
+seconds whatever the number of scrapes."""
 
 from __future__ import annotations
 
+import math
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, SummaryMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,17 +21,46 @@ from domain.lifecycle import OPEN, overdue_at
 from models import DeletionRequest, utcnow
 from worker.dispatch import Dispatcher
 
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})  # any other is "other"
+SNAPSHOT_SECONDS = 5.0  # how stale the service gauges may be: Prometheus scrapes every 15 s or more
+T = TypeVar("T")
+
+
+class Shared(Generic[T]):
+    """`compute()` run by one caller at a time, at most once per `ttl` seconds; every other caller meanwhile gets
+    the last result at once. A flood of scrapes or probes then costs one computation per `ttl`: it can
+    neither exhaust a connection pool nor make anyone wait."""
+
+    def __init__(self, compute: Callable[[], T], ttl: float, initial: T) -> None:
+        self.compute, self.ttl, self.value = compute, ttl, initial
+        self.computed_at = -math.inf
+        self.lock = threading.Lock()
+
+    def get(self) -> T:
+        if time.monotonic() - self.computed_at >= self.ttl and self.lock.acquire(blocking=False):
+            try:
+                self.value = self.compute()
+            finally:
+                self.computed_at = time.monotonic()
+                self.lock.release()
+        return self.value
+
 
 class ServiceCollector(Collector):
-    """Requests by state, overdue and due soon, queue depth and finished-job durations, computed when scraped."""
+    """Requests by state, overdue and due soon, queue depth and finished-job durations, computed at most once
+    per SNAPSHOT_SECONDS (a scrape meanwhile gets the last snapshot), on a read session."""
 
     def __init__(self, factory: sessionmaker[Session], dispatcher: Dispatcher) -> None:
         self.factory, self.dispatcher = factory, dispatcher
+        self.snapshot = Shared(self.measure, SNAPSHOT_SECONDS, initial=[])
 
-    def collect(self) -> Iterator[GaugeMetricFamily | SummaryMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
+        yield from self.snapshot.get()
+
+    def measure(self) -> list[Metric]:
         by_state = GaugeMetricFamily("mcu_deletion_requests", "Deletion requests by state", labels=["state"])
         durations = SummaryMetricFamily("mcu_job_duration_seconds", "Run time of finished jobs (started to finished)")
-        deadlines: list[GaugeMetricFamily] = []
+        deadlines: list[Metric] = []
         try:
             with self.factory() as session:
                 for state, count in session.execute(select(DeletionRequest.state, func.count())
@@ -48,14 +81,13 @@ class ServiceCollector(Collector):
             durations.add_metric([], len(finished), sum((f - s).total_seconds() for s, f in finished))
         except Exception:  # noqa: BLE001  (a scrape never fails because the database is down)
             pass
-        yield by_state
-        yield durations
-        yield from deadlines
+        metrics = [by_state, durations, *deadlines]
         depth = self.dispatcher.queue_depth()
         if depth is not None:
             queue = GaugeMetricFamily("mcu_queue_depth", "Tasks waiting in the broker's gpu queue")
             queue.add_metric([], depth)
-            yield queue
+            metrics.append(queue)
+        return metrics
 
 
 class MetricsMiddleware:
@@ -84,6 +116,8 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_and_note_status)
         finally:
+            # Labels from fixed sets only: any method or path a client invents would add a series for good.
+            method = scope["method"] if scope["method"] in METHODS else "other"
             path = getattr(scope.get("route"), "path", "unmatched")  # the template: ids stay out of labels
-            self.requests.labels(scope["method"], path, str(status)).inc()
-            self.latency.labels(scope["method"], path).observe(time.perf_counter() - started)
+            self.requests.labels(method, path, str(status)).inc()
+            self.latency.labels(method, path).observe(time.perf_counter() - started)

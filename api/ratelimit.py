@@ -17,10 +17,12 @@ from limits import RateLimitItem, parse, storage
 from limits.aio.strategies import FixedWindowRateLimiter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.auth import bearer_token
 from api.errors import problem_response
 from domain.problems import Problem
 
-EXEMPT_PATHS = ("/healthz", "/readyz", "/metrics")  # probes and scrapers
+# Orchestrators' probes (their answer is shared and cheap: api/routes/health.py); /metrics is limited like the rest.
+EXEMPT_PATHS = ("/healthz", "/readyz")
 log = logging.getLogger(__name__)
 
 
@@ -45,9 +47,9 @@ class RateLimitMiddleware:
         checks = []
         if self.per_address is not None:
             checks.append((self.per_address, "address", (scope.get("client") or ("unknown",))[0]))
-        token = _bearer(scope)
+        token = bearer_token(scope)
         if self.per_key is not None and token:
-            checks.append((self.per_key, "key", hashlib.sha256(token).hexdigest()[:32]))
+            checks.append((self.per_key, "key", hashlib.sha256(token.encode("latin-1")).hexdigest()[:32]))
         for item, kind, who in checks:
             try:
                 allowed = await self.limiter.hit(item, kind, who)
@@ -64,9 +66,3 @@ class RateLimitMiddleware:
                 return
         await self.app(scope, receive, send)
 
-
-def _bearer(scope: Scope) -> bytes | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"authorization" and value[:7].lower() == b"bearer ":
-            return value[7:].strip() or None
-    return None

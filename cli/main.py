@@ -43,8 +43,13 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to bind."),
     import uvicorn
 
     from api.app import create_app
+    from settings import get_settings
 
-    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+    # X-Forwarded-For names the client only when the peer is a trusted proxy: from anyone else (uvicorn by
+    # default trusts 127.0.0.1) it would let a client pick its own address, and so its rate limit.
+    proxies = get_settings().trusted_proxies
+    uvicorn.run(create_app(), host=host, port=port, log_level="info", proxy_headers=bool(proxies),
+                forwarded_allow_ips=proxies or None)
 
 
 @db_app.command("upgrade")

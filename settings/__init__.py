@@ -7,6 +7,7 @@ a SQLite file instead of Postgres, a local folder instead of S3, and a broker th
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -75,6 +76,11 @@ class Settings(BaseSettings):
     # for the same model (same method and config) arriving while it is queued join its job.
     coalesce_seconds: float = Field(default=0.0, ge=0.0, le=86400.0)
     public_url: str | None = None  # e.g. https://mcu.example.com: callbacks then carry absolute report URLs
+    # Limits before authentication (api/admission.py, `mcu serve`): a larger body is refused unread (413), and
+    # X-Forwarded-For / X-Forwarded-Proto are honoured only from these proxies' addresses or networks (CIDR).
+    max_request_bytes: int = Field(default=16 << 30, ge=1)
+    trusted_proxies: list[str] = []
+    metrics_token: SecretStr | None = None  # when set, /metrics wants `Authorization: Bearer <it>`
     # Worker validation (worker/sandbox.py): a model's constructor runs in a child process with this much wall
     # (and CPU) time, including starting Python, and this much address space on top of the loaded libraries;
     # a model whose validation started this many times without a verdict (its worker died) becomes invalid.
@@ -85,6 +91,13 @@ class Settings(BaseSettings):
     # scratch files older than this are deleted by the reconciler; an upload in progress is always younger.
     orphan_grace_seconds: float = Field(default=3600.0, ge=1)
     sweep_interval_seconds: float = Field(default=3600.0, gt=0)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for proxy in value:
+            ipaddress.ip_network(proxy, strict=False)  # ValueError: "does not appear to be an IPv4 or IPv6 network"
+        return value
 
     @field_validator("rate_limit_per_address", "rate_limit_per_key")
     @classmethod

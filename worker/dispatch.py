@@ -52,7 +52,10 @@ class Dispatcher:
             connection.ensure_connection(max_retries=1, timeout=2)
 
     def queue_depth(self) -> int | None:
-        """Messages waiting in the gpu queue, where the transport can tell (Redis); else None."""
+        """Messages waiting in the gpu queue, where the transport can tell (Redis); else None. (The embedded
+        broker's channel keeps a pooled connection after it is closed: scrapes exhausted that pool.)"""
+        if not str(self.app.conf.broker_url).startswith(("redis://", "rediss://")):
+            return None
         try:
             with self.app.connection_for_read() as connection, connection.channel() as channel:
                 return channel.queue_declare(GPU_QUEUE, passive=True).message_count

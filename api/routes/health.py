@@ -1,17 +1,23 @@
-"""Liveness, readiness and Prometheus metrics (no authentication: for orchestrators and scrapers)."""
+"""Liveness, readiness and Prometheus metrics, for orchestrators and scrapers: no API key (/metrics wants
+`MCU_METRICS_TOKEN` when one is set). Readiness is checked at most once per READINESS_SECONDS whatever the
+number of probes (api.metrics.Shared), so a flood of them cannot load the database, broker or store."""
 
 from __future__ import annotations
 
+import hmac
 import shutil
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from api.auth import bearer_token
 from domain.problems import Problem
 from storage import StorageError
 
 router = APIRouter(tags=["health"])
+READINESS_SECONDS = 1.0  # short: a dependency that comes back is seen within a second
 
 
 @router.get("/healthz")
@@ -19,9 +25,8 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "a dependency is down (problem+json)"}})
-def readyz(request: Request) -> dict[str, str]:
-    state = request.app.state
+def unavailable_dependencies(state: Any) -> list[str]:
+    """What is down, each with a short reason; every check opens what it needs and closes it again."""
     down = []
     try:
         with state.read_session_factory() as session:
@@ -44,11 +49,22 @@ def readyz(request: Request) -> dict[str, str]:
     else:
         if free < settings.min_free_bytes:
             down.append(f"data directory {settings.data_dir} ({free >> 20} MiB free, under MCU_MIN_FREE_BYTES)")
+    return down
+
+
+@router.get("/readyz", responses={503: {"description": "a dependency is down (problem+json)"}})
+def readyz(request: Request) -> dict[str, str]:
+    down = request.app.state.readiness.get()
     if down:
         raise Problem(503, "not ready: " + ", ".join(down) + " unavailable")
     return {"status": "ready"}
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, responses={401: {"description": "MCU_METRICS_TOKEN not sent"}})
 def metrics(request: Request) -> Response:
+    token = request.app.state.settings.metrics_token
+    if token and not hmac.compare_digest((bearer_token(request.scope) or "").encode(),
+                                         token.get_secret_value().encode()):
+        raise Problem(401, "/metrics wants 'Authorization: Bearer <MCU_METRICS_TOKEN>'",
+                      headers={"WWW-Authenticate": "Bearer"})
     return Response(generate_latest(request.app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST)
