@@ -1,11 +1,20 @@
-"""Dependencies shared by the routes: database session, object store, settings, auth."""
+"""Dependencies shared by the routes: database session, object store, settings, auth.
+
+A route's session holds a pooled connection only while the route runs: `SessionRoute` closes it in the
+route's own thread as soon as the route returns or raises, before the answer is serialised (another
+thread-pool hop) and sent (as slow as the client). A connection held past that, while every thread waits
+for one, deadlocked the pool under load and answered 503s (issue 29).
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -18,10 +27,36 @@ READ_METHODS = ("GET", "HEAD")
 
 # Trivial dependencies are async: a sync one costs a thread-pool hop on every request.
 def get_session(request: Request) -> Iterator[Session]:
+    """The route's session (no connection until its first statement); SessionRoute closes it early."""
     factory = request.app.state.read_session_factory if request.method in READ_METHODS else \
         request.app.state.session_factory
     with factory() as session:
         yield session
+
+
+class SessionRoute(APIRoute):
+    """The route class of every router whose routes take a SessionDep (see the module's docstring). What a
+    route returns must be loaded by then: serialising a detached row's unloaded attribute fails loudly
+    instead of taking a connection behind the route's back."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, _closing_sessions(endpoint), **kwargs)
+
+
+def _closing_sessions(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    if inspect.iscoroutinefunction(endpoint):  # a coroutine must not run SQL on the event loop anyway
+        return endpoint
+
+    @functools.wraps(endpoint)  # FastAPI reads the parameters through __wrapped__
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return endpoint(*args, **kwargs)
+        finally:
+            for value in kwargs.values():
+                if isinstance(value, Session):
+                    value.close()  # the connection goes back to the pool here, in this thread
+
+    return run
 
 
 async def get_settings_dep(request: Request) -> Settings:

@@ -58,6 +58,7 @@ def create_once(session: Session, principal: str, route: str, key: str | None, b
     previous = find_previous(session, principal, route, key, body_sha256)
     if previous is not None:
         return load(session, previous.resource_id), previous.status_code
+    session.commit()  # the lookup's transaction ends: `create` may upload for a while before it writes
     try:
         resource_id = create(session)
         remember(session, principal, route, key, body_sha256, resource_id, status_code)

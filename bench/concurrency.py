@@ -1,16 +1,23 @@
-"""Many clients at once: does anyone get a 5xx, and does a legitimate reader wait?
+"""Many clients at once, a mixed workload on a database of thousands of rows: does anyone get a 5xx or a
+dropped connection, and does a reader wait?
 
-    python -m bench.concurrency --backend postgres --clients 200 --seconds 20 --json bench/results/concurrency-pg.json
-    python -m bench.concurrency --backend embedded --clients 200 --seconds 20
+    python -m bench.concurrency --backend both --clients 200 --seconds 20 --json docs/results/concurrency.json
+    python -m bench.concurrency --backend embedded --clients 50 --seconds 5 --rows 500    (a quick look)
 
 The API runs as `mcu serve` in a subprocess, on Postgres + Redis db 13 + moto S3 (`postgres`) or on the
-embedded default (`embedded`: SQLite, a folder, the SQL broker); no worker runs, so requests stay queued.
-The clients are threads with keep-alive connections (http.client), in four fixed roles, a quarter each:
-strangers without a key (401), strangers with a made-up key (401), readers (GET of a request by id, with
-the key) and writers (POST of a deletion request, with the key). Rate limits are off: this measures
-capacity; with them on, a flood from one address gets 429s (tests/api/test_rate_limits.py).
+embedded default (`embedded`: SQLite, a folder, the SQL broker); no worker runs, so new requests stay queued.
+Set-up: a tiny dataset and mlp, a few requests run to `succeeded` by the worker's own job functions in this
+process (each has a signed report and a chain of events), then `--rows` queued requests written through the
+domain functions. Two phases:
 
-Headline: 5xx count (goal 0) and the readers' p99 (goal < 2 s).
+- steady: `--clients` threads with keep-alive connections (http.client), one role each in turn: list
+  requests (a page of 50, three filters), get a request, POST a request, list a request's events, get a
+  report (signed on each call), read models (list, get, versions); for `--seconds`.
+- burst: the same number of clients released at one instant, each sending `--burst-requests` GETs, every
+  one on a new connection; what counts is whether any connection is refused, reset or dropped.
+
+Rate limits are off: this measures capacity (with them on, a flood from one address gets 429s).
+Headline, last line per backend: 5xx and connection errors (goal 0) and the readers' p99 (goal < 2 s).
 """
 
 from __future__ import annotations
@@ -19,7 +26,6 @@ import argparse
 import http.client
 import json
 import secrets
-import sys
 import tempfile
 import threading
 import time
@@ -45,53 +51,155 @@ from bench.common import (
     write_json,
 )
 
-ROLES = ("no key", "made-up key", "reader", "writer")
-EXPECTED = {"no key": 401, "made-up key": 401, "reader": 200, "writer": 202}
+EXPECTED = {"list": 200, "get": 200, "post": 202, "events": 200, "report": 200, "models": 200}
+ROLES = tuple(EXPECTED)
+READS = tuple(role for role in ROLES if role != "post")
+SUCCEEDED, FORGET_EACH = 3, 5  # requests run to `succeeded` at set-up, forgetting this many samples each
 
 
 @dataclass
-class Role:
+class Fixture:
+    """What the clients ask about."""
+
+    port: int
+    key: str
+    model_id: str
+    request_ids: list[str]  # the queued rows
+    succeeded_ids: list[str]  # with reports
+    free_samples: list[str]  # not erased: a POST may forget them
+
+
+@dataclass
+class Tally:
     latencies: list[float] = field(default_factory=list)
     statuses: Counter = field(default_factory=Counter)
+    failures: Counter = field(default_factory=Counter)  # connection errors by exception name
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, status: int, seconds: float) -> None:
+    def add(self, status: int | str, seconds: float) -> None:
         with self.lock:
-            self.statuses[status] += 1
-            self.latencies.append(seconds)
+            if isinstance(status, str):
+                self.failures[status] += 1
+            else:
+                self.statuses[status] += 1
+                self.latencies.append(seconds)
 
 
-def client(role: str, port: int, key: str, model_id: str, sample_ids: list[str], request_id: str,
-           start: float, end: float, out: Role, seed: int) -> None:
-    headers = {"Content-Type": "application/json"}
-    if role != "no key":
-        headers["Authorization"] = f"Bearer {key if role in ('reader', 'writer') else 'made-up-' + str(seed)}"
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+def call_for(role: str, fx: Fixture, n: int, seed: int) -> tuple[str, str, str | None]:
+    pick = seed * 7919 + n
+    if role == "list":
+        return "GET", ["/v1/deletion-requests?page_size=50", "/v1/deletion-requests?state=queued&page_size=50",
+                       f"/v1/deletion-requests?model_id={fx.model_id}&page_size=50"][n % 3], None
+    if role == "get":
+        return "GET", f"/v1/deletion-requests/{fx.request_ids[pick % len(fx.request_ids)]}", None
+    if role == "post":
+        return "POST", "/v1/deletion-requests", json.dumps(
+            {"model_id": fx.model_id, "forget": {"sample_ids": [fx.free_samples[pick % len(fx.free_samples)]]}})
+    if role == "events":
+        ids = fx.succeeded_ids if n % 2 else fx.request_ids
+        return "GET", f"/v1/deletion-requests/{ids[pick % len(ids)]}/events", None
+    if role == "report":
+        return "GET", f"/v1/deletion-requests/{fx.succeeded_ids[pick % len(fx.succeeded_ids)]}/report", None
+    return "GET", ["/v1/models?page_size=50", f"/v1/models/{fx.model_id}",
+                   f"/v1/models/{fx.model_id}/versions"][n % 3], None
+
+
+def send(connection: http.client.HTTPConnection, call: tuple[str, str, str | None], key: str) -> int:
+    method, path, body = call
+    connection.request(method, path, body, {"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    response = connection.getresponse()
+    response.read()
+    return response.status
+
+
+def steady_client(role: str, fx: Fixture, start: float, end: float, out: Tally, seed: int) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", fx.port, timeout=60)
     while time.perf_counter() < start:
         time.sleep(0.001)
     n = 0
     while time.perf_counter() < end:
         n += 1
-        if role == "writer":
-            method, path = "POST", "/v1/deletion-requests"
-            body: str | None = json.dumps({"model_id": model_id,
-                                           "forget": {"sample_ids": [sample_ids[(seed * 7919 + n) % len(sample_ids)]]}})
-        else:
-            method, path, body = "GET", f"/v1/deletion-requests/{request_id}", None
         began = time.perf_counter()
         try:
-            connection.request(method, path, body, headers)
-            response = connection.getresponse()
-            response.read()
-            status = response.status
-        except (OSError, http.client.HTTPException):
-            status = 0  # the connection failed: counted apart from HTTP statuses
+            out.add(send(connection, call_for(role, fx, n, seed), fx.key), time.perf_counter() - began)
+        except (OSError, http.client.HTTPException) as error:
+            out.add(type(error).__name__, 0.0)  # counted apart from HTTP statuses
             connection.close()
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        out.add(status, time.perf_counter() - began)
+            connection = http.client.HTTPConnection("127.0.0.1", fx.port, timeout=60)
 
 
-def run(backend: str, clients: int, seconds: float) -> dict[str, Any]:
+def burst_client(role: str, fx: Fixture, barrier: threading.Barrier, requests: int, out: Tally, seed: int) -> None:
+    barrier.wait()
+    for n in range(requests):
+        connection = http.client.HTTPConnection("127.0.0.1", fx.port, timeout=60)
+        began = time.perf_counter()
+        try:
+            out.add(send(connection, call_for(role, fx, n, seed), fx.key), time.perf_counter() - began)
+        except (OSError, http.client.HTTPException) as error:
+            out.add(type(error).__name__, 0.0)
+        finally:
+            connection.close()
+
+
+def prepare(env: dict[str, str], port: int, key: str, rows: int) -> Fixture:
+    """A ready model, SUCCEEDED requests run by the worker's job functions here, and `rows` queued ones."""
+    import httpx
+
+    from domain import requests
+    from domain.signing import SigningKeys
+    from models import make_engine, make_session_factory, utcnow
+    from settings import Settings
+    from worker import jobs
+    from worker.services import connect
+
+    model_id, sample_ids = register(f"http://127.0.0.1:{port}", key)
+    validate_in_process(env, model_id)
+    settings = Settings(**{k.removeprefix("MCU_").lower(): v for k, v in env.items() if k.startswith("MCU_")})
+    services, succeeded = connect(settings), []
+    for i in range(SUCCEEDED):
+        forget = sample_ids[i * FORGET_EACH:(i + 1) * FORGET_EACH]
+        response = httpx.post(f"http://127.0.0.1:{port}/v1/deletion-requests", timeout=60,
+                              headers={"Authorization": f"Bearer {key}"},
+                              json={"model_id": model_id, "forget": {"sample_ids": forget}, "selection": "auto"})
+        response.raise_for_status()
+        jobs.run_request(services, response.json()["id"])
+        jobs.materialize_selection(services, response.json()["id"])
+        succeeded.append(response.json()["id"])
+    free = sample_ids[SUCCEEDED * FORGET_EACH:]
+    config, criterion = requests.validated_config({}, "rl", settings.erasure_defaults)
+    factory = make_session_factory(make_engine(settings.resolved_database_url))
+    SigningKeys(factory, settings)  # seals the audit chains of the events these sessions record
+    queued = []
+    with factory() as session:  # no broker follow-ups: this factory has no dispatcher, and no worker runs
+        for i in range(rows):
+            queued.append(requests.create(
+                session, model_id=model_id, selector=("sample_ids", [free[i % len(free)]]), base_method="rl",
+                config=config, erasure_criterion=criterion, selection_mode="manual", external_id=f"bulk-{i}",
+                callback_url=None, received_at=utcnow(), response_days=settings.response_days, actor="bench"))
+            if i % 500 == 499:
+                session.commit()
+        session.commit()
+    return Fixture(port, key, model_id, queued, succeeded, free)
+
+
+def summary(tallies: dict[str, Tally], seconds: float | None) -> dict[str, Any]:
+    out = {}
+    for role, tally in tallies.items():
+        statuses = dict(sorted(tally.statuses.items()))
+        out[role] = {
+            "requests": len(tally.latencies) + sum(tally.failures.values()),
+            "per_s": round(len(tally.latencies) / seconds, 1) if seconds else None,
+            "statuses": {str(k): v for k, v in statuses.items()},
+            "5xx": sum(v for k, v in statuses.items() if k >= 500),
+            "connection_errors": sum(tally.failures.values()), "connection_error_kinds": dict(tally.failures),
+            "unexpected": sum(v for k, v in statuses.items() if k != EXPECTED[role]),
+            "p50_ms": round(percentile(tally.latencies, 50) * 1000, 1),
+            "p99_ms": round(percentile(tally.latencies, 99) * 1000, 1),
+            "max_ms": round(max(tally.latencies, default=0) * 1000, 1)}
+    return out
+
+
+def run(backend: str, clients: int, seconds: float, rows: int, burst_requests: int) -> dict[str, Any]:
     key = "bench-" + secrets.token_hex(8)
     with ExitStack() as stack:
         data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mcu-concurrency-")))
@@ -104,55 +212,68 @@ def run(backend: str, clients: int, seconds: float) -> dict[str, Any]:
         api = spawn(["-m", "cli", "serve", "--port", str(port)], env, data_dir / "api.log")
         stack.callback(stop, api)
         wait_http_ok(f"http://127.0.0.1:{port}/readyz", api, data_dir / "api.log")
-        model_id, sample_ids = register(f"http://127.0.0.1:{port}", key)
-        validate_in_process(env, model_id)
-        import httpx
+        began = time.perf_counter()
+        fx = prepare(env, port, key, rows)
+        set_up_s = time.perf_counter() - began
 
-        first = httpx.post(f"http://127.0.0.1:{port}/v1/deletion-requests", headers={"Authorization": f"Bearer {key}"},
-                           json={"model_id": model_id, "forget": {"sample_ids": [sample_ids[0]]}}, timeout=60)
-        first.raise_for_status()
-        roles = {name: Role() for name in ROLES}
+        steady = {role: Tally() for role in ROLES}
         start = time.perf_counter() + 1.0
-        threads = [threading.Thread(target=client, args=(ROLES[i % 4], port, key, model_id, sample_ids,
-                                                         first.json()["id"], start, start + seconds,
-                                                         roles[ROLES[i % 4]], i), daemon=True)
-                   for i in range(clients)]
+        threads = [threading.Thread(target=steady_client, daemon=True, args=(
+            ROLES[i % len(ROLES)], fx, start, start + seconds, steady[ROLES[i % len(ROLES)]], i))
+            for i in range(clients)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(timeout=seconds + 120)
-    results = {}
-    for name, role in roles.items():
-        statuses = dict(sorted(role.statuses.items()))
-        results[name] = {
-            "clients": clients // 4, "requests": len(role.latencies), "per_s": round(len(role.latencies) / seconds, 1),
-            "statuses": {str(k): v for k, v in statuses.items()},
-            "5xx": sum(v for k, v in statuses.items() if k >= 500), "connection_errors": statuses.get(0, 0),
-            "unexpected": sum(v for k, v in statuses.items() if k != EXPECTED[name]),
-            "p50_ms": round(percentile(role.latencies, 50) * 1000, 1),
-            "p99_ms": round(percentile(role.latencies, 99) * 1000, 1),
-            "max_ms": round(max(role.latencies, default=0) * 1000, 1)}
-    return results
+
+        burst = {role: Tally() for role in READS}
+        barrier = threading.Barrier(clients)
+        threads = [threading.Thread(target=burst_client, daemon=True, args=(
+            READS[i % len(READS)], fx, barrier, burst_requests, burst[READS[i % len(READS)]], i))
+            for i in range(clients)]
+        began = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=300)
+        burst_s = time.perf_counter() - began
+    steady_out, burst_out = summary(steady, seconds), summary(burst, None)
+    read_latencies = [s for role in READS for s in steady[role].latencies]
+    return {"backend": backend, "clients": clients, "seconds": seconds, "rows": rows, "set_up_s": round(set_up_s, 1),
+            "burst_requests_per_client": burst_requests, "burst_s": round(burst_s, 2),
+            "steady": steady_out, "burst": burst_out,
+            "errors_5xx": sum(r["5xx"] for r in [*steady_out.values(), *burst_out.values()]),
+            "conn_errors": sum(r["connection_errors"] for r in [*steady_out.values(), *burst_out.values()]),
+            "p99_read_s": round(percentile(read_latencies, 99), 3)}
+
+
+def headline(result: dict[str, Any]) -> str:
+    return (f"concurrency: backend={result['backend']} clients={result['clients']} errors_5xx={result['errors_5xx']} "
+            f"conn_errors={result['conn_errors']} p99_read_s={result['p99_read_s']}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backend", choices=("postgres", "embedded"), default="postgres")
+    parser.add_argument("--backend", choices=("postgres", "embedded", "both"), default="both")
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--rows", type=int, default=3000, help="queued requests in the database besides the others")
+    parser.add_argument("--burst-requests", type=int, default=6, help="requests per client in the burst")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    results = run(args.backend, args.clients, args.seconds)
-    rows = [[name, r["clients"], r["requests"], r["per_s"], r["5xx"], r["connection_errors"], r["unexpected"],
-             r["p50_ms"], r["p99_ms"], r["max_ms"]] for name, r in results.items()]
-    print(f"## {args.clients} concurrent clients, {args.backend}, {args.seconds:g} s\n")
-    print(markdown_table(["role", "clients", "requests", "req/s", "5xx", "conn. errors", "unexpected", "p50 ms",
-                          "p99 ms", "max ms"], rows))
-    five_xx = sum(r["5xx"] + r["connection_errors"] for r in results.values())
-    print(f"\n5xx and connection errors: **{five_xx}** (goal 0); reader p99: **{results['reader']['p99_ms']} ms** "
-          f"(goal < 2000)", file=sys.stdout)
-    write_json(args.json, {"benchmark": "concurrency", "backend": args.backend, "clients": args.clients,
-                           "seconds": args.seconds, "machine": machine_info(), "results": results})
+    backends = ("postgres", "embedded") if args.backend == "both" else (args.backend,)
+    results = [run(backend, args.clients, args.seconds, args.rows, args.burst_requests) for backend in backends]
+    for result in results:
+        print(f"## {args.clients} concurrent clients, {result['backend']}, {args.rows} queued rows, "
+              f"{args.seconds:g} s steady + a burst ({args.burst_requests} new connections each)\n")
+        rows = [[phase, role, r["requests"], r["per_s"] or "-", r["5xx"], r["connection_errors"], r["unexpected"],
+                 r["p50_ms"], r["p99_ms"], r["max_ms"]]
+                for phase in ("steady", "burst") for role, r in result[phase].items()]
+        print(markdown_table(["phase", "role", "requests", "req/s", "5xx", "conn. errors", "unexpected", "p50 ms",
+                              "p99 ms", "max ms"], rows) + "\n")
+    write_json(args.json, {"benchmark": "concurrency", "machine": machine_info(), "results": results})
+    for result in results:
+        print(headline(result))
 
 
 if __name__ == "__main__":
