@@ -192,8 +192,8 @@ class DeletionRequest(Base):
     # A succeeded request's erasure beyond the weights (superseded versions, training shards) is done;
     # until then the reconciler runs it again (worker/erasure.py).
     data_erased_at: Mapped[datetime | None] = mapped_column()
-    # Loaded when read (only a request with a curve has points); lists load a page's in one query.
-    points: Mapped[list[CurvePoint]] = relationship(order_by="CurvePoint.t", viewonly=True)
+    # Loaded with the request (a page's in one query): the API serialises it after its session has closed.
+    points: Mapped[list[CurvePoint]] = relationship(order_by="CurvePoint.t", viewonly=True, lazy="selectin")
     # The audit chain's anchor (models/audit.py): how many events, the newest's hash, and the service's
     # signature over both; NULL on requests made before migration 0008 until a key rotation seals them.
     chain_length: Mapped[int | None] = mapped_column(Integer)

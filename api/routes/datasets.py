@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, Form, Response, UploadFile
 from sqlalchemy.orm import Session
 
 from api.auth import Principal
-from api.deps import SessionDep, SettingsDep, StoreDep, require
+from api.deps import SessionDep, SessionRoute, SettingsDep, StoreDep, require
 from api.idempotency import IdempotencyKey, create_once, fingerprint
 from api.ingest import inspect_shard, parse_manifest
 from api.pagination import PageSize, PageToken
@@ -20,7 +20,7 @@ from models import Dataset, new_id
 from models.bulk import insert_samples
 from storage import ObjectTooLarge
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=SessionRoute)
 
 
 def check_size(upload: UploadFile, limit: int) -> None:

@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy.orm import Session
 
 from api.auth import Principal
-from api.deps import SessionDep, SettingsDep, require
+from api.deps import SessionDep, SessionRoute, SettingsDep, require
 from api.idempotency import IdempotencyKey, create_once, fingerprint
 from api.pagination import PageSize, PageToken
 from api.schemas import CurveOut, DeletionRequestIn, DeletionRequestOut, EventOut, ExtensionIn, Page, SelectionIn
@@ -18,7 +18,7 @@ from domain.inputs import Line
 from domain.lifecycle import State
 from models import DeletionRequest
 
-router = APIRouter(prefix="/v1/deletion-requests", tags=["deletion requests"])
+router = APIRouter(prefix="/v1/deletion-requests", tags=["deletion requests"], route_class=SessionRoute)
 
 
 @router.post("", status_code=202, response_model=DeletionRequestOut,

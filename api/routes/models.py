@@ -11,7 +11,7 @@ from fastapi.responses import Response, StreamingResponse
 from sqlalchemy.orm import Session
 
 from api.auth import Principal
-from api.deps import SessionDep, SettingsDep, StoreDep, require
+from api.deps import SessionDep, SessionRoute, SettingsDep, StoreDep, require
 from api.idempotency import IdempotencyKey, create_once, fingerprint
 from api.pagination import PageSize, PageToken
 from api.routes.datasets import check_size, file_sha256
@@ -24,7 +24,7 @@ from domain.problems import Problem, invalid
 from models import Dataset, Model, ModelVersion, new_id
 from storage import ObjectTooLarge
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"], route_class=SessionRoute)
 
 
 @router.post("", status_code=201, response_model=ModelOut)
@@ -61,6 +61,7 @@ def create_model(
         if preprocessing is None:
             raise invalid(f"preprocessing is required: give {OPTIONS}", [{"loc": ["preprocessing"], "msg": "missing"}])
         declared = parse_preprocessing(preprocessing, dataset.input_shape[0])
+        db.commit()  # the read ends: no connection (nor SQLite's write lock) is held through the upload
         weights.file.seek(0)
         check_weights_header(weights.file)  # cheap checks here; loading into the architecture is a worker's
         try:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from api.deps import SessionDep
+from api.deps import SessionDep, SessionRoute
 from api.schemas import SigningKeysOut
 from domain.signing import published_keys
 
-router = APIRouter(prefix="/v1/signing-key", tags=["compliance evidence"])
+router = APIRouter(prefix="/v1/signing-key", tags=["compliance evidence"], route_class=SessionRoute)
 
 
 @router.get("", response_model=SigningKeysOut)
