@@ -31,6 +31,12 @@ class ObjectInfo:
     size: int
 
 
+@dataclass(frozen=True)
+class ListedObject:
+    key: str
+    modified_at: float  # seconds since the epoch: when it was written (or last re-confirmed by `put_stream`)
+
+
 class StorageError(Exception):
     """Base class for everything the storage layer raises on purpose."""
 
@@ -142,6 +148,19 @@ class ObjectStore(ABC):
     def ping(self) -> None:
         """Raise StorageUnavailable with a short reason when the store cannot be used."""
 
+    @abstractmethod
+    def list_objects(self, prefix: str) -> Iterator[ListedObject]:
+        """Every finished object under the folder `prefix`, with its modification time."""
+
+    @abstractmethod
+    def sweep_incomplete(self, older_than_seconds: float) -> int:
+        """Remove uploads a killed process left unfinished, once older than this (an upload in progress is
+        younger): S3's incomplete multipart uploads, a folder's scratch files. Returns the count."""
+
+    @abstractmethod
+    def _touch(self, key: str) -> None:
+        """Make an existing object's modification time now (a new upload of the same content just reused it)."""
+
     # --- shared behaviour ----------------------------------------------------------------------------
     def put_stream(self, prefix: str, stream: BinaryIO, max_bytes: int | None = None) -> ObjectInfo:
         """Upload under `prefix/<sha256>`, spooling to disk so large uploads never sit in memory."""
@@ -150,7 +169,9 @@ class ObjectStore(ABC):
             with tmp.open("wb") as spool:
                 digest, size = copy_hashed(stream, spool, max_bytes)
             key = f"{prefix}/{digest}"
-            if not self.exists(key):  # same content, same key: nothing to upload twice
+            if self.exists(key):  # same content, same key: nothing to upload twice, but the object is young
+                self._touch(key)  # again, so the sweeper's grace period covers the row about to reference it
+            else:
                 self._store_file(key, tmp)
         return ObjectInfo(key=key, sha256=digest, size=size)
 

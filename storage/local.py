@@ -8,7 +8,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from storage.base import CHUNK_SIZE, TEMP_PREFIX, ObjectNotFound, ObjectStore, StorageUnavailable, check_key
+from storage.base import (
+    CHUNK_SIZE,
+    TEMP_PREFIX,
+    ListedObject,
+    ObjectNotFound,
+    ObjectStore,
+    StorageUnavailable,
+    check_key,
+    sweep_scratch_files,
+)
 
 
 def _read_chunks(fh: BinaryIO, chunk_size: int) -> Iterator[bytes]:
@@ -62,6 +71,21 @@ class LocalStore(ObjectStore):
         count = sum(1 for p in directory.rglob("*") if p.is_file() and not p.name.startswith(TEMP_PREFIX))
         shutil.rmtree(directory)
         return count
+
+    def list_objects(self, prefix: str) -> Iterator[ListedObject]:
+        directory = self._path(prefix.rstrip("/"))
+        for path in sorted(directory.rglob("*")) if directory.is_dir() else ():
+            try:
+                if path.is_file() and not path.name.startswith(TEMP_PREFIX):
+                    yield ListedObject(path.relative_to(self.root).as_posix(), path.stat().st_mtime)
+            except FileNotFoundError:  # deleted meanwhile
+                continue
+
+    def sweep_incomplete(self, older_than_seconds: float) -> int:
+        return sweep_scratch_files(self.root, older_than_seconds=older_than_seconds)
+
+    def _touch(self, key: str) -> None:
+        os.utime(self._path(key))
 
     def ping(self) -> None:
         try:

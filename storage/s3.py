@@ -6,6 +6,7 @@ never reads, stores or logs them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
@@ -18,7 +19,15 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from storage.base import CHUNK_SIZE, ObjectNotFound, ObjectStore, StorageError, StorageUnavailable, check_key
+from storage.base import (
+    CHUNK_SIZE,
+    ListedObject,
+    ObjectNotFound,
+    ObjectStore,
+    StorageError,
+    StorageUnavailable,
+    check_key,
+)
 
 MULTIPART_SIZE = 8 << 20
 DELETE_BATCH = 1000  # the most keys one DeleteObjects call accepts
@@ -146,6 +155,42 @@ class S3Store(ObjectStore):
                 f"S3 could not delete {len(errors)} objects, e.g. {first.get('Key')}: {first.get('Code')}"
             )
         return len(batch)
+
+    def list_objects(self, prefix: str) -> Iterator[ListedObject]:
+        folder = self._full(prefix.rstrip("/")) + "/"
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        with self._errors():
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=folder, PaginationConfig={"PageSize": LIST_PAGE_SIZE})
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    yield ListedObject(obj["Key"][strip:], obj["LastModified"].timestamp())
+
+    def sweep_incomplete(self, older_than_seconds: float) -> int:
+        """Abort multipart uploads begun before the cutoff: a process killed mid-upload leaves its parts stored
+        (and billed) but invisible to every listing of objects."""
+        cutoff = time.time() - older_than_seconds
+        aborted = 0
+        with self._errors():
+            pages = self._client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else "")
+            stale = [(u["Key"], u["UploadId"]) for page in pages for u in page.get("Uploads", [])
+                     if u["Initiated"].timestamp() < cutoff]
+            for key, upload_id in stale:
+                try:
+                    self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+                    aborted += 1
+                except ClientError as exc:
+                    if _code(exc) != "NoSuchUpload":  # another sweeper, or the upload just finished
+                        raise
+        return aborted
+
+    def _touch(self, key: str) -> None:
+        # A server-side copy onto itself is the one way to renew LastModified (no bytes travel).
+        with self._errors(key):
+            full = self._full(key)
+            self._client.copy_object(Bucket=self.bucket, Key=full, CopySource={"Bucket": self.bucket, "Key": full},
+                                     MetadataDirective="REPLACE")
 
     def ping(self) -> None:
         try:

@@ -1,8 +1,9 @@
 """What the broker cannot see: queued requests and model validations whose task was lost, finished
 requests whose clean-up was lost (artifacts, superseded weights, training rows), cached copies of erased
 objects in this worker's cache, jobs whose worker went silent, cancellations nobody is left to finish,
-and requests that passed their due date. A daemon thread in every worker; duplicates across workers are
-harmless (tasks are idempotent)."""
+and requests that passed their due date; and, every MCU_SWEEP_INTERVAL_SECONDS, crash leftovers
+(worker/sweeper.py). A daemon thread in every worker; duplicates across workers are harmless (tasks are
+idempotent)."""
 
 from __future__ import annotations
 
@@ -10,19 +11,19 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_, select, update
 
 from domain.catalog import ModelState
 from domain.lifecycle import WORKER_HELD, State, mark_dispatched, overdue_at, owe_callback
 from models import Callback, DeletionRequest, Model, record_event, utcnow
-from storage.base import SWEEP_AFTER_SECONDS, sweep_scratch_files
 from worker.callbacks import MAX_BACKOFF, OVERDUE
 from worker.dispatch import DELIVER_CALLBACK, MATERIALIZE_SELECTION, RUN_REQUEST, VALIDATE_MODEL
 from worker.erasure import clean_up, prune_cache
 from worker.jobs import finish
 from worker.services import Services
+from worker.sweeper import sweep
 
 log = logging.getLogger(__name__)
 
@@ -116,25 +117,33 @@ def finish_cleanups(services: Services, finished_before: object) -> list[str]:
     return list(ids)
 
 
-def resend_validations(services: Services, registered_before: object) -> list[str]:
-    """Models still waiting for validation a while after registration (the message may be lost)."""
+def resend_validations(services: Services, registered_before: datetime) -> list[str]:
+    """Models still waiting for validation a while after registration (the message may be lost), sent again
+    about once per MCU_REQUEUE_AFTER_SECONDS, not every round: one queued behind a long job would pile up a copy
+    a round. The attempts are bounded where they start (worker/validation.py): a model whose validation never
+    finishes ends `invalid` at its next delivery."""
+    settings = services.settings
+    period, interval, now = settings.requeue_after_seconds, settings.reconcile_interval_seconds, utcnow()
     with services.factory() as session:
-        ids = session.scalars(select(Model.id).where(Model.state == ModelState.VALIDATING,
-                                                     Model.created_at < registered_before)).all()
-    return [model_id for model_id in ids if services.dispatcher.send(VALIDATE_MODEL, model_id)]
+        rows = session.execute(select(Model.id, Model.created_at).where(
+            Model.state == ModelState.VALIDATING, Model.created_at < registered_before)).all()
+    # Due when a multiple of the period since registration passed since the previous round.
+    due = [model_id for model_id, created_at in rows
+           if (age := (now - created_at).total_seconds()) // period > (age - interval) // period]
+    return [model_id for model_id in due if services.dispatcher.send(VALIDATE_MODEL, model_id)]
 
 
 def start_reconciler(services: Callable[[], Services], interval_seconds: float) -> threading.Thread:
     def loop() -> None:
-        swept_at = -SWEEP_AFTER_SECONDS  # walking the data directory is not for every round: hourly
+        swept_at = -float("inf")  # listing the whole store is not for every round
         while True:
             try:
                 found = reconcile(services())
                 if any(found.values()):
                     log.info("reconciler: %s", found)
-                if time.monotonic() - swept_at >= SWEEP_AFTER_SECONDS:
-                    # The cache's, and an embedded store's, downloads and uploads cut off by a kill.
-                    sweep_scratch_files(services().settings.data_dir)
+                settings = services().settings
+                if time.monotonic() - swept_at >= settings.sweep_interval_seconds:
+                    sweep(services(), settings.orphan_grace_seconds)
                     swept_at = time.monotonic()
             except Exception:
                 log.warning("reconciler round failed", exc_info=True)

@@ -91,3 +91,150 @@ def test_deletion_requests_wait_for_a_ready_model(service: Service, digits_uploa
     assert refused.status_code == 409 and "validating" in refused.json()["detail"]
     validate_model(service.worker, response.json()["id"])
     assert service.client.post("/v1/deletion-requests", json=body).status_code == 202
+
+
+# --- hostile architectures: refused at registration, or `invalid` with a reason within the budget -------------
+
+TIMM = "timm:vit_tiny_patch16_224"
+BUDGET_SECONDS = 20.0  # MCU_VALIDATION_TIMEOUT_SECONDS here; a child process also has to start Python in it
+SLACK_SECONDS = 15.0
+
+
+@pytest.fixture(scope="module")
+def bounded(tmp_path_factory: pytest.TempPathFactory, digits_upload: DigitsUpload) -> Iterator[Service]:
+    """The service with a short validation budget and a 512 MiB memory budget."""
+    settings = Settings(data_dir=tmp_path_factory.mktemp("bounded"), bootstrap_api_key="k",
+                        validation_timeout_seconds=BUDGET_SECONDS, validation_memory_bytes=512 << 20)
+    client = TestClient(create_app(settings), headers={"Authorization": "Bearer k"})
+    dataset = client.post("/v1/datasets", data={"name": "digits"}, files=digits_upload.files())
+    yield Service(client, connect(settings), dataset.json()["id"])
+
+
+def post_model(service: Service, upload: DigitsUpload, weights: bytes | None = None, **form: str) -> object:
+    data = upload.model_form(service.dataset_id) | {"preprocessing": "unit"} | form
+    return service.client.post("/v1/models", data=data,
+                               files={"weights": ("w.safetensors", weights or upload.weights)})
+
+
+@pytest.mark.parametrize(("kwargs", "refused"), [
+    ({"checkpoint_path": "/nonexistent/w.safetensors"}, "checkpoint_path"),
+    ({"checkpoint_path": "/tmp"}, "checkpoint_path"),
+    ({"checkpoint_path": "EXISTING"}, "checkpoint_path"),
+    ({"pretrained": True}, "pretrained"),
+    ({"pretrained_cfg_overlay": {"file": "EXISTING"}}, "pretrained_cfg_overlay"),
+    ({"weights": "DEFAULT"}, "weights"),
+    ({"cache_dir": "x"}, "cache_dir"),
+    ({"device": "cpu"}, "device"),
+    ({"features_only": True}, "features_only"),
+    ({"global_pool": "EXISTING"}, "global_pool"),  # a path as a value, under an innocent name
+    ({"embed_dim": 2**40}, "embed_dim"),
+    ({"img_size": [32] * 100}, "img_size"),
+    ({"act_layer": {"name": "gelu"}}, "act_layer"),
+])
+def test_kwargs_that_read_files_download_or_overflow_are_refused_at_registration(
+        bounded: Service, digits_upload: DigitsUpload, tmp_path: Path, kwargs: dict, refused: str) -> None:
+    existing = tmp_path / "model.safetensors"
+    existing.write_bytes(digits_upload.weights)
+    text = json.dumps(kwargs).replace("EXISTING", str(existing))
+    before = len(bounded.client.get("/v1/models", params={"page_size": 100}).json()["items"])
+    response = post_model(bounded, digits_upload, architecture=TIMM, architecture_kwargs=text)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert [refused] == [e["loc"][-1] for e in response.json()["errors"]]
+    assert str(existing) not in response.text
+    assert len(bounded.client.get("/v1/models", params={"page_size": 100}).json()["items"]) == before  # nothing stored
+
+
+@pytest.mark.timeout(BUDGET_SECONDS + SLACK_SECONDS + 60)  # the budget ignored: this test fails, not hangs
+@pytest.mark.parametrize(("kwargs", "reason"), [
+    ({"depth": 20000}, f"took longer than {BUDGET_SECONDS:g} s"),  # minutes and gigabytes unbounded
+    ({"num_heads": 0}, "ZeroDivisionError"),
+    ({"patch_size": 0}, "ZeroDivisionError"),
+    ({"embed_dim": 65536, "num_heads": 3}, "constructor failed"),
+    ({"no_such_argument": 1}, "constructor failed"),
+])
+def test_a_hostile_constructor_ends_invalid_with_a_reason_within_the_budget(
+        bounded: Service, digits_upload: DigitsUpload, kwargs: dict, reason: str) -> None:
+    started = time.perf_counter()
+    model = bounded.register(digits_upload, "unit", architecture=TIMM, architecture_kwargs=json.dumps(kwargs))
+    assert time.perf_counter() - started < BUDGET_SECONDS + SLACK_SECONDS
+    assert model["state"] == "invalid" and reason in model["error"]["detail"], model["error"]
+    assert "Traceback" not in model["error"]["detail"] and "/" not in model["error"]["detail"]
+
+
+@pytest.mark.timeout(180)
+def test_a_constructor_over_the_memory_budget_ends_invalid(tmp_path: Path, digits_upload: DigitsUpload) -> None:
+    """64 MiB of address space, a long time budget: the memory limit, not the clock, ends it."""
+    settings = Settings(data_dir=tmp_path, bootstrap_api_key="k", validation_timeout_seconds=120,
+                        validation_memory_bytes=64 << 20)
+    client = TestClient(create_app(settings), headers={"Authorization": "Bearer k"})
+    dataset = client.post("/v1/datasets", data={"name": "digits"}, files=digits_upload.files())
+    service = Service(client, connect(settings), dataset.json()["id"])
+    model = service.register(digits_upload, "unit", architecture=TIMM, architecture_kwargs='{"depth": 20000}')
+    assert model["state"] == "invalid" and "MCU_VALIDATION_MEMORY_BYTES" in model["error"]["detail"]
+
+
+def test_a_stored_file_path_is_never_opened_by_the_worker(bounded: Service, digits_upload: DigitsUpload,
+                                                          tmp_path: Path) -> None:
+    """A row registered before the API refused such arguments: the worker refuses them too, and names no file
+    and none of its tensors."""
+    from sqlalchemy import update
+
+    from models import Model
+
+    secret = tmp_path / "someone-elses.safetensors"
+    secret.write_bytes(digits_upload.weights)
+    response = post_model(bounded, digits_upload, architecture=TIMM)
+    with bounded.worker.factory() as session, session.begin():
+        session.execute(update(Model).where(Model.id == response.json()["id"])
+                        .values(architecture_kwargs={"checkpoint_path": str(secret)}))
+    validate_model(bounded.worker, response.json()["id"])
+    model = bounded.client.get(f"/v1/models/{response.json()['id']}").json()
+    assert model["state"] == "invalid" and "checkpoint_path" in model["error"]["detail"]
+    assert "someone-elses" not in json.dumps(model["error"]) and "conv" not in json.dumps(model["error"])
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_weights_with_non_finite_values_are_invalid_naming_the_tensors(bounded: Service, digits_upload: DigitsUpload,
+                                                                      value: float) -> None:
+    from safetensors.torch import load, save
+
+    tensors = load(digits_upload.weights)
+    name = sorted(n for n, t in tensors.items() if t.is_floating_point())[-1]
+    tensors[name].view(-1)[0] = value
+    response = post_model(bounded, digits_upload, weights=save(tensors))
+    assert response.status_code == 201, response.text
+    validate_model(bounded.worker, response.json()["id"])
+    model = bounded.client.get(f"/v1/models/{response.json()['id']}").json()
+    assert model["state"] == "invalid" and "NaN or infinite" in model["error"]["detail"]
+    assert [name] == [e["loc"][1] for e in model["error"]["errors"]]
+
+
+def test_a_validation_whose_worker_dies_every_time_ends_invalid(bounded: Service, digits_upload: DigitsUpload) -> None:
+    """kill -9 of the worker process mid-validation: the attempt was counted; once the attempts run out the next
+    delivery ends the model `invalid` instead of trying it again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.support import wait_for
+
+    model_id = post_model(bounded, digits_upload, architecture=TIMM,
+                          architecture_kwargs='{"depth": 20000}').json()["id"]
+    settings = bounded.worker.settings
+    script = ("import sys; from settings import Settings; from worker.services import connect; "
+              "from worker.validation import validate_model; "
+              "validate_model(connect(Settings(data_dir=sys.argv[1], validation_timeout_seconds=40)), sys.argv[2])")
+    worker = subprocess.Popen([sys.executable, "-c", script, str(settings.data_dir), model_id],
+                              start_new_session=True)
+    version = f"/v1/models/{model_id}/versions"
+    wait_for(lambda: (bounded.client.get(version).json()["items"][0]["metrics"] or {}).get("validation_attempts") == 1,
+             60, "the attempt to be recorded")
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait()
+    assert bounded.client.get(f"/v1/models/{model_id}").json()["state"] == "validating"  # nobody is left to decide
+
+    validate_model(connect(settings.model_copy(update={"validation_max_attempts": 1})), model_id)  # redelivered
+    model = bounded.client.get(f"/v1/models/{model_id}").json()
+    assert model["state"] == "invalid" and "validation did not finish" in model["error"]["detail"]
