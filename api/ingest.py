@@ -9,16 +9,19 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
 
+from domain.inputs import text_problem
 from domain.problems import invalid
 from storage import InvalidSafetensors, read_header
 
 MAX_REPORTED = 20
 MAX_CLASSES = 100_000  # as the num_classes form fields allow
+PIXEL_CHUNK = 8 << 20  # bytes of float pixels checked at a time
 MAX_FIELD = 200  # characters of a sample or subject id, as the database columns hold
 INPUT_DTYPES = {"U8": "uint8", "F32": "float32"}
 REQUIRED_COLUMNS = ("sample_id", "split", "shard", "row")
@@ -43,14 +46,34 @@ class ParsedDataset:
     input_dtype: str
 
 
-def _read_labels(file: BinaryIO) -> np.ndarray:
-    """The `labels` tensor alone, located through the header's offsets."""
+def _span(file: BinaryIO, tensor: str) -> tuple[int, int]:
+    """Where a tensor's bytes lie in the file, from the header `read_header` checked."""
     file.seek(0)
     header_len = int.from_bytes(file.read(8), "little")
-    entry = json.loads(file.read(header_len))["labels"]
-    start, end = entry["data_offsets"]
-    file.seek(8 + header_len + start)
+    start, end = json.loads(file.read(header_len))[tensor]["data_offsets"]
+    return 8 + header_len + start, 8 + header_len + end
+
+
+def _read_labels(file: BinaryIO) -> np.ndarray:
+    start, end = _span(file, "labels")
+    file.seek(start)
     return np.frombuffer(file.read(end - start), dtype="<i8")
+
+
+def _float_pixel_problem(file: BinaryIO, image_size: int) -> str | None:
+    """Float inputs are taken as already in [0, 1] (API.md): NaN, ±Inf or 1e30 would poison every metric.
+    Read a chunk at a time, so a large shard is never in memory at once."""
+    start, end = _span(file, "inputs")
+    file.seek(start)
+    position = 0
+    while position < end - start:
+        chunk = np.frombuffer(file.read(min(PIXEL_CHUNK, end - start - position)), dtype="<f4")
+        if not (chunk.min() >= 0.0 and chunk.max() <= 1.0):  # NaN fails both comparisons
+            index = int(np.argmax(~((chunk >= 0.0) & (chunk <= 1.0))))
+            return (f"float32 inputs must be finite and in [0, 1]; row {(position // 4 + index) // image_size} "
+                    f"holds {chunk[index]!r}")
+        position += chunk.nbytes
+    return None
 
 
 def inspect_shard(name: str, file: BinaryIO) -> ShardInfo:
@@ -78,6 +101,9 @@ def inspect_shard(name: str, file: BinaryIO) -> ShardInfo:
         raise invalid(f"shard '{name}': " + "; ".join(problems),
                       [{"loc": ["shards", name], "msg": p} for p in problems])
     assert inputs is not None and labels is not None
+    if inputs.dtype == "F32" and inputs.shape[0] and (
+            problem := _float_pixel_problem(file, math.prod(inputs.shape[1:]))):
+        raise invalid(f"shard '{name}': {problem}", [{"loc": ["shards", name], "msg": problem}])
     return ShardInfo(name, inputs.shape[0], INPUT_DTYPES[inputs.dtype], tuple(inputs.shape[1:]), _read_labels(file))
 
 
@@ -132,8 +158,8 @@ def _parse_lines(reader: csv.DictReader, shards: list[ShardInfo], num_classes: i
         if len(sample_id) > MAX_FIELD or len(record.get("subject_id") or "") > MAX_FIELD:
             problem(line, f"sample_id and subject_id must be at most {MAX_FIELD} characters")
             continue
-        if "\x00" in sample_id or "\x00" in (record.get("subject_id") or ""):
-            problem(line, "sample_id and subject_id must not contain NUL (0x00) characters")
+        if bad := text_problem(sample_id) or text_problem(record.get("subject_id") or ""):
+            problem(line, f"sample_id and subject_id must be text without control characters: {bad}")
             continue
         if sample_id in seen:
             problem(line, f"duplicate sample_id '{sample_id}'")

@@ -5,22 +5,42 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, computed_field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StrictInt,
+    computed_field,
+    model_serializer,
+    model_validator,
+)
 
 from domain.catalog import ModelState
+from domain.inputs import JsonObject, Line, Lines, Prose, Url, servable
 from domain.lifecycle import MAX_EXTENSION_DAYS, OPEN, State
 
 Fraction = Field(ge=0.0, le=1.0)
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # a typo in a field name is a 422, never silently ignored
+    """A request body. Every text field is a `Line`/`Lines`/`Prose`/`Url` and free JSON a `JsonObject`
+    (domain/inputs.py; tests/api/test_strict_input.py checks that no field is left out)."""
+
+    # extra: a typo in a field name is a 422, never silently ignored; NaN and Infinity are never numbers.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Out(BaseModel):
     """A response body, read straight from the ORM row's attributes."""
 
     model_config = ConfigDict(from_attributes=True)
+
+    @model_serializer(mode="wrap")
+    def _servable(self, handler: SerializerFunctionWrapHandler):
+        # A row stored before the input checks (a lone surrogate in its JSON) must not 500 every list. No
+        # return annotation: with one, the OpenAPI schema of every response would become that type.
+        return servable(handler(self))
 
 
 class DatasetOut(Out):
@@ -79,8 +99,8 @@ class VersionOut(Out):
 class ForgetIn(Strict):
     """Exactly one of sample_ids, subject_ids or classes."""
 
-    sample_ids: list[str] | None = Field(default=None, min_length=1, max_length=1_000_000)
-    subject_ids: list[str] | None = Field(default=None, min_length=1, max_length=1_000_000)
+    sample_ids: Lines | None = Field(default=None, min_length=1, max_length=1_000_000)
+    subject_ids: Lines | None = Field(default=None, min_length=1, max_length=1_000_000)
     classes: list[Annotated[StrictInt, Field(ge=0, le=100_000)]] | None = Field(default=None, min_length=1,
                                                                                 max_length=100_000)
 
@@ -100,13 +120,13 @@ class ForgetIn(Strict):
 
 
 class DeletionRequestIn(Strict):
-    model_id: str = Field(max_length=40)
+    model_id: Line = Field(max_length=40)
     forget: ForgetIn
-    base_method: str = Field(default="rl", max_length=40, description="ft | ga | neggrad_plus | rl | salun")
-    config: dict[str, Any] = Field(default_factory=dict, description="Every key optional; unknown keys are 422.")
+    base_method: Line = Field(default="rl", max_length=40, description="ft | ga | neggrad_plus | rl | salun")
+    config: JsonObject = Field(default_factory=dict, description="Every key optional; unknown keys are 422.")
     selection: Literal["manual", "auto"] = "manual"
-    external_id: str | None = Field(default=None, max_length=200)
-    callback_url: str | None = Field(default=None, max_length=2000)
+    external_id: Line | None = Field(default=None, max_length=200)
+    callback_url: Url | None = Field(default=None, max_length=2000)
     received_at: datetime | None = Field(default=None, description="When the data subject's request reached "
                                          "you (default: now); due_at counts from it.")
 
@@ -188,13 +208,13 @@ class DeletionRequestOut(Out):
 
 class SelectionIn(Strict):
     t: float = Field(ge=0.0, le=1.0, strict=True)  # strict: `true` is not t = 1
-    acknowledge: str | None = Field(default=None, max_length=2000, description=(
+    acknowledge: Prose | None = Field(default=None, max_length=2000, description=(
         "Needed when the point fails the erasure criterion: text beginning with 'erasure criterion not met'."))
 
 
 class ExtensionIn(Strict):
     days: int = Field(ge=1, le=MAX_EXTENSION_DAYS, strict=True)
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Prose = Field(min_length=1, max_length=2000)
 
 
 class SigningKeyOut(Out):

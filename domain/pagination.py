@@ -11,6 +11,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import Select, and_, or_
 from sqlalchemy.orm import InstrumentedAttribute
 
+from domain.inputs import parse_json
 from domain.problems import invalid
 
 T = TypeVar("T")
@@ -28,7 +29,8 @@ def _encode(data: dict[str, Any]) -> str:
 
 def _decode(token: str) -> dict[str, Any]:
     try:
-        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        # Strict: a forged token's text (a lone surrogate, NUL) must not reach the database.
+        data = parse_json(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         if not isinstance(data, dict):
             raise TypeError("not an object")
         return data

@@ -8,10 +8,9 @@ ones the user measures in their own pipeline.
 
 from __future__ import annotations
 
-import json
-import math
 from typing import Any
 
+from domain.inputs import parse_json
 from domain.problems import invalid
 
 PRESETS: dict[str, tuple[list[float], list[float]] | None] = {
@@ -19,6 +18,9 @@ PRESETS: dict[str, tuple[list[float], list[float]] | None] = {
     "imagenet": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
     "dataset": None,  # the dataset's own per-channel mean/std over its train split, computed by the worker
 }
+# Inputs are in [0, 1]: a mean or std outside these ranges is a mistake (a 0-255 scale), and a tiny std
+# (5e-324) would turn every input into infinity.
+MEAN_RANGE, STD_RANGE = (-1000.0, 1000.0), (1e-6, 1000.0)
 OPTIONS = ('a preset ("unit", "imagenet" or "dataset") or a JSON object {"mean": [...], "std": [...]} '
            "with one value per input channel")
 
@@ -38,31 +40,34 @@ def parse_preprocessing(raw: str, data_channels: int) -> dict[str, Any]:
         mean, std = stats if stats is not None else (None, None)
         return {"preset": text, "mean": mean, "std": std}
     try:
-        value = json.loads(text)
-    except (ValueError, RecursionError):
-        raise _bad(f"unknown preset {text[:40]!r}") from None
+        value = parse_json(text)
+    except ValueError as error:
+        raise _bad(f"unknown preset {text[:40]!r}" if text[:1] not in "{[" else str(error)) from None
     if not isinstance(value, dict) or set(value) != {"mean", "std"}:
         raise _bad("an object needs exactly the keys mean and std")
     allowed = {data_channels, 3} if data_channels == 1 else {data_channels}
-    for key in ("mean", "std"):
+    for key, (low, high) in (("mean", MEAN_RANGE), ("std", STD_RANGE)):
         numbers = value[key]
         if not isinstance(numbers, list) or len(numbers) not in allowed or not all(
-                isinstance(n, int | float) and not isinstance(n, bool) and math.isfinite(n) for n in numbers):
-            raise _bad(f"{key} must be a list of {' or '.join(map(str, sorted(allowed)))} finite numbers "
-                       f"(the dataset's images have {data_channels} channels)")
-    if len(value["mean"]) != len(value["std"]) or any(s <= 0 for s in value["std"]):
-        raise _bad("mean and std need the same length, and every std must be > 0")
+                isinstance(n, int | float) and not isinstance(n, bool) and low <= n <= high for n in numbers):
+            raise _bad(f"{key} must be a list of {' or '.join(map(str, sorted(allowed)))} numbers in [{low:g}, "
+                       f"{high:g}] (the dataset's images have {data_channels} channels)")
+    if len(value["mean"]) != len(value["std"]):
+        raise _bad("mean and std need the same length")
     return {"preset": None, "mean": [float(m) for m in value["mean"]], "std": [float(s) for s in value["std"]]}
 
 
 def parse_architecture_kwargs(raw: str | None) -> dict[str, Any]:
+    """The form field's JSON object; its values are checked by domain/inputs.py (text, finite numbers, depth),
+    what the architecture makes of them by a worker."""
     if raw is None or not raw.strip():
         return {}
     try:
-        value = json.loads(raw) if len(raw) <= 10_000 else None
-    except (ValueError, RecursionError):
-        value = None
+        value = parse_json(raw) if len(raw) <= 10_000 else None
+        problem = "not a JSON object"
+    except ValueError as error:
+        value, problem = None, str(error)
     if not isinstance(value, dict):
-        raise invalid("architecture_kwargs must be a JSON object of constructor arguments, e.g. {\"img_size\": 32}",
-                      [{"loc": ["architecture_kwargs"], "msg": "not a JSON object"}])
+        raise invalid("architecture_kwargs must be a JSON object of constructor arguments, e.g. {\"img_size\": 32}"
+                      f": {problem}", [{"loc": ["architecture_kwargs"], "msg": problem}])
     return value

@@ -18,7 +18,14 @@ from typing import Any, BinaryIO
 import numpy as np
 import safetensors.numpy
 
-MAX_HEADER_BYTES = 100 << 20
+from domain.inputs import text_problem
+
+# A header is parsed in memory by Python: bounded so that a crafted one is refused in well under a second.
+# The largest classifiers' state_dicts have a few thousand tensors (a few hundred KiB of header).
+MAX_HEADER_BYTES = 8 << 20
+MAX_TENSORS = 20_000
+MAX_RANK = 16  # dimensions of one tensor
+MAX_SHOWN = 80  # characters of a header value quoted in an error
 
 # Bits per element for each dtype name the safetensors format defines.
 _DTYPE_BITS = {
@@ -60,35 +67,57 @@ def _not_safetensors(reason: str, head: bytes) -> InvalidSafetensors:
     return _invalid(reason)
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _invalid(f"header names {key!r} twice")
-        result[key] = value
-    return result
+def _objects_checked() -> Any:
+    """json's object hook: no key twice, and at most MAX_TENSORS + 2 objects in all (one per tensor, the header,
+    __metadata__), counted while parsing, so that a header of a million tensors stops early."""
+    count = 0
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal count
+        count += 1
+        if count > MAX_TENSORS + 2:
+            raise _invalid(f"header describes more than {MAX_TENSORS} tensors")
+        result: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in result:
+                raise _invalid(f"header names {_short(key)} twice")
+            result[key] = value
+        return result
+    return hook
+
+
+def _no_constant(name: str) -> Any:
+    raise _invalid(f"header holds {name}, which is not JSON")
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An offset or a dimension: a non-negative int64 (2^63 and beyond is no file, and overflows a float)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
+
+
+def _short(value: Any) -> str:
+    shown = repr(value) if not isinstance(value, list) or len(value) <= MAX_RANK else f"[{len(value)} items]"
+    return shown if len(shown) <= MAX_SHOWN else shown[:MAX_SHOWN] + "..."
 
 
 def _tensor_info(name: str, entry: Any) -> tuple[TensorInfo, int, int]:
+    if problem := text_problem(name):  # names end up in errors and stored records
+        raise _invalid(f"a tensor name {problem}")
     if not isinstance(entry, dict):
-        raise _invalid(f"header entry {name!r} is not an object")
+        raise _invalid(f"header entry {_short(name)} is not an object")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if dtype not in _DTYPE_BITS:
-        raise _invalid(f"tensor {name!r} has unknown dtype {dtype!r}")
-    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-        raise _invalid(f"tensor {name!r} has an invalid shape {shape!r}")
+    if not isinstance(dtype, str) or dtype not in _DTYPE_BITS:  # a list here would be unhashable
+        raise _invalid(f"tensor {_short(name)} has unknown dtype {_short(dtype)}")
+    if not isinstance(shape, list) or len(shape) > MAX_RANK or not all(_is_int(d) for d in shape):
+        raise _invalid(f"tensor {_short(name)} has an invalid shape {_short(shape)} (at most {MAX_RANK} dimensions)")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)):
-        raise _invalid(f"tensor {name!r} has invalid data_offsets {offsets!r}")
+        raise _invalid(f"tensor {_short(name)} has invalid data_offsets {_short(offsets)}")
     begin, end = offsets
     if not 0 <= begin <= end:
-        raise _invalid(f"tensor {name!r} has invalid data_offsets {offsets!r}")
+        raise _invalid(f"tensor {_short(name)} has invalid data_offsets {_short(offsets)}")
     needed_bits = math.prod(shape) * _DTYPE_BITS[dtype]
     if needed_bits != (end - begin) * 8:
-        raise _invalid(f"tensor {name!r} stores {end - begin} bytes but {dtype}{shape} needs {needed_bits / 8:g}")
+        raise _invalid(f"tensor {_short(name)} stores {end - begin} bytes but {dtype}{shape} needs {needed_bits / 8:g}")
     return TensorInfo(dtype=dtype, shape=tuple(shape)), begin, end
 
 
@@ -106,14 +135,22 @@ def _parse(fh: BinaryIO, total: int) -> dict[str, TensorInfo]:
     raw = fh.read(header_len)
     if not raw.startswith(b"{"):
         raise _not_safetensors("header is not a JSON object", head + raw[:8])
+    if raw.count(b"[") > 4 * MAX_TENSORS:  # two lists a tensor: millions of `[]` would take seconds to parse
+        raise _invalid(f"header holds more lists than {MAX_TENSORS} tensors need")
     try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_objects_checked(), parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _invalid(f"header is not valid JSON ({exc})") from None
+    except ValueError as exc:  # not InvalidSafetensors: Python's limit on integer digits (4,300), 10^5000 say
+        if isinstance(exc, InvalidSafetensors):
+            raise
+        raise _invalid("header holds a number too long to be an offset or a dimension") from None
     except RecursionError:  # a header nested thousands deep: no tensor layout looks like that
         raise _invalid("header is nested too deeply") from None
     if not isinstance(header, dict):
         raise _invalid("header is not a JSON object")
+    if len(header.keys() - {"__metadata__"}) > MAX_TENSORS:
+        raise _invalid(f"header describes more than {MAX_TENSORS} tensors")
 
     tensors: dict[str, TensorInfo] = {}
     spans: list[tuple[int, int, str]] = []
@@ -130,7 +167,7 @@ def _parse(fh: BinaryIO, total: int) -> dict[str, TensorInfo]:
     position = 0
     for begin, end, name in sorted(spans):
         if begin != position:
-            raise _invalid(f"tensor {name!r} starts at data byte {begin}, expected {position} (gap or overlap)")
+            raise _invalid(f"tensor {_short(name)} starts at data byte {begin}, expected {position} (gap or overlap)")
         position = end
     if position > data_len:
         raise _invalid(f"tensors need {position} data bytes but the file has {data_len} (truncated file?)")

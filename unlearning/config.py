@@ -24,6 +24,7 @@ class ConfigError(ValueError):
 
 # Upper bounds that no real job reaches, so a hostile number is a clear error, not a job that never ends.
 MAX_EPOCHS, MAX_BATCH, MAX_ROWS = 10_000, 65_536, 10_000_000
+MAX_LR, MAX_COEFFICIENT = 10.0, 1000.0  # lr; loss weights, caps and clips (config.lr 1e308 is a 422)
 
 
 def _bounds(ge: float | None = None, gt: float | None = None, le: float | None = None,
@@ -136,8 +137,8 @@ class GuardConfig:
     half the lr, at most `max_rollbacks` times; then the job fails with `DivergenceError`.
     """
 
-    forget_loss_cap: float = field(default=5.0, metadata=_bounds(gt=0.0))
-    grad_clip: float = field(default=5.0, metadata=_bounds(gt=0.0))
+    forget_loss_cap: float = field(default=5.0, metadata=_bounds(gt=0.0, le=MAX_COEFFICIENT))
+    grad_clip: float = field(default=5.0, metadata=_bounds(gt=0.0, le=MAX_COEFFICIENT))
     max_rollbacks: int = field(default=2, metadata=_bounds(ge=0))
 
 
@@ -182,12 +183,13 @@ class BaseMethodConfig:
     """Settings of a base unlearning method. `None` means the method's own default (see base_methods)."""
 
     epochs: int | None = field(default=None, metadata=_bounds(ge=0, le=MAX_EPOCHS))
-    lr: float | None = field(default=None, metadata=_bounds(gt=0.0))
+    lr: float | None = field(default=None, metadata=_bounds(gt=0.0, le=MAX_LR))
     batch_size: int | None = field(default=None, metadata=_bounds(ge=2, le=MAX_BATCH))
     momentum: float | None = field(default=None, metadata=_bounds(ge=0.0, lt=1.0))
-    weight_decay: float | None = field(default=None, metadata=_bounds(ge=0.0))
-    beta: float | None = field(default=None, metadata=_bounds(ge=0.0))  # neggrad_plus only
-    forget_loss_cap: float | None = field(default=None, metadata=_bounds(gt=0.0))  # ga, neggrad_plus
+    weight_decay: float | None = field(default=None, metadata=_bounds(ge=0.0, le=MAX_COEFFICIENT))
+    beta: float | None = field(default=None, metadata=_bounds(ge=0.0, le=MAX_COEFFICIENT))  # neggrad_plus only
+    # forget_loss_cap: ga and neggrad_plus only
+    forget_loss_cap: float | None = field(default=None, metadata=_bounds(gt=0.0, le=MAX_COEFFICIENT))
     mask_ratio: float | None = field(default=None, metadata=_bounds(gt=0.0, le=1.0))  # salun only
 
 
@@ -196,9 +198,9 @@ class MCUConfig:
     """Every knob of one unlearning job. Defaults are MCU.md's; `base` is filled per method."""
 
     epochs: int = field(default=10, metadata=_bounds(ge=1, le=MAX_EPOCHS))
-    lr: float = field(default=0.01, metadata=_bounds(gt=0.0))
+    lr: float = field(default=0.01, metadata=_bounds(gt=0.0, le=MAX_LR))
     momentum: float = field(default=0.9, metadata=_bounds(ge=0.0, lt=1.0))
-    beta: float | Literal["adaptive"] = field(default="adaptive", metadata=_bounds(ge=0.0))
+    beta: float | Literal["adaptive"] = field(default="adaptive", metadata=_bounds(ge=0.0, le=MAX_COEFFICIENT))
     retain_ratio: float = field(default=0.5, metadata=_bounds(gt=0.0, le=1.0))
     batch_size: int = field(default=128, metadata=_bounds(ge=2, le=MAX_BATCH))
     grid_points: int = field(default=21, metadata=_bounds(ge=2, le=1001))

@@ -15,6 +15,7 @@ from api.ingest import inspect_shard, parse_manifest
 from api.pagination import PageSize, PageToken
 from api.schemas import DatasetOut, Page
 from domain import catalog
+from domain.inputs import FormInt, Line, Prose, text_problem
 from domain.problems import Problem, invalid
 from models import Dataset, new_id
 from models.bulk import insert_samples
@@ -44,11 +45,11 @@ def create_dataset(
     settings: SettingsDep,
     response: Response,
     principal: Annotated[Principal, require("datasets:write")],
-    name: Annotated[str, Form(min_length=1, max_length=200)],
+    name: Annotated[Line, Form(min_length=1, max_length=200)],
     manifest: Annotated[UploadFile, File(description="CSV: sample_id,split,shard,row[,subject_id]")],
     shards: Annotated[list[UploadFile], File(description="safetensors files with 'inputs' and 'labels'")],
-    description: Annotated[str | None, Form(max_length=5000)] = None,
-    num_classes: Annotated[int | None, Form(ge=2, le=100_000, description="default: largest label + 1")] = None,
+    description: Annotated[Prose | None, Form(max_length=5000)] = None,
+    num_classes: Annotated[FormInt | None, Form(ge=2, le=100_000, description="default: largest label + 1")] = None,
     idempotency_key: IdempotencyKey = None,
 ) -> Dataset:
     for upload in [manifest, *shards]:
@@ -56,6 +57,8 @@ def create_dataset(
     names = [s.filename or "" for s in shards]
     if len(set(names)) != len(names) or "" in names:
         raise invalid("every shard needs a distinct file name", [{"loc": ["shards"], "msg": "duplicate or empty"}])
+    if bad_names := [f"shard {i}: file name {p}" for i, n in enumerate(names) if (p := text_problem(n))]:
+        raise invalid(bad_names[0], [{"loc": ["shards"], "msg": m} for m in bad_names])
     manifest_sha = file_sha256(manifest)
     body_sha = fingerprint({"name": name, "description": description, "num_classes": num_classes,
                             "manifest": manifest_sha, "shards": {n: file_sha256(s) for n, s in

@@ -4,6 +4,7 @@ import json
 import pickle
 import random
 import struct
+import time
 from pathlib import Path
 
 import numpy as np
@@ -59,8 +60,8 @@ def test_metadata_is_ignored() -> None:
     [
         (pickle.dumps({"a": 1}), "looks like a pickle; upload weights as safetensors"),
         (b"PK\x03\x04" + bytes(200), r"looks like a zip archive \(torch.save format\)"),
-        (random.Random(0).randbytes(4096), "header length .* over the 100 MiB limit"),
-        (struct.pack("<Q", 200 << 20) + b"{}", "header length 209715200 is over the 100 MiB limit"),
+        (random.Random(0).randbytes(4096), "header length .* over the 8 MiB limit"),
+        (struct.pack("<Q", 200 << 20) + b"{}", "header length 209715200 is over the 8 MiB limit"),
         (struct.pack("<Q", 5000) + b"{}", "more than the file's 2 bytes after it"),
         (b"abc", "only 3 bytes long"),
         (struct.pack("<Q", 2) + b"[]", "header is not a JSON object"),
@@ -107,3 +108,42 @@ def test_rejects_duplicate_names() -> None:
 def test_sha256_file(tmp_path: Path) -> None:
     data = bytes(range(256)) * 9000  # several read chunks
     assert sha256_file(_write(tmp_path, data)) == hashlib.sha256(data).hexdigest()
+
+
+def _empty_tensors(count: int) -> bytes:
+    raw = b"{" + b",".join(b'"t%d":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}' % i for i in range(count)) + b"}"
+    return struct.pack("<Q", len(raw)) + raw
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'{"x": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1' + b"0" * 5000 + b"]}}", "number too long"),
+        (b'{"x": {"dtype": "U8", "shape": [' + b"9" * 21 + b'], "data_offsets": [0, 1]}}', "invalid shape"),
+        (b'{"x": {"dtype": "U8", "shape": [1' + b", 1" * 17 + b'], "data_offsets": [0, 1]}}', "at most 16 dim"),
+        (b'{"x": {"dtype": [], "shape": [1], "data_offsets": [0, 1]}}', "unknown dtype"),
+        (b'{"x": {"dtype": "U8", "shape": [' + b"[]," * 80_001 + b'1], "data_offsets": [0, 1]}}', "more lists"),
+        (b'{"x": {"dtype": "U8", "shape": [NaN], "data_offsets": [0, 1]}}', "NaN"),
+        (b'{"x": {"dtype": "U8", "shape": [Infinity], "data_offsets": [0, 1]}}', "Infinity"),
+        (b'{"\\ud800": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}}', "lone UTF-16 surrogate"),
+        (b'{"a\\u0000": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}}', "NUL"),
+    ],
+    ids=["offset-5000-digits", "dimension-21-digits", "rank-18", "dtype-list", "80k-lists", "nan", "infinity",
+         "surrogate-name", "nul-name"],
+)
+def test_rejects_crafted_numbers_and_names(raw: bytes, message: str) -> None:
+    with pytest.raises(InvalidSafetensors, match=message):
+        read_header(io.BytesIO(struct.pack("<Q", len(raw)) + raw + b"\x00"))
+
+
+@pytest.mark.parametrize("count", [20_001, 150_000, 1_000_000], ids=["one-over", "150k", "a-million"])
+def test_a_header_of_too_many_tensors_is_refused_quickly(count: int) -> None:
+    data = _empty_tensors(count)
+    started = time.perf_counter()
+    with pytest.raises(InvalidSafetensors, match=r"more than 20000 tensors|over the 8 MiB limit"):
+        read_header(io.BytesIO(data))
+    assert time.perf_counter() - started < 1.0
+
+
+def test_a_header_at_the_tensor_limit_is_read() -> None:
+    assert len(read_header(io.BytesIO(_empty_tensors(20_000)))) == 20_000
