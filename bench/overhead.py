@@ -129,6 +129,7 @@ def library_run(spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("hooks_request_id"):  # what the worker adds around run_unlearning, with the worker's code
         from safetensors.torch import save as save_tensors
 
+        from domain.signing import SigningKeys
         from models import make_engine, make_session_factory
         from settings import Settings
         from storage import open_store
@@ -140,6 +141,7 @@ def library_run(spec: dict[str, Any]) -> dict[str, Any]:
         store = open_store(settings.resolved_storage_url, s3_endpoint_url=settings.s3_endpoint_url)
         services = Services(settings, make_session_factory(make_engine(spec["database_url"])), store,
                             None, None)  # type: ignore[arg-type]  (JobWatch needs no cache or broker)
+        SigningKeys(services.factory, settings)  # seals the audit chains of the events the watch records
         request_id = spec["hooks_request_id"]
         watch = JobWatch(services, request_id, "running")
         inner = watch.hooks()

@@ -49,6 +49,7 @@ ERASURE = ("tests/api/test_erasure.py::test_erased_rows_are_refused_then_left_ou
 LIFECYCLE = ("tests/domain/test_lifecycle.py",)
 ERASURE_15 = "tests/worker/test_erasure.py::test_erased_rows_leave_the_shards_once_every_model_erased_them"
 FLOWS = "tests/api/test_flows.py"
+TAMPER = "tests/api/test_evidence_tamper.py"
 
 MUTATIONS = [
     # The five the whole suite once let through, and two it caught only indirectly.
@@ -142,11 +143,39 @@ MUTATIONS = [
              '"state": state, "actor": actor, "detail": detail,', '"state": state, "detail": detail,',
              (f"{EVIDENCE}::test_the_audit_chain_names_an_edited_or_deleted_event",)),
     Mutation("the audit chain's links are not checked", "models/audit.py",
-             "if event.prev_hash != expected_prev:", "if False:",
+             "if event.prev_hash != current.newest:", "if False:",
              (f"{EVIDENCE}::test_the_audit_chain_names_an_edited_or_deleted_event",)),
     Mutation("the report's signature does not cover the report", "domain/signing.py",
              "value = self.private_key.sign(canonical_json(report))", 'value = self.private_key.sign(b"{}")',
              (f"{EVIDENCE}::test_a_forgetting_request_succeeds_with_a_signed_report_that_detects_any_change",)),
+    # Evidence that cannot be forged (issue 29): verifiers trust only known keys, parse strictly, check seals.
+    Mutation("duplicate keys accepted in a signed report", "domain/signing.py",
+             "        if key in result:\n", "        if False:\n",
+             (f"{TAMPER}::test_a_forged_report_fails_verification_naming_what_is_wrong"
+              "[sqlite-a duplicate key before the signed one]",)),
+    Mutation("the key embedded in a report is trusted", "domain/signing.py",
+             "    if key_id not in trusted:\n", "    trusted = {key_id: signature['public_key']}\n    if False:\n",
+             (f"{TAMPER}::test_a_forged_report_fails_verification_naming_what_is_wrong"
+              "[sqlite-re-signed with another key]",)),
+    Mutation("reports verify without a trusted key exits 0", "cli/evidence.py",
+             "INVALID, UNTRUSTED = 1, 3", "INVALID, UNTRUSTED = 1, 0",
+             (f"{TAMPER}::test_without_a_trusted_key_no_report_is_valid[sqlite]",)),
+    Mutation("an audit chain's length and head are not compared with its seal", "models/audit.py",
+             "if (chain.length, chain.head) != (chain.events, chain.newest):", "if False:",
+             (f"{TAMPER}::test_a_tampered_audit_chain_is_named_refused_a_report_and_not_laundered"
+              "[sqlite-delete the newest event]",)),
+    Mutation("an audit chain's seal is not verified", "models/audit.py",
+             "if key is None or not seal_verifies(key,", "if key is None and not seal_verifies(key,",
+             (f"{TAMPER}::test_a_tampered_audit_chain_is_named_refused_a_report_and_not_laundered"
+              "[sqlite-edit a row, recompute every later hash and the stored head]",)),
+    Mutation("the next event re-seals a broken audit chain", "models/audit.py",
+             "    if new or (anchor.chain_head == prev", "    if True or (anchor.chain_head == prev",
+             (f"{TAMPER}::test_a_tampered_audit_chain_is_named_refused_a_report_and_not_laundered"
+              "[sqlite-delete the newest event and seal with another key]",)),
+    Mutation("a report is signed over a broken audit chain", "domain/evidence.py",
+             "        if broken:\n            raise Problem(409", "        if False:\n            raise Problem(409",
+             (f"{TAMPER}::test_a_tampered_audit_chain_is_named_refused_a_report_and_not_laundered"
+              "[sqlite-delete the whole chain]",)),
     Mutation("no rate limit per API key", "api/ratelimit.py",
              "if self.per_key is not None and token:", "if False:",
              ("tests/api/test_rate_limits.py::test_each_key_has_its_own_budget",)),

@@ -252,7 +252,8 @@ def test_a_forged_report_fails_verification_naming_what_is_wrong(signed: tuple[d
     assert "Traceback" not in output
 
 
-def test_without_a_trusted_key_no_report_is_valid(signed: tuple[dict, Path], tmp_path: Path) -> None:
+def test_without_a_trusted_key_no_report_is_valid(signed: tuple[dict, Path], backend: Backend,
+                                                  tmp_path: Path) -> None:
     document, keys = signed
     report, forged = tmp_path / "report.json", tmp_path / "forged.json"
     report.write_text(json.dumps(document))
@@ -265,3 +266,4 @@ def test_without_a_trusted_key_no_report_is_valid(signed: tuple[dict, Path], tmp
     public.write_text(json.loads(keys.read_text())["current"]["public_key"])
     assert _reports_verify(report, "--public-key", public)[0] == 0
     assert _reports_verify(forged, "--public-key", public)[0] == 1
+    assert [_reports_verify(path, "--url", backend.service.url)[0] for path in (report, forged)] == [0, 1]
