@@ -175,7 +175,7 @@ class S3Store(ObjectStore):
             pages = self._client.get_paginator("list_multipart_uploads").paginate(
                 Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else "")
             stale = [(u["Key"], u["UploadId"]) for page in pages for u in page.get("Uploads", [])
-                     if u["Initiated"].timestamp() < cutoff]
+                     if self._last_activity(u) < cutoff]
             for key, upload_id in stale:
                 try:
                     self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
@@ -184,6 +184,11 @@ class S3Store(ObjectStore):
                     if _code(exc) != "NoSuchUpload":  # another sweeper, or the upload just finished
                         raise
         return aborted
+
+    def _last_activity(self, upload: dict[str, Any]) -> float:
+        """When an upload began or last stored a part: a large upload still going on began long ago."""
+        parts = self._client.list_parts(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+        return max([upload["Initiated"].timestamp()] + [p["LastModified"].timestamp() for p in parts.get("Parts", [])])
 
     def _touch(self, key: str) -> None:
         # A server-side copy onto itself is the one way to renew LastModified (no bytes travel).

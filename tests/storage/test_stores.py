@@ -188,3 +188,31 @@ def test_the_sweeper_removes_scratch_files_left_by_a_killed_upload(tmp_path: Pat
     assert sweep_scratch_files(tmp_path, recursive=False) == 0  # the old one is in a subfolder
     assert sweep_scratch_files(tmp_path) == 1
     assert not old.exists() and fresh.exists() and kept.exists()  # a young one may be an upload in progress
+
+
+def test_listing_names_finished_objects_and_a_reused_object_is_young_again(store: ObjectStore) -> None:
+    """What the crash-leftover sweeper (worker/sweeper.py) relies on: a listing of the objects under a folder with
+    their times, no scratch files in it, and a re-upload of existing content renewing the object's time."""
+    first = store.put_bytes("shards", b"one")
+    store.put_bytes("weights", b"two")
+    store.put_at("requests/r1/theta_p", b"three")
+    listed = {o.key: o.modified_at for o in store.list_objects("shards")}
+    assert list(listed) == [first.key] and abs(listed[first.key] - time.time()) < 60
+    assert [o.key for o in store.list_objects("nothing-here")] == []
+    time.sleep(1.1)  # S3 keeps whole seconds
+    assert store.put_bytes("shards", b"one").key == first.key
+    assert next(iter(store.list_objects("shards"))).modified_at > listed[first.key]
+
+
+def test_incomplete_uploads_are_removed_only_once_old(store: ObjectStore) -> None:
+    if isinstance(store, S3Store):
+        upload = store._client.create_multipart_upload(Bucket=store.bucket, Key="shards/half")
+        store._client.upload_part(Bucket=store.bucket, Key="shards/half", UploadId=upload["UploadId"],
+                                  PartNumber=1, Body=b"x")
+    else:
+        (store.root / "shards").mkdir(parents=True)
+        (store.root / "shards" / ".tmp-half.part").write_bytes(b"x")
+    assert store.sweep_incomplete(older_than_seconds=3600) == 0  # it may still be going on
+    time.sleep(1.1)
+    assert store.sweep_incomplete(older_than_seconds=1) == 1
+    assert store.sweep_incomplete(older_than_seconds=1) == 0

@@ -94,3 +94,24 @@ def test_a_callback_owed_during_a_broker_outage_is_sent_and_delivered_once(tmp_p
         assert owed.delivered_at is not None and owed.attempts == 1 and owed.event == "cancelled"
     assert resend_callbacks(back, utcnow() + timedelta(hours=1)) == []
     server.shutdown()
+
+
+def test_a_model_waiting_for_validation_is_resent_once_a_period_not_every_round(tmp_path: Path) -> None:
+    """A model queued behind a long job used to get a copy of its task every round (2,420 in 90 minutes)."""
+    from datetime import timedelta
+
+    from models import utcnow
+    from worker.reconciler import resend_validations
+
+    from ..api.conftest import upload_dataset, upload_model
+
+    settings = Settings(data_dir=tmp_path, bootstrap_api_key="k", requeue_after_seconds=2,
+                        reconcile_interval_seconds=1)
+    client = TestClient(create_app(settings), headers={"Authorization": "Bearer k"})
+    model_id = upload_model(client, upload_dataset(client).json()["id"]).json()["id"]
+    services = connect(settings)
+    sent: list[str] = []
+    for _ in range(8):  # rounds a second apart, the model 0 to 8 s old: due at 2, 4, 6 and 8 s
+        sent += resend_validations(services, utcnow() - timedelta(seconds=settings.requeue_after_seconds))
+        time.sleep(settings.reconcile_interval_seconds)
+    assert 2 <= sent.count(model_id) <= 4

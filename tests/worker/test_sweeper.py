@@ -1,0 +1,107 @@
+"""Crash leftovers are swept on both stores: the state a kill -9 of the API between storing an upload and
+committing its row leaves (an object no row references, an incomplete S3 multipart upload, a scratch file)
+is gone after a sweep, while an object within the grace period and every object a row references stay."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from cli.digits import DigitsUpload
+from settings import Settings
+from storage import S3Store
+from storage.base import TEMP_PREFIX
+from worker.reconciler import start_reconciler
+from worker.services import Services, connect
+from worker.sweeper import referenced_keys, sweep
+
+from .conftest import digits_service
+
+GRACE_SECONDS = 1.0
+
+
+@pytest.fixture(params=["local", "s3"])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
+    if request.param == "local":
+        yield Settings(data_dir=tmp_path, bootstrap_api_key="k")
+        return
+    endpoint = request.getfixturevalue("s3_endpoint")
+    bucket = f"sweep-{uuid.uuid4().hex[:12]}"
+    S3Store(bucket, endpoint_url=endpoint).ensure_bucket()
+    yield Settings(data_dir=tmp_path, bootstrap_api_key="k", storage_url=f"s3://{bucket}/mcu",
+                   s3_endpoint_url=endpoint)
+
+
+def leave_crash_leftovers(services: Services) -> dict[str, object]:
+    """What a killed upload leaves: the object stored but no row, and a half-written upload."""
+    orphans = [services.store.put_bytes("shards", b"personal data " + os.urandom(8)).key,
+               services.store.put_bytes("weights", b"weights " + os.urandom(8)).key]
+    scratch = services.settings.data_dir / "cache" / f"{TEMP_PREFIX}killed.part"
+    scratch.parent.mkdir(parents=True, exist_ok=True)
+    scratch.write_bytes(b"half a download")
+    if isinstance(services.store, S3Store):
+        client, bucket = services.store._client, services.store.bucket
+        upload = client.create_multipart_upload(Bucket=bucket, Key="mcu/shards/" + "0" * 64)
+        client.upload_part(Bucket=bucket, Key="mcu/shards/" + "0" * 64, UploadId=upload["UploadId"], PartNumber=1,
+                           Body=b"x" * 1024)
+    return {"orphans": orphans, "scratch": scratch}
+
+
+def incomplete_uploads(services: Services) -> list[str]:
+    if not isinstance(services.store, S3Store):
+        return []
+    listed = services.store._client.list_multipart_uploads(Bucket=services.store.bucket)
+    return [u["Key"] for u in listed.get("Uploads", [])]
+
+
+def stored_keys(services: Services) -> set[str]:
+    return {o.key for prefix in ("shards", "weights") for o in services.store.list_objects(prefix)}
+
+
+def test_leftovers_go_young_and_referenced_objects_stay(settings: Settings, digits_upload: DigitsUpload) -> None:
+    client, services, model_id = digits_service(settings, digits_upload)
+    with services.factory() as session:
+        referenced = referenced_keys(session)
+    assert len(referenced) == 2  # the digits shard and the model's weights
+    left = leave_crash_leftovers(services)
+    reused = left["orphans"][0]
+    assert incomplete_uploads(services) or not isinstance(services.store, S3Store)
+
+    time.sleep(GRACE_SECONDS + 0.5)  # every leftover is now older than the grace period ...
+    fresh = services.store.put_bytes("weights", b"an upload in progress").key  # ... this one is not
+    assert services.store.put_bytes("shards", services.store.get_bytes(reused)).key == reused  # re-uploaded: young
+    done = sweep(services, GRACE_SECONDS)
+
+    assert stored_keys(services) == referenced | {fresh, reused}
+    assert done["orphaned_objects"] == 1 and not left["scratch"].exists() and incomplete_uploads(services) == []
+    if isinstance(services.store, S3Store):
+        assert done["incomplete_uploads"] == 1
+    weights = client.get(f"/v1/models/{model_id}/versions/1/weights")
+    assert weights.status_code == 200 and weights.content == digits_upload.weights  # the referenced ones are whole
+
+    time.sleep(GRACE_SECONDS + 0.5)  # the next sweep takes what is now old and unreferenced, nothing else
+    sweep(services, GRACE_SECONDS)
+    assert stored_keys(services) == referenced
+
+
+def test_the_reconciler_sweeps_periodically(tmp_path: Path, digits_upload: DigitsUpload) -> None:
+    settings = Settings(data_dir=tmp_path, bootstrap_api_key="k", orphan_grace_seconds=GRACE_SECONDS,
+                        sweep_interval_seconds=0.5, reconcile_interval_seconds=0.2)
+    client = TestClient(create_app(settings), headers={"Authorization": "Bearer k"})
+    assert client.post("/v1/datasets", data={"name": "digits"}, files=digits_upload.files()).status_code == 201
+    services = connect(settings)
+    with services.factory() as session:
+        referenced = referenced_keys(session)
+    left = leave_crash_leftovers(services)
+    start_reconciler(lambda: services, settings.reconcile_interval_seconds)
+    deadline = time.monotonic() + 30
+    while stored_keys(services) != referenced and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert stored_keys(services) == referenced and not left["scratch"].exists()
