@@ -69,3 +69,15 @@ def test_a_report_verifies_offline_and_an_edited_event_is_named(stack: Stack, di
     assert broken.returncode == 1, broken.stdout + broken.stderr
     assert f"request {withheld['id']}" in broken.stderr and "edited" in broken.stderr
     assert "1 broken" in broken.stdout
+
+    # The newest event of the succeeded request deleted: its seal no longer matches, no report is signed.
+    engine = create_engine(e2e_postgres_url)
+    with engine.begin() as db:
+        db.execute(text("DELETE FROM events WHERE id = (SELECT max(id) FROM events WHERE request_id = :id)"),
+                   {"id": request["id"]})
+    engine.dispose()
+    truncated = mcu(stack, "audit", "verify", "--request-id", request["id"])
+    assert truncated.returncode == 1 and "events were deleted" in truncated.stderr, truncated.stderr
+    with stack.client() as client:
+        refused = client.get(f"/v1/deletion-requests/{request['id']}/report")
+    assert refused.status_code == 409 and refused.json()["type"].endswith("/audit-chain-broken")
