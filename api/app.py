@@ -52,8 +52,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.signing_keys = SigningKeys(app.state.session_factory, settings, app.state.read_session_factory)
     app.state.metrics_registry = registry = CollectorRegistry()
     registry.register(ServiceCollector(app.state.read_session_factory, app.state.dispatcher))
+    # Readiness: "ready" is reused for a second; "not ready" never, so a recovery is seen by the next probe.
     app.state.readiness = Shared(partial(health.unavailable_dependencies, app.state), health.READINESS_SECONDS,
-                                 initial=["readiness (not checked yet)"])
+                                 initial=["readiness (not checked yet)"], reusable=lambda down: not down)
     app.add_middleware(MultipartCompleteness)
     app.add_middleware(Admission, max_request_bytes=settings.max_request_bytes)  # the caller, before the body
     app.add_middleware(RateLimitMiddleware, per_address=settings.rate_limit_per_address,

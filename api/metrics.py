@@ -31,8 +31,9 @@ class Shared(Generic[T]):
     the last result at once. A flood of scrapes or probes then costs one computation per `ttl`: it can
     neither exhaust a connection pool nor make anyone wait."""
 
-    def __init__(self, compute: Callable[[], T], ttl: float, initial: T) -> None:
-        self.compute, self.ttl, self.value = compute, ttl, initial
+    def __init__(self, compute: Callable[[], T], ttl: float, initial: T,
+                 reusable: Callable[[T], bool] = lambda _: True) -> None:
+        self.compute, self.ttl, self.value, self.reusable = compute, ttl, initial, reusable
         self.computed_at = -math.inf
         self.lock = threading.Lock()
 
@@ -40,8 +41,8 @@ class Shared(Generic[T]):
         if time.monotonic() - self.computed_at >= self.ttl and self.lock.acquire(blocking=False):
             try:
                 self.value = self.compute()
-            finally:
-                self.computed_at = time.monotonic()
+            finally:  # a result that must not be reused (a failed check) is computed again by the next caller
+                self.computed_at = time.monotonic() if self.reusable(self.value) else -math.inf
                 self.lock.release()
         return self.value
 

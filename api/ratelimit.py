@@ -3,7 +3,9 @@
 The `limits` library, fixed windows: counts live in Redis when the broker is Redis (every API replica
 shares them), else in this process. A key is counted by the hash of what the caller sent, so a flood of
 made-up keys is still held by the limit of its address. When the counter store is unreachable requests
-go through (logged): the limits protect the service, they must not take it down.
+go through (logged): the limits protect the service, they must not take it down. The address is the
+connection's peer, or the client a proxy names in X-Forwarded-For when the peer is one of
+MCU_TRUSTED_PROXIES (`mcu serve` has uvicorn resolve it; anyone else's header is ignored).
 """
 
 from __future__ import annotations

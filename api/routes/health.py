@@ -1,6 +1,7 @@
 """Liveness, readiness and Prometheus metrics, for orchestrators and scrapers: no API key (/metrics wants
-`MCU_METRICS_TOKEN` when one is set). Readiness is checked at most once per READINESS_SECONDS whatever the
-number of probes (api.metrics.Shared), so a flood of them cannot load the database, broker or store."""
+`MCU_METRICS_TOKEN` when one is set). Readiness is checked by one probe at a time, and "ready" is reused
+for READINESS_SECONDS (api.metrics.Shared), so a flood of probes cannot load the database, broker or store;
+"not ready" is never reused, so a dependency that comes back is seen by the next probe."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from domain.problems import Problem
 from storage import StorageError
 
 router = APIRouter(tags=["health"])
-READINESS_SECONDS = 1.0  # short: a dependency that comes back is seen within a second
+READINESS_SECONDS = 1.0  # how long "ready" is reused
 
 
 @router.get("/healthz")
