@@ -256,6 +256,9 @@ MUTATIONS = [
     Mutation("limits: a database out of disk says 'busy' (503)", "api/errors.py",
              "        if _disk_full(error):\n", "        if False:\n",
              ("tests/api/test_disk.py::test_a_database_out_of_disk_is_507",)),
+    Mutation("limits: a failed readiness check is reused", "api/app.py",
+             "reusable=lambda down: not down", "reusable=lambda down: True",
+             ("tests/api/test_outages.py::test_postgres_stopped_gives_503_and_recovers_without_a_restart",)),
     # Worker validation's budget and the crash-leftover sweeper (issue 29, items 4 and 11).
     Mutation("validation: the constructor's time budget ignored", "worker/sandbox.py",
              "child.communicate(request.encode(), timeout=timeout_seconds)", "child.communicate(request.encode())",
