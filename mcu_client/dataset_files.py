@@ -142,6 +142,8 @@ def _nchw(x: np.ndarray, name: str) -> np.ndarray:
     if x.dtype == np.uint8:
         return x
     if np.issubdtype(x.dtype, np.floating):
+        if x.size and not (x.min() >= 0.0 and x.max() <= 1.0):  # NaN fails both; the service refuses these too
+            raise McuError(f"{name}: float images must be finite and in [0, 1] (scale them, or give uint8)")
         return x.astype(np.float32)
     if np.issubdtype(x.dtype, np.integer) and x.min() >= 0 and x.max() <= 255:
         return x.astype(np.uint8)

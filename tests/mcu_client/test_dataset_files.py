@@ -85,3 +85,19 @@ def test_an_npz_in_any_layout_and_shards_with_their_manifest(tmp_path: Path) -> 
         prepare_dataset(tmp_path / "bad.npz", tmp_path / "out3")
     with pytest.raises(McuError, match="expected an image folder"):
         prepare_dataset(tmp_path, tmp_path / "out4")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 255.0, -0.5], ids=["nan", "inf", "255", "negative"])
+def test_float_images_outside_0_1_are_refused_before_upload(tmp_path: Path, value: float) -> None:
+    """The service refuses them (float inputs are taken as already in [0, 1]): say so before uploading."""
+    x_train = np.full((4, 1, 3, 3), 0.5, dtype=np.float32)
+    x_train[2, 0, 1, 1] = value
+    np.savez(tmp_path / "f.npz", x_train=x_train, y_train=np.arange(4) % 2,
+             x_test=np.full((2, 1, 3, 3), 0.5, dtype=np.float32), y_test=np.arange(2) % 2)
+    with pytest.raises(McuError, match=r"finite and in \[0, 1\]"):
+        prepare_dataset(tmp_path / "f.npz", tmp_path / "out")
+    x_train[2, 0, 1, 1] = 1.0  # in range: prepared, and the API's own checks accept the shards
+    np.savez(tmp_path / "g.npz", x_train=x_train, y_train=np.arange(4) % 2,
+             x_test=np.full((2, 1, 3, 3), 0.5, dtype=np.float32), y_test=np.arange(2) % 2)
+    _, parsed = read_back(prepare_dataset(tmp_path / "g.npz", tmp_path / "out2"))
+    assert parsed.input_dtype == "float32"
