@@ -37,6 +37,7 @@ from typing import Any
 
 from bench.api_load import register, validate_in_process
 from bench.common import (
+    CpuWindow,
     embedded_env,
     free_port,
     machine_info,
@@ -221,10 +222,12 @@ def run(backend: str, clients: int, seconds: float, rows: int, burst_requests: i
         threads = [threading.Thread(target=steady_client, daemon=True, args=(
             ROLES[i % len(ROLES)], fx, start, start + seconds, steady[ROLES[i % len(ROLES)]], i))
             for i in range(clients)]
+        cpu = CpuWindow({"api": api.pid})
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(timeout=seconds + 120)
+        steady_cpu = cpu.stop()
 
         burst = {role: Tally() for role in READS}
         barrier = threading.Barrier(clients)
@@ -241,7 +244,9 @@ def run(backend: str, clients: int, seconds: float, rows: int, burst_requests: i
     read_latencies = [s for role in READS for s in steady[role].latencies]
     return {"backend": backend, "clients": clients, "seconds": seconds, "rows": rows, "set_up_s": round(set_up_s, 1),
             "burst_requests_per_client": burst_requests, "burst_s": round(burst_s, 2),
-            "steady": steady_out, "burst": burst_out,
+            "steady": steady_out, "burst": burst_out, "steady_cpu": steady_cpu,
+            "api_cpu_ms_per_request": round(steady_cpu["api_cpu_s"] * 1000 / max(1, sum(
+                r["requests"] for r in steady_out.values())), 2),
             "errors_5xx": sum(r["5xx"] for r in [*steady_out.values(), *burst_out.values()]),
             "conn_errors": sum(r["connection_errors"] for r in [*steady_out.values(), *burst_out.values()]),
             "p99_read_s": round(percentile(read_latencies, 99), 3)}
@@ -270,7 +275,9 @@ def main() -> None:
                  r["p50_ms"], r["p99_ms"], r["max_ms"]]
                 for phase in ("steady", "burst") for role, r in result[phase].items()]
         print(markdown_table(["phase", "role", "requests", "req/s", "5xx", "conn. errors", "unexpected", "p50 ms",
-                              "p99 ms", "max ms"], rows) + "\n")
+                              "p99 ms", "max ms"], rows))
+        print(f"\nAPI CPU per steady request: {result['api_cpu_ms_per_request']} ms; machine load "
+              f"{result['steady_cpu']['load_avg_1m']} on {result['steady_cpu']['cores']} cores\n")
     write_json(args.json, {"benchmark": "concurrency", "machine": machine_info(), "results": results})
     for result in results:
         print(headline(result))

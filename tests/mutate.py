@@ -52,7 +52,22 @@ FLOWS = "tests/api/test_flows.py"
 STRICT = "tests/api/test_strict_input.py::"
 TAMPER = "tests/api/test_evidence_tamper.py"
 
+HELD = ("tests/api/test_concurrency.py::test_a_route_holds_one_connection_and_only_while_it_runs_sql"
+        "[sqlite-")  # + the route's case
+
 MUTATIONS = [
+    # Connections held only while SQL runs (issue 29): each puts one back where no SQL runs.
+    Mutation("held connection: a route's session stays open until the response is sent", "api/deps.py",
+             "value.close()  # the connection goes back", "pass  # the connection goes back",
+             (HELD + "list requests]", HELD + "report (signed)]")),
+    Mutation("held connection: weights streamed from the store with the session open", "api/routes/models.py",
+             "    session.close()  # the row is read", "    pass  # the row is read",
+             (HELD + "weights (streamed)]",)),
+    Mutation("held connection: a model's upload inside its dataset read", "api/routes/models.py",
+             "db.commit()  # the read ends", "pass  # the read ends", (HELD + "model upload (idempotent)]",)),
+    Mutation("held connection: the idempotency lookup held through an upload", "api/idempotency.py",
+             "session.commit()  # the lookup's transaction ends", "pass  # the lookup's transaction ends",
+             (HELD + "dataset upload (idempotent)]",)),
     # The five the whole suite once let through, and two it caught only indirectly.
     Mutation("curve coefficient 2t(1-t) becomes t(1-t)", "unlearning/curve.py",
              "2.0 * t * (1.0 - t)", "t * (1.0 - t)",

@@ -107,6 +107,7 @@ def download_weights(model_id: str, version: Annotated[int, PathParam(ge=1, le=2
                      store: StoreDep, _: Annotated[Principal, require("models:read")],
                      if_none_match: Annotated[str | None, Header()] = None) -> Response:
     row = catalog.get_version(session, model_id, version)
+    session.close()  # the row is read: the object store is asked, and the weights sent, without a connection
     if row.weights_deleted_at is not None:
         raise Problem(410, f"the weights of version {version} of model '{model_id}' were deleted under the retention "
                       f"policy on {row.weights_deleted_at.isoformat()}: a later version erased data this one was "
