@@ -6,5 +6,7 @@ from typing import Annotated
 
 from fastapi import Query
 
-PageSize = Annotated[int, Query(ge=1, le=500, description="Items per page (default 50, max 500).")]
+from domain.inputs import DigitsInt
+
+PageSize = Annotated[DigitsInt, Query(ge=1, le=500, description="Items per page (default 50, max 500).")]
 PageToken = Annotated[str | None, Query(max_length=1000, description="The `next_page_token` of the previous page.")]

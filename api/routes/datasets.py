@@ -15,7 +15,7 @@ from api.ingest import inspect_shard, parse_manifest
 from api.pagination import PageSize, PageToken
 from api.schemas import DatasetOut, Page
 from domain import catalog
-from domain.inputs import FormInt, Line, Prose, text_problem
+from domain.inputs import DigitsInt, Line, Prose, text_problem
 from domain.problems import Problem, invalid
 from models import Dataset, new_id
 from models.bulk import insert_samples
@@ -49,7 +49,7 @@ def create_dataset(
     manifest: Annotated[UploadFile, File(description="CSV: sample_id,split,shard,row[,subject_id]")],
     shards: Annotated[list[UploadFile], File(description="safetensors files with 'inputs' and 'labels'")],
     description: Annotated[Prose | None, Form(max_length=5000)] = None,
-    num_classes: Annotated[FormInt | None, Form(ge=2, le=100_000, description="default: largest label + 1")] = None,
+    num_classes: Annotated[DigitsInt | None, Form(ge=2, le=100_000, description="default: largest label + 1")] = None,
     idempotency_key: IdempotencyKey = None,
 ) -> Dataset:
     for upload in [manifest, *shards]:

@@ -19,7 +19,7 @@ from api.schemas import ModelOut, Page, VersionOut
 from api.weights import check_weights_header
 from domain import catalog
 from domain.architectures import check_architecture_kwargs
-from domain.inputs import FormInt, Line
+from domain.inputs import DigitsInt, Line
 from domain.preprocessing import OPTIONS, parse_architecture_kwargs, parse_preprocessing
 from domain.problems import Problem, invalid
 from models import Dataset, Model, ModelVersion, new_id
@@ -37,7 +37,7 @@ def create_model(
     principal: Annotated[Principal, require("models:write")],
     name: Annotated[Line, Form(min_length=1, max_length=200)],
     architecture: Annotated[Line, Form(min_length=1, max_length=100)],
-    num_classes: Annotated[FormInt, Form(ge=2, le=100_000)],
+    num_classes: Annotated[DigitsInt, Form(ge=2, le=100_000)],
     dataset_id: Annotated[Line, Form(max_length=40)],
     weights: Annotated[UploadFile, File(description="safetensors file of the state_dict")],
     # Required; optional here only so that a missing value gets the 422 that names the options.

@@ -341,6 +341,12 @@ def test_forged_page_tokens_are_422(api: httpx.Client, registered: dict[str, str
     assert_problem(response, 422, "page_token")
 
 
+@pytest.mark.parametrize("size", ["500.0", "5e2", "50 ", "0x10", "1" + "0" * 5000])
+@pytest.mark.parametrize("path", LISTS)
+def test_page_size_is_written_in_digits(api: httpx.Client, path: str, size: str) -> None:
+    assert_problem(api.get(path, params={"page_size": size}), 422, "page_size")
+
+
 def test_nul_in_a_query_filter_is_422(api: httpx.Client) -> None:
     assert_refused(api.get("/v1/deletion-requests", params={"model_id": "mdl\x00"}))
 
