@@ -219,7 +219,7 @@ MUTATIONS = [
              "check_url = _checker(_URL_BAD)", "check_url = _checker(_PROSE_BAD)",
              (f"{STRICT}test_callback_url_with_whitespace_or_controls_is_422[sqlite-crlf-header]",)),
     Mutation("strict input: form integers taken from '10.0'", "domain/inputs.py",
-             "FormInt = Annotated[int, BeforeValidator(_digits_only)]", "FormInt = int",
+             "DigitsInt = Annotated[int, BeforeValidator(_digits_only)]", "DigitsInt = int",
              (f"{STRICT}test_integer_form_fields_take_digits_only[sqlite-model-10.0]",)),
     Mutation("strict input: page tokens parsed leniently", "domain/pagination.py",
              "data = parse_json(base64", "data = json.loads(base64",
