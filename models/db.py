@@ -34,12 +34,16 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
             connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
-    # As many connections as the API's worker threads; beyond, fail fast (a 503) rather than queue.
-    return create_engine(url, pool_pre_ping=True, pool_size=API_THREADS // 2, max_overflow=API_THREADS // 2,
+    # As many connections as the API's worker threads, kept open (an overflow connection would be opened and
+    # closed again with every burst); beyond, fail fast (a 503) rather than queue.
+    return create_engine(url, pool_pre_ping=True, pool_size=API_THREADS, max_overflow=0,
                          pool_timeout=POOL_TIMEOUT_SECONDS)
 
 
-API_THREADS = 40  # AnyIO's default thread limiter: at most this many sync endpoints run at once
+# AnyIO's default thread limiter: at most this many sync routes and dependencies run at once. Each holds one
+# connection at most, and only while its SQL runs (api/deps.py SessionRoute), so with a pool this large no
+# request waits for a connection: a wait means one was leaked, or the database is down.
+API_THREADS = 40
 BUSY_TIMEOUT_SECONDS = 10  # SQLite: how long a writer waits for the write lock
 POOL_TIMEOUT_SECONDS = 5  # how long a request waits for a free connection
 

@@ -68,6 +68,9 @@ MUTATIONS = [
     Mutation("held connection: the idempotency lookup held through an upload", "api/idempotency.py",
              "session.commit()  # the lookup's transaction ends", "pass  # the lookup's transaction ends",
              (HELD + "dataset upload (idempotent)]",)),
+    Mutation("held connection: a router of session routes without SessionRoute", "api/routes/signing.py",
+             ', route_class=SessionRoute)', ')',
+             ("tests/api/test_concurrency.py::test_every_route_that_takes_a_session_closes_it_when_it_returns[sqlite]",)),
     # The five the whole suite once let through, and two it caught only indirectly.
     Mutation("curve coefficient 2t(1-t) becomes t(1-t)", "unlearning/curve.py",
              "2.0 * t * (1.0 - t)", "t * (1.0 - t)",

@@ -197,3 +197,18 @@ def test_many_concurrent_lists_reports_and_events_all_answer(watched: Watched) -
     assert [status for status, _ in results] == [200] * 240, Counter(status for status, _ in results)
     assert watched.most_per_thread == 1
     print(f"\n240 GETs by 120 clients: slowest {max(s for _, s in results):.2f}s")
+
+
+def test_every_route_that_takes_a_session_closes_it_when_it_returns(service: Service) -> None:
+    """A route outside SessionRoute would hold its connection through serialisation and sending again."""
+    from api.deps import SessionRoute, get_session
+
+    from .test_auth import flat_routes
+
+    def takes_session(dependant: Any) -> bool:
+        return any(d.call is get_session or takes_session(d) for d in dependant.dependencies)
+
+    routes = [getattr(r, "original_route", r) for r in flat_routes(service.app)]
+    routes = [r for r in routes if hasattr(r, "dependant") and takes_session(r.dependant)]
+    assert len(routes) > 10
+    assert [r.path for r in routes if not isinstance(r, SessionRoute)] == []
