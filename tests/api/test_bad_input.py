@@ -73,7 +73,7 @@ B = "b.safetensors"
 TWO_SHARD_MANIFEST = manifest_bytes([("x0", "train", A, 0, None), ("x1", "train", A, 1, None),
                                      ("y0", "test", B, 0, None), ("y1", "test", B, 1, None)])
 
-NESTED_HEADER = (200_005).to_bytes(8, "little") + b'{"a":' + b"[" * 200_000  # nested 200,000 deep
+NESTED_HEADER = (200_005).to_bytes(8, "little") + b'{"a":' * 40_001  # objects nested 40,001 deep
 
 DATASET_PROBLEMS = {
     "unknown shard": (manifest_bytes([("x0", "train", A, 0, None), ("x1", "test", "zz.safetensors", 0, None)]),
@@ -124,7 +124,7 @@ DATASET_PROBLEMS = {
                                                            "labels": np.zeros(4, np.int64)})}, {}, ["empty"]),
     "label 2^63-1 without num_classes": (simple_manifest(3, 1), {A: labelled_shard([0, 1, 2**63 - 1, 0])}, {},
                                          ["out of range [0, 100000)"]),
-    "header nested 200,000 deep": (simple_manifest(3, 1), {A: NESTED_HEADER}, {}, ["nested too deeply"]),
+    "header nested 40,001 deep": (simple_manifest(3, 1), {A: NESTED_HEADER}, {}, ["nested too deeply"]),
 }
 
 
