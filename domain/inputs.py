@@ -56,6 +56,8 @@ def text_problem(value: str) -> str | None:
     return _why(found) if found else None
 
 
+
+
 def _check_lines(values: list[str]) -> list[str]:
     """Every item as `check_line`, in one scan (a list may hold a million ids)."""
     if _LINE_BAD.search("".join(values)):
@@ -82,12 +84,14 @@ def check_number(value: float, path: tuple[str | int, ...] = ()) -> None:
         raise JsonProblem(path, NUMBER_RANGE)
 
 
-def check_json(value: Any, path: tuple[str | int, ...] = ()) -> Any:
-    """A parsed JSON value holding only acceptable text (keys too) and finite bounded numbers."""
-    if len(path) > MAX_DEPTH:
-        raise JsonProblem(path, f"nested more than {MAX_DEPTH} deep")
+def check_json(value: Any, path: tuple[str | int, ...] = (), *, max_depth: int = MAX_DEPTH,
+               text: Callable[[str], str | None] = text_problem) -> Any:
+    """A parsed JSON value holding only acceptable text (keys as single lines; `text` says why a string value
+    is not acceptable) and finite bounded numbers, nested at most `max_depth` deep."""
+    if len(path) > max_depth:
+        raise JsonProblem(path, f"nested more than {max_depth} deep")
     if isinstance(value, str):
-        if problem := text_problem(value):
+        if problem := text(value):
             raise JsonProblem(path, problem)
     elif isinstance(value, bool) or value is None:
         pass
@@ -95,12 +99,12 @@ def check_json(value: Any, path: tuple[str | int, ...] = ()) -> Any:
         check_number(value, path)
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            check_json(item, (*path, index))
+            check_json(item, (*path, index), max_depth=max_depth, text=text)
     elif isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str) or (problem := text_problem(key)):
                 raise JsonProblem(path, f"a key {problem or 'is not text'}")  # the path stops before the bad key
-            check_json(item, (*path, key))
+            check_json(item, (*path, key), max_depth=max_depth, text=text)
     else:
         raise JsonProblem(path, "not a JSON value")
     return value
@@ -132,15 +136,30 @@ def _finite_float(text: str) -> float:
     return number
 
 
-def parse_json(text: str | bytes) -> Any:
-    """Strict json.loads: no NaN/Infinity, no huge numbers or deep nesting, only acceptable text. Raises
-    ValueError (with a message for the user) for anything else."""
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose keys are all distinct: with a duplicate, which value counts depends on the reader (a
+    forged first copy of a signed key must not pass unseen)."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"the key {key!r} occurs twice in one object")
+        result[key] = value
+    return result
+
+
+def parse_json(text: str | bytes, *, max_depth: int = MAX_DEPTH,
+               text_check: Callable[[str], str | None] = text_problem) -> Any:
+    """Strict json.loads: UTF-8, no duplicate key, no NaN/Infinity, no huge numbers, nesting at most
+    `max_depth`, string values that `text_check` accepts. Raises ValueError (with a message for the user) for
+    anything else, never RecursionError or a digit-limit error."""
     try:
-        value = json.loads(text, parse_constant=_refuse_constant, parse_int=_bounded_int,
-                           parse_float=_finite_float)
+        value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_refuse_constant,
+                           parse_int=_bounded_int, parse_float=_finite_float)
     except RecursionError:
-        raise ValueError(f"nested more than {MAX_DEPTH} deep") from None
-    return check_json(value)
+        raise ValueError(f"nested more than {max_depth} deep") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"not UTF-8 ({error.reason} at byte {error.start})") from None
+    return check_json(value, max_depth=max_depth, text=text_check)
 
 
 def _digits_only(value: Any) -> Any:

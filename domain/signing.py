@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import logging
-import math
 import os
-import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +26,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from domain.inputs import parse_json
 from models import SigningKey, utcnow
 from models.audit import SEALER, Resealing, canonical_json, reseal_chains
 from settings import Settings
@@ -262,7 +260,7 @@ def verify(document: Any, trusted: Mapping[str, str]) -> Verification:
     return Verification(True, key_id, "signature valid")
 
 
-MAX_DOCUMENT_BYTES, MAX_DEPTH, MAX_NUMBER_CHARS = 16 * 2**20, 64, 40
+MAX_DOCUMENT_BYTES, MAX_DEPTH = 16 * 2**20, 64
 
 
 class MalformedDocument(ValueError):
@@ -270,53 +268,16 @@ class MalformedDocument(ValueError):
 
 
 def parse_document(data: bytes) -> Any:
-    """Strict JSON: UTF-8, no duplicate key at any depth (a second value for a signed key must not pass
-    unseen), nesting at most MAX_DEPTH, numbers at most MAX_NUMBER_CHARS characters and finite. Every
-    refusal is a MalformedDocument naming what is wrong, never a RecursionError or a digit-limit error."""
+    """The one strict JSON parser (domain/inputs.py: no duplicate key at any depth, so a second value for a
+    signed key cannot pass unseen; bounded nesting and numbers), with any text: the signature covers what the
+    service wrote, and `verify` refuses what has no canonical form. Every refusal is a MalformedDocument
+    naming what is wrong."""
     if len(data) > MAX_DOCUMENT_BYTES:
         raise MalformedDocument(f"larger than {MAX_DOCUMENT_BYTES} bytes")
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise MalformedDocument(f"not UTF-8 ({error.reason} at byte {error.start})") from error
-    depth = deepest = 0
-    for bracket in re.findall(r"[\[\]{}]", _STRINGS.sub('""', text)):  # brackets outside strings
-        depth += 1 if bracket in "[{" else -1
-        deepest = max(deepest, depth)
-    if deepest > MAX_DEPTH:
-        raise MalformedDocument(f"nested {deepest} deep (at most {MAX_DEPTH})")
-    try:
-        return json.loads(text, object_pairs_hook=_unique_keys, parse_int=_bounded(int), parse_float=_bounded(float),
-                          parse_constant=_no_constant)
-    except (json.JSONDecodeError, RecursionError) as error:
-        raise MalformedDocument(f"not JSON ({error})") from error
-
-
-_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise MalformedDocument(f"the key {key!r} occurs twice in one object")
-        result[key] = value
-    return result
-
-
-def _bounded(kind: type) -> Any:
-    def parse(text: str) -> Any:
-        if len(text) > MAX_NUMBER_CHARS:
-            raise MalformedDocument(f"a number of {len(text)} characters (at most {MAX_NUMBER_CHARS})")
-        value = kind(text)
-        if not math.isfinite(value):
-            raise MalformedDocument(f"the number {text} is not finite")
-        return value
-    return parse
-
-
-def _no_constant(name: str) -> Any:
-    raise MalformedDocument(f"{name} is not JSON")
+        return parse_json(data, max_depth=MAX_DEPTH, text_check=lambda _text: None)
+    except ValueError as error:
+        raise MalformedDocument(str(error)) from None
 
 
 def trusted_keys(text: str) -> tuple[dict[str, str], str]:

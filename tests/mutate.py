@@ -168,7 +168,7 @@ MUTATIONS = [
              "value = self.private_key.sign(canonical_json(report))", 'value = self.private_key.sign(b"{}")',
              (f"{EVIDENCE}::test_a_forgetting_request_succeeds_with_a_signed_report_that_detects_any_change",)),
     # Evidence that cannot be forged (issue 29): verifiers trust only known keys, parse strictly, check seals.
-    Mutation("duplicate keys accepted in a signed report", "domain/signing.py",
+    Mutation("duplicate keys accepted in a signed report", "domain/inputs.py",
              "        if key in result:\n", "        if False:\n",
              (f"{TAMPER}::test_a_forged_report_fails_verification_naming_what_is_wrong"
               "[sqlite-a duplicate key before the signed one]",)),
