@@ -148,6 +148,10 @@ MUTATIONS = [
              "if not settings.callback_host_allowed(url):", "if False:",
              ("tests/api/test_bad_input.py::test_deletion_request_problem_is_422"
               "[sqlite-callback_url host off the allow-list]",)),
+    Mutation("a stored malformed callback URL is tried (and re-sent) instead of refused", "worker/callbacks.py",
+             "    if malformed(url):\n", "    if False:\n",
+             ("tests/worker/test_callbacks.py::test_a_stored_malformed_callback_url_is_refused_recorded_and_never_"
+              "resent",)),
     Mutation("idempotency key not remembered (a replay creates a second request)", "api/idempotency.py",
              "    if key is not None:\n        session.add(", "    if False:\n        session.add(",
              (f"{FLOWS}::test_idempotency_key_replays_and_rejects_other_bodies[sqlite]",)),

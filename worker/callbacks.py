@@ -12,6 +12,7 @@ import httpx
 from sqlalchemy import update
 from standardwebhooks import Webhook
 
+from domain.inputs import check_url
 from domain.lifecycle import State
 from models import Callback, DeletionRequest, record_event, utcnow
 from settings import Settings
@@ -62,7 +63,7 @@ def deliver(settings: Settings, factory, request_id: str, event: str, message_id
     if error is None:
         try:
             status = post_pinned(url, address, body, headers).status_code
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             error = type(exc).__name__
     ok = status is not None and 200 <= status < 300
     done = ok or error in REFUSALS or attempt >= settings.callback_max_attempts  # a refusal is not retried
@@ -76,7 +77,20 @@ def deliver(settings: Settings, factory, request_id: str, event: str, message_id
 
 
 MAX_BACKOFF = 600  # seconds: the longest wait between two attempts (worker/celery_app.py)
-REFUSALS = ("host not in the callback allow-list", "host resolves to a non-public address not in the allow-list")
+REFUSALS = ("host not in the callback allow-list", "host resolves to a non-public address not in the allow-list",
+            "the callback URL is malformed")
+
+
+def malformed(url: str) -> bool:
+    """A URL stored before the API refused it (whitespace, control characters, a bad port): never callable,
+    so refused and recorded like any refusal instead of failing before the attempt is written, forever."""
+    try:
+        check_url(url)
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        return True
+    return parts.scheme not in ("http", "https") or not parts.hostname
 
 
 def vetted_address(settings: Settings, url: str) -> tuple[str | None, str | None]:
@@ -86,6 +100,8 @@ def vetted_address(settings: Settings, url: str) -> tuple[str | None, str | None
     The name is resolved once, here; the call goes to the address vetted (`post_pinned`), so a second,
     different answer (DNS rebinding) is never used. An unresolvable name gives (None, None): the attempt
     fails, is recorded and retried."""
+    if malformed(url):
+        return None, REFUSALS[2]
     if not settings.callback_host_allowed(url):
         return None, REFUSALS[0]
     parts = urlsplit(url)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 
 import httpx
 import pytest
@@ -82,3 +83,47 @@ def test_the_call_goes_to_the_address_vetted_not_to_a_second_dns_answer(monkeypa
     assert post_pinned(local, "127.0.0.1", "{}", {}).status_code == 204
     assert hits == [f"127.0.0.1:{port}"]
     server.shutdown()
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:9000/hook\r\nX-Injected: 1", "http://127.0.0.1:9000/ho\tok", "http://127.0.0.1:9000/\x00",
+    "http://127.0.0.1:99999/hook", "ftp://127.0.0.1:9000/hook", "http:///hook",
+])
+def test_a_stored_malformed_callback_url_is_refused_recorded_and_never_resent(url: str, tmp_path: Path) -> None:
+    """A URL stored before the API refused it fails every delivery: the attempt must still be recorded and the
+    callback abandoned, not re-sent by every reconciler round."""
+    from datetime import timedelta
+
+    from fastapi.testclient import TestClient
+    from sqlalchemy import update
+
+    from api.app import create_app
+    from models import Callback, DeletionRequest, utcnow
+    from worker.callbacks import deliver
+    from worker.reconciler import resend_callbacks
+    from worker.services import connect
+    from worker.validation import validate_model
+
+    from ..api.conftest import upload_dataset, upload_model
+
+    settings = Settings(data_dir=tmp_path, bootstrap_api_key="k", callback_allowed_hosts=["127.0.0.1:*"],
+                        broker_url="redis://127.0.0.1:1/0")  # no broker: the outbox holds the callback
+    client = TestClient(create_app(settings), headers={"Authorization": "Bearer k"})
+    model_id = upload_model(client, upload_dataset(client).json()["id"]).json()["id"]
+    services = connect(settings)
+    validate_model(services, model_id)
+    request_id = client.post("/v1/deletion-requests", json={
+        "model_id": model_id, "forget": {"sample_ids": ["s1"]}, "callback_url": "http://127.0.0.1:9000/hook"}).json()["id"]
+    with services.factory() as session, session.begin():  # as if stored before the strict input layer
+        session.execute(update(DeletionRequest).where(DeletionRequest.id == request_id).values(callback_url=url))
+    assert client.post(f"/v1/deletion-requests/{request_id}/cancel").json()["state"] == "cancelled"
+
+    back = connect(settings.model_copy(update={"broker_url": None}))
+    (message_id,) = resend_callbacks(back, utcnow() + timedelta(seconds=1))
+    assert deliver(back.settings, back.factory, request_id, "cancelled", message_id, attempt=1)  # done: refused
+    with back.factory() as session:
+        assert session.get(Callback, message_id).abandoned_at is not None
+    attempts = [e for e in client.get(f"/v1/deletion-requests/{request_id}/events").json()["items"]
+                if e["type"] == "callback_attempt"]
+    assert [a["detail"]["error"] for a in attempts] == [REFUSALS[2]]
+    assert resend_callbacks(back, utcnow() + timedelta(hours=1)) == []
