@@ -109,6 +109,7 @@ class Model(Base):
     state: Mapped[str] = mapped_column(String(20))
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     warnings: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    validation_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # bounded re-sends
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 

@@ -5,7 +5,7 @@ checked first (domain/architectures.py: no files, downloads or devices), then a 
 torchvision) counts its parameters on the meta device in a child process with a time and memory budget
 (worker/sandbox.py), so a deliberately huge or hostile architecture is refused before any allocation here.
 Every failure ends `invalid` with a reason; only an outage (store, database) leaves the model `validating`
-for the reconciler to re-send, and version 1's metrics count the attempts: one that started
+for the reconciler to re-send, and the model row counts the attempts: one that started
 MCU_VALIDATION_MAX_ATTEMPTS times without a verdict (its worker died each time) ends `invalid` too.
 A ready model's version 1 carries its test and train accuracy under the declared preprocessing.
 """
@@ -37,7 +37,6 @@ from worker.services import Services
 log = logging.getLogger(__name__)
 MAX_NAMED = 20
 NEAR_CHANCE = "accuracy near chance under the declared preprocessing: check it"
-ATTEMPTS = "validation_attempts"  # in version 1's metrics until it is measured
 # An outage, not the model: the model stays `validating` and the reconciler sends it again.
 OUTAGES = (StorageError, OSError, OperationalError, InterfaceError)
 
@@ -140,8 +139,8 @@ def validate_model(services: Services, model_id: str) -> None:
 
 
 def _claim_attempt(services: Services, model_id: str) -> tuple[Model, ModelVersion, Dataset, int] | None:
-    """A validating model, its version 1 and dataset, and the number of this attempt (counted in version 1's
-    metrics before anything can fail), or None when the model has its verdict."""
+    """A validating model, its version 1 and dataset, and the number of this attempt (counted before anything
+    can fail), or None when the model has its verdict."""
     with services.factory() as session, session.begin():
         model = session.get(Model, model_id)
         if model is None or model.state != ModelState.VALIDATING:
@@ -150,8 +149,8 @@ def _claim_attempt(services: Services, model_id: str) -> tuple[Model, ModelVersi
                                                             ModelVersion.version == 1))
         dataset_row = session.get(Dataset, model.dataset_id)
         assert version is not None and dataset_row is not None
-        attempt = int((version.metrics or {}).get(ATTEMPTS, 0)) + 1
-        version.metrics = {ATTEMPTS: attempt}
+        model.validation_attempts += 1
+        attempt = model.validation_attempts
     return model, version, dataset_row, attempt
 
 

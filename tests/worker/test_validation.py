@@ -218,6 +218,7 @@ def test_a_validation_whose_worker_dies_every_time_ends_invalid(bounded: Service
     import subprocess
     import sys
 
+    from models import Model
     from tests.support import wait_for
 
     model_id = post_model(bounded, digits_upload, architecture=TIMM,
@@ -228,9 +229,11 @@ def test_a_validation_whose_worker_dies_every_time_ends_invalid(bounded: Service
               "validate_model(connect(Settings(data_dir=sys.argv[1], validation_timeout_seconds=40)), sys.argv[2])")
     worker = subprocess.Popen([sys.executable, "-c", script, str(settings.data_dir), model_id],
                               start_new_session=True)
-    version = f"/v1/models/{model_id}/versions"
-    wait_for(lambda: (bounded.client.get(version).json()["items"][0]["metrics"] or {}).get("validation_attempts") == 1,
-             60, "the attempt to be recorded")
+    def attempts() -> int:
+        with bounded.worker.factory() as session:
+            return session.get(Model, model_id).validation_attempts
+
+    wait_for(lambda: attempts() == 1, 60, "the attempt to be recorded")
     os.killpg(worker.pid, signal.SIGKILL)
     worker.wait()
     assert bounded.client.get(f"/v1/models/{model_id}").json()["state"] == "validating"  # nobody is left to decide
@@ -238,3 +241,4 @@ def test_a_validation_whose_worker_dies_every_time_ends_invalid(bounded: Service
     validate_model(connect(settings.model_copy(update={"validation_max_attempts": 1})), model_id)  # redelivered
     model = bounded.client.get(f"/v1/models/{model_id}").json()
     assert model["state"] == "invalid" and "validation did not finish" in model["error"]["detail"]
+    assert bounded.client.get(f"/v1/models/{model_id}/versions").json()["items"][0]["metrics"] is None  # not shown
