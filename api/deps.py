@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -26,8 +26,9 @@ READ_METHODS = ("GET", "HEAD")
 
 
 # Trivial dependencies are async: a sync one costs a thread-pool hop on every request.
-def get_session(request: Request) -> Iterator[Session]:
-    """The route's session (no connection until its first statement); SessionRoute closes it early."""
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """The route's session: no connection until its first statement, and SessionRoute closes it in the route's
+    thread, so making it and closing it again here do no I/O on the event loop."""
     factory = request.app.state.read_session_factory if request.method in READ_METHODS else \
         request.app.state.session_factory
     with factory() as session:
