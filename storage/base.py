@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import tempfile
 import time
@@ -68,9 +69,19 @@ def check_key(key: str) -> str:
     return key
 
 
+SWEEP_AFTER_SECONDS = 3600.0  # a scratch file this old belongs to no upload in progress
+_swept_at: dict[Path, float] = {}  # per directory: when this process last swept it
+
+
 @contextmanager
 def scratch_file(directory: Path | None) -> Iterator[Path]:
-    """A temporary file in `directory` (system temp if None), removed on exit unless it was moved away."""
+    """A temporary file in `directory` (system temp if None), removed on exit unless it was moved away.
+    Before it, the directory's stale scratch files (a killed process's) are swept, at most every few minutes:
+    a process that makes scratch files also removes its crashed predecessors', not only at a restart."""
+    directory = Path(directory or tempfile.gettempdir())
+    if time.monotonic() - _swept_at.get(directory, -math.inf) > SWEEP_AFTER_SECONDS / 12:
+        _swept_at[directory] = time.monotonic()
+        sweep_scratch_files(directory, recursive=False)
     fd, name = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX, suffix=".part")
     os.close(fd)
     path = Path(name)
@@ -78,9 +89,6 @@ def scratch_file(directory: Path | None) -> Iterator[Path]:
         yield path
     finally:
         path.unlink(missing_ok=True)
-
-
-SWEEP_AFTER_SECONDS = 3600.0  # a scratch file this old belongs to no upload in progress
 
 
 def sweep_scratch_files(directory: Path, *, recursive: bool = True,

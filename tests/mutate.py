@@ -148,6 +148,9 @@ MUTATIONS = [
              "if not settings.callback_host_allowed(url):", "if False:",
              ("tests/api/test_bad_input.py::test_deletion_request_problem_is_422"
               "[sqlite-callback_url host off the allow-list]",)),
+    Mutation("scratch files of a killed upload removed only at a restart", "storage/base.py",
+             "        sweep_scratch_files(directory, recursive=False)\n", "        pass\n",
+             ("tests/storage/test_stores.py::test_making_a_scratch_file_sweeps_what_a_killed_process_left",)),
     Mutation("a stored malformed callback URL is tried (and re-sent) instead of refused", "worker/callbacks.py",
              "    if malformed(url):\n", "    if False:\n",
              ("tests/worker/test_callbacks.py::test_a_stored_malformed_callback_url_is_refused_recorded_and_never_"

@@ -216,3 +216,18 @@ def test_incomplete_uploads_are_removed_only_once_old(store: ObjectStore) -> Non
     time.sleep(1.1)
     assert store.sweep_incomplete(older_than_seconds=1) == 1
     assert store.sweep_incomplete(older_than_seconds=1) == 0
+
+
+def test_making_a_scratch_file_sweeps_what_a_killed_process_left(tmp_path: Path) -> None:
+    """An upload killed mid-way leaves its scratch file; the next one made in that folder (by an API or a
+    worker that keeps running) removes it once it is old, not only a restart."""
+    from storage.base import SWEEP_AFTER_SECONDS, TEMP_PREFIX, scratch_file
+
+    old, young = tmp_path / f"{TEMP_PREFIX}killed.part", tmp_path / f"{TEMP_PREFIX}in-progress.part"
+    for path in (old, young):
+        path.write_bytes(b"half an upload")
+    past = time.time() - SWEEP_AFTER_SECONDS - 60
+    os.utime(old, (past, past))
+    with scratch_file(tmp_path) as path:
+        assert path.exists()
+    assert not old.exists() and young.exists() and not path.exists()
