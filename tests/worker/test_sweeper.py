@@ -4,12 +4,14 @@ is gone after a sweep, while an object within the grace period and every object 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -105,3 +107,66 @@ def test_the_reconciler_sweeps_periodically(tmp_path: Path, digits_upload: Digit
     while stored_keys(services) != referenced and time.monotonic() < deadline:
         time.sleep(0.2)
     assert stored_keys(services) == referenced and not left["scratch"].exists()
+
+
+def test_an_upload_killed_after_its_object_was_stored_leaves_nothing_after_a_sweep(
+        s3_endpoint: str, digits_upload: DigitsUpload, tmp_path: Path) -> None:
+    """The real crash: `mcu serve` on Postgres + S3 stores a dataset's shard, then waits for its row's insert
+    (another transaction holds a lock that blocks writes to the dataset tables) and is killed with kill -9.
+    The shard, personal data, is in the store with no row; the sweeper removes it."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    import psycopg
+
+    from migrations.runner import upgrade
+    from tests.support import POSTGRES_ADMIN_URL, free_port, postgres_schema, wait_for
+
+    bucket = f"kill-{uuid.uuid4().hex[:12]}"
+    S3Store(bucket, endpoint_url=s3_endpoint).ensure_bucket()
+    with postgres_schema("mcu_kill") as database_url:
+        upgrade(database_url)
+        settings = Settings(data_dir=tmp_path, database_url=database_url, storage_url=f"s3://{bucket}",
+                            s3_endpoint_url=s3_endpoint)
+        services = connect(settings)
+        port = free_port()
+        env = {**os.environ, "MCU_DATA_DIR": str(tmp_path / "api"), "MCU_BOOTSTRAP_API_KEY": "k",
+               "MCU_DATABASE_URL": database_url, "MCU_STORAGE_URL": f"s3://{bucket}",
+               "MCU_S3_ENDPOINT_URL": s3_endpoint, "MCU_RATE_LIMIT_PER_KEY": "off"}
+        api = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(port)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_for(lambda: _healthy(url), 60, "mcu serve to start", interval=0.2)
+            schema = database_url.rsplit("%3D", 1)[1]
+            with psycopg.connect(POSTGRES_ADMIN_URL.replace("postgresql+psycopg", "postgresql")) as blocker:
+                blocker.execute(f"LOCK TABLE {schema}.datasets, {schema}.samples IN SHARE MODE")  # reads pass
+                upload = threading.Thread(target=_post_dataset, args=(url, digits_upload), daemon=True)
+                upload.start()
+                wait_for(lambda: stored_keys(services), 60, "the shard to be stored", interval=0.05)
+                os.kill(api.pid, signal.SIGKILL)  # before its row could be written
+                api.wait(timeout=30)
+                blocker.rollback()
+        finally:
+            if api.poll() is None:
+                api.kill()
+        (leftover,) = stored_keys(services)
+        with services.factory() as session:
+            assert leftover not in referenced_keys(session)  # the crash state: an object no row references
+        sweep(services, grace_seconds=0)
+        assert stored_keys(services) == set() and incomplete_uploads(services) == []
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _post_dataset(url: str, upload: DigitsUpload) -> None:
+    with contextlib.suppress(httpx.TransportError):  # the server is killed mid-request
+        httpx.post(f"{url}/v1/datasets", data={"name": "digits"}, files=upload.files(),
+                   headers={"Authorization": "Bearer k"}, timeout=60)
