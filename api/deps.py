@@ -1,24 +1,29 @@
 """Dependencies shared by the routes: database session, object store, settings, auth.
 
 A route's session holds a pooled connection only while the route runs: `SessionRoute` closes it in the
-route's own thread as soon as the route returns or raises, before the answer is serialised (another
-thread-pool hop) and sent (as slow as the client). A connection held past that, while every thread waits
-for one, deadlocked the pool under load and answered 503s (issue 29).
+route's own thread as soon as the route returns or raises, before the answer is serialised and sent (as
+slow as the client). A connection held past that, while every thread waits for one, deadlocked the pool
+under load and answered 503s (issue 29). The same thread then validates and renders the answer to JSON, so
+FastAPI's second thread-pool hop (its validation of a sync route's result) is not taken either.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
+from fastapi.exceptions import ResponseValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic_core import PydanticSerializationError
 from sqlalchemy.orm import Session
 
 from api.auth import PRINCIPAL, Principal, authorize
+from domain.inputs import servable
 from settings import Settings
 from storage import ObjectStore
 
@@ -41,21 +46,47 @@ class SessionRoute(APIRoute):
     instead of taking a connection behind the route's back."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
-        super().__init__(path, _closing_sessions(endpoint), **kwargs)
+        super().__init__(path, _closing_sessions(endpoint, self), **kwargs)
+
+    def render(self, result: Any, arguments: dict[str, Any]) -> Any:
+        """`result` validated against the response model and rendered as FastAPI would (status and headers a
+        route set on its `response` parameter included), in the calling thread."""
+        if self.response_field is None or isinstance(result, Response):
+            return result
+        value, errors = self.response_field.validate(result, {}, loc=("response",))
+        if errors:
+            raise ResponseValidationError(errors, body=result)
+        given = next((v for v in arguments.values() if isinstance(v, Response)), None)
+        status = (given.status_code if given is not None else None) or self.status_code or 200
+        response = Response(_json(self.response_field, value), status, media_type="application/json")
+        if given is not None:
+            response.headers.raw.extend(given.headers.raw)
+        return response
 
 
-def _closing_sessions(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+def _json(field: Any, value: Any) -> bytes:
+    """Pydantic's JSON in one pass; a row stored before the input checks (a lone surrogate in its text) must not
+    500 every list: only then is the body walked, once, with each one replaced by U+FFFD."""
+    try:
+        return field.serialize_json(value)
+    except PydanticSerializationError:
+        return json.dumps(servable(field.serialize(value, mode="json")), ensure_ascii=False,
+                          separators=(",", ":")).encode()
+
+
+def _closing_sessions(endpoint: Callable[..., Any], route: SessionRoute) -> Callable[..., Any]:
     if inspect.iscoroutinefunction(endpoint):  # a coroutine must not run SQL on the event loop anyway
         return endpoint
 
     @functools.wraps(endpoint)  # FastAPI reads the parameters through __wrapped__
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
-            return endpoint(*args, **kwargs)
+            result = endpoint(*args, **kwargs)
         finally:
             for value in kwargs.values():
                 if isinstance(value, Session):
                     value.close()  # the connection goes back to the pool here, in this thread
+        return route.render(result, kwargs)
 
     return run
 

@@ -9,15 +9,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SerializerFunctionWrapHandler,
     StrictInt,
     computed_field,
-    model_serializer,
     model_validator,
 )
 
 from domain.catalog import ModelState
-from domain.inputs import JsonObject, Line, Lines, Prose, Url, servable
+from domain.inputs import JsonObject, Line, Lines, Prose, Url
 from domain.lifecycle import MAX_EXTENSION_DAYS, OPEN, State
 
 Fraction = Field(ge=0.0, le=1.0)
@@ -32,15 +30,10 @@ class Strict(BaseModel):
 
 
 class Out(BaseModel):
-    """A response body, read straight from the ORM row's attributes."""
+    """A response body, read straight from the ORM row's attributes. A lone surrogate stored before the input
+    checks is replaced where the body is rendered, once per response (api/deps.py `SessionRoute`)."""
 
     model_config = ConfigDict(from_attributes=True)
-
-    @model_serializer(mode="wrap")
-    def _servable(self, handler: SerializerFunctionWrapHandler):
-        # A row stored before the input checks (a lone surrogate in its JSON) must not 500 every list. No
-        # return annotation: with one, the OpenAPI schema of every response would become that type.
-        return servable(handler(self))
 
 
 class DatasetOut(Out):

@@ -142,6 +142,7 @@ class DeletionRequest(Base):
         Index("ix_deletion_requests_state_created", "state", "created_at"),
         Index("ix_deletion_requests_due_at", "due_at"),
         Index("ix_deletion_requests_job_id", "job_id"),
+        Index("ix_deletion_requests_created", "created_at", "id"),  # the unfiltered list, newest first
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
