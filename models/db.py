@@ -34,9 +34,10 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
             connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
-    # As many connections as the API's worker threads, kept open (an overflow connection would be opened and
-    # closed again with every burst); beyond, fail fast (a 503) rather than queue.
-    return create_engine(url, pool_pre_ping=True, pool_size=API_THREADS, max_overflow=0,
+    # Up to as many connections as the API's worker threads, so no request queues for one; beyond, fail fast
+    # (a 503). Only KEPT_OPEN stay open between bursts: every process (API replicas, workers, the CLI) makes an
+    # engine, and idle connections held by each would use up the server's max_connections (100 by default).
+    return create_engine(url, pool_pre_ping=True, pool_size=KEPT_OPEN, max_overflow=API_THREADS - KEPT_OPEN,
                          pool_timeout=POOL_TIMEOUT_SECONDS)
 
 
@@ -44,6 +45,7 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
 # connection at most, and only while its SQL runs (api/deps.py SessionRoute), so with a pool this large no
 # request waits for a connection: a wait means one was leaked, or the database is down.
 API_THREADS = 40
+KEPT_OPEN = 5  # Postgres connections a pool keeps between bursts (SQLAlchemy's default)
 BUSY_TIMEOUT_SECONDS = 10  # SQLite: how long a writer waits for the write lock
 POOL_TIMEOUT_SECONDS = 5  # how long a request waits for a free connection
 

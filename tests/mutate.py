@@ -148,6 +148,9 @@ MUTATIONS = [
              "if not settings.callback_host_allowed(url):", "if False:",
              ("tests/api/test_bad_input.py::test_deletion_request_problem_is_422"
               "[sqlite-callback_url host off the allow-list]",)),
+    Mutation("an outage counts as a dead validation attempt", "worker/validation.py",
+             "        _uncount_attempt(services, model_id)\n", "        pass\n",
+             ("tests/worker/test_validation.py::test_an_outage_does_not_use_up_the_attempts",)),
     Mutation("scratch files of a killed upload removed only at a restart", "storage/base.py",
              "        sweep_scratch_files(directory, recursive=False)\n", "        pass\n",
              ("tests/storage/test_stores.py::test_making_a_scratch_file_sweeps_what_a_killed_process_left",)),

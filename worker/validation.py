@@ -125,6 +125,7 @@ def validate_model(services: Services, model_id: str) -> None:
         values, version_values = _examine(services, model, version, dataset_row)
     except OUTAGES:
         log.warning("validation of model %s interrupted by an outage; it will be sent again", model_id, exc_info=True)
+        _uncount_attempt(services, model_id)
         return
     except Exception as error:  # whatever the model makes fail is the model's verdict
         if not isinstance(error, InvalidModel):
@@ -152,6 +153,17 @@ def _claim_attempt(services: Services, model_id: str) -> tuple[Model, ModelVersi
         model.validation_attempts += 1
         attempt = model.validation_attempts
     return model, version, dataset_row, attempt
+
+
+def _uncount_attempt(services: Services, model_id: str) -> None:
+    """An attempt an outage ended returned: only attempts whose worker died stay counted. Best effort: with the
+    database down too, it stays counted."""
+    try:
+        with services.factory() as session, session.begin():
+            session.execute(update(Model).where(Model.id == model_id, Model.validation_attempts > 0)
+                            .values(validation_attempts=Model.validation_attempts - 1))
+    except OUTAGES:
+        log.warning("could not uncount the interrupted validation of model %s", model_id)
 
 
 def _examine(services: Services, model: Model, version: ModelVersion,

@@ -242,3 +242,20 @@ def test_a_validation_whose_worker_dies_every_time_ends_invalid(bounded: Service
     model = bounded.client.get(f"/v1/models/{model_id}").json()
     assert model["state"] == "invalid" and "validation did not finish" in model["error"]["detail"]
     assert bounded.client.get(f"/v1/models/{model_id}/versions").json()["items"][0]["metrics"] is None  # not shown
+
+
+def test_an_outage_does_not_use_up_the_attempts(bounded: Service, digits_upload: DigitsUpload) -> None:
+    """The object store down through more deliveries than MCU_VALIDATION_MAX_ATTEMPTS: the model waits,
+    `validating`, and is validated once the store is back. Only attempts whose worker died count."""
+    from models import Model
+
+    model_id = post_model(bounded, digits_upload).json()["id"]
+    store_down = connect(bounded.worker.settings.model_copy(update={
+        "storage_url": "s3://absent", "s3_endpoint_url": "http://127.0.0.1:1", "validation_max_attempts": 1}))
+    for _ in range(3):
+        validate_model(store_down, model_id)
+        assert bounded.client.get(f"/v1/models/{model_id}").json()["state"] == "validating"
+    with bounded.worker.factory() as session:
+        assert session.get(Model, model_id).validation_attempts == 0
+    validate_model(connect(bounded.worker.settings.model_copy(update={"validation_max_attempts": 1})), model_id)
+    assert bounded.client.get(f"/v1/models/{model_id}").json()["state"] == "ready"
