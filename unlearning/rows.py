@@ -111,6 +111,8 @@ class ShardRows:
 
     def __getitem__(self, rows: Tensor) -> Tensor:
         rows = rows.cpu()
+        if len(rows) == 0:  # e.g. a stratified batch without retain rows
+            return torch.empty((0, *self.shape[1:]), dtype=self.dtype)
         shards, within = self.shard[rows].tolist(), self.row[rows].tolist()
         size = self.row_bytes
         buffer = bytearray(size * len(shards))
