@@ -7,14 +7,18 @@ forget and test samples compose views instead of copying); `ShardRows` reads row
 files with positioned reads, so memory is set by the batch, never by the dataset.
 
 Batches of a streamed source are gathered through torch's DataLoader (a map-style dataset keyed by a whole
-batch's rows, `workers` loader processes). Not webdataset / litdata / mosaicml-streaming: they stream shards
-sequentially and shuffle approximately (a buffer of samples), while unlearning needs exact random access by
-position (forget rows interleaved into every batch, sparse retain views after erasure).
+batch's rows, `workers` loader processes). Not a streaming library: webdataset reads tar shards sequentially and
+shuffles within a buffer (approximate); mosaicml-streaming and litdata do index samples (`dataset[i]`), but in
+their own shard formats (MDS, litdata chunks: a second copy of every dataset, to be rewritten on erasure) and
+their iterators order samples by their own shuffle algorithms. Unlearning needs exact random access by position
+in the shards the service already stores (seeded batches that interleave forget rows, sparse retain views after
+erasure): positioned reads on safetensors plus the DataLoader do that with no second format.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import struct
 from collections.abc import Callable, Iterator, Sequence
@@ -166,7 +170,10 @@ class _Keyed(TorchDataset):
 def gathered(fetch: Callable[[K], Any], keys: Sequence[K], workers: int) -> Iterator[Any]:
     """fetch(key) for each key, in order: in this process, or prefetched by `workers` DataLoader processes
     (each key is one batch: no collation, no re-batching)."""
-    if workers <= 0:
+    if workers <= 0 or multiprocessing.current_process().daemon:
+        # A daemonic process may not start children: a Celery prefork child is one (checked: the DataLoader
+        # fails there with "daemonic processes are not allowed to have children"); the service's worker runs
+        # `--pool=solo`, where loader processes work. Elsewhere the batches are gathered in this process.
         yield from map(fetch, keys)
         return
     yield from DataLoader(_Keyed(fetch, keys), batch_size=None, shuffle=False, num_workers=workers,
