@@ -47,6 +47,13 @@ class Settings(BaseSettings):
     min_free_bytes: int = Field(default=256 << 20, ge=0)  # /readyz fails when the data directory has less free
     max_model_parameters: int = Field(default=500_000_000, ge=1)  # checked before a worker allocates a model
     validation_samples: int = Field(default=1000, ge=1)  # test and train rows a model is measured on at registration
+    # The data path (unlearning/rows.py, worker/inputs.py). A dataset of at most `in_memory_bytes` of inputs is
+    # read into memory once (fast on small sets); a larger one is streamed: rows are read from the cached shards a
+    # batch at a time, by `loader_workers` DataLoader processes (0: in the worker itself). The worker's cache of
+    # shards and weights keeps at most `cache_bytes` (least recently used files evicted).
+    in_memory_bytes: int = Field(default=64 << 20, ge=0)
+    loader_workers: int = Field(default=0, ge=0, le=64)
+    cache_bytes: int = Field(default=16 << 30, ge=1)
     requeue_after_seconds: int = Field(default=300, ge=1)  # a queued request is re-sent after this long
     heartbeat_interval_seconds: float = Field(default=10.0, gt=0)  # a running job's "I am alive"
     heartbeat_timeout_seconds: float = Field(default=120.0, gt=0)  # silence after which a job is resumed elsewhere

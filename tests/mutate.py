@@ -51,6 +51,8 @@ ERASURE_15 = "tests/worker/test_erasure.py::test_erased_rows_leave_the_shards_on
 FLOWS = "tests/api/test_flows.py"
 STRICT = "tests/api/test_strict_input.py::"
 TAMPER = "tests/api/test_evidence_tamper.py"
+ROWS = "tests/unlearning/test_rows.py"
+STREAMED = "tests/worker/test_erasure.py"  # the module runs streamed; its last tests compare with in-memory
 
 HELD = ("tests/api/test_concurrency.py::test_a_route_holds_one_connection_and_only_while_it_runs_sql"
         "[sqlite-")  # + the route's case
@@ -336,6 +338,27 @@ MUTATIONS = [
     Mutation("sweeper: a reused object keeps its old time", "storage/base.py",
              "                self._touch(key)  # again", "                pass  # again",
              ("tests/worker/test_sweeper.py::test_leftovers_go_young_and_referenced_objects_stay[s3]",)),
+    # The streamed data path (issue 21): rows, batches and the cache's budget.
+    Mutation("streamed path: a loader drops a partial last batch of forget rows", "unlearning/training.py",
+             "chunks = list(torch.randperm(len(subset), generator=generator).split(batch_size))",
+             "chunks = [c for c in torch.randperm(len(subset), generator=generator).split(batch_size)"
+             " if len(c) == batch_size]", (ROWS,)),
+    Mutation("streamed path: batches of a subset drop a partial last batch", "unlearning/data.py",
+             "chunks = list(order.to(subset.labels.device).split(batch_size))",
+             "chunks = [c for c in order.to(subset.labels.device).split(batch_size) if len(c) == batch_size]",
+             (ROWS,)),
+    Mutation("streamed path: a view of a view reads the wrong positions", "unlearning/rows.py",
+             "return RowView(source.base, source.index[positions.cpu()])",
+             "return RowView(source.base, positions.cpu())", (ROWS, STREAMED)),
+    Mutation("streamed path: a shard row read one row off", "unlearning/rows.py",
+             "chunk = os.pread(fd, size, offset + r * size)", "chunk = os.pread(fd, size, offset + r * size + 784)",
+             (ROWS, STREAMED)),
+    Mutation("cache: the byte budget ignored", "storage/cache.py", "if self.budget_bytes is None:", "if True:",
+             ("tests/storage/test_cache.py",)),
+    Mutation("cache: the most recently used file evicted first", "storage/cache.py",
+             "for _, size, path in sorted(files):", "for _, size, path in sorted(files, reverse=True):",
+             ("tests/storage/test_cache.py",)),
+
 ]
 
 

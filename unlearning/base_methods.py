@@ -88,7 +88,7 @@ def _relabelled_rl(model: nn.Module, data: UnlearningData, config: BaseMethodCon
 
     def make_batches(generator: torch.Generator):
         relabelled = Subset(data.forget.inputs, _random_wrong_labels(data.forget.labels, data.num_classes, generator),
-                            data.forget.ids)
+                            data.forget.ids, data.forget.device)
         return stratified_batches(data.retain, relabelled, config.batch_size, data.adapter, generator)
 
     optimize(params, optimizer, epochs=config.epochs, seed=context.seed, make_batches=make_batches,

@@ -7,11 +7,14 @@ indices (or as classes), so they can be persisted and replayed exactly. Inputs s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+
+from unlearning.rows import RowSource, gathered, loader_workers, take_rows
 
 
 class ForgetSetError(ValueError):
@@ -27,10 +30,20 @@ class Normalization:
     std: tuple[float, ...]
 
     @classmethod
-    def fit(cls, inputs: Tensor) -> Normalization:
-        x = scale_inputs(inputs).transpose(0, 1).reshape(inputs.shape[1], -1)
-        std = x.std(dim=1).clamp_min(1e-6)
-        return cls(tuple(x.mean(dim=1).tolist()), tuple(std.tolist()))
+    def fit(cls, inputs: Tensor | RowSource, batch_rows: int = 4096) -> Normalization:
+        """Mean and (unbiased) std per channel in one streamed pass: float64 sums over batches of rows, so a
+        set larger than memory is fitted with memory of one batch."""
+        channels = inputs.shape[1]
+        total = torch.zeros(channels, dtype=torch.float64)
+        squares = torch.zeros(channels, dtype=torch.float64)
+        for chunk in torch.arange(len(inputs)).split(batch_rows):
+            x = scale_inputs(inputs[chunk]).double().transpose(0, 1).reshape(channels, -1)
+            total += x.sum(dim=1)
+            squares += (x * x).sum(dim=1)
+        count = len(inputs) * math.prod(inputs.shape[2:])
+        mean = total / count
+        std = ((squares - count * mean * mean) / max(1, count - 1)).clamp_min(0).sqrt().clamp_min(1e-6)
+        return cls(tuple(mean.float().tolist()), tuple(std.float().tolist()))
 
 
 def scale_inputs(inputs: Tensor) -> Tensor:
@@ -57,11 +70,12 @@ class InputAdapter:
 
 @dataclass
 class ImageDataset:
-    """A labelled image dataset: train and test tensors [N, C, H, W] with int64 labels."""
+    """A labelled image dataset: train and test inputs [N, C, H, W] (tensors or row sources, unlearning/rows.py)
+    with int64 labels."""
 
-    train_inputs: Tensor
+    train_inputs: Tensor | RowSource
     train_labels: Tensor
-    test_inputs: Tensor
+    test_inputs: Tensor | RowSource
     test_labels: Tensor
     num_classes: int
     normalization: Normalization | None = None
@@ -69,7 +83,7 @@ class ImageDataset:
     def __post_init__(self) -> None:
         for name in ("train", "test"):
             inputs, labels = getattr(self, f"{name}_inputs"), getattr(self, f"{name}_labels")
-            if inputs.dim() != 4:
+            if len(inputs.shape) != 4:
                 raise ValueError(f"{name} inputs must have shape [N, C, H, W], got {list(inputs.shape)}")
             if inputs.dtype not in (torch.uint8, torch.float32):
                 raise ValueError(f"{name} inputs must be uint8 or float32, got {inputs.dtype}")
@@ -89,18 +103,25 @@ class ImageDataset:
 
 @dataclass
 class Subset:
-    """Rows of one split; `ids` are the rows' stable indices in that split."""
+    """Rows of one split; `ids` are the rows' stable indices in that split. Labels and ids are in memory; inputs
+    are a tensor (in memory, on `device`) or a row source (streamed: gathered per batch, then moved to
+    `device`)."""
 
-    inputs: Tensor
+    inputs: Tensor | RowSource
     labels: Tensor
     ids: Tensor
+    device: torch.device | None = None  # where batches go; None: the labels' device
+
+    @property
+    def target(self) -> torch.device:
+        return self.device if self.device is not None else self.labels.device
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def take(self, positions: Tensor) -> Subset:
         positions = positions.to(self.labels.device)
-        return Subset(self.inputs[positions], self.labels[positions], self.ids[positions])
+        return Subset(take_rows(self.inputs, positions), self.labels[positions], self.ids[positions], self.device)
 
     def sample(self, count: int, generator: torch.Generator) -> Subset:
         """A seeded random subset of at most `count` rows (all rows, in order, when fewer)."""
@@ -109,7 +130,10 @@ class Subset:
         return self.take(torch.randperm(len(self), generator=generator)[:count])
 
     def to(self, device: torch.device | str) -> Subset:
-        return Subset(self.inputs.to(device), self.labels.to(device), self.ids.to(device))
+        """In memory: everything moves. Streamed: nothing moves; batches will go to `device`."""
+        if isinstance(self.inputs, Tensor):
+            return Subset(self.inputs.to(device), self.labels.to(device), self.ids.to(device))
+        return Subset(self.inputs, self.labels, self.ids, torch.device(device))
 
 
 @dataclass
@@ -188,10 +212,10 @@ def batches(subset: Subset, batch_size: int, adapter: InputAdapter,
     """Model-ready (inputs, labels) batches; shuffled with `generator` when one is given."""
     n = len(subset)
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    order = order.to(subset.labels.device)
-    for start in range(0, n, batch_size):
-        rows = order[start:start + batch_size]
-        yield adapter(subset.inputs[rows]), subset.labels[rows]
+    chunks = list(order.to(subset.labels.device).split(batch_size))
+    for rows, inputs in zip(chunks, gathered(lambda r: subset.inputs[r], chunks, loader_workers(subset.inputs)),
+                            strict=True):
+        yield adapter(inputs.to(subset.target, non_blocking=True)), subset.labels[rows].to(subset.target)
 
 
 def seeded_generator(*seeds: int) -> torch.Generator:

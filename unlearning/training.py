@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unlearning.data import InputAdapter, Subset, seeded_generator
+from unlearning.rows import gathered, loader_workers
 
 
 class Cancelled(Exception):
@@ -96,15 +97,21 @@ class BatchPlan:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def _inputs(self, rows: tuple[Tensor, Tensor]) -> Tensor:
+        """One batch's stored inputs, gathered where the rows live (in a loader process when streamed)."""
+        return torch.cat([self.retain.inputs[rows[0].to(self.retain.labels.device)],
+                          self.forget.inputs[rows[1].to(self.forget.labels.device)]])
+
     def __iter__(self) -> Iterator[Batch]:
-        device = self.retain.labels.device
-        for retain_rows, forget_rows in self.rows:
-            r_rows, f_rows = retain_rows.to(device), forget_rows.to(device)
-            inputs = torch.cat([self.retain.inputs[r_rows], self.forget.inputs[f_rows]])
-            labels = torch.cat([self.retain.labels[r_rows], self.forget.labels[f_rows]])
-            is_forget = torch.cat([torch.zeros(len(r_rows), dtype=torch.bool, device=device),
-                                   torch.ones(len(f_rows), dtype=torch.bool, device=device)])
-            yield Batch(self.adapter(inputs), labels, is_forget)
+        device = self.retain.target
+        workers = max(loader_workers(self.retain.inputs), loader_workers(self.forget.inputs))
+        for (retain_rows, forget_rows), inputs in zip(self.rows, gathered(self._inputs, self.rows, workers),
+                                                      strict=True):
+            labels = torch.cat([self.retain.labels[retain_rows.to(self.retain.labels.device)],
+                                self.forget.labels[forget_rows.to(self.forget.labels.device)]]).to(device)
+            is_forget = torch.cat([torch.zeros(len(retain_rows), dtype=torch.bool, device=device),
+                                   torch.ones(len(forget_rows), dtype=torch.bool, device=device)])
+            yield Batch(self.adapter(inputs.to(device, non_blocking=True)), labels, is_forget)
 
 
 def plain_batches(subset: Subset, batch_size: int, adapter: InputAdapter, generator: torch.Generator,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,43 +17,54 @@ from models import Dataset, DeletionRequest, Model, ModelVersion, Sample
 from storage import ObjectNotFound
 from unlearning.architectures import build_model, model_input_channels
 from unlearning.data import ImageDataset, Normalization, UnlearningData, make_unlearning_data
+from unlearning.rows import RowSource, ShardRows, materialize, take_rows
 from worker.services import Services
 
+ROWS_PER_QUERY = 50_000
 
-def normalization_of(preprocessing: dict[str, Any], train_inputs: torch.Tensor) -> Normalization:
-    """The model's declared preprocessing; a "dataset" preset not yet resolved is fitted on the train split."""
+
+def normalization_of(preprocessing: dict[str, Any], train_inputs: torch.Tensor | RowSource) -> Normalization:
+    """The model's declared preprocessing; a "dataset" preset not yet resolved is fitted on the train split
+    (in one streamed pass when the split is streamed)."""
     if preprocessing["mean"] is None:
         return Normalization.fit(train_inputs)
     return Normalization(tuple(preprocessing["mean"]), tuple(preprocessing["std"]))
 
 
+def split_rows(session: Session, dataset: Dataset, split: str) -> torch.Tensor:
+    """[N, 4] int64 (position, shard, row, label) of a split in position order, read in chunks: no ORM row
+    per sample is ever held (they cost ~200 bytes each, the dataset's inputs at 28×28 cost 784)."""
+    query = (select(Sample.position, Sample.shard, Sample.row, Sample.label)
+             .where(Sample.dataset_id == dataset.id, Sample.split == split).order_by(Sample.position))
+    parts = [torch.tensor(chunk, dtype=torch.int64).view(-1, 4)
+             for chunk in session.execute(query.execution_options(yield_per=ROWS_PER_QUERY)).partitions()]
+    return torch.cat(parts) if parts else torch.empty((0, 4), dtype=torch.int64)
+
+
 def load_dataset(services: Services, session: Session, dataset: Dataset, preprocessing: dict[str, Any]
                  ) -> tuple[ImageDataset, torch.Tensor]:
-    """The dataset's train and test splits in position order, assembled from its cached shards, with the
-    model's declared preprocessing as the only input transformation; and the train rows' positions (sparse
-    once rows were erased from the shards: row k of the train split is not position k)."""
-    shards = [load_file(services.cache.path(s["key"], s["sha256"])) for s in dataset.shards]
-    splits = {}
-    train_positions = torch.empty(0, dtype=torch.int64)
-    for split in ("train", "test"):
-        rows = session.execute(select(Sample.shard, Sample.row, Sample.position)
-                               .where(Sample.dataset_id == dataset.id, Sample.split == split)
-                               .order_by(Sample.position)).all()
-        if split == "train":
-            train_positions = torch.tensor([r.position for r in rows], dtype=torch.int64)
-        shard_index = torch.tensor([r.shard for r in rows], dtype=torch.int64)
-        row_index = torch.tensor([r.row for r in rows], dtype=torch.int64)
-        first = shards[0]["inputs"]
-        inputs = torch.empty((len(rows), *first.shape[1:]), dtype=first.dtype)
-        labels = torch.empty(len(rows), dtype=torch.int64)
-        for k, shard in enumerate(shards):
-            chosen = shard_index == k
-            inputs[chosen] = shard["inputs"][row_index[chosen]]
-            labels[chosen] = shard["labels"][row_index[chosen]]
-        splits[split] = (inputs, labels)
-    (train_x, train_y), (test_x, test_y) = splits["train"], splits["test"]
-    return ImageDataset(train_x, train_y, test_x, test_y, dataset.num_classes,
-                        normalization_of(preprocessing, train_x)), train_positions
+    """The dataset's train and test splits in position order, with the model's declared preprocessing as the
+    only input transformation; and the train rows' positions (sparse once rows were erased from the shards:
+    row k of the train split is not position k). Labels and positions are in memory; inputs are read from the
+    cached shards as rows are gathered (`MCU_CACHE_BYTES` bounds the cache, shards are fetched on first read),
+    or all at once when the dataset is at most `MCU_IN_MEMORY_BYTES` (the fast path for small sets)."""
+    settings = services.settings
+    shards = dataset.shards
+    dtype = {"uint8": torch.uint8, "float32": torch.float32}[dataset.input_dtype]
+
+    def open_shard(index: int) -> Path:
+        return services.cache.path(shards[index]["key"], shards[index]["sha256"])
+
+    meta = {split: split_rows(session, dataset, split) for split in ("train", "test")}
+    sources = {split: ShardRows(open_shard, rows[:, 1], rows[:, 2], dataset.input_shape, dtype,
+                                settings.loader_workers) for split, rows in meta.items()}
+    total_bytes = sum(s.row_bytes * len(s) for s in sources.values())
+    inputs: dict[str, torch.Tensor | RowSource] = dict(sources)
+    if total_bytes <= settings.in_memory_bytes:
+        inputs = {split: materialize(source) for split, source in sources.items()}
+    train, test = meta["train"], meta["test"]
+    return ImageDataset(inputs["train"], train[:, 3].clone(), inputs["test"], test[:, 3].clone(),
+                        dataset.num_classes, normalization_of(preprocessing, inputs["train"])), train[:, 0].clone()
 
 
 def load_model(services: Services, session: Session, model: Model, version: int, input_shape: tuple[int, ...]
@@ -87,8 +99,8 @@ def load_inputs(services: Services, request: DeletionRequest) -> JobInputs:
         network = load_model(services, session, model, request.model_version, dataset.input_shape)
     channels = model_input_channels(model.architecture, dataset.input_shape[0], model.architecture_kwargs)
     keep = ~torch.isin(positions, erased)
-    trimmed = ImageDataset(dataset.train_inputs[keep], dataset.train_labels[keep], dataset.test_inputs,
-                           dataset.test_labels, dataset.num_classes, dataset.normalization)
+    trimmed = ImageDataset(take_rows(dataset.train_inputs, torch.nonzero(keep).flatten()), dataset.train_labels[keep],
+                           dataset.test_inputs, dataset.test_labels, dataset.num_classes, dataset.normalization)
     if "classes" in request.forget:
         data = make_unlearning_data(trimmed, channels=channels, forget_classes=request.forget["classes"])
     else:  # positions -> rows of the trimmed train split (both sorted by position)

@@ -33,7 +33,7 @@ def connect(settings: Settings) -> Services:
     dispatcher = Dispatcher(settings.resolved_broker_url)
     send_follow_ups_after_commit(factory, dispatcher)
     SigningKeys(factory, settings)  # seals the audit chains this process's sessions extend (models/audit.py)
-    return Services(settings, factory, store, LocalCache(settings.cache_dir, store), dispatcher)
+    return Services(settings, factory, store, LocalCache(settings.cache_dir, store, settings.cache_bytes), dispatcher)
 
 
 class StopJob(Exception):

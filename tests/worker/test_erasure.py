@@ -22,6 +22,10 @@ from api.app import create_app
 from cli.digits import DigitsUpload
 from models import Dataset, DeletionRequest, utcnow
 from settings import Settings
+from unlearning.config import resolve_config
+from unlearning.data import Subset, UnlearningData
+from unlearning.metrics import EvalSets, accuracy
+from unlearning.rows import ShardRows, materialize
 from worker import jobs
 from worker.artifacts import delete_artifacts
 from worker.erasure import clean_up, erase_training_rows, prune_cache
@@ -32,6 +36,7 @@ from worker.validation import validate_model
 
 FAST = {"epochs": 2, "grid_points": 5, "base": {"epochs": 2}}
 SPLIT_AT = 1000  # shard "a" holds rows [0, 1000), shard "b" the rest: train rows in both, test rows in "b"
+FAST_EVAL = resolve_config({}, "rl").eval
 ACK = "erasure criterion not met: a test of storage erasure"
 
 
@@ -103,7 +108,8 @@ def two_shards(upload: DigitsUpload) -> list[tuple[str, tuple[str, bytes]]]:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, digits_upload: DigitsUpload) -> Iterator[Env]:
-    settings = Settings(data_dir=tmp_path_factory.mktemp("erasure"), bootstrap_api_key="k")
+    # The streamed data path, forced (MCU_IN_MEMORY_BYTES=0): every job here reads rows from the cached shards.
+    settings = Settings(data_dir=tmp_path_factory.mktemp("erasure"), bootstrap_api_key="k", in_memory_bytes=0)
     client = TestClient(create_app(settings), headers={"Authorization": "Bearer k"})
     dataset = client.post("/v1/datasets", data={"name": "digits in two shards"}, files=two_shards(digits_upload))
     assert dataset.status_code == 201, dataset.text
@@ -159,8 +165,8 @@ def test_erased_rows_leave_the_shards_once_every_model_erased_them(env: Env) -> 
         dataset, positions = load_dataset(env.services, session, session.get(Dataset, env.dataset_id),
                                           {"mean": [0.0], "std": [1.0]})
     assert torch.equal(positions, torch.tensor([p for p in range(env.n_train) if p not in rows]))
-    assert torch.equal(dataset.train_inputs, env.images[positions])
-    assert torch.equal(dataset.test_inputs, env.images[env.n_train:])
+    assert torch.equal(materialize(dataset.train_inputs), env.images[positions])
+    assert torch.equal(materialize(dataset.test_inputs), env.images[env.n_train:])
 
 
 def test_an_erased_sample_answers_as_erased_and_later_jobs_use_sparse_positions(env: Env) -> None:
@@ -183,10 +189,45 @@ def test_an_erased_sample_answers_as_erased_and_later_jobs_use_sparse_positions(
     with env.services.factory() as session:
         request = session.get(DeletionRequest, request_id)
     inputs = load_inputs(env.services, request)
-    assert torch.equal(inputs.data.forget.inputs, env.images[[2, 4, 1402]])
+    assert torch.equal(materialize(inputs.data.forget.inputs), env.images[[2, 4, 1402]])
     assert len(inputs.data.retain) == env.n_train - 5 - 3
     jobs.run_request(env.services, request_id)
     assert env.client.get(f"/v1/deletion-requests/{request_id}").json()["state"] == "awaiting_selection"
+
+
+def same_rows(streamed: Subset, in_memory: Subset) -> None:
+    assert not isinstance(streamed.inputs, torch.Tensor) and isinstance(in_memory.inputs, torch.Tensor)
+    assert torch.equal(streamed.ids, in_memory.ids) and torch.equal(streamed.labels, in_memory.labels)
+    assert torch.equal(materialize(streamed.inputs), in_memory.inputs)
+
+
+@pytest.mark.parametrize("forget", [{"sample_ids": ["d2", "d1001", "d1402"]}, {"classes": [3]}])
+def test_the_streamed_path_reads_the_rows_the_in_memory_path_holds_after_erasure(env: Env, forget: dict) -> None:
+    """Runs after the tests above: shards rewritten, positions sparse. Retain / forget / test, rows and
+    accuracies, are the same read from the shards a batch at a time (2 loader processes) as held in memory."""
+    model = env.add_model(f"streamed {sorted(forget)}")
+    response = env.client.post("/v1/deletion-requests", json={"model_id": model, "forget": forget, "config": FAST})
+    assert response.status_code == 202, response.text
+    with env.services.factory() as session:
+        request = session.get(DeletionRequest, response.json()["id"])
+    in_memory = load_inputs(connect(env.settings.model_copy(update={"in_memory_bytes": 1 << 40})), request)
+    streamed = load_inputs(connect(env.settings.model_copy(update={"loader_workers": 2})), request)
+    assert isinstance(streamed.data.retain.inputs.base, ShardRows)  # type: ignore[union-attr]
+    for name in ("retain", "forget", "test"):
+        same_rows(getattr(streamed.data, name), getattr(in_memory.data, name))
+    sets = [EvalSets.draw(data, FAST_EVAL, 0) for data in (streamed.data, in_memory.data)]
+    for name in ("retain", "forget", "test", "bn"):
+        same_rows(getattr(sets[0], name), getattr(sets[1], name))
+        assert accuracy(streamed.model, getattr(sets[0], name), streamed.data.adapter, 64) == \
+            accuracy(in_memory.model, getattr(sets[1], name), in_memory.data.adapter, 64)
+    assert_classwise_split(streamed.data, in_memory.data)
+
+
+def assert_classwise_split(streamed: UnlearningData, in_memory: UnlearningData) -> None:
+    if streamed.forget_classes:
+        for pair in zip(streamed.test_split_by_class(), in_memory.test_split_by_class(), strict=True):
+            same_rows(*pair)
+        assert set(streamed.forget.labels.tolist()) == {3} and 3 not in streamed.retain.labels.tolist()
 
 
 def test_kept_superseded_versions_stay_downloadable_and_the_report_says_so(env: Env) -> None:
