@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import not_, select, update
-from sqlalchemy.orm import Session, defer, selectinload
+from sqlalchemy.orm import Session, defer
 
 from domain import coalesce
 from domain.catalog import ModelState
@@ -135,10 +135,10 @@ FORGET_SET = (DeletionRequest.forget, DeletionRequest.forget_positions)
 
 def page_of_requests(session: Session, *, model_id: str | None, state: State | None, overdue: bool | None,
                      page_size: int, page_token: str | None) -> PageOf[DeletionRequest]:
-    """Newest first; curve points come in one extra query for the whole page (selectin), not one per row. The
-    forget set (up to a million ids and positions a row) is not part of a listed request: never loaded."""
-    query = select(DeletionRequest).options(selectinload(DeletionRequest.points),
-                                            *(defer(c, raiseload=True) for c in FORGET_SET))
+    """Newest first; curve points come in one extra query for the whole page (the relationship is `selectin`),
+    not one per row. The forget set (up to a million ids and positions a row) is not part of a listed request:
+    never loaded."""
+    query = select(DeletionRequest).options(*(defer(c, raiseload=True) for c in FORGET_SET))
     if model_id is not None:
         query = query.where(DeletionRequest.model_id == model_id)
     if state is not None:
