@@ -136,13 +136,18 @@ def _finite_float(text: str) -> float:
     return number
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def _duplicate(key: str) -> ValueError:
+    return ValueError(f"the key {key!r} occurs twice in one object")
+
+
+def unique_keys(pairs: list[tuple[str, Any]],
+                on_duplicate: Callable[[str], ValueError] | None = None) -> dict[str, Any]:
     """An object whose keys are all distinct: with a duplicate, which value counts depends on the reader (a
-    forged first copy of a signed key must not pass unseen)."""
+    forged first copy of a signed key must not pass unseen). `on_duplicate` makes the error to raise."""
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise ValueError(f"the key {key!r} occurs twice in one object")
+            raise (on_duplicate or _duplicate)(key)
         result[key] = value
     return result
 
@@ -153,7 +158,7 @@ def parse_json(text: str | bytes, *, max_depth: int = MAX_DEPTH,
     `max_depth`, string values that `text_check` accepts. Raises ValueError (with a message for the user) for
     anything else, never RecursionError or a digit-limit error."""
     try:
-        value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_refuse_constant,
+        value = json.loads(text, object_pairs_hook=unique_keys, parse_constant=_refuse_constant,
                            parse_int=_bounded_int, parse_float=_finite_float)
     except RecursionError:
         raise ValueError(f"nested more than {max_depth} deep") from None

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import safetensors.numpy
 
-from domain.inputs import text_problem
+from domain.inputs import text_problem, unique_keys
 
 # A header is parsed in memory by Python: bounded so that a crafted one is refused in well under a second.
 # The largest classifiers' state_dicts have a few thousand tensors (a few hundred KiB of header).
@@ -77,12 +77,7 @@ def _objects_checked() -> Any:
         count += 1
         if count > MAX_TENSORS + 2:
             raise _invalid(f"header describes more than {MAX_TENSORS} tensors")
-        result: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in result:
-                raise _invalid(f"header names {_short(key)} twice")
-            result[key] = value
-        return result
+        return unique_keys(pairs, on_duplicate=lambda key: _invalid(f"header names {_short(key)} twice"))
     return hook
 
 
