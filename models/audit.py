@@ -154,7 +154,10 @@ def _chains(session: Session, request_id: str | None, lock: bool = False) -> Ite
     events = select(Event).order_by(Event.request_id, Event.id).execution_options(yield_per=1000)
     if request_id is not None:
         anchors, events = anchors.where(DeletionRequest.id == request_id), events.where(Event.request_id == request_id)
-    chains = {row.id: _Chain(*row) for row in session.execute(anchors.with_for_update() if lock else anchors)}
+    # Locked, so that an event committed between reading a chain's anchor and its events cannot make a sound
+    # chain look truncated (Postgres reads each statement at its own snapshot): a share lock for a check,
+    # which record_event's row lock waits for; an update lock for re-sealing.
+    chains = {row.id: _Chain(*row) for row in session.execute(anchors.with_for_update(read=not lock))}
     current: _Chain | None = None
     for event in session.scalars(events):
         if current is None or event.request_id != current.request_id:
