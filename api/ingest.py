@@ -1,7 +1,10 @@
 """Validating an uploaded dataset: safetensors shards plus a CSV manifest of sample locations.
 
-Only headers and label tensors are read (numpy, no torch); the input tensors stay on disk. Every
-problem found is reported together (up to a limit), naming the manifest line or the shard.
+A shard is in the tensor format (`inputs` [N, C, H, W] and `labels` [N]) or the encoded one (`images`: the
+PNG / JPEG files' bytes concatenated, `offsets` [N + 1]: row k is images[offsets[k]:offsets[k + 1]], and
+`labels`); every shard of a dataset uses one (docs/datasets.md). Only headers, labels, offsets and each
+image's own header are read, a bounded chunk at a time (numpy, no torch, no image decoder). Every problem
+found is reported together (up to a limit), naming the manifest line, the shard or the shard's row.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from domain.images import scan_images
 from domain.inputs import text_problem
 from domain.problems import invalid
 from storage import InvalidSafetensors, read_header
@@ -25,6 +29,7 @@ PIXEL_CHUNK = 8 << 20  # bytes of float pixels checked at a time
 MAX_FIELD = 200  # characters of a sample or subject id, as the database columns hold
 INPUT_DTYPES = {"U8": "uint8", "F32": "float32"}
 REQUIRED_COLUMNS = ("sample_id", "split", "shard", "row")
+ENCODED = {"images": "U8", "offsets": "I64", "labels": "I64"}  # the encoded format's tensors, each of rank 1
 
 
 @dataclass(frozen=True)
@@ -32,8 +37,9 @@ class ShardInfo:
     name: str
     rows: int
     input_dtype: str
-    input_shape: tuple[int, ...]  # (C, H, W)
+    input_shape: tuple[int | None, ...]  # (C, H, W); encoded: (C, None, None), C = 1 when every image is grey
     labels: np.ndarray
+    encoding: str = "tensor"  # or "encoded"
 
 
 @dataclass(frozen=True)
@@ -42,8 +48,9 @@ class ParsedDataset:
     num_train: int
     num_test: int
     num_classes: int
-    input_shape: tuple[int, ...]
+    input_shape: tuple[int | None, ...]
     input_dtype: str
+    input_encoding: str
 
 
 def _span(file: BinaryIO, tensor: str) -> tuple[int, int]:
@@ -52,6 +59,11 @@ def _span(file: BinaryIO, tensor: str) -> tuple[int, int]:
     header_len = int.from_bytes(file.read(8), "little")
     start, end = json.loads(file.read(header_len))[tensor]["data_offsets"]
     return 8 + header_len + start, 8 + header_len + end
+
+
+def _refused(name: str, problems: list[str]) -> Exception:
+    return invalid(f"shard '{name}': " + "; ".join(problems[:3]), [{"loc": ["shards", name], "msg": p}
+                                                                  for p in problems])
 
 
 def _read_labels(file: BinaryIO) -> np.ndarray:
@@ -77,16 +89,18 @@ def _float_pixel_problem(file: BinaryIO, image_size: int) -> str | None:
 
 
 def inspect_shard(name: str, file: BinaryIO) -> ShardInfo:
-    """Check one shard's format: `inputs` uint8/float32 [N, C, H, W] and `labels` int64 [N]."""
+    """Check one shard's format: `inputs` uint8/float32 [N, C, H, W] and `labels` int64 [N], or encoded."""
     file.seek(0)
     try:
         header = read_header(file)
     except InvalidSafetensors as error:
-        raise invalid(f"shard '{name}': {error}", [{"loc": ["shards", name], "msg": str(error)}]) from error
+        raise _refused(name, [str(error)]) from error
+    if "images" in header or "offsets" in header:
+        return _inspect_encoded(name, file, header)
     problems = []
     inputs, labels = header.get("inputs"), header.get("labels")
     if inputs is None or labels is None:
-        problems.append("must hold tensors 'inputs' and 'labels'")
+        problems.append("must hold tensors 'inputs' and 'labels' (or, encoded, 'images', 'offsets' and 'labels')")
     else:
         if inputs.dtype not in INPUT_DTYPES or len(inputs.shape) != 4:
             problems.append(f"'inputs' must be uint8 or float32 of shape [N, C, H, W], got {inputs.dtype} "
@@ -98,17 +112,42 @@ def inspect_shard(name: str, file: BinaryIO) -> ShardInfo:
         if len(inputs.shape) == 4 and 0 in inputs.shape[1:]:
             problems.append(f"'inputs' images must not be empty, got shape {list(inputs.shape)}")
     if problems:
-        raise invalid(f"shard '{name}': " + "; ".join(problems),
-                      [{"loc": ["shards", name], "msg": p} for p in problems])
+        raise _refused(name, problems)
     assert inputs is not None and labels is not None
     if inputs.dtype == "F32" and inputs.shape[0] and (
             problem := _float_pixel_problem(file, math.prod(inputs.shape[1:]))):
-        raise invalid(f"shard '{name}': {problem}", [{"loc": ["shards", name], "msg": problem}])
+        raise _refused(name, [problem])
     return ShardInfo(name, inputs.shape[0], INPUT_DTYPES[inputs.dtype], tuple(inputs.shape[1:]), _read_labels(file))
+
+
+def _inspect_encoded(name: str, file: BinaryIO, header: dict) -> ShardInfo:
+    """An encoded shard: the three tensors, well-formed offsets, and every row an accepted PNG / JPEG whose
+    header is within the bounds (domain/images.py)."""
+    problems = [f"'{t}' must be {dtype} of rank 1" for t, dtype in ENCODED.items()
+                if t not in header or (header[t].dtype, len(header[t].shape)) != (dtype, 1)]
+    if extra := sorted(header.keys() - ENCODED.keys()):
+        problems.append(f"an encoded shard holds 'images', 'offsets' and 'labels' only, not {extra}")
+    if not problems and header["offsets"].shape[0] != header["labels"].shape[0] + 1:
+        problems.append(f"'offsets' must have one entry more than 'labels' has rows ({header['labels'].shape[0]}), "
+                        f"got {header['offsets'].shape[0]}")
+    if problems:
+        raise _refused(name, problems)
+    rows = header["labels"].shape[0]
+    grey, problems = scan_images(file, _span(file, "offsets")[0], _span(file, "images")[0], rows,
+                                 header["images"].shape[0], MAX_REPORTED)
+    if problems:
+        raise _refused(name, problems)
+    return ShardInfo(name, rows, "uint8", (1 if grey else 3, None, None), _read_labels(file), "encoded")
 
 
 def check_shards_agree(shards: list[ShardInfo]) -> None:
     first = shards[0]
+    if mixed := [s for s in shards if s.encoding != first.encoding]:
+        raise invalid("shards mix the tensor and the encoded format; a dataset's shards all use one",
+                      [{"loc": ["shards", s.name], "msg": f"{s.encoding} format, while '{first.name}' is "
+                        f"{first.encoding}"} for s in mixed])
+    if first.encoding == "encoded":
+        return  # any size; the dataset's channels come from every shard's (dataset_shape)
     bad = [s for s in shards if (s.input_dtype, s.input_shape) != (first.input_dtype, first.input_shape)]
     if bad:
         raise invalid("shards differ in input shape or dtype",
@@ -198,5 +237,12 @@ def _parse_lines(reader: csv.DictReader, shards: list[ShardInfo], num_classes: i
     classes = num_classes if num_classes is not None else max_label + 1
     if classes < 2:
         raise invalid("a dataset needs at least 2 classes", [{"loc": ["manifest"], "msg": "fewer than 2 classes"}])
-    return ParsedDataset(samples, counts["train"], counts["test"], classes, shards[0].input_shape,
-                         shards[0].input_dtype)
+    return ParsedDataset(samples, counts["train"], counts["test"], classes, dataset_shape(shards),
+                         shards[0].input_dtype, shards[0].encoding)
+
+
+def dataset_shape(shards: list[ShardInfo]) -> tuple[int | None, ...]:
+    """The shards' [C, H, W]; encoded images have no common size, and are grey (C = 1) only when all are."""
+    if shards[0].encoding == "encoded":
+        return (1 if all(s.input_shape[0] == 1 for s in shards) else 3, None, None)
+    return shards[0].input_shape

@@ -5,20 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictInt,
-    computed_field,
-    model_validator,
-)
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, computed_field, model_validator
 
 from domain.catalog import ModelState
 from domain.inputs import JsonObject, Line, Lines, Prose, Url
 from domain.lifecycle import MAX_EXTENSION_DAYS, OPEN, State
-
-Fraction = Field(ge=0.0, le=1.0)
 
 
 class Strict(BaseModel):
@@ -43,7 +34,8 @@ class DatasetOut(Out):
     num_train: int
     num_test: int
     num_classes: int
-    input_shape: list[int]
+    input_shape: list[int | None] = Field(description="[C, H, W]; encoded images: [C, null, null] (any size)")
+    input_encoding: Literal["tensor", "encoded"] = Field(description="encoded: PNG / JPEG bytes (docs/datasets.md)")
     created_at: datetime
 
 
@@ -60,6 +52,12 @@ class PreprocessingOut(Out):
     std: list[float] | None
 
 
+# {"resize": int | [h, w], "center_crop": int | [h, w]}, as declared (docs/inputs.md)
+InputTransform = dict[str, int | list[int]]
+# Steps applied to training batches only, in order; NULL (rows from before the field): none.
+Augmentation = Annotated[list[str], BeforeValidator(lambda steps: steps or [])]
+
+
 class ModelOut(Out):
     id: str
     name: str
@@ -68,6 +66,8 @@ class ModelOut(Out):
     num_classes: int
     dataset_id: str
     preprocessing: PreprocessingOut
+    input_transform: InputTransform | None = Field(description="resize / center crop before the preprocessing")
+    augmentation: Augmentation
     input_adapter: str | None = Field(description="how stored images become model input, once validated")
     current_version: int
     state: ModelState
@@ -84,6 +84,8 @@ class VersionOut(Out):
     t: float | None
     metrics: dict[str, Any] | None
     preprocessing: PreprocessingOut | None
+    input_transform: InputTransform | None = Field(description="the model's, when this version was made")
+    augmentation: Augmentation
     weights_deleted_at: datetime | None = Field(description="set when the retention policy deleted the weights "
                                                 "(GET .../weights then answers 410)")
     created_at: datetime
@@ -138,11 +140,15 @@ class CurvePointOut(Out):
     retain_accuracy: float
     test_accuracy: float
     mia_efficacy: float
+    forgotten_class_test_accuracy: float | None = None  # class-wise forgetting only
+    std_errors: dict[str, float] | None = None  # {metric: binomial std error}; null: measured before they were kept
+    rows: dict[str, int] | None = None  # {split: rows measured}
 
 
 class CurveOut(Out):
-    points: list[CurvePointOut]
+    points: list[CurvePointOut]  # measured on every forget row and sampled retain / test rows (see `rows`)
     recommended_t: float
+    recommended_point: CurvePointOut | None = None  # φ(recommended_t) measured on every row (docs/evaluation.md)
     effective_region: list[list[float]]
     targets: dict[str, float | None]
 

@@ -199,3 +199,40 @@ def machine_info() -> dict[str, Any]:
 
     return {"python": platform.python_version(), "cores": os.cpu_count(), "platform": platform.platform(),
             "load_avg_1m_at_start": round(os.getloadavg()[0], 2)}
+
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
+
+
+def fashion_mnist_arrays() -> tuple[Any, Any, Any, Any]:
+    """Fashion-MNIST as numpy: train images [60000, 28, 28] uint8, labels, test images [10000, 28, 28], labels."""
+    import gzip
+
+    import numpy as np
+
+    if not (FASHION / "train-images-idx3-ubyte.gz").is_file():
+        raise SystemExit(f"Fashion-MNIST is not installed under {FASHION}: apt-get install dataset-fashion-mnist")
+
+    def idx(name: str) -> Any:
+        raw = gzip.decompress((FASHION / name).read_bytes())
+        dims = raw[3]
+        shape = [int.from_bytes(raw[4 + 4 * k:8 + 4 * k], "big") for k in range(dims)]
+        return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+    return (idx("train-images-idx3-ubyte.gz"), idx("train-labels-idx1-ubyte.gz"),
+            idx("t10k-images-idx3-ubyte.gz"), idx("t10k-labels-idx1-ubyte.gz"))
+
+
+def fashion_mnist(train_rows: int | None = None) -> Any:
+    """Fashion-MNIST as an ImageDataset (uint8 [N, 1, 28, 28]); `train_rows`: the first rows of the train split."""
+    import torch
+
+    from unlearning import ImageDataset
+
+    x_train, y_train, x_test, y_test = fashion_mnist_arrays()
+    x_train, y_train = x_train[:train_rows], y_train[:train_rows]
+
+    def tensors(images: Any, labels: Any) -> tuple[Any, Any]:
+        return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype("int64"))
+
+    return ImageDataset(*tensors(x_train, y_train), *tensors(x_test, y_test), 10)

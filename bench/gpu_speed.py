@@ -67,8 +67,8 @@ def main() -> None:
     data = make_unlearning_data(dataset, channels=3, forget_indices=forget).to(device)
     model = build_model("resnet18", 10, dataset.input_shape).to(device)
     config = resolve_config({"epochs": epochs, "base": {"epochs": epochs},
-                             "eval": {"bn_samples": eval_rows, "retain_samples": eval_rows,
-                                      "test_samples": eval_rows}}, "ft")
+                             "eval": {"bn_samples": eval_rows, "retain_rows": eval_rows,
+                                      "test_rows": eval_rows}}, "ft")
     warm_up(model, data, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gzip
 import secrets
 import tempfile
 import threading
@@ -29,10 +28,20 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import embedded_env, free_port, machine_info, markdown_table, spawn, stop, wait_http_ok, write_json
+from bench.common import (
+    FASHION,
+    embedded_env,
+    fashion_mnist_arrays,
+    free_port,
+    machine_info,
+    markdown_table,
+    spawn,
+    stop,
+    wait_http_ok,
+    write_json,
+)
 from mcu_client import Client
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
 SIZES = (60_000, 600_000)
 FORGET_ROWS = 1000
 JOB = {"epochs": 1, "base": {"epochs": 1}, "grid_points": 3, "grid_refine": False}
@@ -42,15 +51,8 @@ ACK = "erasure criterion not met: a memory benchmark"
 
 def base_images() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
     """(train images [60000, 28, 28] uint8, labels, test images [10000, ...], labels, source)."""
-    def idx(name: str) -> np.ndarray:
-        raw = gzip.decompress((FASHION / name).read_bytes())
-        dims = raw[3]
-        shape = [int.from_bytes(raw[4 + 4 * k:8 + 4 * k], "big") for k in range(dims)]
-        return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
-
     if (FASHION / "train-images-idx3-ubyte.gz").is_file():
-        return (idx("train-images-idx3-ubyte.gz"), idx("train-labels-idx1-ubyte.gz"),
-                idx("t10k-images-idx3-ubyte.gz"), idx("t10k-labels-idx1-ubyte.gz"), "fashion-mnist")
+        return (*fashion_mnist_arrays(), "fashion-mnist")
     rng = np.random.default_rng(0)  # class k: a bright square at a class-dependent place, plus noise
     labels = rng.integers(0, 10, 70_000)
     images = rng.integers(0, 64, (70_000, 28, 28), dtype=np.uint8)

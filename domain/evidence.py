@@ -60,6 +60,7 @@ def _version(row: ModelVersion | None) -> dict[str, Any] | None:
     if row is None:
         return None
     return {"version": row.version, "sha256": row.sha256, "preprocessing": row.preprocessing,
+            "input_transform": row.input_transform, "augmentation": row.augmentation or [],
             "created_at": row.created_at.isoformat(), "t": row.t}
 
 
@@ -149,6 +150,8 @@ def build_report(session: Session, request_id: str, seal_key: Ed25519PublicKey) 
         },
         "model": {"id": model.id, "name": model.name, "architecture": model.architecture,
                   "architecture_kwargs": model.architecture_kwargs,
+                  # what the model sees (docs/inputs.md): every version carries the model's at its making
+                  "input_transform": model.input_transform, "augmentation": model.augmentation or [],
                   "before": _version(get_version(session, model.id, published.parent_version)
                                      if published.parent_version else None),
                   "after": _version(published)},
@@ -160,6 +163,12 @@ def build_report(session: Session, request_id: str, seal_key: Ed25519PublicKey) 
             "published": {m: published.metrics.get(m) for m in METRICS},
             "targets": targets,
             "original": {m: getattr(original, m) for m in METRICS} if original is not None else None,
+            # Each point's binomial standard errors and the rows it was measured on (docs/evaluation.md): the
+            # published version on every row, the original as a grid point; null where measured before they were kept.
+            "std_errors": {"published": _of_metrics(published.metrics.get("std_errors")),
+                           "original": _of_metrics(original.std_errors if original is not None else None)},
+            "rows": {"published": published.metrics.get("rows"), "original": original.rows if original else None},
+            "recommended": request.curve_summary.get("recommended_point"),  # φ(recommended t), on every row
         },
         "erasure_criterion": {"tolerances": request.erasure_criterion, "met": judgement.met,
                               "reasons": judgement.reasons, "acknowledgement": request.selection_acknowledgement},
@@ -197,15 +206,26 @@ def render_html(document: dict[str, Any]) -> str:
             f"</body></html>")
 
 
+def _of_metrics(values: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if values is None else {m: values.get(m) for m in METRICS}
+
+
 def _metrics_table(metrics: dict[str, Any]) -> str:
-    """The published point's metrics next to the targets and the original model's, one metric per row."""
+    """The published point's metrics next to the targets and the original model's, one metric per row, each
+    measured one ± its standard error; then the rows each point was measured on."""
     columns = [("published", f"published (t = {metrics['t']})"), ("targets", "target (no retraining)"),
                ("original", "original (t = 0)")]
+    errors, counts = metrics.get("std_errors") or {}, metrics.get("rows") or {}
+
+    def cell(key: str, name: str) -> str:
+        value, error = (metrics[key] or {}).get(name), (errors.get(key) or {}).get(name)
+        return _table(value) + (f" ± {error:.4f}" if value is not None and error is not None else "")
+
     head = "".join(f"<th>{html.escape(title)}</th>" for _, title in columns)
     rows = "".join(f"<tr><th>{html.escape(name.replace('_', ' '))}</th>"
-                   + "".join(f"<td>{_table((metrics[key] or {}).get(name))}</td>" for key, _ in columns) + "</tr>"
-                   for name in METRICS)
-    return f"<h2>Metrics</h2><table class='metrics'><tr><th></th>{head}</tr>{rows}</table>"
+                   + "".join(f"<td>{cell(key, name)}</td>" for key, _ in columns) + "</tr>" for name in METRICS)
+    rows += "<tr><th>rows measured</th>" + "".join(f"<td>{_table(counts.get(key))}</td>" for key, _ in columns)
+    return f"<h2>Metrics</h2><table class='metrics'><tr><th></th>{head}</tr>{rows}</tr></table>"
 
 
 def _table(value: Any) -> str:

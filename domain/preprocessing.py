@@ -1,6 +1,7 @@
 """A model's declared preprocessing: how the user turns stored images into model input.
 
-Inputs are scaled to [0, 1] (uint8 divided by 255; float32 inputs are taken as already scaled), grey
+The input transform (resize / center crop, unlearning/transforms.py) comes first, on the decoded pixels. Then
+inputs are scaled to [0, 1] (uint8 divided by 255; float32 inputs are taken as already scaled), grey
 images are repeated to 3 channels when the architecture takes 3, and then `(x - mean) / std` per channel.
 The worker uses exactly this for everything it does with the model, so the metrics it reports are the
 ones the user measures in their own pipeline.
@@ -12,6 +13,7 @@ from typing import Any
 
 from domain.inputs import parse_json
 from domain.problems import invalid
+from unlearning.transforms import AUGMENTATION_PRESETS, AUGMENTATION_STEPS, MAX_SIDE, InputTransform, model_input_shape
 
 PRESETS: dict[str, tuple[list[float], list[float]] | None] = {
     "unit": ([0.0], [1.0]),  # [0, 1] inputs, nothing else
@@ -71,3 +73,56 @@ def parse_architecture_kwargs(raw: str | None) -> dict[str, Any]:
         raise invalid("architecture_kwargs must be a JSON object of constructor arguments, e.g. {\"img_size\": 32}"
                       f": {problem}", [{"loc": ["architecture_kwargs"], "msg": problem}])
     return value
+
+
+TRANSFORM_OPTIONS = ('a JSON object {"resize": int | [height, width], "center_crop": int | [height, width]} '
+                     f"with at least one of the two, sides 1..{MAX_SIDE}")
+AUGMENTATION_OPTIONS = (f'"none", "crop_flip" or a JSON list of steps from {sorted(AUGMENTATION_STEPS)}')
+
+
+def _side(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_SIDE
+
+
+def parse_input_transform(raw: str | None, stored_shape: list[int | None]) -> dict[str, Any] | None:
+    """The declared resize / center crop (unlearning/transforms.py), checked against the dataset's stored
+    [C, H, W] (H, W null: encoded images of any size, which need a transform that fixes one). None: none."""
+    def bad(message: str) -> Exception:
+        return invalid(f"input_transform: {message}; give {TRANSFORM_OPTIONS}",
+                       [{"loc": ["input_transform"], "msg": message}])
+
+    value: Any = None
+    if raw is not None and raw.strip():
+        try:
+            value = parse_json(raw) if len(raw) <= 2_000 else None
+        except ValueError as error:
+            raise bad(str(error)) from None
+        if not isinstance(value, dict) or not value or set(value) - {"resize", "center_crop"}:
+            raise bad("an object needs resize, center_crop or both, and no other key")
+        for key, size in value.items():
+            if not (_side(size) or (isinstance(size, list) and len(size) == 2 and all(map(_side, size)))):
+                raise bad(f"{key} must be an integer or [height, width], each in 1..{MAX_SIDE}")
+    transform = InputTransform.from_dict(value)
+    try:
+        model_input_shape(stored_shape, transform)
+    except ValueError as error:
+        raise bad(str(error)) from None
+    return None if transform is None else transform.to_dict()
+
+
+def parse_augmentation(raw: str | None) -> list[str]:
+    """The declared training-only augmentation as its list of steps ([] for none)."""
+    text = (raw or "").strip() or "none"
+    if text in AUGMENTATION_PRESETS:
+        return list(AUGMENTATION_PRESETS[text])
+    problem = f"unknown preset {text[:40]!r}"
+    if text[:1] == "[":
+        try:
+            steps = parse_json(text) if len(text) <= 2_000 else None
+            problem = f"a list of distinct steps from {sorted(AUGMENTATION_STEPS)}"
+        except ValueError as error:
+            steps, problem = None, str(error)
+        if (isinstance(steps, list) and all(isinstance(s, str) and s in AUGMENTATION_STEPS for s in steps)
+                and len(set(steps)) == len(steps)):
+            return steps
+    raise invalid(f"augmentation: {problem}; give {AUGMENTATION_OPTIONS}", [{"loc": ["augmentation"], "msg": problem}])

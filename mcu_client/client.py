@@ -148,11 +148,18 @@ class Client:
 
     def create_model(self, name: str, architecture: str, num_classes: int, dataset_id: str, weights: FileInput,
                      preprocessing: str | dict[str, list[float]], *, architecture_kwargs: dict[str, Any] | None = None,
-                     idempotency_key: str | None = None) -> Model:
-        """Register a trained classifier (state `validating` until a worker has loaded it: see `wait_model`)."""
+                     input_transform: str | dict[str, Any] | None = None,
+                     augmentation: str | Sequence[str] | None = None, idempotency_key: str | None = None) -> Model:
+        """Register a trained classifier (state `validating` until a worker has loaded it: see `wait_model`).
+        `input_transform`: {"resize": int | [h, w], "center_crop": int | [h, w]}, applied before the preprocessing
+        wherever the model sees data; `augmentation`: "none", "crop_flip" or a list of steps, training only."""
         data = {"name": name, "architecture": architecture, "num_classes": num_classes, "dataset_id": dataset_id,
                 "preprocessing": preprocessing if isinstance(preprocessing, str) else json.dumps(preprocessing),
-                "architecture_kwargs": json.dumps(architecture_kwargs) if architecture_kwargs else None}
+                "architecture_kwargs": json.dumps(architecture_kwargs) if architecture_kwargs else None,
+                "input_transform": input_transform if input_transform is None or isinstance(input_transform, str)
+                else json.dumps(input_transform),
+                "augmentation": augmentation if augmentation is None or isinstance(augmentation, str)
+                else json.dumps(list(augmentation))}
         with contextlib.ExitStack() as stack:
             return self._post(Model, "/v1/models", idempotency_key, data=_clean(data),
                               files={"weights": _upload(stack, weights, "weights.safetensors")})

@@ -2,27 +2,36 @@
 
 `prepare_dataset(path, out_dir)` accepts
 - an ImageFolder tree: `train/<class>/*.png|jpg|...` and `test/<class>/*` (sample ids are the relative paths,
-  labels the sorted class folder names' indices; images are read with Pillow, grey when every image is);
+  labels the sorted class folder names' indices). By default its images stay encoded, of any size: a PNG or
+  JPEG file's bytes are stored as they are, other formats (BMP, GIF, WebP, TIFF) re-encoded as PNG (lossless;
+  16-bit grey scaled to 8 bits). With `size` (W, H) they are decoded with Pillow instead, resized (bilinear)
+  and stored as pixels, grey when every image is;
 - a `.npz` file with `x_train`, `y_train`, `x_test`, `y_test` (images [N, H, W], [N, H, W, C] or [N, C, H, W],
   uint8 or floats in [0, 1]; sample ids `train/<row>`, `test/<row>`);
 - a folder that already holds `manifest.csv` and its `*.safetensors` shards (used as they are).
-Shards are written one at a time and hold at most `max_shard_bytes` of inputs, so memory stays bounded
-however large the folder; subject ids may come from a CSV with columns `sample_id,subject_id`.
+Shards are written one at a time and hold at most `max_shard_bytes` of inputs (pixels, or encoded bytes), so
+memory stays bounded however large the folder; subject ids may come from a CSV with columns
+`sample_id,subject_id`. An option that does not apply to the input is an error, never ignored.
+The shard formats are described in docs/datasets.md.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from mcu_client.errors import McuError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-GREY_MODES = {"1", "L", "I", "I;16", "F"}
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N"}
+WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}  # 16-bit grey (Pillow opens some as 32-bit "I")
+KEPT_FORMATS = {"PNG", "JPEG"}  # stored as the file's bytes; the service refuses 16-bit PNG (scaled here)
 MAX_SHARD_BYTES = 64 << 20
 Progress = Callable[[int, int], None]  # (samples done, samples in all)
 
@@ -43,6 +52,10 @@ def prepare_dataset(path: str | Path, out_dir: str | Path, *, subjects_csv: str 
     """Shards and a manifest for `path` under `out_dir` (or `path`'s own files when it already has them)."""
     path, out_dir = Path(path), Path(out_dir)
     subjects = read_subjects(Path(subjects_csv)) if subjects_csv else {}
+    folder = path.is_dir() and (path / "train").is_dir() and (path / "test").is_dir()
+    if size is not None and (not folder or (path / "manifest.csv").is_file()):
+        raise McuError(f"size (--size) decodes and resizes the images of an image folder; {path} is "
+                       f"{'a folder with its own manifest.csv and shards' if path.is_dir() else 'not one'}")
     if path.is_dir() and (path / "manifest.csv").is_file():
         if subjects:
             raise McuError("a folder with its own manifest.csv names its subjects there (column subject_id)")
@@ -52,7 +65,7 @@ def prepare_dataset(path: str | Path, out_dir: str | Path, *, subjects_csv: str 
         return PreparedDataset(path / "manifest.csv", shards)
     if path.is_file() and path.suffix == ".npz":
         samples = _npz_samples(path)
-    elif path.is_dir() and (path / "train").is_dir() and (path / "test").is_dir():
+    elif folder:
         samples = _folder_samples(path, size)
     else:
         raise McuError(f"{path}: expected an image folder (train/<class>/*, test/<class>/*), a .npz file with "
@@ -71,11 +84,13 @@ def read_subjects(path: Path) -> dict[str, str]:
 
 @dataclass
 class _Samples:
-    """Every sample's (id, split, label) and a way to read its image as uint8/float32 [C, H, W]."""
+    """Every sample's (id, split, label) and a way to read its image: as uint8/float32 [C, H, W], or `encoded`,
+    as the bytes of a PNG / JPEG file (uint8 [length])."""
 
     items: list[tuple[str, str, int]]
     load: Callable[[int], np.ndarray]
     classes: list[str]
+    encoded: bool = False
 
 
 def _folder_samples(root: Path, size: tuple[int, int] | None) -> _Samples:
@@ -94,26 +109,50 @@ def _folder_samples(root: Path, size: tuple[int, int] | None) -> _Samples:
                     items.append((file.relative_to(root).as_posix(), split, label))
     if not files:
         raise McuError(f"{root}: no images under train/<class>/ and test/<class>/")
-    grey, sizes = True, {}
+    if size is None:
+        return _Samples(items, lambda index: _encoded(files[index]), classes, encoded=True)
+    grey = True
     for file in files:  # headers only: Pillow opens lazily
         with Image.open(file) as image:
             grey = grey and image.mode in GREY_MODES
-            sizes.setdefault(image.size, file)
-    if size is None and len(sizes) > 1:
-        (first, a), (second, b) = list(sizes.items())[:2]
-        raise McuError(f"images differ in size: {a} is {first[0]}x{first[1]}, {b} is {second[0]}x{second[1]}; "
-                       "give a size to resize them all to")
     mode = "L" if grey else "RGB"
 
     def load(index: int) -> np.ndarray:
         with Image.open(files[index]) as image:
-            image = image.convert(mode)
-            if size is not None and image.size != size:
+            image = _eight_bit(image).convert(mode)
+            if image.size != size:
                 image = image.resize(size, Image.Resampling.BILINEAR)
             pixels = np.asarray(image, dtype=np.uint8)
         return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
     return _Samples(items, load, classes)
+
+
+def _encoded(file: Path) -> np.ndarray:
+    """The file's bytes when the service takes them as they are (8-bit PNG, JPEG); otherwise its (first) image
+    re-encoded as PNG, which is lossless."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(file) as image:
+            if image.format in KEPT_FORMATS and image.mode not in WIDE_MODES:
+                return np.fromfile(file, dtype=np.uint8)
+            out = io.BytesIO()
+            _eight_bit(image).save(out, "PNG")
+    except (UnidentifiedImageError, OSError) as error:
+        raise McuError(f"{file}: not an image Pillow can read ({error})") from error
+    return np.frombuffer(out.getvalue(), dtype=np.uint8)
+
+
+def _eight_bit(image: Any) -> Any:
+    """A Pillow image with 8 bits a channel: 16-bit grey scaled (Pillow's convert("L") would clip it),
+    modes PNG cannot hold as 8 bits (CMYK, YCbCr, float...) as RGB; others as they are."""
+    from PIL import Image
+
+    if image.mode in WIDE_MODES:
+        pixels = np.asarray(image, dtype=np.float64) * (255 / 65535)
+        return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "L")
+    return image if image.mode in {"1", "L", "LA", "P", "RGB", "RGBA"} else image.convert("RGB")
 
 
 def _npz_samples(path: Path) -> _Samples:
@@ -164,8 +203,13 @@ def _write(samples: _Samples, out_dir: Path, subjects: dict[str, str], max_shard
         manifest.writerow(["sample_id", "split", "shard", "row", "subject_id"])
         for shard_rows in _batches(samples, max_shard_bytes, on_progress):
             shard = out_dir / f"shard-{len(prepared.shards):05d}.safetensors"
-            save_file({"inputs": np.stack([x for x, _ in shard_rows]),
-                       "labels": np.array([samples.items[i][2] for _, i in shard_rows], dtype=np.int64)}, shard)
+            labels = np.array([samples.items[i][2] for _, i in shard_rows], dtype=np.int64)
+            if samples.encoded:  # row k is images[offsets[k]:offsets[k + 1]]
+                lengths = [len(x) for x, _ in shard_rows]
+                save_file({"images": np.concatenate([x for x, _ in shard_rows]), "labels": labels,
+                           "offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)}, shard)
+            else:
+                save_file({"inputs": np.stack([x for x, _ in shard_rows]), "labels": labels}, shard)
             prepared.shards.append(shard)
             for row, (_, index) in enumerate(shard_rows):
                 sample_id, split, _ = samples.items[index]
@@ -175,12 +219,13 @@ def _write(samples: _Samples, out_dir: Path, subjects: dict[str, str], max_shard
 
 def _batches(samples: _Samples, max_bytes: int, on_progress: Progress | None
              ) -> Iterator[list[tuple[np.ndarray, int]]]:
-    """(image, sample index) lists holding at most `max_bytes` of pixels each (at least one image)."""
+    """(image, sample index) lists holding at most `max_bytes` of pixels or encoded bytes each (at least one
+    image)."""
     batch: list[tuple[np.ndarray, int]] = []
     held, shape = 0, None
     for index in range(len(samples.items)):
         image = samples.load(index)
-        if shape is None:
+        if shape is None or samples.encoded:
             shape = image.shape
         elif image.shape != shape:
             raise McuError(f"sample {samples.items[index][0]} has shape {list(image.shape)}, the first had "

@@ -29,7 +29,8 @@ class Dataset(Body):
     num_train: int
     num_test: int
     num_classes: int
-    input_shape: list[int]
+    input_shape: list[int | None]  # [C, None, None] for encoded images (any size)
+    input_encoding: str = "tensor"  # or "encoded": PNG / JPEG bytes per row
     created_at: datetime
 
 
@@ -47,6 +48,9 @@ class Model(Body):
     num_classes: int
     dataset_id: str
     preprocessing: Preprocessing
+    # {"resize": int | [h, w], "center_crop": int | [h, w]}: before the preprocessing, wherever the model sees data
+    input_transform: dict[str, Any] | None = None
+    augmentation: list[str] = []  # steps on training batches only
     input_adapter: str | None
     current_version: int
     state: str  # validating | ready | invalid
@@ -63,6 +67,8 @@ class Version(Body):
     t: float | None
     metrics: dict[str, Any] | None
     preprocessing: Preprocessing | None
+    input_transform: dict[str, Any] | None = None  # the model's, when this version was made
+    augmentation: list[str] = []
     weights_deleted_at: datetime | None = None  # retention policy: GET .../weights then raises `Gone` (410)
     created_at: datetime
 
@@ -81,11 +87,15 @@ class CurvePoint(Body):
     retain_accuracy: float
     test_accuracy: float
     mia_efficacy: float
+    forgotten_class_test_accuracy: float | None = None  # class-wise forgetting only
+    std_errors: dict[str, float] | None = None  # {metric: binomial standard error}; None from older servers
+    rows: dict[str, int] | None = None  # {split: rows the metrics were measured on}
 
 
 class Curve(Body):
-    points: list[CurvePoint]
+    points: list[CurvePoint]  # every forget row, sampled retain and test rows
     recommended_t: float
+    recommended_point: CurvePoint | None = None  # φ(recommended_t) measured on every row
     effective_region: list[list[float]]
     targets: dict[str, float | None]
 

@@ -62,6 +62,8 @@ class Dataset(Base):
     num_classes: Mapped[int] = mapped_column(Integer)
     input_shape: Mapped[list[Any]] = mapped_column(JSON)
     input_dtype: Mapped[str] = mapped_column(String(16))
+    # "tensor": shards hold an `inputs` tensor [N, C, H, W]; "encoded": PNG / JPEG bytes per row (any size)
+    input_encoding: Mapped[str] = mapped_column(String(16), default="tensor", server_default="tensor")
     # [{"name", "key", "sha256", "size", "rows"}] in upload order; a sample's `shard` is an index into it.
     shards: Mapped[list[Any]] = mapped_column(JSON)
     manifest_sha256: Mapped[str] = mapped_column(String(64))
@@ -104,6 +106,8 @@ class Model(Base):
     # {"preset", "mean", "std"}: the only input transformation the worker applies (domain/preprocessing.py)
     preprocessing: Mapped[dict[str, Any]] = mapped_column(JSON)
     input_adapter: Mapped[str | None] = mapped_column(Text)  # how stored images become model input, in words
+    input_transform: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # resize / crop (unlearning/transforms.py)
+    augmentation: Mapped[list[Any] | None] = mapped_column(JSON, default=list)  # training steps only; None: none
     current_version: Mapped[int] = mapped_column(Integer, default=1)
     # validating → ready | invalid: a worker loads the weights into the architecture (domain/catalog.py)
     state: Mapped[str] = mapped_column(String(20))
@@ -128,6 +132,8 @@ class ModelVersion(Base):
     t: Mapped[float | None] = mapped_column(Float)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     preprocessing: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the model's, when this version was made
+    input_transform: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # likewise
+    augmentation: Mapped[list[Any] | None] = mapped_column(JSON)  # likewise
     # Set when the retention policy deleted the weights (worker/erasure.py): metadata and sha256 stay, GET
     # .../weights answers 410. `weights_deleted_by` is the request whose clean-up deleted them.
     weights_deleted_at: Mapped[datetime | None] = mapped_column()
@@ -207,8 +213,8 @@ class DeletionRequest(Base):
     def curve(self) -> dict[str, Any] | None:
         if self.curve_summary is None:
             return None
-        return {"points": self.points} | {k: self.curve_summary[k] for k in
-                                          ("recommended_t", "effective_region", "targets")}
+        return {"points": self.points, "recommended_point": self.curve_summary.get("recommended_point")} | {
+            k: self.curve_summary[k] for k in ("recommended_t", "effective_region", "targets")}
 
     @property
     def selection(self) -> dict[str, Any] | None:
@@ -229,6 +235,8 @@ class CurvePoint(Base):
     test_accuracy: Mapped[float] = mapped_column(Float)
     mia_efficacy: Mapped[float] = mapped_column(Float)
     forgotten_class_test_accuracy: Mapped[float | None] = mapped_column(Float)
+    std_errors: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # {metric: binomial standard error}
+    rows: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # {split: rows measured}
 
 
 class ErasedSample(Base):

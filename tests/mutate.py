@@ -44,6 +44,12 @@ class Mutation:
 CURVE = "tests/unlearning/test_curve.py"
 EVIDENCE = "tests/worker/test_evidence.py"
 MCU = "tests/unlearning/test_mcu.py"
+TRANSFORMS = "tests/unlearning/test_transforms.py"
+MODEL_INPUTS = "tests/api/test_model_inputs.py"
+WORKER_INPUTS = "tests/worker/test_model_inputs.py"
+METRICS = "tests/unlearning/test_metrics.py"
+EVERY_ROW = ("tests/unlearning/test_pipeline.py::test_grid_points_are_measured_on_samples_and_the_recommended_and_"
+             "published_points_on_every_row")
 ERASURE = ("tests/api/test_erasure.py::test_erased_rows_are_refused_then_left_out_and_named_rows_are_forgotten"
            "[sqlite]",)
 LIFECYCLE = ("tests/domain/test_lifecycle.py",)
@@ -52,6 +58,13 @@ FLOWS = "tests/api/test_flows.py"
 STRICT = "tests/api/test_strict_input.py::"
 TAMPER = "tests/api/test_evidence_tamper.py"
 ROWS = "tests/unlearning/test_rows.py"
+ROWS_ENCODED = "tests/unlearning/test_rows.py::test_encoded_rows_are_what_a_users_pillow_and_torchvision_pipeline_gives"
+ENCODED_API = ("tests/api/test_encoded_datasets.py::test_a_row_that_is_not_an_accepted_image_is_a_422_naming_shard_"
+               "and_row[")
+CLIENT_FILES = "tests/mcu_client/test_dataset_files.py::"
+INPUTS = "tests/worker/test_encoded_inputs.py::"
+INPUTS_TENSOR = INPUTS + "test_a_tensor_dataset_is_loaded_through_the_transform_and_sized_after_it"
+ENCODED_ERASURE = INPUTS + "test_an_encoded_shard_rewritten_without_rows_keeps_every_other_row_and_none_of_theirs"
 STREAMED = "tests/worker/test_erasure.py"  # the module runs streamed; its last tests compare with in-memory
 
 HELD = ("tests/api/test_concurrency.py::test_a_route_holds_one_connection_and_only_while_it_runs_sql"
@@ -81,8 +94,8 @@ MUTATIONS = [
              "return adaptive_beta(retain_acc, forget_acc, targets)", "return 0.0",
              (f"{MCU}::test_curve_training_applies_the_adaptive_beta",)),
     Mutation("MIA efficacy measured on retain rows, not forget rows", "unlearning/metrics.py",
-             "mia_efficacy(retain_conf[: len(test_conf)], test_conf, forget_conf)",
-             "mia_efficacy(retain_conf[: len(test_conf)], test_conf, retain_conf)",
+             '"mia_efficacy": mia_efficacy(members, nonmembers, forget_conf)',
+             '"mia_efficacy": mia_efficacy(members, nonmembers, retain_conf)',
              ("tests/unlearning/test_metrics.py",)),
     Mutation("recommended t always 1.0", "unlearning/spectrum.py",
              "return float(search[within[-1]])", "return 1.0",
@@ -98,6 +111,38 @@ MUTATIONS = [
     Mutation("BatchNorm statistics recomputed from forget rows", "unlearning/metrics.py",
              "bn=data.retain.sample(", "bn=data.forget.sample(",
              (f"{CURVE}::test_batchnorm_statistics_come_from_retain_data_only",)),
+    # Evaluation at scale (issue 21): stratified samples for the grid, every row for what is recommended and published.
+    Mutation("evaluation samples ignore the classes", "unlearning/metrics.py",
+             "return subset.take(chosen[torch.randperm(len(chosen), generator=generator)])",
+             "return subset.sample(count, generator)",
+             (f"{METRICS}::test_stratified_samples_keep_class_shares_exactly_and_are_seeded",)),
+    Mutation("class quotas rounded down (the sample falls short of its count)", "unlearning/metrics.py",
+             "[: count - sum(quotas)]", "[:0]",
+             (f"{METRICS}::test_class_quotas_sum_to_the_count_by_largest_remainder",)),
+    Mutation("a small class left without a row", "unlearning/metrics.py",
+             "    if count >= len(sizes):\n", "    if False:\n",
+             (f"{METRICS}::test_class_quotas_sum_to_the_count_by_largest_remainder",)),
+    Mutation("MIA efficacy's standard error over the test rows, not the forget rows", "unlearning/metrics.py",
+             '"mia_efficacy": "forget"', '"mia_efficacy": "test"',
+             (f"{METRICS}::test_std_errors_are_binomial_over_the_rows_each_metric_was_measured_on",)),
+    Mutation("every standard error over the retain rows", "unlearning/metrics.py",
+             "std_error(value, rows[SPLIT_OF[name]])", "std_error(value, rows['retain'])",
+             (f"{METRICS}::test_std_errors_are_binomial_over_the_rows_each_metric_was_measured_on",)),
+    Mutation("the full sets train the attack on every row", "unlearning/metrics.py",
+             "bn=sampled.bn, attack=(members, sampled.test))", "bn=sampled.bn)",
+             (f"{METRICS}::test_full_sets_hold_every_row_and_train_the_attack_on_the_sample",)),
+    Mutation("the recommended point measured on the grid's sample", "unlearning/pipeline.py",
+             "measure_point(curve, recommended_t, data, full_sets, cfg)",
+             "measure_point(curve, recommended_t, data, sets, cfg)", (EVERY_ROW,)),
+    Mutation("a published version measured on the grid's sample", "unlearning/pipeline.py",
+             "EvalSets.full(data, cfg.eval, cfg.seed), cfg)", "EvalSets.draw(data, cfg.eval, cfg.seed), cfg)",
+             (EVERY_ROW,)),
+    Mutation("the report's published rows left out", "domain/evidence.py",
+             '"rows": {"published": published.metrics.get("rows")', '"rows": {"published": None',
+             (f"{EVIDENCE}::test_a_forgetting_request_succeeds_with_a_signed_report_that_detects_any_change",)),
+    Mutation("the API's curve without the recommended point", "models/tables.py",
+             'self.curve_summary.get("recommended_point")', "None",
+             (f"{EVIDENCE}::test_a_forgetting_request_succeeds_with_a_signed_report_that_detects_any_change",)),
     Mutation("masked-out tensors of theta_c get gradients", "unlearning/mcu.py",
              "trainable.get(n, curve.control[n])", "trainable.get(n, curve.control[n].requires_grad_(True))",
              ("tests/unlearning/test_mask.py::test_frozen_tensors_get_no_gradient_and_do_not_move",)),
@@ -303,6 +348,50 @@ MUTATIONS = [
     Mutation("limits: a failed readiness check is reused", "api/app.py",
              "reusable=lambda down: not down", "reusable=lambda down: True",
              ("tests/api/test_outages.py::test_postgres_stopped_gives_503_and_recovers_without_a_restart",)),
+    # A model's input transform and augmentation (docs/inputs.md).
+    Mutation("inputs: evaluation batches augmented", "unlearning/data.py",
+             "        return self._normalise(scale_inputs(inputs))\n",
+             "        return self.augmented(inputs, torch.Generator().manual_seed(0))\n",
+             (f"{TRANSFORMS}::test_evaluation_batchnorm_saliency_and_mask_never_see_the_augmentation",)),
+    Mutation("inputs: training batches never augmented", "unlearning/training.py",
+             "model_input = self.adapter(inputs) if augment is None else self.adapter.augmented(inputs, augment)",
+             "model_input = self.adapter(inputs)",
+             (f"{TRANSFORMS}::test_training_batches_are_augmented_over_the_same_rows_and_replay_the_same",)),
+    Mutation("inputs: augmentation unseeded", "unlearning/transforms.py",
+             "(torch.rand(len(x), generator=generator) < 0.5)", "(torch.rand(len(x)) < 0.5)",
+             (f"{TRANSFORMS}::test_augmentation_is_seeded_and_is_a_zero_padded_shift_and_a_coin_flip_per_row",)),
+    Mutation("inputs: resize without antialiasing (not torchvision's Resize)", "unlearning/transforms.py",
+             "InterpolationMode.BILINEAR, antialias=True)", "InterpolationMode.BILINEAR, antialias=False)",
+             (f"{TRANSFORMS}::test_the_transform_is_torchvisions_on_the_decoded_image_and_its_size_is_predicted",)),
+    Mutation("inputs: a crop larger than the resized image accepted (padded)", "unlearning/transforms.py",
+             "if resized is not None and (crop[0] > resized[0] or crop[1] > resized[1]):", "if False:",
+             (f"{TRANSFORMS}::test_sizes_that_cannot_be_fixed_or_would_pad_are_refused",
+              f"{MODEL_INPUTS}::test_a_bad_declaration_is_422_naming_the_field_and_nothing_is_stored"
+              "[sqlite-input_transform-crop larger than the image]")),
+    Mutation("inputs: encoded images registered without a size", "domain/preprocessing.py",
+             "        model_input_shape(stored_shape, transform)\n", "        pass\n",
+             (f"{MODEL_INPUTS}::test_encoded_images_need_a_transform_that_fixes_their_size[sqlite-missing]",)),
+    Mutation("inputs: the model's declaration not stored", "api/routes/models.py",
+             "preprocessing=declared, input_transform=transform, augmentation=steps),", "preprocessing=declared),",
+             (f"{MODEL_INPUTS}::test_the_declaration_is_stored_on_the_model_and_its_first_version"
+              "[sqlite-resize-crop-flip]",)),
+    Mutation("inputs: a published version does not copy them", "worker/publish.py",
+             "input_transform=model.input_transform, augmentation=model.augmentation))", "))",
+             (f"{WORKER_INPUTS}::test_a_job_trains_with_the_augmentation_and_every_version_and_the_report_carry_both",)),
+    Mutation("inputs: the report leaves out the versions' declaration", "domain/evidence.py",
+             '"input_transform": row.input_transform, "augmentation": row.augmentation or [],', "",
+             (f"{WORKER_INPUTS}::test_a_job_trains_with_the_augmentation_and_every_version_and_the_report_carry_both",)),
+    Mutation("inputs: jobs train without the augmentation", "worker/inputs.py",
+             "augmentation = Augmentation.from_list(model.augmentation)", "augmentation = None",
+             (f"{WORKER_INPUTS}::test_a_job_trains_with_the_augmentation_and_every_version_and_the_report_carry_both",)),
+    Mutation("inputs: validation builds for the stored shape", "worker/validation.py",
+             "input_shape = model_input_shape(dataset_row.input_shape, transform)",
+             "input_shape = tuple(dataset_row.input_shape)",
+             (f"{WORKER_INPUTS}::test_validation_builds_for_the_transformed_shape_and_measures_what_the_user_measures",)),
+    Mutation("inputs: validation measures the untransformed images", "worker/validation.py",
+             "load_dataset(services, session, dataset_row, model.preprocessing, model.input_transform)",
+             "load_dataset(services, session, dataset_row, model.preprocessing)",
+             (f"{WORKER_INPUTS}::test_validation_builds_for_the_transformed_shape_and_measures_what_the_user_measures",)),
     # Worker validation's budget and the crash-leftover sweeper (issue 29, items 4 and 11).
     Mutation("validation: the constructor's time budget ignored", "worker/sandbox.py",
              "child.communicate(request.encode(), timeout=timeout_seconds)", "child.communicate(request.encode())",
@@ -357,6 +446,68 @@ MUTATIONS = [
     Mutation("cache: the most recently used file evicted first", "storage/cache.py",
              "for _, size, path in sorted(files):", "for _, size, path in sorted(files, reverse=True):",
              ("tests/storage/test_cache.py",)),
+    # Encoded datasets and the model's input transform in the row sources (docs/datasets.md).
+    Mutation("encoded ingest: offsets[0] not checked", "domain/images.py",
+             "if first == 0 and offsets[0] != 0:", "if False:", (ENCODED_API + "first offset]",)),
+    Mutation("encoded ingest: offsets beyond the images' bytes accepted", "domain/images.py",
+             "if not 0 <= start <= end <= total:", "if not 0 <= start <= end:", (ENCODED_API + "beyond the end]",)),
+    Mutation("encoded ingest: decompression bombs accepted", "domain/images.py",
+             "if header.width * header.height > MAX_PIXELS:", "if False:", (ENCODED_API + "PNG bomb]",)),
+    Mutation("encoded ingest: 16-bit PNG accepted", "domain/images.py",
+             "if colour not in _PNG_DEPTHS or depth not in _PNG_DEPTHS[colour]:", "if colour not in _PNG_DEPTHS:",
+             (ENCODED_API + "16-bit PNG]",)),
+    Mutation("encoded ingest: shards of both formats accepted", "api/ingest.py",
+             "if mixed := [s for s in shards if s.encoding != first.encoding]:", "if mixed := []:",
+             ("tests/api/test_encoded_datasets.py::test_shards_of_both_formats_or_a_malformed_encoded_shard_are_"
+              "refused",)),
+    Mutation("encoded ingest: one colour image does not make the dataset RGB", "api/ingest.py",
+             "return (1 if all(s.input_shape[0] == 1 for s in shards) else 3, None, None)",
+             "return (shards[0].input_shape[0], None, None)",
+             ("tests/api/test_encoded_datasets.py::test_encoded_shards_are_registered_with_their_channels_read_"
+              "from_the_headers",)),
+    Mutation("client: --size ignored for a .npz", "mcu_client/dataset_files.py",
+             'if size is not None and (not folder or (path / "manifest.csv").is_file()):', "if False:",
+             (CLIENT_FILES + "test_a_size_decodes_into_pixel_shards_and_applies_to_image_folders_only",)),
+    Mutation("client: PNG / JPEG files re-encoded instead of kept", "mcu_client/dataset_files.py",
+             "if image.format in KEPT_FORMATS and image.mode not in WIDE_MODES:", "if False:",
+             (CLIENT_FILES + "test_an_image_folder_becomes_bounded_encoded_shards_with_relative_path_ids",)),
+    Mutation("client: 16-bit grey clipped, not scaled", "mcu_client/dataset_files.py",
+             "    if image.mode in WIDE_MODES:\n", "    if False:\n",
+             (CLIENT_FILES + "test_an_image_folder_becomes_bounded_encoded_shards_with_relative_path_ids",)),
+    Mutation("encoded rows: a row's byte range one byte short", "unlearning/rows.py",
+             "self.length[here] = offsets[index][within + 1] - self.start[here]",
+             "self.length[here] = offsets[index][within + 1] - self.start[here] - 1", (ROWS_ENCODED,)),
+    Mutation("encoded rows: grey datasets decoded as RGB", "unlearning/rows.py",
+             'self.mode = "L" if channels == 1 else "RGB"', 'self.mode = "RGB"', (ROWS_ENCODED,)),
+    Mutation("transform skipped for tensor datasets", "worker/inputs.py",
+             "sources = {split: Transformed(source, transform) if transform else source",
+             "sources = {split: source if transform else source", (INPUTS_TENSOR,)),
+    Mutation("in-memory fast path decided on the stored rows, not the transformed", "worker/inputs.py",
+             "if sum(source_bytes(s) for s in sources.values())",
+             'if sum(source_bytes(getattr(s, "base", s)) for s in sources.values())', (INPUTS_TENSOR,)),
+    Mutation("dataset preset fitted on the stored rows, not the transformed", "worker/inputs.py",
+             'normalization_of(preprocessing, inputs["train"])',
+             'normalization_of(preprocessing, getattr(inputs["train"], "base", inputs["train"]))', (INPUTS_TENSOR,)),
+    Mutation("encoded rows: batches drop a partial last batch of forget rows", "unlearning/data.py",
+             "chunks = list(order.to(subset.labels.device).split(batch_size))",
+             "chunks = [c for c in order.to(subset.labels.device).split(batch_size) if len(c) == batch_size]",
+             ("tests/worker/test_encoded_inputs.py::test_an_uploaded_encoded_dataset_loads_as_the_users_pipeline_"
+              "sees_it[0-1]",)),
+    Mutation("erasure: an encoded shard keeps the erased rows' bytes", "worker/shards.py",
+             "starts, ends = offsets[:-1][kept], offsets[1:][kept]", "starts, ends = offsets[:-1], offsets[1:]",
+             (ENCODED_ERASURE,)),
+    Mutation("erasure: an encoded shard rewritten as a tensor shard", "worker/shards.py",
+             "return _encoded_without(path, kept) if encoded else _tensors_without(path, kept)",
+             "return _tensors_without(path, kept)", (ENCODED_ERASURE,)),
+    # Cost at scale (issue 21): bounded samples where a full pass would not change the outcome.
+    Mutation("rl / salun train every retain row each epoch, not a fresh share", "unlearning/base_methods.py",
+             "        return stratified_batches(retain, relabelled,",
+             "        return stratified_batches(data.retain, relabelled,",
+             ("tests/unlearning/test_base_methods.py::test_relabelling_methods_train_each_epoch_on_a_fresh_share_of_"
+              "retain_rows",)),
+    Mutation("the mask scores every retain row, not its bounded sample", "unlearning/pipeline.py",
+             "mask = compute_mask(original, mask_retain,", "mask = compute_mask(original, data.retain,",
+             ("tests/unlearning/test_base_methods.py::test_the_mask_scores_retain_rows_on_a_bounded_sample",)),
 
 ]
 

@@ -82,14 +82,18 @@ def _random_wrong_labels(labels: Tensor, num_classes: int, generator: torch.Gene
 
 def _relabelled_rl(model: nn.Module, data: UnlearningData, config: BaseMethodConfig, context: MethodContext,
                    grad_masks: dict[int, Tensor] | None) -> nn.Module:
-    """CE over retain ∪ (forget with a random wrong label each epoch); optionally gradient-masked."""
+    """CE over (a `retain_ratio` sample of retain, fresh each epoch) ∪ (forget with a random wrong label each
+    epoch); optionally gradient-masked."""
+    assert config.retain_ratio is not None
     model.train()
     params, optimizer = _optimizer(model, config)
+    retain_rows = max(1, round(config.retain_ratio * len(data.retain)))
 
     def make_batches(generator: torch.Generator):
         relabelled = Subset(data.forget.inputs, _random_wrong_labels(data.forget.labels, data.num_classes, generator),
                             data.forget.ids, data.forget.device)
-        return stratified_batches(data.retain, relabelled, config.batch_size, data.adapter, generator)
+        retain = data.retain.sample(retain_rows, generator)
+        return stratified_batches(retain, relabelled, config.batch_size, data.adapter, generator)
 
     optimize(params, optimizer, epochs=config.epochs, seed=context.seed, make_batches=make_batches,
              loss_fn=lambda b: F.cross_entropy(model(b.inputs), b.labels), hooks=context.hooks, phase="base",

@@ -124,6 +124,9 @@ class MaskConfig:
     forget_reserve: float = field(default=0.5, metadata=_bounds(gt=0.0, le=1.0))
     granularity: Literal["auto", "tensor", "element"] = "auto"
     share_tolerance: float = field(default=0.05, metadata=_bounds(ge=0.0, le=1.0))
+    # The retain pass scores on a seeded sample of at most this many rows (every row of a smaller set): a sum
+    # of gradients over 10,000 rows ranks tensors as one over 54,000 does, at a fifth of the cost.
+    retain_rows: int = field(default=10_000, metadata=_bounds(ge=1, le=MAX_ROWS))
 
 
 @dataclass(frozen=True)
@@ -150,7 +153,11 @@ EVAL_BATCH_SIZE = 256
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Bounded, seeded evaluation subsets for the grid sweep and materialisation (MCU.md §4, §6).
+    """How points are measured (MCU.md §4, §6, §11; docs/evaluation.md).
+
+    Grid points: every forget row, and seeded, class-stratified samples of `retain_rows` retain and
+    `test_rows` test rows (the whole set when it is smaller); each metric carries its binomial standard
+    error. The recommended point and a published version are measured on every row.
 
     BatchNorm statistics of a point come from every retain row, streamed in batches of `batch_size`,
     while the retain set has at most `bn_samples` rows; above that, from a seeded `bn_samples`-row
@@ -159,8 +166,8 @@ class EvalConfig:
     """
 
     bn_samples: int = field(default=5000, metadata=_bounds(ge=1, le=MAX_ROWS))
-    retain_samples: int = field(default=1000, metadata=_bounds(ge=1, le=MAX_ROWS))
-    test_samples: int = field(default=1000, metadata=_bounds(ge=1, le=MAX_ROWS))
+    retain_rows: int = field(default=1000, metadata=_bounds(ge=1, le=MAX_ROWS))
+    test_rows: int = field(default=1000, metadata=_bounds(ge=1, le=MAX_ROWS))
     batch_size: int = field(default=EVAL_BATCH_SIZE, metadata=_bounds(ge=1, le=MAX_BATCH))
 
 
@@ -191,6 +198,9 @@ class BaseMethodConfig:
     # forget_loss_cap: ga and neggrad_plus only
     forget_loss_cap: float | None = field(default=None, metadata=_bounds(gt=0.0, le=MAX_COEFFICIENT))
     mask_ratio: float | None = field(default=None, metadata=_bounds(gt=0.0, le=1.0))  # salun only
+    # rl and salun: the share of retain rows each epoch trains on (a fresh seeded sample per epoch), as the
+    # curve's retain_ratio; every forget row is in every epoch.
+    retain_ratio: float | None = field(default=None, metadata=_bounds(gt=0.0, le=1.0))
 
 
 @dataclass(frozen=True)
@@ -252,9 +262,9 @@ BASE_METHODS: dict[str, BaseMethodSpec] = {spec.name: spec for spec in (
                                           forget_loss_cap=5.0), "gradient ascent: −min(CE, cap) on the forget set"),
     BaseMethodSpec("neggrad_plus", BaseMethodConfig(epochs=5, lr=0.05, beta=0.15, forget_loss_cap=5.0, **_SGD),
                    "NegGrad+: CE(retain part) − β·min(CE(forget part), cap) on mixed batches"),
-    BaseMethodSpec("rl", BaseMethodConfig(epochs=5, lr=0.013, **_SGD),
+    BaseMethodSpec("rl", BaseMethodConfig(epochs=5, lr=0.013, retain_ratio=0.5, **_SGD),
                    "random label: CE on retain ∪ forget relabelled with a random wrong class"),
-    BaseMethodSpec("salun", BaseMethodConfig(epochs=5, lr=0.03, mask_ratio=0.5, **_SGD),
+    BaseMethodSpec("salun", BaseMethodConfig(epochs=5, lr=0.03, mask_ratio=0.5, retain_ratio=0.5, **_SGD),
                    "SalUn: random label with gradients masked to the most forget-salient weights"),
     BaseMethodSpec("retrain", BaseMethodConfig(epochs=20, lr=0.05, **_SGD),
                    "retrain from a fresh initialisation on the retain set (benchmarks' gold standard)"),

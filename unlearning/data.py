@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from unlearning.rows import RowSource, gathered, loader_workers, take_rows
+from unlearning.transforms import Augmentation
 
 
 class ForgetSetError(ValueError):
@@ -53,14 +54,24 @@ def scale_inputs(inputs: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class InputAdapter:
-    """Turns a stored batch into model input: scale to [0, 1], repeat grey to `channels`, then normalise
-    (the order a user's pipeline follows: grey to RGB, then e.g. ImageNet statistics)."""
+    """Turns a stored batch (already through the model's input transform) into model input: scale to [0, 1],
+    repeat grey to `channels`, then normalise (the order a user's pipeline follows: grey to RGB, then e.g.
+    ImageNet statistics). `augmented` adds the model's augmentation before that, for training steps only."""
 
     normalization: Normalization
     channels: int
+    augmentation: Augmentation | None = None
 
     def __call__(self, inputs: Tensor) -> Tensor:
+        return self._normalise(scale_inputs(inputs))
+
+    def augmented(self, inputs: Tensor, generator: torch.Generator) -> Tensor:
         x = scale_inputs(inputs)
+        if self.augmentation is not None:
+            x = self.augmentation(x, generator)
+        return self._normalise(x)
+
+    def _normalise(self, x: Tensor) -> Tensor:
         if x.shape[1] == 1 and self.channels != 1:
             x = x.expand(-1, self.channels, -1, -1)
         mean = torch.tensor(self.normalization.mean, device=x.device).view(1, -1, 1, 1)
@@ -167,8 +178,10 @@ def make_unlearning_data(
     channels: int,
     forget_indices: Sequence[int] | Tensor | None = None,
     forget_classes: Sequence[int] | None = None,
+    augmentation: Augmentation | None = None,
 ) -> UnlearningData:
-    """Split the training set into retain and forget by sample indices or by classes (exactly one)."""
+    """Split the training set into retain and forget by sample indices or by classes (exactly one);
+    `augmentation` applies to training batches only."""
     if (forget_indices is None) == (forget_classes is None):
         raise ForgetSetError("give exactly one of forget_indices or forget_classes")
     n_train = len(dataset.train_labels)
@@ -202,7 +215,7 @@ def make_unlearning_data(
         forget=train.take(torch.nonzero(is_forget).flatten()),
         test=test,
         num_classes=dataset.num_classes,
-        adapter=InputAdapter(dataset.normalization, channels),
+        adapter=InputAdapter(dataset.normalization, channels, augmentation),
         forget_classes=classes,
     )
 

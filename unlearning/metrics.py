@@ -1,12 +1,15 @@
 """Forget/retain/test accuracy, MIA-efficacy and Avg. Gap (MCU.md §6, SalUn convention).
 
-All accuracies are fractions in [0, 1]. Evaluation runs on bounded, seeded subsets (`EvalSets`) that
-are drawn once per job, so every point of a curve is measured on the same rows.
+All accuracies are fractions in [0, 1], each with its binomial standard error over the rows it was
+measured on. Grid points are measured on every forget row and bounded, seeded, class-stratified samples of
+retain and test rows (`EvalSets.draw`), drawn once per job, so every point of a curve is measured on the same
+rows; the recommended point and a published version on every row (`EvalSets.full`). docs/evaluation.md.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -27,37 +30,99 @@ class PointMetrics:
     test_accuracy: float
     mia_efficacy: float
     forgotten_class_test_accuracy: float | None = None  # class-wise forgetting only
+    std_errors: dict[str, float] = field(default_factory=dict)  # {metric: sqrt(p(1 − p) / n)}
+    rows: dict[str, int] = field(default_factory=dict)  # {split: rows measured}: forget, retain, test(, ...)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def is_finite(self) -> bool:
-        values = [v for v in asdict(self).values() if v is not None]
+        values = [v for v in asdict(self).values() if isinstance(v, float)] + list(self.std_errors.values())
         return bool(np.all(np.isfinite(values)))
+
+
+# The split whose rows each metric is a share of: its standard error's n. MIA efficacy is the share of forget
+# rows the attack calls non-member (the attack's own training rows add variance this does not count).
+SPLIT_OF = {"forget_accuracy": "forget", "unlearning_accuracy": "forget", "retain_accuracy": "retain",
+            "test_accuracy": "test", "mia_efficacy": "forget", "forgotten_class_test_accuracy": "forgotten_class_test"}
+
+
+def std_error(share: float, rows: int) -> float:
+    """The binomial standard error of a share of `rows` rows."""
+    return math.sqrt(share * (1.0 - share) / rows) if rows else float("nan")
+
+
+def class_quotas(sizes: list[int], count: int) -> list[int]:
+    """Rows per class of a `count`-row sample of classes with `sizes` rows (count < their sum): shares
+    proportional to the sizes, rounded by largest remainder so they sum to exactly `count` (ties: the lower
+    class), then every class at least one row when `count` allows, taken from the class most above its share."""
+    total = sum(sizes)
+    quotas = [count * size // total for size in sizes]
+    remainders = [count * size % total for size in sizes]  # integers: exact, whatever the sizes
+    for i in sorted(range(len(sizes)), key=lambda i: -remainders[i])[: count - sum(quotas)]:
+        quotas[i] += 1
+    if count >= len(sizes):
+        for i in [i for i, q in enumerate(quotas) if q == 0]:
+            donor = max((j for j, q in enumerate(quotas) if q > 1), key=lambda j: quotas[j] * total - count * sizes[j])
+            quotas[donor] -= 1
+            quotas[i] = 1
+    return quotas
+
+
+def stratified_sample(subset: Subset, count: int, generator: torch.Generator) -> Subset:
+    """A seeded, class-stratified sample of `count` rows (the whole subset, in order, when it has no more):
+    per class `class_quotas` rows, chosen by a seeded permutation, the whole in a seeded random order (so
+    that any prefix, such as the MIA's members, mixes the classes). Labels only are read: streamed inputs
+    stay where they are."""
+    if count >= len(subset):
+        return subset
+    labels = subset.labels.cpu()
+    sizes = torch.unique(labels, return_counts=True)[1]  # per class, in class order
+    by_class = torch.sort(labels, stable=True).indices.split(sizes.tolist())  # each class's rows
+    chosen = torch.cat([rows[torch.randperm(len(rows), generator=generator)[:quota]]
+                        for rows, quota in zip(by_class, class_quotas(sizes.tolist(), count), strict=True)])
+    return subset.take(chosen[torch.randperm(len(chosen), generator=generator)])
 
 
 @dataclass
 class EvalSets:
-    """The rows every point is measured on, drawn once per job with the job's seed."""
+    """The rows a point is measured on, drawn once per job with the job's seed."""
 
-    retain: Subset  # RA, and MIA members (its first |test| rows)
+    retain: Subset  # RA, and MIA members (its first |test| rows) unless `attack` names them
     forget: Subset  # FA and MIA targets: the whole forget set
     test: Subset  # TA and MIA non-members (retained classes only, for class-wise forgetting)
     forgotten_class_test: Subset | None  # class-wise forgetting only
     bn: Subset  # BatchNorm recomputation: retain rows only
+    attack: tuple[Subset, Subset] | None = None  # (members, non-members) the MIA's SVC is trained on
 
     @classmethod
     def draw(cls, data: UnlearningData, config: EvalConfig, seed: int) -> EvalSets:
-        test, forgotten_class_test = data.test, None
-        if data.scenario == "classwise":
-            test, forgotten_class_test = data.test_split_by_class()
+        """Grid points: every forget row, class-stratified samples of retain and test rows."""
+        test, forgotten_class_test = _test_splits(data)
         return cls(
-            retain=data.retain.sample(config.retain_samples, seeded_generator(seed, 1)),
+            retain=stratified_sample(data.retain, config.retain_rows, seeded_generator(seed, 1)),
             forget=data.forget,
-            test=test.sample(config.test_samples, seeded_generator(seed, 2)),
+            test=stratified_sample(test, config.test_rows, seeded_generator(seed, 2)),
             forgotten_class_test=forgotten_class_test,
             bn=data.retain.sample(config.bn_samples, seeded_generator(seed, 3)),
         )
+
+    @classmethod
+    def full(cls, data: UnlearningData, config: EvalConfig, seed: int) -> EvalSets:
+        """The recommended point and a published version: every retain, test and forget row; BatchNorm rows as
+        for the grid. The MIA's SVC is still trained on the grid's sampled members and non-members, then applied
+        to every forget row: an RBF SVC's fit grows faster than quadratically in its rows (0.06 s on 2,000 rows,
+        4.5 s on 16,000, about a minute extrapolated to 64,000; docs/evaluation.md)."""
+        sampled = cls.draw(data, config, seed)
+        test, forgotten_class_test = _test_splits(data)
+        members = sampled.retain.take(torch.arange(min(len(sampled.retain), len(sampled.test))))
+        return cls(retain=data.retain, forget=data.forget, test=test, forgotten_class_test=forgotten_class_test,
+                   bn=sampled.bn, attack=(members, sampled.test))
+
+
+def _test_splits(data: UnlearningData) -> tuple[Subset, Subset | None]:
+    """(test rows, test rows of the forgotten classes): class-wise forgetting measures TA on retained classes."""
+    return data.test_split_by_class() if data.scenario == "classwise" else (data.test, None)
 
 
 @torch.no_grad()
@@ -98,19 +163,20 @@ def evaluate(model: nn.Module, sets: EvalSets, adapter: InputAdapter, batch_size
     retain_correct, retain_conf = predict(model, sets.retain, adapter, batch_size)
     forget_correct, forget_conf = predict(model, sets.forget, adapter, batch_size)
     test_correct, test_conf = predict(model, sets.test, adapter, batch_size)
+    members, nonmembers = retain_conf[: len(test_conf)], test_conf
+    if sets.attack is not None:
+        members, nonmembers = (predict(model, rows, adapter, batch_size)[1] for rows in sets.attack)
     forget_acc = float(forget_correct.float().mean())
-    forgotten_class_acc = None
+    values = {"forget_accuracy": forget_acc, "unlearning_accuracy": 1.0 - forget_acc,
+              "retain_accuracy": float(retain_correct.float().mean()),
+              "test_accuracy": float(test_correct.float().mean()),
+              "mia_efficacy": mia_efficacy(members, nonmembers, forget_conf)}
+    rows = {"forget": len(forget_correct), "retain": len(retain_correct), "test": len(test_correct)}
     if sets.forgotten_class_test is not None and len(sets.forgotten_class_test):
-        forgotten_class_acc = accuracy(model, sets.forgotten_class_test, adapter, batch_size)
-    return PointMetrics(
-        t=t,
-        forget_accuracy=forget_acc,
-        unlearning_accuracy=1.0 - forget_acc,
-        retain_accuracy=float(retain_correct.float().mean()),
-        test_accuracy=float(test_correct.float().mean()),
-        mia_efficacy=mia_efficacy(retain_conf[: len(test_conf)], test_conf, forget_conf),
-        forgotten_class_test_accuracy=forgotten_class_acc,
-    )
+        values["forgotten_class_test_accuracy"] = accuracy(model, sets.forgotten_class_test, adapter, batch_size)
+        rows["forgotten_class_test"] = len(sets.forgotten_class_test)
+    std_errors = {name: std_error(value, rows[SPLIT_OF[name]]) for name, value in values.items()}
+    return PointMetrics(t=t, **values, std_errors=std_errors, rows=rows)
 
 
 GAP_METRICS = ("unlearning_accuracy", "retain_accuracy", "test_accuracy", "mia_efficacy")

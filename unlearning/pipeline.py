@@ -1,8 +1,11 @@
 """The library's entry point: one MCU job from θ_o to a curve of measured candidate models.
 
     result = run_unlearning(model, data, "rl", {"epochs": 10})
-    result.points, result.recommended_t
+    result.points, result.recommended_t, result.recommended_point
     weights, metrics = result.materialize(result.recommended_t)
+
+Grid points are measured on sampled retain and test rows, the recommended point and materialised points on
+every row (unlearning/metrics.py `EvalSets`).
 
 Phases (each timed and reported through `JobHooks`): mask → base → curve → evaluate.
 """
@@ -21,7 +24,7 @@ from torch import nn
 from unlearning.base_methods import MethodContext, run_base_method
 from unlearning.config import MCUConfig, Targets, resolve_config
 from unlearning.curve import BezierCurve, StateDict
-from unlearning.data import UnlearningData
+from unlearning.data import UnlearningData, seeded_generator
 from unlearning.mask import compute_mask
 from unlearning.mcu import Checkpoint, train_control_point
 from unlearning.metrics import EvalSets, PointMetrics, evaluate, mia_efficacy, predict
@@ -65,6 +68,7 @@ def measure_point(curve: BezierCurve, t: float, data: UnlearningData, sets: Eval
 class CurveResult:
     points: list[PointMetrics]
     recommended_t: float
+    recommended_point: PointMetrics | None  # φ(recommended_t) on every row; None when its metrics are not finite
     recommended_t_reference_window: float  # the published code's [0.75, 1] search, for comparison
     effective_region: list[list[float]]
     targets: Targets
@@ -76,12 +80,14 @@ class CurveResult:
     curve: BezierCurve = field(repr=False)
     data: UnlearningData = field(repr=False)
     sets: EvalSets = field(repr=False)
+    full_sets: EvalSets = field(repr=False)
 
     def materialize(self, t: float) -> tuple[StateDict, PointMetrics]:
-        """Any t in [0, 1], on the grid or not: CPU weights with retain-only BN statistics, and metrics."""
+        """Any t in [0, 1], on the grid or not: CPU weights with retain-only BN statistics, and metrics measured
+        on every row."""
         if not 0.0 <= t <= 1.0:
             raise ValueError(f"t must lie in [0, 1], got {t}")
-        metrics = measure_point(self.curve, t, self.data, self.sets, self.config)
+        metrics = measure_point(self.curve, t, self.data, self.full_sets, self.config)
         return {k: v.cpu() for k, v in self.curve.weights().items()}, metrics
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,6 +95,7 @@ class CurveResult:
             "base_method": self.base_method,
             "points": [p.to_dict() for p in self.points],
             "recommended_t": self.recommended_t,
+            "recommended_point": self.recommended_point.to_dict() if self.recommended_point else None,
             "recommended_t_reference_window": self.recommended_t_reference_window,
             "effective_region": self.effective_region,
             "targets": asdict(self.targets),
@@ -128,7 +135,8 @@ def run_unlearning(
 
     started = time.perf_counter()
     hooks.report(Progress("mask", 0.0))
-    mask = compute_mask(original, data.retain, data.forget, data.adapter, cfg.mask, cfg.eval.batch_size, hooks)
+    mask_retain = data.retain.sample(cfg.mask.retain_rows, seeded_generator(cfg.seed, 5))
+    mask = compute_mask(original, mask_retain, data.forget, data.adapter, cfg.mask, cfg.eval.batch_size, hooks)
     timings["mask"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -166,16 +174,21 @@ def run_unlearning(
 
     points = coarse_to_fine(cfg.grid_points, measure, lambda pts: recommend_t(pts, targets, noise=noise_of(pts)),
                             cfg.grid_refine)
-    hooks.report(Progress("evaluate", 1.0))
     if not points:
         raise RuntimeError("every grid point had non-finite metrics: the curve diverged")
+    noise = noise_of(points)
+    recommended_t = recommend_t(points, targets, noise=noise)
+    hooks.check_cancel()
+    full_sets = EvalSets.full(data, cfg.eval, cfg.seed)
+    recommended = measure_point(curve, recommended_t, data, full_sets, cfg)  # the point a job publishes by default
+    hooks.report(Progress("evaluate", 1.0))
     timings["evaluate"] = time.perf_counter() - started
     timings["total"] = sum(timings.values())
-    noise = noise_of(points)
 
     return CurveResult(
         points=points,
-        recommended_t=recommend_t(points, targets, noise=noise),
+        recommended_t=recommended_t,
+        recommended_point=recommended if recommended.is_finite() else None,
         recommended_t_reference_window=recommend_t(points, targets, REFERENCE_WINDOW, noise=noise),
         effective_region=effective_region(points, targets, margin=noise),
         targets=targets,
@@ -199,6 +212,7 @@ def run_unlearning(
         curve=curve,
         data=data,
         sets=sets,
+        full_sets=full_sets,
     )
 
 
@@ -214,8 +228,8 @@ def materialize_point(
 ) -> tuple[StateDict, PointMetrics]:
     """φ(t) of a stored curve (`theta_o`, `theta_c`, `theta_p`), in another process than the one that trained it.
 
-    Draws the same evaluation subsets as `run_unlearning` (same seed), recomputes BatchNorm statistics on
-    retain rows and measures the point. Returns CPU weights.
+    Recomputes BatchNorm statistics on the same retain rows as `run_unlearning` (same seed) and measures the
+    point on every row (`EvalSets.full`): a published version's metrics are full-set. Returns CPU weights.
     """
     if not 0.0 <= t <= 1.0:
         raise ValueError(f"t must lie in [0, 1], got {t}")
@@ -224,5 +238,5 @@ def materialize_point(
     data = data.to(device)  # as in run_unlearning: a streamed set is not moved, its batches are
     on_device = {name: {k: v.to(device) for k, v in tensors.items()} for name, tensors in curve_tensors.items()}
     curve = BezierCurve(prepare_model(model, device), on_device["theta_o"], on_device["theta_p"], on_device["theta_c"])
-    metrics = measure_point(curve, t, data, EvalSets.draw(data, cfg.eval, cfg.seed), cfg)
+    metrics = measure_point(curve, t, data, EvalSets.full(data, cfg.eval, cfg.seed), cfg)
     return {k: v.cpu() for k, v in curve.weights().items()}, metrics

@@ -93,6 +93,7 @@ class BatchPlan:
     forget: Subset
     adapter: InputAdapter
     rows: list[tuple[Tensor, Tensor]]  # (retain rows, forget rows) per batch
+    augment_seed: int | None = None  # the augmentation's draws (None: the adapter has no augmentation)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -104,6 +105,7 @@ class BatchPlan:
 
     def __iter__(self) -> Iterator[Batch]:
         device = self.retain.target
+        augment = seeded_generator(self.augment_seed) if self.augment_seed is not None else None
         workers = max(loader_workers(self.retain.inputs), loader_workers(self.forget.inputs))
         for (retain_rows, forget_rows), inputs in zip(self.rows, gathered(self._inputs, self.rows, workers),
                                                       strict=True):
@@ -111,7 +113,9 @@ class BatchPlan:
                                 self.forget.labels[forget_rows.to(self.forget.labels.device)]]).to(device)
             is_forget = torch.cat([torch.zeros(len(retain_rows), dtype=torch.bool, device=device),
                                    torch.ones(len(forget_rows), dtype=torch.bool, device=device)])
-            yield Batch(self.adapter(inputs.to(device, non_blocking=True)), labels, is_forget)
+            inputs = inputs.to(device, non_blocking=True)
+            model_input = self.adapter(inputs) if augment is None else self.adapter.augmented(inputs, augment)
+            yield Batch(model_input, labels, is_forget)
 
 
 def plain_batches(subset: Subset, batch_size: int, adapter: InputAdapter, generator: torch.Generator,
@@ -120,9 +124,18 @@ def plain_batches(subset: Subset, batch_size: int, adapter: InputAdapter, genera
     chunks = list(torch.randperm(len(subset), generator=generator).split(batch_size))
     empty = torch.zeros(0, dtype=torch.int64)
     no_rows = subset.take(empty)
+    seed = _augment_seed(adapter, generator)
     if from_forget:
-        return BatchPlan(no_rows, subset, adapter, [(empty, c) for c in chunks])
-    return BatchPlan(subset, no_rows, adapter, [(c, empty) for c in chunks])
+        return BatchPlan(no_rows, subset, adapter, [(empty, c) for c in chunks], seed)
+    return BatchPlan(subset, no_rows, adapter, [(c, empty) for c in chunks], seed)
+
+
+def _augment_seed(adapter: InputAdapter, generator: torch.Generator) -> int | None:
+    """A seed for the epoch's augmentation, drawn from the epoch's generator (only when there is augmentation,
+    so plans without it shuffle exactly as before)."""
+    if adapter.augmentation is None:
+        return None
+    return int(torch.randint(0, 2**62, (1,), generator=generator))
 
 
 def stratified_batches(retain: Subset, forget: Subset, batch_size: int, adapter: InputAdapter,
@@ -139,7 +152,8 @@ def stratified_batches(retain: Subset, forget: Subset, batch_size: int, adapter:
         forget_order = torch.cat([forget_order, torch.randperm(len(forget), generator=generator)])
     retain_chunks = torch.randperm(len(retain), generator=generator).tensor_split(n_batches)
     forget_chunks = forget_order.tensor_split(n_batches)
-    return BatchPlan(retain, forget, adapter, list(zip(retain_chunks, forget_chunks, strict=True)))
+    return BatchPlan(retain, forget, adapter, list(zip(retain_chunks, forget_chunks, strict=True)),
+                     _augment_seed(adapter, generator))
 
 
 LossFn = Callable[[Batch], Tensor]

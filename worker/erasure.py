@@ -6,7 +6,8 @@
 - Training shards. A dataset may back several models, and a model can only unlearn rows whose images are
   still stored. So a row leaves the shards once *every* model on the dataset (but invalid ones, which never
   take requests) has erased it; until then the report names the models that still hold it. Each shard
-  holding such rows is rewritten without them (a new, content-addressed object), the sample rows point at
+  holding such rows is rewritten without them (worker/shards.py, either shard format: a new,
+  content-addressed object), the sample rows point at
   the new rows, the erased samples' rows are replaced by tombstones (salted id hashes), and the old objects
   are deleted. Positions stay as they were: sparse afterwards, so `erased_samples` keep pointing right.
 
@@ -19,14 +20,11 @@ Copies in workers' local caches go with the next reconciler round of each worker
 from __future__ import annotations
 
 import bisect
-import io
 import logging
 import secrets
 from collections import defaultdict
 
 import torch
-from safetensors.torch import load_file
-from safetensors.torch import save as save_tensors
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
@@ -49,6 +47,7 @@ from models import (
 )
 from worker.artifacts import delete_artifacts
 from worker.services import Services
+from worker.shards import without_rows
 
 log = logging.getLogger(__name__)
 
@@ -142,12 +141,10 @@ def _rewrite_shards(services: Services, session: Session, dataset: Dataset, gone
         # A row another (staying) sample still points at is that sample's too: it stays.
         drop = sorted(rows - {s.row for s in staying[index]})
         old = shards[index]
-        tensors = load_file(services.cache.path(old["key"], old["sha256"]))
         kept = torch.ones(old["rows"], dtype=torch.bool)
         kept[drop] = False
-        new_tensors = {name: (t[kept] if t.dim() and t.shape[0] == old["rows"] else t).contiguous()
-                       for name, t in tensors.items()}
-        stored = services.store.put_stream("shards", io.BytesIO(save_tensors(new_tensors)))
+        with without_rows(services.cache.path(old["key"], old["sha256"]), kept) as rewritten_file:
+            stored = services.store.put_stream("shards", rewritten_file)
         shards[index] = old | {"key": stored.key, "sha256": stored.sha256, "size": stored.size,
                                "rows": int(kept.sum())}
         rewritten.append({"name": old["name"], "old_sha256": old["sha256"], "new_sha256": stored.sha256,

@@ -125,7 +125,9 @@ def _train_curve(services: Services, request: DeletionRequest, watch: JobWatch) 
 
 def _store_curve(services: Services, request: DeletionRequest, result: CurveResult) -> None:
     """The points and summary, then awaiting_selection; with selection: auto straight on to materializing."""
+    recommended = result.recommended_point  # measured on every row, with its standard errors
     summary = {"recommended_t": result.recommended_t, "effective_region": result.effective_region,
+               "recommended_point": recommended.to_dict() if recommended else None,
                "theta_o_version": request.model_version,
                "targets": asdict(result.targets),
                "recommended_t_reference_window": result.recommended_t_reference_window,

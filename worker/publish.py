@@ -45,7 +45,8 @@ def publish_version(services: Services, request: DeletionRequest, key: str, sha2
             version = latest + 1
             session.add(ModelVersion(model_id=model.id, version=version, sha256=sha256, storage_key=key, size=size,
                                      parent_version=request.model_version, deletion_request_id=request.id,
-                                     t=request.selected_t, metrics=metrics, preprocessing=model.preprocessing))
+                                     t=request.selected_t, metrics=metrics, preprocessing=model.preprocessing,
+                                     input_transform=model.input_transform, augmentation=model.augmentation))
             model.current_version = version
             # Each request of the job (one, unless coalesced) names the version and its own erased rows.
             for erasing in [row, *(m for m in members(session, row.id) if m.state == State.MATERIALIZING)]:

@@ -7,7 +7,8 @@ torchvision) counts its parameters on the meta device in a child process with a 
 Every failure ends `invalid` with a reason; only an outage (store, database) leaves the model `validating`
 for the reconciler to re-send, and the model row counts the attempts: one that started
 MCU_VALIDATION_MAX_ATTEMPTS times without a verdict (its worker died each time) ends `invalid` too.
-A ready model's version 1 carries its test and train accuracy under the declared preprocessing.
+A ready model's version 1 carries its test and train accuracy under the declared input transform and
+preprocessing; the network is built for the transformed input shape.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from unlearning.architectures import SMALL_ARCHITECTURES, count_parameters, mode
 from unlearning.architectures import build_model as build_architecture
 from unlearning.data import InputAdapter, Subset, seeded_generator
 from unlearning.metrics import accuracy
+from unlearning.transforms import InputTransform, model_input_shape
 from worker import sandbox
 from worker.inputs import load_dataset
 from worker.services import Services
@@ -169,16 +171,22 @@ def _uncount_attempt(services: Services, model_id: str) -> None:
 def _examine(services: Services, model: Model, version: ModelVersion,
              dataset_row: Dataset) -> tuple[dict[str, Any], dict[str, Any]]:
     """The values of a `ready` model and its version 1; InvalidModel naming what is wrong otherwise."""
-    input_shape = tuple(dataset_row.input_shape)
+    transform = InputTransform.from_dict(model.input_transform)
+    try:  # what the model sees: the stored images after its input transform
+        input_shape = model_input_shape(dataset_row.input_shape, transform)
+    except ValueError as error:
+        raise InvalidModel(str(error), [{"loc": ["input_transform"], "msg": str(error)}]) from None
     # The cheap checks first: the dataset is loaded only for a model that can use it.
     network = build(model, input_shape, services.settings)
     load_weights(network, str(services.cache.path(version.storage_key, version.sha256)), model.architecture,
                  model.num_classes)
     with services.factory() as session:
-        dataset, _ = load_dataset(services, session, dataset_row, model.preprocessing)
+        dataset, _ = load_dataset(services, session, dataset_row, model.preprocessing, model.input_transform)
     assert dataset.normalization is not None
     channels = model_input_channels(model.architecture, input_shape[0], model.architecture_kwargs)
     note = input_adapter_note(model.architecture, input_shape[0], channels, len(dataset.normalization.mean))
+    if transform is not None:
+        note = f"input transform {transform.to_dict()} to {input_shape[1]}x{input_shape[2]}; then {note}"
     adapter = InputAdapter(dataset.normalization, channels)
     generator = seeded_generator(0)
     count = services.settings.validation_samples

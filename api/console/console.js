@@ -171,7 +171,10 @@ async function save(path, filename, button) {
 }
 
 function metricCells(metrics) {
-  return METRICS.map(([key]) => el("td", { class: "num" }, fmt((metrics || {})[key])));
+  const m = metrics || {}, errors = m.std_errors || {}, rows = m.rows || {};  // points and versions carry both
+  const where = Object.entries(rows).map(([split, n]) => `${n} ${split}`).join(", ");
+  return METRICS.map(([key]) => el("td", { class: "num", title: typeof errors[key] === "number"
+    ? `± ${fmt(errors[key], 4)} (standard error; rows: ${where})` : null }, fmt(m[key])));
 }
 
 async function modelPage(token, modelId) {
@@ -350,7 +353,9 @@ function pointsTable(request, original) {
   const selectable = request.state === "awaiting_selection";
   const caption = el("caption", { class: "muted" }, `Targets: ${METRICS.map(([k, l]) => `${l} `
     + `${fmt(curve.targets[k])}`).join(", ")}. Recommended t = ${fmt(curve.recommended_t, 2)} (highlighted: the `
-    + `nearest measured point); effective region ${JSON.stringify(curve.effective_region)}.`);
+    + `nearest measured point); effective region ${JSON.stringify(curve.effective_region)}.`
+    + (curve.recommended_point ? ` On every row at the recommended t: ${METRICS.map(([k, l]) => `${l} `
+      + `${fmt(curve.recommended_point[k])}`).join(", ")}.` : "") + " Hover a value for its standard error.");
   return el("table", { id: "points" }, caption,
     el("thead", {}, el("tr", {}, el("th", { class: "num" }, "t"),
       METRICS.map(([, label]) => el("th", { class: "num" }, label)), el("th", {}, ""))),

@@ -47,7 +47,8 @@ def create_dataset(
     principal: Annotated[Principal, require("datasets:write")],
     name: Annotated[Line, Form(min_length=1, max_length=200)],
     manifest: Annotated[UploadFile, File(description="CSV: sample_id,split,shard,row[,subject_id]")],
-    shards: Annotated[list[UploadFile], File(description="safetensors files with 'inputs' and 'labels'")],
+    shards: Annotated[list[UploadFile], File(description="safetensors files with 'inputs' and 'labels', or "
+                                                         "encoded: 'images', 'offsets' and 'labels'")],
     description: Annotated[Prose | None, Form(max_length=5000)] = None,
     num_classes: Annotated[DigitsInt | None, Form(ge=2, le=100_000, description="default: largest label + 1")] = None,
     idempotency_key: IdempotencyKey = None,
@@ -79,7 +80,8 @@ def create_dataset(
         dataset_id = new_id("ds")
         db.add(Dataset(id=dataset_id, name=name, description=description, num_train=parsed.num_train,
                        num_test=parsed.num_test, num_classes=parsed.num_classes,
-                       input_shape=list(parsed.input_shape), input_dtype=parsed.input_dtype, shards=stored,
+                       input_shape=list(parsed.input_shape), input_dtype=parsed.input_dtype,
+                       input_encoding=parsed.input_encoding, shards=stored,
                        manifest_sha256=manifest_sha))
         db.flush()
         for sample in parsed.samples:

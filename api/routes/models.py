@@ -20,7 +20,15 @@ from api.weights import check_weights_header
 from domain import catalog
 from domain.architectures import check_architecture_kwargs
 from domain.inputs import DigitsInt, Line
-from domain.preprocessing import OPTIONS, parse_architecture_kwargs, parse_preprocessing
+from domain.preprocessing import (
+    AUGMENTATION_OPTIONS,
+    OPTIONS,
+    TRANSFORM_OPTIONS,
+    parse_architecture_kwargs,
+    parse_augmentation,
+    parse_input_transform,
+    parse_preprocessing,
+)
 from domain.problems import Problem, invalid
 from models import Dataset, Model, ModelVersion, new_id
 from storage import ObjectTooLarge
@@ -43,14 +51,23 @@ def create_model(
     # Required; optional here only so that a missing value gets the 422 that names the options.
     preprocessing: Annotated[str | None, Form(description=f"Required: {OPTIONS}.")] = None,
     architecture_kwargs: Annotated[str | None, Form(description="JSON object of constructor arguments")] = None,
+    input_transform: Annotated[str | None, Form(description=f"Resize / center crop before the preprocessing, "
+                                                f"everywhere the model sees data: {TRANSFORM_OPTIONS}. Required "
+                                                "for a dataset of encoded images of mixed sizes.")] = None,
+    augmentation: Annotated[str | None, Form(description=f"Training steps only: {AUGMENTATION_OPTIONS}; "
+                                             "default none.")] = None,
     idempotency_key: IdempotencyKey = None,
 ) -> Model:
     check_size(weights, settings.max_upload_bytes)
     kwargs = parse_architecture_kwargs(architecture_kwargs)
     check_architecture_kwargs(kwargs)  # no file paths, downloads or devices: 422 before anything is stored
+    steps = parse_augmentation(augmentation)
     body_sha = fingerprint({"name": name, "architecture": architecture, "num_classes": num_classes,
                             "dataset_id": dataset_id, "weights": file_sha256(weights),
-                            "preprocessing": preprocessing, "architecture_kwargs": kwargs})
+                            "preprocessing": preprocessing, "architecture_kwargs": kwargs}
+                           # only when declared: keys replayed from before these fields keep their fingerprint
+                           | ({"input_transform": input_transform} if input_transform else {})
+                           | ({"augmentation": steps} if steps else {}))
 
     def create(db: Session) -> str:
         dataset = db.get(Dataset, dataset_id)
@@ -62,6 +79,7 @@ def create_model(
         if preprocessing is None:
             raise invalid(f"preprocessing is required: give {OPTIONS}", [{"loc": ["preprocessing"], "msg": "missing"}])
         declared = parse_preprocessing(preprocessing, dataset.input_shape[0])
+        transform = parse_input_transform(input_transform, dataset.input_shape)  # encoded images need a size
         db.commit()  # the read ends: no connection (nor SQLite's write lock) is held through the upload
         weights.file.seek(0)
         check_weights_header(weights.file)  # cheap checks here; loading into the architecture is a worker's
@@ -72,9 +90,10 @@ def create_model(
         model_id = new_id("mdl")
         catalog.register_model(db, Model(id=model_id, name=name, architecture=architecture, num_classes=num_classes,
                                          architecture_kwargs=kwargs, dataset_id=dataset_id, current_version=1,
-                                         preprocessing=declared),
+                                         preprocessing=declared, input_transform=transform, augmentation=steps),
                                ModelVersion(model_id=model_id, version=1, sha256=obj.sha256, storage_key=obj.key,
-                                            size=obj.size, preprocessing=declared))
+                                            size=obj.size, preprocessing=declared, input_transform=transform,
+                                            augmentation=steps))
         return model_id
 
     model, response.status_code = create_once(session, principal.name, "models", idempotency_key, body_sha,

@@ -36,7 +36,8 @@ SCRIPT = textwrap.dedent('''
     assert dataset.status_code == 201, dataset.text
     weights = save_numpy({"1.weight": np.zeros((4, 16), np.float32), "1.bias": np.zeros(4, np.float32)})
     model = client.post("/v1/models", data={"name": "m", "architecture": "vgg11", "num_classes": "100000",
-                                            "preprocessing": "imagenet",
+                                            "preprocessing": "imagenet", "input_transform": '{"resize": 8}',
+                                            "augmentation": "crop_flip",
                                             "dataset_id": dataset.json()["id"]},
                         files={"weights": ("w.safetensors", weights)})
     assert model.status_code == 201 and model.json()["state"] == "validating", model.text

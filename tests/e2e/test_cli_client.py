@@ -51,7 +51,7 @@ def test_cli_uploads_a_folder_watches_a_request_and_selects_a_point(embedded_sta
              for digit in ("3", "5")]
     (tmp_path / "subjects.csv").write_text("sample_id,subject_id\n" + "".join(f"{s},alice\n" for s in alice))
     uploaded = mcu(stack, "datasets", "upload", str(tmp_path / "digits"), "--subjects", str(tmp_path / "subjects.csv"),
-                   "--max-shard-mb", "1", "--json")
+                   "--max-shard-mb", "1", "--size", "8x8", "--json")  # decoded into pixels: no input transform
     dataset = json.loads(uploaded.stdout)
     assert dataset["num_train"] + dataset["num_test"] == count and dataset["num_classes"] == 10
     assert dataset["input_shape"] == [1, 8, 8] and dataset["description"].startswith("classes: 0=0, 1=1")

@@ -407,7 +407,7 @@ def test_second_request_runs_on_version_2_without_the_erased_rows(stack: Stack, 
         assert response.status_code == 409 and first["id"] in response.json()["detail"]
 
         # Some erased and some new rows: only the new ones count.
-        every_retain_row = FAST_JOB | {"eval": {"retain_samples": 100_000}}  # RA over all rows, not a subset
+        every_retain_row = FAST_JOB | {"eval": {"retain_rows": 100_000}}  # RA over all rows, not a subset
         second = submit(client, model_id, forget={"sample_ids": threes[:4] + fives}, config=every_retain_row)
         assert second["model_version"] == 2 and second["forget_count"] == len(fives)
         assert second["forget_fingerprint"] == hashlib.sha256("\n".join(sorted(fives)).encode()).hexdigest()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -39,34 +40,62 @@ def read_back(prepared: object) -> tuple[list[dict], dict]:
     return rows, parsed
 
 
-def test_an_image_folder_becomes_bounded_shards_with_relative_path_ids(tmp_path: Path) -> None:
-    written = image_folder(tmp_path / "data")
-    (tmp_path / "subjects.csv").write_text("sample_id,subject_id\ntrain/dog/1.png,alice\ntest/cat/0.png,bob\n")
-    seen = []
-    prepared = prepare_dataset(tmp_path / "data", tmp_path / "out", subjects_csv=tmp_path / "subjects.csv",
-                               max_shard_bytes=3 * 30, on_progress=lambda done, total: seen.append((done, total)))
-    assert prepared.classes == ["cat", "dog"] and prepared.describe_classes() == "classes: 0=cat, 1=dog"
-    assert len(prepared.shards) == 6 and seen[-1] == (16, 16)  # 16 grey 6x5 images, 3 a shard
-    rows, parsed = read_back(prepared)
-    assert (parsed.num_train, parsed.num_test, parsed.num_classes, parsed.input_shape) == (8, 8, 2, (1, 5, 6))
-    assert {r["sample_id"] for r in rows} == set(written)
-    assert {r["sample_id"]: r["subject_id"] for r in rows if r["subject_id"]} == {"train/dog/1.png": "alice",
-                                                                                  "test/cat/0.png": "bob"}
+def encoded_rows(shard: Path) -> list[bytes]:
     from safetensors.numpy import load_file
 
-    for row in rows:  # each row's pixels and label are the file's
-        shard = load_file(tmp_path / "out" / row["shard"])
-        assert np.array_equal(shard["inputs"][int(row["row"])][0], written[row["sample_id"]])
-        assert shard["labels"][int(row["row"])] == ["cat", "dog"].index(row["sample_id"].split("/")[1])
+    tensors = load_file(shard)
+    offsets = tensors["offsets"].tolist()
+    return [tensors["images"][a:b].tobytes() for a, b in itertools.pairwise(offsets)]
 
 
-def test_colour_images_are_rgb_and_sizes_must_agree_or_be_resized(tmp_path: Path) -> None:
+def test_an_image_folder_becomes_bounded_encoded_shards_with_relative_path_ids(tmp_path: Path) -> None:
+    """The default: PNG / JPEG files' bytes as they are, other formats re-encoded as PNG, any size."""
+    written = image_folder(tmp_path / "data")
+    Image.fromarray(np.full((7, 3), 9, dtype=np.uint8)).save(tmp_path / "data/train/cat/wide.jpg", quality=90)
+    Image.fromarray(np.full((2, 9), 200, dtype=np.uint8)).save(tmp_path / "data/test/dog/tall.bmp")
+    Image.fromarray(np.full((3, 3), 0x8080, dtype=np.uint16)).save(tmp_path / "data/test/dog/deep.png")
+    (tmp_path / "subjects.csv").write_text("sample_id,subject_id\ntrain/dog/1.png,alice\ntest/cat/0.png,bob\n")
+    seen = []
+    files = sorted((tmp_path / "data").rglob("*.*"))
+    limit = 3 * (tmp_path / "data/train/dog/0.png").stat().st_size + 8  # noise PNGs: about 3 a shard
+    prepared = prepare_dataset(tmp_path / "data", tmp_path / "out", subjects_csv=tmp_path / "subjects.csv",
+                               max_shard_bytes=limit, on_progress=lambda done, total: seen.append((done, total)))
+    assert prepared.classes == ["cat", "dog"] and prepared.describe_classes() == "classes: 0=cat, 1=dog"
+    assert seen[-1] == (19, 19) and 6 <= len(prepared.shards) < 19
+    rows, parsed = read_back(prepared)
+    assert (parsed.num_train, parsed.num_test, parsed.num_classes) == (9, 10, 2)
+    assert (parsed.input_shape, parsed.input_encoding, parsed.input_dtype) == ((1, None, None), "encoded", "uint8")
+    assert {r["sample_id"] for r in rows} == {f.relative_to(tmp_path / "data").as_posix() for f in files}
+    assert {r["sample_id"]: r["subject_id"] for r in rows if r["subject_id"]} == {"train/dog/1.png": "alice",
+                                                                                  "test/cat/0.png": "bob"}
+    shards = {p.name: encoded_rows(p) for p in prepared.shards}
+    assert all(sum(map(len, images)) <= limit or len(images) == 1 for images in shards.values())
+    for row in rows:  # each row is the file: its bytes (PNG, JPEG) or its pixels (BMP, 16-bit PNG scaled)
+        data, file = shards[row["shard"]][int(row["row"])], tmp_path / "data" / row["sample_id"]
+        if file.name == "tall.bmp":
+            assert data.startswith(b"\x89PNG") and np.array_equal(np.asarray(Image.open(io.BytesIO(data))),
+                                                                    np.asarray(Image.open(file)))
+        elif file.name == "deep.png":
+            assert np.asarray(Image.open(io.BytesIO(data))).tolist() == [[128] * 3] * 3  # 0x8080 / 257
+        else:
+            assert data == file.read_bytes()
+        if row["sample_id"] in written:
+            assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), written[row["sample_id"]])
+
+
+def test_a_size_decodes_into_pixel_shards_and_applies_to_image_folders_only(tmp_path: Path) -> None:
     image_folder(tmp_path / "rgb", n=2, mode="RGB")
     Image.new("RGB", (9, 9)).save(tmp_path / "rgb" / "train" / "cat" / "odd.png")
-    with pytest.raises(McuError, match="differ in size"):
-        prepare_dataset(tmp_path / "rgb", tmp_path / "out")
-    prepared = prepare_dataset(tmp_path / "rgb", tmp_path / "out2", size=(4, 4))
-    assert read_back(prepared)[1].input_shape == (3, 4, 4)
+    _, parsed = read_back(prepare_dataset(tmp_path / "rgb", tmp_path / "out"))  # mixed sizes: fine, encoded
+    assert (parsed.input_shape, parsed.input_encoding) == ((3, None, None), "encoded")
+    prepared = prepare_dataset(tmp_path / "rgb", tmp_path / "out2", size=(4, 3), max_shard_bytes=3 * 36)
+    _rows, parsed = read_back(prepared)
+    assert (parsed.input_shape, parsed.input_encoding, len(prepared.shards)) == ((3, 3, 4), "tensor", 3)
+    np.savez(tmp_path / "d.npz", x_train=np.zeros((2, 3, 3), np.uint8), y_train=[0, 1],
+             x_test=np.zeros((2, 3, 3), np.uint8), y_test=[0, 1])
+    for source in (tmp_path / "d.npz", tmp_path / "out2"):  # never ignored
+        with pytest.raises(McuError, match=r"size \(--size\)"):
+            prepare_dataset(source, tmp_path / "out3", size=(4, 4))
 
 
 def test_an_npz_in_any_layout_and_shards_with_their_manifest(tmp_path: Path) -> None:

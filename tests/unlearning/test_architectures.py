@@ -35,7 +35,7 @@ def test_a_timm_vit_without_batchnorm_unlearns_and_materializes(digits: ImageDat
     assert before > 0.6, before  # it learned something, so forgetting is measurable
 
     config = {"epochs": 1, "grid_points": 3, "base": {"epochs": 2},
-              "eval": {"retain_samples": 300, "test_samples": 300, "bn_samples": 300}}
+              "eval": {"retain_rows": 300, "test_rows": 300, "bn_samples": 300}}
     result = run_unlearning(model, data, "rl", config, device="cpu")
     state, metrics = result.materialize(1.0)
     # The published weights load back into a fresh instance and forget class 3 on the user's side.

@@ -59,3 +59,58 @@ def test_every_method_documents_its_defaults() -> None:
         assert method.description
         assert method.defaults.epochs is not None and method.defaults.lr is not None
         assert dataclasses.asdict(method.resolve(BaseMethodConfig())) == dataclasses.asdict(method.defaults)
+
+
+class RecordingRows:
+    """A row source over a tensor that remembers every row it was asked for (positions in the tensor)."""
+
+    def __init__(self, inputs: torch.Tensor) -> None:
+        self.inputs, self.shape, self.dtype = inputs, inputs.shape, inputs.dtype
+        self.read: list[torch.Tensor] = []
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, rows: torch.Tensor) -> torch.Tensor:
+        self.read.append(rows.clone())
+        return self.inputs[rows]
+
+
+def recorded(data: UnlearningData) -> tuple[UnlearningData, RecordingRows, RecordingRows]:
+    """`data` whose retain and forget rows are read through recording sources."""
+    retain, forget = RecordingRows(data.retain.inputs), RecordingRows(data.forget.inputs)
+    return (dataclasses.replace(data, retain=dataclasses.replace(data.retain, inputs=retain),
+                                forget=dataclasses.replace(data.forget, inputs=forget)), retain, forget)
+
+
+@pytest.mark.parametrize("method", ["rl", "salun"])
+def test_relabelling_methods_train_each_epoch_on_a_fresh_share_of_retain_rows(
+        method: str, original: nn.Module, random_forget: UnlearningData) -> None:
+    data, retain, forget = recorded(random_forget)
+    config = resolve_config({"base": {"epochs": 2, "retain_ratio": 0.25}}, method).base
+    share = round(0.25 * len(data.retain))
+    reads_before = len(retain.read)
+    run_base_method(method, original, data, config, MethodContext(0, JobHooks()))
+    # salun's saliency pass reads forget rows only; the training epochs read retain rows in their batches.
+    epochs = torch.cat(retain.read[reads_before:])
+    assert len(epochs) == 2 * share
+    first, second = epochs[:share], epochs[share:]
+    assert len(set(first.tolist())) == share and len(set(second.tolist())) == share
+    assert set(first.tolist()) != set(second.tolist())  # a fresh sample each epoch
+    assert len(torch.cat(forget.read)) >= 2 * len(data.forget)  # every forget row, every epoch
+
+
+def test_the_mask_scores_retain_rows_on_a_bounded_sample(original: nn.Module, random_forget: UnlearningData) -> None:
+    data, retain, _ = recorded(random_forget)
+    marks: dict[str, int] = {}
+
+    def on_progress(progress) -> None:
+        reads = sum(len(r) for r in retain.read)
+        if progress.phase == "mask":
+            marks.setdefault("start", reads)
+        elif progress.phase == "base":
+            marks.setdefault("end", reads)
+
+    config = FAST | {"mask": {"retain_rows": 100}, "base": {"epochs": 1}}
+    run_unlearning(original, data, "ft", config, device="cpu", hooks=JobHooks(on_progress=on_progress))
+    assert marks["end"] - marks["start"] == 100 < len(data.retain)

@@ -1,3 +1,4 @@
+import math
 import subprocess
 import sys
 
@@ -10,7 +11,8 @@ from unlearning import avg_gap, build_model, make_unlearning_data, run_unlearnin
 from unlearning.base_methods import MethodContext, run_base_method
 from unlearning.config import resolve_config
 from unlearning.data import UnlearningData
-from unlearning.metrics import evaluate
+from unlearning.metrics import PointMetrics, evaluate
+from unlearning.pipeline import materialize_point
 from unlearning.training import JobHooks
 
 
@@ -87,17 +89,36 @@ def test_imports_stay_within_their_layer(modules: str, absent: tuple[str, ...]) 
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_a_grid_point_materializes_to_the_metrics_it_reported(original: nn.Module,
-                                                              classwise: UnlearningData) -> None:
-    result = run_unlearning(original, classwise, "rl", {"epochs": 1, "grid_points": 3, "base": {"epochs": 2}},
-                            device="cpu")
-    middle = result.points[1]
-    weights, again = result.materialize(middle.t)
-    assert again.to_dict() == pytest.approx(middle.to_dict(), abs=1e-6)
+def _scalars(point: PointMetrics) -> dict:
+    return {k: v for k, v in point.to_dict().items() if not isinstance(v, dict)}
+
+
+def test_grid_points_are_measured_on_samples_and_the_recommended_and_published_points_on_every_row(
+        original: nn.Module, classwise: UnlearningData) -> None:
+    eval_rows = {"retain_rows": 200, "test_rows": 100}
+    result = run_unlearning(original, classwise, "rl", {"epochs": 1, "grid_points": 3, "base": {"epochs": 2},
+                                                         "eval": eval_rows}, device="cpu")
+    retained_test, forgotten_test = classwise.test_split_by_class()
+    sampled = {"forget": len(classwise.forget), "retain": 200, "test": 100, "forgotten_class_test": len(forgotten_test)}
+    every = sampled | {"retain": len(classwise.retain), "test": len(retained_test)}
+    assert every["retain"] > 1000 and all(p.rows == sampled for p in result.points)
+    recommended = result.recommended_point
+    assert recommended.t == result.recommended_t and recommended.rows == every
+    assert recommended.std_errors["retain_accuracy"] == pytest.approx(
+        math.sqrt(recommended.retain_accuracy * (1 - recommended.retain_accuracy) / every["retain"]))
+    assert result.to_dict()["recommended_point"] == recommended.to_dict()
+
+    weights, again = result.materialize(result.recommended_t)
+    assert again.rows == every and _scalars(again) == pytest.approx(_scalars(recommended), abs=1e-6)
     # The job runs channels_last; what it hands out is in the default layout, storable as it is.
     assert any(v.dim() == 4 for v in weights.values())
     assert all(v.is_contiguous() for v in weights.values())
     assert load(save(weights)).keys() == weights.keys()
+    # Publishing (another process: from the stored tensors) measures on every row too.
+    tensors = {"theta_o": original.state_dict(), "theta_c": result.curve.control, "theta_p": result.curve.end}
+    _, published = materialize_point(original, classwise, tensors, result.config, "rl", result.recommended_t,
+                                     device="cpu")
+    assert published.rows == every and _scalars(published) == pytest.approx(_scalars(recommended), abs=1e-6)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

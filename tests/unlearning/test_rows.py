@@ -1,22 +1,30 @@
 """The streamed data path against the in-memory one: the same rows, batches and metrics, to the bit.
 
 Digits written to two safetensors shard files in a scrambled layout (split row k lives at some (shard, row)
-far from k), read back with positioned reads, directly and through DataLoader processes.
+far from k), read back with positioned reads, directly and through DataLoader processes. Encoded shards
+(PNG / JPEG of mixed sizes) and tensor shards through the model's input transform against what a user's
+Pillow + torchvision pipeline gives.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
+from safetensors.numpy import save_file as save_numpy_file
 from safetensors.torch import save_file
+from torch import Tensor
 
 from tests.unlearning.conftest import FAST, FORGET_CLASS
 from unlearning import ImageDataset, make_unlearning_data, run_unlearning
 from unlearning.data import Normalization, Subset, UnlearningData, batches, seeded_generator
-from unlearning.rows import RowView, ShardRows, materialize, take_rows
+from unlearning.rows import EncodedRows, RowView, ShardRows, Transformed, gathered, materialize, read_offsets, take_rows
 from unlearning.training import plain_batches, stratified_batches
+from unlearning.transforms import InputTransform, model_input_shape
 
 
 def shard_rows(inputs: torch.Tensor, directory: Path, workers: int = 0) -> ShardRows:
@@ -119,3 +127,96 @@ def test_a_streamed_subset_stays_on_the_host_and_sends_batches_to_the_device(dig
     assert data.retain.labels.device.type == "cpu" and data.retain.target.type == "meta"
     x, y = next(batches(data.test, 8, lambda inputs: inputs))  # the adapter would compute on "meta"
     assert x.device.type == "meta" and y.device.type == "meta"
+
+
+# --- encoded images and the model's input transform ------------------------------------------------------------
+
+def encoded_files(directory: Path, images: list[bytes], shards: int = 2) -> tuple[list[Path], Tensor, Tensor]:
+    """`images` in encoded shards (row k of the result at a scrambled (shard, row)): (paths, shard, row)."""
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(5))  # file slot -> row
+    paths, shard, row = [], torch.empty(len(images), dtype=torch.int64), torch.empty(len(images), dtype=torch.int64)
+    for index, slots in enumerate(order.tensor_split(shards)):
+        data = [images[k] for k in slots.tolist()]
+        paths.append(directory / f"{index}.safetensors")
+        save_numpy_file({"images": np.frombuffer(b"".join(data), dtype=np.uint8),
+                         "offsets": np.array([0, *np.cumsum([len(d) for d in data])], dtype=np.int64),
+                         "labels": np.zeros(len(data), dtype=np.int64)}, str(paths[-1]))
+        shard[slots], row[slots] = index, torch.arange(len(slots))
+    return paths, shard, row
+
+
+def encoded_rows(directory: Path, images: list[bytes], channels: int, transform: dict, workers: int = 0
+                 ) -> EncodedRows:
+    paths, shard, row = encoded_files(directory, images)
+    declared = InputTransform.from_dict(transform)
+    assert declared is not None
+    return EncodedRows(lambda i: paths[i], shard, row, {i: read_offsets(p) for i, p in enumerate(paths)}, channels,
+                       declared, model_input_shape([channels, None, None], declared)[1:], workers)
+
+
+def photos(count: int = 13) -> list[bytes]:
+    """Colour PNGs and JPEGs (and one grey PNG) of mixed sizes and aspect ratios."""
+    rng = np.random.default_rng(3)
+    out = []
+    for k in range(count):
+        pixels = rng.integers(0, 256, (9 + 3 * k % 17, 7 + 5 * k % 23, 3), dtype=np.uint8)
+        image = Image.fromarray(pixels).convert("L" if k == 4 else "RGB")
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG" if k % 3 == 0 else "PNG", **({"quality": 85} if k % 3 == 0 else {}))
+        out.append(buffer.getvalue())
+    return out
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_encoded_rows_are_what_a_users_pillow_and_torchvision_pipeline_gives(tmp_path: Path, workers: int) -> None:
+    """Decoded with Pillow, then PILToTensor, Resize and CenterCrop (torchvision's classes): equal to the bit,
+    gathered in this process or in a DataLoader process, in any order, through views."""
+    from torchvision.transforms import v2
+
+    images = photos()
+    for channels, mode in ((3, "RGB"), (1, "L")):
+        pipeline = v2.Compose([v2.PILToTensor(), v2.Resize(10), v2.CenterCrop([8, 6])])
+        expected = torch.stack([pipeline(Image.open(io.BytesIO(b)).convert(mode)) for b in images])
+        (tmp_path / mode).mkdir()
+        source = encoded_rows(tmp_path / mode, images, channels, {"resize": 10, "center_crop": [8, 6]}, workers)
+        assert (source.shape, source.dtype, len(source)) == (torch.Size([13, channels, 8, 6]), torch.uint8, 13)
+        keys = [torch.tensor([12, 0, 5, 5]), torch.tensor([], dtype=torch.int64), torch.arange(13)]
+        for rows, got in zip(keys, gathered(source.__getitem__, keys, workers), strict=True):
+            assert torch.equal(got, expected[rows])
+        view = take_rows(take_rows(source, torch.arange(3, 13)), torch.tensor([9, 0]))
+        assert view.shape == (2, channels, 8, 6) and torch.equal(view[torch.tensor([1, 0])], expected[[3, 12]])
+        assert torch.equal(materialize(source), expected)
+        assert Normalization.fit(source) == Normalization.fit(expected)
+
+
+def test_a_transform_that_leaves_sizes_apart_or_a_corrupt_image_names_the_problem(tmp_path: Path) -> None:
+    images = photos(4)
+    source = encoded_rows(tmp_path, images, 3, {"resize": 10})  # no crop: only square images get 10x10
+    with pytest.raises(ValueError, match="declare a center_crop"):
+        source[torch.arange(4)]
+    (tmp_path / "cut").mkdir()
+    cut = encoded_rows(tmp_path / "cut", [images[0][:-40], *images[1:]], 3, {"resize": [4, 4]})
+    with pytest.raises(ValueError, match=r"the image at shard \d, byte \d+ cannot be decoded"):
+        cut[torch.arange(4)]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_transformed_tensor_dataset_is_every_stored_image_through_the_transform(digits: ImageDataset,
+                                                                                tmp_path: Path, workers: int) -> None:
+    """Pixels stored at one size (8x8 digits), resized to what the model takes; batched or one image at a time
+    is the same, and every consumer sees the transformed shape."""
+    from torchvision.transforms import v2
+
+    transform = InputTransform.from_dict({"resize": [12, 10]})
+    assert transform is not None
+    source = Transformed(shard_rows(digits.train_inputs, tmp_path, workers), transform)
+    expected = torch.stack([v2.Resize([12, 10])(image) for image in digits.train_inputs[:50]])
+    assert (source.shape, source.dtype, source.workers) == (torch.Size([len(digits.train_labels), 1, 12, 10]),
+                                                            torch.uint8, workers)
+    assert torch.equal(source[torch.arange(50)], expected) and source[torch.tensor([], dtype=torch.int64)].shape == (
+        0, 1, 12, 10)
+    data = make_unlearning_data(ImageDataset(source, digits.train_labels, Transformed(digits.test_inputs, transform),
+                                             digits.test_labels, 10), channels=1, forget_indices=torch.arange(7))
+    assert torch.equal(materialize(data.forget.inputs), expected[:7])
+    x, _ = next(batches(data.retain, 16, lambda inputs: inputs))
+    assert x.shape == (16, 1, 12, 10)

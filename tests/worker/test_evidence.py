@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -124,6 +125,22 @@ def test_a_forgetting_request_succeeds_with_a_signed_report_that_detects_any_cha
         f"/v1/models/{env.model_id}/versions/{current}/weights").headers["etag"].strip('"')
     assert report["metrics"]["published"]["forget_accuracy"] <= 0.05
     assert report["metrics"]["original"]["forget_accuracy"] > 0.9
+    # Grid points on a 1,000-row retain sample, the recommended point and the published version on every row;
+    # each metric with its binomial standard error over those rows.
+    curve = env.client.get(f"/v1/deletion-requests/{request_id}/curve").json()
+    every = report["metrics"]["rows"]["published"]
+    assert every["retain"] > 1000 and every["forget"] == report["forget_set"]["job_rows"]
+    assert curve["recommended_point"]["rows"] == every == request["curve"]["recommended_point"]["rows"]
+    assert all(p["rows"] == every | {"retain": 1000} for p in curve["points"])
+    assert report["metrics"]["rows"]["original"] == every | {"retain": 1000}
+    published, errors = report["metrics"]["published"], report["metrics"]["std_errors"]["published"]
+    assert errors["retain_accuracy"] == pytest.approx(
+        math.sqrt(published["retain_accuracy"] * (1 - published["retain_accuracy"]) / every["retain"]))
+    point = curve["points"][0]
+    assert point["std_errors"]["test_accuracy"] == pytest.approx(
+        math.sqrt(point["test_accuracy"] * (1 - point["test_accuracy"]) / every["test"]))
+    page = env.client.get(f"/v1/deletion-requests/{request_id}/report", params={"format": "html"}).text
+    assert "rows measured" in page and f"± {errors['retain_accuracy']:.4f}" in page
     assert report["forget_set"]["rows"] == digits_upload.train_labels.count(FORGET_CLASS)
     assert report["audit"]["head_hash"] == env.events(request_id)[-1]["hash"]
     assert report["method"]["batchnorm_statistics"]

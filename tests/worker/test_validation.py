@@ -4,6 +4,7 @@ preprocessing decides what the model scores, a wrong one is flagged, and no arch
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -147,7 +148,9 @@ def test_kwargs_that_read_files_download_or_overflow_are_refused_at_registration
 
 @pytest.mark.timeout(BUDGET_SECONDS + SLACK_SECONDS + 60)  # the budget ignored: this test fails, not hangs
 @pytest.mark.parametrize(("kwargs", "reason"), [
-    ({"depth": 20000}, f"took longer than {BUDGET_SECONDS:g} s"),  # minutes and gigabytes unbounded
+    # Minutes and gigabytes unbounded: whichever budget it exhausts first (timm 1.0.31 builds fast enough
+    # to reach the memory bound within the time).
+    ({"depth": 20000}, f"took longer than {BUDGET_SECONDS:g} s|needed more than [0-9,]+ bytes of memory"),
     ({"num_heads": 0}, "ZeroDivisionError"),
     ({"patch_size": 0}, "ZeroDivisionError"),
     ({"embed_dim": 65536, "num_heads": 3}, "constructor failed"),
@@ -158,7 +161,7 @@ def test_a_hostile_constructor_ends_invalid_with_a_reason_within_the_budget(
     started = time.perf_counter()
     model = bounded.register(digits_upload, "unit", architecture=TIMM, architecture_kwargs=json.dumps(kwargs))
     assert time.perf_counter() - started < BUDGET_SECONDS + SLACK_SECONDS
-    assert model["state"] == "invalid" and reason in model["error"]["detail"], model["error"]
+    assert model["state"] == "invalid" and re.search(reason, model["error"]["detail"]), model["error"]
     assert "Traceback" not in model["error"]["detail"] and "/" not in model["error"]["detail"]
 
 
