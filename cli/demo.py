@@ -10,6 +10,7 @@ every call goes through `mcu_client`, the progress display is `mcu requests watc
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import subprocess
@@ -79,7 +80,8 @@ def register_digits(client: Client) -> tuple[str, str]:
     return dataset.id, model.id
 
 
-def run_demo(client: Client, forget_class: int, alive: Callable[[], bool] | None = None) -> None:
+def run_demo(client: Client, forget_class: int, alive: Callable[[], bool] | None = None,
+             report: Path | None = None) -> None:
     started = time.perf_counter()
     _, model_id = register_digits(client)
     request = client.create_request(model_id, forget={"classes": [forget_class]}, base_method="rl",
@@ -112,6 +114,8 @@ def run_demo(client: Client, forget_class: int, alive: Callable[[], bool] | None
     from domain.signing import verify
 
     document = client.report(request.id)
+    if report is not None:
+        report.write_text(json.dumps(document, indent=2) + "\n")
     checked = verify(document, client.signing_keys().trusted())
     criterion = document["report"]["erasure_criterion"]
     typer.echo(f"proof-of-erasure report: signature {'VALID' if checked.ok else 'INVALID'} (Ed25519 key "
@@ -121,16 +125,17 @@ def run_demo(client: Client, forget_class: int, alive: Callable[[], bool] | None
     typer.echo(f"demo finished in {time.perf_counter() - started:.0f}s")
 
 
-def demo_command(url: str | None, api_key: str | None, forget_class: int, port: int) -> None:
+def demo_command(url: str | None, api_key: str | None, forget_class: int, port: int, report: Path | None = None
+                 ) -> None:
     from settings import get_settings
 
     if url is not None:
         with Client(url, api_key, timeout=120) as client:
-            run_demo(client, forget_class)
+            run_demo(client, forget_class, report=report)
         return
     key = secrets.token_urlsafe(24)
     data_dir = get_settings().data_dir
     typer.echo(f"starting the API and a worker on the embedded default in {data_dir}/ ...")
     with local_service(data_dir, port, key) as (service_url, alive), Client(service_url, key, timeout=120) as client:
         typer.echo(f"service ready at {service_url}")
-        run_demo(client, forget_class, alive)
+        run_demo(client, forget_class, alive, report)

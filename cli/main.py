@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -130,11 +131,12 @@ def demo(
     api_key: str | None = typer.Option(None, envvar="MCU_API_KEY", help="Key for --url (scopes: admin)."),
     forget_class: int = typer.Option(3, help="Digit class to forget."),
     port: int = typer.Option(8765, help="Port of the API the demo starts."),
+    report: Path | None = typer.Option(None, help="Also write the signed proof-of-erasure report (JSON) here."),
 ) -> None:
     """The whole flow over HTTP on sklearn's digits: register, forget a class, pick a point, publish."""
     from cli.demo import demo_command
 
-    demo_command(url, api_key, forget_class, port)
+    demo_command(url, api_key, forget_class, port, report)
 
 
 @app.command()
