@@ -16,10 +16,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[worker,dev,bench]'
 	touch $@
 
-# Also the deployment files: hadolint on every Dockerfile, and Compose's own check of docker-compose.yml
-# (Debian's docker-compose 1.29 here; .ci/run installs it) with .env.example standing in for .env.
+# Lint, formatting and types ([tool.ruff] and [tool.mypy] in pyproject.toml), then the deployment files:
+# hadolint on every Dockerfile, and Compose's own check of docker-compose.yml (Debian's docker-compose 1.29
+# here; .ci/run installs it) with .env.example standing in for .env.
 lint: install
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 	$(VENV)/bin/hadolint docker/Dockerfile.* docker/local/Dockerfile.*
 	@command -v docker-compose >/dev/null || { echo "make lint needs docker-compose: apt-get install docker-compose"; exit 1; }
 	docker-compose --env-file .env.example -f docker-compose.yml config -q
@@ -41,4 +44,4 @@ run: install
 	$(VENV)/bin/mcu demo
 
 clean:
-	rm -rf $(VENV) .mcu .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mcu .pytest_cache .ruff_cache .mypy_cache

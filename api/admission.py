@@ -59,8 +59,11 @@ class Admission:
                 if required is not None:
                     try:
                         scope[PRINCIPAL] = await to_thread.run_sync(
-                            authorize, scope["app"].state, bearer_token(scope),
-                            None if required == AUTHENTICATED else required)
+                            authorize,
+                            scope["app"].state,
+                            bearer_token(scope),
+                            None if required == AUTHENTICATED else required,
+                        )
                     except Problem as refusal:  # raised inside the body parser, which passes HTTPException on
                         headers = {**(refusal.headers or {}), **CLOSE}
                         raise HTTPException(refusal.status, refusal.detail, headers) from None

@@ -36,16 +36,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     sweep_scratch_files(Path(tempfile.gettempdir()), recursive=False)
     if settings.is_embedded:  # the embedded default creates its schema on first start
         upgrade(settings.resolved_database_url)
-    app = FastAPI(title="MCU unlearning service", version="1.0.0",
-                  description="Deletion requests in, unlearned model versions out (masked Mode Connectivity "
-                              "Unlearning). The contract: API.md.")
+    app = FastAPI(
+        title="MCU unlearning service",
+        version="1.0.0",
+        description="Deletion requests in, unlearned model versions out (masked Mode Connectivity "
+        "Unlearning). The contract: API.md.",
+    )
     engine = make_engine(settings.resolved_database_url)
     app.state.settings = settings
     app.state.session_factory = make_session_factory(engine)
     # Reads (GETs and authentication) never wait behind the embedded database's write lock.
-    app.state.read_session_factory = (make_session_factory(make_engine(settings.resolved_database_url,
-                                                                       read_only=True))
-                                      if settings.is_embedded else app.state.session_factory)
+    app.state.read_session_factory = (
+        make_session_factory(make_engine(settings.resolved_database_url, read_only=True))
+        if settings.is_embedded
+        else app.state.session_factory
+    )
     app.state.store = open_store(settings.resolved_storage_url, s3_endpoint_url=settings.s3_endpoint_url)
     app.state.dispatcher = Dispatcher(settings.resolved_broker_url)
     send_follow_ups_after_commit(app.state.session_factory, app.state.dispatcher)
@@ -53,12 +58,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics_registry = registry = CollectorRegistry()
     registry.register(ServiceCollector(app.state.read_session_factory, app.state.dispatcher))
     # Readiness: "ready" is reused for a second; "not ready" never, so a recovery is seen by the next probe.
-    app.state.readiness = Shared(partial(health.unavailable_dependencies, app.state), health.READINESS_SECONDS,
-                                 initial=["readiness (not checked yet)"], reusable=lambda down: not down)
+    app.state.readiness = Shared(
+        partial(health.unavailable_dependencies, app.state),
+        health.READINESS_SECONDS,
+        initial=["readiness (not checked yet)"],
+        reusable=lambda down: not down,
+    )
     app.add_middleware(MultipartCompleteness)
     app.add_middleware(Admission, max_request_bytes=settings.max_request_bytes)  # the caller, before the body
-    app.add_middleware(RateLimitMiddleware, per_address=settings.rate_limit_per_address,
-                       per_key=settings.rate_limit_per_key, storage_url=settings.resolved_rate_limit_storage_url)
+    app.add_middleware(
+        RateLimitMiddleware,
+        per_address=settings.rate_limit_per_address,
+        per_key=settings.rate_limit_per_key,
+        storage_url=settings.resolved_rate_limit_storage_url,
+    )
     app.add_middleware(MetricsMiddleware, registry=registry)  # added last, so outermost: it counts 429s too
     install_error_handlers(app)
     install_openapi(app)

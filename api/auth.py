@@ -16,8 +16,15 @@ from starlette.types import Scope
 from domain.problems import Problem
 from models import ApiKey, new_id, utcnow
 
-SCOPES = ("datasets:write", "models:write", "models:read", "requests:write", "requests:read", "requests:select",
-          "admin")
+SCOPES = (
+    "datasets:write",
+    "models:write",
+    "models:read",
+    "requests:write",
+    "requests:read",
+    "requests:select",
+    "admin",
+)
 KEY_PREFIX = "mcu_"
 PRINCIPAL = "mcu.principal"  # where a request's scope keeps its authorized caller (api/admission.py)
 
@@ -35,8 +42,9 @@ def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_api_key(session: Session, name: str, scopes: list[str], expires_at: datetime | None = None
-                   ) -> tuple[ApiKey, str]:
+def create_api_key(
+    session: Session, name: str, scopes: list[str], expires_at: datetime | None = None
+) -> tuple[ApiKey, str]:
     """A new key row and its secret; the secret is returned once and only its hash is stored."""
     unknown = sorted(set(scopes) - set(SCOPES))
     if unknown:
@@ -44,8 +52,9 @@ def create_api_key(session: Session, name: str, scopes: list[str], expires_at: d
     if not scopes:
         raise ValueError("a key needs at least one scope")
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
-    row = ApiKey(id=new_id("key"), name=name, key_hash=hash_key(secret), scopes=sorted(set(scopes)),
-                 expires_at=expires_at)
+    row = ApiKey(
+        id=new_id("key"), name=name, key_hash=hash_key(secret), scopes=sorted(set(scopes)), expires_at=expires_at
+    )
     session.add(row)
     return row, secret
 
@@ -66,8 +75,13 @@ def revoke_api_key(session: Session, name: str) -> bool:
 def authenticate(session: Session, secret: str, bootstrap_key: str | None) -> Principal | None:
     if bootstrap_key and hmac.compare_digest(secret.encode(), bootstrap_key.encode()):
         return Principal("bootstrap", frozenset(SCOPES))
-    row = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(secret), ApiKey.revoked_at.is_(None),
-                                              or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > utcnow())))
+    row = session.scalar(
+        select(ApiKey).where(
+            ApiKey.key_hash == hash_key(secret),
+            ApiKey.revoked_at.is_(None),
+            or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > utcnow()),
+        )
+    )
     return Principal(row.name, frozenset(row.scopes)) if row else None
 
 
@@ -86,8 +100,9 @@ def authorize(state: Any, secret: str | None, scope: str | None) -> Principal:
     """The caller holding `secret`, allowed `scope` (None: any valid key), else a 401 / 403 problem. `state` is
     the app's: its settings (the bootstrap key) and read sessions."""
     if not secret:  # refused before touching the database
-        raise Problem(401, "missing API key: send 'Authorization: Bearer <key>'",
-                      headers={"WWW-Authenticate": "Bearer"})
+        raise Problem(
+            401, "missing API key: send 'Authorization: Bearer <key>'", headers={"WWW-Authenticate": "Bearer"}
+        )
     bootstrap = state.settings.bootstrap_api_key.get_secret_value() if state.settings.bootstrap_api_key else None
     with state.read_session_factory() as session:  # held for this one lookup, not the request
         principal = authenticate(session, secret, bootstrap)

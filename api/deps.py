@@ -34,8 +34,9 @@ READ_METHODS = ("GET", "HEAD")
 async def get_session(request: Request) -> AsyncIterator[Session]:
     """The route's session: no connection until its first statement, and SessionRoute closes it in the route's
     thread, so making it and closing it again here do no I/O on the event loop."""
-    factory = request.app.state.read_session_factory if request.method in READ_METHODS else \
-        request.app.state.session_factory
+    factory = (
+        request.app.state.read_session_factory if request.method in READ_METHODS else request.app.state.session_factory
+    )
     with factory() as session:
         yield session
 
@@ -70,8 +71,9 @@ def _json(field: Any, value: Any) -> bytes:
     try:
         return field.serialize_json(value)
     except PydanticSerializationError:
-        return json.dumps(servable(field.serialize(value, mode="json")), ensure_ascii=False,
-                          separators=(",", ":")).encode()
+        return json.dumps(
+            servable(field.serialize(value, mode="json")), ensure_ascii=False, separators=(",", ":")
+        ).encode()
 
 
 def _closing_sessions(endpoint: Callable[..., Any], route: SessionRoute) -> Callable[..., Any]:
@@ -113,13 +115,14 @@ def require(scope: str | None) -> Any:
     """A dependency that authenticates the caller and checks one scope (401 / 403 otherwise); `None` checks
     authentication only."""
 
-    def check(request: Request,
-              credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+    def check(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    ) -> Principal:
         if PRINCIPAL in request.scope:  # authorized already, before the body was read (api/admission.py)
             return request.scope[PRINCIPAL]
         return authorize(request.app.state, credentials.credentials if credentials else None, scope)
 
-    check.required_scope = scope or AUTHENTICATED  # type: ignore[attr-defined]  (read by the auth coverage test)
+    check.required_scope = scope or AUTHENTICATED  # type: ignore[attr-defined]  # read by the auth coverage test
     return Depends(check)
 
 

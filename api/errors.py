@@ -37,8 +37,9 @@ def insufficient_storage() -> Problem:
 def _disk_full(error: Exception) -> bool:
     """SQLite's SQLITE_FULL ("database or disk is full") or Postgres's disk_full (SQLSTATE 53100)."""
     cause = getattr(error, "orig", None)
-    return (getattr(cause, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
-            or getattr(cause, "sqlstate", None) == "53100")
+    return (
+        getattr(cause, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or getattr(cause, "sqlstate", None) == "53100"
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -57,8 +58,9 @@ def install_error_handlers(app: FastAPI) -> None:
         # The database refused a value that came from the request (Postgres: a NUL character in text)
         log.info("database rejected a value on %s %s: %s", request.method, request.url.path, error.orig)
         nul = "NUL" in str(error.orig)
-        detail = "a value in the request cannot be stored" + (": text must not contain NUL (0x00) characters"
-                                                               if nul else "")
+        detail = "a value in the request cannot be stored" + (
+            ": text must not contain NUL (0x00) characters" if nul else ""
+        )
         return problem_response(invalid(detail, [{"loc": [], "msg": "NUL character" if nul else "invalid value"}]))
 
     @app.exception_handler(PoolTimeout)
@@ -70,8 +72,9 @@ def install_error_handlers(app: FastAPI) -> None:
         # No free connection in time, a SQLite write lock not granted, or the database unreachable: the
         # request can be retried as it is, so say when instead of hanging or answering 500.
         log.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(error).__name__)
-        return problem_response(Problem(503, "the database is busy or unavailable: retry shortly",
-                                        headers={"Retry-After": "2"}))
+        return problem_response(
+            Problem(503, "the database is busy or unavailable: retry shortly", headers={"Retry-After": "2"})
+        )
 
     @app.exception_handler(OSError)
     async def _os_error(request: Request, error: OSError) -> JSONResponse:

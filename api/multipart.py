@@ -30,11 +30,14 @@ class MultipartCompleteness:
             nonlocal tail
             message = await receive()
             if message["type"] == "http.request":
-                tail = (tail + message.get("body", b""))[-(len(closing) + EPILOGUE):]
+                tail = (tail + message.get("body", b""))[-(len(closing) + EPILOGUE) :]
                 if not message.get("more_body", False) and closing not in tail:
                     # Raised inside the form parser: FastAPI passes an HTTPException through as it is.
-                    raise HTTPException(400, "the multipart body is truncated: it does not end with its closing "
-                                             "boundary (was the upload interrupted?)")
+                    raise HTTPException(
+                        400,
+                        "the multipart body is truncated: it does not end with its closing "
+                        "boundary (was the upload interrupted?)",
+                    )
             return message
 
         await self.app(scope, checked, send)

@@ -26,8 +26,7 @@ FORGET_ONE_OF = [{"required": ["sample_ids"]}, {"required": ["subject_ids"]}, {"
 def install_openapi(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, description=app.description,
-                                 routes=app.routes)
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             schemas = schema.setdefault("components", {}).setdefault("schemas", {})
             schemas["Problem"] = ProblemBody.model_json_schema()
             for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's 422 body, replaced by Problem

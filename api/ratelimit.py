@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 def parse_limit(value: str | None) -> RateLimitItem | None:
-    """"600/minute" and the like; empty or "off" is no limit. ValueError for anything else."""
+    """ "600/minute" and the like; empty or "off" is no limit. ValueError for anything else."""
     if value is None or value.strip().lower() in ("", "off"):
         return None
     return parse(value)
@@ -61,10 +61,14 @@ class RateLimitMiddleware:
                 break
             if not allowed:
                 retry_after = max(1, math.ceil(reset - time.time()))
-                response = problem_response(Problem(
-                    429, f"rate limit of {item} per {'API key' if kind == 'key' else 'client address'} exceeded: "
-                    f"retry in {retry_after} s", headers={"Retry-After": str(retry_after)}))
+                response = problem_response(
+                    Problem(
+                        429,
+                        f"rate limit of {item} per {'API key' if kind == 'key' else 'client address'} exceeded: "
+                        f"retry in {retry_after} s",
+                        headers={"Retry-After": str(retry_after)},
+                    )
+                )
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
-

@@ -22,8 +22,11 @@ def check_weights_header(source: BinaryIO) -> None:
         raise invalid(f"weights: {error}", [{"loc": ["weights"], "msg": str(error)}]) from error
     if not header:
         raise invalid("weights: the file holds no tensors", [{"loc": ["weights"], "msg": "no tensors"}])
-    wrong = [name for name, info in header.items()
-             if info.dtype not in FLOAT_DTYPES and not name.endswith(INTEGER_BUFFERS)]
+    wrong = [
+        name for name, info in header.items() if info.dtype not in FLOAT_DTYPES and not name.endswith(INTEGER_BUFFERS)
+    ]
     if wrong:
-        raise invalid(f"weights must be floating point; {len(wrong)} tensors are not: {', '.join(wrong[:3])}",
-                      [{"loc": ["weights", name], "msg": f"dtype {header[name].dtype}"} for name in wrong[:MAX_NAMED]])
+        raise invalid(
+            f"weights must be floating point; {len(wrong)} tensors are not: {', '.join(wrong[:3])}",
+            [{"loc": ["weights", name], "msg": f"dtype {header[name].dtype}"} for name in wrong[:MAX_NAMED]],
+        )

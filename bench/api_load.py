@@ -56,6 +56,7 @@ BARE_TABLE = "bench_bare_requests"
 
 # --- the bare comparison app (served by `python -m bench.api_load --serve-bare PORT`) ----------------------
 
+
 class BareBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model_id: str
@@ -73,18 +74,28 @@ def bare_app(database_url: str) -> Any:
 
     engine = create_engine(database_url, pool_size=10, max_overflow=20)
     with engine.begin() as connection:
-        connection.execute(text(f"CREATE TABLE IF NOT EXISTS {BARE_TABLE} (id text PRIMARY KEY, model_id text "
-                                "NOT NULL, sample_id text NOT NULL, state text NOT NULL, created_at timestamptz "
-                                "NOT NULL)"))
+        connection.execute(
+            text(
+                f"CREATE TABLE IF NOT EXISTS {BARE_TABLE} (id text PRIMARY KEY, model_id text "
+                "NOT NULL, sample_id text NOT NULL, state text NOT NULL, created_at timestamptz "
+                "NOT NULL)"
+            )
+        )
     app = FastAPI()
 
     @app.post("/items", status_code=202)
     def create(body: BareBody) -> JSONResponse:
-        row = {"id": "req_" + secrets.token_hex(12), "model_id": body.model_id,
-               "sample_id": body.forget["sample_ids"][0], "state": "queued", "created_at": datetime.now(UTC)}
+        row = {
+            "id": "req_" + secrets.token_hex(12),
+            "model_id": body.model_id,
+            "sample_id": body.forget["sample_ids"][0],
+            "state": "queued",
+            "created_at": datetime.now(UTC),
+        }
         with engine.begin() as connection:
-            connection.execute(text(f"INSERT INTO {BARE_TABLE} VALUES (:id, :model_id, :sample_id, :state, "
-                                    ":created_at)"), row)
+            connection.execute(
+                text(f"INSERT INTO {BARE_TABLE} VALUES (:id, :model_id, :sample_id, :state, :created_at)"), row
+            )
         return JSONResponse(row | {"created_at": row["created_at"].isoformat()}, status_code=202)
 
     @app.get("/items/{item_id}")
@@ -110,6 +121,7 @@ def serve_bare(port: int) -> None:
 
 # --- registering a tiny dataset and an mlp model ------------------------------------------------------------
 
+
 def tiny_upload() -> tuple[bytes, bytes, bytes, list[str]]:
     """(manifest, shard, weights, training sample ids): N_TRAIN + N_TEST 1x4x4 images, 3 classes, an mlp."""
     import numpy as np
@@ -120,8 +132,12 @@ def tiny_upload() -> tuple[bytes, bytes, bytes, list[str]]:
 
     n = N_TRAIN + N_TEST
     rng = np.random.default_rng(0)
-    shard = save_numpy({"inputs": rng.integers(0, 255, size=(n, *SHAPE)).astype("uint8"),
-                        "labels": (np.arange(n) % NUM_CLASSES).astype(np.int64)})
+    shard = save_numpy(
+        {
+            "inputs": rng.integers(0, 255, size=(n, *SHAPE)).astype("uint8"),
+            "labels": (np.arange(n) % NUM_CLASSES).astype(np.int64),
+        }
+    )
     manifest = io.StringIO("sample_id,split,shard,row,subject_id\n")
     manifest.seek(0, io.SEEK_END)
     for i in range(n):
@@ -145,17 +161,29 @@ def register(url: str, key: str) -> tuple[str, list[str]]:
 
     manifest, shard, weights, sample_ids = tiny_upload()
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
-        dataset = client.post("/v1/datasets", data={"name": "bench-tiny"}, files=[
-            ("manifest", ("manifest.csv", manifest)), ("shards", ("a.safetensors", shard))])
+        dataset = client.post(
+            "/v1/datasets",
+            data={"name": "bench-tiny"},
+            files=[("manifest", ("manifest.csv", manifest)), ("shards", ("a.safetensors", shard))],
+        )
         dataset.raise_for_status()
-        model = client.post("/v1/models", data={"name": "bench-mlp", "architecture": "mlp", "preprocessing": "unit",
-                                                 "num_classes": str(NUM_CLASSES), "dataset_id": dataset.json()["id"]},
-                            files={"weights": ("w.safetensors", weights)})
+        model = client.post(
+            "/v1/models",
+            data={
+                "name": "bench-mlp",
+                "architecture": "mlp",
+                "preprocessing": "unit",
+                "num_classes": str(NUM_CLASSES),
+                "dataset_id": dataset.json()["id"],
+            },
+            files={"weights": ("w.safetensors", weights)},
+        )
         model.raise_for_status()
     return model.json()["id"], sample_ids
 
 
 # --- load ---------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Target:
@@ -220,8 +248,10 @@ def run_load(target: Target, clients: int, seconds: float, warmup: float, pids: 
     samples = [Samples() for _ in range(clients)]
     start = time.perf_counter() + 0.2
     measure_from, end = start + warmup, start + warmup + seconds
-    threads = [threading.Thread(target=client_loop, args=(target, start, measure_from, end, i, samples[i]),
-                                daemon=True) for i in range(clients)]
+    threads = [
+        threading.Thread(target=client_loop, args=(target, start, measure_from, end, i, samples[i]), daemon=True)
+        for i in range(clients)
+    ]
     for thread in threads:
         thread.start()
     time.sleep(max(0.0, measure_from - time.perf_counter()))
@@ -238,18 +268,30 @@ def run_load(target: Target, clients: int, seconds: float, warmup: float, pids: 
             errors[k] = errors.get(k, 0) + v
 
     def stats(values: list[float]) -> dict[str, float]:
-        return {"count": len(values), "per_s": round(len(values) / seconds, 1),
-                "p50_ms": round(percentile(values, 50) * 1e3, 2), "p99_ms": round(percentile(values, 99) * 1e3, 2),
-                "mean_ms": round(sum(values) / len(values) * 1e3, 2) if values else float("nan")}
+        return {
+            "count": len(values),
+            "per_s": round(len(values) / seconds, 1),
+            "p50_ms": round(percentile(values, 50) * 1e3, 2),
+            "p99_ms": round(percentile(values, 99) * 1e3, 2),
+            "mean_ms": round(sum(values) / len(values) * 1e3, 2) if values else float("nan"),
+        }
 
     loops = len(post)
     server_cpu = usage.get("server_cpu_s", 0.0)
-    return {"target": target.name, "clients": clients, "seconds": seconds, "post": stats(post), "get": stats(get),
-            "errors": errors, "cpu": usage,
-            "server_cpu_ms_per_loop": round(server_cpu / loops * 1e3, 2) if loops else None}
+    return {
+        "target": target.name,
+        "clients": clients,
+        "seconds": seconds,
+        "post": stats(post),
+        "get": stats(get),
+        "errors": errors,
+        "cpu": usage,
+        "server_cpu_ms_per_loop": round(server_cpu / loops * 1e3, 2) if loops else None,
+    }
 
 
 # --- orchestration ------------------------------------------------------------------------------------------
+
 
 def profile_api(pid: int, seconds: float, path: Path) -> subprocess.Popen | None:
     """py-spy over the API process while it is loaded (collapsed stacks, for flame graphs or grep)."""
@@ -257,9 +299,25 @@ def profile_api(pid: int, seconds: float, path: Path) -> subprocess.Popen | None
     if not py_spy.exists():
         print("py-spy not installed in this environment: --profile ignored", file=sys.stderr)
         return None
-    return subprocess.Popen([str(py_spy), "record", "--pid", str(pid), "--duration", str(int(seconds)),
-                             "--format", "raw", "--rate", "200", "--gil", "--output", str(path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [
+            str(py_spy),
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(int(seconds)),
+            "--format",
+            "raw",
+            "--rate",
+            "200",
+            "--gil",
+            "--output",
+            str(path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def main() -> None:
@@ -276,27 +334,39 @@ def main() -> None:
         serve_bare(args.serve_bare)
         return
 
-
     key = "bench-" + secrets.token_hex(8)
     api, bare = None, None
     info = machine_info()
-    with tempfile.TemporaryDirectory(prefix="mcu-api-load-") as tmp, postgres_schema("mcu_bench_load") as db_url, \
-            moto_s3() as s3:
+    with (
+        tempfile.TemporaryDirectory(prefix="mcu-api-load-") as tmp,
+        postgres_schema("mcu_bench_load") as db_url,
+        moto_s3() as s3,
+    ):
         data_dir = Path(tmp)
         env = service_env(data_dir, db_url, s3, key)
         try:
             api_port, bare_port = free_port(), free_port()
             api = spawn(["-m", "cli", "serve", "--port", str(api_port)], env, data_dir / "api.log")
-            bare = spawn(["-m", "bench.api_load", "--serve-bare", str(bare_port)],
-                         env | {"BENCH_DATABASE_URL": db_url}, data_dir / "bare.log")
+            bare = spawn(
+                ["-m", "bench.api_load", "--serve-bare", str(bare_port)],
+                env | {"BENCH_DATABASE_URL": db_url},
+                data_dir / "bare.log",
+            )
             wait_http_ok(f"http://127.0.0.1:{api_port}/readyz", api, data_dir / "api.log")
             wait_http_ok(f"http://127.0.0.1:{bare_port}/healthz", bare, data_dir / "bare.log")
             model_id, sample_ids = register(f"http://127.0.0.1:{api_port}", key)
             validate_in_process(env, model_id)  # no worker runs here: only the API is measured
             targets = {
                 "bare": Target("bare", bare_port, "/items", "/items/{id}", {}, model_id, sample_ids),
-                "api": Target("api", api_port, "/v1/deletion-requests", "/v1/deletion-requests/{id}",
-                              {"Authorization": f"Bearer {key}"}, model_id, sample_ids),
+                "api": Target(
+                    "api",
+                    api_port,
+                    "/v1/deletion-requests",
+                    "/v1/deletion-requests/{id}",
+                    {"Authorization": f"Bearer {key}"},
+                    model_id,
+                    sample_ids,
+                ),
             }
             results: list[dict[str, Any]] = []
             for round_ in range(args.rounds):
@@ -305,8 +375,13 @@ def main() -> None:
                     if args.profile is not None and name == "api" and round_ == 0:
                         args.profile.parent.mkdir(parents=True, exist_ok=True)
                         spy = profile_api(process.pid, args.warmup + args.seconds, args.profile)
-                    result = run_load(targets[name], args.clients, args.seconds, args.warmup,
-                                      {"server": process.pid, "client": os.getpid()})
+                    result = run_load(
+                        targets[name],
+                        args.clients,
+                        args.seconds,
+                        args.warmup,
+                        {"server": process.pid, "client": os.getpid()},
+                    )
                     result["round"] = round_ + 1
                     results.append(result)
                     if spy is not None:
@@ -330,17 +405,56 @@ def main() -> None:
     for r in results:
         for op in ("post", "get"):
             s = r[op]
-            rows.append([r["round"], r["target"], op.upper(), s["per_s"], s["p50_ms"], s["p99_ms"], s["mean_ms"],
-                         sum(r["errors"].values()), r["server_cpu_ms_per_loop"],
-                         f"{r['cpu']['machine_busy_s'] / r['cpu']['wall_s']:.2f}/{r['cpu']['cores']}"])
+            rows.append(
+                [
+                    r["round"],
+                    r["target"],
+                    op.upper(),
+                    s["per_s"],
+                    s["p50_ms"],
+                    s["p99_ms"],
+                    s["mean_ms"],
+                    sum(r["errors"].values()),
+                    r["server_cpu_ms_per_loop"],
+                    f"{r['cpu']['machine_busy_s'] / r['cpu']['wall_s']:.2f}/{r['cpu']['cores']}",
+                ]
+            )
     print(f"## API load: {args.clients} clients, {args.seconds:g} s per target and round\n")
-    print(markdown_table(["round", "target", "op", "req/s", "p50 ms", "p99 ms", "mean ms", "errors",
-                          "server CPU ms/loop", "busy cores"], rows))
-    print(f"\nAPI POST throughput / bare POST throughput = **{ratio:.2f}** (goal >= 0.7); "
-          f"broker messages queued: {queued_messages}")
-    write_json(args.json, {"benchmark": "api_load", "clients": args.clients, "seconds": args.seconds,
-                           "warmup": args.warmup, "rounds": args.rounds, "machine": info, "results": results,
-                           "post_throughput_ratio": round(ratio, 3), "broker_messages_queued": queued_messages})
+    print(
+        markdown_table(
+            [
+                "round",
+                "target",
+                "op",
+                "req/s",
+                "p50 ms",
+                "p99 ms",
+                "mean ms",
+                "errors",
+                "server CPU ms/loop",
+                "busy cores",
+            ],
+            rows,
+        )
+    )
+    print(
+        f"\nAPI POST throughput / bare POST throughput = **{ratio:.2f}** (goal >= 0.7); "
+        f"broker messages queued: {queued_messages}"
+    )
+    write_json(
+        args.json,
+        {
+            "benchmark": "api_load",
+            "clients": args.clients,
+            "seconds": args.seconds,
+            "warmup": args.warmup,
+            "rounds": args.rounds,
+            "machine": info,
+            "results": results,
+            "post_throughput_ratio": round(ratio, 3),
+            "broker_messages_queued": queued_messages,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -40,13 +40,31 @@ def moto_s3() -> Iterator[str]:
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per S3 call on the console
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
-                                            "AWS_EC2_METADATA_DISABLED", "AWS_PROFILE", "AWS_SESSION_TOKEN",
-                                            "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "NO_PROXY")}
-    os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
-                       "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
-                       "NO_PROXY": ",".join(filter(None, [saved["NO_PROXY"], "127.0.0.1", "localhost"]))})
+    saved = {
+        k: os.environ.get(k)
+        for k in (
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_DEFAULT_REGION",
+            "AWS_EC2_METADATA_DISABLED",
+            "AWS_PROFILE",
+            "AWS_SESSION_TOKEN",
+            "AWS_CONFIG_FILE",
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "NO_PROXY",
+        )
+    }
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_CONFIG_FILE": "/nonexistent",
+            "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+            "NO_PROXY": ",".join(filter(None, [saved["NO_PROXY"], "127.0.0.1", "localhost"])),
+        }
+    )
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
         os.environ.pop(name, None)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -66,12 +84,19 @@ def moto_s3() -> Iterator[str]:
 def embedded_env(data_dir: Path, api_key: str, **extra: str) -> dict[str, str]:
     """Environment for `python -m cli serve|worker` on the embedded default under `data_dir`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MCU_")}
-    return env | {
-        "MCU_DATA_DIR": str(data_dir), "MCU_BOOTSTRAP_API_KEY": api_key, "MCU_DEVICE": "cpu",
-        "PYTHONPATH": str(REPO_ROOT),
-        # The benchmarks measure capacity from one address with one key: the rate limits would cap them.
-        "MCU_RATE_LIMIT_PER_ADDRESS": "off", "MCU_RATE_LIMIT_PER_KEY": "off",
-    } | extra
+    return (
+        env
+        | {
+            "MCU_DATA_DIR": str(data_dir),
+            "MCU_BOOTSTRAP_API_KEY": api_key,
+            "MCU_DEVICE": "cpu",
+            "PYTHONPATH": str(REPO_ROOT),
+            # The benchmarks measure capacity from one address with one key: the rate limits would cap them.
+            "MCU_RATE_LIMIT_PER_ADDRESS": "off",
+            "MCU_RATE_LIMIT_PER_KEY": "off",
+        }
+        | extra
+    )
 
 
 def service_env(data_dir: Path, database_url: str, s3_endpoint: str, api_key: str, **extra: str) -> dict[str, str]:
@@ -83,15 +108,28 @@ def service_env(data_dir: Path, database_url: str, s3_endpoint: str, api_key: st
     flush_redis()
     bucket = f"bench-{secrets.token_hex(6)}"
     S3Store(bucket, endpoint_url=s3_endpoint).ensure_bucket()
-    return embedded_env(data_dir, api_key, MCU_DATABASE_URL=database_url, MCU_BROKER_URL=REDIS_BENCH_URL,
-                        MCU_STORAGE_URL=f"s3://{bucket}", MCU_S3_ENDPOINT_URL=s3_endpoint, **extra)
+    return embedded_env(
+        data_dir,
+        api_key,
+        MCU_DATABASE_URL=database_url,
+        MCU_BROKER_URL=REDIS_BENCH_URL,
+        MCU_STORAGE_URL=f"s3://{bucket}",
+        MCU_S3_ENDPOINT_URL=s3_endpoint,
+        **extra,
+    )
 
 
 def spawn(args: Sequence[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     """A child in its own session (so stopping it stops what it started), output to `log`."""
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, *args], env=env, cwd=REPO_ROOT, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, *args],
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def stop(process: subprocess.Popen | None, timeout: float = 15) -> None:
@@ -122,6 +160,7 @@ def wait_http_ok(url: str, process: subprocess.Popen, log: Path, timeout: float 
 
 
 # --- CPU accounting: who used the machine while we measured -----------------------------------------------
+
 
 def _clock_ticks() -> int:
     return os.sysconf("SC_CLK_TCK")
@@ -159,12 +198,17 @@ class CpuWindow:
         wall = time.perf_counter() - self.wall
         used = {name: process_cpu_seconds(pid) - self.per_pid[name] for name, pid in self.pids.items()}
         machine = machine_busy_seconds() - self.machine
-        return {"wall_s": round(wall, 3), "cores": os.cpu_count() or 1, "machine_busy_s": round(machine, 3),
-                **{f"{name}_cpu_s": round(v, 3) for name, v in used.items()},
-                "load_avg_1m": round(os.getloadavg()[0], 2)}
+        return {
+            "wall_s": round(wall, 3),
+            "cores": os.cpu_count() or 1,
+            "machine_busy_s": round(machine, 3),
+            **{f"{name}_cpu_s": round(v, 3) for name, v in used.items()},
+            "load_avg_1m": round(os.getloadavg()[0], 2),
+        }
 
 
 # --- reporting -------------------------------------------------------------------------------------------
+
 
 def percentile(values: Sequence[float], q: float) -> float:
     """The q-th percentile (0..100), nearest-rank; NaN for no values."""
@@ -197,8 +241,12 @@ def write_json(path: str | Path | None, payload: dict[str, Any]) -> None:
 def machine_info() -> dict[str, Any]:
     import platform
 
-    return {"python": platform.python_version(), "cores": os.cpu_count(), "platform": platform.platform(),
-            "load_avg_1m_at_start": round(os.getloadavg()[0], 2)}
+    return {
+        "python": platform.python_version(),
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
+    }
 
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
@@ -216,11 +264,15 @@ def fashion_mnist_arrays() -> tuple[Any, Any, Any, Any]:
     def idx(name: str) -> Any:
         raw = gzip.decompress((FASHION / name).read_bytes())
         dims = raw[3]
-        shape = [int.from_bytes(raw[4 + 4 * k:8 + 4 * k], "big") for k in range(dims)]
+        shape = [int.from_bytes(raw[4 + 4 * k : 8 + 4 * k], "big") for k in range(dims)]
         return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
 
-    return (idx("train-images-idx3-ubyte.gz"), idx("train-labels-idx1-ubyte.gz"),
-            idx("t10k-images-idx3-ubyte.gz"), idx("t10k-labels-idx1-ubyte.gz"))
+    return (
+        idx("train-images-idx3-ubyte.gz"),
+        idx("train-labels-idx1-ubyte.gz"),
+        idx("t10k-images-idx3-ubyte.gz"),
+        idx("t10k-labels-idx1-ubyte.gz"),
+    )
 
 
 def fashion_mnist(train_rows: int | None = None) -> Any:

@@ -89,20 +89,35 @@ class Tally:
 def call_for(role: str, fx: Fixture, n: int, seed: int) -> tuple[str, str, str | None]:
     pick = seed * 7919 + n
     if role == "list":
-        return "GET", ["/v1/deletion-requests?page_size=50", "/v1/deletion-requests?state=queued&page_size=50",
-                       f"/v1/deletion-requests?model_id={fx.model_id}&page_size=50"][n % 3], None
+        return (
+            "GET",
+            [
+                "/v1/deletion-requests?page_size=50",
+                "/v1/deletion-requests?state=queued&page_size=50",
+                f"/v1/deletion-requests?model_id={fx.model_id}&page_size=50",
+            ][n % 3],
+            None,
+        )
     if role == "get":
         return "GET", f"/v1/deletion-requests/{fx.request_ids[pick % len(fx.request_ids)]}", None
     if role == "post":
-        return "POST", "/v1/deletion-requests", json.dumps(
-            {"model_id": fx.model_id, "forget": {"sample_ids": [fx.free_samples[pick % len(fx.free_samples)]]}})
+        return (
+            "POST",
+            "/v1/deletion-requests",
+            json.dumps(
+                {"model_id": fx.model_id, "forget": {"sample_ids": [fx.free_samples[pick % len(fx.free_samples)]]}}
+            ),
+        )
     if role == "events":
         ids = fx.succeeded_ids if n % 2 else fx.request_ids
         return "GET", f"/v1/deletion-requests/{ids[pick % len(ids)]}/events", None
     if role == "report":
         return "GET", f"/v1/deletion-requests/{fx.succeeded_ids[pick % len(fx.succeeded_ids)]}/report", None
-    return "GET", ["/v1/models?page_size=50", f"/v1/models/{fx.model_id}",
-                   f"/v1/models/{fx.model_id}/versions"][n % 3], None
+    return (
+        "GET",
+        ["/v1/models?page_size=50", f"/v1/models/{fx.model_id}", f"/v1/models/{fx.model_id}/versions"][n % 3],
+        None,
+    )
 
 
 def send(connection: http.client.HTTPConnection, call: tuple[str, str, str | None], key: str) -> int:
@@ -158,25 +173,40 @@ def prepare(env: dict[str, str], port: int, key: str, rows: int) -> Fixture:
     settings = Settings(**{k.removeprefix("MCU_").lower(): v for k, v in env.items() if k.startswith("MCU_")})
     services, succeeded = connect(settings), []
     for i in range(SUCCEEDED):
-        forget = sample_ids[i * FORGET_EACH:(i + 1) * FORGET_EACH]
-        response = httpx.post(f"http://127.0.0.1:{port}/v1/deletion-requests", timeout=60,
-                              headers={"Authorization": f"Bearer {key}"},
-                              json={"model_id": model_id, "forget": {"sample_ids": forget}, "selection": "auto"})
+        forget = sample_ids[i * FORGET_EACH : (i + 1) * FORGET_EACH]
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/v1/deletion-requests",
+            timeout=60,
+            headers={"Authorization": f"Bearer {key}"},
+            json={"model_id": model_id, "forget": {"sample_ids": forget}, "selection": "auto"},
+        )
         response.raise_for_status()
         jobs.run_request(services, response.json()["id"])
         jobs.materialize_selection(services, response.json()["id"])
         succeeded.append(response.json()["id"])
-    free = sample_ids[SUCCEEDED * FORGET_EACH:]
+    free = sample_ids[SUCCEEDED * FORGET_EACH :]
     config, criterion = requests.validated_config({}, "rl", settings.erasure_defaults)
     factory = make_session_factory(make_engine(settings.resolved_database_url))
     SigningKeys(factory, settings)  # seals the audit chains of the events these sessions record
     queued = []
     with factory() as session:  # no broker follow-ups: this factory has no dispatcher, and no worker runs
         for i in range(rows):
-            queued.append(requests.create(
-                session, model_id=model_id, selector=("sample_ids", [free[i % len(free)]]), base_method="rl",
-                config=config, erasure_criterion=criterion, selection_mode="manual", external_id=f"bulk-{i}",
-                callback_url=None, received_at=utcnow(), response_days=settings.response_days, actor="bench"))
+            queued.append(
+                requests.create(
+                    session,
+                    model_id=model_id,
+                    selector=("sample_ids", [free[i % len(free)]]),
+                    base_method="rl",
+                    config=config,
+                    erasure_criterion=criterion,
+                    selection_mode="manual",
+                    external_id=f"bulk-{i}",
+                    callback_url=None,
+                    received_at=utcnow(),
+                    response_days=settings.response_days,
+                    actor="bench",
+                )
+            )
             if i % 500 == 499:
                 session.commit()
         session.commit()
@@ -192,11 +222,13 @@ def summary(tallies: dict[str, Tally], seconds: float | None) -> dict[str, Any]:
             "per_s": round(len(tally.latencies) / seconds, 1) if seconds else None,
             "statuses": {str(k): v for k, v in statuses.items()},
             "5xx": sum(v for k, v in statuses.items() if k >= 500),
-            "connection_errors": sum(tally.failures.values()), "connection_error_kinds": dict(tally.failures),
+            "connection_errors": sum(tally.failures.values()),
+            "connection_error_kinds": dict(tally.failures),
             "unexpected": sum(v for k, v in statuses.items() if k != EXPECTED[role]),
             "p50_ms": round(percentile(tally.latencies, 50) * 1000, 1),
             "p99_ms": round(percentile(tally.latencies, 99) * 1000, 1),
-            "max_ms": round(max(tally.latencies, default=0) * 1000, 1)}
+            "max_ms": round(max(tally.latencies, default=0) * 1000, 1),
+        }
     return out
 
 
@@ -219,9 +251,14 @@ def run(backend: str, clients: int, seconds: float, rows: int, burst_requests: i
 
         steady = {role: Tally() for role in ROLES}
         start = time.perf_counter() + 1.0
-        threads = [threading.Thread(target=steady_client, daemon=True, args=(
-            ROLES[i % len(ROLES)], fx, start, start + seconds, steady[ROLES[i % len(ROLES)]], i))
-            for i in range(clients)]
+        threads = [
+            threading.Thread(
+                target=steady_client,
+                daemon=True,
+                args=(ROLES[i % len(ROLES)], fx, start, start + seconds, steady[ROLES[i % len(ROLES)]], i),
+            )
+            for i in range(clients)
+        ]
         cpu = CpuWindow({"api": api.pid})
         for thread in threads:
             thread.start()
@@ -231,9 +268,14 @@ def run(backend: str, clients: int, seconds: float, rows: int, burst_requests: i
 
         burst = {role: Tally() for role in READS}
         barrier = threading.Barrier(clients)
-        threads = [threading.Thread(target=burst_client, daemon=True, args=(
-            READS[i % len(READS)], fx, barrier, burst_requests, burst[READS[i % len(READS)]], i))
-            for i in range(clients)]
+        threads = [
+            threading.Thread(
+                target=burst_client,
+                daemon=True,
+                args=(READS[i % len(READS)], fx, barrier, burst_requests, burst[READS[i % len(READS)]], i),
+            )
+            for i in range(clients)
+        ]
         began = time.perf_counter()
         for thread in threads:
             thread.start()
@@ -242,19 +284,31 @@ def run(backend: str, clients: int, seconds: float, rows: int, burst_requests: i
         burst_s = time.perf_counter() - began
     steady_out, burst_out = summary(steady, seconds), summary(burst, None)
     read_latencies = [s for role in READS for s in steady[role].latencies]
-    return {"backend": backend, "clients": clients, "seconds": seconds, "rows": rows, "set_up_s": round(set_up_s, 1),
-            "burst_requests_per_client": burst_requests, "burst_s": round(burst_s, 2),
-            "steady": steady_out, "burst": burst_out, "steady_cpu": steady_cpu,
-            "api_cpu_ms_per_request": round(steady_cpu["api_cpu_s"] * 1000 / max(1, sum(
-                r["requests"] for r in steady_out.values())), 2),
-            "errors_5xx": sum(r["5xx"] for r in [*steady_out.values(), *burst_out.values()]),
-            "conn_errors": sum(r["connection_errors"] for r in [*steady_out.values(), *burst_out.values()]),
-            "p99_read_s": round(percentile(read_latencies, 99), 3)}
+    return {
+        "backend": backend,
+        "clients": clients,
+        "seconds": seconds,
+        "rows": rows,
+        "set_up_s": round(set_up_s, 1),
+        "burst_requests_per_client": burst_requests,
+        "burst_s": round(burst_s, 2),
+        "steady": steady_out,
+        "burst": burst_out,
+        "steady_cpu": steady_cpu,
+        "api_cpu_ms_per_request": round(
+            steady_cpu["api_cpu_s"] * 1000 / max(1, sum(r["requests"] for r in steady_out.values())), 2
+        ),
+        "errors_5xx": sum(r["5xx"] for r in [*steady_out.values(), *burst_out.values()]),
+        "conn_errors": sum(r["connection_errors"] for r in [*steady_out.values(), *burst_out.values()]),
+        "p99_read_s": round(percentile(read_latencies, 99), 3),
+    }
 
 
 def headline(result: dict[str, Any]) -> str:
-    return (f"concurrency: backend={result['backend']} clients={result['clients']} errors_5xx={result['errors_5xx']} "
-            f"conn_errors={result['conn_errors']} p99_read_s={result['p99_read_s']}")
+    return (
+        f"concurrency: backend={result['backend']} clients={result['clients']} errors_5xx={result['errors_5xx']} "
+        f"conn_errors={result['conn_errors']} p99_read_s={result['p99_read_s']}"
+    )
 
 
 def main() -> None:
@@ -269,15 +323,47 @@ def main() -> None:
     backends = ("postgres", "embedded") if args.backend == "both" else (args.backend,)
     results = [run(backend, args.clients, args.seconds, args.rows, args.burst_requests) for backend in backends]
     for result in results:
-        print(f"## {args.clients} concurrent clients, {result['backend']}, {args.rows} queued rows, "
-              f"{args.seconds:g} s steady + a burst ({args.burst_requests} new connections each)\n")
-        rows = [[phase, role, r["requests"], r["per_s"] or "-", r["5xx"], r["connection_errors"], r["unexpected"],
-                 r["p50_ms"], r["p99_ms"], r["max_ms"]]
-                for phase in ("steady", "burst") for role, r in result[phase].items()]
-        print(markdown_table(["phase", "role", "requests", "req/s", "5xx", "conn. errors", "unexpected", "p50 ms",
-                              "p99 ms", "max ms"], rows))
-        print(f"\nAPI CPU per steady request: {result['api_cpu_ms_per_request']} ms; machine load "
-              f"{result['steady_cpu']['load_avg_1m']} on {result['steady_cpu']['cores']} cores\n")
+        print(
+            f"## {args.clients} concurrent clients, {result['backend']}, {args.rows} queued rows, "
+            f"{args.seconds:g} s steady + a burst ({args.burst_requests} new connections each)\n"
+        )
+        rows = [
+            [
+                phase,
+                role,
+                r["requests"],
+                r["per_s"] or "-",
+                r["5xx"],
+                r["connection_errors"],
+                r["unexpected"],
+                r["p50_ms"],
+                r["p99_ms"],
+                r["max_ms"],
+            ]
+            for phase in ("steady", "burst")
+            for role, r in result[phase].items()
+        ]
+        print(
+            markdown_table(
+                [
+                    "phase",
+                    "role",
+                    "requests",
+                    "req/s",
+                    "5xx",
+                    "conn. errors",
+                    "unexpected",
+                    "p50 ms",
+                    "p99 ms",
+                    "max ms",
+                ],
+                rows,
+            )
+        )
+        print(
+            f"\nAPI CPU per steady request: {result['api_cpu_ms_per_request']} ms; machine load "
+            f"{result['steady_cpu']['load_avg_1m']} on {result['steady_cpu']['cores']} cores\n"
+        )
     write_json(args.json, {"benchmark": "concurrency", "machine": machine_info(), "results": results})
     for result in results:
         print(headline(result))

@@ -66,9 +66,14 @@ def main() -> None:
     forget = torch.randperm(n_train, generator=torch.Generator().manual_seed(1))[: n_train // 10]
     data = make_unlearning_data(dataset, channels=3, forget_indices=forget).to(device)
     model = build_model("resnet18", 10, dataset.input_shape).to(device)
-    config = resolve_config({"epochs": epochs, "base": {"epochs": epochs},
-                             "eval": {"bn_samples": eval_rows, "retain_rows": eval_rows,
-                                      "test_rows": eval_rows}}, "ft")
+    config = resolve_config(
+        {
+            "epochs": epochs,
+            "base": {"epochs": epochs},
+            "eval": {"bn_samples": eval_rows, "retain_rows": eval_rows, "test_rows": eval_rows},
+        },
+        "ft",
+    )
     warm_up(model, data, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -100,15 +105,19 @@ def main() -> None:
     point_seconds = time.perf_counter() - started
 
     ft_rate, curve_rate = ft_steps / ft_seconds, stats.batches / curve_seconds
-    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
-          f"resnet18, train {n_train}, test {n_test}, forget {len(forget)}, batch {config.batch_size}, "
-          f"mask keeps {mask.kept_share:.0%} of the weights")
+    print(
+        f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
+        f"resnet18, train {n_train}, test {n_test}, forget {len(forget)}, batch {config.batch_size}, "
+        f"mask keeps {mask.kept_share:.0%} of the weights"
+    )
     print(f"FT steps/s            {ft_rate:8.2f}  ({ft_steps} steps in {ft_seconds:.2f} s)")
     print(f"MCU curve steps/s     {curve_rate:8.2f}  ({stats.batches} steps in {curve_seconds:.2f} s)")
     print(f"MCU / FT step ratio   {curve_rate / ft_rate:8.2f}")
     measured = len(sets.retain) + len(sets.forget) + len(sets.test)
-    print(f"one grid point        {point_seconds:8.2f} s  (t=0.5: BatchNorm from {len(sets.bn)} retain rows, "
-          f"metrics on {measured} rows; forget accuracy {metrics.forget_accuracy:.2f})")
+    print(
+        f"one grid point        {point_seconds:8.2f} s  (t=0.5: BatchNorm from {len(sets.bn)} retain rows, "
+        f"metrics on {measured} rows; forget accuracy {metrics.forget_accuracy:.2f})"
+    )
     if device.type == "cuda":
         print(f"peak GPU memory       {torch.cuda.max_memory_allocated(device) / 2**20:8.0f} MiB")
 

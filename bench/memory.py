@@ -57,7 +57,7 @@ def base_images() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
     labels = rng.integers(0, 10, 70_000)
     images = rng.integers(0, 64, (70_000, 28, 28), dtype=np.uint8)
     for k in range(10):
-        images[labels == k, 2 * k:2 * k + 9, 2 * k:2 * k + 9] = 255
+        images[labels == k, 2 * k : 2 * k + 9, 2 * k : 2 * k + 9] = 255
     return images[:60_000], labels[:60_000], images[60_000:], labels[60_000:], "synthetic"
 
 
@@ -94,8 +94,13 @@ def trained_weights(path: Path, data: tuple) -> None:
     x, y = torch.from_numpy(data[0][:6000, None].copy()), torch.from_numpy(data[1][:6000].astype(np.int64))
     dataset = ImageDataset(x, y, x[:10], y[:10], 10)
     model = build_model("cnn-small", 10, (1, 28, 28))
-    train_classifier(model, Subset(x, y, torch.arange(len(y))),
-                     make_unlearning_data(dataset, channels=1, forget_classes=[0]).adapter, epochs=1, lr=0.05)
+    train_classifier(
+        model,
+        Subset(x, y, torch.arange(len(y))),
+        make_unlearning_data(dataset, channels=1, forget_classes=[0]).adapter,
+        epochs=1,
+        lr=0.05,
+    )
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
 
 
@@ -191,9 +196,15 @@ def one_size(rows: int, data: tuple, weights: Path, log_dir: Path) -> dict[str, 
             rss.stopped.set()
             peak = max(phases[p] for p in ("validation", "job", "materialize"))
             cache = sum(p.stat().st_size for p in (data_dir / "service" / "cache").iterdir()) / mb
-            return {"rows": rows, "peak_rss_mb": round(peak, 1), **{f"{k}_mb": round(v, 1) for k, v in phases.items()},
-                    "pixels_mb": round(rows * 784 / mb, 1), "cache_mb": round(cache, 1),
-                    "upload_s": round(upload_s, 1), "job_s": round(job_s, 1)}
+            return {
+                "rows": rows,
+                "peak_rss_mb": round(peak, 1),
+                **{f"{k}_mb": round(v, 1) for k, v in phases.items()},
+                "pixels_mb": round(rows * 784 / mb, 1),
+                "cache_mb": round(cache, 1),
+                "upload_s": round(upload_s, 1),
+                "job_s": round(job_s, 1),
+            }
         finally:
             stop(worker)
             stop(api)
@@ -216,10 +227,35 @@ def main() -> None:
             results.append(one_size(rows, data, weights, log_dir))
             print(results[-1], flush=True)
     headers = ["rows", "pixels MB", "idle MB", "validation MB", "job MB", "materialize MB", "peak MB", "job s"]
-    print(markdown_table(headers, [[r["rows"], r["pixels_mb"], r["idle_mb"], r["validation_mb"], r["job_mb"],
-                                    r["materialize_mb"], r["peak_rss_mb"], r["job_s"]] for r in results]))
-    write_json(args.json, {"machine": machine_info(), "data": data[4], "job": JOB, "base_method": BASE_METHOD,
-                           "forget_rows": FORGET_ROWS, "results": results})
+    print(
+        markdown_table(
+            headers,
+            [
+                [
+                    r["rows"],
+                    r["pixels_mb"],
+                    r["idle_mb"],
+                    r["validation_mb"],
+                    r["job_mb"],
+                    r["materialize_mb"],
+                    r["peak_rss_mb"],
+                    r["job_s"],
+                ]
+                for r in results
+            ],
+        )
+    )
+    write_json(
+        args.json,
+        {
+            "machine": machine_info(),
+            "data": data[4],
+            "job": JOB,
+            "base_method": BASE_METHOD,
+            "forget_rows": FORGET_ROWS,
+            "results": results,
+        },
+    )
     if len(results) >= 2:
         first, last = results[0]["peak_rss_mb"], results[-1]["peak_rss_mb"]
         print(f"memory: rss_60k={first:.0f} rss_600k={last:.0f} ratio={last / first:.2f}")

@@ -68,20 +68,27 @@ PHASES = ("mask", "base", "curve", "evaluate")
 
 # --- inputs: digits and a cnn-small trained once --------------------------------------------------------------
 
+
 def digits_files(directory: Path) -> dict[str, Any]:
     """The shard (train rows then test rows), the manifest and the trained weights, as files."""
     from cli.digits import digits_upload
 
     upload = digits_upload()
-    files = {"shard": directory / upload.SHARD_NAME, "manifest": directory / "manifest.csv",
-             "weights": directory / "weights.safetensors"}
+    files = {
+        "shard": directory / upload.SHARD_NAME,
+        "manifest": directory / "manifest.csv",
+        "weights": directory / "weights.safetensors",
+    }
     for name, path in files.items():
         path.write_bytes(getattr(upload, name))
-    return {name: str(path) for name, path in files.items()} | {"n_train": len(upload.train_labels),
-                                                              "input_shape": list(upload.input_shape)}
+    return {name: str(path) for name, path in files.items()} | {
+        "n_train": len(upload.train_labels),
+        "input_shape": list(upload.input_shape),
+    }
 
 
 # --- (b) and (c): the library in a subprocess (`--library-run SPEC`) ------------------------------------------
+
 
 def library_run(spec: dict[str, Any]) -> dict[str, Any]:
     """What the worker computes, called directly; returns wall times, the curve's timings and hook costs."""
@@ -108,8 +115,9 @@ def library_run(spec: dict[str, Any]) -> dict[str, Any]:
     model = build_model("cnn-small", 10, tuple(spec["input_shape"]))
     model.load_state_dict(load_file(spec["weights"]))
     model.eval()
-    data = make_unlearning_data(dataset, channels=model_input_channels("cnn-small", dataset.input_shape[0]),
-                                forget_classes=[FORGET_CLASS])
+    data = make_unlearning_data(
+        dataset, channels=model_input_channels("cnn-small", dataset.input_shape[0]), forget_classes=[FORGET_CLASS]
+    )
     loaded = time.perf_counter()
 
     hooks, watch = JobHooks(), None
@@ -124,6 +132,7 @@ def library_run(spec: dict[str, Any]) -> dict[str, Any]:
             finally:
                 counters[name][0] += 1
                 counters[name][1] += time.perf_counter() - begun
+
         return call
 
     if spec.get("hooks_request_id"):  # what the worker adds around run_unlearning, with the worker's code
@@ -139,19 +148,22 @@ def library_run(spec: dict[str, Any]) -> dict[str, Any]:
 
         settings = Settings()  # MCU_* from the environment: the worker's settings
         store = open_store(settings.resolved_storage_url, s3_endpoint_url=settings.s3_endpoint_url)
-        services = Services(settings, make_session_factory(make_engine(spec["database_url"])), store,
-                            None, None)  # type: ignore[arg-type]  (JobWatch needs no cache or broker)
+        services = Services(settings, make_session_factory(make_engine(spec["database_url"])), store, None, None)  # type: ignore[arg-type]  (JobWatch needs no cache or broker)
         SigningKeys(services.factory, settings)  # seals the audit chains of the events the watch records
         request_id = spec["hooks_request_id"]
         watch = JobWatch(services, request_id, "running")
         inner = watch.hooks()
-        hooks = JobHooks(on_progress=timed("on_progress", inner.on_progress),
-                         should_cancel=timed("should_cancel", inner.should_cancel))
+        hooks = JobHooks(
+            on_progress=timed("on_progress", inner.on_progress),
+            should_cancel=timed("should_cancel", inner.should_cancel),
+        )
         callbacks = {  # as worker/jobs.py run_request passes them
-            "on_theta_p": timed("on_theta_p", lambda state: store.put_at(artifact_key(request_id, "theta_p"),
-                                                                         save_tensors(state))),
-            "on_checkpoint": timed("on_checkpoint", lambda c: store.put_at(artifact_key(request_id, "checkpoint"),
-                                                                           c.to_bytes())),
+            "on_theta_p": timed(
+                "on_theta_p", lambda state: store.put_at(artifact_key(request_id, "theta_p"), save_tensors(state))
+            ),
+            "on_checkpoint": timed(
+                "on_checkpoint", lambda c: store.put_at(artifact_key(request_id, "checkpoint"), c.to_bytes())
+            ),
         }
     machine_before, self_before = machine_busy_seconds(), time.process_time()
     with watch if watch is not None else contextlib.nullcontext():
@@ -160,14 +172,27 @@ def library_run(spec: dict[str, Any]) -> dict[str, Any]:
         ran = time.perf_counter()
         result.materialize(result.recommended_t)
         done = time.perf_counter()
-    cpu = {"wall_s": round(done - began, 3), "cores": os.cpu_count() or 1,
-           "library_cpu_s": round(time.process_time() - self_before, 3),
-           "machine_busy_s": round(machine_busy_seconds() - machine_before, 3), "load_avg_1m": os.getloadavg()[0]}
-    return {"cpu": cpu, "import_s": imported - started, "load_s": loaded - imported, "run_s": ran - began,
-            "preamble_s": (ran - began) - result.timings["total"], "materialize_s": done - ran,
-            "timings": result.timings, "recommended_t": result.recommended_t, "batches": result.training["batches"],
-            "torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
-            "hooks": {k: {"calls": v[0], "seconds": round(v[1], 4)} for k, v in counters.items()}}
+    cpu = {
+        "wall_s": round(done - began, 3),
+        "cores": os.cpu_count() or 1,
+        "library_cpu_s": round(time.process_time() - self_before, 3),
+        "machine_busy_s": round(machine_busy_seconds() - machine_before, 3),
+        "load_avg_1m": os.getloadavg()[0],
+    }
+    return {
+        "cpu": cpu,
+        "import_s": imported - started,
+        "load_s": loaded - imported,
+        "run_s": ran - began,
+        "preamble_s": (ran - began) - result.timings["total"],
+        "materialize_s": done - ran,
+        "timings": result.timings,
+        "recommended_t": result.recommended_t,
+        "batches": result.training["batches"],
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "hooks": {k: {"calls": v[0], "seconds": round(v[1], 4)} for k, v in counters.items()},
+    }
 
 
 def run_library(spec: dict[str, Any], env: dict[str, str], log: Path) -> dict[str, Any]:
@@ -186,6 +211,7 @@ def run_library(spec: dict[str, Any], env: dict[str, str], log: Path) -> dict[st
 
 
 # --- (a): the service ---------------------------------------------------------------------------------------
+
 
 @dataclass
 class Service:
@@ -219,8 +245,9 @@ def start_service(env: dict[str, str], data_dir: Path, tag: str) -> Service:
 def register_model(client: Client, files: dict[str, Any]) -> str:
     """A new dataset and a model on it, validated by the worker: once its only model erased the class, the
     rows leave the dataset's storage, so every job gets its own."""
-    dataset = client.create_dataset("digits", Path(files["manifest"]).read_bytes(),
-                                    [("digits.safetensors", Path(files["shard"]).read_bytes())])
+    dataset = client.create_dataset(
+        "digits", Path(files["manifest"]).read_bytes(), [("digits.safetensors", Path(files["shard"]).read_bytes())]
+    )
     model = client.create_model("digits-cnn", "cnn-small", 10, dataset.id, Path(files["weights"]).read_bytes(), "unit")
     return client.wait_model(model.id).id
 
@@ -262,8 +289,9 @@ def service_breakdown(events: list[dict[str, Any]], created_at: str, timings: di
     return {k: round(v, 3) for k, v in segments.items()}
 
 
-def run_service_job(service: Service, files: dict[str, Any], database_url: str,
-                    profile: Path | None, poll: float) -> dict[str, Any]:
+def run_service_job(
+    service: Service, files: dict[str, Any], database_url: str, profile: Path | None, poll: float
+) -> dict[str, Any]:
     from sqlalchemy import create_engine, text
 
     with service.client() as client:
@@ -271,13 +299,28 @@ def run_service_job(service: Service, files: dict[str, Any], database_url: str,
         spy = None
         if profile is not None:
             py_spy = Path(sys.executable).with_name("py-spy")
-            spy = subprocess.Popen([str(py_spy), "record", "--pid", str(service.worker.pid), "--format", "raw",
-                                    "--rate", "100", "--nonblocking", "--output", str(profile)],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            spy = subprocess.Popen(
+                [
+                    str(py_spy),
+                    "record",
+                    "--pid",
+                    str(service.worker.pid),
+                    "--format",
+                    "raw",
+                    "--rate",
+                    "100",
+                    "--nonblocking",
+                    "--output",
+                    str(profile),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         cpu = CpuWindow({"api": service.api.pid, "worker": service.worker.pid, "bench": os.getpid()})
         posted = time.perf_counter()
-        request_id = client.create_request(model_id, {"classes": [FORGET_CLASS]}, base_method=BASE_METHOD,
-                                           config=CONFIG, selection="manual").id
+        request_id = client.create_request(
+            model_id, {"classes": [FORGET_CLASS]}, base_method=BASE_METHOD, config=CONFIG, selection="manual"
+        ).id
         body = client.wait(request_id, "awaiting_selection", timeout=600, interval=poll)
         curve_ready = time.perf_counter()
         run_cpu = cpu.stop()
@@ -295,15 +338,21 @@ def run_service_job(service: Service, files: dict[str, Any], database_url: str,
         events = [e.model_dump(mode="json") for e in client.events(request_id)]
     engine = create_engine(database_url)
     with engine.connect() as connection:
-        stored = connection.execute(text("SELECT curve, created_at FROM deletion_requests WHERE id = :id"),
-                                    {"id": request_id}).one()
+        stored = connection.execute(
+            text("SELECT curve, created_at FROM deletion_requests WHERE id = :id"), {"id": request_id}
+        ).one()
     engine.dispose()
     timings = stored.curve["timings"]
-    return {"request_id": request_id, "run_client_s": round(curve_ready - posted, 3),
-            "selection_client_s": round(succeeded - selected, 3), "timings": timings,
-            "batches": stored.curve["training"]["batches"],
-            "breakdown": service_breakdown(events, body.created_at.isoformat(), timings),
-            "cpu_run": run_cpu, "cpu_selection": selection_cpu}
+    return {
+        "request_id": request_id,
+        "run_client_s": round(curve_ready - posted, 3),
+        "selection_client_s": round(succeeded - selected, 3),
+        "timings": timings,
+        "batches": stored.curve["training"]["batches"],
+        "breakdown": service_breakdown(events, body.created_at.isoformat(), timings),
+        "cpu_run": run_cpu,
+        "cpu_selection": selection_cpu,
+    }
 
 
 def copy_request_for_hooks(database_url: str, request_id: str) -> str:
@@ -316,17 +365,37 @@ def copy_request_for_hooks(database_url: str, request_id: str) -> str:
     with engine.begin() as connection:
         row = connection.execute(select(DeletionRequest.__table__).where(DeletionRequest.id == request_id)).one()
         copy_id = "req_bench_hooks_" + secrets.token_hex(6)
-        connection.execute(insert(DeletionRequest.__table__).values(
-            {**row._asdict(), "id": copy_id, "state": "running", "selected_t": None, "selected_version": None,
-             "finished_at": None, "heartbeat_at": None}))
+        connection.execute(
+            insert(DeletionRequest.__table__).values(
+                {
+                    **row._asdict(),
+                    "id": copy_id,
+                    "state": "running",
+                    "selected_t": None,
+                    "selected_version": None,
+                    "finished_at": None,
+                    "heartbeat_at": None,
+                }
+            )
+        )
     engine.dispose()
     return copy_id
 
 
 # --- orchestration ------------------------------------------------------------------------------------------
 
-def one_setting(threads: int, repeats: int, base: dict[str, str], database_url: str, files: dict[str, Any],
-                data_dir: Path, profile: Path | None, contention: bool, poll: float) -> dict[str, Any]:
+
+def one_setting(
+    threads: int,
+    repeats: int,
+    base: dict[str, str],
+    database_url: str,
+    files: dict[str, Any],
+    data_dir: Path,
+    profile: Path | None,
+    contention: bool,
+    poll: float,
+) -> dict[str, Any]:
     env = base | ({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {})
     if not threads:
         env.pop("OMP_NUM_THREADS", None)
@@ -343,8 +412,9 @@ def one_setting(threads: int, repeats: int, base: dict[str, str], database_url: 
             spec = {**files, "database_url": database_url}
             plain = run_library(spec, env, data_dir / f"library-{tag}-{repeat}.log")
             hooks_id = copy_request_for_hooks(database_url, warm["request_id"])
-            watched = run_library(spec | {"hooks_request_id": hooks_id}, env,
-                                  data_dir / f"library-hooks-{tag}-{repeat}.log")
+            watched = run_library(
+                spec | {"hooks_request_id": hooks_id}, env, data_dir / f"library-hooks-{tag}-{repeat}.log"
+            )
             row = {"repeat": repeat + 1, "service": warm, "library": plain, "library_with_jobwatch": watched}
             if contention:
                 hog = spawn(["-c", "while True: pass"], env, data_dir / "hog.log")
@@ -370,77 +440,125 @@ def summarize(setting: dict[str, Any]) -> list[dict[str, Any]]:
         service, library, watched = row["service"], row["library"], row["library_with_jobwatch"]
         service_s = service["breakdown"]["run_total_s"] + service["breakdown"]["selection_total_s"]
         library_s = library["run_s"] + library["materialize_s"]
-        out.append({"threads": setting["threads"], "repeat": row["repeat"],
-                    "torch_threads": library["torch_threads"], "service_s": round(service_s, 3),
-                    "service_client_s": round(service["run_client_s"] + service["selection_client_s"], 3),
-                    "library_s": round(library_s, 3),
-                    "library_jobwatch_s": round(watched["run_s"] + watched["materialize_s"], 3),
-                    "ratio": round(service_s / library_s, 3),
-                    "other_cores_service": round(_other_cores(service["cpu_run"], ("worker", "api", "bench")), 2),
-                    "other_cores_library": round(_other_cores(library["cpu"], ("library",)), 2),
-                    "library_busy_neighbour_s": round(row["library_with_busy_neighbour"]["run_s"]
-                                                      + row["library_with_busy_neighbour"]["materialize_s"], 3)
-                    if "library_with_busy_neighbour" in row else None})
+        out.append(
+            {
+                "threads": setting["threads"],
+                "repeat": row["repeat"],
+                "torch_threads": library["torch_threads"],
+                "service_s": round(service_s, 3),
+                "service_client_s": round(service["run_client_s"] + service["selection_client_s"], 3),
+                "library_s": round(library_s, 3),
+                "library_jobwatch_s": round(watched["run_s"] + watched["materialize_s"], 3),
+                "ratio": round(service_s / library_s, 3),
+                "other_cores_service": round(_other_cores(service["cpu_run"], ("worker", "api", "bench")), 2),
+                "other_cores_library": round(_other_cores(library["cpu"], ("library",)), 2),
+                "library_busy_neighbour_s": round(
+                    row["library_with_busy_neighbour"]["run_s"] + row["library_with_busy_neighbour"]["materialize_s"], 3
+                )
+                if "library_with_busy_neighbour" in row
+                else None,
+            }
+        )
     return out
 
 
 def print_report(results: list[dict[str, Any]]) -> None:
     summary = [row for setting in results for row in summarize(setting)]
     print("## Service vs library: digits, cnn-small, forget one class, rl, default config\n")
-    print(markdown_table(
-        ["torch threads", "repeat", "service s (server clock)", "service s (client)", "library s",
-         "library + worker hooks s", "library next to a busy process s", "ratio service/library",
-         "other processes' cores: service / library run"],
-        [[f"{r['threads']} ({r['torch_threads']})", r["repeat"], r["service_s"], r["service_client_s"],
-          r["library_s"], r["library_jobwatch_s"], r["library_busy_neighbour_s"] or "-", f"**{r['ratio']:.2f}**",
-          f"{r['other_cores_service']:.2f} / {r['other_cores_library']:.2f}"] for r in summary]))
+    print(
+        markdown_table(
+            [
+                "torch threads",
+                "repeat",
+                "service s (server clock)",
+                "service s (client)",
+                "library s",
+                "library + worker hooks s",
+                "library next to a busy process s",
+                "ratio service/library",
+                "other processes' cores: service / library run",
+            ],
+            [
+                [
+                    f"{r['threads']} ({r['torch_threads']})",
+                    r["repeat"],
+                    r["service_s"],
+                    r["service_client_s"],
+                    r["library_s"],
+                    r["library_jobwatch_s"],
+                    r["library_busy_neighbour_s"] or "-",
+                    f"**{r['ratio']:.2f}**",
+                    f"{r['other_cores_service']:.2f} / {r['other_cores_library']:.2f}",
+                ]
+                for r in summary
+            ],
+        )
+    )
     print("\ngoal: ratio <= 1.15\n")
     for setting in results:
         for row in setting["runs"]:
             s, lib, w = row["service"], row["library"], row["library_with_jobwatch"]
             b = s["breakdown"]
             print(f"### Breakdown, threads {setting['threads']}, repeat {row['repeat']} (seconds)\n")
-            lines = [["queue wait (created -> claimed)", b["queue_wait_s"], "-", "-"],
-                     ["load inputs + preamble (claimed -> mask)", b["load_inputs_and_preamble_s"],
-                      f"{lib['preamble_s']:.3f} (+ load {lib['load_s']:.3f})", f"{w['preamble_s']:.3f}"]]
+            lines = [
+                ["queue wait (created -> claimed)", b["queue_wait_s"], "-", "-"],
+                [
+                    "load inputs + preamble (claimed -> mask)",
+                    b["load_inputs_and_preamble_s"],
+                    f"{lib['preamble_s']:.3f} (+ load {lib['load_s']:.3f})",
+                    f"{w['preamble_s']:.3f}",
+                ],
+            ]
             for phase in PHASES:
-                lines.append([f"{phase} (stored timings)", b[f"{phase}_s"], lib["timings"][phase],
-                              w["timings"][phase]])
-            lines += [["store θ_c + points + state (-> awaiting_selection)", b["store_curve_and_finish_s"], "-", "-"],
-                      ["**run total**", f"**{b['run_total_s']}**", f"**{lib['run_s']:.3f}**", f"{w['run_s']:.3f}"],
-                      ["materialize queue wait", b["materialize_queue_wait_s"], "-", "-"],
-                      ["materialize", b["materialize_s"], f"{lib['materialize_s']:.3f}", f"{w['materialize_s']:.3f}"],
-                      ["publish + cleanup", b["publish_and_cleanup_s"], "-", "-"],
-                      ["**selection total**", f"**{b['selection_total_s']}**", f"**{lib['materialize_s']:.3f}**",
-                       f"{w['materialize_s']:.3f}"]]
+                lines.append([f"{phase} (stored timings)", b[f"{phase}_s"], lib["timings"][phase], w["timings"][phase]])
+            lines += [
+                ["store θ_c + points + state (-> awaiting_selection)", b["store_curve_and_finish_s"], "-", "-"],
+                ["**run total**", f"**{b['run_total_s']}**", f"**{lib['run_s']:.3f}**", f"{w['run_s']:.3f}"],
+                ["materialize queue wait", b["materialize_queue_wait_s"], "-", "-"],
+                ["materialize", b["materialize_s"], f"{lib['materialize_s']:.3f}", f"{w['materialize_s']:.3f}"],
+                ["publish + cleanup", b["publish_and_cleanup_s"], "-", "-"],
+                [
+                    "**selection total**",
+                    f"**{b['selection_total_s']}**",
+                    f"**{lib['materialize_s']:.3f}**",
+                    f"{w['materialize_s']:.3f}",
+                ],
+            ]
             print(markdown_table(["segment", "service", "library", "library + worker hooks"], lines))
             h = w["hooks"]
             cpu = s["cpu_run"]
-            print("\nThe worker's hooks and callbacks timed inside the library run: " + "; ".join(
-                f"{name} {v['calls']} calls, {v['seconds']:.3f} s" for name, v in h.items()) + ".")
+            print(
+                "\nThe worker's hooks and callbacks timed inside the library run: "
+                + "; ".join(f"{name} {v['calls']} calls, {v['seconds']:.3f} s" for name, v in h.items())
+                + "."
+            )
             ours = cpu["worker_cpu_s"] + cpu["api_cpu_s"] + cpu["bench_cpu_s"]
-            print(f"CPU during the service run ({cpu['wall_s']:.2f} s wall, {cpu['cores']} cores): worker "
-                  f"{cpu['worker_cpu_s']:.2f} s, API {cpu['api_cpu_s']:.2f} s, bench client + moto "
-                  f"{cpu['bench_cpu_s']:.2f} s, every other process (Postgres, Redis, anything else) "
-                  f"{cpu['machine_busy_s'] - ours:.2f} s (load average {cpu['load_avg_1m']}).")
+            print(
+                f"CPU during the service run ({cpu['wall_s']:.2f} s wall, {cpu['cores']} cores): worker "
+                f"{cpu['worker_cpu_s']:.2f} s, API {cpu['api_cpu_s']:.2f} s, bench client + moto "
+                f"{cpu['bench_cpu_s']:.2f} s, every other process (Postgres, Redis, anything else) "
+                f"{cpu['machine_busy_s'] - ours:.2f} s (load average {cpu['load_avg_1m']})."
+            )
             for name, run in (("library", lib), ("library + worker hooks", w)):
                 c = run["cpu"]
                 others = c["machine_busy_s"] - c["library_cpu_s"]
-                print(f"CPU during the {name} run ({c['wall_s']:.2f} s wall): library process "
-                      f"{c['library_cpu_s']:.2f} s, every other process {others:.2f} s "
-                      f"(load average {c['load_avg_1m']:.2f}).")
+                print(
+                    f"CPU during the {name} run ({c['wall_s']:.2f} s wall): library process "
+                    f"{c['library_cpu_s']:.2f} s, every other process {others:.2f} s "
+                    f"(load average {c['load_avg_1m']:.2f})."
+                )
             print()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--threads", default="0",
-                        help="comma-separated torch thread settings to compare; 0 = torch's default")
+    parser.add_argument(
+        "--threads", default="0", help="comma-separated torch thread settings to compare; 0 = torch's default"
+    )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--poll", type=float, default=POLL_SECONDS, help="seconds between the client's GETs")
-    parser.add_argument("--contention", action="store_true",
-                        help="also time the library next to one busy process")
+    parser.add_argument("--contention", action="store_true", help="also time the library next to one busy process")
     parser.add_argument("--profile", type=Path, default=None, help="py-spy the worker's measured runs (raw stacks)")
     parser.add_argument("--library-run", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--library-out", type=Path, default=None, help=argparse.SUPPRESS)
@@ -449,22 +567,37 @@ def main() -> None:
         args.library_out.write_text(json.dumps(library_run(json.loads(args.library_run.read_text()))))
         return
 
-
     info = machine_info()
     results = []
-    with tempfile.TemporaryDirectory(prefix="mcu-overhead-") as tmp, postgres_schema("mcu_bench_overhead") as db_url, \
-            moto_s3() as s3:
+    with (
+        tempfile.TemporaryDirectory(prefix="mcu-overhead-") as tmp,
+        postgres_schema("mcu_bench_overhead") as db_url,
+        moto_s3() as s3,
+    ):
         data_dir = Path(tmp)
         files = digits_files(data_dir)
         base = service_env(data_dir, db_url, s3, "bench-" + secrets.token_hex(8))
         for threads in (int(t) for t in args.threads.split(",")):
             print(f"threads {threads or 'default'}: service and library runs ...", file=sys.stderr)
-            results.append(one_setting(threads, args.repeats, base, db_url, files, data_dir, args.profile,
-                                       args.contention, args.poll))
+            results.append(
+                one_setting(
+                    threads, args.repeats, base, db_url, files, data_dir, args.profile, args.contention, args.poll
+                )
+            )
     print_report(results)
-    write_json(args.json, {"benchmark": "overhead", "machine": info, "poll_seconds": args.poll,
-                           "forget_class": FORGET_CLASS, "base_method": BASE_METHOD, "config": CONFIG, "summary": [
-                               row for setting in results for row in summarize(setting)], "settings": results})
+    write_json(
+        args.json,
+        {
+            "benchmark": "overhead",
+            "machine": info,
+            "poll_seconds": args.poll,
+            "forget_class": FORGET_CLASS,
+            "base_method": BASE_METHOD,
+            "config": CONFIG,
+            "summary": [row for setting in results for row in summarize(setting)],
+            "settings": results,
+        },
+    )
 
 
 if __name__ == "__main__":

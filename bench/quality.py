@@ -47,8 +47,12 @@ CACHE = Path(__file__).resolve().parent / ".cache"
 BASE_METHODS = ("ft", "ga", "neggrad_plus", "rl", "salun")
 METRICS = {"UA": "unlearning_accuracy", "RA": "retain_accuracy", "TA": "test_accuracy", "MIA": "mia_efficacy"}
 ORIGINAL_TRAINING = {"epochs": 20, "lr": 0.05}
-MASKS = {"default": {}, "off": {"retain_filter": 0.0, "forget_reserve": 1.0, "granularity": "tensor"},
-         "tensor": {"granularity": "tensor"}, "element": {"granularity": "element"}}
+MASKS = {
+    "default": {},
+    "off": {"retain_filter": 0.0, "forget_reserve": 1.0, "granularity": "tensor"},
+    "tensor": {"granularity": "tensor"},
+    "element": {"granularity": "element"},
+}
 
 
 def load_dataset(name: str) -> ImageDataset:
@@ -66,18 +70,27 @@ def load_dataset(name: str) -> ImageDataset:
     return ImageDataset(inputs[train], targets[train], inputs[test], targets[test], 10)
 
 
-def original_model(name: str, dataset: ImageDataset, seed: int, architecture: str = "cnn-small",
-                   augmentation: Augmentation | None = None) -> nn.Module:
+def original_model(
+    name: str,
+    dataset: ImageDataset,
+    seed: int,
+    architecture: str = "cnn-small",
+    augmentation: Augmentation | None = None,
+) -> nn.Module:
     """`architecture` trained on the whole training set with `seed` (and `augmentation`), cached as safetensors."""
     model = seeded_init(architecture, dataset.num_classes, dataset.input_shape, seed=seed)
-    variant = "" if architecture == "cnn-small" and augmentation is None else \
-        f"-{architecture.replace(':', '_')}-{'_'.join(augmentation.steps) if augmentation else 'none'}"
+    variant = (
+        ""
+        if architecture == "cnn-small" and augmentation is None
+        else f"-{architecture.replace(':', '_')}-{'_'.join(augmentation.steps) if augmentation else 'none'}"
+    )
     path = CACHE / f"{name}{variant}-original-seed{seed}.safetensors"
     if path.exists():
         model.load_state_dict(load_file(path))
         return model.eval()
-    adapter = make_unlearning_data(dataset, channels=dataset.input_shape[0], forget_classes=[0],
-                                   augmentation=augmentation).adapter
+    adapter = make_unlearning_data(
+        dataset, channels=dataset.input_shape[0], forget_classes=[0], augmentation=augmentation
+    ).adapter
     train = Subset(dataset.train_inputs, dataset.train_labels, torch.arange(len(dataset.train_labels)))
     train_classifier(model, train, adapter, seed=seed, **ORIGINAL_TRAINING)
     CACHE.mkdir(exist_ok=True)
@@ -88,14 +101,16 @@ def original_model(name: str, dataset: ImageDataset, seed: int, architecture: st
 SCENARIOS = {"random": 0.1, "random50": 0.5, "classwise": None}  # share of training rows forgotten at random
 
 
-def forget_data(dataset: ImageDataset, scenario: str, seed: int,
-                augmentation: Augmentation | None = None) -> UnlearningData:
+def forget_data(
+    dataset: ImageDataset, scenario: str, seed: int, augmentation: Augmentation | None = None
+) -> UnlearningData:
     generator = seeded_generator(seed, 99)
     channels = dataset.input_shape[0]
     if scenario == "classwise":
         forget_class = int(torch.randint(dataset.num_classes, (1,), generator=generator))
-        return make_unlearning_data(dataset, channels=channels, forget_classes=[forget_class],
-                                    augmentation=augmentation)
+        return make_unlearning_data(
+            dataset, channels=channels, forget_classes=[forget_class], augmentation=augmentation
+        )
     n = len(dataset.train_labels)
     indices = torch.randperm(n, generator=generator)[: round(n * SCENARIOS[scenario])]
     return make_unlearning_data(dataset, channels=channels, forget_indices=indices, augmentation=augmentation)
@@ -115,8 +130,14 @@ def as_row(metrics: PointMetrics, reference: PointMetrics, seconds: float) -> di
 
 def tow(metrics: PointMetrics, reference: PointMetrics) -> float:
     """Tug of war (MCU.md §11): ∏(1 − |Δacc|) over forget, retain and test accuracy; 1 is the retrained model."""
-    return float(np.prod([1 - abs(getattr(metrics, m) - getattr(reference, m))
-                          for m in ("forget_accuracy", "retain_accuracy", "test_accuracy")]))
+    return float(
+        np.prod(
+            [
+                1 - abs(getattr(metrics, m) - getattr(reference, m))
+                for m in ("forget_accuracy", "retain_accuracy", "test_accuracy")
+            ]
+        )
+    )
 
 
 def region_agreement(points: list[PointMetrics], region: list[list[float]], reference: PointMetrics) -> float:
@@ -126,30 +147,57 @@ def region_agreement(points: list[PointMetrics], region: list[list[float]], refe
     return float(np.mean(same))
 
 
-def mcu_row(original: nn.Module, data: UnlearningData, method: str, config: dict[str, Any],
-            theta_p: dict[str, torch.Tensor], reference: PointMetrics, base_s: float) -> tuple[dict, Any]:
+def mcu_row(
+    original: nn.Module,
+    data: UnlearningData,
+    method: str,
+    config: dict[str, Any],
+    theta_p: dict[str, torch.Tensor],
+    reference: PointMetrics,
+    base_s: float,
+) -> tuple[dict, Any]:
     result = run_unlearning(original, data, method, config, theta_p=theta_p, device="cpu")
     _, recommended = result.materialize(result.recommended_t)
     targets = result.targets
-    published_t = recommend_t(result.points, Targets(targets.retain_accuracy, targets.forget_accuracy),
-                              REFERENCE_WINDOW)
+    published_t = recommend_t(
+        result.points, Targets(targets.retain_accuracy, targets.forget_accuracy), REFERENCE_WINDOW
+    )
     _, published = result.materialize(published_t)
     oracle = min(result.points, key=lambda p: avg_gap(p, reference))
     row = as_row(recommended, reference, base_s + result.timings["total"] - result.timings["base"])
-    row |= {"oracle_gap": 100 * avg_gap(oracle, reference), "published_rule_gap": 100 * avg_gap(published, reference),
-            "recommended_t": result.recommended_t, "oracle_t": oracle.t, "published_t": published_t,
-            "region_agreement": region_agreement(result.points, result.effective_region, reference),
-            "curve_s": result.timings["curve"], "grid_s": result.timings["evaluate"],
-            "points_measured": result.training["points_measured"], "kept_share": result.mask["kept_share"],
-            "beta_0.01_share": result.training["beta_counts"].get("0.01", 0) / max(1, result.training["batches"]),
-            "rollbacks": len(result.training["rollbacks"]),
-            "_points": [p.to_dict() for p in result.points]}  # per seed only, for offline analysis
+    row |= {
+        "oracle_gap": 100 * avg_gap(oracle, reference),
+        "published_rule_gap": 100 * avg_gap(published, reference),
+        "recommended_t": result.recommended_t,
+        "oracle_t": oracle.t,
+        "published_t": published_t,
+        "region_agreement": region_agreement(result.points, result.effective_region, reference),
+        "curve_s": result.timings["curve"],
+        "grid_s": result.timings["evaluate"],
+        "points_measured": result.training["points_measured"],
+        "kept_share": result.mask["kept_share"],
+        "beta_0.01_share": result.training["beta_counts"].get("0.01", 0) / max(1, result.training["batches"]),
+        "rollbacks": len(result.training["rollbacks"]),
+        "_points": [p.to_dict() for p in result.points],
+    }  # per seed only, for offline analysis
     return row, result
 
 
-def run_seed(dataset: ImageDataset, name: str, scenario: str, seed: int, methods: list[str], masks: list[str],
-             fixed_beta: bool, overrides: dict[str, Any], keep_curve: bool, log: Any, architecture: str = "cnn-small",
-             augmentation: Augmentation | None = None) -> dict[str, dict[str, float]]:
+def run_seed(
+    dataset: ImageDataset,
+    name: str,
+    scenario: str,
+    seed: int,
+    methods: list[str],
+    masks: list[str],
+    fixed_beta: bool,
+    overrides: dict[str, Any],
+    keep_curve: bool,
+    log: Any,
+    architecture: str = "cnn-small",
+    augmentation: Augmentation | None = None,
+    base_overrides: dict[str, Any] | None = None,
+) -> dict[str, dict[str, float]]:
     original = original_model(name, dataset, seed, architecture, augmentation)
     data = forget_data(dataset, scenario, seed, augmentation)
     sets = EvalSets.full(data, EvalConfig(), seed)  # every row, as MCU's materialised points
@@ -163,21 +211,29 @@ def run_seed(dataset: ImageDataset, name: str, scenario: str, seed: int, methods
     rows["retrain"] = as_row(reference, reference, retrain_s)
     for method in methods:
         started = time.perf_counter()
-        base = run_base_method(method, original, data, resolve_config(None, method).base, context)
+        base_config = resolve_config({"base": base_overrides or {}}, method).base
+        base = run_base_method(method, original, data, base_config, context)
         base_s = time.perf_counter() - started
         theta_p = {k: v.detach().clone() for k, v in base.state_dict().items()}
         rows[method] = as_row(measured(base, sets, data), reference, base_s)
-        variants = {f"mcu({method})" if m == "default" else f"mcu[{m}]({method})":
-                    overrides | {"seed": seed, "mask": overrides.get("mask", {}) | MASKS[m]} for m in masks}
+        variants = {
+            f"mcu({method})" if m == "default" else f"mcu[{m}]({method})": overrides
+            | {"seed": seed, "mask": overrides.get("mask", {}) | MASKS[m]}
+            for m in masks
+        }
         if fixed_beta:
             variants[f"mcu-fixed({method})"] = overrides | {"seed": seed, "beta": 0.2}
         for label, config in variants.items():
             rows[label], result = mcu_row(original, data, method, config, theta_p, reference, base_s)
             if keep_curve and label == "mcu(rl)":
-                rows["_curve"] = {"points": [p.to_dict() for p in result.points], "reference": reference.to_dict(),
-                                  "recommended_t": result.recommended_t}  # type: ignore[dict-item]
-        summary = ", ".join(f"{label} {rows[label]['avg_gap']:.2f} (oracle {rows[label]['oracle_gap']:.2f})"
-                            for label in variants)
+                rows["_curve"] = {
+                    "points": [p.to_dict() for p in result.points],
+                    "reference": reference.to_dict(),
+                    "recommended_t": result.recommended_t,
+                }  # type: ignore[dict-item]
+        summary = ", ".join(
+            f"{label} {rows[label]['avg_gap']:.2f} (oracle {rows[label]['oracle_gap']:.2f})" for label in variants
+        )
         log(f"  seed {seed} {method}: base gap {rows[method]['avg_gap']:.2f}, {summary}", flush=True)
     return rows
 
@@ -193,10 +249,21 @@ def aggregate(per_seed: list[dict[str, dict[str, float]]]) -> list[dict[str, Any
     return out
 
 
-COLUMNS = {"UA": "UA", "RA": "RA", "TA": "TA", "MIA": "MIA", "Avg. Gap": "avg_gap", "ToW": "tow",
-           "oracle gap": "oracle_gap",
-           "published rule gap": "published_rule_gap", "t": "recommended_t", "region agree": "region_agreement",
-           "RTE s": "rte_s", "curve s": "curve_s", "grid s": "grid_s"}
+COLUMNS = {
+    "UA": "UA",
+    "RA": "RA",
+    "TA": "TA",
+    "MIA": "MIA",
+    "Avg. Gap": "avg_gap",
+    "ToW": "tow",
+    "oracle gap": "oracle_gap",
+    "published rule gap": "published_rule_gap",
+    "t": "recommended_t",
+    "region agree": "region_agreement",
+    "RTE s": "rte_s",
+    "curve s": "curve_s",
+    "grid s": "grid_s",
+}
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
@@ -242,15 +309,29 @@ def main() -> None:
     parser.add_argument("--dataset", choices=("digits", "mnist5k", "fashion"), default="digits")
     parser.add_argument("--scenario", choices=tuple(SCENARIOS), default="random")
     parser.add_argument("--architecture", default="cnn-small", help="e.g. cnn-small, timm:resnet10t")
-    parser.add_argument("--augmentation", choices=tuple(AUGMENTATION_PRESETS), default="none",
-                        help="training augmentation of θ_o, retrain, base methods and curve")
+    parser.add_argument(
+        "--augmentation",
+        choices=tuple(AUGMENTATION_PRESETS),
+        default="none",
+        help="training augmentation of θ_o, retrain, base methods and curve",
+    )
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (unless --seed-list)")
     parser.add_argument("--seed-list", help="comma-separated seeds, e.g. 3,4")
     parser.add_argument("--methods", default=",".join(BASE_METHODS))
     parser.add_argument("--masks", default="default", help=f"MCU mask variants: {','.join(MASKS)}")
     parser.add_argument("--fixed-beta", action="store_true", help="also MCU with fixed β 0.2")
-    parser.add_argument("--config", type=json.loads, default={},
-                        help='JSON merged into every MCU config, e.g. \'{"epochs": 20}\' (default: the library\'s)')
+    parser.add_argument(
+        "--config",
+        type=json.loads,
+        default={},
+        help="JSON merged into every MCU config, e.g. '{\"epochs\": 20}' (default: the library's)",
+    )
+    parser.add_argument(
+        "--base-config",
+        type=json.loads,
+        default={},
+        help="JSON overriding every base method's defaults, e.g. '{\"retain_ratio\": 1.0}'",
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path, help="PNG of MCU(rl)'s curve for the first seed (dotted: retrain)")
     args = parser.parse_args()
@@ -259,20 +340,47 @@ def main() -> None:
     seeds = seed_list(args)
     dataset = load_dataset(args.dataset)
     augmentation = Augmentation.from_list(AUGMENTATION_PRESETS[args.augmentation])
-    per_seed = [run_seed(dataset, args.dataset, args.scenario, seed, args.methods.split(","), args.masks.split(","),
-                         args.fixed_beta, args.config, seed == seeds[0], print, args.architecture, augmentation)
-                for seed in seeds]
+    per_seed = [
+        run_seed(
+            dataset,
+            args.dataset,
+            args.scenario,
+            seed,
+            args.methods.split(","),
+            args.masks.split(","),
+            args.fixed_beta,
+            args.config,
+            seed == seeds[0],
+            print,
+            args.architecture,
+            augmentation,
+            args.base_config,
+        )
+        for seed in seeds
+    ]
     rows = aggregate(per_seed)
-    print(f"\n{args.dataset}, {args.architecture}, {args.scenario} forgetting, augmentation {args.augmentation}, "
-          f"seeds {seeds} (gaps: mean ± std, points; rest: mean)\n")
+    print(
+        f"\n{args.dataset}, {args.architecture}, {args.scenario} forgetting, augmentation {args.augmentation}, "
+        f"seeds {seeds} (gaps: mean ± std, points; rest: mean)\n"
+    )
     print(markdown(rows))
     if args.plot and "_curve" in per_seed[0]:
         plot_curve(per_seed[0]["_curve"], args.plot, f"MCU(rl) on {args.dataset}, {args.scenario}, seed {seeds[0]}")
-    write_json(args.json, {"dataset": args.dataset, "scenario": args.scenario, "architecture": args.architecture,
-                           "augmentation": args.augmentation, "seeds": seeds, "config": args.config,
-                           "rows": rows,
-                           "per_seed": [{k: v for k, v in s.items() if not k.startswith("_")} for s in per_seed],
-                           "targets_note": "per_seed MCU rows carry their measured points under _points"})
+    write_json(
+        args.json,
+        {
+            "dataset": args.dataset,
+            "scenario": args.scenario,
+            "architecture": args.architecture,
+            "augmentation": args.augmentation,
+            "seeds": seeds,
+            "config": args.config,
+            "base_config": args.base_config,
+            "rows": rows,
+            "per_seed": [{k: v for k, v in s.items() if not k.startswith("_")} for s in per_seed],
+            "targets_note": "per_seed MCU rows carry their measured points under _points",
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -60,16 +60,19 @@ def job_phases(clock: Clock, end: tuple[float, float]) -> dict[str, dict[str, fl
     """Per phase wall and CPU seconds, from the first report of each phase to the next phase's."""
     order = [p for p in ("mask", "base", "curve", "evaluate") if p in clock.phases]
     bounds = [clock.phases[p] for p in order] + [end]
-    return {p: {"wall": bounds[i + 1][0] - bounds[i][0], "cpu": bounds[i + 1][1] - bounds[i][1]}
-            for i, p in enumerate(order)}
+    return {
+        p: {"wall": bounds[i + 1][0] - bounds[i][0], "cpu": bounds[i + 1][1] - bounds[i][1]}
+        for i, p in enumerate(order)
+    }
 
 
 def summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def measure(architecture: str, data: UnlearningData, device: torch.device, epochs: int, reps: int,
-            skip_job: bool) -> dict[str, Any]:
+def measure(
+    architecture: str, data: UnlearningData, device: torch.device, epochs: int, reps: int, skip_job: bool
+) -> dict[str, Any]:
     # In the layout a job uses, so that ft, retrain and the job are timed alike.
     model = prepare_model(build_model(architecture, 10, tuple(data.retain.inputs.shape[1:])), device).eval()
     warm_up(model, data, device)
@@ -86,6 +89,7 @@ def measure(architecture: str, data: UnlearningData, device: torch.device, epoch
         samples.setdefault(name, []).append(value)
 
     for rep in range(reps):
+
         def ft() -> None:
             tuned, seconds = clock.run(lambda: run_base_method("ft", model, data, config.base, context))
             add("ft_s_per_sample", seconds["wall"] / (epochs * len(data.retain)))
@@ -106,8 +110,11 @@ def measure(architecture: str, data: UnlearningData, device: torch.device, epoch
 
         def job() -> None:
             clock.phases = {}
-            result, seconds = clock.run(lambda: run_unlearning(model, data, "rl", {"epochs": epochs}, device=device,
-                                                               hooks=JobHooks(on_progress=clock.on_progress)))
+            result, seconds = clock.run(
+                lambda: run_unlearning(
+                    model, data, "rl", {"epochs": epochs}, device=device, hooks=JobHooks(on_progress=clock.on_progress)
+                )
+            )
             phases = job_phases(clock, clock.now())
             add("job_s", seconds["wall"])
             add("job_cpu_s", seconds["cpu"])
@@ -120,17 +127,26 @@ def measure(architecture: str, data: UnlearningData, device: torch.device, epoch
 
         ft()
         steps = [curve] if skip_job else [curve, retrain, job]
-        for step in (steps if rep % 2 == 0 else steps[::-1]):
+        for step in steps if rep % 2 == 0 else steps[::-1]:
             step()
         add("ratio_mcu_ft", samples["mcu_s_per_sample"][-1] / samples["ft_s_per_sample"][-1])
         add("ratio_mcu_ft_cpu", samples["mcu_cpu_s_per_sample"][-1] / samples["ft_cpu_s_per_sample"][-1])
         if not skip_job:
             add("job_over_retrain", samples["job_s"][-1] / samples["retrain_s"][-1])
             add("job_over_retrain_cpu", samples["job_cpu_s"][-1] / samples["retrain_cpu_s"][-1])
-        print(f"  {architecture} rep {rep + 1}/{reps}: " + ", ".join(
-            f"{k} {v[-1]:.3g}" for k, v in samples.items() if "ratio" in k or "over" in k), flush=True)
-    return {"architecture": architecture, "mask_kept_share": mask.kept_share, "mask_granularity": mask.granularity,
-            "reps": reps, "samples": samples, **{k: summary(v) for k, v in samples.items()}}
+        print(
+            f"  {architecture} rep {rep + 1}/{reps}: "
+            + ", ".join(f"{k} {v[-1]:.3g}" for k, v in samples.items() if "ratio" in k or "over" in k),
+            flush=True,
+        )
+    return {
+        "architecture": architecture,
+        "mask_kept_share": mask.kept_share,
+        "mask_granularity": mask.granularity,
+        "reps": reps,
+        "samples": samples,
+        **{k: summary(v) for k, v in samples.items()},
+    }
 
 
 def markdown(results: list[dict[str, Any]]) -> str:
@@ -142,14 +158,43 @@ def markdown(results: list[dict[str, Any]]) -> str:
 
     rows = []
     for r in results:
-        rows.append([r["architecture"], f"{r['mask_kept_share']:.0%} {r['mask_granularity']}",
-                     cell(r, "ft_s_per_sample", 1000), cell(r, "mcu_s_per_sample", 1000), cell(r, "ratio_mcu_ft"),
-                     cell(r, "ratio_mcu_ft_cpu"), cell(r, "job_s"), cell(r, "retrain_s"),
-                     cell(r, "job_over_retrain"), cell(r, "job_over_retrain_cpu"), cell(r, "curve_s"),
-                     cell(r, "evaluate_s"), cell(r, "grid_over_curve"), cell(r, "grid_over_curve_cpu")])
-    return markdown_table(["architecture", "mask", "FT ms/sample", "MCU ms/sample", "MCU/FT", "MCU/FT (CPU)",
-                           "job s", "retrain s", "job/retrain", "job/retrain (CPU)", "curve s", "grid s",
-                           "grid/curve", "grid/curve (CPU)"], rows)
+        rows.append(
+            [
+                r["architecture"],
+                f"{r['mask_kept_share']:.0%} {r['mask_granularity']}",
+                cell(r, "ft_s_per_sample", 1000),
+                cell(r, "mcu_s_per_sample", 1000),
+                cell(r, "ratio_mcu_ft"),
+                cell(r, "ratio_mcu_ft_cpu"),
+                cell(r, "job_s"),
+                cell(r, "retrain_s"),
+                cell(r, "job_over_retrain"),
+                cell(r, "job_over_retrain_cpu"),
+                cell(r, "curve_s"),
+                cell(r, "evaluate_s"),
+                cell(r, "grid_over_curve"),
+                cell(r, "grid_over_curve_cpu"),
+            ]
+        )
+    return markdown_table(
+        [
+            "architecture",
+            "mask",
+            "FT ms/sample",
+            "MCU ms/sample",
+            "MCU/FT",
+            "MCU/FT (CPU)",
+            "job s",
+            "retrain s",
+            "job/retrain",
+            "job/retrain (CPU)",
+            "curve s",
+            "grid s",
+            "grid/curve",
+            "grid/curve (CPU)",
+        ],
+        rows,
+    )
 
 
 def main() -> None:
@@ -176,17 +221,31 @@ def main() -> None:
     for architecture in args.architectures.split(","):
         data = make_unlearning_data(dataset, channels=dataset.input_shape[0], forget_indices=forget).to(device)
         results.append(measure(architecture, data, device, args.epochs, args.reps, args.skip_job))
-    print(f"\n{described}, {train_rows} train rows, 10% forgotten, {args.epochs} epochs of ft and curve, "
-          f"device {device}, {torch.get_num_threads()} CPU thread(s), {args.reps} interleaved reps: "
-          "median (min–max)\n")
+    print(
+        f"\n{described}, {train_rows} train rows, 10% forgotten, {args.epochs} epochs of ft and curve, "
+        f"device {device}, {torch.get_num_threads()} CPU thread(s), {args.reps} interleaved reps: "
+        "median (min–max)\n"
+    )
     print(markdown(results))
-    write_json(args.json, {"dataset": args.dataset, "device": str(device), "train": train_rows, "epochs": args.epochs,
-                           "reps": args.reps, "threads": torch.get_num_threads(), "results": results})
+    write_json(
+        args.json,
+        {
+            "dataset": args.dataset,
+            "device": str(device),
+            "train": train_rows,
+            "epochs": args.epochs,
+            "reps": args.reps,
+            "threads": torch.get_num_threads(),
+            "results": results,
+        },
+    )
     if not args.skip_job:  # the goals' figures (first architecture), last line
         first = results[0]
-        print(f"speed: dataset={args.dataset} rows={train_rows} architecture={first['architecture']} "
-              f"job_over_retrain={first['job_over_retrain']['median']:.3f} "
-              f"grid_over_curve={first['grid_over_curve']['median']:.3f}")
+        print(
+            f"speed: dataset={args.dataset} rows={train_rows} architecture={first['architecture']} "
+            f"job_over_retrain={first['job_over_retrain']['median']:.3f} "
+            f"grid_over_curve={first['grid_over_curve']['median']:.3f}"
+        )
 
 
 if __name__ == "__main__":

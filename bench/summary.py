@@ -30,17 +30,46 @@ def main() -> None:
             mcu = by_method[f"mcu({base})"]
             ok = mcu["avg_gap"] <= by_method[base]["avg_gap"] + TOLERANCE
             distance.append(mcu["avg_gap"] - mcu["oracle_gap"])
-            rows.append([f"{payload['dataset']} {payload['scenario']}", base, f"{by_method[base]['avg_gap']:.2f}",
-                         f"{mcu['avg_gap']:.2f}", f"{mcu['oracle_gap']:.2f}", f"{mcu['published_rule_gap']:.2f}",
-                         "yes" if ok else "**no**"])
+            rows.append(
+                [
+                    f"{payload['dataset']} {payload['scenario']}",
+                    base,
+                    f"{by_method[base]['avg_gap']:.2f}",
+                    f"{mcu['avg_gap']:.2f}",
+                    f"{mcu['oracle_gap']:.2f}",
+                    f"{mcu['published_rule_gap']:.2f}",
+                    "yes" if ok else "**no**",
+                ]
+            )
             if not ok:
                 misses.append(f"{payload['dataset']} {payload['scenario']} {base}")
         base_mean = sum(by_method[b]["avg_gap"] for b in bases) / len(bases)
         mcu_mean = sum(by_method[f"mcu({b})"]["avg_gap"] for b in bases) / len(bases)
-        rows.append([f"{payload['dataset']} {payload['scenario']}", "**mean**", f"{base_mean:.2f}", f"{mcu_mean:.2f}",
-                     "", "", "yes" if mcu_mean < base_mean else "**no**"])
-    print(markdown_table(["table", "base", "base gap", "MCU gap", "MCU oracle gap", "published rule gap",
-                          f"MCU ≤ base + {TOLERANCE}"], rows))
+        rows.append(
+            [
+                f"{payload['dataset']} {payload['scenario']}",
+                "**mean**",
+                f"{base_mean:.2f}",
+                f"{mcu_mean:.2f}",
+                "",
+                "",
+                "yes" if mcu_mean < base_mean else "**no**",
+            ]
+        )
+    print(
+        markdown_table(
+            [
+                "table",
+                "base",
+                "base gap",
+                "MCU gap",
+                "MCU oracle gap",
+                "published rule gap",
+                f"MCU ≤ base + {TOLERANCE}",
+            ],
+            rows,
+        )
+    )
     print(f"\ncells missing MCU ≤ base + {TOLERANCE}: {misses or 'none'}")
     print(f"recommended − oracle, mean over cells: {sum(distance) / len(distance):.3f} points")
 

@@ -52,8 +52,9 @@ def main() -> None:
         data = forget_data(dataset, scenario, seed)
         sets = EvalSets.draw(data, EvalConfig(), seed)
         context = MethodContext(seed, JobHooks())
-        reference = measured(run_base_method("retrain", original, data, resolve_config(None, "retrain").base,
-                                             context), sets, data)
+        reference = measured(
+            run_base_method("retrain", original, data, resolve_config(None, "retrain").base, context), sets, data
+        )
         for method in methods:
             for lr, epochs in itertools.product(GRID[method]["lr"], GRID[method]["epochs"]):
                 config = resolve_config({"base": {"lr": lr, "epochs": epochs}}, method).base
@@ -71,19 +72,44 @@ def main() -> None:
         gaps = {cell: sum(v) / len(v) for cell, v in entry["gaps"].items()}
         min_ra = min(min(v) for v in entry["ra"].values())
         mean_gap = sum(gaps.values()) / len(gaps)
-        rows.append({"method": method, "lr": lr, "epochs": epochs, "gaps": gaps, "mean_gap": mean_gap,
-                     "min_ra": min_ra, "seconds": entry["seconds"]})
+        rows.append(
+            {
+                "method": method,
+                "lr": lr,
+                "epochs": epochs,
+                "gaps": gaps,
+                "mean_gap": mean_gap,
+                "min_ra": min_ra,
+                "seconds": entry["seconds"],
+            }
+        )
         best = chosen.get(method)
         if min_ra >= RA_FLOOR and (best is None or mean_gap < best["mean_gap"]):
             chosen[method] = rows[-1]
     cells = [f"{n}-{s}" for n, s in CELLS]
-    table = [[r["method"], r["lr"], r["epochs"], *(f"{r['gaps'].get(c, float('nan')):.2f}" for c in cells),
-              f"{r['mean_gap']:.2f}", f"{100 * r['min_ra']:.1f}", f"{r['seconds']:.1f}",
-              "**chosen**" if chosen.get(r["method"]) is r else ""] for r in rows]
+    table = [
+        [
+            r["method"],
+            r["lr"],
+            r["epochs"],
+            *(f"{r['gaps'].get(c, float('nan')):.2f}" for c in cells),
+            f"{r['mean_gap']:.2f}",
+            f"{100 * r['min_ra']:.1f}",
+            f"{r['seconds']:.1f}",
+            "**chosen**" if chosen.get(r["method"]) is r else "",
+        ]
+        for r in rows
+    ]
     print(f"\nAvg. Gap to retrain (points), seeds {seeds}; min RA in percent over the cells\n")
     print(markdown_table(["method", "lr", "epochs", *cells, "mean gap", "min RA", "s", ""], table))
-    write_json(args.json, {"seeds": seeds, "rows": rows, "chosen": {m: {"lr": r["lr"], "epochs": r["epochs"]}
-                                                                     for m, r in chosen.items()}})
+    write_json(
+        args.json,
+        {
+            "seeds": seeds,
+            "rows": rows,
+            "chosen": {m: {"lr": r["lr"], "epochs": r["epochs"]} for m, r in chosen.items()},
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -37,17 +37,29 @@ Preprocess = Callable[[torch.Tensor], torch.Tensor]
 MEAN, STD = (0.3, 0.3, 0.3), (0.35, 0.35, 0.35)
 PREPROCESSINGS: dict[str, tuple[str, Preprocess]] = {
     "unit": ("unit", lambda x: x.float() / 255),
-    "mean-std": (json.dumps({"mean": list(MEAN), "std": list(STD)}),
-                 lambda x: (x.float() / 255 - torch.tensor(MEAN).view(-1, 1, 1)) / torch.tensor(STD).view(-1, 1, 1)),
+    "mean-std": (
+        json.dumps({"mean": list(MEAN), "std": list(STD)}),
+        lambda x: (x.float() / 255 - torch.tensor(MEAN).view(-1, 1, 1)) / torch.tensor(STD).view(-1, 1, 1),
+    ),
 }
 
 
 def small_cnn() -> nn.Module:
     """Laid out as the service's `cnn-small` for 3-channel inputs and 10 classes."""
     return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
-        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(512, 128), nn.ReLU(), nn.Linear(128, 10))
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.MaxPool2d(2, ceil_mode=True),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(4),
+        nn.Flatten(),
+        nn.Linear(512, 128),
+        nn.ReLU(),
+        nn.Linear(128, 10),
+    )
 
 
 NETWORKS: dict[str, Callable[[], nn.Module]] = {"resnet18": lambda: resnet18(num_classes=10), "cnn-small": small_cnn}
@@ -81,15 +93,22 @@ def accuracy(network: nn.Module, weights: bytes, x: torch.Tensor, y: torch.Tenso
         return float((network.eval()(preprocess(x)).argmax(1) == y).float().mean())
 
 
-def main(architectures: str = "resnet18,cnn-small", epochs: int = 15,
-         json_path: Path | None = typer.Option(None, "--json"), port: int = 8765) -> None:
+def main(
+    architectures: str = "resnet18,cnn-small",
+    epochs: int = 15,
+    json_path: Path | None = typer.Option(None, "--json"),
+    port: int = 8765,
+) -> None:
     torch.set_num_threads(1)
     inputs, labels, n_train = digits16()
     manifest = digits_manifest(n_train, len(labels), SHARD)
     train_x, train_y, test_x, test_y = inputs[:n_train], labels[:n_train], inputs[n_train:], labels[n_train:]
     forget = train_y == FORGET_CLASS
-    splits = {"forget": (train_x[forget], train_y[forget]), "retain": (train_x[~forget], train_y[~forget]),
-              "test": (test_x[test_y != FORGET_CLASS], test_y[test_y != FORGET_CLASS])}
+    splits = {
+        "forget": (train_x[forget], train_y[forget]),
+        "retain": (train_x[~forget], train_y[~forget]),
+        "test": (test_x[test_y != FORGET_CLASS], test_y[test_y != FORGET_CLASS]),
+    }
     rows = []
     key = secrets.token_hex(8)
     with tempfile.TemporaryDirectory() as data_dir, local_service(Path(data_dir), port, key) as (url, _):
@@ -99,14 +118,16 @@ def main(architectures: str = "resnet18,cnn-small", epochs: int = 15,
                 started = time.perf_counter()
                 # A dataset per model: once the only model on a dataset has erased a class, the service
                 # erases those rows from the dataset's storage too (issue 15), so a second model could not.
-                dataset = client.create_dataset(f"digits16-{architecture}-{name}", manifest,
-                                                [(SHARD, save({"inputs": inputs, "labels": labels}))])
+                dataset = client.create_dataset(
+                    f"digits16-{architecture}-{name}", manifest, [(SHARD, save({"inputs": inputs, "labels": labels}))]
+                )
                 weights = train(NETWORKS[architecture](), train_x, train_y, preprocess, epochs)
                 model = client.create_model(f"{architecture}-{name}", architecture, 10, dataset.id, weights, declared)
                 model = client.wait_model(model.id)
                 original = next(client.versions(model.id)).metrics or {}
-                request = client.create_request(model.id, forget={"classes": [FORGET_CLASS]}, base_method="rl",
-                                                selection="auto")
+                request = client.create_request(
+                    model.id, forget={"classes": [FORGET_CLASS]}, base_method="rl", selection="auto"
+                )
                 done = client.wait(request.id, until=("succeeded", "failed", "awaiting_selection"), timeout=3600)
                 if done.selection is None or done.selection.model_version is None:
                     raise SystemExit(f"{architecture}/{name}: ended in {done.state} without a published version")
@@ -114,16 +135,37 @@ def main(architectures: str = "resnet18,cnn-small", epochs: int = 15,
                 reported = next(v for v in client.versions(model.id) if v.version == version).metrics or {}
                 buffer = io.BytesIO()
                 client.download_weights(model.id, version, buffer)
-                measured = {k: accuracy(NETWORKS[architecture](), buffer.getvalue(), *splits[k], preprocess)
-                            for k in splits}
-                rows.append({"architecture": architecture, "preprocessing": name, "version": version,
-                             "t": done.selection.t, "original_retain": original.get("retain_accuracy"),
-                             **{f"reported_{k}": reported[f"{k}_accuracy"] for k in splits},
-                             **{f"measured_{k}": v for k, v in measured.items()},
-                             "max_abs_difference": max(abs(reported[f"{k}_accuracy"] - v) for k, v in measured.items()),
-                             "seconds": time.perf_counter() - started, "warnings": model.warnings})
-    columns = ["architecture", "preprocessing", "t", "original_retain", "reported_forget", "measured_forget",
-               "reported_retain", "measured_retain", "reported_test", "measured_test", "max_abs_difference", "seconds"]
+                measured = {
+                    k: accuracy(NETWORKS[architecture](), buffer.getvalue(), *splits[k], preprocess) for k in splits
+                }
+                rows.append(
+                    {
+                        "architecture": architecture,
+                        "preprocessing": name,
+                        "version": version,
+                        "t": done.selection.t,
+                        "original_retain": original.get("retain_accuracy"),
+                        **{f"reported_{k}": reported[f"{k}_accuracy"] for k in splits},
+                        **{f"measured_{k}": v for k, v in measured.items()},
+                        "max_abs_difference": max(abs(reported[f"{k}_accuracy"] - v) for k, v in measured.items()),
+                        "seconds": time.perf_counter() - started,
+                        "warnings": model.warnings,
+                    }
+                )
+    columns = [
+        "architecture",
+        "preprocessing",
+        "t",
+        "original_retain",
+        "reported_forget",
+        "measured_forget",
+        "reported_retain",
+        "measured_retain",
+        "reported_test",
+        "measured_test",
+        "max_abs_difference",
+        "seconds",
+    ]
     print(markdown_table(columns, [[row[c] for c in columns] for row in rows]))
     if json_path:
         write_json(json_path, {"rows": rows, "epochs": epochs, "forget_class": FORGET_CLASS, "machine": machine_info()})

@@ -67,27 +67,38 @@ def register_digits(client: Client) -> tuple[str, str]:
     dataset = client.create_dataset("sklearn-digits", upload.manifest, [(upload.SHARD_NAME, upload.shard)])
     typer.echo(f"registered dataset {dataset.id}: {dataset.num_train} train / {dataset.num_test} test")
     form = upload.model_form(dataset.id)
-    uploaded = client.create_model(form["name"], form["architecture"], int(form["num_classes"]), dataset.id,
-                                   upload.weights, form["preprocessing"])
+    uploaded = client.create_model(
+        form["name"], form["architecture"], int(form["num_classes"]), dataset.id, upload.weights, form["preprocessing"]
+    )
     typer.echo(f"uploaded model {uploaded.id} (cnn-small, version 1); a worker validates it ...")
     model = client.wait_model(uploaded.id)
     metrics = next(client.versions(model.id)).metrics or {}
-    typer.echo(f"model {model.id} is ready: its weights load into cnn-small; under its declared preprocessing "
-               f"({model.preprocessing.preset}: {model.input_adapter}) it scores test accuracy "
-               f"{metrics['test_accuracy']:.3f}, train {metrics['retain_accuracy']:.3f}")
+    typer.echo(
+        f"model {model.id} is ready: its weights load into cnn-small; under its declared preprocessing "
+        f"({model.preprocessing.preset}: {model.input_adapter}) it scores test accuracy "
+        f"{metrics['test_accuracy']:.3f}, train {metrics['retain_accuracy']:.3f}"
+    )
     for warning in model.warnings:
         typer.echo(f"  warning: {warning}")
     return dataset.id, model.id
 
 
-def run_demo(client: Client, forget_class: int, alive: Callable[[], bool] | None = None,
-             report: Path | None = None) -> None:
+def run_demo(
+    client: Client, forget_class: int, alive: Callable[[], bool] | None = None, report: Path | None = None
+) -> None:
     started = time.perf_counter()
     _, model_id = register_digits(client)
-    request = client.create_request(model_id, forget={"classes": [forget_class]}, base_method="rl",
-                                    external_id="DEMO-0001", idempotency_key=secrets.token_hex(8))
-    typer.echo(f"deletion request {request.id}: forget every training image of digit {forget_class} "
-               f"({request.forget_count} images), MCU on top of random-label unlearning")
+    request = client.create_request(
+        model_id,
+        forget={"classes": [forget_class]},
+        base_method="rl",
+        external_id="DEMO-0001",
+        idempotency_key=secrets.token_hex(8),
+    )
+    typer.echo(
+        f"deletion request {request.id}: forget every training image of digit {forget_class} "
+        f"({request.forget_count} images), MCU on top of random-label unlearning"
+    )
     request = watch_request(client, request.id, ("awaiting_selection",), alive=alive)
 
     curve = client.curve(request.id)
@@ -104,13 +115,18 @@ def run_demo(client: Client, forget_class: int, alive: Callable[[], bool] | None
     with tempfile.TemporaryFile() as weights:
         assert client.download_weights(model_id, version, weights) == published.sha256  # type: ignore[arg-type]
     metrics = published.metrics or {}
-    typer.echo(f"model {model_id} is now at version {version} (parent {published.parent_version}), "
-               f"sha256 {published.sha256}")
-    typer.echo(f"  forget accuracy {metrics['forget_accuracy']:.3f}, retain {metrics['retain_accuracy']:.3f}, "
-               f"test {metrics['test_accuracy']:.3f}, MIA efficacy {metrics['mia_efficacy']:.2f}")
+    typer.echo(
+        f"model {model_id} is now at version {version} (parent {published.parent_version}), sha256 {published.sha256}"
+    )
+    typer.echo(
+        f"  forget accuracy {metrics['forget_accuracy']:.3f}, retain {metrics['retain_accuracy']:.3f}, "
+        f"test {metrics['test_accuracy']:.3f}, MIA efficacy {metrics['mia_efficacy']:.2f}"
+    )
     events = list(client.events(request.id))
-    typer.echo(f"audit trail: {len(events)} events ({', '.join(dict.fromkeys(e.type for e in events))}), "
-               f"hash-chained (head {events[-1].hash[:16]}…)")
+    typer.echo(
+        f"audit trail: {len(events)} events ({', '.join(dict.fromkeys(e.type for e in events))}), "
+        f"hash-chained (head {events[-1].hash[:16]}…)"
+    )
     from domain.signing import verify
 
     document = client.report(request.id)
@@ -118,15 +134,18 @@ def run_demo(client: Client, forget_class: int, alive: Callable[[], bool] | None
         report.write_text(json.dumps(document, indent=2) + "\n")
     checked = verify(document, client.signing_keys().trusted())
     criterion = document["report"]["erasure_criterion"]
-    typer.echo(f"proof-of-erasure report: signature {'VALID' if checked.ok else 'INVALID'} (Ed25519 key "
-               f"{checked.key_id}); erasure criterion {'met' if criterion['met'] else 'NOT met'}; due "
-               f"{document['report']['request']['due_at'][:10]}, answered in time: "
-               f"{document['report']['request']['answered_in_time']}")
+    typer.echo(
+        f"proof-of-erasure report: signature {'VALID' if checked.ok else 'INVALID'} (Ed25519 key "
+        f"{checked.key_id}); erasure criterion {'met' if criterion['met'] else 'NOT met'}; due "
+        f"{document['report']['request']['due_at'][:10]}, answered in time: "
+        f"{document['report']['request']['answered_in_time']}"
+    )
     typer.echo(f"demo finished in {time.perf_counter() - started:.0f}s")
 
 
-def demo_command(url: str | None, api_key: str | None, forget_class: int, port: int, report: Path | None = None
-                 ) -> None:
+def demo_command(
+    url: str | None, api_key: str | None, forget_class: int, port: int, report: Path | None = None
+) -> None:
     from settings import get_settings
 
     if url is not None:

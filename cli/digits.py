@@ -23,8 +23,13 @@ class DigitsUpload:
 
     def model_form(self, dataset_id: str, name: str = "digits-cnn") -> dict[str, str]:
         """The form fields of `POST /v1/models` (the weights go as the file `weights`)."""
-        return {"name": name, "architecture": "cnn-small", "num_classes": "10", "dataset_id": dataset_id,
-                "preprocessing": self.PREPROCESSING}
+        return {
+            "name": name,
+            "architecture": "cnn-small",
+            "num_classes": "10",
+            "dataset_id": dataset_id,
+            "preprocessing": self.PREPROCESSING,
+        }
 
     def files(self) -> list[tuple[str, tuple[str, bytes]]]:
         """The multipart files of `POST /v1/datasets`."""
@@ -52,9 +57,18 @@ def digits_upload(epochs: int = 20, seed: int = 0) -> DigitsUpload:
     n_train = len(digits.train_labels)
     model = seeded_init("cnn-small", 10, digits.input_shape, seed=seed)
     adapter = InputAdapter(Normalization((0.0,), (1.0,)), channels=1)  # the "unit" preset
-    train_classifier(model, Subset(digits.train_inputs, digits.train_labels, torch.arange(n_train)), adapter,
-                     epochs=epochs, lr=0.05, seed=seed)
-    return DigitsUpload(manifest=digits_manifest(n_train, len(labels)),
-                        shard=save({"inputs": inputs, "labels": labels}), weights=save(model.state_dict()),
-                        train_labels=digits.train_labels.tolist(),
-                        input_shape=tuple(digits.input_shape))
+    train_classifier(
+        model,
+        Subset(digits.train_inputs, digits.train_labels, torch.arange(n_train)),
+        adapter,
+        epochs=epochs,
+        lr=0.05,
+        seed=seed,
+    )
+    return DigitsUpload(
+        manifest=digits_manifest(n_train, len(labels)),
+        shard=save({"inputs": inputs, "labels": labels}),
+        weights=save(model.state_dict()),
+        train_labels=digits.train_labels.tolist(),
+        input_shape=tuple(digits.input_shape),
+    )

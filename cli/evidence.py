@@ -8,7 +8,7 @@ about who made it. Exit 0 only when the evidence verifies; every refusal names w
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -37,11 +37,15 @@ def _trusted_from_file(path: Path) -> tuple[dict[str, str], str]:
 @reports_app.command("verify")
 def reports_verify(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A report as GET .../report returned it.")],
-    public_key: Annotated[Path | None, typer.Option("--public-key", exists=True, dir_okay=False,
-                                                    help=PUBLIC_KEY_HELP)] = None,
-    url: Annotated[str | None, typer.Option("--url", envvar="MCU_URL",
-                                            help="Trust the keys the service at URL publishes (GET /v1/signing-key)."
-                                            )] = None,
+    public_key: Annotated[
+        Path | None, typer.Option("--public-key", exists=True, dir_okay=False, help=PUBLIC_KEY_HELP)
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url", envvar="MCU_URL", help="Trust the keys the service at URL publishes (GET /v1/signing-key)."
+        ),
+    ] = None,
 ) -> None:
     """Check a report's Ed25519 signature with trusted keys, offline with --public-key. Exit 0 when valid, 1 when
     not, 3 when no trusted key was given and the signature matches only the key embedded in the report."""
@@ -65,13 +69,19 @@ def reports_verify(
             raise _refuse(f"INVALID: could not read the trusted keys from {url}: {error}") from error
     else:
         signature = document.get("signature") if isinstance(document, dict) else None
-        embedded = ({signature.get("key_id"): signature.get("public_key")} if isinstance(signature, dict) else {})
+        # (verify refuses a signature whose fields are not all strings before reading `embedded`)
+        embedded: dict[Any, Any] = (
+            {signature.get("key_id"): signature.get("public_key")} if isinstance(signature, dict) else {}
+        )
         result = verify(document, embedded)
         if not result.ok:
             raise _refuse(f"INVALID: {result.reason} (key {result.key_id})")
-        raise _refuse(f"UNTRUSTED: the signature matches only the key embedded in the report (key "
-                      f"{result.key_id}), which proves nothing about who signed; give --public-key FILE or "
-                      f"--url URL", UNTRUSTED)
+        raise _refuse(
+            f"UNTRUSTED: the signature matches only the key embedded in the report (key "
+            f"{result.key_id}), which proves nothing about who signed; give --public-key FILE or "
+            f"--url URL",
+            UNTRUSTED,
+        )
     result = verify(document, trusted)
     if not result.ok:
         raise _refuse(f"INVALID: {result.reason} (key {result.key_id})")
@@ -81,10 +91,16 @@ def reports_verify(
 @audit_app.command("verify")
 def audit_verify(
     request_id: str | None = typer.Option(None, help="Only this request's chain."),
-    public_key: Annotated[Path | None, typer.Option(
-        "--public-key", exists=True, dir_okay=False,
-        help="Check the seals with this key (GET /v1/signing-key's current key, or base64) instead of the "
-             "service's own key file or passphrase-protected key.")] = None,
+    public_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--public-key",
+            exists=True,
+            dir_okay=False,
+            help="Check the seals with this key (GET /v1/signing-key's current key, or base64) instead of the "
+            "service's own key file or passphrase-protected key.",
+        ),
+    ] = None,
 ) -> None:
     """Recompute every event's hash and link and check each request's seal over its chain's length and head;
     name the first fault of each broken chain."""
@@ -122,7 +138,10 @@ def signing_rotate() -> None:
     rotation = SigningKeys(session_factory(), get_settings()).rotate()
     typer.echo(rotation.key_id)
     chains = rotation.chains
-    typer.echo(f"{chains.sealed} audit chains sealed with the new key, {len(chains.first_sealed)} of them for the "
-               f"first time (made before migration 0008): {', '.join(chains.first_sealed) or 'none'}", err=True)
+    typer.echo(
+        f"{chains.sealed} audit chains sealed with the new key, {len(chains.first_sealed)} of them for the "
+        f"first time (made before migration 0008): {', '.join(chains.first_sealed) or 'none'}",
+        err=True,
+    )
     for link in chains.broken:
         typer.echo(f"BROKEN, not re-sealed: request {link.request_id}: {link.reason}", err=True)

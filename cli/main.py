@@ -37,8 +37,10 @@ def _refuse_example_secrets() -> None:
 
 
 @app.command()
-def serve(host: str = typer.Option("127.0.0.1", help="Interface to bind."),
-          port: int = typer.Option(8000, help="Port to listen on.")) -> None:
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+) -> None:
     """Serve the HTTP API (the embedded default creates its schema on first start)."""
     _refuse_example_secrets()
     import uvicorn
@@ -49,8 +51,14 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to bind."),
     # X-Forwarded-For names the client only when the peer is a trusted proxy: from anyone else (uvicorn by
     # default trusts 127.0.0.1) it would let a client pick its own address, and so its rate limit.
     proxies = get_settings().trusted_proxies
-    uvicorn.run(create_app(), host=host, port=port, log_level="info", proxy_headers=bool(proxies),
-                forwarded_allow_ips=proxies or None)
+    uvicorn.run(
+        create_app(),
+        host=host,
+        port=port,
+        log_level="info",
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies or None,
+    )
 
 
 @db_app.command("upgrade")
@@ -75,10 +83,11 @@ def session_factory() -> Any:  # a sessionmaker; imports stay lazy, as everywher
 
 
 @keys_app.command("create")
-def keys_create(name: str = typer.Option(..., help="A unique name; shown as the actor in audit events."),
-                scopes: str = typer.Option(..., help="Comma-separated, e.g. requests:write,requests:read."),
-                expires_in_days: int | None = typer.Option(None, min=1, help="The key stops working after this.")
-                ) -> None:
+def keys_create(
+    name: str = typer.Option(..., help="A unique name; shown as the actor in audit events."),
+    scopes: str = typer.Option(..., help="Comma-separated, e.g. requests:write,requests:read."),
+    expires_in_days: int | None = typer.Option(None, min=1, help="The key stops working after this."),
+) -> None:
     """Create an API key and print its secret once (only its hash is stored)."""
     from datetime import timedelta
 
@@ -90,8 +99,7 @@ def keys_create(name: str = typer.Option(..., help="A unique name; shown as the 
     expires_at = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
     try:
         with session_factory()() as session, session.begin():
-            _, secret = create_api_key(session, name, [s.strip() for s in scopes.split(",") if s.strip()],
-                                       expires_at)
+            _, secret = create_api_key(session, name, [s.strip() for s in scopes.split(",") if s.strip()], expires_at)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--scopes") from error
     except IntegrityError as error:
@@ -108,8 +116,9 @@ def keys_list() -> None:
     now = utcnow()
     with session_factory()() as session:
         for key in list_api_keys(session):
-            status = ("revoked" if key.revoked_at else
-                      "expired" if key.expires_at and key.expires_at <= now else "active")
+            status = (
+                "revoked" if key.revoked_at else "expired" if key.expires_at and key.expires_at <= now else "active"
+            )
             expiry = f" expires {key.expires_at:%Y-%m-%d}" if key.expires_at else ""
             typer.echo(f"{key.name}\t{status}\t{','.join(key.scopes)}\tcreated {key.created_at:%Y-%m-%d}{expiry}")
 
@@ -148,9 +157,11 @@ def version() -> None:
 
 
 @app.command()
-def worker(queues: str = typer.Option(",".join(ALL_QUEUES), help="Comma-separated queues to consume."),
-           name: str = typer.Option("", help="Worker name (default: mcu@<host>-<pid>)."),
-           reconcile: bool = typer.Option(True, help="Run the periodic reconciler in this worker.")) -> None:
+def worker(
+    queues: str = typer.Option(",".join(ALL_QUEUES), help="Comma-separated queues to consume."),
+    name: str = typer.Option("", help="Worker name (default: mcu@<host>-<pid>)."),
+    reconcile: bool = typer.Option(True, help="Run the periodic reconciler in this worker."),
+) -> None:
     """Run one worker process (one per GPU: choose it with CUDA_VISIBLE_DEVICES)."""
     _refuse_example_secrets()
     import os
@@ -171,6 +182,15 @@ def worker(queues: str = typer.Option(",".join(ALL_QUEUES), help="Comma-separate
     celery = create_celery(settings)
     if reconcile:
         start_reconciler(celery.mcu_services, settings.reconcile_interval_seconds)
-    celery.worker_main(["worker", "--pool=solo", "--concurrency=1", f"--queues={queues}", "--loglevel=INFO",
-                        f"--hostname={name or f'mcu@{socket.gethostname()}-{os.getpid()}'}", "--without-gossip",
-                        "--without-mingle"])
+    celery.worker_main(
+        [
+            "worker",
+            "--pool=solo",
+            "--concurrency=1",
+            f"--queues={queues}",
+            "--loglevel=INFO",
+            f"--hostname={name or f'mcu@{socket.gethostname()}-{os.getpid()}'}",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )

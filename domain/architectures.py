@@ -24,19 +24,39 @@ MAX_FLOAT = 1e6
 KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 TEXT = re.compile(r"[A-Za-z0-9_-]{1,64}")  # "gelu", "avg", "layernorm": never a file name, path or URL
 # Arguments set by the service (num_classes), or that make a constructor load, download, place or reshape.
-REFUSED_KEYS = frozenset({"num_classes", "progress", "features_only", "out_indices", "feature_cls", "feature_cfg",
-                          "model_cfg", "kwargs_filter", "device", "dtype", "scriptable", "exportable", "no_jit"})
+REFUSED_KEYS = frozenset(
+    {
+        "num_classes",
+        "progress",
+        "features_only",
+        "out_indices",
+        "feature_cls",
+        "feature_cfg",
+        "model_cfg",
+        "kwargs_filter",
+        "device",
+        "dtype",
+        "scriptable",
+        "exportable",
+        "no_jit",
+    }
+)
 # Any key naming a file, folder, URL, checkpoint, cache, hub or pretrained/stored weights, e.g. checkpoint_path,
 # pretrained_cfg_overlay, weights_backbone, cache_dir, hf_hub_id, state_dict_url.
-REFUSED_WORDS = re.compile(r"(^|_)(pretrained|checkpoint|ckpt|weights|state_dict|path|file|files|filename|dir|"
-                           r"url|uri|cache|hub|hf|download|load|root)(_|$)")
+REFUSED_WORDS = re.compile(
+    r"(^|_)(pretrained|checkpoint|ckpt|weights|state_dict|path|file|files|filename|dir|"
+    r"url|uri|cache|hub|hf|download|load|root)(_|$)"
+)
 SAFE_KEYS = frozenset({"drop_path_rate", "drop_path"})  # stochastic depth: "path" is not a file there
 
 
 def check_architecture_kwargs(kwargs: dict[str, Any]) -> None:
     """Raise a 422 problem naming every argument a constructor may not be given; return when all are fine."""
-    errors = [{"loc": ["architecture_kwargs", key], "msg": problem}
-              for key, value in list(kwargs.items())[:MAX_KEYS] if (problem := _problem(key, value))]
+    errors = [
+        {"loc": ["architecture_kwargs", key], "msg": problem}
+        for key, value in list(kwargs.items())[:MAX_KEYS]
+        if (problem := _problem(key, value))
+    ]
     if len(kwargs) > MAX_KEYS:
         errors.append({"loc": ["architecture_kwargs"], "msg": f"more than {MAX_KEYS} arguments"})
     if errors:
@@ -48,8 +68,10 @@ def _problem(key: str, value: Any) -> str | None:
     if not KEY.fullmatch(key):
         return "a name of letters, digits and _ (at most 64)"
     if key in REFUSED_KEYS or (key not in SAFE_KEYS and REFUSED_WORDS.search(key.lower())):
-        return ("not allowed: the service builds freshly initialised classifiers from the uploaded weights only "
-                "(no files, downloads, pretrained weights, devices or feature extractors)")
+        return (
+            "not allowed: the service builds freshly initialised classifiers from the uploaded weights only "
+            "(no files, downloads, pretrained weights, devices or feature extractors)"
+        )
     if isinstance(value, list):
         if len(value) > MAX_LIST:
             return f"a list of at most {MAX_LIST} values"

@@ -59,15 +59,17 @@ def page_of_models(session: Session, page_size: int, page_token: str | None) -> 
 
 def page_of_versions(session: Session, model_id: str, page_size: int, page_token: str | None) -> PageOf[ModelVersion]:
     get_model(session, model_id)
-    rows = session.scalars(ascending(select(ModelVersion).where(ModelVersion.model_id == model_id),
-                                     ModelVersion.version, page_size, page_token))
+    rows = session.scalars(
+        ascending(
+            select(ModelVersion).where(ModelVersion.model_id == model_id), ModelVersion.version, page_size, page_token
+        )
+    )
     return ascending_page(list(rows), page_size, "version")
 
 
 def get_version(session: Session, model_id: str, version: int) -> ModelVersion:
     get_model(session, model_id)
-    row = session.scalar(select(ModelVersion).where(ModelVersion.model_id == model_id,
-                                                    ModelVersion.version == version))
+    row = session.scalar(select(ModelVersion).where(ModelVersion.model_id == model_id, ModelVersion.version == version))
     if row is None:
         raise Problem(404, f"model '{model_id}' has no version {version}")
     return row

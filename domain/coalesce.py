@@ -33,20 +33,39 @@ def find_leader(session: Session, request: DeletionRequest) -> DeletionRequest |
     of rows, not classes: a class-wise job has its own targets), locked against a claim in the meantime."""
     if "classes" in request.forget:
         return None
-    candidates = session.scalars(select(DeletionRequest).where(
-        DeletionRequest.model_id == request.model_id, DeletionRequest.state == State.QUEUED,
-        DeletionRequest.job_id.is_(None), DeletionRequest.base_method == request.base_method,
-        DeletionRequest.selection_mode == request.selection_mode)
-        .order_by(DeletionRequest.created_at).with_for_update()).all()
-    return next((c for c in candidates if "classes" not in c.forget and c.config == request.config
-                 and c.erasure_criterion == request.erasure_criterion), None)
+    candidates = session.scalars(
+        select(DeletionRequest)
+        .where(
+            DeletionRequest.model_id == request.model_id,
+            DeletionRequest.state == State.QUEUED,
+            DeletionRequest.job_id.is_(None),
+            DeletionRequest.base_method == request.base_method,
+            DeletionRequest.selection_mode == request.selection_mode,
+        )
+        .order_by(DeletionRequest.created_at)
+        .with_for_update()
+    ).all()
+    return next(
+        (
+            c
+            for c in candidates
+            if "classes" not in c.forget
+            and c.config == request.config
+            and c.erasure_criterion == request.erasure_criterion
+        ),
+        None,
+    )
 
 
 def members(session: Session, leader_id: str) -> list[DeletionRequest]:
     """The job's other requests still in it, oldest first."""
-    return list(session.scalars(select(DeletionRequest).where(
-        DeletionRequest.job_id == leader_id, DeletionRequest.state.not_in(LIVE_EXCLUDES))
-        .order_by(DeletionRequest.created_at, DeletionRequest.id)))
+    return list(
+        session.scalars(
+            select(DeletionRequest)
+            .where(DeletionRequest.job_id == leader_id, DeletionRequest.state.not_in(LIVE_EXCLUDES))
+            .order_by(DeletionRequest.created_at, DeletionRequest.id)
+        )
+    )
 
 
 def coalesced(session: Session, leader_id: str) -> bool:
@@ -75,11 +94,14 @@ def promote(session: Session, leader_id: str, actor: str) -> str | None:
         return None
     new_leader = remaining[0].id
     # A stale heartbeat: a worker takes the running job at once, and the reconciler resumes it if the task is lost.
-    session.execute(update(DeletionRequest).where(DeletionRequest.id == new_leader)
-                    .values(job_id=None, heartbeat_at=LONG_AGO if remaining[0].state == State.RUNNING else None))
-    session.execute(update(DeletionRequest).where(DeletionRequest.job_id == leader_id)
-                    .values(job_id=new_leader))
+    session.execute(
+        update(DeletionRequest)
+        .where(DeletionRequest.id == new_leader)
+        .values(job_id=None, heartbeat_at=LONG_AGO if remaining[0].state == State.RUNNING else None)
+    )
+    session.execute(update(DeletionRequest).where(DeletionRequest.job_id == leader_id).values(job_id=new_leader))
     for request in remaining:
-        record_event(session, request.id, "job_handed_over", request.state, actor,
-                     {"from": leader_id, "to": new_leader})
+        record_event(
+            session, request.id, "job_handed_over", request.state, actor, {"from": leader_id, "to": new_leader}
+        )
     return new_leader

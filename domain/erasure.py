@@ -46,13 +46,17 @@ def criterion_for(override: Any, defaults: Mapping[str, float]) -> dict[str, flo
         raise invalid("config.erasure must be an object", [{"loc": ["config", "erasure"], "msg": "not an object"}])
     unknown = sorted(set(override) - set(TOLERANCE_KEYS))
     if unknown:
-        raise invalid(f"unknown key config.erasure.{unknown[0]} (known: {', '.join(TOLERANCE_KEYS)})",
-                      [{"loc": ["config", "erasure", unknown[0]], "msg": "unknown key"}])
+        raise invalid(
+            f"unknown key config.erasure.{unknown[0]} (known: {', '.join(TOLERANCE_KEYS)})",
+            [{"loc": ["config", "erasure", unknown[0]], "msg": "unknown key"}],
+        )
     criterion = {key: float(defaults[key]) for key in TOLERANCE_KEYS}
     for key, value in override.items():
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
-            raise invalid(f"config.erasure.{key} must be a number in [0, 1]",
-                          [{"loc": ["config", "erasure", key], "msg": "must be a number in [0, 1]"}])
+            raise invalid(
+                f"config.erasure.{key} must be a number in [0, 1]",
+                [{"loc": ["config", "erasure", key], "msg": "must be a number in [0, 1]"}],
+            )
         criterion[key] = float(value)
     return criterion
 
@@ -61,21 +65,26 @@ def _noise(target: float, rows: int) -> float:
     return 2.0 * math.sqrt(target * (1.0 - target) / max(1, rows))
 
 
-def judge(point: Mapping[str, float], targets: Mapping[str, float | None], forget_rows: int,
-          criterion: Mapping[str, float]) -> Judgement:
+def judge(
+    point: Mapping[str, float], targets: Mapping[str, float | None], forget_rows: int, criterion: Mapping[str, float]
+) -> Judgement:
     reasons = []
     fa_target = targets.get("forget_accuracy")
     if fa_target is not None:
         allowed = fa_target + criterion["forget_tolerance"] + _noise(fa_target, forget_rows)
         if point["forget_accuracy"] > allowed + 1e-9:
-            reasons.append(f"forget accuracy {point['forget_accuracy']:.3f} is above {allowed:.3f} (target "
-                           f"{fa_target:.3f} + tolerance {criterion['forget_tolerance']:.3f} + sampling noise)")
+            reasons.append(
+                f"forget accuracy {point['forget_accuracy']:.3f} is above {allowed:.3f} (target "
+                f"{fa_target:.3f} + tolerance {criterion['forget_tolerance']:.3f} + sampling noise)"
+            )
     mia_target = targets.get("mia_efficacy")
     if mia_target is not None:
         floor = mia_target - criterion["mia_tolerance"] - _noise(mia_target, forget_rows)
         if point["mia_efficacy"] < floor - 1e-9:
-            reasons.append(f"MIA efficacy {point['mia_efficacy']:.3f} is below {floor:.3f} (target "
-                           f"{mia_target:.3f} − tolerance {criterion['mia_tolerance']:.3f} − sampling noise)")
+            reasons.append(
+                f"MIA efficacy {point['mia_efficacy']:.3f} is below {floor:.3f} (target "
+                f"{mia_target:.3f} − tolerance {criterion['mia_tolerance']:.3f} − sampling noise)"
+            )
     return Judgement(not reasons, reasons)
 
 
@@ -91,8 +100,13 @@ def point_at(points: Sequence[Mapping[str, Any]], t: float) -> dict[str, float]:
     return {"t": t} | {m: nearest[m] for m in METRICS}
 
 
-def auto_choice(ranked: Sequence[Mapping[str, Any]], recommended_t: float, targets: Mapping[str, float | None],
-                forget_rows: int, criterion: Mapping[str, float]) -> tuple[float | None, Judgement]:
+def auto_choice(
+    ranked: Sequence[Mapping[str, Any]],
+    recommended_t: float,
+    targets: Mapping[str, float | None],
+    forget_rows: int,
+    criterion: Mapping[str, float],
+) -> tuple[float | None, Judgement]:
     """The t `auto` selection publishes: the recommended one if it meets the criterion, else the first of the
     measured points in `ranked` (the caller orders them best first, by the library's estimated gap to the
     targets) that meets it; None (with the recommended point's judgement) when no point does."""

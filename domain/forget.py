@@ -52,17 +52,24 @@ def tombstoned(session: Session, dataset_id: str, kind: str, values: list[str]) 
     salt = session.scalar(select(Dataset.tombstone_salt).where(Dataset.id == dataset_id))
     if salt is None or not values:
         return {}
-    hashes = {id_hash(salt, v): v for v in values}
+    hashes: dict[str | None, str] = {id_hash(salt, v): v for v in values}  # subject_hash is nullable
     column = SampleTombstone.sample_hash if kind == "sample_ids" else SampleTombstone.subject_hash
-    rows = session.execute(select(column, SampleTombstone.request_id).where(
-        SampleTombstone.dataset_id == dataset_id, in_list(session, column, list(hashes), kind)))
+    rows = session.execute(
+        select(column, SampleTombstone.request_id).where(
+            SampleTombstone.dataset_id == dataset_id, in_list(session, column, list(hashes), kind)
+        )
+    )
     return {hashes[h]: request_id for h, request_id in rows}
 
 
 def already_erased(counts: dict[str, int]) -> Problem:
     named = ", ".join(sorted(counts))
-    return Problem(409, f"every sample named was already erased from this model by deletion request(s) {named}",
-                   slug="already-erased", title="Already erased")
+    return Problem(
+        409,
+        f"every sample named was already erased from this model by deletion request(s) {named}",
+        slug="already-erased",
+        title="Already erased",
+    )
 
 
 def _named(values: list[Any]) -> str:
@@ -70,22 +77,27 @@ def _named(values: list[Any]) -> str:
     return shown + (f" and {len(values) - MAX_NAMED} more" if len(values) > MAX_NAMED else "")
 
 
-def resolve_forget(session: Session, dataset_id: str, num_train: int, num_classes: int, kind: str,
-                   values: list[Any]) -> ForgetSet:
+def resolve_forget(
+    session: Session, dataset_id: str, num_train: int, num_classes: int, kind: str, values: list[Any]
+) -> ForgetSet:
     """Rows of the training split named by the selector; 422 naming whatever is unknown or invalid."""
     wanted = list(dict.fromkeys(values))
-    columns = select(Sample.sample_id, Sample.split, Sample.position, Sample.subject_id, Sample.label) \
-        .where(Sample.dataset_id == dataset_id)
+    columns = select(Sample.sample_id, Sample.split, Sample.position, Sample.subject_id, Sample.label).where(
+        Sample.dataset_id == dataset_id
+    )
     if kind == "classes":
         bad = [c for c in wanted if not 0 <= c < num_classes]
         if bad:
-            raise invalid(f"classes out of range [0, {num_classes}): {_named(bad)}",
-                          [{"loc": ["forget", "classes"], "msg": f"out of range: {bad[:MAX_NAMED]}"}])
-        rows = session.execute(columns.where(Sample.split == "train", in_list(session, Sample.label, wanted, kind)))
+            raise invalid(
+                f"classes out of range [0, {num_classes}): {_named(bad)}",
+                [{"loc": ["forget", "classes"], "msg": f"out of range: {bad[:MAX_NAMED]}"}],
+            )
+        rows = session.execute(
+            columns.where(Sample.split == "train", in_list(session, Sample.label, wanted, kind))
+        ).all()
     else:
         column = Sample.sample_id if kind == "sample_ids" else Sample.subject_id
-        rows = session.execute(columns.where(in_list(session, column, wanted, kind)))
-    rows = rows.all()
+        rows = session.execute(columns.where(in_list(session, column, wanted, kind))).all()
     gone: dict[str, str] = {}
     if kind != "classes":
         found = {r.sample_id if kind == "sample_ids" else r.subject_id for r in rows}
@@ -93,12 +105,16 @@ def resolve_forget(session: Session, dataset_id: str, num_train: int, num_classe
         gone = tombstoned(session, dataset_id, kind, unknown) if unknown else {}
         unknown = [s for s in unknown if s not in gone]
         if unknown:
-            raise invalid(f"unknown {kind.replace('_', ' ')}: {_named(unknown)}",
-                          [{"loc": ["forget", kind], "msg": f"unknown: {unknown[:MAX_NAMED]}"}])
+            raise invalid(
+                f"unknown {kind.replace('_', ' ')}: {_named(unknown)}",
+                [{"loc": ["forget", kind], "msg": f"unknown: {unknown[:MAX_NAMED]}"}],
+            )
     in_test = [r.sample_id for r in rows if r.split != "train"]
     if kind == "sample_ids" and in_test:
-        raise invalid(f"sample ids in the test split cannot be forgotten (the model never trained on them): "
-                      f"{_named(in_test)}", [{"loc": ["forget", "sample_ids"], "msg": "test split"}])
+        raise invalid(
+            f"sample ids in the test split cannot be forgotten (the model never trained on them): {_named(in_test)}",
+            [{"loc": ["forget", "sample_ids"], "msg": "test split"}],
+        )
     train = [r for r in rows if r.split == "train"]
     erased_from_storage = dict(Counter(gone.values()))
     if not train and erased_from_storage:
@@ -106,28 +122,39 @@ def resolve_forget(session: Session, dataset_id: str, num_train: int, num_classe
     if not train:
         raise invalid("the forget set is empty: no training samples match", [{"loc": ["forget"], "msg": "empty"}])
     if len(train) >= num_train:
-        raise invalid("the forget set is the whole training set: nothing would be retained",
-                      [{"loc": ["forget"], "msg": "whole training set"}])
+        raise invalid(
+            "the forget set is the whole training set: nothing would be retained",
+            [{"loc": ["forget"], "msg": "whole training set"}],
+        )
     return ForgetSet({r.position: r.sample_id for r in train}, erased_from_storage)
 
 
 def erased_by(session: Session, model_id: str, positions: list[int]) -> dict[int, str]:
     """Which of `positions` earlier requests erased from the model: position -> request id."""
-    return dict(session.execute(select(ErasedSample.position, ErasedSample.request_id).where(
-        ErasedSample.model_id == model_id, in_list(session, ErasedSample.position, positions, "positions"))).all())
+    return dict(
+        session.execute(
+            select(ErasedSample.position, ErasedSample.request_id).where(
+                ErasedSample.model_id == model_id, in_list(session, ErasedSample.position, positions, "positions")
+            )
+        ).all()
+    )
 
 
 def erased_positions(session: Session, model_id: str) -> list[int]:
     """Every training row erased from the model: they take no part in later jobs."""
-    return list(session.scalars(select(ErasedSample.position).where(ErasedSample.model_id == model_id)
-                                .order_by(ErasedSample.position)))
+    return list(
+        session.scalars(
+            select(ErasedSample.position).where(ErasedSample.model_id == model_id).order_by(ErasedSample.position)
+        )
+    )
 
 
 def record_erased(session: Session, model_id: str, positions: list[int], request_id: str) -> None:
     """The rows a published version erased; rows an earlier request already erased keep that record."""
     already = erased_by(session, model_id, positions)
-    session.add_all(ErasedSample(model_id=model_id, position=p, request_id=request_id)
-                    for p in positions if p not in already)
+    session.add_all(
+        ErasedSample(model_id=model_id, position=p, request_id=request_id) for p in positions if p not in already
+    )
 
 
 def drop_already_erased(session: Session, model_id: str, forget: ForgetSet) -> tuple[ForgetSet, dict[str, int]]:

@@ -54,8 +54,10 @@ def image_header(read: Read, length: int) -> ImageHeader:
     if header.width == 0 or header.height == 0:
         raise ValueError(f"a {header.format} of {header.width}x{header.height} pixels is empty")
     if header.width * header.height > MAX_PIXELS:
-        raise ValueError(f"a {header.format} of {header.width}x{header.height} pixels is over the "
-                         f"{MAX_PIXELS:,} pixel bound (a decompression bomb, or resize it first)")
+        raise ValueError(
+            f"a {header.format} of {header.width}x{header.height} pixels is over the "
+            f"{MAX_PIXELS:,} pixel bound (a decompression bomb, or resize it first)"
+        )
     return header
 
 
@@ -65,8 +67,10 @@ def _png(head: bytes) -> ImageHeader:
     width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
     depth, colour = head[24], head[25]
     if colour not in _PNG_DEPTHS or depth not in _PNG_DEPTHS[colour]:
-        raise ValueError(f"a PNG of colour type {colour} and bit depth {depth}: store 8-bit PNGs (pixels are "
-                         "uint8; a 16-bit PNG would be clipped, not scaled, when decoded)")
+        raise ValueError(
+            f"a PNG of colour type {colour} and bit depth {depth}: store 8-bit PNGs (pixels are "
+            "uint8; a 16-bit PNG would be clipped, not scaled, when decoded)"
+        )
     return ImageHeader("PNG", width, height, colour in _PNG_GREY)
 
 
@@ -87,8 +91,10 @@ def _jpeg(read: Read, length: int) -> ImageHeader:
         if marker in (0xD9, 0xDA) or len(head) < 4:
             raise ValueError("a JPEG without a frame header (SOF) before its image data")
         if marker in _JPEG_OTHER_SOF:
-            raise ValueError(f"a JPEG coded with SOF{marker - 0xC0} (lossless, hierarchical or arithmetic): "
-                             "store baseline or progressive JPEG, or PNG")
+            raise ValueError(
+                f"a JPEG coded with SOF{marker - 0xC0} (lossless, hierarchical or arithmetic): "
+                "store baseline or progressive JPEG, or PNG"
+            )
         if marker in _JPEG_SOF:
             frame = read(position + 4, 6)
             if len(frame) < 6:
@@ -96,8 +102,10 @@ def _jpeg(read: Read, length: int) -> ImageHeader:
             precision, components = frame[0], frame[5]
             height, width = int.from_bytes(frame[1:3], "big"), int.from_bytes(frame[3:5], "big")
             if precision != 8 or components not in (1, 3, 4):
-                raise ValueError(f"a JPEG of {precision}-bit precision and {components} components: store "
-                                 "8-bit JPEG with 1, 3 or 4 components")
+                raise ValueError(
+                    f"a JPEG of {precision}-bit precision and {components} components: store "
+                    "8-bit JPEG with 1, 3 or 4 components"
+                )
             return ImageHeader("JPEG", width, height, components == 1)
         position += 2 + int.from_bytes(head[2:4], "big")
         if position >= length:
@@ -105,17 +113,19 @@ def _jpeg(read: Read, length: int) -> ImageHeader:
     raise ValueError(f"a JPEG without a frame header (SOF) in its first {MAX_JPEG_SEGMENTS} segments")
 
 
-def scan_images(file: BinaryIO, offsets_at: int, images_at: int, rows: int, total: int, limit: int
-                ) -> tuple[bool, list[str]]:
+def scan_images(
+    file: BinaryIO, offsets_at: int, images_at: int, rows: int, total: int, limit: int
+) -> tuple[bool, list[str]]:
     """An encoded shard's rows (file positions of its `offsets` [rows + 1] and `images` [total] data): whether
     every image is grey, and up to `limit` problems as "row k: why". Offsets are read OFFSETS_CHUNK at a time
     and of each image only its header, so memory stays small however large the shard."""
-    grey, problems = True, []
+    grey, problems = True, list[str]()
 
     def reader(start: int, end: int) -> Read:
         def read(at: int, count: int) -> bytes:
             file.seek(images_at + start + at)
             return file.read(max(0, min(count, end - start - at)))
+
         return read
 
     offsets = [0]
@@ -129,8 +139,9 @@ def scan_images(file: BinaryIO, offsets_at: int, images_at: int, rows: int, tota
             if len(problems) == limit:
                 return grey, problems
             if not 0 <= start <= end <= total:
-                problems.append(f"row {row}: offsets {start}..{end} must be non-decreasing and within the "
-                                f"{total} bytes of 'images'")
+                problems.append(
+                    f"row {row}: offsets {start}..{end} must be non-decreasing and within the {total} bytes of 'images'"
+                )
                 continue
             try:
                 grey = image_header(reader(start, end), end - start).grey and grey

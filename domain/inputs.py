@@ -31,8 +31,15 @@ _URL_BAD = re.compile(f"[\\s\x00-\x1f\x7f-\x9f{_SURROGATES}]")  # and no whitesp
 
 def _why(found: re.Match[str]) -> str:
     char = found.group()
-    kind = ("a NUL character" if char == "\x00" else "a lone UTF-16 surrogate" if "\ud800" <= char <= "\udfff" else
-            "a control character" if char < "\x20" or "\x7f" <= char <= "\x9f" else "whitespace")
+    kind = (
+        "a NUL character"
+        if char == "\x00"
+        else "a lone UTF-16 surrogate"
+        if "\ud800" <= char <= "\udfff"
+        else "a control character"
+        if char < "\x20" or "\x7f" <= char <= "\x9f"
+        else "whitespace"
+    )
     return f"contains {kind} (U+{ord(char):04X}) at position {found.start()}"
 
 
@@ -42,6 +49,7 @@ def _checker(pattern: re.Pattern[str]) -> Callable[[str], str]:
         if found:
             raise ValueError(_why(found))
         return value
+
     return check
 
 
@@ -54,8 +62,6 @@ def text_problem(value: str) -> str | None:
     """Why `value` is not acceptable single-line text, or None."""
     found = _LINE_BAD.search(value)
     return _why(found) if found else None
-
-
 
 
 def _check_lines(values: list[str]) -> list[str]:
@@ -84,8 +90,13 @@ def check_number(value: float, path: tuple[str | int, ...] = ()) -> None:
         raise JsonProblem(path, NUMBER_RANGE)
 
 
-def check_json(value: Any, path: tuple[str | int, ...] = (), *, max_depth: int = MAX_DEPTH,
-               text: Callable[[str], str | None] = text_problem) -> Any:
+def check_json(
+    value: Any,
+    path: tuple[str | int, ...] = (),
+    *,
+    max_depth: int = MAX_DEPTH,
+    text: Callable[[str], str | None] = text_problem,
+) -> Any:
     """A parsed JSON value holding only acceptable text (keys as single lines; `text` says why a string value
     is not acceptable) and finite bounded numbers, nested at most `max_depth` deep."""
     if len(path) > max_depth:
@@ -116,8 +127,10 @@ def _json_object(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
     try:
         return check_json(value)
     except JsonProblem as error:
-        raise ValidationError.from_exception_data("JSON", [InitErrorDetails(
-            type=PydanticCustomError("json_value", error.message), loc=error.path, input=None)]) from None
+        raise ValidationError.from_exception_data(
+            "JSON",
+            [InitErrorDetails(type=PydanticCustomError("json_value", error.message), loc=error.path, input=None)],
+        ) from None
 
 
 def _refuse_constant(name: str) -> Any:
@@ -140,8 +153,9 @@ def _duplicate(key: str) -> ValueError:
     return ValueError(f"the key {key!r} occurs twice in one object")
 
 
-def unique_keys(pairs: list[tuple[str, Any]],
-                on_duplicate: Callable[[str], ValueError] | None = None) -> dict[str, Any]:
+def unique_keys(
+    pairs: list[tuple[str, Any]], on_duplicate: Callable[[str], ValueError] | None = None
+) -> dict[str, Any]:
     """An object whose keys are all distinct: with a duplicate, which value counts depends on the reader (a
     forged first copy of a signed key must not pass unseen). `on_duplicate` makes the error to raise."""
     result: dict[str, Any] = {}
@@ -152,14 +166,20 @@ def unique_keys(pairs: list[tuple[str, Any]],
     return result
 
 
-def parse_json(text: str | bytes, *, max_depth: int = MAX_DEPTH,
-               text_check: Callable[[str], str | None] = text_problem) -> Any:
+def parse_json(
+    text: str | bytes, *, max_depth: int = MAX_DEPTH, text_check: Callable[[str], str | None] = text_problem
+) -> Any:
     """Strict json.loads: UTF-8, no duplicate key, no NaN/Infinity, no huge numbers, nesting at most
     `max_depth`, string values that `text_check` accepts. Raises ValueError (with a message for the user) for
     anything else, never RecursionError or a digit-limit error."""
     try:
-        value = json.loads(text, object_pairs_hook=unique_keys, parse_constant=_refuse_constant,
-                           parse_int=_bounded_int, parse_float=_finite_float)
+        value = json.loads(
+            text,
+            object_pairs_hook=unique_keys,
+            parse_constant=_refuse_constant,
+            parse_int=_bounded_int,
+            parse_float=_finite_float,
+        )
     except RecursionError:
         raise ValueError(f"nested more than {max_depth} deep") from None
     except UnicodeDecodeError as error:

@@ -65,6 +65,8 @@ MAX_EXTENSION_DAYS = 60  # GDPR Art. 12(3): "extended by two further months wher
 def overdue_at(now: datetime) -> ColumnElement[bool]:
     """Still owes its answer and is past its due_at (the list filter, the gauge and the reconciler's notice)."""
     return DeletionRequest.state.in_(OPEN) & (DeletionRequest.due_at < now)
+
+
 CALLBACK_STATES = frozenset({S.AWAITING_SELECTION, S.SUCCEEDED, S.FAILED, S.CANCELLED})
 # Tasks sent when a request enters a state. Artifacts are deleted on every way out that publishes or
 # abandons the curve: they were trained on the forget set.
@@ -92,19 +94,29 @@ def submit(session: Session, request: DeletionRequest, *, actor: str, detail: di
     _queue_follow_ups(session, request.id, S.QUEUED, request.callback_url)
 
 
-def transition(session: Session, request_id: str, to: State, *, actor: str, from_: Iterable[State] | None = None,
-               values: dict[str, Any] | None = None, detail: dict[str, Any] | None = None,
-               where: Sequence[ColumnElement[bool]] = ()) -> bool:
+def transition(
+    session: Session,
+    request_id: str,
+    to: State,
+    *,
+    actor: str,
+    from_: Iterable[State] | None = None,
+    values: dict[str, Any] | None = None,
+    detail: dict[str, Any] | None = None,
+    where: Sequence[ColumnElement[bool]] = (),
+) -> bool:
     """Move the request to `to` if it is in one of `from_` (default: every state allowed to reach `to`) and
     matches `where`. Records the event and queues the follow-ups for after commit; False if it did not move."""
     sources = tuple(from_) if from_ is not None else sources_of(to)
     illegal = [state for state in sources if to not in TRANSITIONS[state]]
     if illegal:
         raise ValueError(f"no transition {illegal} -> {to}")
-    moved = session.execute(update(DeletionRequest)
-                            .where(DeletionRequest.id == request_id, DeletionRequest.state.in_(sources), *where)
-                            .values(state=to, **(values or {}))
-                            .returning(DeletionRequest.callback_url)).first()  # what the follow-ups need
+    moved = session.execute(
+        update(DeletionRequest)
+        .where(DeletionRequest.id == request_id, DeletionRequest.state.in_(sources), *where)
+        .values(state=to, **(values or {}))
+        .returning(DeletionRequest.callback_url)
+    ).first()  # what the follow-ups need
     if moved is None:
         return False
     record_event(session, request_id, "state_changed", to, actor, detail)
@@ -113,21 +125,36 @@ def transition(session: Session, request_id: str, to: State, *, actor: str, from
     return True
 
 
-def _follow_leader(session: Session, leader_id: str, sources: tuple[State, ...], to: State, actor: str,
-                   values: dict[str, Any], detail: dict[str, Any] | None) -> None:
+def _follow_leader(
+    session: Session,
+    leader_id: str,
+    sources: tuple[State, ...],
+    to: State,
+    actor: str,
+    values: dict[str, Any],
+    detail: dict[str, Any] | None,
+) -> None:
     """A coalesced job's members (domain/coalesce.py) make the leader's state change too, with their own
     events and follow-ups (callbacks, clean-up)."""
-    followed = session.execute(update(DeletionRequest)
-                               .where(DeletionRequest.job_id == leader_id, DeletionRequest.state.in_(sources))
-                               .values(state=to, **values)
-                               .returning(DeletionRequest.id, DeletionRequest.callback_url)).all()
+    followed = session.execute(
+        update(DeletionRequest)
+        .where(DeletionRequest.job_id == leader_id, DeletionRequest.state.in_(sources))
+        .values(state=to, **values)
+        .returning(DeletionRequest.id, DeletionRequest.callback_url)
+    ).all()
     for member_id, callback_url in followed:
         record_event(session, member_id, "state_changed", to, actor, (detail or {}) | {"job": leader_id})
         _queue_follow_ups(session, member_id, to, callback_url)
 
 
-def claim(session: Session, request_id: str, from_state: State, to_state: State, stale_before: datetime,
-          worker: str | None = None) -> DeletionRequest | None:
+def claim(
+    session: Session,
+    request_id: str,
+    from_state: State,
+    to_state: State,
+    stale_before: datetime,
+    worker: str | None = None,
+) -> DeletionRequest | None:
     """A worker takes the job: `from_state` → `to_state`. A request already in `to_state` is taken only
     while nobody holds it (no heartbeat yet, or one older than `stale_before`: its worker died).
     The event names the `worker`. Returns the row (detached) when this worker now holds it."""
@@ -208,5 +235,6 @@ def mark_dispatched(factory: sessionmaker[Session], request_ids: list[str]) -> N
     """When the run task last went out: the reconciler re-sends a queued request only after a while."""
     if request_ids:
         with factory() as session, session.begin():
-            session.execute(update(DeletionRequest).where(DeletionRequest.id.in_(request_ids))
-                            .values(dispatched_at=utcnow()))
+            session.execute(
+                update(DeletionRequest).where(DeletionRequest.id.in_(request_ids)).values(dispatched_at=utcnow())
+            )

@@ -39,8 +39,9 @@ def _decode(token: str) -> dict[str, Any]:
 
 
 def _bad_token() -> Exception:
-    return invalid("page_token is not a token this API issued", [{"loc": ["query", "page_token"],
-                                                                 "msg": "invalid page token"}])
+    return invalid(
+        "page_token is not a token this API issued", [{"loc": ["query", "page_token"], "msg": "invalid page token"}]
+    )
 
 
 def _page(rows: list[Any], page_size: int, token_of: Any) -> PageOf[Any]:
@@ -49,8 +50,13 @@ def _page(rows: list[Any], page_size: int, token_of: Any) -> PageOf[Any]:
     return PageOf(rows[:page_size], _encode(token_of(rows[page_size - 1])))
 
 
-def newest_first(query: Select[Any], created: InstrumentedAttribute[Any], id_: InstrumentedAttribute[Any],
-                 page_size: int, page_token: str | None) -> Select[Any]:
+def newest_first(
+    query: Select[Any],
+    created: InstrumentedAttribute[Any],
+    id_: InstrumentedAttribute[Any],
+    page_size: int,
+    page_token: str | None,
+) -> Select[Any]:
     """Order newest first and start after the token's row; fetches one extra row to detect more."""
     if page_token:
         data = _decode(page_token)
@@ -68,12 +74,13 @@ def newest_page(rows: list[Any], page_size: int) -> PageOf[Any]:
     return _page(rows, page_size, lambda last: {"c": last.created_at.isoformat(), "i": last.id})
 
 
-def ascending(query: Select[Any], key: InstrumentedAttribute[Any], page_size: int, page_token: str | None
-              ) -> Select[Any]:
+def ascending(
+    query: Select[Any], key: InstrumentedAttribute[Any], page_size: int, page_token: str | None
+) -> Select[Any]:
     """Order by an integer key, oldest first, starting after the token's key."""
     if page_token:
         after = _decode(page_token).get("k")
-        if isinstance(after, bool) or not isinstance(after, int) or not -2**63 <= after < 2**63:
+        if isinstance(after, bool) or not isinstance(after, int) or not -(2**63) <= after < 2**63:
             raise _bad_token()
         query = query.where(key > after)
     return query.order_by(key).limit(page_size + 1)

@@ -23,8 +23,10 @@ PRESETS: dict[str, tuple[list[float], list[float]] | None] = {
 # Inputs are in [0, 1]: a mean or std outside these ranges is a mistake (a 0-255 scale), and a tiny std
 # (5e-324) would turn every input into infinity.
 MEAN_RANGE, STD_RANGE = (-1000.0, 1000.0), (1e-6, 1000.0)
-OPTIONS = ('a preset ("unit", "imagenet" or "dataset") or a JSON object {"mean": [...], "std": [...]} '
-           "with one value per input channel")
+OPTIONS = (
+    'a preset ("unit", "imagenet" or "dataset") or a JSON object {"mean": [...], "std": [...]} '
+    "with one value per input channel"
+)
 
 
 def _bad(message: str) -> Exception:
@@ -50,10 +52,15 @@ def parse_preprocessing(raw: str, data_channels: int) -> dict[str, Any]:
     allowed = {data_channels, 3} if data_channels == 1 else {data_channels}
     for key, (low, high) in (("mean", MEAN_RANGE), ("std", STD_RANGE)):
         numbers = value[key]
-        if not isinstance(numbers, list) or len(numbers) not in allowed or not all(
-                isinstance(n, int | float) and not isinstance(n, bool) and low <= n <= high for n in numbers):
-            raise _bad(f"{key} must be a list of {' or '.join(map(str, sorted(allowed)))} numbers in [{low:g}, "
-                       f"{high:g}] (the dataset's images have {data_channels} channels)")
+        if (
+            not isinstance(numbers, list)
+            or len(numbers) not in allowed
+            or not all(isinstance(n, int | float) and not isinstance(n, bool) and low <= n <= high for n in numbers)
+        ):
+            raise _bad(
+                f"{key} must be a list of {' or '.join(map(str, sorted(allowed)))} numbers in [{low:g}, "
+                f"{high:g}] (the dataset's images have {data_channels} channels)"
+            )
     if len(value["mean"]) != len(value["std"]):
         raise _bad("mean and std need the same length")
     return {"preset": None, "mean": [float(m) for m in value["mean"]], "std": [float(s) for s in value["std"]]}
@@ -70,14 +77,18 @@ def parse_architecture_kwargs(raw: str | None) -> dict[str, Any]:
     except ValueError as error:
         value, problem = None, str(error)
     if not isinstance(value, dict):
-        raise invalid("architecture_kwargs must be a JSON object of constructor arguments, e.g. {\"img_size\": 32}"
-                      f": {problem}", [{"loc": ["architecture_kwargs"], "msg": problem}])
+        raise invalid(
+            f'architecture_kwargs must be a JSON object of constructor arguments, e.g. {{"img_size": 32}}: {problem}',
+            [{"loc": ["architecture_kwargs"], "msg": problem}],
+        )
     return value
 
 
-TRANSFORM_OPTIONS = ('a JSON object {"resize": int | [height, width], "center_crop": int | [height, width]} '
-                     f"with at least one of the two, sides 1..{MAX_SIDE}")
-AUGMENTATION_OPTIONS = (f'"none", "crop_flip" or a JSON list of steps from {sorted(AUGMENTATION_STEPS)}')
+TRANSFORM_OPTIONS = (
+    'a JSON object {"resize": int | [height, width], "center_crop": int | [height, width]} '
+    f"with at least one of the two, sides 1..{MAX_SIDE}"
+)
+AUGMENTATION_OPTIONS = f'"none", "crop_flip" or a JSON list of steps from {sorted(AUGMENTATION_STEPS)}'
 
 
 def _side(value: Any) -> bool:
@@ -87,9 +98,11 @@ def _side(value: Any) -> bool:
 def parse_input_transform(raw: str | None, stored_shape: list[int | None]) -> dict[str, Any] | None:
     """The declared resize / center crop (unlearning/transforms.py), checked against the dataset's stored
     [C, H, W] (H, W null: encoded images of any size, which need a transform that fixes one). None: none."""
+
     def bad(message: str) -> Exception:
-        return invalid(f"input_transform: {message}; give {TRANSFORM_OPTIONS}",
-                       [{"loc": ["input_transform"], "msg": message}])
+        return invalid(
+            f"input_transform: {message}; give {TRANSFORM_OPTIONS}", [{"loc": ["input_transform"], "msg": message}]
+        )
 
     value: Any = None
     if raw is not None and raw.strip():
@@ -122,7 +135,10 @@ def parse_augmentation(raw: str | None) -> list[str]:
             problem = f"a list of distinct steps from {sorted(AUGMENTATION_STEPS)}"
         except ValueError as error:
             steps, problem = None, str(error)
-        if (isinstance(steps, list) and all(isinstance(s, str) and s in AUGMENTATION_STEPS for s in steps)
-                and len(set(steps)) == len(steps)):
+        if (
+            isinstance(steps, list)
+            and all(isinstance(s, str) and s in AUGMENTATION_STEPS for s in steps)
+            and len(set(steps)) == len(steps)
+        ):
             return steps
     raise invalid(f"augmentation: {problem}; give {AUGMENTATION_OPTIONS}", [{"loc": ["augmentation"], "msg": problem}])

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from sqlalchemy import not_, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session, defer
 
 from domain import coalesce
@@ -36,8 +37,9 @@ def get(session: Session, request_id: str) -> DeletionRequest:
 NOT_OFFERED = ("retrain",)  # the benchmarks' gold standard: a retrain, not an unlearning method
 
 
-def validated_config(config: dict[str, Any], base_method: str, erasure_defaults: dict[str, float]
-                     ) -> tuple[dict[str, Any], dict[str, float]]:
+def validated_config(
+    config: dict[str, Any], base_method: str, erasure_defaults: dict[str, float]
+) -> tuple[dict[str, Any], dict[str, float]]:
     """The MCU config with every default filled in, and the erasure criterion (`config.erasure` over the
     service's defaults); 422 naming the dotted key of a bad value."""
     config = dict(config)
@@ -47,8 +49,10 @@ def validated_config(config: dict[str, Any], base_method: str, erasure_defaults:
 
 def _mcu_config(config: dict[str, Any], base_method: str) -> dict[str, Any]:
     if base_method in NOT_OFFERED:
-        raise invalid(f"base_method {base_method!r} is not offered by the service (it retrains from scratch)",
-                      [{"loc": ["base_method"], "msg": "not offered"}])
+        raise invalid(
+            f"base_method {base_method!r} is not offered by the service (it retrains from scratch)",
+            [{"loc": ["base_method"], "msg": "not offered"}],
+        )
     try:
         return resolve_config(config, base_method).to_dict()
     except ConfigError as error:
@@ -68,8 +72,10 @@ def check_callback(url: str | None, settings: Settings) -> None:
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise invalid("callback_url must be an absolute http(s) URL", [{"loc": ["callback_url"], "msg": "invalid"}])
     if not settings.callback_host_allowed(url):
-        raise invalid("callback_url's host is not in the callback allow-list (MCU_CALLBACK_ALLOWED_HOSTS)",
-                      [{"loc": ["callback_url"], "msg": "host not allowed"}])
+        raise invalid(
+            "callback_url's host is not in the callback allow-list (MCU_CALLBACK_ALLOWED_HOSTS)",
+            [{"loc": ["callback_url"], "msg": "host not allowed"}],
+        )
 
 
 def received_when(received_at: datetime | None) -> datetime:
@@ -78,13 +84,16 @@ def received_when(received_at: datetime | None) -> datetime:
     if received_at is None:
         return now
     if received_at.tzinfo is None:
-        raise invalid("received_at needs a time zone (e.g. 2026-11-28T09:00:00Z)",
-                      [{"loc": ["received_at"], "msg": "no time zone"}])
+        raise invalid(
+            "received_at needs a time zone (e.g. 2026-11-28T09:00:00Z)",
+            [{"loc": ["received_at"], "msg": "no time zone"}],
+        )
     if received_at > now + CLOCK_SKEW:
         raise invalid("received_at lies in the future", [{"loc": ["received_at"], "msg": "in the future"}])
     if received_at < now - MAX_RECEIVED_AGE:
-        raise invalid(f"received_at is more than {MAX_RECEIVED_AGE.days} days ago",
-                      [{"loc": ["received_at"], "msg": "too old"}])
+        raise invalid(
+            f"received_at is more than {MAX_RECEIVED_AGE.days} days ago", [{"loc": ["received_at"], "msg": "too old"}]
+        )
     return received_at
 
 
@@ -92,39 +101,72 @@ CLOCK_SKEW = timedelta(minutes=5)
 MAX_RECEIVED_AGE = timedelta(days=365)
 
 
-def create(session: Session, *, model_id: str, selector: tuple[str, list[Any]], base_method: str,
-           config: dict[str, Any], erasure_criterion: dict[str, float], selection_mode: str,
-           external_id: str | None, callback_url: str | None, received_at: datetime, response_days: int,
-           actor: str, coalescing: bool = False) -> str:
+def create(
+    session: Session,
+    *,
+    model_id: str,
+    selector: tuple[str, list[Any]],
+    base_method: str,
+    config: dict[str, Any],
+    erasure_criterion: dict[str, float],
+    selection_mode: str,
+    external_id: str | None,
+    callback_url: str | None,
+    received_at: datetime,
+    response_days: int,
+    actor: str,
+    coalescing: bool = False,
+) -> str:
     """A queued request for the rows the selector names (rows already erased left out); returns its id. With
     `coalescing`, it joins a queued job of the same model and settings (domain/coalesce.py)."""
     model = session.get(Model, model_id)
     if model is None:
         raise invalid(f"unknown model '{model_id}'", [{"loc": ["model_id"], "msg": "unknown model"}])
     if model.state != ModelState.READY:
-        raise Problem(409, f"model '{model_id}' is {model.state}, not ready: deletion requests need a ready model"
-                      + (f" ({model.error['detail']})" if model.error else ""), slug="model-not-ready",
-                      title="Model not ready")
+        raise Problem(
+            409,
+            f"model '{model_id}' is {model.state}, not ready: deletion requests need a ready model"
+            + (f" ({model.error['detail']})" if model.error else ""),
+            slug="model-not-ready",
+            title="Model not ready",
+        )
     dataset = session.get(Dataset, model.dataset_id)
     assert dataset is not None
     kind, values = selector
     forget, already_erased = drop_already_erased(
-        session, model.id, resolve_forget(session, dataset.id, dataset.num_train, model.num_classes, kind, values))
+        session, model.id, resolve_forget(session, dataset.id, dataset.num_train, model.num_classes, kind, values)
+    )
     salt = secrets.token_hex(16)
     request = DeletionRequest(
-        id=new_id("req"), model_id=model.id, model_version=model.current_version, external_id=external_id,
-        base_method=base_method, config=config, selection_mode=selection_mode, callback_url=callback_url,
-        forget={kind: values}, forget_positions=forget.positions, forget_count=len(forget.positions),
-        forget_fingerprint=forget.fingerprint, forget_salt=salt,
+        id=new_id("req"),
+        model_id=model.id,
+        model_version=model.current_version,
+        external_id=external_id,
+        base_method=base_method,
+        config=config,
+        selection_mode=selection_mode,
+        callback_url=callback_url,
+        forget={kind: values},
+        forget_positions=forget.positions,
+        forget_count=len(forget.positions),
+        forget_fingerprint=forget.fingerprint,
+        forget_salt=salt,
         forget_salted_fingerprint=forget.salted_fingerprint(salt),
-        erasure_criterion=erasure_criterion, received_at=received_at,
+        erasure_criterion=erasure_criterion,
+        received_at=received_at,
         due_at=received_at + timedelta(days=response_days),
-        progress={"phase": State.QUEUED.value, "fraction": 0.0}, created_by=actor)
+        progress={"phase": State.QUEUED.value, "fraction": 0.0},
+        created_by=actor,
+    )
     leader = coalesce.find_leader(session, request) if coalescing else None
     request.job_id = leader.id if leader else None
-    submit(session, request, actor=actor, detail={"forget_count": len(forget.positions), "external_id": external_id,
-                                                  "already_erased_by": already_erased}
-           | ({"joined_job": leader.id} if leader else {}))
+    submit(
+        session,
+        request,
+        actor=actor,
+        detail={"forget_count": len(forget.positions), "external_id": external_id, "already_erased_by": already_erased}
+        | ({"joined_job": leader.id} if leader else {}),
+    )
     if leader is not None:
         record_event(session, leader.id, "member_joined", State.QUEUED, actor, {"request": request.id})
     return request.id
@@ -133,8 +175,15 @@ def create(session: Session, *, model_id: str, selector: tuple[str, list[Any]], 
 FORGET_SET = (DeletionRequest.forget, DeletionRequest.forget_positions)
 
 
-def page_of_requests(session: Session, *, model_id: str | None, state: State | None, overdue: bool | None,
-                     page_size: int, page_token: str | None) -> PageOf[DeletionRequest]:
+def page_of_requests(
+    session: Session,
+    *,
+    model_id: str | None,
+    state: State | None,
+    overdue: bool | None,
+    page_size: int,
+    page_token: str | None,
+) -> PageOf[DeletionRequest]:
     """Newest first; curve points come in one extra query for the whole page (the relationship is `selectin`),
     not one per row. The forget set (up to a million ids and positions a row) is not part of a listed request:
     never loaded."""
@@ -146,8 +195,9 @@ def page_of_requests(session: Session, *, model_id: str | None, state: State | N
     if overdue is not None:
         late = overdue_at(utcnow())
         query = query.where(late if overdue else not_(late))
-    rows = session.scalars(newest_first(query, DeletionRequest.created_at, DeletionRequest.id, page_size,
-                                        page_token)).all()
+    rows = session.scalars(
+        newest_first(query, DeletionRequest.created_at, DeletionRequest.id, page_size, page_token)
+    ).all()
     return newest_page(list(rows), page_size)
 
 
@@ -158,8 +208,9 @@ def curve(session: Session, request_id: str) -> dict[str, Any]:
     return row.curve
 
 
-def select_point(session: Session, request_id: str, t: float, actor: str, acknowledge: str | None = None
-                 ) -> DeletionRequest:
+def select_point(
+    session: Session, request_id: str, t: float, actor: str, acknowledge: str | None = None
+) -> DeletionRequest:
     """awaiting_selection → materializing at `t`; commits. 409 in any other state, and for a point that fails
     the erasure criterion unless `acknowledge` begins with "erasure criterion not met"."""
     member = get(session, request_id)
@@ -168,21 +219,41 @@ def select_point(session: Session, request_id: str, t: float, actor: str, acknow
     request_id = member.job_id or request_id  # a coalesced job's point is chosen for all its requests
     row = get(session, request_id)
     judgement = None
-    if row.state == State.AWAITING_SELECTION and row.curve is not None:
+    if row.state == State.AWAITING_SELECTION and row.curve_summary is not None:
         points = [{"t": p.t} | {m: getattr(p, m) for m in METRICS} for p in row.points]
-        judgement = judge(point_at(points, t), row.curve_summary["targets"],
-                          len(coalesce.job_positions(session, row)), row.erasure_criterion)
+        judgement = judge(
+            point_at(points, t),
+            row.curve_summary["targets"],
+            len(coalesce.job_positions(session, row)),
+            row.erasure_criterion,
+        )
         acknowledged = (acknowledge or "").strip().lower().startswith(ACKNOWLEDGE_PREFIX)
         if not judgement.met and not acknowledged:
-            raise Problem(409, f"the point at t = {t} does not meet the erasure criterion: "
-                          + "; ".join(judgement.reasons) + f". To publish it anyway, send \"acknowledge\": "
-                          f"\"{judgement.acknowledgement}\"", slug="erasure-criterion-not-met",
-                          title="Erasure criterion not met")
+            raise Problem(
+                409,
+                f"the point at t = {t} does not meet the erasure criterion: "
+                + "; ".join(judgement.reasons)
+                + f'. To publish it anyway, send "acknowledge": '
+                f'"{judgement.acknowledgement}"',
+                slug="erasure-criterion-not-met",
+                title="Erasure criterion not met",
+            )
     ack = acknowledge if judgement is not None and not judgement.met else None
-    if not transition(session, request_id, State.MATERIALIZING, actor=actor, from_=[State.AWAITING_SELECTION],
-                      values={"selected_t": t, "selected_by": actor, "selected_at": utcnow(), "heartbeat_at": None,
-                              "selection_acknowledgement": ack},
-                      detail={"t": t} | ({"acknowledgement": ack} if ack else {})):
+    if not transition(
+        session,
+        request_id,
+        State.MATERIALIZING,
+        actor=actor,
+        from_=[State.AWAITING_SELECTION],
+        values={
+            "selected_t": t,
+            "selected_by": actor,
+            "selected_at": utcnow(),
+            "heartbeat_at": None,
+            "selection_acknowledgement": ack,
+        },
+        detail={"t": t} | ({"acknowledgement": ack} if ack else {}),
+    ):
         session.rollback()
         raise Problem(409, f"a point can be selected only in state awaiting_selection (state: {row.state})")
     session.commit()
@@ -196,25 +267,53 @@ def cancel(session: Session, request_id: str, actor: str) -> DeletionRequest:
     previous = row.state
     at_once = {"cancel_requested": True, "finished_at": utcnow()}
     if row.job_id is not None:  # a member leaves its coalesced job; a running job restarts without it
-        moved = transition(session, request_id, State.CANCELLED, actor=actor, values=at_once,
-                           detail={"left_job": row.job_id},
-                           from_=[State.QUEUED, State.RUNNING, State.AWAITING_SELECTION, State.MATERIALIZING])
+        moved = transition(
+            session,
+            request_id,
+            State.CANCELLED,
+            actor=actor,
+            values=at_once,
+            detail={"left_job": row.job_id},
+            from_=[State.QUEUED, State.RUNNING, State.AWAITING_SELECTION, State.MATERIALIZING],
+        )
         if moved and previous == State.RUNNING:
-            session.execute(update(DeletionRequest).where(DeletionRequest.id == row.job_id)
-                            .values(restart_requested=True))
+            session.execute(
+                update(DeletionRequest).where(DeletionRequest.id == row.job_id).values(restart_requested=True)
+            )
     else:
         if previous in (State.QUEUED, State.RUNNING) and (new_leader := coalesce.promote(session, request_id, actor)):
             # The job goes on without its leader: its first member leads it now (a running one from the start).
             enqueue_after_commit(session, RUN_REQUEST, new_leader)
         # A selection no worker has claimed yet (no heartbeat) is cancelled at once too: a worker claims only
         # `materializing`, so a `cancelling` request that nobody holds would never be finished.
-        moved = transition(session, request_id, State.CANCELLED, actor=actor, values=at_once,
-                           from_=[State.QUEUED, State.AWAITING_SELECTION]) or \
-            transition(session, request_id, State.CANCELLED, actor=actor, values=at_once, from_=[State.MATERIALIZING],
-                       where=[DeletionRequest.heartbeat_at.is_(None)]) or \
-            transition(session, request_id, State.CANCELLING, actor=actor, values={"cancel_requested": True},
-                       from_=[State.RUNNING, State.MATERIALIZING]) or \
-            previous == State.CANCELLING
+        moved = (
+            transition(
+                session,
+                request_id,
+                State.CANCELLED,
+                actor=actor,
+                values=at_once,
+                from_=[State.QUEUED, State.AWAITING_SELECTION],
+            )
+            or transition(
+                session,
+                request_id,
+                State.CANCELLED,
+                actor=actor,
+                values=at_once,
+                from_=[State.MATERIALIZING],
+                where=[DeletionRequest.heartbeat_at.is_(None)],
+            )
+            or transition(
+                session,
+                request_id,
+                State.CANCELLING,
+                actor=actor,
+                values={"cancel_requested": True},
+                from_=[State.RUNNING, State.MATERIALIZING],
+            )
+            or previous == State.CANCELLING
+        )
     if not moved:
         session.rollback()
         raise Problem(409, f"request '{request_id}' is already {previous}")
@@ -231,15 +330,31 @@ def extend(session: Session, request_id: str, days: int, reason: str, actor: str
         raise Problem(409, f"request '{request_id}' is {row.state}: its answer is given, no deadline to extend")
     extension = {"days": days, "reason": reason, "by": actor, "at": utcnow().isoformat()}
     due_at = row.due_at + timedelta(days=days)
-    extended = session.execute(update(DeletionRequest).where(DeletionRequest.id == request_id,
-                                                             DeletionRequest.due_extension.is_(None))
-                               .values(due_at=due_at, due_extension=extension)).rowcount
+    # (an UPDATE's result is a CursorResult; Session.execute is typed as returning a plain Result)
+    extended = cast(
+        CursorResult[Any],
+        session.execute(
+            update(DeletionRequest)
+            .where(DeletionRequest.id == request_id, DeletionRequest.due_extension.is_(None))
+            .values(due_at=due_at, due_extension=extension)
+        ),
+    ).rowcount
     if not extended:
         session.rollback()
-        raise Problem(409, f"the deadline of '{request_id}' was extended already (once per request)",
-                      slug="already-extended", title="Already extended")
-    record_event(session, request_id, "due_date_extended", row.state, actor,
-                 {"days": days, "reason": reason, "due_at": due_at.isoformat()})
+        raise Problem(
+            409,
+            f"the deadline of '{request_id}' was extended already (once per request)",
+            slug="already-extended",
+            title="Already extended",
+        )
+    record_event(
+        session,
+        request_id,
+        "due_date_extended",
+        row.state,
+        actor,
+        {"days": days, "reason": reason, "due_at": due_at.isoformat()},
+    )
     session.commit()
     session.refresh(row)
     return row
@@ -247,6 +362,7 @@ def extend(session: Session, request_id: str, days: int, reason: str, actor: str
 
 def page_of_events(session: Session, request_id: str, page_size: int, page_token: str | None) -> PageOf[Event]:
     get(session, request_id)
-    rows = session.scalars(ascending(select(Event).where(Event.request_id == request_id), Event.id, page_size,
-                                     page_token)).all()
+    rows = session.scalars(
+        ascending(select(Event).where(Event.request_id == request_id), Event.id, page_size, page_token)
+    ).all()
     return ascending_page(list(rows), page_size, "id")

@@ -55,9 +55,15 @@ class Signer:
 
     def sign(self, report: dict[str, Any]) -> dict[str, Any]:
         value = self.private_key.sign(canonical_json(report))
-        return {"report": report, "signature": {"algorithm": ALGORITHM, "key_id": self.key_id,
-                                                "public_key": self.public_key,
-                                                "value": base64.b64encode(value).decode()}}
+        return {
+            "report": report,
+            "signature": {
+                "algorithm": ALGORITHM,
+                "key_id": self.key_id,
+                "public_key": self.public_key,
+                "value": base64.b64encode(value).decode(),
+            },
+        }
 
 
 class SigningKeys:
@@ -66,8 +72,9 @@ class SigningKeys:
     API and worker process holds one. Looking the key up is a read (`read_factory`: on SQLite it does not take
     the write lock, and `GET /v1/signing-key` is public); only making or replacing the current key writes."""
 
-    def __init__(self, factory: sessionmaker[Session], settings: Settings,
-                 read_factory: sessionmaker[Session] | None = None) -> None:
+    def __init__(
+        self, factory: sessionmaker[Session], settings: Settings, read_factory: sessionmaker[Session] | None = None
+    ) -> None:
         self.factory, self.read_factory, self.settings = factory, read_factory or factory, settings
         self._cache: dict[str, Signer] = {}
         self._file: tuple[tuple[int, int], Ed25519PrivateKey] | None = None
@@ -91,8 +98,12 @@ class SigningKeys:
             previous = session.scalar(select(SigningKey.public_key).where(SigningKey.slot == CURRENT))
             try:
                 with session.begin_nested():
-                    _make_current(session, private, None if file_key else self._encrypt(private),
-                                  public_from_b64(previous) if previous else None)
+                    _make_current(
+                        session,
+                        private,
+                        None if file_key else self._encrypt(private),
+                        public_from_b64(previous) if previous else None,
+                    )
             except IntegrityError:  # another process made the first key at the same moment: the winner's
                 pass
             signer = self._loaded(session)
@@ -113,8 +124,9 @@ class SigningKeys:
 
     def _loaded(self, session: Session) -> Signer | None:
         """The current signer, or None when a key must be made current first (none yet, or a new key file)."""
-        row = session.execute(select(SigningKey.key_id, SigningKey.private_key)
-                              .where(SigningKey.slot == CURRENT)).first()
+        row = session.execute(
+            select(SigningKey.key_id, SigningKey.private_key).where(SigningKey.slot == CURRENT)
+        ).first()
         file_key = self._file_key()
         if row is None or (file_key is not None and row.key_id != key_id_of(_raw_public(file_key))):
             return None
@@ -153,15 +165,18 @@ class SigningKeys:
         passphrase = self.settings.signing_key_passphrase
         if passphrase is None:
             log.warning("the report signing key is stored unencrypted: set MCU_SIGNING_KEY_PASSPHRASE")
-        encryption = (serialization.BestAvailableEncryption(passphrase.get_secret_value().encode())
-                      if passphrase else serialization.NoEncryption())
-        return private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                     encryption).decode()
+        encryption = (
+            serialization.BestAvailableEncryption(passphrase.get_secret_value().encode())
+            if passphrase
+            else serialization.NoEncryption()
+        )
+        return private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption).decode()
 
     def _decrypt(self, pem: str) -> Ed25519PrivateKey:
         passphrase = self.settings.signing_key_passphrase
-        key = serialization.load_pem_private_key(pem.encode(), passphrase.get_secret_value().encode()
-                                                 if passphrase else None)
+        key = serialization.load_pem_private_key(
+            pem.encode(), passphrase.get_secret_value().encode() if passphrase else None
+        )
         if not isinstance(key, Ed25519PrivateKey):
             raise RuntimeError("the stored signing key is not an Ed25519 private key")
         return key
@@ -173,8 +188,9 @@ class Rotation:
     chains: Resealing
 
 
-def _make_current(session: Session, private: Ed25519PrivateKey, stored: str | None,
-                  previous: Ed25519PublicKey | None) -> Rotation:
+def _make_current(
+    session: Session, private: Ed25519PrivateKey, stored: str | None, previous: Ed25519PublicKey | None
+) -> Rotation:
     """`private` becomes the current key, the previous one is retired and the audit chains that verify with
     it are re-sealed with the new one. The slot is unique: of two processes making the first key at once,
     one commits and the other gets an IntegrityError."""
@@ -206,8 +222,11 @@ def _write_key_file(path: Path, key: Ed25519PrivateKey) -> None:
     scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(scratch, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out:
-        out.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption()))
+        out.write(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
     os.replace(scratch, path)
 
 
@@ -230,13 +249,16 @@ def verify(document: Any, trusted: Mapping[str, str]) -> Verification:
     embedded in the document is never trusted on its own: anyone can re-sign a changed report with a key of
     their own and embed it. Parse a file with `parse_document` first (duplicate keys, depth, number sizes)."""
     if not isinstance(document, dict) or set(document) != ENVELOPE_KEYS or not isinstance(document["report"], dict):
-        return Verification(False, None, "not a signed report: expected exactly {\"report\": {...}, "
-                                         "\"signature\": {...}}")
+        return Verification(False, None, 'not a signed report: expected exactly {"report": {...}, "signature": {...}}')
     signature = document["signature"]
-    if not isinstance(signature, dict) or set(signature) != SIGNATURE_KEYS or not all(
-            isinstance(value, str) for value in signature.values()):
-        return Verification(False, None, f"the signature must be an object of exactly {sorted(SIGNATURE_KEYS)}, "
-                                         "each a string")
+    if (
+        not isinstance(signature, dict)
+        or set(signature) != SIGNATURE_KEYS
+        or not all(isinstance(value, str) for value in signature.values())
+    ):
+        return Verification(
+            False, None, f"the signature must be an object of exactly {sorted(SIGNATURE_KEYS)}, each a string"
+        )
     key_id = signature["key_id"]
     if signature["algorithm"] != ALGORITHM:
         return Verification(False, key_id, f"unsupported algorithm {signature['algorithm']!r}")
@@ -247,16 +269,16 @@ def verify(document: Any, trusted: Mapping[str, str]) -> Verification:
     try:
         message = canonical_json(document["report"])
     except (ValueError, UnicodeEncodeError):
-        return Verification(False, key_id, "the report has no canonical form (a lone surrogate or a non-finite "
-                                           "number)")
+        return Verification(False, key_id, "the report has no canonical form (a lone surrogate or a non-finite number)")
     try:
         raw = base64.b64decode(trusted[key_id], validate=True)
         if key_id_of(raw) != key_id:
             return Verification(False, key_id, "the trusted public key does not match its key id")
         Ed25519PublicKey.from_public_bytes(raw).verify(base64.b64decode(signature["value"], validate=True), message)
     except (InvalidSignature, ValueError):
-        return Verification(False, key_id, "the signature does not match the report (it was altered, or signed "
-                                           "by another key)")
+        return Verification(
+            False, key_id, "the signature does not match the report (it was altered, or signed by another key)"
+        )
     return Verification(True, key_id, "signature valid")
 
 
@@ -288,10 +310,17 @@ def trusted_keys(text: str) -> tuple[dict[str, str], str]:
     except MalformedDocument:
         document = None
     if isinstance(document, dict) and isinstance(document.get("keys"), list):
-        keys = {key.get("key_id"): key.get("public_key") for key in document["keys"] if isinstance(key, dict)}
+        keys: dict[Any, Any] = {
+            key.get("key_id"): key.get("public_key") for key in document["keys"] if isinstance(key, dict)
+        }
         current = document.get("current")
         current_id = current.get("key_id") if isinstance(current, dict) else None
-        if keys and current_id in keys and all(isinstance(k, str) and isinstance(v, str) for k, v in keys.items()):
+        if (
+            keys
+            and isinstance(current_id, str)
+            and current_id in keys
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in keys.items())
+        ):
             return keys, current_id
     try:
         raw = base64.b64decode(text.strip(), validate=True)

@@ -28,7 +28,29 @@ from mcu_client.types import (
     Version,
 )
 
-__all__ = ["ApiError", "BadRequest", "Client", "Conflict", "Curve", "CurvePoint", "Dataset", "DeletionRequest",
-           "Event", "Forbidden", "Gone", "Identity", "InvalidInput", "McuError", "Model", "NotFound",
-           "PayloadTooLarge", "RateLimited", "RequestEnded", "ServiceUnavailable", "SigningKeys", "Unauthorized",
-           "Version", "wait_for"]
+__all__ = [
+    "ApiError",
+    "BadRequest",
+    "Client",
+    "Conflict",
+    "Curve",
+    "CurvePoint",
+    "Dataset",
+    "DeletionRequest",
+    "Event",
+    "Forbidden",
+    "Gone",
+    "Identity",
+    "InvalidInput",
+    "McuError",
+    "Model",
+    "NotFound",
+    "PayloadTooLarge",
+    "RateLimited",
+    "RequestEnded",
+    "ServiceUnavailable",
+    "SigningKeys",
+    "Unauthorized",
+    "Version",
+    "wait_for",
+]

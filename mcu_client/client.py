@@ -61,13 +61,20 @@ def wait_for(condition: Callable[[], V | None], timeout: float | None, what: str
 class Client:
     """The MCU service's HTTP API. `http` wraps an existing authenticated httpx.Client instead."""
 
-    def __init__(self, url: str | None = None, api_key: str | None = None, *, timeout: float = 60.0,
-                 http: httpx.Client | None = None) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 60.0,
+        http: httpx.Client | None = None,
+    ) -> None:
         if http is None:
             api_key = api_key or os.environ.get("MCU_API_KEY")
             headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-            http = httpx.Client(base_url=url or os.environ.get("MCU_URL") or DEFAULT_URL, headers=headers,
-                                timeout=timeout)
+            http = httpx.Client(
+                base_url=url or os.environ.get("MCU_URL") or DEFAULT_URL, headers=headers, timeout=timeout
+            )
             self._owns_http = True
         else:
             self._owns_http = False
@@ -126,15 +133,23 @@ class Client:
 
     # --- datasets ------------------------------------------------------------------------------------
 
-    def create_dataset(self, name: str, manifest: FileInput, shards: Sequence[FileInput | tuple[str, FileInput]],
-                       *, description: str | None = None, num_classes: int | None = None,
-                       idempotency_key: str | None = None) -> Dataset:
+    def create_dataset(
+        self,
+        name: str,
+        manifest: FileInput,
+        shards: Sequence[FileInput | tuple[str, FileInput]],
+        *,
+        description: str | None = None,
+        num_classes: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Dataset:
         """Register shards (safetensors with `inputs` and `labels`) and their manifest CSV. A shard given as
         raw bytes or a file needs its name: `(name, content)`. Files are streamed from disk."""
         with contextlib.ExitStack() as stack:
             files = [("manifest", _upload(stack, manifest, "manifest.csv"))]
-            files += [("shards", _upload(stack, s[1], s[0]) if isinstance(s, tuple) else _upload(stack, s))
-                      for s in shards]
+            files += [
+                ("shards", _upload(stack, s[1], s[0]) if isinstance(s, tuple) else _upload(stack, s)) for s in shards
+            ]
             data = _clean({"name": name, "description": description, "num_classes": num_classes})
             return self._post(Dataset, "/v1/datasets", idempotency_key, data=data, files=files)
 
@@ -146,23 +161,45 @@ class Client:
 
     # --- models --------------------------------------------------------------------------------------
 
-    def create_model(self, name: str, architecture: str, num_classes: int, dataset_id: str, weights: FileInput,
-                     preprocessing: str | dict[str, list[float]], *, architecture_kwargs: dict[str, Any] | None = None,
-                     input_transform: str | dict[str, Any] | None = None,
-                     augmentation: str | Sequence[str] | None = None, idempotency_key: str | None = None) -> Model:
+    def create_model(
+        self,
+        name: str,
+        architecture: str,
+        num_classes: int,
+        dataset_id: str,
+        weights: FileInput,
+        preprocessing: str | dict[str, list[float]],
+        *,
+        architecture_kwargs: dict[str, Any] | None = None,
+        input_transform: str | dict[str, Any] | None = None,
+        augmentation: str | Sequence[str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Model:
         """Register a trained classifier (state `validating` until a worker has loaded it: see `wait_model`).
         `input_transform`: {"resize": int | [h, w], "center_crop": int | [h, w]}, applied before the preprocessing
         wherever the model sees data; `augmentation`: "none", "crop_flip" or a list of steps, training only."""
-        data = {"name": name, "architecture": architecture, "num_classes": num_classes, "dataset_id": dataset_id,
-                "preprocessing": preprocessing if isinstance(preprocessing, str) else json.dumps(preprocessing),
-                "architecture_kwargs": json.dumps(architecture_kwargs) if architecture_kwargs else None,
-                "input_transform": input_transform if input_transform is None or isinstance(input_transform, str)
-                else json.dumps(input_transform),
-                "augmentation": augmentation if augmentation is None or isinstance(augmentation, str)
-                else json.dumps(list(augmentation))}
+        data = {
+            "name": name,
+            "architecture": architecture,
+            "num_classes": num_classes,
+            "dataset_id": dataset_id,
+            "preprocessing": preprocessing if isinstance(preprocessing, str) else json.dumps(preprocessing),
+            "architecture_kwargs": json.dumps(architecture_kwargs) if architecture_kwargs else None,
+            "input_transform": input_transform
+            if input_transform is None or isinstance(input_transform, str)
+            else json.dumps(input_transform),
+            "augmentation": augmentation
+            if augmentation is None or isinstance(augmentation, str)
+            else json.dumps(list(augmentation)),
+        }
         with contextlib.ExitStack() as stack:
-            return self._post(Model, "/v1/models", idempotency_key, data=_clean(data),
-                              files={"weights": _upload(stack, weights, "weights.safetensors")})
+            return self._post(
+                Model,
+                "/v1/models",
+                idempotency_key,
+                data=_clean(data),
+                files={"weights": _upload(stack, weights, "weights.safetensors")},
+            )
 
     def get_model(self, model_id: str) -> Model:
         return self._get(Model, f"/v1/models/{model_id}")
@@ -174,19 +211,23 @@ class Client:
         """The model's versions, oldest first."""
         return self._pages(Version, f"/v1/models/{model_id}/versions", page_size)
 
-    def download_weights(self, model_id: str, version: int, destination: str | os.PathLike[str] | IO[bytes],
-                         on_bytes: Callable[[int, int | None], None] | None = None) -> str:
+    def download_weights(
+        self,
+        model_id: str,
+        version: int,
+        destination: str | os.PathLike[str] | IO[bytes],
+        on_bytes: Callable[[int, int | None], None] | None = None,
+    ) -> str:
         """Stream a version's safetensors to `destination`; returns its sha256, checked against the ETag.
         `on_bytes(done, total)` reports progress."""
         with contextlib.ExitStack() as stack:
-            out = destination if hasattr(destination, "write") else \
-                stack.enter_context(Path(destination).open("wb"))  # type: ignore[arg-type]
+            out = destination if hasattr(destination, "write") else stack.enter_context(Path(destination).open("wb"))
             with self.http.stream("GET", f"/v1/models/{model_id}/versions/{version}/weights") as response:
                 raise_for_problem(response)
                 total = int(response.headers["Content-Length"]) if "Content-Length" in response.headers else None
                 digest, done = hashlib.sha256(), 0
                 for chunk in response.iter_bytes(1 << 20):
-                    out.write(chunk)  # type: ignore[union-attr]
+                    out.write(chunk)
                     digest.update(chunk)
                     done += len(chunk)
                     if on_bytes:
@@ -198,33 +239,57 @@ class Client:
 
     def wait_model(self, model_id: str, timeout: float | None = 300, interval: float = 0.2) -> Model:
         """The model once a worker validated it; McuError when it is `invalid`."""
-        model = wait_for(lambda: (m := self.get_model(model_id)).state != "validating" and m, timeout,
-                         f"model {model_id} to be validated", interval)
+        model = wait_for(
+            lambda: m if (m := self.get_model(model_id)).state != "validating" else None,
+            timeout,
+            f"model {model_id} to be validated",
+            interval,
+        )
         if model.state != "ready":
             raise McuError(f"model {model_id} is {model.state}: {model.error.detail if model.error else ''}")
         return model
 
     # --- deletion requests ---------------------------------------------------------------------------
 
-    def create_request(self, model_id: str, forget: dict[str, list[Any]], *, base_method: str | None = None,
-                       config: dict[str, Any] | None = None, selection: str | None = None,
-                       external_id: str | None = None, callback_url: str | None = None,
-                       received_at: datetime | None = None, idempotency_key: str | None = None) -> DeletionRequest:
+    def create_request(
+        self,
+        model_id: str,
+        forget: dict[str, list[Any]],
+        *,
+        base_method: str | None = None,
+        config: dict[str, Any] | None = None,
+        selection: str | None = None,
+        external_id: str | None = None,
+        callback_url: str | None = None,
+        received_at: datetime | None = None,
+        idempotency_key: str | None = None,
+    ) -> DeletionRequest:
         """Submit a deletion request; `forget`: {"sample_ids": [...]}, {"subject_ids": [...]} or {"classes": [...]}.
         `received_at`: when the data subject asked (default now); the deadline `due_at` counts from it."""
-        body = _clean({"model_id": model_id, "forget": forget, "base_method": base_method, "config": config,
-                       "selection": selection, "external_id": external_id, "callback_url": callback_url,
-                       "received_at": received_at.isoformat() if received_at else None})
+        body = _clean(
+            {
+                "model_id": model_id,
+                "forget": forget,
+                "base_method": base_method,
+                "config": config,
+                "selection": selection,
+                "external_id": external_id,
+                "callback_url": callback_url,
+                "received_at": received_at.isoformat() if received_at else None,
+            }
+        )
         return self._post(DeletionRequest, "/v1/deletion-requests", idempotency_key, json=body)
 
     def get_request(self, request_id: str) -> DeletionRequest:
         return self._get(DeletionRequest, f"/v1/deletion-requests/{request_id}")
 
-    def requests(self, *, model_id: str | None = None, state: str | None = None, page_size: int = 100,
-                 **filters: Any) -> Iterator[DeletionRequest]:
+    def requests(
+        self, *, model_id: str | None = None, state: str | None = None, page_size: int = 100, **filters: Any
+    ) -> Iterator[DeletionRequest]:
         """Requests, newest first; further server filters (e.g. overdue=True) pass through as query parameters."""
-        return self._pages(DeletionRequest, "/v1/deletion-requests", page_size, model_id=model_id, state=state,
-                           **filters)
+        return self._pages(
+            DeletionRequest, "/v1/deletion-requests", page_size, model_id=model_id, state=state, **filters
+        )
 
     def curve(self, request_id: str) -> Curve:
         """The measured curve (Conflict while the request has none yet)."""
@@ -233,13 +298,17 @@ class Client:
     def select(self, request_id: str, t: float, acknowledge: str | None = None) -> DeletionRequest:
         """Choose the point at `t`: the worker publishes it as the model's next version. A point that fails the
         erasure criterion is a Conflict unless `acknowledge` begins with "erasure criterion not met"."""
-        return self._post(DeletionRequest, f"/v1/deletion-requests/{request_id}/selection",
-                          json=_clean({"t": t, "acknowledge": acknowledge}))
+        return self._post(
+            DeletionRequest,
+            f"/v1/deletion-requests/{request_id}/selection",
+            json=_clean({"t": t, "acknowledge": acknowledge}),
+        )
 
     def extend(self, request_id: str, days: int, reason: str) -> DeletionRequest:
         """Move the deadline once, by at most 60 days, with the reason kept."""
-        return self._post(DeletionRequest, f"/v1/deletion-requests/{request_id}/extension",
-                          json={"days": days, "reason": reason})
+        return self._post(
+            DeletionRequest, f"/v1/deletion-requests/{request_id}/extension", json={"days": days, "reason": reason}
+        )
 
     def report(self, request_id: str) -> dict[str, Any]:
         """The signed proof-of-erasure report of a succeeded request: {"report": ..., "signature": ...}."""
@@ -259,9 +328,15 @@ class Client:
         """The request's audit trail, oldest first."""
         return self._pages(Event, f"/v1/deletion-requests/{request_id}/events", page_size)
 
-    def wait(self, request_id: str, until: str | Sequence[str] = ("awaiting_selection",), *,
-             timeout: float | None = None, interval: float = 0.5,
-             on_progress: Callable[[DeletionRequest], None] | None = None) -> DeletionRequest:
+    def wait(
+        self,
+        request_id: str,
+        until: str | Sequence[str] = ("awaiting_selection",),
+        *,
+        timeout: float | None = None,
+        interval: float = 0.5,
+        on_progress: Callable[[DeletionRequest], None] | None = None,
+    ) -> DeletionRequest:
         """Poll the request until its state is one of `until`; `on_progress` sees every answer. Raises
         RequestEnded when it finishes in another state (e.g. `failed`) and TimeoutError after `timeout`
         seconds (None: no limit). A 503, a 429 or a dropped connection is waited out, not raised."""

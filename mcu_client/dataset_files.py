@@ -46,16 +46,24 @@ class PreparedDataset:
         return "classes: " + ", ".join(f"{i}={name}" for i, name in enumerate(self.classes)) if self.classes else None
 
 
-def prepare_dataset(path: str | Path, out_dir: str | Path, *, subjects_csv: str | Path | None = None,
-                    max_shard_bytes: int = MAX_SHARD_BYTES, size: tuple[int, int] | None = None,
-                    on_progress: Progress | None = None) -> PreparedDataset:
+def prepare_dataset(
+    path: str | Path,
+    out_dir: str | Path,
+    *,
+    subjects_csv: str | Path | None = None,
+    max_shard_bytes: int = MAX_SHARD_BYTES,
+    size: tuple[int, int] | None = None,
+    on_progress: Progress | None = None,
+) -> PreparedDataset:
     """Shards and a manifest for `path` under `out_dir` (or `path`'s own files when it already has them)."""
     path, out_dir = Path(path), Path(out_dir)
     subjects = read_subjects(Path(subjects_csv)) if subjects_csv else {}
     folder = path.is_dir() and (path / "train").is_dir() and (path / "test").is_dir()
     if size is not None and (not folder or (path / "manifest.csv").is_file()):
-        raise McuError(f"size (--size) decodes and resizes the images of an image folder; {path} is "
-                       f"{'a folder with its own manifest.csv and shards' if path.is_dir() else 'not one'}")
+        raise McuError(
+            f"size (--size) decodes and resizes the images of an image folder; {path} is "
+            f"{'a folder with its own manifest.csv and shards' if path.is_dir() else 'not one'}"
+        )
     if path.is_dir() and (path / "manifest.csv").is_file():
         if subjects:
             raise McuError("a folder with its own manifest.csv names its subjects there (column subject_id)")
@@ -68,8 +76,10 @@ def prepare_dataset(path: str | Path, out_dir: str | Path, *, subjects_csv: str 
     elif folder:
         samples = _folder_samples(path, size)
     else:
-        raise McuError(f"{path}: expected an image folder (train/<class>/*, test/<class>/*), a .npz file with "
-                       "x_train, y_train, x_test, y_test, or a folder with manifest.csv and *.safetensors shards")
+        raise McuError(
+            f"{path}: expected an image folder (train/<class>/*, test/<class>/*), a .npz file with "
+            "x_train, y_train, x_test, y_test, or a folder with manifest.csv and *.safetensors shards"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     return _write(samples, out_dir, subjects, max_shard_bytes, on_progress)
 
@@ -165,8 +175,9 @@ def _npz_samples(path: Path) -> _Samples:
     for split in ("train", "test"):
         if len(labels[split]) != len(inputs[split]):
             raise McuError(f"{path}: x_{split} has {len(inputs[split])} rows, y_{split} {len(labels[split])}")
-    items = [(f"{split}/{row}", split, int(label)) for split in ("train", "test") for row, label in
-             enumerate(labels[split])]
+    items = [
+        (f"{split}/{row}", split, int(label)) for split in ("train", "test") for row, label in enumerate(labels[split])
+    ]
     n_train = len(labels["train"])
     return _Samples(items, lambda i: inputs["train"][i] if i < n_train else inputs["test"][i - n_train], [])
 
@@ -189,8 +200,9 @@ def _nchw(x: np.ndarray, name: str) -> np.ndarray:
     raise McuError(f"{name} must be uint8, integers in [0, 255] or floats in [0, 1], got {x.dtype}")
 
 
-def _write(samples: _Samples, out_dir: Path, subjects: dict[str, str], max_shard_bytes: int,
-           on_progress: Progress | None) -> PreparedDataset:
+def _write(
+    samples: _Samples, out_dir: Path, subjects: dict[str, str], max_shard_bytes: int, on_progress: Progress | None
+) -> PreparedDataset:
     from safetensors.numpy import save_file
 
     known = {sample_id for sample_id, _, _ in samples.items}
@@ -206,8 +218,14 @@ def _write(samples: _Samples, out_dir: Path, subjects: dict[str, str], max_shard
             labels = np.array([samples.items[i][2] for _, i in shard_rows], dtype=np.int64)
             if samples.encoded:  # row k is images[offsets[k]:offsets[k + 1]]
                 lengths = [len(x) for x, _ in shard_rows]
-                save_file({"images": np.concatenate([x for x, _ in shard_rows]), "labels": labels,
-                           "offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)}, shard)
+                save_file(
+                    {
+                        "images": np.concatenate([x for x, _ in shard_rows]),
+                        "labels": labels,
+                        "offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+                    },
+                    shard,
+                )
             else:
                 save_file({"inputs": np.stack([x for x, _ in shard_rows]), "labels": labels}, shard)
             prepared.shards.append(shard)
@@ -217,8 +235,7 @@ def _write(samples: _Samples, out_dir: Path, subjects: dict[str, str], max_shard
     return prepared
 
 
-def _batches(samples: _Samples, max_bytes: int, on_progress: Progress | None
-             ) -> Iterator[list[tuple[np.ndarray, int]]]:
+def _batches(samples: _Samples, max_bytes: int, on_progress: Progress | None) -> Iterator[list[tuple[np.ndarray, int]]]:
     """(image, sample index) lists holding at most `max_bytes` of pixels or encoded bytes each (at least one
     image)."""
     batch: list[tuple[np.ndarray, int]] = []
@@ -228,8 +245,9 @@ def _batches(samples: _Samples, max_bytes: int, on_progress: Progress | None
         if shape is None or samples.encoded:
             shape = image.shape
         elif image.shape != shape:
-            raise McuError(f"sample {samples.items[index][0]} has shape {list(image.shape)}, the first had "
-                           f"{list(shape)}")
+            raise McuError(
+                f"sample {samples.items[index][0]} has shape {list(image.shape)}, the first had {list(shape)}"
+            )
         if batch and held + image.nbytes > max_bytes:
             yield batch
             batch, held = [], 0

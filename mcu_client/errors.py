@@ -16,8 +16,14 @@ class ApiError(McuError):
 
     status: int = 0
 
-    def __init__(self, status: int, title: str, detail: str, type: str = "about:blank",
-                 errors: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        type: str = "about:blank",
+        errors: list[dict[str, Any]] | None = None,
+    ) -> None:
         super().__init__(f"{status} {title}: {detail}")
         self.status, self.title, self.detail, self.type, self.errors = status, title, detail, type, errors or []
         self.retry_after: float | None = None  # the server's Retry-After, in seconds, when it sent one
@@ -78,9 +84,21 @@ class RequestEnded(McuError):
         self.request = request
 
 
-_BY_STATUS: dict[int, type[ApiError]] = {c.status: c for c in (BadRequest, Unauthorized, Forbidden, NotFound,
-                                                               Conflict, Gone, PayloadTooLarge, InvalidInput,
-                                                               RateLimited, ServiceUnavailable)}
+_BY_STATUS: dict[int, type[ApiError]] = {
+    c.status: c
+    for c in (
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        Gone,
+        PayloadTooLarge,
+        InvalidInput,
+        RateLimited,
+        ServiceUnavailable,
+    )
+}
 _BY_STATUS[507] = ServiceUnavailable
 
 
@@ -96,8 +114,13 @@ def raise_for_problem(response: httpx.Response) -> None:
     if not isinstance(body, dict):
         body = {"title": response.reason_phrase, "detail": response.text[:500]}
     cls = _BY_STATUS.get(response.status_code, ApiError)
-    error = cls(response.status_code, str(body.get("title", response.reason_phrase)), str(body.get("detail", "")),
-                str(body.get("type", "about:blank")), body.get("errors"))
+    error = cls(
+        response.status_code,
+        str(body.get("title", response.reason_phrase)),
+        str(body.get("detail", "")),
+        str(body.get("type", "about:blank")),
+        body.get("errors"),
+    )
     if (after := response.headers.get("Retry-After", "")).isdigit():
         error.retry_after = float(after)
     raise error

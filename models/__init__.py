@@ -23,7 +23,24 @@ from models.tables import (
 )
 
 __all__ = [
-    "ApiKey", "Base", "Callback", "CurvePoint", "Dataset", "DeletionRequest", "ErasedSample", "Event",
-    "IdempotencyRecord", "Model", "ModelVersion", "Sample", "SampleTombstone", "SigningKey", "in_list", "make_engine",
-    "make_session_factory", "new_id", "record_event", "utcnow",
+    "ApiKey",
+    "Base",
+    "Callback",
+    "CurvePoint",
+    "Dataset",
+    "DeletionRequest",
+    "ErasedSample",
+    "Event",
+    "IdempotencyRecord",
+    "Model",
+    "ModelVersion",
+    "Sample",
+    "SampleTombstone",
+    "SigningKey",
+    "in_list",
+    "make_engine",
+    "make_session_factory",
+    "new_id",
+    "record_event",
+    "utcnow",
 ]

@@ -46,10 +46,24 @@ def canonical_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
-def event_hash(request_id: str, at: datetime, type_: str, state: str | None, actor: str | None,
-               detail: dict[str, Any] | None, prev_hash: str) -> str:
-    body = {"request_id": request_id, "at": at.astimezone(UTC).isoformat(timespec="microseconds"), "type": type_,
-            "state": state, "actor": actor, "detail": detail, "prev_hash": prev_hash}
+def event_hash(
+    request_id: str,
+    at: datetime,
+    type_: str,
+    state: str | None,
+    actor: str | None,
+    detail: dict[str, Any] | None,
+    prev_hash: str,
+) -> str:
+    body = {
+        "request_id": request_id,
+        "at": at.astimezone(UTC).isoformat(timespec="microseconds"),
+        "type": type_,
+        "state": state,
+        "actor": actor,
+        "detail": detail,
+        "prev_hash": prev_hash,
+    }
     return hashlib.sha256(canonical_json(body)).hexdigest()
 
 
@@ -61,8 +75,9 @@ def seal(key: Ed25519PrivateKey, request_id: str, length: int, head: str) -> str
     return base64.b64encode(key.sign(seal_message(request_id, length, head))).decode()
 
 
-def seal_verifies(key: Ed25519PublicKey, request_id: str, length: int | None, head: str | None,
-                  value: str | None) -> bool:
+def seal_verifies(
+    key: Ed25519PublicKey, request_id: str, length: int | None, head: str | None, value: str | None
+) -> bool:
     if length is None or head is None or value is None:
         return False
     try:
@@ -81,26 +96,49 @@ def _note_inserted(_mapper: Any, _connection: Any, target: DeletionRequest) -> N
         session.info.setdefault(_INSERTED, set()).add(target.id)
 
 
-def record_event(session: Session, request_id: str, type_: str, state: str | None = None, actor: str | None = None,
-                 detail: dict[str, Any] | None = None) -> None:
+def record_event(
+    session: Session,
+    request_id: str,
+    type_: str,
+    state: str | None = None,
+    actor: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
     # The request row is locked so that two transactions cannot both extend the chain from the same event
     # (a transition's UPDATE holds the lock already; SQLite's writers are serialised anyway).
-    anchor = session.execute(select(DeletionRequest.chain_length, DeletionRequest.chain_head,
-                                    DeletionRequest.chain_seal)
-                             .where(DeletionRequest.id == request_id).with_for_update()).one()
+    anchor = session.execute(
+        select(DeletionRequest.chain_length, DeletionRequest.chain_head, DeletionRequest.chain_seal)
+        .where(DeletionRequest.id == request_id)
+        .with_for_update()
+    ).one()
     prev = _newest_hash(session, request_id)
     at = utcnow()
     new_hash = event_hash(request_id, at, type_, state, actor, detail, prev)
-    session.add(Event(request_id=request_id, at=at, type=type_, state=state, actor=actor, detail=detail,
-                      prev_hash=prev, hash=new_hash))
+    session.add(
+        Event(
+            request_id=request_id,
+            at=at,
+            type=type_,
+            state=state,
+            actor=actor,
+            detail=detail,
+            prev_hash=prev,
+            hash=new_hash,
+        )
+    )
     session.flush()  # the next event of this request, in this transaction, must see this one's hash
     key = _sealer(session).sealing_key(session)
-    new = (prev == GENESIS and anchor.chain_seal is None and request_id in session.info.get(_INSERTED, ()))
-    if new or (anchor.chain_head == prev and seal_verifies(key.public_key(), request_id, anchor.chain_length,
-                                                           anchor.chain_head, anchor.chain_seal)):
+    new = prev == GENESIS and anchor.chain_seal is None and request_id in session.info.get(_INSERTED, ())
+    if new or (
+        anchor.chain_head == prev
+        and seal_verifies(key.public_key(), request_id, anchor.chain_length, anchor.chain_head, anchor.chain_seal)
+    ):
         length = (anchor.chain_length or 0) + 1
-        session.execute(update(DeletionRequest).where(DeletionRequest.id == request_id).values(
-            chain_length=length, chain_head=new_hash, chain_seal=seal(key, request_id, length, new_hash)))
+        session.execute(
+            update(DeletionRequest)
+            .where(DeletionRequest.id == request_id)
+            .values(chain_length=length, chain_head=new_hash, chain_seal=seal(key, request_id, length, new_hash))
+        )
     # Otherwise the chain was broken before this event: it is extended but stays broken for verify_chains.
 
 
@@ -112,8 +150,10 @@ def _sealer(session: Session) -> Sealer:
 
 
 def _newest_hash(session: Session, request_id: str) -> str:
-    return session.scalar(select(Event.hash).where(Event.request_id == request_id)
-                          .order_by(Event.id.desc()).limit(1)) or GENESIS
+    return (
+        session.scalar(select(Event.hash).where(Event.request_id == request_id).order_by(Event.id.desc()).limit(1))
+        or GENESIS
+    )
 
 
 def head_hash(session: Session, request_id: str) -> tuple[str, int]:
@@ -149,8 +189,9 @@ class _Chain:
 
 def _chains(session: Session, request_id: str | None, lock: bool = False) -> Iterator[_Chain]:
     """Every request (or one), with its events walked in order and each hash and link recomputed."""
-    anchors = select(DeletionRequest.id, DeletionRequest.chain_length, DeletionRequest.chain_head,
-                     DeletionRequest.chain_seal).order_by(DeletionRequest.id)
+    anchors = select(
+        DeletionRequest.id, DeletionRequest.chain_length, DeletionRequest.chain_head, DeletionRequest.chain_seal
+    ).order_by(DeletionRequest.id)
     events = select(Event).order_by(Event.request_id, Event.id).execution_options(yield_per=1000)
     if request_id is not None:
         anchors, events = anchors.where(DeletionRequest.id == request_id), events.where(Event.request_id == request_id)
@@ -169,8 +210,9 @@ def _chains(session: Session, request_id: str | None, lock: bool = False) -> Ite
             reason = None
             if event.prev_hash != current.newest:
                 reason = "its prev_hash is not the previous event's hash (an event was deleted, inserted or reordered)"
-            elif event.hash != event_hash(event.request_id, event.at, event.type, event.state, event.actor,
-                                          event.detail, event.prev_hash):
+            elif event.hash != event_hash(
+                event.request_id, event.at, event.type, event.state, event.actor, event.detail, event.prev_hash
+            ):
                 reason = "its hash does not match its content (the row was edited)"
             if reason is not None:
                 current.broken_link = BrokenLink(event.request_id, event.id, reason)
@@ -186,14 +228,20 @@ def _fault(chain: _Chain, key: Ed25519PublicKey | None) -> str | None:
     if chain.events == 0:
         return "the request has no events (its chain was deleted)"
     if chain.seal is None:
-        return ("the chain is not sealed (a request made before migration 0008 that no key rotation has sealed "
-                "yet, or its seal was removed)")
+        return (
+            "the chain is not sealed (a request made before migration 0008 that no key rotation has sealed "
+            "yet, or its seal was removed)"
+        )
     if (chain.length, chain.head) != (chain.events, chain.newest):
-        return (f"the chain has {chain.events} events ending in {chain.newest[:12]}…, but its seal is over "
-                f"{chain.length} events ending in {(chain.head or '')[:12]}… (events were deleted or added)")
+        return (
+            f"the chain has {chain.events} events ending in {chain.newest[:12]}…, but its seal is over "
+            f"{chain.length} events ending in {(chain.head or '')[:12]}… (events were deleted or added)"
+        )
     if key is None or not seal_verifies(key, chain.request_id, chain.length, chain.head, chain.seal):
-        return ("its seal does not verify with the signing key (the chain's length, head or seal was rewritten, "
-                "or sealed by another key)")
+        return (
+            "its seal does not verify with the signing key (the chain's length, head or seal was rewritten, "
+            "or sealed by another key)"
+        )
     return None
 
 
@@ -228,9 +276,15 @@ def reseal_chains(session: Session, previous: Ed25519PublicKey | None, new: Ed25
         if fault is not None and not unsealed:
             result.broken.append(chain.broken_link or BrokenLink(chain.request_id, None, fault))
             continue
-        session.execute(update(DeletionRequest).where(DeletionRequest.id == chain.request_id).values(
-            chain_length=chain.events, chain_head=chain.newest,
-            chain_seal=seal(new, chain.request_id, chain.events, chain.newest)))
+        session.execute(
+            update(DeletionRequest)
+            .where(DeletionRequest.id == chain.request_id)
+            .values(
+                chain_length=chain.events,
+                chain_head=chain.newest,
+                chain_seal=seal(new, chain.request_id, chain.events, chain.newest),
+            )
+        )
         result.sealed += 1
         if unsealed:
             result.first_sealed.append(chain.request_id)

@@ -15,8 +15,13 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
         private_sqlite_file(url)
         # One connection per API worker thread, so no request waits for a connection (SQLAlchemy's default of
         # 5 + 10 made 200 concurrent clients wait 30 s and fail); the write lock is what serialises writers.
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_SECONDS},
-                               pool_size=API_THREADS, max_overflow=0, pool_timeout=POOL_TIMEOUT_SECONDS)
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_SECONDS},
+            pool_size=API_THREADS,
+            max_overflow=0,
+            pool_timeout=POOL_TIMEOUT_SECONDS,
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(connection, _record) -> None:
@@ -37,8 +42,13 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
     # Up to as many connections as the API's worker threads, so no request queues for one; beyond, fail fast
     # (a 503). Only KEPT_OPEN stay open between bursts: every process (API replicas, workers, the CLI) makes an
     # engine, and idle connections held by each would use up the server's max_connections (100 by default).
-    return create_engine(url, pool_pre_ping=True, pool_size=KEPT_OPEN, max_overflow=API_THREADS - KEPT_OPEN,
-                         pool_timeout=POOL_TIMEOUT_SECONDS)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=KEPT_OPEN,
+        max_overflow=API_THREADS - KEPT_OPEN,
+        pool_timeout=POOL_TIMEOUT_SECONDS,
+    )
 
 
 # AnyIO's default thread limiter: at most this many sync routes and dependencies run at once. Each holds one

@@ -214,14 +214,20 @@ class DeletionRequest(Base):
         if self.curve_summary is None:
             return None
         return {"points": self.points, "recommended_point": self.curve_summary.get("recommended_point")} | {
-            k: self.curve_summary[k] for k in ("recommended_t", "effective_region", "targets")}
+            k: self.curve_summary[k] for k in ("recommended_t", "effective_region", "targets")
+        }
 
     @property
     def selection(self) -> dict[str, Any] | None:
         if self.selected_t is None:
             return None
-        return {"t": self.selected_t, "model_version": self.selected_version, "selected_by": self.selected_by,
-                "selected_at": self.selected_at, "acknowledgement": self.selection_acknowledgement}
+        return {
+            "t": self.selected_t,
+            "model_version": self.selected_version,
+            "selected_by": self.selected_by,
+            "selected_at": self.selected_at,
+            "acknowledgement": self.selection_acknowledgement,
+        }
 
 
 class CurvePoint(Base):
@@ -258,8 +264,10 @@ class SampleTombstone(Base):
     so that naming it again answers "already erased", not "unknown"."""
 
     __tablename__ = "sample_tombstones"
-    __table_args__ = (Index("ix_sample_tombstones_dataset_sample", "dataset_id", "sample_hash"),
-                      Index("ix_sample_tombstones_dataset_subject", "dataset_id", "subject_hash"))
+    __table_args__ = (
+        Index("ix_sample_tombstones_dataset_sample", "dataset_id", "sample_hash"),
+        Index("ix_sample_tombstones_dataset_subject", "dataset_id", "subject_hash"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
@@ -277,7 +285,8 @@ class Event(Base):
     __table_args__ = (Index("ix_events_request_at", "request_id", "id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    request_id: Mapped[str | None] = mapped_column(ForeignKey("deletion_requests.id", ondelete="CASCADE"))
+    # Nullable in the schema (migration 0001) but always written (record_event), hence typed `str`.
+    request_id: Mapped[str] = mapped_column(ForeignKey("deletion_requests.id", ondelete="CASCADE"), nullable=True)
     at: Mapped[datetime] = mapped_column(default=utcnow)
     type: Mapped[str] = mapped_column(String(40))
     state: Mapped[str | None] = mapped_column(String(20))

@@ -162,23 +162,27 @@ class Settings(BaseSettings):
             "MCU_BOOTSTRAP_API_KEY": self.bootstrap_api_key.get_secret_value() if self.bootstrap_api_key else None,
             "MCU_WEBHOOK_SECRET": _webhook_secret_text(self.webhook_secret),
             "AWS_SECRET_ACCESS_KEY": environ.get("AWS_SECRET_ACCESS_KEY"),
-            "MCU_SIGNING_KEY_PASSPHRASE": (self.signing_key_passphrase.get_secret_value()
-                                           if self.signing_key_passphrase else None),
+            "MCU_SIGNING_KEY_PASSPHRASE": (
+                self.signing_key_passphrase.get_secret_value() if self.signing_key_passphrase else None
+            ),
         }
         examples = [name for name, value in secrets.items() if value and EXAMPLE_SECRET_MARKER in value.lower()]
         if examples:
             raise ExampleSecretError(
                 f"MCU_ENVIRONMENT=production, but {', '.join(examples)} still hold the example values of "
-                f".env.example (containing {EXAMPLE_SECRET_MARKER!r}): set real secrets")
+                f".env.example (containing {EXAMPLE_SECRET_MARKER!r}): set real secrets"
+            )
         if not self.is_embedded and self.signing_key_file is None and self.signing_key_passphrase is None:
             raise ExampleSecretError(
                 "MCU_ENVIRONMENT=production, but reports would be signed with a key stored unencrypted in the "
-                "database: set MCU_SIGNING_KEY_PASSPHRASE (or MCU_SIGNING_KEY_FILE)")
+                "database: set MCU_SIGNING_KEY_PASSPHRASE (or MCU_SIGNING_KEY_FILE)"
+            )
         bootstrap = secrets["MCU_BOOTSTRAP_API_KEY"]
         if bootstrap and len(bootstrap) < MIN_BOOTSTRAP_KEY_LENGTH:  # it carries every scope
             raise ExampleSecretError(
                 f"MCU_ENVIRONMENT=production, but MCU_BOOTSTRAP_API_KEY is {len(bootstrap)} characters long: use "
-                f"at least {MIN_BOOTSTRAP_KEY_LENGTH} random ones (e.g. `openssl rand -hex 32`), or none")
+                f"at least {MIN_BOOTSTRAP_KEY_LENGTH} random ones (e.g. `openssl rand -hex 32`), or none"
+            )
 
     @property
     def resolved_signing_key_file(self) -> Path | None:

@@ -91,8 +91,9 @@ def scratch_file(directory: Path | None) -> Iterator[Path]:
         path.unlink(missing_ok=True)
 
 
-def sweep_scratch_files(directory: Path, *, recursive: bool = True,
-                        older_than_seconds: float = SWEEP_AFTER_SECONDS) -> int:
+def sweep_scratch_files(
+    directory: Path, *, recursive: bool = True, older_than_seconds: float = SWEEP_AFTER_SECONDS
+) -> int:
     """Delete scratch files a killed process left in `directory` (and below it, when `recursive`): an
     upload cut off mid-way. Younger ones may belong to an upload in progress and stay. Returns the count."""
     cutoff = time.time() - older_than_seconds
@@ -198,4 +199,3 @@ class ObjectStore(ABC):
 
     def get_bytes(self, key: str) -> bytes:
         return b"".join(self.iter_chunks(key))
-

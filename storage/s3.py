@@ -161,7 +161,8 @@ class S3Store(ObjectStore):
         strip = len(self.prefix) + 1 if self.prefix else 0
         with self._errors():
             pages = self._client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=folder, PaginationConfig={"PageSize": LIST_PAGE_SIZE})
+                Bucket=self.bucket, Prefix=folder, PaginationConfig={"PageSize": LIST_PAGE_SIZE}
+            )
             for page in pages:
                 for obj in page.get("Contents", []):
                     yield ListedObject(obj["Key"][strip:], obj["LastModified"].timestamp())
@@ -173,9 +174,14 @@ class S3Store(ObjectStore):
         aborted = 0
         with self._errors():
             pages = self._client.get_paginator("list_multipart_uploads").paginate(
-                Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else "")
-            stale = [(u["Key"], u["UploadId"]) for page in pages for u in page.get("Uploads", [])
-                     if self._last_activity(u) < cutoff]
+                Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else ""
+            )
+            stale = [
+                (u["Key"], u["UploadId"])
+                for page in pages
+                for u in page.get("Uploads", [])
+                if self._last_activity(u) < cutoff
+            ]
             for key, upload_id in stale:
                 try:
                     self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
@@ -194,8 +200,12 @@ class S3Store(ObjectStore):
         # A server-side copy onto itself is the one way to renew LastModified (no bytes travel).
         with self._errors(key):
             full = self._full(key)
-            self._client.copy_object(Bucket=self.bucket, Key=full, CopySource={"Bucket": self.bucket, "Key": full},
-                                     MetadataDirective="REPLACE")
+            self._client.copy_object(
+                Bucket=self.bucket,
+                Key=full,
+                CopySource={"Bucket": self.bucket, "Key": full},
+                MetadataDirective="REPLACE",
+            )
 
     def ping(self) -> None:
         try:

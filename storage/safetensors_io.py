@@ -78,6 +78,7 @@ def _objects_checked() -> Any:
         if count > MAX_TENSORS + 2:
             raise _invalid(f"header describes more than {MAX_TENSORS} tensors")
         return unique_keys(pairs, on_duplicate=lambda key: _invalid(f"header names {_short(key)} twice"))
+
     return hook
 
 
@@ -171,7 +172,7 @@ def _parse(fh: BinaryIO, total: int) -> dict[str, TensorInfo]:
     return tensors
 
 
-def read_header(source: Path | BinaryIO) -> dict[str, TensorInfo]:
+def read_header(source: str | os.PathLike[str] | BinaryIO) -> dict[str, TensorInfo]:
     """Validate the whole layout and return each tensor's dtype and shape, without reading tensor data.
 
     A stream is read from its current position and left there afterwards; it must be seekable.

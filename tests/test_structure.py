@@ -21,14 +21,17 @@ OWNERS = {ROOT / "domain" / "lifecycle.py", ROOT / "api" / "schemas.py"}
 
 def state_literals(path: Path) -> list[str]:
     names = {state.value for state in State}
-    return [f"{path.relative_to(ROOT)}:{node.lineno} {node.value!r}"
-            for node in ast.walk(ast.parse(path.read_text(), str(path)))
-            if isinstance(node, ast.Constant) and node.value in names]
+    return [
+        f"{path.relative_to(ROOT)}:{node.lineno} {node.value!r}"
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.Constant) and node.value in names
+    ]
 
 
 def test_no_state_name_is_spelled_outside_the_lifecycle_module() -> None:
-    files = [path for package in SERVER_PACKAGES for path in sorted((ROOT / package).rglob("*.py"))
-             if path not in OWNERS]
+    files = [
+        path for package in SERVER_PACKAGES for path in sorted((ROOT / package).rglob("*.py")) if path not in OWNERS
+    ]
     assert len(files) > 40  # the walk found the server's modules
     found = [hit for path in files for hit in state_literals(path)]
     assert not found, found
@@ -40,8 +43,11 @@ def test_the_check_sees_a_literal() -> None:
 
 
 def test_no_api_or_worker_module_is_over_250_lines() -> None:
-    lengths = {str(path.relative_to(ROOT)): len(path.read_text().splitlines())
-               for package in ("api", "worker") for path in (ROOT / package).rglob("*.py")}
+    lengths = {
+        str(path.relative_to(ROOT)): len(path.read_text().splitlines())
+        for package in ("api", "worker")
+        for path in (ROOT / package).rglob("*.py")
+    }
     assert len(lengths) > 20
     assert {name: n for name, n in lengths.items() if n > 250} == {}
 
@@ -65,7 +71,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
     def visit(node: str, path: list[str]) -> None:
         if node in path:
-            found.append([*path[path.index(node):], node])
+            found.append([*path[path.index(node) :], node])
             return
         if node in done:
             return

@@ -27,8 +27,10 @@ class UnknownArchitecture(ValueError):
 def _mlp(num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
     return nn.Sequential(
         nn.Flatten(),
-        nn.Linear(math.prod(input_shape), 256), nn.ReLU(),
-        nn.Linear(256, 128), nn.ReLU(),
+        nn.Linear(math.prod(input_shape), 256),
+        nn.ReLU(),
+        nn.Linear(256, 128),
+        nn.ReLU(),
         nn.Linear(128, num_classes),
     )
 
@@ -36,10 +38,17 @@ def _mlp(num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
 def _cnn_small(num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
     channels = input_shape[0]
     return nn.Sequential(
-        nn.Conv2d(channels, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
-        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(4), nn.Flatten(),
-        nn.Linear(32 * 16, 128), nn.ReLU(),
+        nn.Conv2d(channels, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.MaxPool2d(2, ceil_mode=True),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(4),
+        nn.Flatten(),
+        nn.Linear(32 * 16, 128),
+        nn.ReLU(),
         nn.Linear(128, num_classes),
     )
 
@@ -57,8 +66,9 @@ def model_input_channels(name: str, data_channels: int, kwargs: dict[str, Any] |
     return 3
 
 
-def build_model(name: str, num_classes: int, input_shape: tuple[int, ...], kwargs: dict[str, Any] | None = None
-                ) -> nn.Module:
+def build_model(
+    name: str, num_classes: int, input_shape: tuple[int, ...], kwargs: dict[str, Any] | None = None
+) -> nn.Module:
     """A freshly initialised classifier (never pretrained weights). `input_shape` is the dataset's (C, H, W);
     `kwargs` go to the constructor. Inside `torch.device("meta")` nothing is allocated (see `count_parameters`)."""
     if num_classes < 2:
@@ -89,8 +99,9 @@ def build_model(name: str, num_classes: int, input_shape: tuple[int, ...], kwarg
     return model
 
 
-def count_parameters(name: str, num_classes: int, input_shape: tuple[int, ...],
-                     kwargs: dict[str, Any] | None = None) -> int:
+def count_parameters(
+    name: str, num_classes: int, input_shape: tuple[int, ...], kwargs: dict[str, Any] | None = None
+) -> int:
     """The architecture's parameter count, built on the meta device: no memory is allocated for weights."""
     with torch.device("meta"):
         return parameter_count(build_model(name, num_classes, input_shape, kwargs))

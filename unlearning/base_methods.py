@@ -48,8 +48,9 @@ MethodFn = Callable[[nn.Module, UnlearningData, BaseMethodConfig, MethodContext]
 _RUNNERS: dict[str, MethodFn] = {}
 
 
-def register_base_method(name: str, defaults: BaseMethodConfig | None = None,
-                         description: str = "") -> Callable[[MethodFn], MethodFn]:
+def register_base_method(
+    name: str, defaults: BaseMethodConfig | None = None, description: str = ""
+) -> Callable[[MethodFn], MethodFn]:
     """Decorator: make `fn` available as base method `name`. A built-in's defaults are already declared in
     config.BASE_METHODS (torch-free, for validation); a new method declares its own here."""
 
@@ -64,14 +65,22 @@ def register_base_method(name: str, defaults: BaseMethodConfig | None = None,
     return decorate
 
 
-def run_base_method(name: str, model: nn.Module, data: UnlearningData, config: BaseMethodConfig,
-                    context: MethodContext) -> nn.Module:
+def run_base_method(
+    name: str, model: nn.Module, data: UnlearningData, config: BaseMethodConfig, context: MethodContext
+) -> nn.Module:
     """θ_p from θ_o: runs on a copy, `model` itself is left untouched."""
     return _RUNNERS[name](copy.deepcopy(model), data, base_method_spec(name).resolve(config), context)
 
 
+def _sizes(config: BaseMethodConfig) -> tuple[int, int]:
+    """A resolved config's epochs and batch size: every method's defaults set both (config.BASE_METHODS)."""
+    assert config.epochs is not None and config.batch_size is not None
+    return config.epochs, config.batch_size
+
+
 def _optimizer(model: nn.Module, config: BaseMethodConfig) -> tuple[list[nn.Parameter], torch.optim.Optimizer]:
     params = [p for p in model.parameters() if p.requires_grad]
+    assert config.lr is not None and config.momentum is not None  # every method's defaults set both
     return params, sgd(params, config.lr, config.momentum, config.weight_decay or 0.0)
 
 
@@ -80,24 +89,42 @@ def _random_wrong_labels(labels: Tensor, num_classes: int, generator: torch.Gene
     return (labels + shift) % num_classes
 
 
-def _relabelled_rl(model: nn.Module, data: UnlearningData, config: BaseMethodConfig, context: MethodContext,
-                   grad_masks: dict[int, Tensor] | None) -> nn.Module:
+def _relabelled_rl(
+    model: nn.Module,
+    data: UnlearningData,
+    config: BaseMethodConfig,
+    context: MethodContext,
+    grad_masks: dict[int, Tensor] | None,
+) -> nn.Module:
     """CE over (a `retain_ratio` sample of retain, fresh each epoch) ∪ (forget with a random wrong label each
     epoch); optionally gradient-masked."""
     assert config.retain_ratio is not None
     model.train()
     params, optimizer = _optimizer(model, config)
+    epochs, batch_size = _sizes(config)
     retain_rows = max(1, round(config.retain_ratio * len(data.retain)))
 
     def make_batches(generator: torch.Generator):
-        relabelled = Subset(data.forget.inputs, _random_wrong_labels(data.forget.labels, data.num_classes, generator),
-                            data.forget.ids, data.forget.device)
+        relabelled = Subset(
+            data.forget.inputs,
+            _random_wrong_labels(data.forget.labels, data.num_classes, generator),
+            data.forget.ids,
+            data.forget.device,
+        )
         retain = data.retain.sample(retain_rows, generator)
-        return stratified_batches(retain, relabelled, config.batch_size, data.adapter, generator)
+        return stratified_batches(retain, relabelled, batch_size, data.adapter, generator)
 
-    optimize(params, optimizer, epochs=config.epochs, seed=context.seed, make_batches=make_batches,
-             loss_fn=lambda b: F.cross_entropy(model(b.inputs), b.labels), hooks=context.hooks, phase="base",
-             grad_masks=grad_masks)
+    optimize(
+        params,
+        optimizer,
+        epochs=epochs,
+        seed=context.seed,
+        make_batches=make_batches,
+        loss_fn=lambda b: F.cross_entropy(model(b.inputs), b.labels),
+        hooks=context.hooks,
+        phase="base",
+        grad_masks=grad_masks,
+    )
     return model
 
 
@@ -105,20 +132,37 @@ def _relabelled_rl(model: nn.Module, data: UnlearningData, config: BaseMethodCon
 def fine_tune(model: nn.Module, data: UnlearningData, config: BaseMethodConfig, context: MethodContext) -> nn.Module:
     model.train()
     params, optimizer = _optimizer(model, config)
-    optimize(params, optimizer, epochs=config.epochs, seed=context.seed, hooks=context.hooks, phase="base",
-             make_batches=lambda g: plain_batches(data.retain, config.batch_size, data.adapter, g),
-             loss_fn=lambda b: F.cross_entropy(model(b.inputs), b.labels))
+    epochs, batch_size = _sizes(config)
+    optimize(
+        params,
+        optimizer,
+        epochs=epochs,
+        seed=context.seed,
+        hooks=context.hooks,
+        phase="base",
+        make_batches=lambda g: plain_batches(data.retain, batch_size, data.adapter, g),
+        loss_fn=lambda b: F.cross_entropy(model(b.inputs), b.labels),
+    )
     return model
 
 
 @register_base_method("ga")
-def gradient_ascent(model: nn.Module, data: UnlearningData, config: BaseMethodConfig,
-                    context: MethodContext) -> nn.Module:
+def gradient_ascent(
+    model: nn.Module, data: UnlearningData, config: BaseMethodConfig, context: MethodContext
+) -> nn.Module:
     model.train()
     params, optimizer = _optimizer(model, config)
-    optimize(params, optimizer, epochs=config.epochs, seed=context.seed, hooks=context.hooks, phase="base",
-             make_batches=lambda g: plain_batches(data.forget, config.batch_size, data.adapter, g, from_forget=True),
-             loss_fn=lambda b: -F.cross_entropy(model(b.inputs), b.labels).clamp(max=config.forget_loss_cap))
+    epochs, batch_size = _sizes(config)
+    optimize(
+        params,
+        optimizer,
+        epochs=epochs,
+        seed=context.seed,
+        hooks=context.hooks,
+        phase="base",
+        make_batches=lambda g: plain_batches(data.forget, batch_size, data.adapter, g, from_forget=True),
+        loss_fn=lambda b: -F.cross_entropy(model(b.inputs), b.labels).clamp(max=config.forget_loss_cap),
+    )
     return model
 
 
@@ -133,10 +177,19 @@ def _retain_minus_forget(logits: Tensor, batch: Batch, beta: float, forget_cap: 
 def neggrad_plus(model: nn.Module, data: UnlearningData, config: BaseMethodConfig, context: MethodContext) -> nn.Module:
     model.train()
     params, optimizer = _optimizer(model, config)
-    assert config.beta is not None and config.forget_loss_cap is not None
-    optimize(params, optimizer, epochs=config.epochs, seed=context.seed, hooks=context.hooks, phase="base",
-             make_batches=lambda g: stratified_batches(data.retain, data.forget, config.batch_size, data.adapter, g),
-             loss_fn=lambda b: _retain_minus_forget(model(b.inputs), b, config.beta, config.forget_loss_cap))
+    epochs, batch_size = _sizes(config)
+    beta, cap = config.beta, config.forget_loss_cap
+    assert beta is not None and cap is not None
+    optimize(
+        params,
+        optimizer,
+        epochs=epochs,
+        seed=context.seed,
+        hooks=context.hooks,
+        phase="base",
+        make_batches=lambda g: stratified_batches(data.retain, data.forget, batch_size, data.adapter, g),
+        loss_fn=lambda b: _retain_minus_forget(model(b.inputs), b, beta, cap),
+    )
     return model
 
 
@@ -174,9 +227,18 @@ def retrain(model: nn.Module, data: UnlearningData, config: BaseMethodConfig, co
         torch.manual_seed(context.seed)
         for module in model.modules():
             if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
+                module.reset_parameters()  # type: ignore[operator]  # nn.Module's __getattr__ is typed Tensor
     assert config.epochs is not None and config.lr is not None and config.batch_size is not None
-    return train_classifier(model, data.retain, data.adapter, epochs=config.epochs, lr=config.lr,
-                            batch_size=config.batch_size, momentum=config.momentum or 0.0,
-                            weight_decay=config.weight_decay or 0.0, seed=context.seed, hooks=context.hooks,
-                            phase="base")
+    return train_classifier(
+        model,
+        data.retain,
+        data.adapter,
+        epochs=config.epochs,
+        lr=config.lr,
+        batch_size=config.batch_size,
+        momentum=config.momentum or 0.0,
+        weight_decay=config.weight_decay or 0.0,
+        seed=context.seed,
+        hooks=context.hooks,
+        phase="base",
+    )

@@ -27,16 +27,21 @@ MAX_EPOCHS, MAX_BATCH, MAX_ROWS = 10_000, 65_536, 10_000_000
 MAX_LR, MAX_COEFFICIENT = 10.0, 1000.0  # lr; loss weights, caps and clips (config.lr 1e308 is a 422)
 
 
-def _bounds(ge: float | None = None, gt: float | None = None, le: float | None = None,
-            lt: float | None = None) -> dict[str, float | None]:
+def _bounds(
+    ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None
+) -> dict[str, float | None]:
     return {"ge": ge, "gt": gt, "le": le, "lt": lt}
 
 
 def _check_range(key: str, value: float, spec: dict[str, Any]) -> None:
     if isinstance(value, float) and not math.isfinite(value):  # an int is compared exactly, however large
         raise ConfigError(key, "must be a finite number")
-    checks = (("ge", lambda b: value >= b, ">="), ("gt", lambda b: value > b, ">"),
-              ("le", lambda b: value <= b, "<="), ("lt", lambda b: value < b, "<"))
+    checks = (
+        ("ge", lambda b: value >= b, ">="),
+        ("gt", lambda b: value > b, ">"),
+        ("le", lambda b: value <= b, "<="),
+        ("lt", lambda b: value < b, "<"),
+    )
     for name, ok, symbol in checks:
         bound = spec.get(name)
         if bound is not None and not ok(bound):
@@ -255,20 +260,38 @@ class BaseMethodSpec:
 # Defaults tuned by `python -m bench.tune` (lr × epochs grid, on digits and MNIST-5k, random and class-wise
 # forgetting, held-out seed 3; table in docs/benchmarks.md): per method the least mean Avg. Gap to retrain
 # among settings that keep retain accuracy ≥ 90% in every cell. The implementations are in base_methods.py.
-_SGD = {"batch_size": 128, "momentum": 0.9, "weight_decay": 5e-4}
-BASE_METHODS: dict[str, BaseMethodSpec] = {spec.name: spec for spec in (
-    BaseMethodSpec("ft", BaseMethodConfig(epochs=10, lr=0.1, **_SGD), "fine-tune: CE on the retain set"),
-    BaseMethodSpec("ga", BaseMethodConfig(epochs=2, lr=0.003, batch_size=128, momentum=0.9, weight_decay=0.0,
-                                          forget_loss_cap=5.0), "gradient ascent: −min(CE, cap) on the forget set"),
-    BaseMethodSpec("neggrad_plus", BaseMethodConfig(epochs=5, lr=0.05, beta=0.15, forget_loss_cap=5.0, **_SGD),
-                   "NegGrad+: CE(retain part) − β·min(CE(forget part), cap) on mixed batches"),
-    BaseMethodSpec("rl", BaseMethodConfig(epochs=5, lr=0.013, retain_ratio=0.5, **_SGD),
-                   "random label: CE on retain ∪ forget relabelled with a random wrong class"),
-    BaseMethodSpec("salun", BaseMethodConfig(epochs=5, lr=0.03, mask_ratio=0.5, retain_ratio=0.5, **_SGD),
-                   "SalUn: random label with gradients masked to the most forget-salient weights"),
-    BaseMethodSpec("retrain", BaseMethodConfig(epochs=20, lr=0.05, **_SGD),
-                   "retrain from a fresh initialisation on the retain set (benchmarks' gold standard)"),
-)}
+_SGD: dict[str, Any] = {"batch_size": 128, "momentum": 0.9, "weight_decay": 5e-4}
+BASE_METHODS: dict[str, BaseMethodSpec] = {
+    spec.name: spec
+    for spec in (
+        BaseMethodSpec("ft", BaseMethodConfig(epochs=10, lr=0.1, **_SGD), "fine-tune: CE on the retain set"),
+        BaseMethodSpec(
+            "ga",
+            BaseMethodConfig(epochs=2, lr=0.003, batch_size=128, momentum=0.9, weight_decay=0.0, forget_loss_cap=5.0),
+            "gradient ascent: −min(CE, cap) on the forget set",
+        ),
+        BaseMethodSpec(
+            "neggrad_plus",
+            BaseMethodConfig(epochs=5, lr=0.05, beta=0.15, forget_loss_cap=5.0, **_SGD),
+            "NegGrad+: CE(retain part) − β·min(CE(forget part), cap) on mixed batches",
+        ),
+        BaseMethodSpec(
+            "rl",
+            BaseMethodConfig(epochs=5, lr=0.013, retain_ratio=0.5, **_SGD),
+            "random label: CE on retain ∪ forget relabelled with a random wrong class",
+        ),
+        BaseMethodSpec(
+            "salun",
+            BaseMethodConfig(epochs=5, lr=0.03, mask_ratio=0.5, retain_ratio=0.5, **_SGD),
+            "SalUn: random label with gradients masked to the most forget-salient weights",
+        ),
+        BaseMethodSpec(
+            "retrain",
+            BaseMethodConfig(epochs=20, lr=0.05, **_SGD),
+            "retrain from a fresh initialisation on the retain set (benchmarks' gold standard)",
+        ),
+    )
+}
 
 
 def base_method_names() -> list[str]:

@@ -32,8 +32,9 @@ class BezierCurve:
     materialised and its BatchNorm buffers are used (and updated) in train-mode forward passes.
     """
 
-    def __init__(self, model: nn.Module, theta_o: StateDict, theta_p: StateDict,
-                 theta_c: StateDict | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, theta_o: StateDict, theta_p: StateDict, theta_c: StateDict | None = None
+    ) -> None:
         self.model = copy.deepcopy(model)
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -83,7 +84,8 @@ def in_layout_of(reference: Tensor, value: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def recompute_batchnorm(model: nn.Module, data: Subset, adapter: InputAdapter,
-                        batch_size: int = EVAL_BATCH_SIZE) -> None:
+def recompute_batchnorm(
+    model: nn.Module, data: Subset, adapter: InputAdapter, batch_size: int = EVAL_BATCH_SIZE
+) -> None:
     """Running mean/var as a cumulative average over one pass of `data` (retain rows only, by contract)."""
     update_bn(((x,) for x, _ in batches(data, batch_size, adapter)), model)

@@ -109,7 +109,7 @@ class ImageDataset:
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train_inputs.shape[1:])  # type: ignore[return-value]
+        return tuple(self.train_inputs.shape[1:])
 
 
 @dataclass
@@ -168,8 +168,14 @@ class UnlearningData:
         return self.test.take(torch.nonzero(~forgotten).flatten()), self.test.take(torch.nonzero(forgotten).flatten())
 
     def to(self, device: torch.device | str) -> UnlearningData:
-        return UnlearningData(self.retain.to(device), self.forget.to(device), self.test.to(device),
-                              self.num_classes, self.adapter, self.forget_classes)
+        return UnlearningData(
+            self.retain.to(device),
+            self.forget.to(device),
+            self.test.to(device),
+            self.num_classes,
+            self.adapter,
+            self.forget_classes,
+        )
 
 
 def make_unlearning_data(
@@ -220,14 +226,16 @@ def make_unlearning_data(
     )
 
 
-def batches(subset: Subset, batch_size: int, adapter: InputAdapter,
-            generator: torch.Generator | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+def batches(
+    subset: Subset, batch_size: int, adapter: InputAdapter, generator: torch.Generator | None = None
+) -> Iterator[tuple[Tensor, Tensor]]:
     """Model-ready (inputs, labels) batches; shuffled with `generator` when one is given."""
     n = len(subset)
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     chunks = list(order.to(subset.labels.device).split(batch_size))
-    for rows, inputs in zip(chunks, gathered(lambda r: subset.inputs[r], chunks, loader_workers(subset.inputs)),
-                            strict=True):
+    for rows, inputs in zip(
+        chunks, gathered(lambda r: subset.inputs[r], chunks, loader_workers(subset.inputs)), strict=True
+    ):
         yield adapter(inputs.to(subset.target, non_blocking=True)), subset.labels[rows].to(subset.target)
 
 

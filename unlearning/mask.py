@@ -56,12 +56,23 @@ class ParameterMask:
     @classmethod
     def everything(cls, model: nn.Module) -> ParameterMask:
         params = dict(model.named_parameters())
-        return cls("tensor", {n: torch.ones_like(p, dtype=torch.bool) for n, p in params.items()},
-                   {n: p.numel() for n, p in params.items()}, 0)
+        return cls(
+            "tensor",
+            {n: torch.ones_like(p, dtype=torch.bool) for n, p in params.items()},
+            {n: p.numel() for n, p in params.items()},
+            0,
+        )
 
 
-def accumulated_gradients(model: nn.Module, data: Subset, adapter: InputAdapter, batch_size: int,
-                          sign: float, hooks: JobHooks, fraction: tuple[float, float]) -> dict[str, Tensor]:
+def accumulated_gradients(
+    model: nn.Module,
+    data: Subset,
+    adapter: InputAdapter,
+    batch_size: int,
+    sign: float,
+    hooks: JobHooks,
+    fraction: tuple[float, float],
+) -> dict[str, Tensor]:
     """Σ over batches of ∇(sign · CE(batch)) at the model's current weights, in eval mode."""
     model.eval()
     params = dict(model.named_parameters())
@@ -130,8 +141,15 @@ def element_mask(grad_retain: dict[str, Tensor], grad_forget: dict[str, Tensor],
     return ParameterMask("element", trainable, sizes, n_excluded)
 
 
-def compute_mask(model: nn.Module, retain: Subset, forget: Subset, adapter: InputAdapter, config: MaskConfig,
-                 batch_size: int, hooks: JobHooks | None = None) -> ParameterMask:
+def compute_mask(
+    model: nn.Module,
+    retain: Subset,
+    forget: Subset,
+    adapter: InputAdapter,
+    config: MaskConfig,
+    batch_size: int,
+    hooks: JobHooks | None = None,
+) -> ParameterMask:
     """The mask of MCU.md §2 for `model` at its current weights (θ_o)."""
     hooks = hooks or JobHooks()
     grad_retain = accumulated_gradients(model, retain, adapter, batch_size, 1.0, hooks, (0.0, 0.5))
@@ -139,8 +157,9 @@ def compute_mask(model: nn.Module, retain: Subset, forget: Subset, adapter: Inpu
     return compute_budgeted(grad_retain, grad_forget, config)
 
 
-def compute_budgeted(grad_retain: dict[str, Tensor], grad_forget: dict[str, Tensor],
-                     config: MaskConfig) -> ParameterMask:
+def compute_budgeted(
+    grad_retain: dict[str, Tensor], grad_forget: dict[str, Tensor], config: MaskConfig
+) -> ParameterMask:
     """The mask of `config.granularity` from accumulated gradients ("auto": per tensor if within budget)."""
     if config.granularity == "element":
         return element_mask(grad_retain, grad_forget, config)
@@ -154,5 +173,7 @@ def meets_budget(mask: ParameterMask, config: MaskConfig) -> bool:
     """Whether the excluded and kept shares both lie within `share_tolerance` of their budgets."""
     excluded = mask.excluded_elements / mask.total
     kept_budget = min(config.forget_reserve, 1.0 - excluded)
-    return (abs(excluded - config.retain_filter) <= config.share_tolerance
-            and abs(mask.kept_share - kept_budget) <= config.share_tolerance)
+    return (
+        abs(excluded - config.retain_filter) <= config.share_tolerance
+        and abs(mask.kept_share - kept_budget) <= config.share_tolerance
+    )

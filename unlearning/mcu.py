@@ -11,6 +11,7 @@ import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -73,8 +74,13 @@ class Checkpoint:
     def to_bytes(self) -> bytes:
         tensors = {f"control/{n}": v.detach().cpu().contiguous() for n, v in self.control.items()}
         tensors |= {f"momentum/{n}": v.detach().cpu().contiguous() for n, v in self.momentum.items()}
-        meta = {"epoch": str(self.epoch), "skipped_nonfinite": str(self.skipped_nonfinite),
-                "beta_counts": self.beta_counts, "lr": self.lr, "rollbacks": self.rollbacks}
+        meta = {
+            "epoch": str(self.epoch),
+            "skipped_nonfinite": str(self.skipped_nonfinite),
+            "beta_counts": self.beta_counts,
+            "lr": self.lr,
+            "rollbacks": self.rollbacks,
+        }
         return save_safetensors(tensors, metadata={"mcu_checkpoint": json.dumps(meta)})
 
     @classmethod
@@ -87,14 +93,21 @@ class Checkpoint:
             raise ValueError("not an MCU checkpoint: its safetensors metadata has no mcu_checkpoint epoch")
         beta_counts = {str(k): int(v) for k, v in dict(meta.get("beta_counts") or {}).items()}
         lr = meta.get("lr")
-        return cls(int(meta["epoch"]), control, momentum, int(meta.get("skipped_nonfinite", 0)), beta_counts,
-                   None if lr is None else float(lr), list(meta.get("rollbacks") or []))
+        return cls(
+            int(meta["epoch"]),
+            control,
+            momentum,
+            int(meta.get("skipped_nonfinite", 0)),
+            beta_counts,
+            None if lr is None else float(lr),
+            list(meta.get("rollbacks") or []),
+        )
 
 
-def _checkpoint_metadata(blob: bytes) -> dict[str, str]:
+def _checkpoint_metadata(blob: bytes) -> dict[str, Any]:
     """Read the JSON metadata from a safetensors header (8-byte little-endian length, then JSON)."""
     header_len = int.from_bytes(blob[:8], "little")
-    header = json.loads(blob[8:8 + header_len])
+    header = json.loads(blob[8 : 8 + header_len])
     return json.loads(header.get("__metadata__", {}).get("mcu_checkpoint", "{}"))
 
 
@@ -135,11 +148,13 @@ def train_control_point(
         for name, p in trainable.items():
             if name in resume.momentum:
                 optimizer.state[p]["momentum_buffer"] = in_layout_of(p, resume.momentum[name])
-    grad_masks = {id(p): mask.trainable[n].to(p.dtype) for n, p in trainable.items()
-                  if not bool(mask.trainable[n].all())}
+    grad_masks = {
+        id(p): mask.trainable[n].to(p.dtype) for n, p in trainable.items() if not bool(mask.trainable[n].all())
+    }
 
-    retain_part = data.retain.sample(max(1, round(config.retain_ratio * len(data.retain))),
-                                     seeded_generator(config.seed, 4))
+    retain_part = data.retain.sample(
+        max(1, round(config.retain_ratio * len(data.retain))), seeded_generator(config.seed, 4)
+    )
     beta_counts: dict[str, int] = dict(resume.beta_counts) if resume else {}
     rollbacks: list[dict[str, float]] = list(resume.rollbacks) if resume else []
 
@@ -155,8 +170,9 @@ def train_control_point(
         logits = curve.forward(batch.inputs, t_values.pop(), control)
         retain_rows, forget_rows = ~batch.is_forget, batch.is_forget
         forget_loss = F.cross_entropy(logits[forget_rows], batch.labels[forget_rows])
-        retain_loss = (F.cross_entropy(logits[retain_rows], batch.labels[retain_rows])
-                       if retain_rows.any() else logits.sum() * 0.0)
+        retain_loss = (
+            F.cross_entropy(logits[retain_rows], batch.labels[retain_rows]) if retain_rows.any() else logits.sum() * 0.0
+        )
         beta = _beta_for_batch(logits.detach(), batch, config, targets)
         beta_counts[str(beta)] = beta_counts.get(str(beta), 0) + 1
         return retain_loss - beta * forget_loss.clamp(max=config.guard.forget_loss_cap)
@@ -164,10 +180,20 @@ def train_control_point(
     stats = OptimizeStats(skipped_nonfinite=resume.skipped_nonfinite if resume else 0)
 
     def snapshot(epochs_done: int) -> Checkpoint:
-        momentum = {n: optimizer.state[p]["momentum_buffer"].clone() for n, p in trainable.items()
-                    if "momentum_buffer" in optimizer.state[p]}
-        return Checkpoint(epochs_done, {n: p.detach().clone() for n, p in trainable.items()}, momentum,
-                          stats.skipped_nonfinite, dict(beta_counts), lr, list(rollbacks))
+        momentum = {
+            n: optimizer.state[p]["momentum_buffer"].clone()
+            for n, p in trainable.items()
+            if "momentum_buffer" in optimizer.state[p]
+        }
+        return Checkpoint(
+            epochs_done,
+            {n: p.detach().clone() for n, p in trainable.items()},
+            momentum,
+            stats.skipped_nonfinite,
+            dict(beta_counts),
+            lr,
+            list(rollbacks),
+        )
 
     good = snapshot(resume.epoch if resume else 0)
 
@@ -181,16 +207,30 @@ def train_control_point(
     curve.model.train()
     while True:
         try:
-            optimize(params, optimizer, epochs=config.epochs, seed=config.seed, make_batches=batches_with_t,
-                     loss_fn=loss_fn, hooks=hooks, phase="curve", start_epoch=good.epoch,
-                     grad_clip=config.guard.grad_clip, grad_masks=grad_masks, on_epoch_end=end_of_epoch, stats=stats)
+            optimize(
+                params,
+                optimizer,
+                epochs=config.epochs,
+                seed=config.seed,
+                make_batches=batches_with_t,
+                loss_fn=loss_fn,
+                hooks=hooks,
+                phase="curve",
+                start_epoch=good.epoch,
+                grad_clip=config.guard.grad_clip,
+                grad_masks=grad_masks,
+                on_epoch_end=end_of_epoch,
+                stats=stats,
+            )
             break
         except DivergenceError as error:
             if len(rollbacks) >= config.guard.max_rollbacks:
                 raise DivergenceError(
                     f"curve training diverged (non-finite θ_c in epoch {(error.epoch or 0) + 1}) after "
                     f"{len(rollbacks)} rollback(s) with the lr halved each time (now {lr:g}); lower lr or beta, "
-                    "or tighten guard.forget_loss_cap / guard.grad_clip", error.epoch) from error
+                    "or tighten guard.forget_loss_cap / guard.grad_clip",
+                    error.epoch,
+                ) from error
             lr /= 2
             rollbacks.append({"epoch": (error.epoch or 0) + 1, "lr": lr})
             _restore(good, trainable, optimizer, lr)

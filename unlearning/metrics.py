@@ -43,8 +43,14 @@ class PointMetrics:
 
 # The split whose rows each metric is a share of: its standard error's n. MIA efficacy is the share of forget
 # rows the attack calls non-member (the attack's own training rows add variance this does not count).
-SPLIT_OF = {"forget_accuracy": "forget", "unlearning_accuracy": "forget", "retain_accuracy": "retain",
-            "test_accuracy": "test", "mia_efficacy": "forget", "forgotten_class_test_accuracy": "forgotten_class_test"}
+SPLIT_OF = {
+    "forget_accuracy": "forget",
+    "unlearning_accuracy": "forget",
+    "retain_accuracy": "retain",
+    "test_accuracy": "test",
+    "mia_efficacy": "forget",
+    "forgotten_class_test_accuracy": "forgotten_class_test",
+}
 
 
 def std_error(share: float, rows: int) -> float:
@@ -79,8 +85,12 @@ def stratified_sample(subset: Subset, count: int, generator: torch.Generator) ->
     labels = subset.labels.cpu()
     sizes = torch.unique(labels, return_counts=True)[1]  # per class, in class order
     by_class = torch.sort(labels, stable=True).indices.split(sizes.tolist())  # each class's rows
-    chosen = torch.cat([rows[torch.randperm(len(rows), generator=generator)[:quota]]
-                        for rows, quota in zip(by_class, class_quotas(sizes.tolist(), count), strict=True)])
+    chosen = torch.cat(
+        [
+            rows[torch.randperm(len(rows), generator=generator)[:quota]]
+            for rows, quota in zip(by_class, class_quotas(sizes.tolist(), count), strict=True)
+        ]
+    )
     return subset.take(chosen[torch.randperm(len(chosen), generator=generator)])
 
 
@@ -116,8 +126,14 @@ class EvalSets:
         sampled = cls.draw(data, config, seed)
         test, forgotten_class_test = _test_splits(data)
         members = sampled.retain.take(torch.arange(min(len(sampled.retain), len(sampled.test))))
-        return cls(retain=data.retain, forget=data.forget, test=test, forgotten_class_test=forgotten_class_test,
-                   bn=sampled.bn, attack=(members, sampled.test))
+        return cls(
+            retain=data.retain,
+            forget=data.forget,
+            test=test,
+            forgotten_class_test=forgotten_class_test,
+            bn=sampled.bn,
+            attack=(members, sampled.test),
+        )
 
 
 def _test_splits(data: UnlearningData) -> tuple[Subset, Subset | None]:
@@ -157,8 +173,9 @@ def mia_efficacy(member_confidence: Tensor, nonmember_confidence: Tensor, forget
     return float(np.mean(predicted == 0))
 
 
-def evaluate(model: nn.Module, sets: EvalSets, adapter: InputAdapter, batch_size: int,
-             t: float | None = None) -> PointMetrics:
+def evaluate(
+    model: nn.Module, sets: EvalSets, adapter: InputAdapter, batch_size: int, t: float | None = None
+) -> PointMetrics:
     """All metrics of one model (BatchNorm statistics already in place)."""
     retain_correct, retain_conf = predict(model, sets.retain, adapter, batch_size)
     forget_correct, forget_conf = predict(model, sets.forget, adapter, batch_size)
@@ -167,10 +184,13 @@ def evaluate(model: nn.Module, sets: EvalSets, adapter: InputAdapter, batch_size
     if sets.attack is not None:
         members, nonmembers = (predict(model, rows, adapter, batch_size)[1] for rows in sets.attack)
     forget_acc = float(forget_correct.float().mean())
-    values = {"forget_accuracy": forget_acc, "unlearning_accuracy": 1.0 - forget_acc,
-              "retain_accuracy": float(retain_correct.float().mean()),
-              "test_accuracy": float(test_correct.float().mean()),
-              "mia_efficacy": mia_efficacy(members, nonmembers, forget_conf)}
+    values = {
+        "forget_accuracy": forget_acc,
+        "unlearning_accuracy": 1.0 - forget_acc,
+        "retain_accuracy": float(retain_correct.float().mean()),
+        "test_accuracy": float(test_correct.float().mean()),
+        "mia_efficacy": mia_efficacy(members, nonmembers, forget_conf),
+    }
     rows = {"forget": len(forget_correct), "retain": len(retain_correct), "test": len(test_correct)}
     if sets.forgotten_class_test is not None and len(sets.forgotten_class_test):
         values["forgotten_class_test_accuracy"] = accuracy(model, sets.forgotten_class_test, adapter, batch_size)

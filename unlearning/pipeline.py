@@ -57,8 +57,9 @@ def derive_targets(model: nn.Module, data: UnlearningData, sets: EvalSets, batch
     return Targets(float(retain_correct.float().mean()), test_accuracy, test_accuracy, unseen_nonmember)
 
 
-def measure_point(curve: BezierCurve, t: float, data: UnlearningData, sets: EvalSets,
-                  config: MCUConfig) -> PointMetrics:
+def measure_point(
+    curve: BezierCurve, t: float, data: UnlearningData, sets: EvalSets, config: MCUConfig
+) -> PointMetrics:
     """The metrics of φ(t) with BatchNorm statistics from retain rows; φ(t) stays in `curve.model`."""
     curve.set_point(t, sets.bn, data.adapter, config.eval.batch_size)
     return evaluate(curve.model, sets, data.adapter, config.eval.batch_size, t)
@@ -172,8 +173,9 @@ def run_unlearning(
         rejected.append(metrics)
         return None
 
-    points = coarse_to_fine(cfg.grid_points, measure, lambda pts: recommend_t(pts, targets, noise=noise_of(pts)),
-                            cfg.grid_refine)
+    points = coarse_to_fine(
+        cfg.grid_points, measure, lambda pts: recommend_t(pts, targets, noise=noise_of(pts)), cfg.grid_refine
+    )
     if not points:
         raise RuntimeError("every grid point had non-finite metrics: the curve diverged")
     noise = noise_of(points)
@@ -204,8 +206,12 @@ def run_unlearning(
             "rejected_nonfinite_points": [p.t for p in rejected],
             "points_measured": len(measured),
             "gap_noise": round(noise, 6),
-            "eval_sizes": {"retain": len(sets.retain), "forget": len(sets.forget), "test": len(sets.test),
-                           "bn": len(sets.bn)},
+            "eval_sizes": {
+                "retain": len(sets.retain),
+                "forget": len(sets.forget),
+                "test": len(sets.test),
+                "bn": len(sets.bn),
+            },
             "device": str(device),
         },
         base_method=base_method,

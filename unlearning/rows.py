@@ -142,8 +142,15 @@ class ShardRows(_ShardFiles):
 
     tensor = "inputs"
 
-    def __init__(self, open_shard: Callable[[int], Path], shard: Tensor, row: Tensor, row_shape: Sequence[int],
-                 dtype: torch.dtype, workers: int = 0) -> None:
+    def __init__(
+        self,
+        open_shard: Callable[[int], Path],
+        shard: Tensor,
+        row: Tensor,
+        row_shape: Sequence[int],
+        dtype: torch.dtype,
+        workers: int = 0,
+    ) -> None:
         self.open_shard, self.shard, self.row = open_shard, shard.to(torch.int64), row.to(torch.int64)
         self.shape = torch.Size((len(shard), *row_shape))
         self.dtype, self.workers = dtype, workers
@@ -155,8 +162,9 @@ class ShardRows(_ShardFiles):
 
     def _check(self, index: int, dtype: torch.dtype, shape: tuple[int, ...]) -> None:
         if dtype != self.dtype or torch.Size(shape[1:]) != self.shape[1:]:
-            raise ValueError(f"shard {index} holds {dtype}{list(shape)}, expected {self.dtype} rows "
-                             f"of {list(self.shape[1:])}")
+            raise ValueError(
+                f"shard {index} holds {dtype}{list(shape)}, expected {self.dtype} rows of {list(self.shape[1:])}"
+            )
 
     def __getitem__(self, rows: Tensor) -> Tensor:
         rows = rows.cpu()
@@ -170,7 +178,7 @@ class ShardRows(_ShardFiles):
             chunk = os.pread(fd, size, offset + r * size)
             if len(chunk) != size:
                 raise OSError(f"shard {s} ends before row {r}")
-            buffer[k * size:(k + 1) * size] = chunk
+            buffer[k * size : (k + 1) * size] = chunk
         return torch.frombuffer(buffer, dtype=self.dtype).view(len(shards), *self.shape[1:])
 
 
@@ -215,8 +223,17 @@ class EncodedRows(_ShardFiles):
     tensor = "images"
     dtype = torch.uint8
 
-    def __init__(self, open_shard: Callable[[int], Path], shard: Tensor, row: Tensor, offsets: dict[int, Tensor],
-                 channels: int, transform: InputTransform, size: tuple[int, int], workers: int = 0) -> None:
+    def __init__(
+        self,
+        open_shard: Callable[[int], Path],
+        shard: Tensor,
+        row: Tensor,
+        offsets: dict[int, Tensor],
+        channels: int,
+        transform: InputTransform,
+        size: tuple[int, int],
+        workers: int = 0,
+    ) -> None:
         self.open_shard, self.shard = open_shard, shard.to(torch.int64)
         self.start = torch.empty(len(shard), dtype=torch.int64)
         self.length = torch.empty(len(shard), dtype=torch.int64)
@@ -295,5 +312,12 @@ def gathered(fetch: Callable[[K], Any], keys: Sequence[K], workers: int) -> Iter
         # `--pool=solo`, where loader processes work. Elsewhere the batches are gathered in this process.
         yield from map(fetch, keys)
         return
-    yield from DataLoader(_Keyed(fetch, keys), batch_size=None, shuffle=False, num_workers=workers,
-                          collate_fn=lambda item: item, prefetch_factor=2, persistent_workers=False)
+    yield from DataLoader(
+        _Keyed(fetch, keys),
+        batch_size=None,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=lambda item: item,
+        prefetch_factor=2,
+        persistent_workers=False,
+    )

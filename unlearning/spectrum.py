@@ -19,8 +19,12 @@ def grid(points: int) -> list[float]:
     return [round(float(t), 6) for t in np.linspace(0.0, 1.0, points)]
 
 
-TARGETED = {"retain_accuracy": "retain_accuracy", "forget_accuracy": "forget_accuracy",
-            "test_accuracy": "test_accuracy", "mia_efficacy": "mia_efficacy"}
+TARGETED = {
+    "retain_accuracy": "retain_accuracy",
+    "forget_accuracy": "forget_accuracy",
+    "test_accuracy": "test_accuracy",
+    "mia_efficacy": "mia_efficacy",
+}
 
 
 def target_gap(metrics: dict[str, float | np.ndarray], targets: Targets) -> float | np.ndarray:
@@ -31,8 +35,7 @@ def target_gap(metrics: dict[str, float | np.ndarray], targets: Targets) -> floa
     model's. With test accuracy and MIA efficacy targets too, it mirrors all four terms of the Avg. Gap
     (|UA − UA*| equals |FA − FA*|).
     """
-    terms = [np.abs(metrics[name] - getattr(targets, name)) for name in TARGETED
-             if getattr(targets, name) is not None]
+    terms = [np.abs(metrics[name] - getattr(targets, name)) for name in TARGETED if getattr(targets, name) is not None]
     return sum(terms) / len(terms)
 
 
@@ -55,13 +58,14 @@ def forget_noise(points: Sequence[PointMetrics], targets: Targets, forget_rows: 
     return float(np.sqrt(p * (1.0 - p) / max(1, forget_rows))) / terms
 
 
-def recommend_t(points: Sequence[PointMetrics], targets: Targets,
-                window: tuple[float, float] = (0.0, 1.0), noise: float = 0.0) -> float:
+def recommend_t(
+    points: Sequence[PointMetrics], targets: Targets, window: tuple[float, float] = (0.0, 1.0), noise: float = 0.0
+) -> float:
     """The t in `window` (step 0.01) whose interpolated target gap is within `noise` of the least one,
     taking the largest such t (the θ_p side: a good θ_p is not moved back towards θ_o for a difference
     the data cannot resolve). Each metric is interpolated by a cubic spline through the measured points.
     """
-    ordered = sorted(points, key=lambda p: p.t)
+    ordered = sorted(points, key=_t)
     ts = _series(ordered, "t")
     lo, hi = window
     search = np.round(np.arange(round(lo / SEARCH_STEP), round(hi / SEARCH_STEP) + 1) * SEARCH_STEP, 2)
@@ -78,22 +82,26 @@ def recommend_t(points: Sequence[PointMetrics], targets: Targets,
 def effective_region(points: Sequence[PointMetrics], targets: Targets, margin: float = 0.0) -> list[list[float]]:
     """Intervals of consecutive measured t values whose target gap beats the θ_p endpoint (t = 1) by more
     than `margin`."""
-    ordered = sorted(points, key=lambda p: p.t)
+    ordered = sorted(points, key=_t)
     end_gap = target_gap(_as_metrics(ordered[-1]), targets)
     regions: list[list[float]] = []
     previous_inside = False
     for p in ordered:
-        inside = target_gap(_as_metrics(p), targets) < end_gap - margin
+        inside = bool(target_gap(_as_metrics(p), targets) < end_gap - margin)
         if inside and previous_inside:
-            regions[-1][1] = p.t
+            regions[-1][1] = _t(p)
         elif inside:
-            regions.append([p.t, p.t])
+            regions.append([_t(p), _t(p)])
         previous_inside = inside
     return regions
 
 
-def coarse_to_fine(points: int, measure: Callable[[float], PointMetrics | None],
-                   choose: Callable[[list[PointMetrics]], float], refine: bool = True) -> list[PointMetrics]:
+def coarse_to_fine(
+    points: int,
+    measure: Callable[[float], PointMetrics | None],
+    choose: Callable[[list[PointMetrics]], float],
+    refine: bool = True,
+) -> list[PointMetrics]:
     """Measure grid(points) coarse-to-fine: about every fifth point first (endpoints included), then the
     grid points within half a coarse step of `choose(coarse points)`. `measure` returns None for a point
     that is rejected (non-finite). Without `refine`, or on grids of 11 points or fewer, every point."""
@@ -108,7 +116,7 @@ def coarse_to_fine(points: int, measure: Callable[[float], PointMetrics | None],
         for t in ts:
             if t not in measured and abs(t - centre) <= half:
                 measured[t] = measure(t)
-    return [measured[t] for t in sorted(measured) if measured[t] is not None]  # type: ignore[misc]
+    return [p for t in sorted(measured) if (p := measured[t]) is not None]
 
 
 def _coarse_stride(points: int, refine: bool) -> int:
@@ -121,6 +129,11 @@ def planned_points(points: int, refine: bool = True) -> int:
     if stride == 1:
         return points
     return len(set(grid(points)[::stride]) | {1.0}) + stride
+
+
+def _t(point: PointMetrics) -> float:
+    assert point.t is not None  # a point of the curve (only a model evaluated on its own has no t)
+    return point.t
 
 
 def _as_metrics(point: PointMetrics) -> dict[str, float | np.ndarray]:

@@ -100,26 +100,40 @@ class BatchPlan:
 
     def _inputs(self, rows: tuple[Tensor, Tensor]) -> Tensor:
         """One batch's stored inputs, gathered where the rows live (in a loader process when streamed)."""
-        return torch.cat([self.retain.inputs[rows[0].to(self.retain.labels.device)],
-                          self.forget.inputs[rows[1].to(self.forget.labels.device)]])
+        return torch.cat(
+            [
+                self.retain.inputs[rows[0].to(self.retain.labels.device)],
+                self.forget.inputs[rows[1].to(self.forget.labels.device)],
+            ]
+        )
 
     def __iter__(self) -> Iterator[Batch]:
         device = self.retain.target
         augment = seeded_generator(self.augment_seed) if self.augment_seed is not None else None
         workers = max(loader_workers(self.retain.inputs), loader_workers(self.forget.inputs))
-        for (retain_rows, forget_rows), inputs in zip(self.rows, gathered(self._inputs, self.rows, workers),
-                                                      strict=True):
-            labels = torch.cat([self.retain.labels[retain_rows.to(self.retain.labels.device)],
-                                self.forget.labels[forget_rows.to(self.forget.labels.device)]]).to(device)
-            is_forget = torch.cat([torch.zeros(len(retain_rows), dtype=torch.bool, device=device),
-                                   torch.ones(len(forget_rows), dtype=torch.bool, device=device)])
+        for (retain_rows, forget_rows), inputs in zip(
+            self.rows, gathered(self._inputs, self.rows, workers), strict=True
+        ):
+            labels = torch.cat(
+                [
+                    self.retain.labels[retain_rows.to(self.retain.labels.device)],
+                    self.forget.labels[forget_rows.to(self.forget.labels.device)],
+                ]
+            ).to(device)
+            is_forget = torch.cat(
+                [
+                    torch.zeros(len(retain_rows), dtype=torch.bool, device=device),
+                    torch.ones(len(forget_rows), dtype=torch.bool, device=device),
+                ]
+            )
             inputs = inputs.to(device, non_blocking=True)
             model_input = self.adapter(inputs) if augment is None else self.adapter.augmented(inputs, augment)
             yield Batch(model_input, labels, is_forget)
 
 
-def plain_batches(subset: Subset, batch_size: int, adapter: InputAdapter, generator: torch.Generator,
-                  from_forget: bool = False) -> BatchPlan:
+def plain_batches(
+    subset: Subset, batch_size: int, adapter: InputAdapter, generator: torch.Generator, from_forget: bool = False
+) -> BatchPlan:
     """Shuffled batches of one subset; `from_forget` marks its rows as forget rows."""
     chunks = list(torch.randperm(len(subset), generator=generator).split(batch_size))
     empty = torch.zeros(0, dtype=torch.int64)
@@ -138,8 +152,9 @@ def _augment_seed(adapter: InputAdapter, generator: torch.Generator) -> int | No
     return int(torch.randint(0, 2**62, (1,), generator=generator))
 
 
-def stratified_batches(retain: Subset, forget: Subset, batch_size: int, adapter: InputAdapter,
-                       generator: torch.Generator) -> BatchPlan:
+def stratified_batches(
+    retain: Subset, forget: Subset, batch_size: int, adapter: InputAdapter, generator: torch.Generator
+) -> BatchPlan:
     """Shuffled batches over retain ∪ forget where every batch holds forget rows.
 
     Forget rows are spread evenly over the batches; when there are fewer forget rows than batches they
@@ -152,8 +167,9 @@ def stratified_batches(retain: Subset, forget: Subset, batch_size: int, adapter:
         forget_order = torch.cat([forget_order, torch.randperm(len(forget), generator=generator)])
     retain_chunks = torch.randperm(len(retain), generator=generator).tensor_split(n_batches)
     forget_chunks = forget_order.tensor_split(n_batches)
-    return BatchPlan(retain, forget, adapter, list(zip(retain_chunks, forget_chunks, strict=True)),
-                     _augment_seed(adapter, generator))
+    return BatchPlan(
+        retain, forget, adapter, list(zip(retain_chunks, forget_chunks, strict=True)), _augment_seed(adapter, generator)
+    )
 
 
 LossFn = Callable[[Batch], Tensor]
@@ -167,7 +183,7 @@ class OptimizeStats:
 
 
 def optimize(
-    params: Sequence[nn.Parameter],
+    params: Sequence[Tensor],  # parameters, or tensors trained in their place (mcu.py's θ_c)
     optimizer: torch.optim.Optimizer,
     *,
     epochs: int,
@@ -219,7 +235,7 @@ def optimize(
     return stats
 
 
-def sgd(params: Sequence[nn.Parameter], lr: float, momentum: float, weight_decay: float = 0.0) -> torch.optim.SGD:
+def sgd(params: Sequence[Tensor], lr: float, momentum: float, weight_decay: float = 0.0) -> torch.optim.SGD:
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
@@ -243,7 +259,12 @@ def train_classifier(
     optimizer = sgd(params, lr, momentum, weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
     optimize(
-        params, optimizer, epochs=epochs, seed=seed, phase=phase, hooks=hooks or JobHooks(),
+        params,
+        optimizer,
+        epochs=epochs,
+        seed=seed,
+        phase=phase,
+        hooks=hooks or JobHooks(),
         make_batches=lambda g: plain_batches(data, batch_size, adapter, g, from_forget=False),
         loss_fn=lambda b: F.cross_entropy(model(b.inputs), b.labels),
         on_epoch_end=lambda *_: schedule.step(),

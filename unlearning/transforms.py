@@ -53,8 +53,11 @@ class InputTransform:
         return cls(*(v if v is None or isinstance(v, int) else _size(v) for v in (resize, crop)))
 
     def to_dict(self) -> dict[str, Any]:
-        return {key: value if isinstance(value, int) else list(value)
-                for key, value in (("resize", self.resize), ("center_crop", self.center_crop)) if value is not None}
+        return {
+            key: value if isinstance(value, int) else list(value)
+            for key, value in (("resize", self.resize), ("center_crop", self.center_crop))
+            if value is not None
+        }
 
     def resized_size(self, stored: tuple[int, int] | None) -> tuple[int, int] | None:
         """(height, width) after the resize; None when it depends on each image (an int resize of images of
@@ -80,8 +83,9 @@ class InputTransform:
             return resized
         crop = _size(self.center_crop)
         if resized is not None and (crop[0] > resized[0] or crop[1] > resized[1]):
-            raise ValueError(f"center_crop {crop[0]}x{crop[1]} is larger than the resized image, "
-                             f"{resized[0]}x{resized[1]}")
+            raise ValueError(
+                f"center_crop {crop[0]}x{crop[1]} is larger than the resized image, {resized[0]}x{resized[1]}"
+            )
         return crop
 
     def __call__(self, images: Tensor, expected: tuple[int, int] | None = None) -> Tensor:
@@ -96,13 +100,17 @@ class InputTransform:
         if self.center_crop is not None:
             crop = _size(self.center_crop)
             if crop[0] > x.shape[-2] or crop[1] > x.shape[-1]:
-                raise ValueError(f"an image of {images.shape[-2]}x{images.shape[-1]} resizes to "
-                                 f"{x.shape[-2]}x{x.shape[-1]}, smaller than center_crop {crop[0]}x{crop[1]}")
+                raise ValueError(
+                    f"an image of {images.shape[-2]}x{images.shape[-1]} resizes to "
+                    f"{x.shape[-2]}x{x.shape[-1]}, smaller than center_crop {crop[0]}x{crop[1]}"
+                )
             x = tvf.center_crop(x, list(crop))
         if expected is not None and tuple(x.shape[-2:]) != tuple(expected):
-            raise ValueError(f"an image of {images.shape[-2]}x{images.shape[-1]} becomes {x.shape[-2]}x{x.shape[-1]} "
-                             f"under {self.to_dict()}, not {expected[0]}x{expected[1]}: declare a center_crop "
-                             "(or resize to [height, width]) so every image gets one size")
+            raise ValueError(
+                f"an image of {images.shape[-2]}x{images.shape[-1]} becomes {x.shape[-2]}x{x.shape[-1]} "
+                f"under {self.to_dict()}, not {expected[0]}x{expected[1]}: declare a center_crop "
+                "(or resize to [height, width]) so every image gets one size"
+            )
         return x
 
 

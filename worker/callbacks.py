@@ -6,6 +6,7 @@ import ipaddress
 import json
 import socket
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -29,14 +30,22 @@ def state_of(request: DeletionRequest, event: str) -> str:
 def event_body(settings: Settings, request: DeletionRequest, event: str, message_id: str, at: datetime) -> str:
     """`event` is the state entered, or OVERDUE. A `succeeded` callback names the new version and the report,
     so recipients holding copies of the model (GDPR Art. 19) can replace them and keep the evidence."""
-    data = {"id": request.id, "state": state_of(request, event),
-            "external_id": request.external_id, "model_id": request.model_id, "due_at": request.due_at.isoformat()}
+    data: dict[str, Any] = {
+        "id": request.id,
+        "state": state_of(request, event),
+        "external_id": request.external_id,
+        "model_id": request.model_id,
+        "due_at": request.due_at.isoformat(),
+    }
     if event == State.SUCCEEDED:
         report = f"/v1/deletion-requests/{request.id}/report"
-        data |= {"model_version": request.selected_version,
-                 "report_url": f"{settings.public_url.rstrip('/')}{report}" if settings.public_url else report}
-    return json.dumps({"id": message_id, "type": f"deletion_request.{event}", "created_at": at.isoformat(),
-                       "data": data})
+        data |= {
+            "model_version": request.selected_version,
+            "report_url": f"{settings.public_url.rstrip('/')}{report}" if settings.public_url else report,
+        }
+    return json.dumps(
+        {"id": message_id, "type": f"deletion_request.{event}", "created_at": at.isoformat(), "data": data}
+    )
 
 
 def deliver(settings: Settings, factory, request_id: str, event: str, message_id: str, attempt: int) -> bool:
@@ -55,8 +64,11 @@ def deliver(settings: Settings, factory, request_id: str, event: str, message_id
         url, state = request.callback_url, state_of(request, event)
         at = owed.created_at or utcnow()  # the same message on every attempt: id, timestamp and body
         body = event_body(settings, request, event, message_id, at)
-    headers = {"content-type": "application/json", "webhook-id": message_id,
-               "webhook-timestamp": str(int(at.timestamp()))}
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(at.timestamp())),
+    }
     if settings.webhook_secret is not None:
         headers["webhook-signature"] = Webhook(settings.webhook_secret.get_secret_value()).sign(message_id, at, body)
     status, (address, error) = None, vetted_address(settings, url)
@@ -68,17 +80,36 @@ def deliver(settings: Settings, factory, request_id: str, event: str, message_id
     ok = status is not None and 200 <= status < 300
     done = ok or error in REFUSALS or attempt >= settings.callback_max_attempts  # a refusal is not retried
     with factory() as session, session.begin():
-        session.execute(update(Callback).where(Callback.message_id == message_id).values(
-            delivered_at=utcnow() if ok else None, abandoned_at=None if ok or not done else utcnow()))
-        record_event(session, request_id, "callback_attempt", state, "worker",
-                     {"url": url, "event": event, "message_id": message_id, "attempt": attempt, "status": status,
-                      "error": error, "delivered": ok})
+        session.execute(
+            update(Callback)
+            .where(Callback.message_id == message_id)
+            .values(delivered_at=utcnow() if ok else None, abandoned_at=None if ok or not done else utcnow())
+        )
+        record_event(
+            session,
+            request_id,
+            "callback_attempt",
+            state,
+            "worker",
+            {
+                "url": url,
+                "event": event,
+                "message_id": message_id,
+                "attempt": attempt,
+                "status": status,
+                "error": error,
+                "delivered": ok,
+            },
+        )
     return done
 
 
 MAX_BACKOFF = 600  # seconds: the longest wait between two attempts (worker/celery_app.py)
-REFUSALS = ("host not in the callback allow-list", "host resolves to a non-public address not in the allow-list",
-            "the callback URL is malformed")
+REFUSALS = (
+    "host not in the callback allow-list",
+    "host resolves to a non-public address not in the allow-list",
+    "the callback URL is malformed",
+)
 
 
 def malformed(url: str) -> bool:
@@ -107,13 +138,14 @@ def vetted_address(settings: Settings, url: str) -> tuple[str | None, str | None
     parts = urlsplit(url)
     port = parts.port or {"http": 80, "https": 443}[parts.scheme]
     try:
-        addresses = [info[4][0] for info in socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)]
+        addresses = [str(info[4][0]) for info in socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)]
     except OSError:
         return None, None
     for address in addresses:
         literal = f"[{address}]" if ":" in address else address
-        if not ipaddress.ip_address(address.split("%")[0]).is_global and \
-                not settings.callback_host_allowed(f"{parts.scheme}://{literal}:{port}/"):
+        if not ipaddress.ip_address(address.split("%")[0]).is_global and not settings.callback_host_allowed(
+            f"{parts.scheme}://{literal}:{port}/"
+        ):
             return None, REFUSALS[1]
     return addresses[0] if addresses else None, None
 

@@ -38,8 +38,11 @@ def create_celery(settings: Settings) -> Celery:
         task_queues=[Queue(GPU_QUEUE), Queue(CONTROL_QUEUE)],
         # Redis redelivers unacknowledged messages after the visibility timeout; the embedded SQL broker
         # takes no such option (its options go to SQLAlchemy's create_engine).
-        broker_transport_options=({"visibility_timeout": settings.job_timeout_seconds}
-                                  if settings.resolved_broker_url.startswith(("redis", "rediss")) else {}),
+        broker_transport_options=(
+            {"visibility_timeout": settings.job_timeout_seconds}
+            if settings.resolved_broker_url.startswith(("redis", "rediss"))
+            else {}
+        ),
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
     )
@@ -71,5 +74,5 @@ def create_celery(settings: Settings) -> Celery:
         if not callbacks.deliver(s.settings, s.factory, request_id, event, message_id, attempt):
             raise self.retry(countdown=min(2**attempt, callbacks.MAX_BACKOFF), queue=CONTROL_QUEUE)
 
-    app.mcu_services = services  # type: ignore[attr-defined]  (the reconciler shares them)
+    app.mcu_services = services  # the reconciler shares them
     return app

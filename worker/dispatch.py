@@ -21,8 +21,13 @@ MATERIALIZE_SELECTION = "mcu.materialize_selection"
 CLEANUP_REQUEST = "mcu.cleanup_request"
 DELIVER_CALLBACK = "mcu.deliver_callback"
 VALIDATE_MODEL = "mcu.validate_model"
-QUEUE_OF = {RUN_REQUEST: GPU_QUEUE, MATERIALIZE_SELECTION: GPU_QUEUE, VALIDATE_MODEL: GPU_QUEUE,
-            CLEANUP_REQUEST: CONTROL_QUEUE, DELIVER_CALLBACK: CONTROL_QUEUE}
+QUEUE_OF = {
+    RUN_REQUEST: GPU_QUEUE,
+    MATERIALIZE_SELECTION: GPU_QUEUE,
+    VALIDATE_MODEL: GPU_QUEUE,
+    CLEANUP_REQUEST: CONTROL_QUEUE,
+    DELIVER_CALLBACK: CONTROL_QUEUE,
+}
 
 
 class Dispatcher:
@@ -33,18 +38,22 @@ class Dispatcher:
         options: dict[str, object] = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
         if broker_url.startswith(("redis://", "rediss://")):  # fail fast instead of hanging on a dead broker
             options |= {"socket_connect_timeout": 2, "socket_timeout": 5}
-        self.app.conf.update(broker_connection_timeout=2, broker_connection_retry_on_startup=False,
-                             broker_transport_options=options, task_default_queue=GPU_QUEUE)
+        self.app.conf.update(
+            broker_connection_timeout=2,
+            broker_connection_retry_on_startup=False,
+            broker_transport_options=options,
+            task_default_queue=GPU_QUEUE,
+        )
 
     def send(self, task_name: str, *args: object, countdown: float | None = None) -> bool:
         """True when the broker accepted the message; False (logged, never raised) when it is down."""
         try:
-            self.app.send_task(task_name, args=list(args), queue=QUEUE_OF[task_name], retry=False,
-                               countdown=countdown)
+            self.app.send_task(task_name, args=list(args), queue=QUEUE_OF[task_name], retry=False, countdown=countdown)
             return True
         except Exception as error:  # noqa: BLE001  (any broker failure leaves the row for the reconciler)
-            log.warning("broker unavailable, %s for %s not sent: %s", task_name, args[0] if args else "",
-                        type(error).__name__)
+            log.warning(
+                "broker unavailable, %s for %s not sent: %s", task_name, args[0] if args else "", type(error).__name__
+            )
             return False
 
     def ping(self) -> None:

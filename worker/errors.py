@@ -22,5 +22,8 @@ def problem_for(error: Exception) -> dict[str, str]:
     for kind, (slug, title) in KNOWN.items():
         if isinstance(error, kind):
             return {"type": problem_type(slug), "title": title, "detail": str(error)}
-    return {"type": problem_type("job-failed"), "title": "Unlearning job failed",
-            "detail": f"{type(error).__name__}: {error}"[:2000]}
+    return {
+        "type": problem_type("job-failed"),
+        "title": "Unlearning job failed",
+        "detail": f"{type(error).__name__}: {error}"[:2000],
+    }

@@ -45,15 +45,25 @@ def normalization_of(preprocessing: dict[str, Any], train_inputs: torch.Tensor |
 def split_rows(session: Session, dataset: Dataset, split: str) -> torch.Tensor:
     """[N, 4] int64 (position, shard, row, label) of a split in position order, read in chunks: no ORM row
     per sample is ever held (they cost ~200 bytes each, the dataset's inputs at 28×28 cost 784)."""
-    query = (select(Sample.position, Sample.shard, Sample.row, Sample.label)
-             .where(Sample.dataset_id == dataset.id, Sample.split == split).order_by(Sample.position))
-    parts = [torch.tensor(chunk, dtype=torch.int64).view(-1, 4)
-             for chunk in session.execute(query.execution_options(yield_per=ROWS_PER_QUERY)).partitions()]
+    query = (
+        select(Sample.position, Sample.shard, Sample.row, Sample.label)
+        .where(Sample.dataset_id == dataset.id, Sample.split == split)
+        .order_by(Sample.position)
+    )
+    parts = [
+        torch.tensor(chunk, dtype=torch.int64).view(-1, 4)
+        for chunk in session.execute(query.execution_options(yield_per=ROWS_PER_QUERY)).partitions()
+    ]
     return torch.cat(parts) if parts else torch.empty((0, 4), dtype=torch.int64)
 
 
-def load_dataset(services: Services, session: Session, dataset: Dataset, preprocessing: dict[str, Any],
-                 input_transform: dict[str, Any] | None = None) -> tuple[ImageDataset, torch.Tensor]:
+def load_dataset(
+    services: Services,
+    session: Session,
+    dataset: Dataset,
+    preprocessing: dict[str, Any],
+    input_transform: dict[str, Any] | None = None,
+) -> tuple[ImageDataset, torch.Tensor]:
     """The dataset's train and test splits in position order, as the model sees them: through its input
     transform (`input_transform`, the model's stored dict; None: none) and declared preprocessing, the only
     input transformations; and the train rows' positions (sparse once rows were erased from the shards: row k
@@ -75,26 +85,37 @@ def load_dataset(services: Services, session: Session, dataset: Dataset, preproc
         assert transform is not None  # model_input_shape refuses encoded images without one
         used = torch.cat([rows[:, 1] for rows in meta.values()]).unique().tolist()
         offsets = {index: read_offsets(open_shard(index)) for index in used}  # every row's bytes, once
-        sources = {split: EncodedRows(open_shard, rows[:, 1], rows[:, 2], offsets, channels, transform,
-                                      (height, width), workers) for split, rows in meta.items()}
+        sources = {
+            split: EncodedRows(
+                open_shard, rows[:, 1], rows[:, 2], offsets, channels, transform, (height, width), workers
+            )
+            for split, rows in meta.items()
+        }
     else:
         dtype = {"uint8": torch.uint8, "float32": torch.float32}[dataset.input_dtype]
-        stored = {split: ShardRows(open_shard, rows[:, 1], rows[:, 2], dataset.input_shape, dtype, workers)
-                  for split, rows in meta.items()}
-        sources = {split: Transformed(source, transform) if transform else source
-                   for split, source in stored.items()}
+        stored = {
+            split: ShardRows(open_shard, rows[:, 1], rows[:, 2], dataset.input_shape, dtype, workers)
+            for split, rows in meta.items()
+        }
+        sources = {split: Transformed(source, transform) if transform else source for split, source in stored.items()}
     inputs: dict[str, torch.Tensor | RowSource] = dict(sources)
     if sum(source_bytes(s) for s in sources.values()) <= services.settings.in_memory_bytes:
         inputs = {split: materialize(source) for split, source in sources.items()}
     train, test = meta["train"], meta["test"]
-    return ImageDataset(inputs["train"], train[:, 3].clone(), inputs["test"], test[:, 3].clone(),
-                        dataset.num_classes, normalization_of(preprocessing, inputs["train"])), train[:, 0].clone()
+    return ImageDataset(
+        inputs["train"],
+        train[:, 3].clone(),
+        inputs["test"],
+        test[:, 3].clone(),
+        dataset.num_classes,
+        normalization_of(preprocessing, inputs["train"]),
+    ), train[:, 0].clone()
 
 
-def load_model(services: Services, session: Session, model: Model, version: int, input_shape: tuple[int, ...]
-               ) -> torch.nn.Module:
-    row = session.scalar(select(ModelVersion).where(ModelVersion.model_id == model.id,
-                                                    ModelVersion.version == version))
+def load_model(
+    services: Services, session: Session, model: Model, version: int, input_shape: tuple[int, ...]
+) -> torch.nn.Module:
+    row = session.scalar(select(ModelVersion).where(ModelVersion.model_id == model.id, ModelVersion.version == version))
     if row is None or row.weights_deleted_at is not None:
         raise ObjectNotFound(f"model {model.id} version {version}")
     network = build_model(model.architecture, model.num_classes, input_shape, model.architecture_kwargs)
@@ -124,11 +145,18 @@ def load_inputs(services: Services, request: DeletionRequest) -> JobInputs:
     channels = model_input_channels(model.architecture, dataset.input_shape[0], model.architecture_kwargs)
     augmentation = Augmentation.from_list(model.augmentation)  # training steps only
     keep = ~torch.isin(positions, erased)
-    trimmed = ImageDataset(take_rows(dataset.train_inputs, torch.nonzero(keep).flatten()), dataset.train_labels[keep],
-                           dataset.test_inputs, dataset.test_labels, dataset.num_classes, dataset.normalization)
+    trimmed = ImageDataset(
+        take_rows(dataset.train_inputs, torch.nonzero(keep).flatten()),
+        dataset.train_labels[keep],
+        dataset.test_inputs,
+        dataset.test_labels,
+        dataset.num_classes,
+        dataset.normalization,
+    )
     if "classes" in request.forget:
-        data = make_unlearning_data(trimmed, channels=channels, forget_classes=request.forget["classes"],
-                                    augmentation=augmentation)
+        data = make_unlearning_data(
+            trimmed, channels=channels, forget_classes=request.forget["classes"], augmentation=augmentation
+        )
     else:  # positions -> rows of the trimmed train split (both sorted by position)
         kept = positions[keep]
         forget = torch.tensor(forget_positions, dtype=torch.int64)

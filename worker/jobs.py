@@ -126,7 +126,7 @@ def _train_curve(services: Services, request: DeletionRequest, watch: JobWatch) 
 def _store_curve(services: Services, request: DeletionRequest, result: CurveResult) -> None:
     """The points and summary, then awaiting_selection; with selection: auto straight on to materializing."""
     recommended = result.recommended_point  # measured on every row, with its standard errors
-    summary = {"recommended_t": result.recommended_t, "effective_region": result.effective_region,
+    summary: dict[str, Any] = {"recommended_t": result.recommended_t, "effective_region": result.effective_region,
                "recommended_point": recommended.to_dict() if recommended else None,
                "theta_o_version": request.model_version,
                "targets": asdict(result.targets),
@@ -148,17 +148,17 @@ def _store_curve(services: Services, request: DeletionRequest, result: CurveResu
         if request.selection_mode != "auto":
             return
         ranked = sorted(result.points, key=lambda p: float(target_gap(p.to_dict(), result.targets)))
-        t, recommended = auto_choice([p.to_dict() for p in ranked], result.recommended_t, summary["targets"],
-                                     forget_count, request.erasure_criterion)
+        t, judgement = auto_choice([p.to_dict() for p in ranked], result.recommended_t, summary["targets"],
+                                   forget_count, request.erasure_criterion)
         if t is None:  # nothing on the curve shows erasure: an operator decides
             record_event(session, request.id, "erasure_criterion_not_met", State.AWAITING_SELECTION, "worker",
-                         {"t": result.recommended_t, "reasons": recommended.reasons,
+                         {"t": result.recommended_t, "reasons": judgement.reasons,
                           "detail": "no point of the curve meets the erasure criterion: auto selection withheld"})
             return
         transition(session, request.id, State.MATERIALIZING, actor="worker", from_=[State.AWAITING_SELECTION],
                    values={"selected_t": t, "selected_by": "auto", "selected_at": utcnow()},
-                   detail={"t": t, "selected_by": "auto"} | ({} if recommended.met else {
-                       "instead_of": result.recommended_t, "because": recommended.reasons}))
+                   detail={"t": t, "selected_by": "auto"} | ({} if judgement.met else {
+                       "instead_of": result.recommended_t, "because": judgement.reasons}))
 
 
 def materialize_selection(services: Services, request_id: str) -> None:
@@ -179,7 +179,7 @@ def materialize_selection(services: Services, request_id: str) -> None:
             tensors = {name: load_tensors(services.store.get_bytes(artifacts.artifact_key(request_id, name)))
                        for name in (artifacts.THETA_C, artifacts.THETA_P)}
             tensors["theta_o"] = inputs.model.state_dict()
-            assert request.selected_t is not None
+            assert request.selected_t is not None and request.curve_summary is not None
             state, metrics = materialize_point(inputs.model, inputs.data, tensors, request.config,
                                                request.base_method, request.selected_t,
                                                device=services.settings.device)

@@ -34,19 +34,30 @@ def reconcile(services: Services) -> dict[str, list[str]]:
     now = utcnow()
     silent = now - timedelta(seconds=settings.heartbeat_timeout_seconds)
     unsent = now - timedelta(seconds=settings.requeue_after_seconds)
-    done: dict[str, list[str]] = {State.QUEUED: resend_queued(services, unsent),
-                                  ModelState.VALIDATING: resend_validations(services, unsent),
-                                  "artifacts_deleted": finish_cleanups(services, unsent),
-                                  OVERDUE: notify_overdue(services),
-                                  # A callback may sit in Celery's retry backoff (at most 600 s) before that.
-                                  "callbacks": resend_callbacks(services, unsent - timedelta(seconds=MAX_BACKOFF))}
+    done: dict[str, list[str]] = {
+        State.QUEUED: resend_queued(services, unsent),
+        ModelState.VALIDATING: resend_validations(services, unsent),
+        "artifacts_deleted": finish_cleanups(services, unsent),
+        OVERDUE: notify_overdue(services),
+        # A callback may sit in Celery's retry backoff (at most 600 s) before that.
+        "callbacks": resend_callbacks(services, unsent - timedelta(seconds=MAX_BACKOFF)),
+    }
     if pruned := prune_cache(services):
         done["cache_pruned"] = [str(pruned)]
     with services.factory() as session:
-        rows = session.execute(select(DeletionRequest.id, DeletionRequest.state).where(or_(
-            and_(DeletionRequest.state.in_(WORKER_HELD), DeletionRequest.heartbeat_at < silent),
-            and_(DeletionRequest.state == State.MATERIALIZING, DeletionRequest.heartbeat_at.is_(None),
-                 DeletionRequest.selected_at < unsent, DeletionRequest.job_id.is_(None))))).all()
+        rows = session.execute(
+            select(DeletionRequest.id, DeletionRequest.state).where(
+                or_(
+                    and_(DeletionRequest.state.in_(WORKER_HELD), DeletionRequest.heartbeat_at < silent),
+                    and_(
+                        DeletionRequest.state == State.MATERIALIZING,
+                        DeletionRequest.heartbeat_at.is_(None),
+                        DeletionRequest.selected_at < unsent,
+                        DeletionRequest.job_id.is_(None),
+                    ),
+                )
+            )
+        ).all()
     for request_id, state in rows:
         if state == State.CANCELLING:
             finish(services, request_id, State.CANCELLED)  # its worker died: nobody is left to stop
@@ -59,10 +70,15 @@ def reconcile(services: Services) -> dict[str, list[str]]:
 def resend_queued(services: Services, sent_before: object) -> list[str]:
     """Queued requests never sent, or sent before `sent_before` and still not started."""
     with services.factory() as session:
-        ids = session.scalars(select(DeletionRequest.id).where(
-            DeletionRequest.state == State.QUEUED, DeletionRequest.job_id.is_(None),  # members: their leader's
-            or_(DeletionRequest.dispatched_at.is_(None), DeletionRequest.dispatched_at < sent_before))
-            .order_by(DeletionRequest.created_at)).all()
+        ids = session.scalars(
+            select(DeletionRequest.id)
+            .where(
+                DeletionRequest.state == State.QUEUED,
+                DeletionRequest.job_id.is_(None),  # members: their leader's
+                or_(DeletionRequest.dispatched_at.is_(None), DeletionRequest.dispatched_at < sent_before),
+            )
+            .order_by(DeletionRequest.created_at)
+        ).all()
     sent = [request_id for request_id in ids if services.dispatcher.send(RUN_REQUEST, request_id)]
     mark_dispatched(services.factory, sent)
     return sent
@@ -72,11 +88,18 @@ def resend_callbacks(services: Services, attempted_before: object) -> list[str]:
     """Callbacks owed but neither delivered nor abandoned, and not attempted since `attempted_before`: their
     task was lost (a broker outage, a worker that died holding a retry). Same message id: receivers dedupe."""
     with services.factory() as session:
-        owed = session.execute(select(Callback.message_id, Callback.request_id, Callback.event).where(
-            Callback.delivered_at.is_(None), Callback.abandoned_at.is_(None),
-            Callback.attempted_at < attempted_before)).all()
-    sent = [message_id for message_id, request_id, event in owed
-            if services.dispatcher.send(DELIVER_CALLBACK, request_id, event, message_id)]
+        owed = session.execute(
+            select(Callback.message_id, Callback.request_id, Callback.event).where(
+                Callback.delivered_at.is_(None),
+                Callback.abandoned_at.is_(None),
+                Callback.attempted_at < attempted_before,
+            )
+        ).all()
+    sent = [
+        message_id
+        for message_id, request_id, event in owed
+        if services.dispatcher.send(DELIVER_CALLBACK, request_id, event, message_id)
+    ]
     if sent:
         with services.factory() as session, session.begin():
             session.execute(update(Callback).where(Callback.message_id.in_(sent)).values(attempted_at=utcnow()))
@@ -89,11 +112,12 @@ def notify_overdue(services: Services) -> list[str]:
     late = []
     with services.factory() as session, session.begin():
         # Claimed in one statement: a row another worker's reconciler marked first is not returned here.
-        rows = session.execute(update(DeletionRequest)
-                               .where(overdue_at(now), DeletionRequest.overdue_notified_at.is_(None))
-                               .values(overdue_notified_at=now)
-                               .returning(DeletionRequest.id, DeletionRequest.state, DeletionRequest.due_at,
-                                          DeletionRequest.callback_url)).all()
+        rows = session.execute(
+            update(DeletionRequest)
+            .where(overdue_at(now), DeletionRequest.overdue_notified_at.is_(None))
+            .values(overdue_notified_at=now)
+            .returning(DeletionRequest.id, DeletionRequest.state, DeletionRequest.due_at, DeletionRequest.callback_url)
+        ).all()
         for request_id, state, due_at, callback_url in rows:
             record_event(session, request_id, OVERDUE, state, "reconciler", {"due_at": due_at.isoformat()})
             if callback_url:
@@ -106,12 +130,19 @@ def finish_cleanups(services: Services, finished_before: object) -> list[str]:
     """Finished requests whose clean-up task never ran or did not finish (a broker outage, a crash): their
     forget-derived artifacts, superseded weights and training rows are deleted here, by the reconciler."""
     with services.factory() as session:
-        ids = session.scalars(select(DeletionRequest.id).where(
-            DeletionRequest.state.in_((State.SUCCEEDED, State.CANCELLED)),
-            or_(DeletionRequest.artifacts_deleted_at.is_(None),  # or deleted only by a rebase, before finishing
-                DeletionRequest.artifacts_deleted_at < DeletionRequest.finished_at,
-                and_(DeletionRequest.state == State.SUCCEEDED, DeletionRequest.data_erased_at.is_(None))),
-            DeletionRequest.finished_at < finished_before).order_by(DeletionRequest.finished_at)).all()
+        ids = session.scalars(
+            select(DeletionRequest.id)
+            .where(
+                DeletionRequest.state.in_((State.SUCCEEDED, State.CANCELLED)),
+                or_(
+                    DeletionRequest.artifacts_deleted_at.is_(None),  # or deleted only by a rebase, before finishing
+                    DeletionRequest.artifacts_deleted_at < DeletionRequest.finished_at,
+                    and_(DeletionRequest.state == State.SUCCEEDED, DeletionRequest.data_erased_at.is_(None)),
+                ),
+                DeletionRequest.finished_at < finished_before,
+            )
+            .order_by(DeletionRequest.finished_at)
+        ).all()
     for request_id in ids:
         clean_up(services, request_id)
     return list(ids)
@@ -125,11 +156,17 @@ def resend_validations(services: Services, registered_before: datetime) -> list[
     settings = services.settings
     period, interval, now = settings.requeue_after_seconds, settings.reconcile_interval_seconds, utcnow()
     with services.factory() as session:
-        rows = session.execute(select(Model.id, Model.created_at).where(
-            Model.state == ModelState.VALIDATING, Model.created_at < registered_before)).all()
+        rows = session.execute(
+            select(Model.id, Model.created_at).where(
+                Model.state == ModelState.VALIDATING, Model.created_at < registered_before
+            )
+        ).all()
     # Due when a multiple of the period since registration passed since the previous round.
-    due = [model_id for model_id, created_at in rows
-           if (age := (now - created_at).total_seconds()) // period > (age - interval) // period]
+    due = [
+        model_id
+        for model_id, created_at in rows
+        if (age := (now - created_at).total_seconds()) // period > (age - interval) // period
+    ]
     return [model_id for model_id in due if services.dispatcher.send(VALIDATE_MODEL, model_id)]
 
 

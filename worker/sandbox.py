@@ -38,34 +38,62 @@ def public_text(text: str) -> str:
     return text if len(text) <= MAX_DETAIL else text[:MAX_DETAIL] + " ..."
 
 
-def count_parameters(architecture: str, num_classes: int, input_shape: tuple[int, ...], kwargs: dict[str, Any],
-                     *, timeout_seconds: float, memory_bytes: int) -> int:
+def count_parameters(
+    architecture: str,
+    num_classes: int,
+    input_shape: tuple[int, ...],
+    kwargs: dict[str, Any],
+    *,
+    timeout_seconds: float,
+    memory_bytes: int,
+) -> int:
     """The parameter count, measured in a child process; ConstructorRefused when it cannot be had in budget."""
-    request = json.dumps({"architecture": architecture, "num_classes": num_classes, "input_shape": list(input_shape),
-                          "kwargs": kwargs, "cpu_seconds": math.ceil(timeout_seconds), "memory_bytes": memory_bytes})
+    request = json.dumps(
+        {
+            "architecture": architecture,
+            "num_classes": num_classes,
+            "input_shape": list(input_shape),
+            "kwargs": kwargs,
+            "cpu_seconds": math.ceil(timeout_seconds),
+            "memory_bytes": memory_bytes,
+        }
+    )
     with tempfile.TemporaryDirectory(prefix="mcu-sandbox-") as empty:
-        env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-                            "HF_HUB_OFFLINE": "1", "HF_HOME": empty, "TORCH_HOME": empty}
-        child = subprocess.Popen([sys.executable, "-m", "worker.sandbox"], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=empty, env=env,
-                                 start_new_session=True)
+        env = os.environ | {
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            "HF_HUB_OFFLINE": "1",
+            "HF_HOME": empty,
+            "TORCH_HOME": empty,
+        }
+        child = subprocess.Popen(
+            [sys.executable, "-m", "worker.sandbox"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            cwd=empty,
+            env=env,
+            start_new_session=True,
+        )
         try:
             out, _ = child.communicate(request.encode(), timeout=timeout_seconds)
         except subprocess.TimeoutExpired:
             os.killpg(child.pid, signal.SIGKILL)
             child.communicate()
-            raise ConstructorRefused(f"building it took longer than {timeout_seconds:g} s "
-                                     "(MCU_VALIDATION_TIMEOUT_SECONDS)") from None
+            raise ConstructorRefused(
+                f"building it took longer than {timeout_seconds:g} s (MCU_VALIDATION_TIMEOUT_SECONDS)"
+            ) from None
     answer = json.loads(out.decode().strip().splitlines()[-1]) if out.strip() else {}
     if "parameters" in answer:
         return int(answer["parameters"])
     if "error" in answer:
         raise ConstructorRefused(f"its constructor failed: {public_text(answer['error'])}")
     if child.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
-        raise ConstructorRefused(f"building it took longer than {timeout_seconds:g} s of CPU "
-                                 "(MCU_VALIDATION_TIMEOUT_SECONDS)")
-    raise ConstructorRefused(f"building it needed more than {memory_bytes:,} bytes of memory "
-                             "(MCU_VALIDATION_MEMORY_BYTES), or crashed")
+        raise ConstructorRefused(
+            f"building it took longer than {timeout_seconds:g} s of CPU (MCU_VALIDATION_TIMEOUT_SECONDS)"
+        )
+    raise ConstructorRefused(
+        f"building it needed more than {memory_bytes:,} bytes of memory (MCU_VALIDATION_MEMORY_BYTES), or crashed"
+    )
 
 
 def _address_space() -> int:
@@ -84,8 +112,11 @@ def main() -> None:
     limit = _address_space() + request["memory_bytes"]
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     try:
-        answer: dict[str, Any] = {"parameters": count_parameters(
-            request["architecture"], request["num_classes"], tuple(request["input_shape"]), request["kwargs"])}
+        answer: dict[str, Any] = {
+            "parameters": count_parameters(
+                request["architecture"], request["num_classes"], tuple(request["input_shape"]), request["kwargs"]
+            )
+        }
     except MemoryError:
         answer = {"memory": True}
     except Exception as error:  # noqa: BLE001  (whatever the constructor raises is the verdict)

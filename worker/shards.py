@@ -36,8 +36,11 @@ def without_rows(path: Path, kept: torch.Tensor) -> BinaryIO:
 def _tensors_without(path: Path, kept: torch.Tensor) -> BinaryIO:
     rows = len(kept)
     tensors = load_file(path)
-    return io.BytesIO(save_tensors({name: (t[kept] if t.dim() and t.shape[0] == rows else t).contiguous()
-                                    for name, t in tensors.items()}))
+    return io.BytesIO(
+        save_tensors(
+            {name: (t[kept] if t.dim() and t.shape[0] == rows else t).contiguous() for name, t in tensors.items()}
+        )
+    )
 
 
 def _encoded_without(path: Path, kept: torch.Tensor) -> BinaryIO:
@@ -50,8 +53,11 @@ def _encoded_without(path: Path, kept: torch.Tensor) -> BinaryIO:
     new_offsets = torch.cat([torch.zeros(1, dtype=torch.int64), (ends - starts).cumsum(0)])
     total = int(new_offsets[-1])
     # The header, then offsets and labels (8-byte aligned after a header padded to 8), then the images.
-    entries = {"offsets": ("I64", list(new_offsets.shape)), "labels": ("I64", [int(kept.sum())]),
-               "images": ("U8", [total])}
+    entries = {
+        "offsets": ("I64", list(new_offsets.shape)),
+        "labels": ("I64", [int(kept.sum())]),
+        "images": ("U8", [total]),
+    }
     header, position = {}, 0
     for name, (dtype, tensor_shape) in entries.items():
         size = tensor_shape[0] * (8 if dtype == "I64" else 1)

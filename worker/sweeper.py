@@ -39,18 +39,26 @@ def referenced_keys(session: Session) -> set[str]:
 def sweep(services: Services, grace_seconds: float) -> dict[str, int]:
     """Delete crash leftovers older than `grace_seconds`; returns what was removed, by kind (also logged)."""
     cutoff = time.time() - grace_seconds
-    old = [obj.key for prefix in UPLOAD_PREFIXES for obj in services.store.list_objects(prefix)
-           if obj.modified_at < cutoff]
+    old = [
+        obj.key for prefix in UPLOAD_PREFIXES for obj in services.store.list_objects(prefix) if obj.modified_at < cutoff
+    ]
     with services.factory() as session:  # read after listing: a row committed meanwhile protects its object
         referenced = referenced_keys(session)
     orphans = [key for key in old if key not in referenced]
     for key in orphans:
         services.store.delete(key)
         services.cache.discard(key.rsplit("/", 1)[-1])  # keys end in the content's sha256
-    done = {"orphaned_objects": len(orphans), "incomplete_uploads": services.store.sweep_incomplete(grace_seconds),
-            # The cache's downloads, an embedded store's uploads, and the API's spool files for S3 uploads.
-            "scratch_files": sweep_scratch_files(services.settings.data_dir, older_than_seconds=grace_seconds)
-            + sweep_scratch_files(Path(tempfile.gettempdir()), recursive=False, older_than_seconds=grace_seconds)}
-    log.info("sweeper: removed %s crash leftovers older than %g s (orphaned objects: %s)", done, grace_seconds,
-             orphans[:LOGGED_KEYS] + (["..."] if len(orphans) > LOGGED_KEYS else []))
+    done = {
+        "orphaned_objects": len(orphans),
+        "incomplete_uploads": services.store.sweep_incomplete(grace_seconds),
+        # The cache's downloads, an embedded store's uploads, and the API's spool files for S3 uploads.
+        "scratch_files": sweep_scratch_files(services.settings.data_dir, older_than_seconds=grace_seconds)
+        + sweep_scratch_files(Path(tempfile.gettempdir()), recursive=False, older_than_seconds=grace_seconds),
+    }
+    log.info(
+        "sweeper: removed %s crash leftovers older than %g s (orphaned objects: %s)",
+        done,
+        grace_seconds,
+        orphans[:LOGGED_KEYS] + (["..."] if len(orphans) > LOGGED_KEYS else []),
+    )
     return done

@@ -14,11 +14,12 @@ preprocessing; the network is built for the transformed input shape.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors.torch import load_file
 from sqlalchemy import select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from domain.architectures import check_architecture_kwargs
@@ -206,8 +207,9 @@ def _settle(services: Services, model_id: str, values: dict[str, Any],
             version_values: dict[str, Any] | None = None) -> None:
     """The model's verdict and version 1's metrics in one transaction: never `ready` without them."""
     with services.factory() as session, session.begin():
-        settled = session.execute(update(Model).where(Model.id == model_id, Model.state == ModelState.VALIDATING)
-                                  .values(**values)).rowcount == 1
+        settled = cast(CursorResult[Any], session.execute(  # an UPDATE's result (typed as a plain Result)
+            update(Model).where(Model.id == model_id, Model.state == ModelState.VALIDATING).values(**values)
+        )).rowcount == 1
         if settled and version_values:
             session.execute(update(ModelVersion).where(ModelVersion.model_id == model_id, ModelVersion.version == 1)
                             .values(**version_values))

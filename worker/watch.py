@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import select, update
+from sqlalchemy.engine import CursorResult
 
 from domain.lifecycle import State
 from models import DeletionRequest, record_event, utcnow
@@ -32,8 +33,10 @@ class JobWatch:
         self._cancelled = threading.Event()
         self._last_write = 0.0
         self._phase: str | None = None
-        self._threads = [threading.Thread(target=self._beat, daemon=True),
-                         threading.Thread(target=self._watch_cancel, daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._beat, daemon=True),
+            threading.Thread(target=self._watch_cancel, daemon=True),
+        ]
 
     def __enter__(self) -> JobWatch:
         for thread in self._threads:
@@ -54,15 +57,22 @@ class JobWatch:
 
     def _write(self, values: dict[str, Any]) -> None:
         with self.services.factory() as session, session.begin():
-            moved = session.execute(update(DeletionRequest).where(DeletionRequest.id == self.request_id,
-                                                                  DeletionRequest.state == self.state)
-                                    .values(heartbeat_at=utcnow(), **values)).rowcount
+            moved = cast(
+                CursorResult[Any],
+                session.execute(  # an UPDATE's result (typed as a plain Result)
+                    update(DeletionRequest)
+                    .where(DeletionRequest.id == self.request_id, DeletionRequest.state == self.state)
+                    .values(heartbeat_at=utcnow(), **values)
+                ),
+            ).rowcount
             if not moved:
                 raise StopJob(f"{self.request_id} is no longer {self.state}")
             if "progress" in values:  # a coalesced job's members show its progress too
-                session.execute(update(DeletionRequest).where(DeletionRequest.job_id == self.request_id,
-                                                              DeletionRequest.state == self.state)
-                                .values(progress=values["progress"]))
+                session.execute(
+                    update(DeletionRequest)
+                    .where(DeletionRequest.job_id == self.request_id, DeletionRequest.state == self.state)
+                    .values(progress=values["progress"])
+                )
 
     def on_progress(self, progress: Progress) -> None:
         now = time.monotonic()
@@ -70,8 +80,14 @@ class JobWatch:
         if not new_phase and now - self._last_write < PROGRESS_EVERY_SECONDS and progress.fraction < 1.0:
             return
         self._last_write = now
-        values = {"progress": {"phase": progress.phase, "fraction": round(progress.fraction, 4),
-                               "epoch": progress.epoch, "epochs": progress.epochs}}
+        values = {
+            "progress": {
+                "phase": progress.phase,
+                "fraction": round(progress.fraction, 4),
+                "epoch": progress.epoch,
+                "epochs": progress.epochs,
+            }
+        }
         try:
             self._write(values)
         except StopJob:
@@ -79,16 +95,17 @@ class JobWatch:
         if new_phase:
             self._phase = progress.phase
             with self.services.factory() as session, session.begin():
-                record_event(session, self.request_id, "phase_started", self.state, "worker",
-                             {"phase": progress.phase})
+                record_event(session, self.request_id, "phase_started", self.state, "worker", {"phase": progress.phase})
 
     def _watch_cancel(self) -> None:
         while not self._stop.wait(CANCEL_POLL_SECONDS):
             try:
                 with self.services.factory() as session:
-                    row = session.execute(select(DeletionRequest.cancel_requested, DeletionRequest.state,
-                                                 DeletionRequest.restart_requested)
-                                          .where(DeletionRequest.id == self.request_id)).one()
+                    row = session.execute(
+                        select(
+                            DeletionRequest.cancel_requested, DeletionRequest.state, DeletionRequest.restart_requested
+                        ).where(DeletionRequest.id == self.request_id)
+                    ).one()
             except Exception:
                 log.warning("cancel check of %s failed", self.request_id, exc_info=True)
                 continue

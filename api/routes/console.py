@@ -22,12 +22,17 @@ router = APIRouter()
 CONSOLE_DIR = Path(__file__).resolve().parent.parent / "console"
 # Located without importing plotly: the API only serves the file.
 _plotly = importlib.util.find_spec("plotly")
-PLOTLY_JS = Path(next(iter(_plotly.submodule_search_locations or []))) / "package_data" / "plotly.min.js" \
-    if _plotly else None
+PLOTLY_JS = (
+    Path(next(iter(_plotly.submodule_search_locations or []))) / "package_data" / "plotly.min.js" if _plotly else None
+)
 # Scripts and styles from this origin only (Plotly sets inline styles on its SVG); no framing, no referrer.
-HEADERS = {"Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: "
-                                      "blob:; object-src 'none'; frame-ancestors 'none'; base-uri 'none'",
-           "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
+HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: "
+    "blob:; object-src 'none'; frame-ancestors 'none'; base-uri 'none'",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
 
 
 class IdentityOut(Out):
@@ -48,8 +53,11 @@ def console_page() -> FileResponse:
 
 @router.get("/console/static/{name}", include_in_schema=False)
 def console_file(name: str) -> FileResponse:
-    files = {"console.js": CONSOLE_DIR / "console.js", "console.css": CONSOLE_DIR / "console.css",
-             "plotly.min.js": PLOTLY_JS}
+    files = {
+        "console.js": CONSOLE_DIR / "console.js",
+        "console.css": CONSOLE_DIR / "console.css",
+        "plotly.min.js": PLOTLY_JS,
+    }
     path = files.get(name)
     if path is None or not path.is_file():
         raise Problem(404, f"no console file '{name}'")

@@ -47,8 +47,10 @@ def create_dataset(
     principal: Annotated[Principal, require("datasets:write")],
     name: Annotated[Line, Form(min_length=1, max_length=200)],
     manifest: Annotated[UploadFile, File(description="CSV: sample_id,split,shard,row[,subject_id]")],
-    shards: Annotated[list[UploadFile], File(description="safetensors files with 'inputs' and 'labels', or "
-                                                         "encoded: 'images', 'offsets' and 'labels'")],
+    shards: Annotated[
+        list[UploadFile],
+        File(description="safetensors files with 'inputs' and 'labels', or encoded: 'images', 'offsets' and 'labels'"),
+    ],
     description: Annotated[Prose | None, Form(max_length=5000)] = None,
     num_classes: Annotated[DigitsInt | None, Form(ge=2, le=100_000, description="default: largest label + 1")] = None,
     idempotency_key: IdempotencyKey = None,
@@ -61,9 +63,15 @@ def create_dataset(
     if bad_names := [f"shard {i}: file name {p}" for i, n in enumerate(names) if (p := text_problem(n))]:
         raise invalid(bad_names[0], [{"loc": ["shards"], "msg": m} for m in bad_names])
     manifest_sha = file_sha256(manifest)
-    body_sha = fingerprint({"name": name, "description": description, "num_classes": num_classes,
-                            "manifest": manifest_sha, "shards": {n: file_sha256(s) for n, s in
-                                                                          zip(names, shards, strict=True)}})
+    body_sha = fingerprint(
+        {
+            "name": name,
+            "description": description,
+            "num_classes": num_classes,
+            "manifest": manifest_sha,
+            "shards": {n: file_sha256(s) for n, s in zip(names, shards, strict=True)},
+        }
+    )
 
     def create(db: Session) -> str:
         infos = [inspect_shard(n, s.file) for n, s in zip(names, shards, strict=True)]
@@ -75,22 +83,34 @@ def create_dataset(
                 obj = store.put_stream("shards", upload.file, max_bytes=settings.max_upload_bytes)
             except ObjectTooLarge as error:
                 raise Problem(413, f"shard '{upload_name}' exceeds {error.limit} bytes") from error
-            stored.append({"name": upload_name, "key": obj.key, "sha256": obj.sha256, "size": obj.size,
-                           "rows": info.rows})
+            stored.append(
+                {"name": upload_name, "key": obj.key, "sha256": obj.sha256, "size": obj.size, "rows": info.rows}
+            )
         dataset_id = new_id("ds")
-        db.add(Dataset(id=dataset_id, name=name, description=description, num_train=parsed.num_train,
-                       num_test=parsed.num_test, num_classes=parsed.num_classes,
-                       input_shape=list(parsed.input_shape), input_dtype=parsed.input_dtype,
-                       input_encoding=parsed.input_encoding, shards=stored,
-                       manifest_sha256=manifest_sha))
+        db.add(
+            Dataset(
+                id=dataset_id,
+                name=name,
+                description=description,
+                num_train=parsed.num_train,
+                num_test=parsed.num_test,
+                num_classes=parsed.num_classes,
+                input_shape=list(parsed.input_shape),
+                input_dtype=parsed.input_dtype,
+                input_encoding=parsed.input_encoding,
+                shards=stored,
+                manifest_sha256=manifest_sha,
+            )
+        )
         db.flush()
         for sample in parsed.samples:
             sample["dataset_id"] = dataset_id
         insert_samples(db, parsed.samples)
         return dataset_id
 
-    dataset, response.status_code = create_once(session, principal.name, "datasets", idempotency_key, body_sha,
-                                                create, catalog.get_dataset, 201)
+    dataset, response.status_code = create_once(
+        session, principal.name, "datasets", idempotency_key, body_sha, create, catalog.get_dataset, 201
+    )
     response.headers["Location"] = f"/v1/datasets/{dataset.id}"
     return dataset
 
@@ -101,6 +121,10 @@ def get_dataset(dataset_id: str, session: SessionDep, _: Annotated[Principal, re
 
 
 @router.get("", response_model=Page[DatasetOut])
-def list_datasets(session: SessionDep, _: Annotated[Principal, require("models:read")], page_size: PageSize = 50,
-                  page_token: PageToken = None) -> object:
+def list_datasets(
+    session: SessionDep,
+    _: Annotated[Principal, require("models:read")],
+    page_size: PageSize = 50,
+    page_token: PageToken = None,
+) -> object:
     return catalog.page_of_datasets(session, page_size, page_token)

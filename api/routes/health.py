@@ -64,8 +64,10 @@ def readyz(request: Request) -> dict[str, str]:
 @router.get("/metrics", response_class=Response, responses={401: {"description": "MCU_METRICS_TOKEN not sent"}})
 def metrics(request: Request) -> Response:
     token = request.app.state.settings.metrics_token
-    if token and not hmac.compare_digest((bearer_token(request.scope) or "").encode(),
-                                         token.get_secret_value().encode()):
-        raise Problem(401, "/metrics wants 'Authorization: Bearer <MCU_METRICS_TOKEN>'",
-                      headers={"WWW-Authenticate": "Bearer"})
+    if token and not hmac.compare_digest(
+        (bearer_token(request.scope) or "").encode(), token.get_secret_value().encode()
+    ):
+        raise Problem(
+            401, "/metrics wants 'Authorization: Bearer <MCU_METRICS_TOKEN>'", headers={"WWW-Authenticate": "Bearer"}
+        )
     return Response(generate_latest(request.app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST)

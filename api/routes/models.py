@@ -51,31 +51,47 @@ def create_model(
     # Required; optional here only so that a missing value gets the 422 that names the options.
     preprocessing: Annotated[str | None, Form(description=f"Required: {OPTIONS}.")] = None,
     architecture_kwargs: Annotated[str | None, Form(description="JSON object of constructor arguments")] = None,
-    input_transform: Annotated[str | None, Form(description=f"Resize / center crop before the preprocessing, "
-                                                f"everywhere the model sees data: {TRANSFORM_OPTIONS}. Required "
-                                                "for a dataset of encoded images of mixed sizes.")] = None,
-    augmentation: Annotated[str | None, Form(description=f"Training steps only: {AUGMENTATION_OPTIONS}; "
-                                             "default none.")] = None,
+    input_transform: Annotated[
+        str | None,
+        Form(
+            description=f"Resize / center crop before the preprocessing, "
+            f"everywhere the model sees data: {TRANSFORM_OPTIONS}. Required "
+            "for a dataset of encoded images of mixed sizes."
+        ),
+    ] = None,
+    augmentation: Annotated[
+        str | None, Form(description=f"Training steps only: {AUGMENTATION_OPTIONS}; default none.")
+    ] = None,
     idempotency_key: IdempotencyKey = None,
 ) -> Model:
     check_size(weights, settings.max_upload_bytes)
     kwargs = parse_architecture_kwargs(architecture_kwargs)
     check_architecture_kwargs(kwargs)  # no file paths, downloads or devices: 422 before anything is stored
     steps = parse_augmentation(augmentation)
-    body_sha = fingerprint({"name": name, "architecture": architecture, "num_classes": num_classes,
-                            "dataset_id": dataset_id, "weights": file_sha256(weights),
-                            "preprocessing": preprocessing, "architecture_kwargs": kwargs}
-                           # only when declared: keys replayed from before these fields keep their fingerprint
-                           | ({"input_transform": input_transform} if input_transform else {})
-                           | ({"augmentation": steps} if steps else {}))
+    body_sha = fingerprint(
+        {
+            "name": name,
+            "architecture": architecture,
+            "num_classes": num_classes,
+            "dataset_id": dataset_id,
+            "weights": file_sha256(weights),
+            "preprocessing": preprocessing,
+            "architecture_kwargs": kwargs,
+        }
+        # only when declared: keys replayed from before these fields keep their fingerprint
+        | ({"input_transform": input_transform} if input_transform else {})
+        | ({"augmentation": steps} if steps else {})
+    )
 
     def create(db: Session) -> str:
         dataset = db.get(Dataset, dataset_id)
         if dataset is None:
             raise invalid(f"unknown dataset '{dataset_id}'", [{"loc": ["dataset_id"], "msg": "unknown dataset"}])
         if num_classes < dataset.num_classes:
-            raise invalid(f"num_classes {num_classes} is below the dataset's {dataset.num_classes} classes",
-                          [{"loc": ["num_classes"], "msg": "fewer classes than the dataset's labels"}])
+            raise invalid(
+                f"num_classes {num_classes} is below the dataset's {dataset.num_classes} classes",
+                [{"loc": ["num_classes"], "msg": "fewer classes than the dataset's labels"}],
+            )
         if preprocessing is None:
             raise invalid(f"preprocessing is required: give {OPTIONS}", [{"loc": ["preprocessing"], "msg": "missing"}])
         declared = parse_preprocessing(preprocessing, dataset.input_shape[0])
@@ -88,16 +104,36 @@ def create_model(
         except ObjectTooLarge as error:
             raise Problem(413, f"weights exceed {error.limit} bytes") from error
         model_id = new_id("mdl")
-        catalog.register_model(db, Model(id=model_id, name=name, architecture=architecture, num_classes=num_classes,
-                                         architecture_kwargs=kwargs, dataset_id=dataset_id, current_version=1,
-                                         preprocessing=declared, input_transform=transform, augmentation=steps),
-                               ModelVersion(model_id=model_id, version=1, sha256=obj.sha256, storage_key=obj.key,
-                                            size=obj.size, preprocessing=declared, input_transform=transform,
-                                            augmentation=steps))
+        catalog.register_model(
+            db,
+            Model(
+                id=model_id,
+                name=name,
+                architecture=architecture,
+                num_classes=num_classes,
+                architecture_kwargs=kwargs,
+                dataset_id=dataset_id,
+                current_version=1,
+                preprocessing=declared,
+                input_transform=transform,
+                augmentation=steps,
+            ),
+            ModelVersion(
+                model_id=model_id,
+                version=1,
+                sha256=obj.sha256,
+                storage_key=obj.key,
+                size=obj.size,
+                preprocessing=declared,
+                input_transform=transform,
+                augmentation=steps,
+            ),
+        )
         return model_id
 
-    model, response.status_code = create_once(session, principal.name, "models", idempotency_key, body_sha,
-                                              create, catalog.get_model, 201)
+    model, response.status_code = create_once(
+        session, principal.name, "models", idempotency_key, body_sha, create, catalog.get_model, 201
+    )
     response.headers["Location"] = f"/v1/models/{model.id}"
     return model
 
@@ -108,33 +144,62 @@ def get_model(model_id: str, session: SessionDep, _: Annotated[Principal, requir
 
 
 @router.get("", response_model=Page[ModelOut])
-def list_models(session: SessionDep, _: Annotated[Principal, require("models:read")], page_size: PageSize = 50,
-                page_token: PageToken = None) -> object:
+def list_models(
+    session: SessionDep,
+    _: Annotated[Principal, require("models:read")],
+    page_size: PageSize = 50,
+    page_token: PageToken = None,
+) -> object:
     return catalog.page_of_models(session, page_size, page_token)
 
 
 @router.get("/{model_id}/versions", response_model=Page[VersionOut])
-def list_versions(model_id: str, session: SessionDep, _: Annotated[Principal, require("models:read")],
-                  page_size: PageSize = 50, page_token: PageToken = None) -> object:
+def list_versions(
+    model_id: str,
+    session: SessionDep,
+    _: Annotated[Principal, require("models:read")],
+    page_size: PageSize = 50,
+    page_token: PageToken = None,
+) -> object:
     return catalog.page_of_versions(session, model_id, page_size, page_token)
 
 
-@router.get("/{model_id}/versions/{version}/weights", response_class=Response,
-            responses={200: {"content": {"application/octet-stream": {}}, "description": "safetensors bytes"},
-                       410: {"description": "deleted under the retention policy (MCU_KEEP_SUPERSEDED_VERSIONS)"}})
-def download_weights(model_id: str, version: Annotated[int, PathParam(ge=1, le=2**31 - 1)], session: SessionDep,
-                     store: StoreDep, _: Annotated[Principal, require("models:read")],
-                     if_none_match: Annotated[str | None, Header()] = None) -> Response:
+@router.get(
+    "/{model_id}/versions/{version}/weights",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "safetensors bytes"},
+        410: {"description": "deleted under the retention policy (MCU_KEEP_SUPERSEDED_VERSIONS)"},
+    },
+)
+def download_weights(
+    model_id: str,
+    version: Annotated[int, PathParam(ge=1, le=2**31 - 1)],
+    session: SessionDep,
+    store: StoreDep,
+    _: Annotated[Principal, require("models:read")],
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
     row = catalog.get_version(session, model_id, version)
     session.close()  # the row is read: the object store is asked, and the weights sent, without a connection
     if row.weights_deleted_at is not None:
-        raise Problem(410, f"the weights of version {version} of model '{model_id}' were deleted under the retention "
-                      f"policy on {row.weights_deleted_at.isoformat()}: a later version erased data this one was "
-                      "trained on (its metadata and sha256 stay)", slug="weights-deleted", title="Weights deleted")
+        raise Problem(
+            410,
+            f"the weights of version {version} of model '{model_id}' were deleted under the retention "
+            f"policy on {row.weights_deleted_at.isoformat()}: a later version erased data this one was "
+            "trained on (its metadata and sha256 stay)",
+            slug="weights-deleted",
+            title="Weights deleted",
+        )
     etag = f'"{row.sha256}"'
     if if_none_match in (etag, row.sha256):
         return Response(status_code=304, headers={"ETag": etag})
-    return StreamingResponse(store.iter_chunks(row.storage_key), media_type="application/octet-stream",
-                             headers={"ETag": etag, "Content-Length": str(row.size),
-                                      "Content-Disposition": f'attachment; filename="{model_id}-v{version}'
-                                                             '.safetensors"'})
+    return StreamingResponse(
+        store.iter_chunks(row.storage_key),
+        media_type="application/octet-stream",
+        headers={
+            "ETag": etag,
+            "Content-Length": str(row.size),
+            "Content-Disposition": f'attachment; filename="{model_id}-v{version}.safetensors"',
+        },
+    )

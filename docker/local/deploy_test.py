@@ -78,8 +78,14 @@ def step(message: str) -> None:
 
 def submit(client: Client, model_id: str, forget_class: int, config: dict, selection: str | None = None) -> str:
     """A request to forget one class (a class already erased from the model would be a 409)."""
-    return client.create_request(model_id, {"classes": [forget_class]}, base_method="rl", config=config,
-                                 selection=selection, idempotency_key=secrets.token_hex(8)).id
+    return client.create_request(
+        model_id,
+        {"classes": [forget_class]},
+        base_method="rl",
+        config=config,
+        selection=selection,
+        idempotency_key=secrets.token_hex(8),
+    ).id
 
 
 def in_curve_epoch(client: Client, request_id: str, epoch: int) -> bool:
@@ -143,12 +149,17 @@ def two_workers_run_two_requests(client: Client, model_id: str) -> None:
     compose("up", "-d", "--no-deps", "--scale", "worker=2", "worker")
     wait_workers_ready(2)
     first, second = submit(client, model_id, 7, SLOW_CURVE), submit(client, model_id, 8, SLOW_CURVE)
-    wait_for(lambda: all(client.get_request(r).state == "running" for r in (first, second)), 120,
-             "both requests to run at once", 0.2)
+    wait_for(
+        lambda: all(client.get_request(r).state == "running" for r in (first, second)),
+        120,
+        "both requests to run at once",
+        0.2,
+    )
     workers = []
     for request_id in (first, second):
-        claimed = [e.detail or {} for e in client.events(request_id)
-                   if e.type == "state_changed" and e.state == "running"]
+        claimed = [
+            e.detail or {} for e in client.events(request_id) if e.type == "state_changed" and e.state == "running"
+        ]
         workers.append(claimed[0]["worker"])
     assert workers[0] != workers[1], f"both requests ran on {workers[0]}"
     containers = {c[:12] for c in worker_containers()}

@@ -29,8 +29,13 @@ def main(args: list[str]) -> int:
     if args[:1] == ["mb"]:
         alias, _, bucket = args[-1].partition("/")
         url, key, secret = json.loads(ALIASES.read_text())[alias]
-        s3 = boto3.client("s3", endpoint_url=url, aws_access_key_id=key, aws_secret_access_key=secret,
-                          region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=url,
+            aws_access_key_id=key,
+            aws_secret_access_key=secret,
+            region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        )
         existing = {b["Name"] for b in s3.list_buckets()["Buckets"]}
         if bucket in existing and "--ignore-existing" in args:
             return 0

@@ -71,8 +71,15 @@ def backend_settings(name: str, tmp: Path, postgres_url: str, s3_endpoint: str) 
     upgrade(postgres_url)
     bucket = f"mcu-{secrets.token_hex(6)}"
     S3Store(bucket, endpoint_url=s3_endpoint).ensure_bucket()
-    return Settings(data_dir=tmp, database_url=postgres_url, broker_url=REDIS_URL, storage_url=f"s3://{bucket}",
-                    s3_endpoint_url=s3_endpoint, bootstrap_api_key=BOOTSTRAP_KEY, **unlimited)
+    return Settings(
+        data_dir=tmp,
+        database_url=postgres_url,
+        broker_url=REDIS_URL,
+        storage_url=f"s3://{bucket}",
+        s3_endpoint_url=s3_endpoint,
+        bootstrap_api_key=BOOTSTRAP_KEY,
+        **unlimited,
+    )
 
 
 @pytest.fixture(scope="session", params=["postgres", "sqlite"])
@@ -96,8 +103,10 @@ def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 
 # --- small data builders -------------------------------------------------------------------------------
 
-def shard_bytes(n: int, num_classes: int = 3, shape: tuple[int, ...] = (1, 4, 4), dtype: str = "uint8",
-                seed: int = 0) -> bytes:
+
+def shard_bytes(
+    n: int, num_classes: int = 3, shape: tuple[int, ...] = (1, 4, 4), dtype: str = "uint8", seed: int = 0
+) -> bytes:
     rng = np.random.default_rng(seed)
     inputs = rng.integers(0, 255, size=(n, *shape)).astype(dtype)
     labels = (np.arange(n) % num_classes).astype(np.int64)
@@ -113,17 +122,30 @@ def manifest_bytes(rows: list[tuple[str, str, str, int, str | None]]) -> bytes:
 
 
 def simple_manifest(n_train: int, n_test: int, shard: str = "a.safetensors", prefix: str = "s") -> bytes:
-    rows = [(f"{prefix}{i}", "train" if i < n_train else "test", shard, i, f"subject{i % 7}")
-            for i in range(n_train + n_test)]
+    rows = [
+        (f"{prefix}{i}", "train" if i < n_train else "test", shard, i, f"subject{i % 7}")
+        for i in range(n_train + n_test)
+    ]
     return manifest_bytes(rows)
 
 
-def upload_dataset(client: httpx.Client, n_train: int = 40, n_test: int = 20, num_classes: int = 3,
-                   name: str = "tiny", headers: dict[str, str] | None = None) -> httpx.Response:
-    return client.post("/v1/datasets", data={"name": name}, headers=headers or {}, files=[
-        ("manifest", ("manifest.csv", simple_manifest(n_train, n_test))),
-        ("shards", ("a.safetensors", shard_bytes(n_train + n_test, num_classes))),
-    ])
+def upload_dataset(
+    client: httpx.Client,
+    n_train: int = 40,
+    n_test: int = 20,
+    num_classes: int = 3,
+    name: str = "tiny",
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    return client.post(
+        "/v1/datasets",
+        data={"name": name},
+        headers=headers or {},
+        files=[
+            ("manifest", ("manifest.csv", simple_manifest(n_train, n_test))),
+            ("shards", ("a.safetensors", shard_bytes(n_train + n_test, num_classes))),
+        ],
+    )
 
 
 def mlp_weights(num_classes: int = 3, shape: tuple[int, ...] = (1, 4, 4), seed: int = 0) -> bytes:
@@ -134,13 +156,27 @@ def mlp_weights(num_classes: int = 3, shape: tuple[int, ...] = (1, 4, 4), seed: 
     return save(seeded_init("mlp", num_classes, shape, seed).state_dict())
 
 
-def upload_model(client: httpx.Client, dataset_id: str, weights: bytes | None = None, architecture: str = "mlp",
-                 num_classes: int = 3, headers: dict[str, str] | None = None, preprocessing: str = "unit"
-                 ) -> httpx.Response:
-    return client.post("/v1/models", headers=headers or {}, data={
-        "name": "tiny-mlp", "architecture": architecture, "num_classes": str(num_classes), "dataset_id": dataset_id,
-        "preprocessing": preprocessing,
-    }, files={"weights": ("w.safetensors", weights if weights is not None else mlp_weights(num_classes))})
+def upload_model(
+    client: httpx.Client,
+    dataset_id: str,
+    weights: bytes | None = None,
+    architecture: str = "mlp",
+    num_classes: int = 3,
+    headers: dict[str, str] | None = None,
+    preprocessing: str = "unit",
+) -> httpx.Response:
+    return client.post(
+        "/v1/models",
+        headers=headers or {},
+        data={
+            "name": "tiny-mlp",
+            "architecture": architecture,
+            "num_classes": str(num_classes),
+            "dataset_id": dataset_id,
+            "preprocessing": preprocessing,
+        },
+        files={"weights": ("w.safetensors", weights if weights is not None else mlp_weights(num_classes))},
+    )
 
 
 def validated(service: Service, response: httpx.Response) -> dict:

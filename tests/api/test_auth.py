@@ -28,8 +28,18 @@ from .conftest import Service, assert_problem
 
 # Public by design: probes, docs, the console's static files (they carry no data), and the key that lets
 # anyone holding a report verify it.
-EXEMPT = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/redoc", "/docs/oauth2-redirect",
-          "/console", "/console/static/{name}", "/v1/signing-key"}
+EXEMPT = {
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "/docs",
+    "/redoc",
+    "/docs/oauth2-redirect",
+    "/console",
+    "/console/static/{name}",
+    "/v1/signing-key",
+}
 PATH_PARAM_VALUES = {"version": "1"}  # any other path parameter gets an id that exists nowhere
 
 
@@ -132,8 +142,9 @@ def test_openapi_operations_are_the_walked_routes(service: Service, routes: list
     """What /openapi.json advertises is exactly what the walk above checked, and each operation declares
     the bearer security scheme."""
     document = service.client.get("/openapi.json").json()
-    advertised = {(method.upper(), path) for path, item in document["paths"].items() if path not in EXEMPT
-                  for method in item}
+    advertised = {
+        (method.upper(), path) for path, item in document["paths"].items() if path not in EXEMPT for method in item
+    }
     assert advertised == {(e.method, e.path) for e in routes}
     for path, item in document["paths"].items():
         for method, operation in item.items():
@@ -198,7 +209,7 @@ def test_keys_are_stored_hashed(service: Service, keys: dict[str, str]) -> None:
         dump = repr(rows)
         for secret in keys.values():
             assert secret not in dump
-            assert secret[len("mcu_"):] not in dump
+            assert secret[len("mcu_") :] not in dump
         hashes = set(session.scalars(select(ApiKey.key_hash)).all())
     assert {hashlib.sha256(s.encode()).hexdigest() for s in keys.values()} <= hashes
 

@@ -10,11 +10,22 @@ from mcu_client import types as client_types
 
 from .conftest import Service, mlp_weights, shard_bytes, simple_manifest
 
-SCHEMAS = {"Dataset": "DatasetOut", "Model": "ModelOut", "Version": "VersionOut", "DeletionRequest":
-           "DeletionRequestOut", "Curve": "CurveOut", "CurvePoint": "CurvePointOut", "Event": "EventOut",
-           "Progress": "ProgressOut", "Selection": "SelectionOut", "Identity": "IdentityOut",
-           "Extension": "ExtensionOut", "ErasureCriterion": "ErasureCriterionOut", "SigningKey": "SigningKeyOut",
-           "SigningKeys": "SigningKeysOut"}
+SCHEMAS = {
+    "Dataset": "DatasetOut",
+    "Model": "ModelOut",
+    "Version": "VersionOut",
+    "DeletionRequest": "DeletionRequestOut",
+    "Curve": "CurveOut",
+    "CurvePoint": "CurvePointOut",
+    "Event": "EventOut",
+    "Progress": "ProgressOut",
+    "Selection": "SelectionOut",
+    "Identity": "IdentityOut",
+    "Extension": "ExtensionOut",
+    "ErasureCriterion": "ErasureCriterionOut",
+    "SigningKey": "SigningKeyOut",
+    "SigningKeys": "SigningKeysOut",
+}
 NEWER_FIELDS: set[str] = set()  # fields the client reads before this server sends them
 
 
@@ -33,8 +44,9 @@ def test_client_models_match_the_openapi_document(service: Service) -> None:
 
 
 def test_register_submit_page_and_cancel(client: Client, service: Service) -> None:
-    dataset = client.create_dataset("client-tiny", simple_manifest(40, 20),
-                                    [("a.safetensors", shard_bytes(60))], description="from the client")
+    dataset = client.create_dataset(
+        "client-tiny", simple_manifest(40, 20), [("a.safetensors", shard_bytes(60))], description="from the client"
+    )
     assert (dataset.num_train, dataset.num_test, dataset.num_classes) == (40, 20, 3)
     assert client.get_dataset(dataset.id).description == "from the client"
     model = client.create_model("client-mlp", "mlp", 3, dataset.id, mlp_weights(), "unit")
@@ -42,8 +54,12 @@ def test_register_submit_page_and_cancel(client: Client, service: Service) -> No
     with pytest.raises(Conflict, match=r"not ready|validating"):  # no worker here: it stays validating
         client.create_request(model.id, {"classes": [0]})
     assert [v.version for v in client.versions(model.id)] == [1]
-    created = [client.get_dataset(client.create_dataset(f"page-{i}", simple_manifest(4, 2),
-                                                        [("a.safetensors", shard_bytes(6))]).id) for i in range(3)]
+    created = [
+        client.get_dataset(
+            client.create_dataset(f"page-{i}", simple_manifest(4, 2), [("a.safetensors", shard_bytes(6))]).id
+        )
+        for i in range(3)
+    ]
     listed = [d.id for d in client.datasets(page_size=2)]  # several pages, fetched as iterated
     assert {d.id for d in created} <= set(listed) and len(listed) == len(set(listed))
 

@@ -43,24 +43,33 @@ def test_a_burst_of_submissions_is_accepted_or_refused_cleanly(service: Service,
 
     def submit(index: int) -> httpx.Response:
         with httpx.Client(base_url=service.url, timeout=60, headers=dict(service.client.headers)) as client:
-            return client.post("/v1/deletion-requests", json={
-                "model_id": registered["model_id"], "forget": {"sample_ids": [f"s{index % 30}"]},
-                "external_id": f"{marker}-{index}"})
+            return client.post(
+                "/v1/deletion-requests",
+                json={
+                    "model_id": registered["model_id"],
+                    "forget": {"sample_ids": [f"s{index % 30}"]},
+                    "external_id": f"{marker}-{index}",
+                },
+            )
 
     with ThreadPoolExecutor(max_workers=50) as pool:
         responses = list(pool.map(submit, range(50)))
     statuses = [r.status_code for r in responses]
     assert set(statuses) <= {202, 503}, sorted(statuses)
-    listed = service.client.get("/v1/deletion-requests", params={"model_id": registered["model_id"],
-                                                                 "page_size": 500}).json()["items"]
+    listed = service.client.get(
+        "/v1/deletion-requests", params={"model_id": registered["model_id"], "page_size": 500}
+    ).json()["items"]
     committed = {r["external_id"] for r in listed if (r["external_id"] or "").startswith(marker)}
     accepted = {f"{marker}-{i}" for i, r in enumerate(responses) if r.status_code == 202}
     assert committed == accepted
-    print(f"\n[{service.name}] 50 concurrent submissions: {statuses.count(202)} accepted, "
-          f"{statuses.count(503)} asked to retry")
+    print(
+        f"\n[{service.name}] 50 concurrent submissions: {statuses.count(202)} accepted, "
+        f"{statuses.count(503)} asked to retry"
+    )
 
 
 # --- connections are held only while SQL runs -------------------------------------------------------------
+
 
 @dataclass
 class Watched:
@@ -119,6 +128,7 @@ def watched(service: Service) -> Iterator[Watched]:
             if message["type"] == "http.response.start":
                 note("response")
             await send(message)
+
         await app(scope, receive, send_noting)
 
     server, thread, url = serve(noting)
@@ -158,8 +168,15 @@ CALLS: list[tuple[str, Callable[[httpx.Client, Watched], httpx.Response], int]] 
     ("datasets", lambda c, w: c.get("/v1/datasets"), 200),
     ("signing keys", lambda c, w: c.get("/v1/signing-key"), 200),
     ("unknown request", lambda c, w: c.get("/v1/deletion-requests/req_nope"), 404),
-    ("submit (idempotent)", lambda c, w: c.post("/v1/deletion-requests", headers={"Idempotency-Key": "once"},
-                                                json={"model_id": w.model_id, "forget": {"sample_ids": ["s4"]}}), 202),
+    (
+        "submit (idempotent)",
+        lambda c, w: c.post(
+            "/v1/deletion-requests",
+            headers={"Idempotency-Key": "once"},
+            json={"model_id": w.model_id, "forget": {"sample_ids": ["s4"]}},
+        ),
+        202,
+    ),
     ("cancel", lambda c, w: c.post(f"/v1/deletion-requests/{w.request_id}/cancel"), 202),
     ("dataset upload (idempotent)", lambda c, w: upload_dataset(c, headers={"Idempotency-Key": "ds-once"}), 201),
     ("model upload (idempotent)", _upload_with_key, 201),
@@ -167,8 +184,9 @@ CALLS: list[tuple[str, Callable[[httpx.Client, Watched], httpx.Response], int]] 
 
 
 @pytest.mark.parametrize(("name", "call", "status"), CALLS, ids=[name for name, _, _ in CALLS])
-def test_a_route_holds_one_connection_and_only_while_it_runs_sql(watched: Watched, name: str, call: Callable[
-        [httpx.Client, Watched], httpx.Response], status: int) -> None:
+def test_a_route_holds_one_connection_and_only_while_it_runs_sql(
+    watched: Watched, name: str, call: Callable[[httpx.Client, Watched], httpx.Response], status: int
+) -> None:
     """Serialising and sending the answer, streaming weights and uploading to the object store happen with
     no connection checked out: a connection held there is one that the 40 API threads wait for."""
     watched.idle_moments.clear()
@@ -187,8 +205,12 @@ def test_many_concurrent_lists_reports_and_events_all_answer(watched: Watched) -
     connection (which a connection held outside SQL turns into 503s after the pool's timeout)."""
     calls = [c for n, c, _ in CALLS if n in ("list requests", "report (signed)", "events", "get a request")]
 
-    client = httpx.Client(base_url=str(watched.client.base_url), headers=dict(watched.client.headers), timeout=60,
-                          limits=httpx.Limits(max_connections=CLIENTS))
+    client = httpx.Client(
+        base_url=str(watched.client.base_url),
+        headers=dict(watched.client.headers),
+        timeout=60,
+        limits=httpx.Limits(max_connections=CLIENTS),
+    )
 
     def call(index: int) -> tuple[int, float]:
         started = time.perf_counter()

@@ -34,8 +34,11 @@ def test_an_upload_onto_a_full_disk_is_507(tmp_path: Path) -> None:
     app = create_app(Settings(data_dir=tmp_path, bootstrap_api_key="k"))
     app.state.store = FullDisk(tmp_path / "full")  # the disk fills up while the service runs
     client = TestClient(app, headers={"Authorization": "Bearer k"})
-    response = client.post("/v1/datasets", data={"name": "d"}, files=[
-        ("manifest", ("m.csv", simple_manifest(4, 2))), ("shards", ("a.safetensors", shard_bytes(6)))])
+    response = client.post(
+        "/v1/datasets",
+        data={"name": "d"},
+        files=[("manifest", ("m.csv", simple_manifest(4, 2))), ("shards", ("a.safetensors", shard_bytes(6)))],
+    )
     body = assert_problem(response, 507, "no storage left")
     assert response.headers["retry-after"] == "60" and body["title"] == "Insufficient storage"
 
@@ -48,11 +51,17 @@ def test_readyz_reports_a_data_directory_short_of_space(tmp_path: Path) -> None:
 
 # --- a real full disk: a small tmpfs (needs root to mount; skipped elsewhere) -----------------------------
 
+
 @contextmanager
 def small_disk(size: str = "16m") -> Iterator[Path]:
     root = Path(tempfile.mkdtemp(prefix="mcu-full-"))
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(root)],
-                                           capture_output=True).returncode != 0:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(root)], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip("needs root to mount a small tmpfs")
     try:
         yield root
@@ -87,11 +96,16 @@ def postgres_database(tmp_path: Path) -> Iterator[tuple[Settings, Callable[[], o
     def out_of_disk() -> None:
         engine = create_engine(url)
         with engine.begin() as connection:
-            connection.execute(text("CREATE FUNCTION no_space() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                                    "RAISE EXCEPTION 'could not extend file: No space left on device' "
-                                    "USING ERRCODE = 'disk_full'; END $$"))
-            connection.execute(text("CREATE TRIGGER no_space BEFORE INSERT ON datasets FOR EACH ROW "
-                                    "EXECUTE FUNCTION no_space()"))
+            connection.execute(
+                text(
+                    "CREATE FUNCTION no_space() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                    "RAISE EXCEPTION 'could not extend file: No space left on device' "
+                    "USING ERRCODE = 'disk_full'; END $$"
+                )
+            )
+            connection.execute(
+                text("CREATE TRIGGER no_space BEFORE INSERT ON datasets FOR EACH ROW EXECUTE FUNCTION no_space()")
+            )
         engine.dispose()
 
     with postgres_schema("mcu_disk") as url:

@@ -36,8 +36,10 @@ def test_erased_rows_are_refused_then_left_out_and_named_rows_are_forgotten(serv
     uploaded = torch.from_numpy(load_safetensors(shard_bytes(N_TRAIN + N_TEST))["inputs"])
 
     def submit(ids: list[str], **body: object):
-        return client.post("/v1/deletion-requests", json={"model_id": model["id"], "config": FAST,
-                                                          "forget": {"sample_ids": ids}} | body)
+        return client.post(
+            "/v1/deletion-requests",
+            json={"model_id": model["id"], "config": FAST, "forget": {"sample_ids": ids}} | body,
+        )
 
     def rows(*ids: int) -> torch.Tensor:
         return uploaded[list(ids)]

@@ -41,15 +41,22 @@ class Backend:
 
     def __init__(self, service: Service) -> None:
         self.service, self.services = service, connect(service.settings)
-        self.model = validated(service, upload_model(service.client, upload_dataset(
-            service.client, name="tamper").json()["id"]))
+        self.model = validated(
+            service, upload_model(service.client, upload_dataset(service.client, name="tamper").json()["id"])
+        )
         self.next_row = 0
 
     def succeeded(self) -> str:
         self.next_row += 1
-        response = self.service.client.post("/v1/deletion-requests", json={
-            "model_id": self.model["id"], "config": FAST, "selection": "auto",
-            "forget": {"sample_ids": [f"s{self.next_row}"]}})
+        response = self.service.client.post(
+            "/v1/deletion-requests",
+            json={
+                "model_id": self.model["id"],
+                "config": FAST,
+                "selection": "auto",
+                "forget": {"sample_ids": [f"s{self.next_row}"]},
+            },
+        )
         assert response.status_code == 202, response.text
         request_id = response.json()["id"]
         jobs.run_request(self.services, request_id)
@@ -60,11 +67,19 @@ class Backend:
     def audit_verify(self, request_id: str) -> subprocess.CompletedProcess[str]:
         """`mcu audit verify` as an operator runs it, with the service's settings."""
         settings = self.service.settings
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MCU_")} | {
-            "MCU_DATA_DIR": str(settings.data_dir)} | ({"MCU_DATABASE_URL": settings.database_url}
-                                                        if settings.database_url else {})
-        return subprocess.run([sys.executable, "-m", "cli", "audit", "verify", "--request-id", request_id],
-                              capture_output=True, text=True, env=env, timeout=120, check=False)
+        env = (
+            {k: v for k, v in os.environ.items() if not k.startswith("MCU_")}
+            | {"MCU_DATA_DIR": str(settings.data_dir)}
+            | ({"MCU_DATABASE_URL": settings.database_url} if settings.database_url else {})
+        )
+        return subprocess.run(
+            [sys.executable, "-m", "cli", "audit", "verify", "--request-id", request_id],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +121,9 @@ def _rechain(session: Session, request_id: str, drop: bool) -> None:
     prev = events[0].hash
     for event in events[1:]:
         event.prev_hash = prev
-        event.hash = prev = event_hash(event.request_id, event.at, event.type, event.state, event.actor, event.detail,
-                                       prev)
+        event.hash = prev = event_hash(
+            event.request_id, event.at, event.type, event.state, event.actor, event.detail, prev
+        )
     session.flush()
     _set_anchor(session, request_id, chain_length=len(events), chain_head=prev)
 
@@ -126,17 +142,26 @@ def _reseal_with_own_key(session: Session, request_id: str) -> None:
     events = _events(session, request_id)
     session.delete(events[-1])
     length, head = len(events) - 1, events[-2].hash
-    _set_anchor(session, request_id, chain_length=length, chain_head=head,
-                chain_seal=seal(Ed25519PrivateKey.generate(), request_id, length, head))
+    _set_anchor(
+        session,
+        request_id,
+        chain_length=length,
+        chain_head=head,
+        chain_seal=seal(Ed25519PrivateKey.generate(), request_id, length, head),
+    )
 
 
 CHAIN_ATTACKS: dict[str, tuple[Callable[[Session, str], None], str]] = {
     "delete the newest event": (_delete_newest, "events were deleted or added"),
     "delete the whole chain": (_delete_chain, "has no events"),
-    "edit a row, recompute every later hash and the stored head": (lambda s, r: _rechain(s, r, drop=False),
-                                                                   "seal does not verify"),
-    "delete a row, recompute every later hash and the stored head": (lambda s, r: _rechain(s, r, drop=True),
-                                                                     "seal does not verify"),
+    "edit a row, recompute every later hash and the stored head": (
+        lambda s, r: _rechain(s, r, drop=False),
+        "seal does not verify",
+    ),
+    "delete a row, recompute every later hash and the stored head": (
+        lambda s, r: _rechain(s, r, drop=True),
+        "seal does not verify",
+    ),
     "delete the newest event and the seal": (_truncate_and_unseal, "not sealed"),
     "delete the newest event and seal with another key": (_reseal_with_own_key, "seal does not verify"),
 }
@@ -174,14 +199,18 @@ def test_untouched_chains_verify_across_a_key_rotation(backend: Backend) -> None
 
 # --- forged reports: `mcu reports verify` ------------------------------------------------------------------
 
+
 def _resigned(document: dict) -> bytes:
     """The report changed and signed again with the forger's key, embedded as if it were the service's."""
     forged = copy.deepcopy(document)
     forged["report"]["erasure_criterion"]["met"] = not forged["report"]["erasure_criterion"]["met"]
     key = Ed25519PrivateKey.generate()
     raw = key.public_key().public_bytes_raw()
-    forged["signature"] |= {"key_id": key_id_of(raw), "public_key": base64.b64encode(raw).decode(),
-                            "value": base64.b64encode(key.sign(canonical_json(forged["report"]))).decode()}
+    forged["signature"] |= {
+        "key_id": key_id_of(raw),
+        "public_key": base64.b64encode(raw).decode(),
+        "value": base64.b64encode(key.sign(canonical_json(forged["report"]))).decode(),
+    }
     return json.dumps(forged).encode()
 
 
@@ -190,33 +219,52 @@ def _duplicate_before(document: dict) -> bytes:
     signed one, a reader that keeps the first sees the forgery."""
     signed = json.dumps(document["report"])
     forged = json.dumps({"met": True, "reasons": [], "tolerances": {}, "acknowledgement": None})
-    return ('{"report": {"erasure_criterion": ' + forged + ", " + signed[1:] + ', "signature": '
-            + json.dumps(document["signature"]) + "}").encode()
+    return (
+        '{"report": {"erasure_criterion": '
+        + forged
+        + ", "
+        + signed[1:]
+        + ', "signature": '
+        + json.dumps(document["signature"])
+        + "}"
+    ).encode()
 
 
 def _nested(depth: int) -> Callable[[dict], bytes]:
     def forge(document: dict) -> bytes:
-        return ('{"report": ' + "[" * depth + "]" * depth + ', "signature": ' + json.dumps(document["signature"])
-                + "}").encode()
+        return (
+            '{"report": ' + "[" * depth + "]" * depth + ', "signature": ' + json.dumps(document["signature"]) + "}"
+        ).encode()
+
     return forge
 
 
 REPORT_FORGERIES: dict[str, tuple[Callable[[dict], bytes], str]] = {
     "re-signed with another key": (_resigned, "is not among the trusted public keys"),
     "a duplicate key before the signed one": (_duplicate_before, "occurs twice"),
-    "a duplicate key deep inside": (lambda d: json.dumps(d).replace('"met":', '"met": false, "met":', 1).encode(),
-                                    "occurs twice"),
+    "a duplicate key deep inside": (
+        lambda d: json.dumps(d).replace('"met":', '"met": false, "met":', 1).encode(),
+        "occurs twice",
+    ),
     "deeply nested JSON": (_nested(100_000), "deep"),
     "nesting just past the bound": (_nested(70), "deep"),
-    "a huge integer": (lambda d: json.dumps(d).replace('"report": {', '"report": {"n": 1' + "0" * 5000 + ",",
-                                                       1).encode(), "an integer of 5001 digits"),
-    "an infinite number": (lambda d: json.dumps(d).replace('"report": {', '"report": {"n": 1e999,', 1).encode(),
-                           "must be a finite number"),
+    "a huge integer": (
+        lambda d: json.dumps(d).replace('"report": {', '"report": {"n": 1' + "0" * 5000 + ",", 1).encode(),
+        "an integer of 5001 digits",
+    ),
+    "an infinite number": (
+        lambda d: json.dumps(d).replace('"report": {', '"report": {"n": 1e999,', 1).encode(),
+        "must be a finite number",
+    ),
     "an unknown envelope key": (lambda d: json.dumps(d | {"note": "trust me"}).encode(), "not a signed report"),
-    "an unknown signature key": (lambda d: json.dumps(d | {"signature": d["signature"] | {"x": "y"}}).encode(),
-                                 "the signature must be an object"),
-    "a lone surrogate": (lambda d: json.dumps(d).replace('"report": {', '"report": {"n": "\\ud800",', 1).encode(),
-                         "no canonical form"),
+    "an unknown signature key": (
+        lambda d: json.dumps(d | {"signature": d["signature"] | {"x": "y"}}).encode(),
+        "the signature must be an object",
+    ),
+    "a lone surrogate": (
+        lambda d: json.dumps(d).replace('"report": {', '"report": {"n": "\\ud800",', 1).encode(),
+        "no canonical form",
+    ),
     "not UTF-8": (lambda d: b"\xff" + json.dumps(d).encode(), "not UTF-8"),
 }
 
@@ -226,7 +274,8 @@ def signed(backend: Backend, tmp_path: Path) -> tuple[dict, Path]:
     """A real report and the service's published keys, saved as an auditor would."""
     if not hasattr(backend, "report"):
         backend.report = backend.service.client.get(  # type: ignore[attr-defined]
-            f"/v1/deletion-requests/{backend.succeeded()}/report").json()
+            f"/v1/deletion-requests/{backend.succeeded()}/report"
+        ).json()
     keys = tmp_path / "keys.json"
     keys.write_text(backend.service.anonymous().get("/v1/signing-key").text)
     return backend.report, keys  # type: ignore[attr-defined]
@@ -239,8 +288,9 @@ def _reports_verify(*args: str | Path) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("forgery", REPORT_FORGERIES)
-def test_a_forged_report_fails_verification_naming_what_is_wrong(signed: tuple[dict, Path], tmp_path: Path,
-                                                                 forgery: str) -> None:
+def test_a_forged_report_fails_verification_naming_what_is_wrong(
+    signed: tuple[dict, Path], tmp_path: Path, forgery: str
+) -> None:
     document, keys = signed
     forge, fault = REPORT_FORGERIES[forgery]
     report = tmp_path / "report.json"
@@ -252,8 +302,7 @@ def test_a_forged_report_fails_verification_naming_what_is_wrong(signed: tuple[d
     assert "Traceback" not in output
 
 
-def test_without_a_trusted_key_no_report_is_valid(signed: tuple[dict, Path], backend: Backend,
-                                                  tmp_path: Path) -> None:
+def test_without_a_trusted_key_no_report_is_valid(signed: tuple[dict, Path], backend: Backend, tmp_path: Path) -> None:
     document, keys = signed
     report, forged = tmp_path / "report.json", tmp_path / "forged.json"
     report.write_text(json.dumps(document))

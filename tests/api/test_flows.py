@@ -50,15 +50,21 @@ def test_model_register_versions_and_weights(service: Service, registered: dict[
     assert weights.status_code == 200 and weights.headers["etag"] == f'"{first["sha256"]}"'
     tensors = load_safetensors(weights.content)
     assert tensors["1.weight"].shape == (256, 16)
-    cached = service.client.get(f"/v1/models/{model['id']}/versions/1/weights",
-                                headers={"If-None-Match": weights.headers["etag"]})
+    cached = service.client.get(
+        f"/v1/models/{model['id']}/versions/1/weights", headers={"If-None-Match": weights.headers["etag"]}
+    )
     assert cached.status_code == 304
     assert model["id"] in [m["id"] for m in service.client.get("/v1/models").json()["items"]]
 
 
 def test_deletion_request_lifecycle_through_the_api(service: Service, registered: dict[str, str]) -> None:
-    created = submit(service, registered["model_id"], forget={"sample_ids": ["s1", "s2", "s4"]},
-                     external_id="GDPR-2026-0001", config={"epochs": 2})
+    created = submit(
+        service,
+        registered["model_id"],
+        forget={"sample_ids": ["s1", "s2", "s4"]},
+        external_id="GDPR-2026-0001",
+        config={"epochs": 2},
+    )
     assert created["state"] == "queued" and created["forget_count"] == 3
     assert created["config"]["epochs"] == 2 and created["config"]["grid_points"] == 21  # defaults filled in
     assert created["config"]["base"]["lr"] == 0.013
@@ -72,11 +78,23 @@ def test_deletion_request_lifecycle_through_the_api(service: Service, registered
     with service.app.state.session_factory() as session, session.begin():
         row = session.get(DeletionRequest, request_id)
         row.state = "awaiting_selection"
-        row.curve_summary = {"recommended_t": 0.6, "effective_region": [[0.4, 0.8]],
-                             "targets": {"retain_accuracy": 0.9, "forget_accuracy": 0.3}}
+        row.curve_summary = {
+            "recommended_t": 0.6,
+            "effective_region": [[0.4, 0.8]],
+            "targets": {"retain_accuracy": 0.9, "forget_accuracy": 0.3},
+        }
         for t in (0.0, 0.5, 1.0):
-            session.add(CurvePoint(request_id=request_id, t=t, forget_accuracy=1 - t, unlearning_accuracy=t,
-                                   retain_accuracy=0.9, test_accuracy=0.8, mia_efficacy=t / 2))
+            session.add(
+                CurvePoint(
+                    request_id=request_id,
+                    t=t,
+                    forget_accuracy=1 - t,
+                    unlearning_accuracy=t,
+                    retain_accuracy=0.9,
+                    test_accuracy=0.8,
+                    mia_efficacy=t / 2,
+                )
+            )
     curve = service.client.get(f"/v1/deletion-requests/{request_id}/curve").json()
     assert [p["t"] for p in curve["points"]] == [0.0, 0.5, 1.0] and curve["recommended_t"] == 0.6
     assert service.client.get(f"/v1/deletion-requests/{request_id}").json()["curve"]["effective_region"] == [[0.4, 0.8]]
@@ -150,13 +168,15 @@ def test_concurrent_posts_with_one_key_create_one_request(service: Service, regi
     body = {"model_id": registered["model_id"], "forget": {"sample_ids": ["s9"]}, "external_id": marker}
     headers = {"Idempotency-Key": marker}
     with ThreadPoolExecutor(max_workers=20) as pool:
-        responses = list(pool.map(lambda _: service.client.post("/v1/deletion-requests", json=body,
-                                                                headers=headers), range(20)))
+        responses = list(
+            pool.map(lambda _: service.client.post("/v1/deletion-requests", json=body, headers=headers), range(20))
+        )
     assert {r.status_code for r in responses} == {202}
     assert len({r.json()["id"] for r in responses}) == 1
     with service.app.state.session_factory() as session:
-        rows = session.scalar(select(func.count()).select_from(DeletionRequest)
-                              .where(DeletionRequest.external_id == marker))
+        rows = session.scalar(
+            select(func.count()).select_from(DeletionRequest).where(DeletionRequest.external_id == marker)
+        )
     assert rows == 1
 
 
@@ -177,8 +197,9 @@ def test_request_survives_a_broker_outage(service: Service, registered: dict[str
         import httpx
 
         with httpx.Client(base_url=url, headers=dict(service.client.headers), timeout=60) as client:
-            response = client.post("/v1/deletion-requests",
-                                   json={"model_id": registered["model_id"], "forget": {"sample_ids": ["s11"]}})
+            response = client.post(
+                "/v1/deletion-requests", json={"model_id": registered["model_id"], "forget": {"sample_ids": ["s11"]}}
+            )
             assert response.status_code == 202, response.text
             assert_problem(client.get("/readyz"), 503, "broker")
     finally:

@@ -75,8 +75,9 @@ UNREAD = [
 
 
 @pytest.mark.parametrize(("path", "content_type", "key", "status"), UNREAD)
-def test_an_unauthorized_body_is_refused_before_it_is_read(service: Service, models_reader: str, path: str,
-                                                           content_type: str, key: str | None, status: int) -> None:
+def test_an_unauthorized_body_is_refused_before_it_is_read(
+    service: Service, models_reader: str, path: str, content_type: str, key: str | None, status: int
+) -> None:
     key = models_reader if key == "reader" else key
     answered, sent = raw_request(service.url, head(path, 300_000_000, key, content_type))
     assert (answered, sent) == (status, 0)
@@ -91,13 +92,17 @@ def test_a_chunked_body_is_cut_off_at_the_limit(tmp_path: Path) -> None:
     limit = 1 << 20
     server, _, url = serve(create_app(Settings(data_dir=tmp_path, bootstrap_api_key="k", max_request_bytes=limit)))
     try:
+
         def chunk(data: bytes) -> bytes:
             return b"%x\r\n%s\r\n" % (len(data), data)
 
         part = b'--x\r\nContent-Disposition: form-data; name="manifest"; filename="m.csv"\r\n\r\n'
-        status, sent = raw_request(url, "POST /v1/datasets HTTP/1.1\nHost: t\nAuthorization: Bearer k\n"
-                                        "Content-Type: multipart/form-data; boundary=x\nTransfer-Encoding: chunked\n",
-                                   [chunk(part)] + [chunk(b"x" * (64 << 10))] * 1024)  # a 64 MiB file offered
+        status, sent = raw_request(
+            url,
+            "POST /v1/datasets HTTP/1.1\nHost: t\nAuthorization: Bearer k\n"
+            "Content-Type: multipart/form-data; boundary=x\nTransfer-Encoding: chunked\n",
+            [chunk(part)] + [chunk(b"x" * (64 << 10))] * 1024,
+        )  # a 64 MiB file offered
         assert status == 413
         assert sent < 16 * limit  # the limit plus what socket buffers hold, not the 64 MiB
     finally:
@@ -105,6 +110,7 @@ def test_a_chunked_body_is_cut_off_at_the_limit(tmp_path: Path) -> None:
 
 
 # --- /metrics ---------------------------------------------------------------------------------------------
+
 
 def test_metrics_labels_stay_bounded(service: Service) -> None:
     def made_up_requests(client: httpx.Client, count: int) -> None:
@@ -156,8 +162,9 @@ def test_metrics_is_rate_limited_and_can_want_a_token(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, rate_limit_per_address="3/minute", metrics_token="scrape-secret")
     server, _, url = serve(create_app(settings))
     try:
-        statuses = [httpx.get(f"{url}/metrics", headers={"Authorization": "Bearer scrape-secret"}).status_code
-                    for _ in range(4)]
+        statuses = [
+            httpx.get(f"{url}/metrics", headers={"Authorization": "Bearer scrape-secret"}).status_code for _ in range(4)
+        ]
         assert statuses == [200, 200, 200, 429]
     finally:
         server.should_exit = True
@@ -171,6 +178,7 @@ def test_metrics_is_rate_limited_and_can_want_a_token(tmp_path: Path) -> None:
 
 # --- X-Forwarded-For --------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def mcu_serve(tmp_path: Path) -> Iterator:
     """Start `mcu serve` (the real entry point, as the image runs it) with extra environment; stop it after."""
@@ -178,10 +186,21 @@ def mcu_serve(tmp_path: Path) -> Iterator:
 
     def start(**env: str) -> str:
         port = free_port()
-        environment = {**os.environ, "MCU_DATA_DIR": str(tmp_path / str(port)), "MCU_BOOTSTRAP_API_KEY": "k",
-                       "MCU_RATE_LIMIT_PER_KEY": "off", **env}
-        processes.append(subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(port)],
-                                          env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        environment = {
+            **os.environ,
+            "MCU_DATA_DIR": str(tmp_path / str(port)),
+            "MCU_BOOTSTRAP_API_KEY": "k",
+            "MCU_RATE_LIMIT_PER_KEY": "off",
+            **env,
+        }
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "cli", "serve", "--port", str(port)],
+                env=environment,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: _answers(url), 60, "mcu serve to start", interval=0.2)
         return url
@@ -207,11 +226,14 @@ FORWARDED = [
 
 
 @pytest.mark.parametrize(("proxies", "distinct", "same"), FORWARDED)
-def test_forwarded_for_is_honoured_only_from_a_trusted_proxy(mcu_serve: object, proxies: str | None,
-                                                             distinct: list[str], same: list[str]) -> None:
+def test_forwarded_for_is_honoured_only_from_a_trusted_proxy(
+    mcu_serve: object, proxies: str | None, distinct: list[str], same: list[str]
+) -> None:
     env = {"MCU_RATE_LIMIT_PER_ADDRESS": "5/minute"} | ({"MCU_TRUSTED_PROXIES": proxies} if proxies else {})
     url = mcu_serve(**env)  # type: ignore[operator]
-    assert [str(httpx.get(f"{url}/v1/models", headers={"X-Forwarded-For": f"203.0.113.{i}"}).status_code)
-            for i in range(6)] == distinct
-    assert [str(httpx.get(f"{url}/v1/models", headers={"X-Forwarded-For": "203.0.113.99"}).status_code)
-            for _ in range(6)] == same
+    assert [
+        str(httpx.get(f"{url}/v1/models", headers={"X-Forwarded-For": f"203.0.113.{i}"}).status_code) for i in range(6)
+    ] == distinct
+    assert [
+        str(httpx.get(f"{url}/v1/models", headers={"X-Forwarded-For": "203.0.113.99"}).status_code) for _ in range(6)
+    ] == same

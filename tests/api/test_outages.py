@@ -46,12 +46,22 @@ class PrivatePostgres:
         self._as_postgres(PG_BIN / "initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
 
     def _as_postgres(self, *command: object) -> None:
-        subprocess.run(["runuser", "-u", "postgres", "--", *map(str, command)], check=True, capture_output=True,
-                       timeout=120)
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", *map(str, command)], check=True, capture_output=True, timeout=120
+        )
 
     def start(self) -> None:
-        self._as_postgres(PG_BIN / "pg_ctl", "-D", self.data, "-w", "-l", self.data / "log", "start", "-o",
-                          f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off")
+        self._as_postgres(
+            PG_BIN / "pg_ctl",
+            "-D",
+            self.data,
+            "-w",
+            "-l",
+            self.data / "log",
+            "start",
+            "-o",
+            f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off",
+        )
 
     def stop(self) -> None:
         self._as_postgres(PG_BIN / "pg_ctl", "-D", self.data, "-w", "-m", "fast", "stop")
@@ -72,16 +82,37 @@ def private_postgres() -> Iterator[PrivatePostgres]:
     try:
         yield server
     finally:
-        subprocess.run(["runuser", "-u", "postgres", "--", str(PG_BIN / "pg_ctl"), "-D", str(server.data),
-                        "-m", "immediate", "stop"], capture_output=True, timeout=60, check=False)
+        subprocess.run(
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(server.data),
+                "-m",
+                "immediate",
+                "stop",
+            ],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_postgres_stopped_gives_503_and_recovers_without_a_restart(private_postgres: PrivatePostgres,
-                                                                   tmp_path: Path) -> None:
+def test_postgres_stopped_gives_503_and_recovers_without_a_restart(
+    private_postgres: PrivatePostgres, tmp_path: Path
+) -> None:
     upgrade(private_postgres.url)
-    settings = Settings(data_dir=tmp_path, database_url=private_postgres.url, bootstrap_api_key="k",
-                        rate_limit_per_address="off", rate_limit_per_key="off")
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url=private_postgres.url,
+        bootstrap_api_key="k",
+        rate_limit_per_address="off",
+        rate_limit_per_key="off",
+    )
     server, _, url = serve(create_app(settings))
     client = httpx.Client(base_url=url, headers={"Authorization": "Bearer k"}, timeout=30)
     try:
@@ -119,9 +150,14 @@ def test_a_job_whose_object_store_is_gone_fails_with_a_clear_problem(tmp_path: P
     model_id = upload_model(client, upload_dataset(client).json()["id"]).json()["id"]
     validate_model(services, model_id)
     shutil.rmtree(settings.cache_dir, ignore_errors=True)  # the job must read its shards from the store
-    request_id = client.post("/v1/deletion-requests", json={
-        "model_id": model_id, "forget": {"sample_ids": ["s1"]},
-        "config": {"epochs": 1, "grid_points": 3, "base": {"epochs": 1}}}).json()["id"]
+    request_id = client.post(
+        "/v1/deletion-requests",
+        json={
+            "model_id": model_id,
+            "forget": {"sample_ids": ["s1"]},
+            "config": {"epochs": 1, "grid_points": 3, "base": {"epochs": 1}},
+        },
+    ).json()["id"]
     moto.stop()
 
     started = time.monotonic()

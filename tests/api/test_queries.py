@@ -48,11 +48,22 @@ def give_curves(service: Service, request_ids: list[str]) -> None:
     try:
         with make_session_factory(engine).begin() as session:
             summary = {"recommended_t": 0.5, "effective_region": [[0.5, 1.0]], "targets": {}}
-            session.execute(update(DeletionRequest).where(DeletionRequest.id.in_(request_ids))
-                            .values(curve_summary=summary))
-            session.add_all(CurvePoint(request_id=request_id, t=t, forget_accuracy=1 - t, unlearning_accuracy=t,
-                                       retain_accuracy=1.0, test_accuracy=0.9, mia_efficacy=t)
-                            for request_id in request_ids for t in (0.0, 0.5, 1.0))
+            session.execute(
+                update(DeletionRequest).where(DeletionRequest.id.in_(request_ids)).values(curve_summary=summary)
+            )
+            session.add_all(
+                CurvePoint(
+                    request_id=request_id,
+                    t=t,
+                    forget_accuracy=1 - t,
+                    unlearning_accuracy=t,
+                    retain_accuracy=1.0,
+                    test_accuracy=0.9,
+                    mia_efficacy=t,
+                )
+                for request_id in request_ids
+                for t in (0.0, 0.5, 1.0)
+            )
     finally:
         engine.dispose()
 
@@ -76,16 +87,19 @@ def test_lists_cost_the_same_statements_for_2_rows_as_for_12(service: Service, s
     def submit(count: int) -> None:
         ids = []
         for index in range(count):
-            response = service.client.post("/v1/deletion-requests", json={
-                "model_id": model_id, "forget": {"sample_ids": [f"s{index}"]}})
+            response = service.client.post(
+                "/v1/deletion-requests", json={"model_id": model_id, "forget": {"sample_ids": [f"s{index}"]}}
+            )
             assert response.status_code == 202, response.text
             ids.append(response.json()["id"])
         give_curves(service, ids)
 
     submit(2)
     first_request = service.client.get(requests_path).json()["items"][-1]["id"]
-    counts = {"requests": [statements(get_ok(service, requests_path, 2))],
-              "events": [statements(get_ok(service, f"/v1/deletion-requests/{first_request}/events", 1))]}
+    counts = {
+        "requests": [statements(get_ok(service, requests_path, 2))],
+        "events": [statements(get_ok(service, f"/v1/deletion-requests/{first_request}/events", 1))],
+    }
     submit(10)
     counts["requests"].append(statements(get_ok(service, requests_path, 12)))
     service.client.post(f"/v1/deletion-requests/{first_request}/cancel")  # one more event on its chain
@@ -107,8 +121,15 @@ def test_the_unfiltered_list_reads_an_index_not_a_sort_of_the_table(service: Ser
         assert ["created_at", "id"] in indexes, indexes
         if engine.dialect.name == "sqlite":
             with engine.connect() as connection:
-                plan = " ".join(str(row[-1]) for row in connection.execute(text(
-                    "EXPLAIN QUERY PLAN SELECT * FROM deletion_requests ORDER BY created_at DESC, id DESC LIMIT 51")))
+                plan = " ".join(
+                    str(row[-1])
+                    for row in connection.execute(
+                        text(
+                            "EXPLAIN QUERY PLAN SELECT * FROM deletion_requests "
+                            "ORDER BY created_at DESC, id DESC LIMIT 51"
+                        )
+                    )
+                )
             assert "TEMP B-TREE" not in plan, plan
     finally:
         engine.dispose()

@@ -58,8 +58,11 @@ def test_each_key_has_its_own_budget(tmp_path: Path, stop_servers: list) -> None
 
 def test_replicas_share_the_count_in_redis_and_a_dead_store_fails_open(tmp_path: Path, stop_servers: list) -> None:
     redis.Redis.from_url(REDIS_DB).flushdb()
-    shared = {"rate_limit_per_address": "4/minute", "rate_limit_per_key": "off",
-              "rate_limit_storage_url": f"async+{REDIS_DB}"}
+    shared = {
+        "rate_limit_per_address": "4/minute",
+        "rate_limit_per_key": "off",
+        "rate_limit_storage_url": f"async+{REDIS_DB}",
+    }
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
     a, url_a = start(tmp_path / "a", **shared)
     b, url_b = start(tmp_path / "b", **shared)
@@ -68,8 +71,12 @@ def test_replicas_share_the_count_in_redis_and_a_dead_store_fails_open(tmp_path:
     assert statuses == [401, 401, 401, 401, 429, 429]
 
     (tmp_path / "c").mkdir()
-    dead, url_dead = start(tmp_path / "c", rate_limit_per_address="1/minute", rate_limit_per_key="off",
-                           rate_limit_storage_url=f"async+redis://127.0.0.1:1/{secrets.randbelow(15)}")
+    dead, url_dead = start(
+        tmp_path / "c",
+        rate_limit_per_address="1/minute",
+        rate_limit_per_key="off",
+        rate_limit_storage_url=f"async+redis://127.0.0.1:1/{secrets.randbelow(15)}",
+    )
     stop_servers.append(dead)
     assert [httpx.get(f"{url_dead}/v1/models").status_code for _ in range(3)] == [401, 401, 401]
 

@@ -31,23 +31,27 @@ def api_schema(service: Service) -> schemathesis.BaseSchema:
 
 def test_openapi_has_the_operations(api_schema: schemathesis.BaseSchema) -> None:
     labels = {result.ok().label for result in api_schema.get_all_operations()}
-    assert {"POST /v1/datasets", "POST /v1/models", "POST /v1/deletion-requests",
-            "POST /v1/deletion-requests/{request_id}/selection",
-            "GET /v1/models/{model_id}/versions/{version}/weights"} <= labels
+    assert {
+        "POST /v1/datasets",
+        "POST /v1/models",
+        "POST /v1/deletion-requests",
+        "POST /v1/deletion-requests/{request_id}/selection",
+        "GET /v1/models/{model_id}/versions/{version}/weights",
+    } <= labels
 
 
-def test_no_server_error(api_schema: schemathesis.BaseSchema, service: Service,
-                         subtests: pytest.Subtests) -> None:
+def test_no_server_error(api_schema: schemathesis.BaseSchema, service: Service, subtests: pytest.Subtests) -> None:
     """Up to MAX_EXAMPLES generated requests per operation, valid and invalid; any 5xx fails its subtest."""
     operations = [result.ok() for result in api_schema.get_all_operations()]
     assert len(operations) >= 14
     for operation in operations:
-        strategy = st.one_of(operation.as_strategy(schemathesis.GenerationMode.POSITIVE),
-                             operation.as_strategy(schemathesis.GenerationMode.NEGATIVE))
+        strategy = st.one_of(
+            operation.as_strategy(schemathesis.GenerationMode.POSITIVE),
+            operation.as_strategy(schemathesis.GenerationMode.NEGATIVE),
+        )
 
         @seed(20260101)
-        @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
         @given(case=strategy)
         def no_5xx(case: schemathesis.Case) -> None:
             case.call_and_validate(base_url=service.url, headers=AUTH, checks=[not_a_server_error], timeout=30)
@@ -67,5 +71,13 @@ def test_openapi_declares_every_error_as_problem_json(service: Service) -> None:
                 assert list(content) == ["application/problem+json"], (method, path, code)
     assert {"required": ["classes"]} in schema["components"]["schemas"]["ForgetIn"]["oneOf"]
     states = schema["components"]["schemas"]["State"]["enum"]
-    assert states == ["queued", "running", "awaiting_selection", "materializing", "succeeded", "failed",
-                      "cancelling", "cancelled"]
+    assert states == [
+        "queued",
+        "running",
+        "awaiting_selection",
+        "materializing",
+        "succeeded",
+        "failed",
+        "cancelling",
+        "cancelled",
+    ]

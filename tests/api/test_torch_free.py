@@ -11,7 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-SCRIPT = textwrap.dedent('''
+SCRIPT = textwrap.dedent("""
     import sys
 
     class NotInstalled:
@@ -54,12 +54,13 @@ SCRIPT = textwrap.dedent('''
     loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "scipy", "sklearn"))
     assert not loaded, loaded
     print("served without torch")
-''')
+""")
 
 
 def test_the_api_serves_every_route_without_torch(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[2]
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], cwd=root, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path)], cwd=root, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "served without torch" in done.stdout

@@ -16,8 +16,9 @@ from models import ApiKey, make_engine, make_session_factory
 
 def mcu(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MCU_")} | {"MCU_DATA_DIR": str(data_dir)}
-    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, env=env,
-                          timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
 
 
 @pytest.fixture
@@ -29,8 +30,18 @@ def data_dir(tmp_path: Path) -> Path:
 
 def test_db_upgrade_builds_the_schema(data_dir: Path) -> None:
     tables = set(inspect(create_engine(f"sqlite:///{data_dir / 'mcu.sqlite'}")).get_table_names())
-    assert {"datasets", "samples", "models", "model_versions", "deletion_requests", "curve_points", "events",
-            "api_keys", "idempotency_records", "alembic_version"} <= tables
+    assert {
+        "datasets",
+        "samples",
+        "models",
+        "model_versions",
+        "deletion_requests",
+        "curve_points",
+        "events",
+        "api_keys",
+        "idempotency_records",
+        "alembic_version",
+    } <= tables
 
 
 def test_keys_create_prints_a_working_secret_once_and_stores_its_hash(data_dir: Path) -> None:
@@ -57,8 +68,9 @@ def test_keys_create_rejects_unknown_scopes_and_duplicate_names(data_dir: Path) 
 
 def test_keys_list_shows_no_secret_and_revoke_stops_a_key(data_dir: Path) -> None:
     secret = mcu(data_dir, "keys", "create", "--name", "ci", "--scopes", "requests:read").stdout.strip()
-    assert mcu(data_dir, "keys", "create", "--name", "temp", "--scopes", "admin", "--expires-in-days", "1"
-               ).returncode == 0
+    assert (
+        mcu(data_dir, "keys", "create", "--name", "temp", "--scopes", "admin", "--expires-in-days", "1").returncode == 0
+    )
     listed = mcu(data_dir, "keys", "list")
     assert listed.returncode == 0 and secret not in listed.stdout
     lines = {line.split("\t")[0]: line for line in listed.stdout.splitlines()}

@@ -70,5 +70,7 @@ def env_example() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def service_environments(compose: dict[str, Any], env_example: dict[str, str]) -> dict[str, dict[str, str]]:
     """Each service's environment as its container gets it when .env is a copy of .env.example."""
-    return {name: {key: interpolate(str(value), env_example) for key, value in service.get("environment", {}).items()}
-            for name, service in compose["services"].items()}
+    return {
+        name: {key: interpolate(str(value), env_example) for key, value in service.get("environment", {}).items()}
+        for name, service in compose["services"].items()
+    }

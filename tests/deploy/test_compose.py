@@ -31,8 +31,9 @@ def test_every_mcu_variable_a_service_sets_is_a_setting(compose: dict[str, Any])
 
 
 @pytest.mark.parametrize("service", APP_SERVICES)
-def test_each_app_service_gets_the_settings_it_needs(service: str,
-                                                    service_environments: dict[str, dict[str, str]]) -> None:
+def test_each_app_service_gets_the_settings_it_needs(
+    service: str, service_environments: dict[str, dict[str, str]]
+) -> None:
     environment = service_environments[service]
     missing = {key for key in NEEDS[service] if not environment.get(key)}
     assert not missing, f"{service} lacks {sorted(missing)}"
@@ -44,8 +45,9 @@ def test_each_app_service_gets_the_settings_it_needs(service: str,
 
 
 @pytest.mark.parametrize("service", APP_SERVICES)
-def test_each_app_service_environment_loads_as_settings(service: str, monkeypatch: pytest.MonkeyPatch,
-                                                        service_environments: dict[str, dict[str, str]]) -> None:
+def test_each_app_service_environment_loads_as_settings(
+    service: str, monkeypatch: pytest.MonkeyPatch, service_environments: dict[str, dict[str, str]]
+) -> None:
     for key in [k for k in os.environ if k.startswith("MCU_")]:
         monkeypatch.delenv(key)
     for key, value in service_environments[service].items():
@@ -59,7 +61,8 @@ def test_each_app_service_environment_loads_as_settings(service: str, monkeypatc
 
 
 def test_env_example_defines_every_required_variable_and_only_known_settings(
-        compose: dict[str, Any], env_example: dict[str, str]) -> None:
+    compose: dict[str, Any], env_example: dict[str, str]
+) -> None:
     required = {name for name, operator in variables(compose) if operator in (":?", "?")}
     assert required <= set(env_example), f".env.example lacks {sorted(required - set(env_example))}"
     unknown = {key for key in env_example if key.startswith("MCU_")} - SETTING_NAMES - COMPOSE_ONLY

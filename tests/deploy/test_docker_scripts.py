@@ -32,10 +32,16 @@ def wait_module() -> ModuleType:
 
 
 def test_wait_finds_the_servers_in_the_settings(wait_module: ModuleType) -> None:
-    env = {"MCU_DATABASE_URL": "postgresql+psycopg://mcu:pw@postgres/mcu", "MCU_BROKER_URL": "redis://:pw@redis:6380/0",
-           "MCU_S3_ENDPOINT_URL": "http://minio:9000"}
-    assert wait_module.endpoints(env) == [("MCU_DATABASE_URL", "postgres", 5432), ("MCU_BROKER_URL", "redis", 6380),
-                                          ("MCU_S3_ENDPOINT_URL", "minio", 9000)]
+    env = {
+        "MCU_DATABASE_URL": "postgresql+psycopg://mcu:pw@postgres/mcu",
+        "MCU_BROKER_URL": "redis://:pw@redis:6380/0",
+        "MCU_S3_ENDPOINT_URL": "http://minio:9000",
+    }
+    assert wait_module.endpoints(env) == [
+        ("MCU_DATABASE_URL", "postgres", 5432),
+        ("MCU_BROKER_URL", "redis", 6380),
+        ("MCU_S3_ENDPOINT_URL", "minio", 9000),
+    ]
     assert wait_module.endpoints({"MCU_DATABASE_URL": "sqlite:////data/mcu.sqlite"}) == []
 
 
@@ -55,8 +61,14 @@ def free_port() -> int:
 
 def run_wait(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MCU_")}
-    return subprocess.run([sys.executable, str(DOCKER_DIR / "wait_for_services.py")], env=clean | env,
-                          capture_output=True, text=True, timeout=30, check=False)
+    return subprocess.run(
+        [sys.executable, str(DOCKER_DIR / "wait_for_services.py")],
+        env=clean | env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
 
 
 def test_wait_returns_once_servers_listen_and_gives_up_on_a_dead_one(listening_port: int) -> None:
@@ -72,8 +84,9 @@ def fake_command(folder: Path, name: str, body: str) -> None:
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
 
 
-def run_workers(tmp_path: Path, gpu_count: str, mcu_body: str,
-                visible: str | None = None) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+def run_workers(
+    tmp_path: Path, gpu_count: str, mcu_body: str, visible: str | None = None
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
     """docker/mcu-workers.sh with stand-ins for torch's GPU count, hostname and `mcu` (which logs its
     CUDA_VISIBLE_DEVICES and arguments, then runs `mcu_body`)."""
     bin_dir, log = tmp_path / "bin", tmp_path / "started"
@@ -84,8 +97,14 @@ def run_workers(tmp_path: Path, gpu_count: str, mcu_body: str,
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"} | {"PATH": f"{bin_dir}:/usr/bin:/bin"}
     if visible is not None:
         env["CUDA_VISIBLE_DEVICES"] = visible
-    done = subprocess.run(["bash", str(DOCKER_DIR / "mcu-workers.sh"), "--queues", "gpu"], env=env,
-                          capture_output=True, text=True, timeout=30, check=False)
+    done = subprocess.run(
+        ["bash", str(DOCKER_DIR / "mcu-workers.sh"), "--queues", "gpu"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     return done, sorted(log.read_text().splitlines())
 
 
@@ -93,16 +112,20 @@ needs_bash = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash
 
 
 @needs_bash
-@pytest.mark.parametrize(("gpu_count", "visible", "expected"), [
-    ("2", None, ["0 --name mcu@HOST-gpu0 --queues gpu", "1 --name mcu@HOST-gpu1 --queues gpu"]),
-    ("2", "all", ["0 --name mcu@HOST-gpu0 --queues gpu", "1 --name mcu@HOST-gpu1 --queues gpu"]),
-    ("4", "2", ["2 --queues gpu"]),  # one GPU chosen: a plain `mcu worker` on it
-    ("0", "3,5", ["3 --name mcu@HOST-gpu3 --queues gpu", "5 --name mcu@HOST-gpu5 --queues gpu"]),
-    ("1", "all", ["unset --queues gpu"]),
-    ("0", None, ["unset --queues gpu"]),  # no GPU: one worker, CPU fallback
-])
-def test_one_worker_process_per_visible_gpu(tmp_path: Path, gpu_count: str, visible: str | None,
-                                            expected: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("gpu_count", "visible", "expected"),
+    [
+        ("2", None, ["0 --name mcu@HOST-gpu0 --queues gpu", "1 --name mcu@HOST-gpu1 --queues gpu"]),
+        ("2", "all", ["0 --name mcu@HOST-gpu0 --queues gpu", "1 --name mcu@HOST-gpu1 --queues gpu"]),
+        ("4", "2", ["2 --queues gpu"]),  # one GPU chosen: a plain `mcu worker` on it
+        ("0", "3,5", ["3 --name mcu@HOST-gpu3 --queues gpu", "5 --name mcu@HOST-gpu5 --queues gpu"]),
+        ("1", "all", ["unset --queues gpu"]),
+        ("0", None, ["unset --queues gpu"]),  # no GPU: one worker, CPU fallback
+    ],
+)
+def test_one_worker_process_per_visible_gpu(
+    tmp_path: Path, gpu_count: str, visible: str | None, expected: list[str]
+) -> None:
     done, started = run_workers(tmp_path, gpu_count, "exec sleep 1", visible)
     assert done.returncode == 0, done.stderr
     assert started == expected
@@ -112,8 +135,9 @@ def test_one_worker_process_per_visible_gpu(tmp_path: Path, gpu_count: str, visi
 def test_when_one_worker_dies_the_others_are_stopped_and_its_status_returned(tmp_path: Path) -> None:
     # GPU 1's worker fails at once; GPU 0's would run for a minute unless stopped.
     started_at = time.monotonic()
-    done, started = run_workers(tmp_path, "2",
-                                'if [ "$CUDA_VISIBLE_DEVICES" = 1 ]; then sleep 0.5; exit 3; fi; exec sleep 60')
+    done, started = run_workers(
+        tmp_path, "2", 'if [ "$CUDA_VISIBLE_DEVICES" = 1 ]; then sleep 0.5; exit 3; fi; exec sleep 60'
+    )
     assert done.returncode == 3 and len(started) == 2
     assert time.monotonic() - started_at < 20
 

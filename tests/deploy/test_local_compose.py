@@ -37,8 +37,7 @@ def leaves(value: Any, path: tuple = ()) -> dict[tuple, Any]:
     return {path: value}
 
 
-def test_local_stack_differs_from_production_only_in_images_and_the_gpu_reservation(
-        compose_local: ModuleType) -> None:
+def test_local_stack_differs_from_production_only_in_images_and_the_gpu_reservation(compose_local: ModuleType) -> None:
     production = leaves(compose_local.render(ENV_EXAMPLE, compose_local.PRODUCTION))
     local = leaves(compose_local.local_config(ENV_EXAMPLE))
     changed = {path for path in production.keys() | local.keys() if production.get(path) != local.get(path)}

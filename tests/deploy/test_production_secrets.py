@@ -14,8 +14,14 @@ from settings import ExampleSecretError, Settings
 
 from .conftest import ROOT
 
-EXAMPLE_SECRETS = ["MCU_DATABASE_URL", "MCU_BROKER_URL", "MCU_BOOTSTRAP_API_KEY", "MCU_WEBHOOK_SECRET",
-                   "AWS_SECRET_ACCESS_KEY", "MCU_SIGNING_KEY_PASSPHRASE"]
+EXAMPLE_SECRETS = [
+    "MCU_DATABASE_URL",
+    "MCU_BROKER_URL",
+    "MCU_BOOTSTRAP_API_KEY",
+    "MCU_WEBHOOK_SECRET",
+    "AWS_SECRET_ACCESS_KEY",
+    "MCU_SIGNING_KEY_PASSPHRASE",
+]
 REAL = {
     "MCU_DATABASE_URL": "postgresql+psycopg://mcu:Xq7-secret@postgres:5432/mcu",
     "MCU_BROKER_URL": "redis://:Rt9-secret@redis:6379/0",
@@ -41,8 +47,9 @@ def settings_from(monkeypatch: pytest.MonkeyPatch) -> Callable[[dict[str, str]],
     return load
 
 
-def test_production_refuses_every_example_secret_and_names_them(env_example: dict[str, str],
-                                                                settings_from: Callable) -> None:
+def test_production_refuses_every_example_secret_and_names_them(
+    env_example: dict[str, str], settings_from: Callable
+) -> None:
     settings = settings_from(env_example)
     assert settings.environment == "production"
     with pytest.raises(ExampleSecretError) as refused:
@@ -52,8 +59,9 @@ def test_production_refuses_every_example_secret_and_names_them(env_example: dic
 
 
 @pytest.mark.parametrize("left_over", EXAMPLE_SECRETS)
-def test_one_example_secret_left_is_enough_to_refuse(left_over: str, env_example: dict[str, str],
-                                                     settings_from: Callable) -> None:
+def test_one_example_secret_left_is_enough_to_refuse(
+    left_over: str, env_example: dict[str, str], settings_from: Callable
+) -> None:
     env = env_example | REAL | {left_over: env_example[left_over]}
     with pytest.raises(ExampleSecretError, match=left_over):
         settings_from(env).check_production_secrets(env)
@@ -66,8 +74,9 @@ def test_a_short_bootstrap_key_is_refused_in_production(settings_from: Callable)
     settings_from(env | {"MCU_ENVIRONMENT": "development"}).check_production_secrets(env)  # a demo may use "k"
 
 
-def test_real_secrets_pass_and_development_accepts_examples(env_example: dict[str, str],
-                                                            settings_from: Callable) -> None:
+def test_real_secrets_pass_and_development_accepts_examples(
+    env_example: dict[str, str], settings_from: Callable
+) -> None:
     settings_from(env_example | REAL).check_production_secrets(env_example | REAL)
     development = env_example | {"MCU_ENVIRONMENT": "development"}
     settings_from(development).check_production_secrets(development)
@@ -85,13 +94,21 @@ def test_production_refuses_a_report_signing_key_stored_unencrypted(settings_fro
 
 def mcu(args: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("MCU_", "AWS_"))}
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          env=clean | env | {"MCU_DATA_DIR": str(tmp_path)}, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=clean | env | {"MCU_DATA_DIR": str(tmp_path)},
+        timeout=120,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize("command", [["serve", "--port", "1"], ["worker"], ["db", "upgrade"]])
-def test_commands_refuse_to_start_with_example_secrets(command: list[str], env_example: dict[str, str],
-                                                        tmp_path: Path) -> None:
+def test_commands_refuse_to_start_with_example_secrets(
+    command: list[str], env_example: dict[str, str], tmp_path: Path
+) -> None:
     done = mcu(command, env_example, tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "refusing to start" in done.stderr and "MCU_DATABASE_URL" in done.stderr
@@ -99,9 +116,12 @@ def test_commands_refuse_to_start_with_example_secrets(command: list[str], env_e
 
 
 def test_db_upgrade_runs_in_production_with_real_secrets(tmp_path: Path) -> None:
-    env = {"MCU_ENVIRONMENT": "production", "MCU_DATABASE_URL": f"sqlite:///{tmp_path / 'mcu.sqlite'}",
-           "MCU_BOOTSTRAP_API_KEY": REAL["MCU_BOOTSTRAP_API_KEY"],
-           "MCU_SIGNING_KEY_PASSPHRASE": REAL["MCU_SIGNING_KEY_PASSPHRASE"]}
+    env = {
+        "MCU_ENVIRONMENT": "production",
+        "MCU_DATABASE_URL": f"sqlite:///{tmp_path / 'mcu.sqlite'}",
+        "MCU_BOOTSTRAP_API_KEY": REAL["MCU_BOOTSTRAP_API_KEY"],
+        "MCU_SIGNING_KEY_PASSPHRASE": REAL["MCU_SIGNING_KEY_PASSPHRASE"],
+    }
     done = mcu(["db", "upgrade"], env, tmp_path)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "mcu.sqlite").exists()

@@ -36,14 +36,16 @@ def broker() -> Iterator[redis.Redis]:
 
 
 def test_follow_ups_are_sent_after_commit_and_never_for_a_change_that_did_not_commit(
-        tmp_path: Path, broker: redis.Redis) -> None:
+    tmp_path: Path, broker: redis.Redis
+) -> None:
     settings = Settings(data_dir=tmp_path, broker_url=BROKER_URL, bootstrap_api_key="k")
     client = TestClient(create_app(settings), headers={"Authorization": "Bearer k"})
     services = connect(settings)
     model_id = upload_model(client, upload_dataset(client).json()["id"]).json()["id"]
     validate_model(services, model_id)
-    request_id = client.post("/v1/deletion-requests", json={"model_id": model_id,
-                                                            "forget": {"sample_ids": ["s1"]}}).json()["id"]
+    request_id = client.post(
+        "/v1/deletion-requests", json={"model_id": model_id, "forget": {"sample_ids": ["s1"]}}
+    ).json()["id"]
 
     def sent(queue: str) -> list[str]:
         """Task names of the messages for this request (other test runs may share the broker)."""

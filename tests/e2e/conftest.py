@@ -40,8 +40,9 @@ class Stack:
     def _spawn(self, role: str, *args: str) -> subprocess.Popen:
         log = (self.data_dir / f"{role}.log").open("ab")
         env = self.env | {"MCU_BOOTSTRAP_API_KEY": self.key}
-        return subprocess.Popen([sys.executable, "-m", "cli", *args], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "cli", *args], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def start_api(self) -> None:
         port = free_port()
@@ -85,11 +86,16 @@ def _ready(url: str) -> bool:
 def base_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MCU_")}
     return env | {
-        "MCU_DATA_DIR": str(data_dir), "MCU_DEVICE": "cpu",
-        "MCU_HEARTBEAT_INTERVAL_SECONDS": "0.5", "MCU_HEARTBEAT_TIMEOUT_SECONDS": "4",
-        "MCU_RECONCILE_INTERVAL_SECONDS": "1", "MCU_REQUEUE_AFTER_SECONDS": "3",
-        "MCU_WEBHOOK_SECRET": WEBHOOK_SECRET, "MCU_CALLBACK_ALLOWED_HOSTS": '["127.0.0.1:*"]',
-        "OMP_NUM_THREADS": "1", "MCU_RATE_LIMIT_PER_KEY": "off",  # the tests poll every 0.1 s
+        "MCU_DATA_DIR": str(data_dir),
+        "MCU_DEVICE": "cpu",
+        "MCU_HEARTBEAT_INTERVAL_SECONDS": "0.5",
+        "MCU_HEARTBEAT_TIMEOUT_SECONDS": "4",
+        "MCU_RECONCILE_INTERVAL_SECONDS": "1",
+        "MCU_REQUEUE_AFTER_SECONDS": "3",
+        "MCU_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "MCU_CALLBACK_ALLOWED_HOSTS": '["127.0.0.1:*"]',
+        "OMP_NUM_THREADS": "1",
+        "MCU_RATE_LIMIT_PER_KEY": "off",  # the tests poll every 0.1 s
     }
 
 
@@ -109,11 +115,26 @@ def stack(tmp_path_factory: pytest.TempPathFactory, e2e_postgres_url: str, s3_en
     S3Store(bucket, endpoint_url=s3_endpoint).ensure_bucket()
     redis.Redis.from_url(REDIS_URL).flushdb()
     upgrade(e2e_postgres_url)
-    env = base_env(data_dir) | {
-        "MCU_DATABASE_URL": e2e_postgres_url, "MCU_BROKER_URL": REDIS_URL, "MCU_STORAGE_URL": f"s3://{bucket}",
-        "MCU_S3_ENDPOINT_URL": s3_endpoint,
-    } | {k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
-                                    "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE") if k in os.environ}
+    env = (
+        base_env(data_dir)
+        | {
+            "MCU_DATABASE_URL": e2e_postgres_url,
+            "MCU_BROKER_URL": REDIS_URL,
+            "MCU_STORAGE_URL": f"s3://{bucket}",
+            "MCU_S3_ENDPOINT_URL": s3_endpoint,
+        }
+        | {
+            k: os.environ[k]
+            for k in (
+                "AWS_ACCESS_KEY_ID",
+                "AWS_SECRET_ACCESS_KEY",
+                "AWS_DEFAULT_REGION",
+                "AWS_CONFIG_FILE",
+                "AWS_SHARED_CREDENTIALS_FILE",
+            )
+            if k in os.environ
+        }
+    )
     yield from _running(Stack(env, data_dir))
 
 
@@ -135,6 +156,7 @@ def _running(stack: Stack) -> Iterator[Stack]:
 
 # --- the digits dataset and a model trained on it ----------------------------------------------------------
 
+
 def register(client: httpx.Client, upload: DigitsUpload) -> tuple[str, str]:
     """A digits dataset and a trained cnn-small model on it, validated; returns (dataset_id, model_id)."""
     dataset = client.post("/v1/datasets", data={"name": "digits"}, files=upload.files())
@@ -143,8 +165,9 @@ def register(client: httpx.Client, upload: DigitsUpload) -> tuple[str, str]:
 
 
 def add_model(client: httpx.Client, dataset_id: str, upload: DigitsUpload) -> str:
-    model = client.post("/v1/models", data=upload.model_form(dataset_id),
-                        files={"weights": ("w.safetensors", upload.weights)})
+    model = client.post(
+        "/v1/models", data=upload.model_form(dataset_id), files={"weights": ("w.safetensors", upload.weights)}
+    )
     assert model.status_code == 201, model.text
     return wait_model(client, model.json()["id"])["id"]
 

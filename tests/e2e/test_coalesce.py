@@ -24,14 +24,17 @@ def coalescing_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack
 
 
 def trio(client: httpx.Client, model_id: str, first_row: int) -> list[dict]:
-    return [submit(client, model_id, forget={"sample_ids": [f"d{r}" for r in range(start, start + 5)]},
-                   config=FAST_JOB) for start in range(first_row, first_row + 15, 5)]
+    return [
+        submit(client, model_id, forget={"sample_ids": [f"d{r}" for r in range(start, start + 5)]}, config=FAST_JOB)
+        for start in range(first_row, first_row + 15, 5)
+    ]
 
 
 def select_and_wait(client: httpx.Client, requests: list[dict]) -> list[dict]:
     curve = wait_for_state(client, requests[-1]["id"], ("awaiting_selection",), timeout=180)["curve"]
-    selected = client.post(f"/v1/deletion-requests/{requests[-1]['id']}/selection",
-                           json={"t": curve["recommended_t"], "acknowledge": ACK})
+    selected = client.post(
+        f"/v1/deletion-requests/{requests[-1]['id']}/selection", json={"t": curve["recommended_t"], "acknowledge": ACK}
+    )
     assert selected.status_code == 202, selected.text
     return [wait_for_state(client, r["id"], ("succeeded",), timeout=180) for r in requests]
 
@@ -45,9 +48,13 @@ def test_requests_arriving_together_run_as_one_job(coalescing_stack: Stack, digi
         assert {r["selection"]["model_version"] for r in done} == {2}
         versions = client.get(f"/v1/models/{model_id}/versions").json()["items"]
         assert [v["version"] for v in versions] == [1, 2]
-        claims = [e for e in client.get(f"/v1/deletion-requests/{together[0]['id']}/events",
-                                        params={"page_size": 500}).json()["items"]
-                  if e["state"] == "running" and e["type"] in ("state_changed", "claimed", "resumed")]
+        claims = [
+            e
+            for e in client.get(f"/v1/deletion-requests/{together[0]['id']}/events", params={"page_size": 500}).json()[
+                "items"
+            ]
+            if e["state"] == "running" and e["type"] in ("state_changed", "claimed", "resumed")
+        ]
         assert len(claims) == 1  # one job, run once
 
         second = trio(client, model_id, 100)

@@ -18,8 +18,9 @@ from .conftest import FAST_JOB, Stack, register
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-FIRST_TRACE_POINTS = "return document.querySelectorAll('#curve .scatterlayer .trace')[0]" \
-                     "?.querySelectorAll('path.point').length || 0"
+FIRST_TRACE_POINTS = (
+    "return document.querySelectorAll('#curve .scatterlayer .trace')[0]?.querySelectorAll('path.point').length || 0"
+)
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -30,12 +31,21 @@ def browser() -> Iterator[object]:
     from selenium.webdriver.chrome.service import Service
 
     if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
-        pytest.fail("the console test needs Debian's chromium and chromium-driver: "
-                    "apt-get install -y chromium chromium-driver (.ci/run installs them)")
+        pytest.fail(
+            "the console test needs Debian's chromium and chromium-driver: "
+            "apt-get install -y chromium chromium-driver (.ci/run installs them)"
+        )
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                     "--window-size=1280,1000", "--disable-extensions", "--no-first-run"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1280,1000",
+        "--disable-extensions",
+        "--no-first-run",
+    ):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -59,8 +69,9 @@ def read_only_key(stack: Stack) -> str:
     return secret
 
 
-def test_console_signs_in_draws_the_curve_and_selects_a_point(stack: Stack, digits_upload: DigitsUpload,
-                                                              browser: object) -> None:
+def test_console_signs_in_draws_the_curve_and_selects_a_point(
+    stack: Stack, digits_upload: DigitsUpload, browser: object
+) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as seen
@@ -100,7 +111,8 @@ def test_console_signs_in_draws_the_curve_and_selects_a_point(stack: Stack, digi
         css("#summary [data-state]")
         shot("2-request-running")
         WebDriverWait(driver, 240, poll_frequency=0.2).until(  # type: ignore[arg-type]
-            lambda d: d.find_elements(By.CSS_SELECTOR, "#summary [data-state=awaiting_selection]"))
+            lambda d: d.find_elements(By.CSS_SELECTOR, "#summary [data-state=awaiting_selection]")
+        )
         css("#points button.choose")
         assert all(not b.is_enabled() for b in driver.find_elements(By.CSS_SELECTOR, "#points button.choose"))  # type: ignore[attr-defined]
         assert not driver.find_elements(By.ID, "cancel")  # type: ignore[attr-defined]
@@ -115,8 +127,10 @@ def test_console_signs_in_draws_the_curve_and_selects_a_point(stack: Stack, digi
         shot("4-model")
         open_page("/requests?state=awaiting_selection")
         css(f"#requests tr[data-id='{request.id}']")
-        assert all(b.get_attribute("data-state") == "awaiting_selection"
-                   for b in driver.find_elements(By.CSS_SELECTOR, "#requests [data-state]"))  # type: ignore[attr-defined]
+        assert all(
+            b.get_attribute("data-state") == "awaiting_selection"
+            for b in driver.find_elements(By.CSS_SELECTOR, "#requests [data-state]")
+        )  # type: ignore[attr-defined]
         shot("5-requests")
 
         # The request page: the curve drawn point for point, with the events timeline.
@@ -131,15 +145,21 @@ def test_console_signs_in_draws_the_curve_and_selects_a_point(stack: Stack, digi
 
         # t = 0 is the original model: it fails the erasure criterion, and the dialog asks why before it would
         # publish it; going back publishes nothing.
-        first = driver.find_elements(By.CSS_SELECTOR, "#curve .scatterlayer .trace")[0] \
-            .find_elements(By.CSS_SELECTOR, "path.point")[0]  # type: ignore[attr-defined]
+        first = driver.find_elements(By.CSS_SELECTOR, "#curve .scatterlayer .trace")[0].find_elements(
+            By.CSS_SELECTOR, "path.point"
+        )[0]  # type: ignore[attr-defined]
         ActionChains(driver).move_to_element(first).click().perform()  # type: ignore[arg-type]
         css("#confirm[open] #confirm-metrics")
         driver.find_element(By.ID, "confirm-yes").click()  # type: ignore[attr-defined]
         wait.until(lambda d: d.find_element(By.ID, "acknowledge-block").is_displayed())
         assert "forget accuracy" in css("#confirm-error").text
-        assert driver.find_element(By.ID, "acknowledge").get_attribute("value").startswith(  # type: ignore[attr-defined]
-            "erasure criterion not met")
+        assert (
+            driver.find_element(By.ID, "acknowledge")
+            .get_attribute("value")
+            .startswith(  # type: ignore[attr-defined]
+                "erasure criterion not met"
+            )
+        )
         shot("7a-erasure-criterion-not-met")
         driver.find_element(By.ID, "confirm-no").click()  # type: ignore[attr-defined]
         assert client.get_request(request.id).state == "awaiting_selection"
@@ -147,8 +167,9 @@ def test_console_signs_in_draws_the_curve_and_selects_a_point(stack: Stack, digi
         # Hovering a point shows its metrics; clicking it opens the confirmation with point, targets, original.
         index = min(range(len(curve.points)), key=lambda i: abs(curve.points[i].t - curve.recommended_t))
         point = curve.points[index]
-        marker = driver.find_elements(By.CSS_SELECTOR, "#curve .scatterlayer .trace")[0] \
-            .find_elements(By.CSS_SELECTOR, "path.point")[index]  # type: ignore[attr-defined]
+        marker = driver.find_elements(By.CSS_SELECTOR, "#curve .scatterlayer .trace")[0].find_elements(
+            By.CSS_SELECTOR, "path.point"
+        )[index]  # type: ignore[attr-defined]
         ActionChains(driver).move_to_element(marker).perform()  # type: ignore[arg-type]
         hover = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#curve .hoverlayer").text)
         assert f"forget accuracy: {point.forget_accuracy:.3f}" in hover
@@ -157,21 +178,29 @@ def test_console_signs_in_draws_the_curve_and_selects_a_point(stack: Stack, digi
         css("#confirm[open] #confirm-metrics")
         row = driver.find_element(By.CSS_SELECTOR, "#confirm-metrics tr[data-metric=retain_accuracy]").text  # type: ignore[attr-defined]
         original = next(client.versions(model_id)).metrics or {}
-        assert row.split()[-3:] == [f"{point.retain_accuracy:.3f}", f"{curve.targets['retain_accuracy']:.3f}",
-                                    f"{original['retain_accuracy']:.3f}"]
+        assert row.split()[-3:] == [
+            f"{point.retain_accuracy:.3f}",
+            f"{curve.targets['retain_accuracy']:.3f}",
+            f"{original['retain_accuracy']:.3f}",
+        ]
         assert f"t = {point.t:.2f}" in driver.find_element(By.ID, "confirm-title").text  # type: ignore[attr-defined]
         shot("7-confirm-selection")
         driver.find_element(By.ID, "confirm-yes").click()  # type: ignore[attr-defined]
 
         WebDriverWait(driver, 120, poll_frequency=0.2).until(  # type: ignore[arg-type]
-            lambda d: d.find_elements(By.CSS_SELECTOR, "#summary [data-state=succeeded]"))
+            lambda d: d.find_elements(By.CSS_SELECTOR, "#summary [data-state=succeeded]")
+        )
         assert css("#published-version").text == "version 2"
         assert css("#report-json").is_enabled() and css("#report-html").is_enabled()  # the proof of erasure
         assert not driver.find_elements(By.CSS_SELECTOR, "#points button.choose")  # type: ignore[attr-defined]
         shot("8-request-succeeded")
         assert stack.key not in driver.current_url and auditor not in driver.current_url  # type: ignore[attr-defined]
-        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"  # type: ignore[attr-defined]
-                  and not ("/selection" in e["message"] and "409" in e["message"])]  # the refusal of t = 0 above
+        errors = [
+            e
+            for e in driver.get_log("browser")
+            if e["level"] == "SEVERE"  # type: ignore[attr-defined]
+            and not ("/selection" in e["message"] and "409" in e["message"])
+        ]  # the refusal of t = 0 above
         assert not errors, errors  # no CSP violation, no failed script
 
         done = client.get_request(request.id)

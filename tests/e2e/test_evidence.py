@@ -20,21 +20,31 @@ NEVER_FORGETS = {"epochs": 1, "lr": 1e-9, "grid_points": 3, "base": {"epochs": 1
 
 
 def mcu(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli", *args], env=stack.env, capture_output=True, text=True,
-                          timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args], env=stack.env, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
-def test_a_report_verifies_offline_and_an_edited_event_is_named(stack: Stack, digits_upload: DigitsUpload,
-                                                                e2e_postgres_url: str, tmp_path: Path) -> None:
+def test_a_report_verifies_offline_and_an_edited_event_is_named(
+    stack: Stack, digits_upload: DigitsUpload, e2e_postgres_url: str, tmp_path: Path
+) -> None:
     with stack.client() as client:
         _, model_id = register(client, digits_upload)
-        withheld = submit(client, model_id, forget={"classes": [1]}, base_method="ft", config=NEVER_FORGETS,
-                          selection="auto")
+        withheld = submit(
+            client, model_id, forget={"classes": [1]}, base_method="ft", config=NEVER_FORGETS, selection="auto"
+        )
         request = submit(client, model_id, forget={"classes": [2]}, config=FAST_JOB, selection="auto")
         wait_for_state(client, request["id"], ("succeeded",), timeout=180)
-        wait_for(lambda: any(e["type"] == "artifacts_deleted" for e in client.get(
-            f"/v1/deletion-requests/{request['id']}/events", params={"page_size": 500}).json()["items"]), 60,
-                 "the clean-up of θ_p, θ_c and the checkpoint")
+        wait_for(
+            lambda: any(
+                e["type"] == "artifacts_deleted"
+                for e in client.get(f"/v1/deletion-requests/{request['id']}/events", params={"page_size": 500}).json()[
+                    "items"
+                ]
+            ),
+            60,
+            "the clean-up of θ_p, θ_c and the checkpoint",
+        )
         report = client.get(f"/v1/deletion-requests/{request['id']}/report")
         keys = client.get("/v1/signing-key")
         never = wait_for_state(client, withheld["id"], ("awaiting_selection",), timeout=180)
@@ -61,8 +71,10 @@ def test_a_report_verifies_offline_and_an_edited_event_is_named(stack: Stack, di
     first_event = events["items"][0]
     engine = create_engine(e2e_postgres_url)  # straight into Postgres, as an insider with database access
     with engine.begin() as db:
-        edited = db.execute(text("UPDATE events SET detail = CAST(:detail AS json) WHERE hash = :hash"),
-                            {"detail": json.dumps({"forget_count": 0}), "hash": first_event["hash"]}).rowcount
+        edited = db.execute(
+            text("UPDATE events SET detail = CAST(:detail AS json) WHERE hash = :hash"),
+            {"detail": json.dumps({"forget_count": 0}), "hash": first_event["hash"]},
+        ).rowcount
     engine.dispose()
     assert edited == 1
     broken = mcu(stack, "audit", "verify")
@@ -73,8 +85,10 @@ def test_a_report_verifies_offline_and_an_edited_event_is_named(stack: Stack, di
     # The newest event of the succeeded request deleted: its seal no longer matches, no report is signed.
     engine = create_engine(e2e_postgres_url)
     with engine.begin() as db:
-        db.execute(text("DELETE FROM events WHERE id = (SELECT max(id) FROM events WHERE request_id = :id)"),
-                   {"id": request["id"]})
+        db.execute(
+            text("DELETE FROM events WHERE id = (SELECT max(id) FROM events WHERE request_id = :id)"),
+            {"id": request["id"]},
+        )
     engine.dispose()
     truncated = mcu(stack, "audit", "verify", "--request-id", request["id"])
     assert truncated.returncode == 1 and "events were deleted" in truncated.stderr, truncated.stderr

@@ -37,9 +37,19 @@ def test_full_flow_publishes_a_version_that_forgot_the_class(stack: Stack, digit
         weights = client.get(f"/v1/models/{model_id}/versions/2/weights")
         assert weights.headers["etag"] == f'"{version["sha256"]}"'
         # The clean-up task runs after `succeeded`: wait for its event rather than read once.
-        events = wait_for(lambda: (items := client.get(f"/v1/deletion-requests/{request['id']}/events", params={
-            "page_size": 500}).json()["items"]) and any(e["type"] == "artifacts_deleted" for e in items) and items,
-            60, "the clean-up's artifacts_deleted event")
+        events = wait_for(
+            lambda: (
+                (
+                    items := client.get(
+                        f"/v1/deletion-requests/{request['id']}/events", params={"page_size": 500}
+                    ).json()["items"]
+                )
+                and any(e["type"] == "artifacts_deleted" for e in items)
+                and items
+            ),
+            60,
+            "the clean-up's artifacts_deleted event",
+        )
 
     network = build_model("cnn-small", 10, (1, 8, 8))
     network.load_state_dict(load_tensors(weights.content))

@@ -41,9 +41,19 @@ PREPROCESSINGS: dict[str, tuple[str, Preprocess]] = {
 def users_network() -> nn.Module:
     """The user's CNN, laid out as the service's `cnn-small` for 1×8×8 inputs and 10 classes."""
     return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
-        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(512, 128), nn.ReLU(), nn.Linear(128, 10))
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.MaxPool2d(2, ceil_mode=True),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(4),
+        nn.Flatten(),
+        nn.Linear(512, 128),
+        nn.ReLU(),
+        nn.Linear(128, 10),
+    )
 
 
 def user_accuracy(weights: bytes, inputs: torch.Tensor, labels: torch.Tensor, preprocess: Preprocess) -> float:
@@ -60,8 +70,12 @@ def splits(digits_upload: DigitsUpload) -> dict[str, tuple[torch.Tensor, torch.T
     x, y = shard["inputs"], shard["labels"]
     train_x, train_y, test_x, test_y = x[:n_train], y[:n_train], x[n_train:], y[n_train:]
     forget, kept = train_y == FORGET_CLASS, test_y != FORGET_CLASS
-    return {"forget": (train_x[forget], train_y[forget]), "retain": (train_x[~forget], train_y[~forget]),
-            "test": (test_x[kept], test_y[kept]), "train": (train_x, train_y)}
+    return {
+        "forget": (train_x[forget], train_y[forget]),
+        "retain": (train_x[~forget], train_y[~forget]),
+        "test": (test_x[kept], test_y[kept]),
+        "train": (train_x, train_y),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -85,20 +99,29 @@ def trained(splits: dict) -> dict[str, bytes]:
 @pytest.mark.parametrize("preprocessing", list(PREPROCESSINGS))
 @pytest.mark.parametrize("backend", ["postgres", "embedded"])
 def test_the_published_version_scores_what_the_service_reported(
-        request: pytest.FixtureRequest, backend: str, preprocessing: str, digits_upload: DigitsUpload,
-        splits: dict, trained: dict[str, bytes]) -> None:
+    request: pytest.FixtureRequest,
+    backend: str,
+    preprocessing: str,
+    digits_upload: DigitsUpload,
+    splits: dict,
+    trained: dict[str, bytes],
+) -> None:
     stack: Stack = request.getfixturevalue("stack" if backend == "postgres" else "embedded_stack")
     declared, preprocess = PREPROCESSINGS[preprocessing]
     with stack.client() as client:
         dataset = client.post("/v1/datasets", data={"name": "digits"}, files=digits_upload.files()).json()
-        model = client.post("/v1/models", data=digits_upload.model_form(dataset["id"]) | {"preprocessing": declared},
-                            files={"weights": ("w.safetensors", trained[preprocessing])}).json()
+        model = client.post(
+            "/v1/models",
+            data=digits_upload.model_form(dataset["id"]) | {"preprocessing": declared},
+            files={"weights": ("w.safetensors", trained[preprocessing])},
+        ).json()
         model = wait_model(client, model["id"])
         assert model["warnings"] == [], model
         original = client.get(f"/v1/models/{model['id']}/versions").json()["items"][0]["metrics"]
 
-        request_id = submit(client, model["id"], forget={"classes": [FORGET_CLASS]}, config=FAST_JOB,
-                            selection="auto")["id"]
+        request_id = submit(client, model["id"], forget={"classes": [FORGET_CLASS]}, config=FAST_JOB, selection="auto")[
+            "id"
+        ]
         done = wait_for_state(client, request_id, ("succeeded",), timeout=240)
         version = done["selection"]["model_version"]
         reported = client.get(f"/v1/models/{model['id']}/versions").json()["items"][version - 1]
@@ -111,8 +134,10 @@ def test_the_published_version_scores_what_the_service_reported(
     assert original["retain_accuracy"] - measured["retain"] <= 0.03, (original, measured)
     assert measured["forget"] < 0.5  # and the class is in fact forgotten
     shown = {k: round(reported["metrics"][f"{k}_accuracy"], 4) for k in measured}
-    print(f"\n[{backend}, {preprocessing}] reported {shown} measured {({k: round(v, 4) for k, v in measured.items()})}"
-          f" original retain {original['retain_accuracy']:.4f}")
+    print(
+        f"\n[{backend}, {preprocessing}] reported {shown} measured { ({k: round(v, 4) for k, v in measured.items()}) }"
+        f" original retain {original['retain_accuracy']:.4f}"
+    )
 
 
 # --- encoded images of mixed sizes, an input transform and an augmentation ---------------------------------
@@ -144,17 +169,24 @@ def png_folder(digits_upload: DigitsUpload, tmp_path_factory: pytest.TempPathFac
         (root / split / str(label)).mkdir(parents=True, exist_ok=True)
         image.save(root / split / str(label) / f"d{row}.png")
         files[split].append(((root / split / str(label) / f"d{row}.png").read_bytes(), label))
-    splits = {name: (torch.stack([users_pipeline(png) for png, _ in rows]), torch.tensor([y for _, y in rows]))
-              for name, rows in files.items()}
+    splits = {
+        name: (torch.stack([users_pipeline(png) for png, _ in rows]), torch.tensor([y for _, y in rows]))
+        for name, rows in files.items()
+    }
     (train_x, train_y), (test_x, test_y) = splits["train"], splits["test"]
     forget, kept = train_y == FORGET_CLASS, test_y != FORGET_CLASS
-    return root, {"train": (train_x, train_y), "all_test": (test_x, test_y),
-                  "forget": (train_x[forget], train_y[forget]), "retain": (train_x[~forget], train_y[~forget]),
-                  "test": (test_x[kept], test_y[kept])}
+    return root, {
+        "train": (train_x, train_y),
+        "all_test": (test_x, test_y),
+        "forget": (train_x[forget], train_y[forget]),
+        "retain": (train_x[~forget], train_y[~forget]),
+        "test": (test_x[kept], test_y[kept]),
+    }
 
 
 def test_encoded_images_under_a_declared_transform_score_in_the_users_pipeline_what_the_service_reported(
-        stack: Stack, png_folder: tuple[Path, dict], tmp_path: Path) -> None:
+    stack: Stack, png_folder: tuple[Path, dict], tmp_path: Path
+) -> None:
     started = time.perf_counter()
     root, splits = png_folder
     torch.manual_seed(0)
@@ -171,21 +203,33 @@ def test_encoded_images_under_a_declared_transform_score_in_the_users_pipeline_w
     with Client(stack.url, stack.key) as mcu:
         dataset = mcu.create_dataset("digits-png", prepared.manifest, prepared.shards)
         assert dataset.input_shape == [1, None, None]  # stored encoded, of any size
-        model = mcu.create_model("digits-png", "cnn-small", 10, dataset.id, save(network.state_dict()),
-                                 {"mean": MEAN_STD[0], "std": MEAN_STD[1]}, input_transform=TRANSFORM,
-                                 augmentation="crop_flip")
+        model = mcu.create_model(
+            "digits-png",
+            "cnn-small",
+            10,
+            dataset.id,
+            save(network.state_dict()),
+            {"mean": MEAN_STD[0], "std": MEAN_STD[1]},
+            input_transform=TRANSFORM,
+            augmentation="crop_flip",
+        )
         model = mcu.wait_model(model.id, timeout=60)
         original = next(mcu.versions(model.id)).metrics
         assert original is not None and model.warnings == [], model
         # Validation measured every test row (fewer than MCU_VALIDATION_SAMPLES) as the user does.
-        assert abs(original["test_accuracy"] - user_accuracy_of(network, splits["all_test"])) \
+        assert (
+            abs(original["test_accuracy"] - user_accuracy_of(network, splits["all_test"]))
             <= 1 / len(splits["all_test"][1]) + 1e-6
+        )
 
         request = mcu.create_request(model.id, forget={"classes": [FORGET_CLASS]}, config=FAST_JOB)
         request = mcu.wait(request.id, until=("awaiting_selection",), timeout=240)
         assert request.curve is not None
-        mcu.select(request.id, request.curve.recommended_t, acknowledge="erasure criterion not met: accepted, "
-                   "this test checks what the user measures")  # ignored when the point meets the criterion
+        mcu.select(
+            request.id,
+            request.curve.recommended_t,
+            acknowledge="erasure criterion not met: accepted, this test checks what the user measures",
+        )  # ignored when the point meets the criterion
         done = mcu.wait(request.id, until=("succeeded",), timeout=120)
         assert done.selection is not None and done.selection.model_version == 2
         reported = next(v for v in mcu.versions(model.id) if v.version == 2)
@@ -195,18 +239,25 @@ def test_encoded_images_under_a_declared_transform_score_in_the_users_pipeline_w
 
     declared = {"input_transform": TRANSFORM, "augmentation": ["random_crop", "horizontal_flip"]}
     assert (reported.input_transform, reported.augmentation) == (TRANSFORM, declared["augmentation"])
-    assert all({k: part[k] for k in declared} == declared
-               for part in (report["model"], report["model"]["before"], report["model"]["after"]))
+    assert all(
+        {k: part[k] for k in declared} == declared
+        for part in (report["model"], report["model"]["before"], report["model"]["after"])
+    )
     network.load_state_dict(load(buffer.getvalue()))
     measured = {name: user_accuracy_of(network, splits[name]) for name in ("forget", "retain", "test")}
     assert reported.metrics is not None
     for name, value in measured.items():  # the same inputs to the bit: at most a near-tie flips (one row)
         assert abs(value - reported.metrics[f"{name}_accuracy"]) <= 1 / len(splits[name][1]) + 1e-6, (
-            name, measured, reported.metrics)
+            name,
+            measured,
+            reported.metrics,
+        )
     assert measured["forget"] < 0.5 and measured["retain"] > 0.8  # forgotten, under crops and flips in training
-    print(f"\n[encoded] reported {({k: round(reported.metrics[f'{k}_accuracy'], 4) for k in measured})} "
-          f"measured {({k: round(v, 4) for k, v in measured.items()})}; original {original} "
-          f"in {time.perf_counter() - started:.1f} s")
+    print(
+        f"\n[encoded] reported { ({k: round(reported.metrics[f'{k}_accuracy'], 4) for k in measured}) } "
+        f"measured { ({k: round(v, 4) for k, v in measured.items()}) }; original {original} "
+        f"in {time.perf_counter() - started:.1f} s"
+    )
 
 
 def user_accuracy_of(network: nn.Module, split: tuple[torch.Tensor, torch.Tensor]) -> float:

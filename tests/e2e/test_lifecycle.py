@@ -51,6 +51,7 @@ PROBLEM_JSON = "application/problem+json"
 
 # --- a loopback receiver for callbacks ---------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Delivery:
     path: str
@@ -78,8 +79,9 @@ class CallbackReceiver:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 status = receiver._answer(self.path, body)
                 with receiver._lock:
-                    receiver.deliveries.append(Delivery(self.path, dict(self.headers.items()), body,
-                                                        time.monotonic(), status))
+                    receiver.deliveries.append(
+                        Delivery(self.path, dict(self.headers.items()), body, time.monotonic(), status)
+                    )
                 self.send_response(status)
                 self.send_header("content-length", "0")
                 self.end_headers()
@@ -145,6 +147,7 @@ def verified(delivery: Delivery, request_id: str, state: str) -> dict:
 
 # --- shared helpers ----------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def dataset_id(stack: Stack, digits_upload: DigitsUpload) -> str:
     with stack.client() as client:
@@ -171,8 +174,12 @@ def at(event: dict) -> datetime:
 
 
 def wait_event(client: httpx.Client, request_id: str, event_type: str, timeout: float = 30) -> dict:
-    found = wait_for(lambda: [e for e in events(client, request_id) if e["type"] == event_type], timeout,
-                     f"a {event_type} event of {request_id}", interval=0.2)
+    found = wait_for(
+        lambda: [e for e in events(client, request_id) if e["type"] == event_type],
+        timeout,
+        f"a {event_type} event of {request_id}",
+        interval=0.2,
+    )
     return found[0]  # type: ignore[index]
 
 
@@ -180,10 +187,12 @@ def artifacts_in_bucket(stack: Stack, request_id: str) -> list[str]:
     """Every object left under requests/<id>/ in the stack's bucket."""
     bucket, endpoint = stack.env["MCU_STORAGE_URL"].removeprefix("s3://"), stack.env["MCU_S3_ENDPOINT_URL"]
     store = S3Store(bucket, endpoint_url=endpoint)
-    known = [key for key in (artifact_key(request_id, name) for name in ("theta_p", "theta_c", "checkpoint"))
-             if store.exists(key)]
-    listing = boto3.client("s3", endpoint_url=endpoint).list_objects_v2(Bucket=bucket,
-                                                                         Prefix=f"requests/{request_id}/")
+    known = [
+        key
+        for key in (artifact_key(request_id, name) for name in ("theta_p", "theta_c", "checkpoint"))
+        if store.exists(key)
+    ]
+    listing = boto3.client("s3", endpoint_url=endpoint).list_objects_v2(Bucket=bucket, Prefix=f"requests/{request_id}/")
     return sorted({*known, *(o["Key"] for o in listing.get("Contents", []))})
 
 
@@ -201,13 +210,16 @@ def versions(client: httpx.Client, model_id: str) -> list[dict]:
 
 # --- 1. callbacks ------------------------------------------------------------------------------------------
 
-def test_callbacks_are_signed_and_retried_with_backoff(stack: Stack, callbacks: CallbackReceiver,
-                                                       model_id: str) -> None:
+
+def test_callbacks_are_signed_and_retried_with_backoff(
+    stack: Stack, callbacks: CallbackReceiver, model_id: str
+) -> None:
     url = callbacks.url("flow")
     callbacks.fail_first(url, "deletion_request.awaiting_selection", 2)  # attempts 1 and 2 answered 500
     with stack.client() as client:
-        request = submit(client, model_id, forget={"classes": [3]}, config=FAST_JOB, callback_url=url,
-                         external_id="GDPR-CB-1")
+        request = submit(
+            client, model_id, forget={"classes": [3]}, config=FAST_JOB, callback_url=url, external_id="GDPR-CB-1"
+        )
         waiting = wait_for_state(client, request["id"], ("awaiting_selection",))
         first, second, third = callbacks.wait(url, "deletion_request.awaiting_selection", 3)
         assert [d.status for d in (first, second, third)] == [500, 500, 200]
@@ -223,30 +235,45 @@ def test_callbacks_are_signed_and_retried_with_backoff(stack: Stack, callbacks: 
         (done,) = callbacks.wait(url, "deletion_request.succeeded")
         succeeded = verified(done, request["id"], "succeeded")["data"]
         # Recipients of the model (GDPR Art. 19) learn the new version and where the evidence is.
-        assert succeeded["model_version"] == client.get(f"/v1/deletion-requests/{request['id']}").json()[
-            "selection"]["model_version"]
+        assert (
+            succeeded["model_version"]
+            == client.get(f"/v1/deletion-requests/{request['id']}").json()["selection"]["model_version"]
+        )
         assert succeeded["report_url"] == f"/v1/deletion-requests/{request['id']}/report"
         assert done.headers["webhook-id"] != first.headers["webhook-id"]
 
         def attempts() -> list[tuple]:
-            return [(e["state"], e["detail"]["attempt"], e["detail"]["status"], e["detail"]["delivered"],
-                     e["detail"]["message_id"], e["detail"]["url"])
-                    for e in events(client, request["id"]) if e["type"] == "callback_attempt"]
+            return [
+                (
+                    e["state"],
+                    e["detail"]["attempt"],
+                    e["detail"]["status"],
+                    e["detail"]["delivered"],
+                    e["detail"]["message_id"],
+                    e["detail"]["url"],
+                )
+                for e in events(client, request["id"])
+                if e["type"] == "callback_attempt"
+            ]
 
         wait_for(lambda: len(attempts()) == 4, 10, "four callback_attempt events")
         recorded = attempts()
     awaiting_id, succeeded_id = first.headers["webhook-id"], done.headers["webhook-id"]
-    assert recorded == [("awaiting_selection", 1, 500, False, awaiting_id, url),
-                        ("awaiting_selection", 2, 500, False, awaiting_id, url),
-                        ("awaiting_selection", 3, 200, True, awaiting_id, url),
-                        ("succeeded", 1, 200, True, succeeded_id, url)]
+    assert recorded == [
+        ("awaiting_selection", 1, 500, False, awaiting_id, url),
+        ("awaiting_selection", 2, 500, False, awaiting_id, url),
+        ("awaiting_selection", 3, 200, True, awaiting_id, url),
+        ("succeeded", 1, 200, True, succeeded_id, url),
+    ]
     assert len(callbacks.received(url)) == 4  # nothing more was sent
 
 
 def test_callback_to_a_host_off_the_allow_list_is_refused(stack: Stack, model_id: str) -> None:
     with stack.client() as client:
-        response = client.post("/v1/deletion-requests", json={
-            "model_id": model_id, "forget": {"classes": [3]}, "callback_url": "http://169.254.169.254/latest"})
+        response = client.post(
+            "/v1/deletion-requests",
+            json={"model_id": model_id, "forget": {"classes": [3]}, "callback_url": "http://169.254.169.254/latest"},
+        )
         assert response.status_code == 422
         assert response.headers["content-type"].startswith(PROBLEM_JSON)
         problem = response.json()
@@ -257,8 +284,10 @@ def test_callback_to_a_host_off_the_allow_list_is_refused(stack: Stack, model_id
 
 # --- 2. cancellation ---------------------------------------------------------------------------------------
 
-def test_cancel_queued_awaiting_unclaimed_and_running_requests(stack: Stack, callbacks: CallbackReceiver,
-                                                               model_id: str) -> None:
+
+def test_cancel_queued_awaiting_unclaimed_and_running_requests(
+    stack: Stack, callbacks: CallbackReceiver, model_id: str
+) -> None:
     urls = {name: callbacks.url(f"cancel-{name}") for name in ("awaiting", "selected", "queued", "running")}
     with stack.client() as client:
         # Two requests reach awaiting_selection while the worker is free.
@@ -303,8 +332,9 @@ def test_cancel_queued_awaiting_unclaimed_and_running_requests(stack: Stack, cal
 
         trail = events(client, running["id"])
         assert states_of(trail) == ["queued", "running", "cancelling", "cancelled"]
-        cancelling_at, cancelled_at = (at(e) for e in trail if e["type"] == "state_changed"
-                                       and e["state"] in ("cancelling", "cancelled"))
+        cancelling_at, cancelled_at = (
+            at(e) for e in trail if e["type"] == "state_changed" and e["state"] in ("cancelling", "cancelled")
+        )
         assert (cancelled_at - cancelling_at).total_seconds() < max(1.5, epoch_seconds), (epoch_seconds, trail)
         assert cancelled["progress"]["phase"] == "curve"
         assert cancelled["progress"]["epoch"] - at_cancel["epoch"] <= 1
@@ -312,8 +342,9 @@ def test_cancel_queued_awaiting_unclaimed_and_running_requests(stack: Stack, cal
         deleted = wait_event(client, running["id"], "artifacts_deleted")  # recorded just after the state
         assert deleted["detail"]["objects"] >= 2  # θ_p and the epoch checkpoint
         assert artifacts_in_bucket(stack, running["id"]) == []
-        verified(callbacks.wait(url=urls["running"], event_type="deletion_request.cancelled")[0], running["id"],
-                 "cancelled")
+        verified(
+            callbacks.wait(url=urls["running"], event_type="deletion_request.cancelled")[0], running["id"], "cancelled"
+        )
 
         # The worker, free again, drops the stale tasks and deletes what the other requests left.
         for request in (awaiting, selected):
@@ -328,13 +359,19 @@ def test_cancel_queued_awaiting_unclaimed_and_running_requests(stack: Stack, cal
             body = client.get(f"/v1/deletion-requests/{request['id']}").json()
             assert body["state"] == "cancelled", body
         assert states_of(events(client, queued["id"])) == ["queued", "cancelled"]
-        assert states_of(events(client, selected["id"])) == ["queued", "running", "awaiting_selection",
-                                                             "materializing", "cancelled"]
+        assert states_of(events(client, selected["id"])) == [
+            "queued",
+            "running",
+            "awaiting_selection",
+            "materializing",
+            "cancelled",
+        ]
         assert [v["version"] for v in versions(client, model_id)] == [1]  # nothing was published
         assert client.get(f"/v1/models/{model_id}").json()["current_version"] == 1
 
 
 # --- 3 and 5. automatic selection; re-delivered tasks ------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def auto_request(stack: Stack, dataset_id: str, digits_upload: DigitsUpload) -> dict:
@@ -354,11 +391,15 @@ def test_auto_selection_publishes_the_recommended_point(stack: Stack, auto_reque
     with stack.client() as client:
         published = versions(client, auto_request["model_id"])[1]
         trail = events(client, auto_request["id"])
-    assert (published["version"], published["t"], published["deletion_request_id"]) == \
-        (2, curve["recommended_t"], auto_request["id"])
+    assert (published["version"], published["t"], published["deletion_request_id"]) == (
+        2,
+        curve["recommended_t"],
+        auto_request["id"],
+    )
     assert states_of(trail) == ["queued", "running", "awaiting_selection", "materializing", "succeeded"]
-    assert [e["detail"] for e in trail if e["type"] == "state_changed" and e["state"] == "materializing"] == \
-        [{"t": curve["recommended_t"], "selected_by": "auto"}]
+    assert [e["detail"] for e in trail if e["type"] == "state_changed" and e["state"] == "materializing"] == [
+        {"t": curve["recommended_t"], "selected_by": "auto"}
+    ]
 
 
 def _finished_tasks(stack: Stack, task_name: str) -> int:
@@ -369,9 +410,14 @@ def _finished_tasks(stack: Stack, task_name: str) -> int:
 def test_redelivered_tasks_of_a_finished_request_change_nothing(stack: Stack, auto_request: dict) -> None:
     request_id, model_id = auto_request["id"], auto_request["model_id"]
     with stack.client() as client:
+
         def snapshot() -> tuple:
-            return (client.get(f"/v1/deletion-requests/{request_id}").json(), versions(client, model_id),
-                    client.get(f"/v1/models/{model_id}").json(), events(client, request_id))
+            return (
+                client.get(f"/v1/deletion-requests/{request_id}").json(),
+                versions(client, model_id),
+                client.get(f"/v1/models/{model_id}").json(),
+                events(client, request_id),
+            )
 
         before = snapshot()
         dispatcher = Dispatcher(stack.env["MCU_BROKER_URL"])
@@ -387,8 +433,10 @@ def test_redelivered_tasks_of_a_finished_request_change_nothing(stack: Stack, au
 
 # --- 4. a second erasure, on version 2 ---------------------------------------------------------------------
 
-def test_second_request_runs_on_version_2_without_the_erased_rows(stack: Stack, model_id: str,
-                                                                  digits_upload: DigitsUpload) -> None:
+
+def test_second_request_runs_on_version_2_without_the_erased_rows(
+    stack: Stack, model_id: str, digits_upload: DigitsUpload
+) -> None:
     train_labels = digits_upload.train_labels
     threes = [f"d{row}" for row, label in enumerate(train_labels) if label == 3]
     fives = [f"d{row}" for row, label in enumerate(train_labels) if label == 5][:10]
@@ -398,8 +446,9 @@ def test_second_request_runs_on_version_2_without_the_erased_rows(stack: Stack, 
         wait_for_state(client, first["id"], ("succeeded",))
 
         # Naming only rows the first request erased: nothing to do, and the answer says who erased them.
-        response = client.post("/v1/deletion-requests", json={"model_id": model_id,
-                                                               "forget": {"sample_ids": threes[:5]}})
+        response = client.post(
+            "/v1/deletion-requests", json={"model_id": model_id, "forget": {"sample_ids": threes[:5]}}
+        )
         assert response.status_code == 409
         assert response.headers["content-type"].startswith(PROBLEM_JSON)
         assert response.json()["type"].endswith("/already-erased") and first["id"] in response.json()["detail"]
@@ -424,6 +473,7 @@ def test_second_request_runs_on_version_2_without_the_erased_rows(stack: Stack, 
     # Every point was measured on exactly the rows left: the first request's class is out of the retain set
     # (version 2 misclassifies it, so it would pull retain accuracy near 0.9), and so are the ten forgotten.
     retain_rows = len(train_labels) - len(threes) - len(fives)
+
     def whole(share: float, rows: int) -> bool:
         return abs(share * rows - round(share * rows)) < 1e-3
 
@@ -431,11 +481,15 @@ def test_second_request_runs_on_version_2_without_the_erased_rows(stack: Stack, 
     assert all(whole(p["retain_accuracy"], retain_rows) and whole(p["forget_accuracy"], len(fives)) for p in points)
     assert not all(whole(p["retain_accuracy"], retain_rows + len(threes)) for p in points)  # the check can tell
     assert done["selection"]["model_version"] == 3
-    assert [(v["version"], v["parent_version"], v["deletion_request_id"]) for v in listing] == \
-        [(1, None, None), (2, 1, first["id"]), (3, 2, second["id"])]
+    assert [(v["version"], v["parent_version"], v["deletion_request_id"]) for v in listing] == [
+        (1, None, None),
+        (2, 1, first["id"]),
+        (3, 2, second["id"]),
+    ]
 
 
 # --- 6. racing selections ----------------------------------------------------------------------------------
+
 
 def test_two_racing_selections_publish_one_version(stack: Stack, model_id: str) -> None:
     with stack.client() as client:
@@ -469,8 +523,9 @@ def test_two_racing_selections_publish_one_version(stack: Stack, model_id: str) 
     assert len([e for e in trail if e["type"] == "version_published"]) == 1
 
 
-def test_cancel_during_materialization_publishes_nothing(stack: Stack, callbacks: CallbackReceiver,
-                                                         model_id: str) -> None:
+def test_cancel_during_materialization_publishes_nothing(
+    stack: Stack, callbacks: CallbackReceiver, model_id: str
+) -> None:
     url = callbacks.url("cancel-materializing")
     with stack.client() as client:
         request = submit(client, model_id, forget={"classes": [8]}, config=FAST_JOB, callback_url=url)
@@ -502,16 +557,23 @@ def test_cancel_during_materialization_publishes_nothing(stack: Stack, callbacks
 
 # --- 7. the embedded default -------------------------------------------------------------------------------
 
-def test_embedded_default_runs_the_whole_flow_without_servers(tmp_path: Path,
-                                                               digits_upload: DigitsUpload) -> None:
+
+def test_embedded_default_runs_the_whole_flow_without_servers(tmp_path: Path, digits_upload: DigitsUpload) -> None:
     """Only MCU_DATA_DIR: SQLite, a local folder and the SQL broker; each process creates the schema itself."""
     data_dir, key, port = tmp_path / "mcu", "embedded-" + secrets.token_hex(8), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MCU_")}
     env |= {"MCU_DATA_DIR": str(data_dir), "MCU_BOOTSTRAP_API_KEY": key, "OMP_NUM_THREADS": "1"}
     logs = {role: tmp_path / f"{role}.log" for role in ("api", "worker")}
-    processes = [subprocess.Popen([sys.executable, "-m", "cli", *args], env=env, stdout=logs[role].open("ab"),
-                                  stderr=subprocess.STDOUT, start_new_session=True)
-                 for role, args in (("api", ["serve", "--port", str(port)]), ("worker", ["worker"]))]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "cli", *args],
+            env=env,
+            stdout=logs[role].open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        for role, args in (("api", ["serve", "--port", str(port)]), ("worker", ["worker"]))
+    ]
     url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
@@ -545,4 +607,3 @@ def test_embedded_default_runs_the_whole_flow_without_servers(tmp_path: Path,
     assert weights.headers["etag"] == f'"{published["sha256"]}"'
     assert (data_dir / "mcu.sqlite").is_file() and (data_dir / "broker.sqlite").is_file()
     assert not (data_dir / "objects" / "requests" / request["id"]).exists()  # artifacts deleted
-

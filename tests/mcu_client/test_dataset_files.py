@@ -58,23 +58,31 @@ def test_an_image_folder_becomes_bounded_encoded_shards_with_relative_path_ids(t
     seen = []
     files = sorted((tmp_path / "data").rglob("*.*"))
     limit = 3 * (tmp_path / "data/train/dog/0.png").stat().st_size + 8  # noise PNGs: about 3 a shard
-    prepared = prepare_dataset(tmp_path / "data", tmp_path / "out", subjects_csv=tmp_path / "subjects.csv",
-                               max_shard_bytes=limit, on_progress=lambda done, total: seen.append((done, total)))
+    prepared = prepare_dataset(
+        tmp_path / "data",
+        tmp_path / "out",
+        subjects_csv=tmp_path / "subjects.csv",
+        max_shard_bytes=limit,
+        on_progress=lambda done, total: seen.append((done, total)),
+    )
     assert prepared.classes == ["cat", "dog"] and prepared.describe_classes() == "classes: 0=cat, 1=dog"
     assert seen[-1] == (19, 19) and 6 <= len(prepared.shards) < 19
     rows, parsed = read_back(prepared)
     assert (parsed.num_train, parsed.num_test, parsed.num_classes) == (9, 10, 2)
     assert (parsed.input_shape, parsed.input_encoding, parsed.input_dtype) == ((1, None, None), "encoded", "uint8")
     assert {r["sample_id"] for r in rows} == {f.relative_to(tmp_path / "data").as_posix() for f in files}
-    assert {r["sample_id"]: r["subject_id"] for r in rows if r["subject_id"]} == {"train/dog/1.png": "alice",
-                                                                                  "test/cat/0.png": "bob"}
+    assert {r["sample_id"]: r["subject_id"] for r in rows if r["subject_id"]} == {
+        "train/dog/1.png": "alice",
+        "test/cat/0.png": "bob",
+    }
     shards = {p.name: encoded_rows(p) for p in prepared.shards}
     assert all(sum(map(len, images)) <= limit or len(images) == 1 for images in shards.values())
     for row in rows:  # each row is the file: its bytes (PNG, JPEG) or its pixels (BMP, 16-bit PNG scaled)
         data, file = shards[row["shard"]][int(row["row"])], tmp_path / "data" / row["sample_id"]
         if file.name == "tall.bmp":
-            assert data.startswith(b"\x89PNG") and np.array_equal(np.asarray(Image.open(io.BytesIO(data))),
-                                                                    np.asarray(Image.open(file)))
+            assert data.startswith(b"\x89PNG") and np.array_equal(
+                np.asarray(Image.open(io.BytesIO(data))), np.asarray(Image.open(file))
+            )
         elif file.name == "deep.png":
             assert np.asarray(Image.open(io.BytesIO(data))).tolist() == [[128] * 3] * 3  # 0x8080 / 257
         else:
@@ -91,8 +99,13 @@ def test_a_size_decodes_into_pixel_shards_and_applies_to_image_folders_only(tmp_
     prepared = prepare_dataset(tmp_path / "rgb", tmp_path / "out2", size=(4, 3), max_shard_bytes=3 * 36)
     _rows, parsed = read_back(prepared)
     assert (parsed.input_shape, parsed.input_encoding, len(prepared.shards)) == ((3, 3, 4), "tensor", 3)
-    np.savez(tmp_path / "d.npz", x_train=np.zeros((2, 3, 3), np.uint8), y_train=[0, 1],
-             x_test=np.zeros((2, 3, 3), np.uint8), y_test=[0, 1])
+    np.savez(
+        tmp_path / "d.npz",
+        x_train=np.zeros((2, 3, 3), np.uint8),
+        y_train=[0, 1],
+        x_test=np.zeros((2, 3, 3), np.uint8),
+        y_test=[0, 1],
+    )
     for source in (tmp_path / "d.npz", tmp_path / "out2"):  # never ignored
         with pytest.raises(McuError, match=r"size \(--size\)"):
             prepare_dataset(source, tmp_path / "out3", size=(4, 4))
@@ -100,9 +113,13 @@ def test_a_size_decodes_into_pixel_shards_and_applies_to_image_folders_only(tmp_
 
 def test_an_npz_in_any_layout_and_shards_with_their_manifest(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
-    np.savez(tmp_path / "d.npz", x_train=rng.integers(0, 256, (10, 7, 7, 3), dtype=np.uint8),
-             y_train=np.arange(10) % 4, x_test=rng.integers(0, 256, (5, 7, 7, 3), dtype=np.uint8),
-             y_test=np.arange(5) % 4)
+    np.savez(
+        tmp_path / "d.npz",
+        x_train=rng.integers(0, 256, (10, 7, 7, 3), dtype=np.uint8),
+        y_train=np.arange(10) % 4,
+        x_test=rng.integers(0, 256, (5, 7, 7, 3), dtype=np.uint8),
+        y_test=np.arange(5) % 4,
+    )
     prepared = prepare_dataset(tmp_path / "d.npz", tmp_path / "out")
     rows, parsed = read_back(prepared)
     assert (parsed.num_train, parsed.num_test, parsed.input_shape) == (10, 5, (3, 7, 7))
@@ -121,12 +138,22 @@ def test_float_images_outside_0_1_are_refused_before_upload(tmp_path: Path, valu
     """The service refuses them (float inputs are taken as already in [0, 1]): say so before uploading."""
     x_train = np.full((4, 1, 3, 3), 0.5, dtype=np.float32)
     x_train[2, 0, 1, 1] = value
-    np.savez(tmp_path / "f.npz", x_train=x_train, y_train=np.arange(4) % 2,
-             x_test=np.full((2, 1, 3, 3), 0.5, dtype=np.float32), y_test=np.arange(2) % 2)
+    np.savez(
+        tmp_path / "f.npz",
+        x_train=x_train,
+        y_train=np.arange(4) % 2,
+        x_test=np.full((2, 1, 3, 3), 0.5, dtype=np.float32),
+        y_test=np.arange(2) % 2,
+    )
     with pytest.raises(McuError, match=r"finite and in \[0, 1\]"):
         prepare_dataset(tmp_path / "f.npz", tmp_path / "out")
     x_train[2, 0, 1, 1] = 1.0  # in range: prepared, and the API's own checks accept the shards
-    np.savez(tmp_path / "g.npz", x_train=x_train, y_train=np.arange(4) % 2,
-             x_test=np.full((2, 1, 3, 3), 0.5, dtype=np.float32), y_test=np.arange(2) % 2)
+    np.savez(
+        tmp_path / "g.npz",
+        x_train=x_train,
+        y_train=np.arange(4) % 2,
+        x_test=np.full((2, 1, 3, 3), 0.5, dtype=np.float32),
+        y_test=np.arange(2) % 2,
+    )
     _, parsed = read_back(prepare_dataset(tmp_path / "g.npz", tmp_path / "out2"))
     assert parsed.input_dtype == "float32"

@@ -31,8 +31,7 @@ def test_rejects_malformed_sha(local_store: ObjectStore, tmp_path: Path) -> None
         LocalCache(tmp_path, local_store).path("models/x", "../../etc/passwd")
 
 
-def test_a_budget_evicts_the_least_recently_used_and_a_re_fetch_is_verified(store: ObjectStore,
-                                                                            tmp_path: Path) -> None:
+def test_a_budget_evicts_the_least_recently_used_and_a_re_fetch_is_verified(store: ObjectStore, tmp_path: Path) -> None:
     a, b, c = (store.put_bytes("shards", bytes([k]) * 1000) for k in range(3))
     cache = LocalCache(tmp_path / "cache", store, budget_bytes=2500)
     path_a, path_b = cache.path(a.key, a.sha256), cache.path(b.key, b.sha256)

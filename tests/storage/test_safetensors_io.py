@@ -128,8 +128,17 @@ def _empty_tensors(count: int) -> bytes:
         (b'{"\\ud800": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}}', "lone UTF-16 surrogate"),
         (b'{"a\\u0000": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}}', "NUL"),
     ],
-    ids=["offset-5000-digits", "dimension-21-digits", "rank-18", "dtype-list", "80k-lists", "nan", "infinity",
-         "surrogate-name", "nul-name"],
+    ids=[
+        "offset-5000-digits",
+        "dimension-21-digits",
+        "rank-18",
+        "dtype-list",
+        "80k-lists",
+        "nan",
+        "infinity",
+        "surrogate-name",
+        "nul-name",
+    ],
 )
 def test_rejects_crafted_numbers_and_names(raw: bytes, message: str) -> None:
     with pytest.raises(InvalidSafetensors, match=message):

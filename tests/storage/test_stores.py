@@ -207,8 +207,9 @@ def test_listing_names_finished_objects_and_a_reused_object_is_young_again(store
 def test_incomplete_uploads_are_removed_only_once_old(store: ObjectStore) -> None:
     if isinstance(store, S3Store):
         upload = store._client.create_multipart_upload(Bucket=store.bucket, Key="shards/half")
-        store._client.upload_part(Bucket=store.bucket, Key="shards/half", UploadId=upload["UploadId"],
-                                  PartNumber=1, Body=b"x")
+        store._client.upload_part(
+            Bucket=store.bucket, Key="shards/half", UploadId=upload["UploadId"], PartNumber=1, Body=b"x"
+        )
     else:
         (store.root / "shards").mkdir(parents=True)
         (store.root / "shards" / ".tmp-half.part").write_bytes(b"x")

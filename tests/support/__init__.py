@@ -27,8 +27,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_state(client: httpx.Client, request_id: str, states: tuple[str, ...], timeout: float = 120
-                   ) -> dict[str, Any]:
+def wait_for_state(
+    client: httpx.Client, request_id: str, states: tuple[str, ...], timeout: float = 120
+) -> dict[str, Any]:
     """The request's body (JSON) once its state is one of `states`: the client's `wait`, which raises at once
     when the request ends in another state."""
     return Client(http=client).wait(request_id, until=states, timeout=timeout, interval=0.1).model_dump(mode="json")

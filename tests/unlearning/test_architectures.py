@@ -34,8 +34,12 @@ def test_a_timm_vit_without_batchnorm_unlearns_and_materializes(digits: ImageDat
     before = accuracy(model.eval(), data.test, data.adapter)
     assert before > 0.6, before  # it learned something, so forgetting is measurable
 
-    config = {"epochs": 1, "grid_points": 3, "base": {"epochs": 2},
-              "eval": {"retain_rows": 300, "test_rows": 300, "bn_samples": 300}}
+    config = {
+        "epochs": 1,
+        "grid_points": 3,
+        "base": {"epochs": 2},
+        "eval": {"retain_rows": 300, "test_rows": 300, "bn_samples": 300},
+    }
     result = run_unlearning(model, data, "rl", config, device="cpu")
     state, metrics = result.materialize(1.0)
     # The published weights load back into a fresh instance and forget class 3 on the user's side.
@@ -50,7 +54,8 @@ def test_parameters_are_counted_without_allocating() -> None:
     # 538 M parameters: counted on the meta device in well under a second, no memory taken.
     assert count_parameters("vgg11", 100_000, (3, 32, 32)) > 500_000_000
     assert count_parameters("cnn-small", 10, (1, 8, 8)) == sum(
-        p.numel() for p in build_model("cnn-small", 10, (1, 8, 8)).parameters())
+        p.numel() for p in build_model("cnn-small", 10, (1, 8, 8)).parameters()
+    )
 
 
 def test_unknown_names_and_bad_arguments_are_refused() -> None:

@@ -18,8 +18,9 @@ RETAIN_FLOOR = 0.9
 
 
 @pytest.mark.parametrize("method", ["ft", "ga", "neggrad_plus", "rl", "salun", "retrain"])
-def test_base_method_forgets_the_class_and_keeps_the_rest(method: str, original: nn.Module,
-                                                         classwise: UnlearningData) -> None:
+def test_base_method_forgets_the_class_and_keeps_the_rest(
+    method: str, original: nn.Module, classwise: UnlearningData
+) -> None:
     sets = EvalSets.draw(classwise, EvalConfig(), seed=0)
     before = evaluate(original, sets, classwise.adapter, 1024)
     # ga's defaults are tuned not to collapse on MNIST-5k; on digits' two forget batches per epoch they
@@ -79,13 +80,21 @@ class RecordingRows:
 def recorded(data: UnlearningData) -> tuple[UnlearningData, RecordingRows, RecordingRows]:
     """`data` whose retain and forget rows are read through recording sources."""
     retain, forget = RecordingRows(data.retain.inputs), RecordingRows(data.forget.inputs)
-    return (dataclasses.replace(data, retain=dataclasses.replace(data.retain, inputs=retain),
-                                forget=dataclasses.replace(data.forget, inputs=forget)), retain, forget)
+    return (
+        dataclasses.replace(
+            data,
+            retain=dataclasses.replace(data.retain, inputs=retain),
+            forget=dataclasses.replace(data.forget, inputs=forget),
+        ),
+        retain,
+        forget,
+    )
 
 
 @pytest.mark.parametrize("method", ["rl", "salun"])
 def test_relabelling_methods_train_each_epoch_on_a_fresh_share_of_retain_rows(
-        method: str, original: nn.Module, random_forget: UnlearningData) -> None:
+    method: str, original: nn.Module, random_forget: UnlearningData
+) -> None:
     data, retain, forget = recorded(random_forget)
     config = resolve_config({"base": {"epochs": 2, "retain_ratio": 0.25}}, method).base
     share = round(0.25 * len(data.retain))

@@ -7,7 +7,13 @@ from unlearning import ConfigError, ForgetSetError, MCUConfig, make_unlearning_d
 def test_defaults_are_those_of_the_algorithm_and_echoed_in_full() -> None:
     config = resolve_config(None, "rl")
     assert (config.epochs, config.lr, config.beta, config.retain_ratio, config.batch_size, config.grid_points) == (
-        10, 0.01, "adaptive", 0.5, 128, 21)
+        10,
+        0.01,
+        "adaptive",
+        0.5,
+        128,
+        21,
+    )
     assert config.grid_refine and config.mask.granularity == "auto" and config.guard.max_rollbacks == 2
     assert (config.mask.retain_filter, config.mask.forget_reserve) == (0.1, 0.5)
     echoed = config.to_dict()

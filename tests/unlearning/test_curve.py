@@ -12,8 +12,10 @@ from .conftest import FAST
 
 def _perturbed(model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
-    return {k: v + torch.randn(v.shape, generator=generator) if v.is_floating_point() else v
-            for k, v in model.state_dict().items()}
+    return {
+        k: v + torch.randn(v.shape, generator=generator) if v.is_floating_point() else v
+        for k, v in model.state_dict().items()
+    }
 
 
 def test_endpoints_are_the_original_and_the_base_model(original: torch.nn.Module) -> None:
@@ -31,8 +33,9 @@ def test_endpoints_are_the_original_and_the_base_model(original: torch.nn.Module
 
 
 @pytest.mark.parametrize(("t", "coefficients"), [(0.5, (0.25, 0.5, 0.25)), (0.3, (0.49, 0.42, 0.09))])
-def test_interior_points_follow_the_bezier_formula(original: torch.nn.Module, t: float,
-                                                   coefficients: tuple[float, float, float]) -> None:
+def test_interior_points_follow_the_bezier_formula(
+    original: torch.nn.Module, t: float, coefficients: tuple[float, float, float]
+) -> None:
     """φ(t) = (1−t)²·θ_o + 2t(1−t)·θ_c + t²·θ_p, with a θ_c away from the midpoint so its weight shows."""
     theta_o, theta_p, theta_c = original.state_dict(), _perturbed(original, 0), _perturbed(original, 1)
     curve = BezierCurve(original, theta_o, theta_p, theta_c)
@@ -60,8 +63,9 @@ def test_curve_forward_matches_a_model_holding_phi_t(original: torch.nn.Module, 
 def test_batchnorm_statistics_come_from_retain_data_only(original: torch.nn.Module, classwise: UnlearningData) -> None:
     # Forget rows from a shifted distribution: if they leaked into the BN pass, the means would move a lot.
     shifted = Subset(classwise.forget.inputs.float() + 200.0, classwise.forget.labels, classwise.forget.ids)
-    data = UnlearningData(classwise.retain, shifted, classwise.test, classwise.num_classes, classwise.adapter,
-                          classwise.forget_classes)
+    data = UnlearningData(
+        classwise.retain, shifted, classwise.test, classwise.num_classes, classwise.adapter, classwise.forget_classes
+    )
     config = FAST | {"eval": {"bn_samples": len(data.retain)}}
     result = run_unlearning(original, data, "ft", config | {"base": {"epochs": 1}}, device="cpu")
     published, _ = result.materialize(0.5)
@@ -70,8 +74,11 @@ def test_batchnorm_statistics_come_from_retain_data_only(original: torch.nn.Modu
     expected.load_state_dict(published)
     recompute_batchnorm(expected, data.retain, data.adapter)
     polluted = copy.deepcopy(expected)
-    both = Subset(torch.cat([data.retain.inputs.float(), shifted.inputs]),
-                  torch.cat([data.retain.labels, shifted.labels]), torch.cat([data.retain.ids, shifted.ids]))
+    both = Subset(
+        torch.cat([data.retain.inputs.float(), shifted.inputs]),
+        torch.cat([data.retain.labels, shifted.labels]),
+        torch.cat([data.retain.ids, shifted.ids]),
+    )
     recompute_batchnorm(polluted, both, data.adapter)
     for key in ("1.running_mean", "1.running_var", "5.running_mean", "5.running_var"):
         assert torch.allclose(published[key], expected.state_dict()[key], atol=1e-5), key
@@ -91,8 +98,9 @@ def test_materialize_any_t_including_off_grid(original: torch.nn.Module, classwi
 
 def test_progress_covers_every_phase_in_order(original: torch.nn.Module, classwise: UnlearningData) -> None:
     seen: list[Progress] = []
-    run_unlearning(original, classwise, "rl", FAST | {"base": {"epochs": 1}}, device="cpu",
-                   hooks=JobHooks(on_progress=seen.append))
+    run_unlearning(
+        original, classwise, "rl", FAST | {"base": {"epochs": 1}}, device="cpu", hooks=JobHooks(on_progress=seen.append)
+    )
     phases = list(dict.fromkeys(p.phase for p in seen))
     assert phases == ["mask", "base", "curve", "evaluate"]
     curve_progress = [p for p in seen if p.phase == "curve"]

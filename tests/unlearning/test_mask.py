@@ -56,8 +56,9 @@ def test_frozen_tensors_get_no_gradient_and_do_not_move(original: torch.nn.Modul
     config = resolve_config(FAST | {"mask": {"retain_filter": 0.0, "forget_reserve": 0.05}}, "rl")
     mask = compute_mask(original, classwise.retain, classwise.forget, classwise.adapter, config.mask, 256)
     assert 0 < len(mask.trainable) < len(mask.sizes)
-    theta_p = {k: v + 0.05 * torch.randn_like(v) if v.is_floating_point() else v
-               for k, v in original.state_dict().items()}
+    theta_p = {
+        k: v + 0.05 * torch.randn_like(v) if v.is_floating_point() else v for k, v in original.state_dict().items()
+    }
     curve = BezierCurve(original, original.state_dict(), theta_p)
     before = {n: t.clone() for n, t in curve.control.items()}
     gradients_seen: dict[str, bool] = {}
@@ -108,8 +109,9 @@ def test_mask_report_names_kept_and_frozen_tensors(original: torch.nn.Module, cl
 
 def test_default_mask_meets_its_budget_on_cnn_small(original: torch.nn.Module, classwise: UnlearningData) -> None:
     """Per tensor, cnn-small's fc1 (91% of the weights) makes a 50% budget impossible; auto goes per element."""
-    per_tensor = compute_mask(original, classwise.retain, classwise.forget, classwise.adapter,
-                              MaskConfig(granularity="tensor"), 256)
+    per_tensor = compute_mask(
+        original, classwise.retain, classwise.forget, classwise.adapter, MaskConfig(granularity="tensor"), 256
+    )
     assert abs(per_tensor.kept_share - 0.5) > 0.3  # the degenerate mask the audit found
     mask = compute_mask(original, classwise.retain, classwise.forget, classwise.adapter, MaskConfig(), 256)
     report = mask.report()

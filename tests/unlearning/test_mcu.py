@@ -56,13 +56,22 @@ def test_interrupted_and_resumed_training_equals_uninterrupted(original, classwi
     stored_theta_p: list[dict] = []
     interrupted = JobHooks(should_cancel=lambda: len(saved) >= 1)  # "crash" right after epoch 1
     with pytest.raises(Cancelled):
-        run_unlearning(copy.deepcopy(original), classwise, "rl", config, device="cpu", hooks=interrupted,
-                       on_checkpoint=lambda c: saved.append(c.to_bytes()), on_theta_p=stored_theta_p.append)
+        run_unlearning(
+            copy.deepcopy(original),
+            classwise,
+            "rl",
+            config,
+            device="cpu",
+            hooks=interrupted,
+            on_checkpoint=lambda c: saved.append(c.to_bytes()),
+            on_theta_p=stored_theta_p.append,
+        )
     checkpoint = Checkpoint.from_bytes(saved[-1])
     assert checkpoint.epoch == 1 and checkpoint.momentum
 
-    resumed = run_unlearning(copy.deepcopy(original), classwise, "rl", config, device="cpu",
-                             theta_p=stored_theta_p[0], resume=checkpoint)
+    resumed = run_unlearning(
+        copy.deepcopy(original), classwise, "rl", config, device="cpu", theta_p=stored_theta_p[0], resume=checkpoint
+    )
     for name in full.curve.names:
         assert torch.allclose(resumed.curve.control[name], full.curve.control[name], rtol=0, atol=1e-6), name
     assert [p.retain_accuracy for p in resumed.points] == [p.retain_accuracy for p in full.points]
@@ -70,8 +79,10 @@ def test_interrupted_and_resumed_training_equals_uninterrupted(original, classwi
 
 def test_cancel_stops_within_one_batch(original, classwise: UnlearningData) -> None:
     batches_seen = []
-    hooks = JobHooks(on_progress=lambda p: batches_seen.append(p) if p.phase == "curve" else None,
-                     should_cancel=lambda: len(batches_seen) >= 2)
+    hooks = JobHooks(
+        on_progress=lambda p: batches_seen.append(p) if p.phase == "curve" else None,
+        should_cancel=lambda: len(batches_seen) >= 2,
+    )
     with pytest.raises(Cancelled):
         run_unlearning(original, classwise, "rl", FAST | {"base": {"epochs": 1}}, device="cpu", hooks=hooks)
     assert len(batches_seen) == 2
@@ -79,8 +90,14 @@ def test_cancel_stops_within_one_batch(original, classwise: UnlearningData) -> N
 
 def test_large_fixed_beta_never_yields_non_finite_points(original, classwise: UnlearningData) -> None:
     """Fixed β diverged in the reference on class-wise forgetting; the guard keeps every point finite."""
-    config = {"epochs": 5, "grid_points": 5, "beta": 5.0, "lr": 0.5, "base": {"epochs": 1},
-              "mask": {"forget_reserve": 1.0, "retain_filter": 0.0}}
+    config = {
+        "epochs": 5,
+        "grid_points": 5,
+        "beta": 5.0,
+        "lr": 0.5,
+        "base": {"epochs": 1},
+        "mask": {"forget_reserve": 1.0, "retain_filter": 0.0},
+    }
     result = run_unlearning(original, classwise, "ga", config, device="cpu")
     assert result.points and all(p.is_finite() for p in result.points)
     assert all(torch.isfinite(v).all() for v in result.curve.control.values())
@@ -98,8 +115,9 @@ def test_checkpoint_round_trip_uses_no_pickle() -> None:
 
 
 def test_checkpoint_carries_beta_counts_lr_and_rollbacks() -> None:
-    checkpoint = Checkpoint(3, {"w": torch.zeros(2)}, beta_counts={"0.5": 7, "0.0": 2}, lr=0.005,
-                            rollbacks=[{"epoch": 2, "lr": 0.005}])
+    checkpoint = Checkpoint(
+        3, {"w": torch.zeros(2)}, beta_counts={"0.5": 7, "0.0": 2}, lr=0.005, rollbacks=[{"epoch": 2, "lr": 0.005}]
+    )
     again = Checkpoint.from_bytes(checkpoint.to_bytes())
     assert again.beta_counts == {"0.5": 7, "0.0": 2} and again.lr == 0.005 and again.rollbacks[0]["epoch"] == 2
 
@@ -120,13 +138,21 @@ def test_beta_counts_survive_a_resume(original, classwise: UnlearningData) -> No
     saved: list[bytes] = []
     stored_theta_p: list[dict] = []
     with pytest.raises(Cancelled):
-        run_unlearning(copy.deepcopy(original), classwise, "rl", config, device="cpu",
-                       hooks=JobHooks(should_cancel=lambda: len(saved) >= 2),
-                       on_checkpoint=lambda c: saved.append(c.to_bytes()), on_theta_p=stored_theta_p.append)
+        run_unlearning(
+            copy.deepcopy(original),
+            classwise,
+            "rl",
+            config,
+            device="cpu",
+            hooks=JobHooks(should_cancel=lambda: len(saved) >= 2),
+            on_checkpoint=lambda c: saved.append(c.to_bytes()),
+            on_theta_p=stored_theta_p.append,
+        )
     checkpoint = Checkpoint.from_bytes(saved[-1])
     assert sum(checkpoint.beta_counts.values()) == full.training["batches"] * 2 // 3
-    resumed = run_unlearning(copy.deepcopy(original), classwise, "rl", config, device="cpu",
-                             theta_p=stored_theta_p[0], resume=checkpoint)
+    resumed = run_unlearning(
+        copy.deepcopy(original), classwise, "rl", config, device="cpu", theta_p=stored_theta_p[0], resume=checkpoint
+    )
     assert resumed.training["beta_counts"] == full.training["beta_counts"]
     assert sum(resumed.training["beta_counts"].values()) == full.training["batches"]
 
@@ -154,8 +180,9 @@ def _curve_setup(original, data):
 
     config = resolve_config({"epochs": 3}, "rl")
     mask = compute_mask(original, data.retain, data.forget, data.adapter, config.mask, 256)
-    theta_p = {k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v
-               for k, v in original.state_dict().items()}
+    theta_p = {
+        k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v for k, v in original.state_dict().items()
+    }
     return BezierCurve(original, original.state_dict(), theta_p), mask, config
 
 
@@ -165,8 +192,15 @@ def test_divergence_rolls_back_to_the_last_good_epoch_with_half_the_lr(original,
 
     curve, mask, config = _curve_setup(original, classwise)
     retain_part = round(config.retain_ratio * len(classwise.retain))
-    n_batches = len(stratified_batches(classwise.retain.take(torch.arange(retain_part)), classwise.forget,
-                                       config.batch_size, classwise.adapter, seeded_generator(0, 0)))
+    n_batches = len(
+        stratified_batches(
+            classwise.retain.take(torch.arange(retain_part)),
+            classwise.forget,
+            config.batch_size,
+            classwise.adapter,
+            seeded_generator(0, 0),
+        )
+    )
     calls = _poison_once(curve, n_batches, at_batch=3, times=1)  # NaN inside epoch 1 (0-based), once
     saved: list[Checkpoint] = []
     stats = train_control_point(curve, classwise, mask, config, Targets(1.0, 0.0), on_checkpoint=saved.append)

@@ -32,8 +32,11 @@ def _rows(n: int, scale: tuple[float, float], seed: int, wrong_every: int = 0) -
 MEMBER, NON_MEMBER = (6.0, 10.0), (0.2, 1.5)
 
 
-@pytest.mark.parametrize(("forget_scale", "expected_mia"), [(NON_MEMBER, 1.0), (MEMBER, 0.0)],
-                         ids=["forget-looks-unseen", "forget-looks-seen"])
+@pytest.mark.parametrize(
+    ("forget_scale", "expected_mia"),
+    [(NON_MEMBER, 1.0), (MEMBER, 0.0)],
+    ids=["forget-looks-unseen", "forget-looks-seen"],
+)
 def test_mia_efficacy_is_measured_on_the_forget_rows(forget_scale: tuple[float, float], expected_mia: float) -> None:
     retain, test = _rows(120, MEMBER, seed=0), _rows(120, NON_MEMBER, seed=1, wrong_every=4)
     forget = _rows(30, forget_scale, seed=2)
@@ -45,8 +48,11 @@ def test_mia_efficacy_is_measured_on_the_forget_rows(forget_scale: tuple[float, 
 
 
 def test_std_errors_are_binomial_over_the_rows_each_metric_was_measured_on() -> None:
-    retain, test, forget = _rows(120, MEMBER, seed=0), _rows(80, NON_MEMBER, seed=1, wrong_every=4), \
-        _rows(30, (0.2, 10.0), seed=2, wrong_every=3)  # some rows look seen, some unseen
+    retain, test, forget = (
+        _rows(120, MEMBER, seed=0),
+        _rows(80, NON_MEMBER, seed=1, wrong_every=4),
+        _rows(30, (0.2, 10.0), seed=2, wrong_every=3),
+    )  # some rows look seen, some unseen
     sets = EvalSets(retain=retain, forget=forget, test=test, forgotten_class_test=None, bn=retain)
     metrics = evaluate(nn.Flatten(), sets, IDENTITY, batch_size=64)
     assert metrics.rows == {"forget": 30, "retain": 120, "test": 80}
@@ -83,17 +89,20 @@ def test_stratified_samples_keep_class_shares_exactly_and_are_seeded() -> None:
     assert stratified_sample(rows, 1000, torch.Generator()) is rows  # the whole set when it has no more
 
 
-@pytest.mark.parametrize(("sizes", "count", "expected"), [
-    ([7, 5, 1], 4, [2, 1, 1]),  # largest remainder gives [2, 2, 0]; class 2 takes one from the class most above
-    ([7, 5, 1], 2, [1, 1, 0]),  # fewer rows than classes: largest remainders only
-    ([3, 3, 3], 4, [2, 1, 1]),  # ties go to the lower class
-    ([999, 1], 10, [9, 1]),
-])
-def test_class_quotas_sum_to_the_count_by_largest_remainder(sizes: list[int], count: int,
-                                                            expected: list[int]) -> None:
+@pytest.mark.parametrize(
+    ("sizes", "count", "expected"),
+    [
+        ([7, 5, 1], 4, [2, 1, 1]),  # largest remainder gives [2, 2, 0]; class 2 takes one from the class most above
+        ([7, 5, 1], 2, [1, 1, 0]),  # fewer rows than classes: largest remainders only
+        ([3, 3, 3], 4, [2, 1, 1]),  # ties go to the lower class
+        ([999, 1], 10, [9, 1]),
+    ],
+)
+def test_class_quotas_sum_to_the_count_by_largest_remainder(sizes: list[int], count: int, expected: list[int]) -> None:
     assert class_quotas(sizes, count) == expected
-    assert _per_class(stratified_sample(_labelled(sizes), count, torch.Generator().manual_seed(0)),
-                      len(sizes)) == expected
+    assert (
+        _per_class(stratified_sample(_labelled(sizes), count, torch.Generator().manual_seed(0)), len(sizes)) == expected
+    )
 
 
 def test_full_sets_hold_every_row_and_train_the_attack_on_the_sample(digits) -> None:

@@ -32,8 +32,9 @@ def test_mcu_on_rl_beats_rl_alone_on_classwise_digits(original: nn.Module, class
 
 
 def test_result_describes_the_whole_run(original: nn.Module, random_forget: UnlearningData) -> None:
-    result = run_unlearning(original, random_forget, "ft", {"epochs": 2, "grid_points": 6, "base": {"epochs": 1}},
-                            device="cpu")
+    result = run_unlearning(
+        original, random_forget, "ft", {"epochs": 2, "grid_points": 6, "base": {"epochs": 1}}, device="cpu"
+    )
     summary = result.to_dict()
     assert [p["t"] for p in summary["points"]] == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
     assert 0.0 <= summary["recommended_t"] <= 1.0
@@ -51,8 +52,9 @@ def test_result_describes_the_whole_run(original: nn.Module, random_forget: Unle
 
 
 def test_classwise_targets_and_forgotten_class_accuracy(original: nn.Module, classwise: UnlearningData) -> None:
-    result = run_unlearning(original, classwise, "rl", {"epochs": 2, "grid_points": 3, "base": {"epochs": 3}},
-                            device="cpu")
+    result = run_unlearning(
+        original, classwise, "rl", {"epochs": 2, "grid_points": 3, "base": {"epochs": 3}}, device="cpu"
+    )
     assert result.targets.forget_accuracy == 0.0
     assert result.points[0].forgotten_class_test_accuracy > 0.9
     assert result.points[-1].forgotten_class_test_accuracy < 0.2
@@ -60,8 +62,13 @@ def test_classwise_targets_and_forgotten_class_accuracy(original: nn.Module, cla
 
 def test_operator_targets_override_derived_ones(original: nn.Module, classwise: UnlearningData) -> None:
     targets = {"retain_accuracy": 0.9, "forget_accuracy": 0.1}
-    result = run_unlearning(original, classwise, "rl", {"epochs": 1, "grid_points": 3, "targets": targets,
-                                                         "base": {"epochs": 1}}, device="cpu")
+    result = run_unlearning(
+        original,
+        classwise,
+        "rl",
+        {"epochs": 1, "grid_points": 3, "targets": targets, "base": {"epochs": 1}},
+        device="cpu",
+    )
     assert (result.targets.retain_accuracy, result.targets.forget_accuracy) == (0.9, 0.1)
 
 
@@ -78,11 +85,17 @@ def test_unknown_architecture_is_named() -> None:
         build_model("resnet19", 10, (3, 32, 32))
 
 
-@pytest.mark.parametrize(("modules", "absent"), [
-    ("unlearning.pipeline, unlearning.base_methods, unlearning.architectures",
-     ("fastapi", "celery", "sqlalchemy", "boto3")),
-    ("unlearning.config", ("torch", "torchvision", "numpy")),  # what the API process imports to validate
-], ids=["library", "config"])
+@pytest.mark.parametrize(
+    ("modules", "absent"),
+    [
+        (
+            "unlearning.pipeline, unlearning.base_methods, unlearning.architectures",
+            ("fastapi", "celery", "sqlalchemy", "boto3"),
+        ),
+        ("unlearning.config", ("torch", "torchvision", "numpy")),  # what the API process imports to validate
+    ],
+    ids=["library", "config"],
+)
 def test_imports_stay_within_their_layer(modules: str, absent: tuple[str, ...]) -> None:
     code = f"import sys, {modules}; bad = [m for m in {absent!r} if m in sys.modules]; print(bad); sys.exit(bool(bad))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
@@ -94,10 +107,16 @@ def _scalars(point: PointMetrics) -> dict:
 
 
 def test_grid_points_are_measured_on_samples_and_the_recommended_and_published_points_on_every_row(
-        original: nn.Module, classwise: UnlearningData) -> None:
+    original: nn.Module, classwise: UnlearningData
+) -> None:
     eval_rows = {"retain_rows": 200, "test_rows": 100}
-    result = run_unlearning(original, classwise, "rl", {"epochs": 1, "grid_points": 3, "base": {"epochs": 2},
-                                                         "eval": eval_rows}, device="cpu")
+    result = run_unlearning(
+        original,
+        classwise,
+        "rl",
+        {"epochs": 1, "grid_points": 3, "base": {"epochs": 2}, "eval": eval_rows},
+        device="cpu",
+    )
     retained_test, forgotten_test = classwise.test_split_by_class()
     sampled = {"forget": len(classwise.forget), "retain": 200, "test": 100, "forgotten_class_test": len(forgotten_test)}
     every = sampled | {"retain": len(classwise.retain), "test": len(retained_test)}
@@ -105,7 +124,8 @@ def test_grid_points_are_measured_on_samples_and_the_recommended_and_published_p
     recommended = result.recommended_point
     assert recommended.t == result.recommended_t and recommended.rows == every
     assert recommended.std_errors["retain_accuracy"] == pytest.approx(
-        math.sqrt(recommended.retain_accuracy * (1 - recommended.retain_accuracy) / every["retain"]))
+        math.sqrt(recommended.retain_accuracy * (1 - recommended.retain_accuracy) / every["retain"])
+    )
     assert result.to_dict()["recommended_point"] == recommended.to_dict()
 
     weights, again = result.materialize(result.recommended_t)
@@ -116,15 +136,17 @@ def test_grid_points_are_measured_on_samples_and_the_recommended_and_published_p
     assert load(save(weights)).keys() == weights.keys()
     # Publishing (another process: from the stored tensors) measures on every row too.
     tensors = {"theta_o": original.state_dict(), "theta_c": result.curve.control, "theta_p": result.curve.end}
-    _, published = materialize_point(original, classwise, tensors, result.config, "rl", result.recommended_t,
-                                     device="cpu")
+    _, published = materialize_point(
+        original, classwise, tensors, result.config, "rl", result.recommended_t, device="cpu"
+    )
     assert published.rows == every and _scalars(published) == pytest.approx(_scalars(recommended), abs=1e-6)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_runs_on_cuda(original: nn.Module, classwise: UnlearningData) -> None:
-    result = run_unlearning(original, classwise, "rl", {"epochs": 1, "grid_points": 3, "base": {"epochs": 1}},
-                            device="cuda")
+    result = run_unlearning(
+        original, classwise, "rl", {"epochs": 1, "grid_points": 3, "base": {"epochs": 1}}, device="cuda"
+    )
     assert result.training["device"].startswith("cuda")
     weights, _ = result.materialize(0.5)
     assert all(v.device.type == "cpu" for v in weights.values())

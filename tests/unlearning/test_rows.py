@@ -35,8 +35,9 @@ def shard_rows(inputs: torch.Tensor, directory: Path, workers: int = 0) -> Shard
     paths = []
     for index, slots in enumerate((order[:half], order[half:])):
         paths.append(directory / f"{index}.safetensors")
-        save_file({"inputs": inputs[slots].contiguous(), "labels": torch.zeros(len(slots), dtype=torch.int64)},
-                  str(paths[-1]))
+        save_file(
+            {"inputs": inputs[slots].contiguous(), "labels": torch.zeros(len(slots), dtype=torch.int64)}, str(paths[-1])
+        )
     slot_of = torch.empty(n, dtype=torch.int64)
     slot_of[order] = torch.arange(n)
     shard = (slot_of >= half).long()
@@ -46,9 +47,14 @@ def shard_rows(inputs: torch.Tensor, directory: Path, workers: int = 0) -> Shard
 def streamed(digits: ImageDataset, directory: Path, workers: int = 0) -> ImageDataset:
     (directory / "train").mkdir()
     (directory / "test").mkdir()
-    return ImageDataset(shard_rows(digits.train_inputs, directory / "train", workers), digits.train_labels,
-                        shard_rows(digits.test_inputs, directory / "test", workers), digits.test_labels,
-                        digits.num_classes, digits.normalization)
+    return ImageDataset(
+        shard_rows(digits.train_inputs, directory / "train", workers),
+        digits.train_labels,
+        shard_rows(digits.test_inputs, directory / "test", workers),
+        digits.test_labels,
+        digits.num_classes,
+        digits.normalization,
+    )
 
 
 def test_shard_rows_gather_exactly_the_rows_asked_for_in_their_order(digits: ImageDataset, tmp_path: Path) -> None:
@@ -69,8 +75,11 @@ def same_batches(a, b) -> None:  # BatchPlans or iterators of (inputs, labels)
     pairs = list(zip(a, b, strict=True))
     assert pairs
     for x, y in pairs:
-        for u, v in zip(vars(x).values() if hasattr(x, "is_forget") else x,
-                        vars(y).values() if hasattr(y, "is_forget") else y, strict=True):
+        for u, v in zip(
+            vars(x).values() if hasattr(x, "is_forget") else x,
+            vars(y).values() if hasattr(y, "is_forget") else y,
+            strict=True,
+        ):
             assert torch.equal(u, v)
 
 
@@ -88,12 +97,17 @@ def test_batches_are_the_in_memory_batches(digits: ImageDataset, tmp_path: Path,
         for name in ("retain", "forget", "test"):
             assert torch.equal(materialize(getattr(a, name).inputs), getattr(b, name).inputs)
             assert torch.equal(getattr(a, name).ids, getattr(b, name).ids)
-        same_batches(stratified_batches(a.retain, a.forget, 128, a.adapter, seeded_generator(3)),
-                     stratified_batches(b.retain, b.forget, 128, b.adapter, seeded_generator(3)))
-        same_batches(plain_batches(a.forget, 32, a.adapter, seeded_generator(3), from_forget=True),
-                     plain_batches(b.forget, 32, b.adapter, seeded_generator(3), from_forget=True))
-        same_batches(batches(a.test, 100, a.adapter, seeded_generator(3)),
-                     batches(b.test, 100, b.adapter, seeded_generator(3)))
+        same_batches(
+            stratified_batches(a.retain, a.forget, 128, a.adapter, seeded_generator(3)),
+            stratified_batches(b.retain, b.forget, 128, b.adapter, seeded_generator(3)),
+        )
+        same_batches(
+            plain_batches(a.forget, 32, a.adapter, seeded_generator(3), from_forget=True),
+            plain_batches(b.forget, 32, b.adapter, seeded_generator(3), from_forget=True),
+        )
+        same_batches(
+            batches(a.test, 100, a.adapter, seeded_generator(3)), batches(b.test, 100, b.adapter, seeded_generator(3))
+        )
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -108,20 +122,24 @@ def test_a_partial_last_batch_of_forget_rows_is_kept(digits: ImageDataset, tmp_p
     assert sum(len(y) for _, y in batches(data.forget, 32, data.adapter)) == 70
 
 
-def test_a_job_on_streamed_rows_measures_what_the_in_memory_job_measures(digits: ImageDataset, tmp_path: Path,
-                                                                        original: torch.nn.Module) -> None:
+def test_a_job_on_streamed_rows_measures_what_the_in_memory_job_measures(
+    digits: ImageDataset, tmp_path: Path, original: torch.nn.Module
+) -> None:
     """The whole pipeline (mask, base, curve, BatchNorm, grid, materialisation) on CPU: equal to the bit."""
     forget = torch.randperm(len(digits.train_labels), generator=torch.Generator().manual_seed(1))[:143]
     results = []
-    for data in (make_unlearning_data(streamed(digits, tmp_path), channels=1, forget_indices=forget),
-                 make_unlearning_data(digits, channels=1, forget_indices=forget)):
+    for data in (
+        make_unlearning_data(streamed(digits, tmp_path), channels=1, forget_indices=forget),
+        make_unlearning_data(digits, channels=1, forget_indices=forget),
+    ):
         result = run_unlearning(original, data, "rl", FAST, device="cpu")
         results.append(([p.to_dict() for p in result.points], result.materialize(0.5)[1].to_dict()))
     assert results[0] == results[1]
 
 
-def test_a_streamed_subset_stays_on_the_host_and_sends_batches_to_the_device(digits: ImageDataset,
-                                                                             tmp_path: Path) -> None:
+def test_a_streamed_subset_stays_on_the_host_and_sends_batches_to_the_device(
+    digits: ImageDataset, tmp_path: Path
+) -> None:
     data = make_unlearning_data(streamed(digits, tmp_path), channels=1, forget_classes=[FORGET_CLASS]).to("meta")
     assert isinstance(data, UnlearningData) and isinstance(data.retain, Subset)
     assert data.retain.labels.device.type == "cpu" and data.retain.target.type == "meta"
@@ -131,6 +149,7 @@ def test_a_streamed_subset_stays_on_the_host_and_sends_batches_to_the_device(dig
 
 # --- encoded images and the model's input transform ------------------------------------------------------------
 
+
 def encoded_files(directory: Path, images: list[bytes], shards: int = 2) -> tuple[list[Path], Tensor, Tensor]:
     """`images` in encoded shards (row k of the result at a scrambled (shard, row)): (paths, shard, row)."""
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(5))  # file slot -> row
@@ -138,20 +157,32 @@ def encoded_files(directory: Path, images: list[bytes], shards: int = 2) -> tupl
     for index, slots in enumerate(order.tensor_split(shards)):
         data = [images[k] for k in slots.tolist()]
         paths.append(directory / f"{index}.safetensors")
-        save_numpy_file({"images": np.frombuffer(b"".join(data), dtype=np.uint8),
-                         "offsets": np.array([0, *np.cumsum([len(d) for d in data])], dtype=np.int64),
-                         "labels": np.zeros(len(data), dtype=np.int64)}, str(paths[-1]))
+        save_numpy_file(
+            {
+                "images": np.frombuffer(b"".join(data), dtype=np.uint8),
+                "offsets": np.array([0, *np.cumsum([len(d) for d in data])], dtype=np.int64),
+                "labels": np.zeros(len(data), dtype=np.int64),
+            },
+            str(paths[-1]),
+        )
         shard[slots], row[slots] = index, torch.arange(len(slots))
     return paths, shard, row
 
 
-def encoded_rows(directory: Path, images: list[bytes], channels: int, transform: dict, workers: int = 0
-                 ) -> EncodedRows:
+def encoded_rows(directory: Path, images: list[bytes], channels: int, transform: dict, workers: int = 0) -> EncodedRows:
     paths, shard, row = encoded_files(directory, images)
     declared = InputTransform.from_dict(transform)
     assert declared is not None
-    return EncodedRows(lambda i: paths[i], shard, row, {i: read_offsets(p) for i, p in enumerate(paths)}, channels,
-                       declared, model_input_shape([channels, None, None], declared)[1:], workers)
+    return EncodedRows(
+        lambda i: paths[i],
+        shard,
+        row,
+        {i: read_offsets(p) for i, p in enumerate(paths)},
+        channels,
+        declared,
+        model_input_shape([channels, None, None], declared)[1:],
+        workers,
+    )
 
 
 def photos(count: int = 13) -> list[bytes]:
@@ -201,8 +232,9 @@ def test_a_transform_that_leaves_sizes_apart_or_a_corrupt_image_names_the_proble
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_a_transformed_tensor_dataset_is_every_stored_image_through_the_transform(digits: ImageDataset,
-                                                                                tmp_path: Path, workers: int) -> None:
+def test_a_transformed_tensor_dataset_is_every_stored_image_through_the_transform(
+    digits: ImageDataset, tmp_path: Path, workers: int
+) -> None:
     """Pixels stored at one size (8x8 digits), resized to what the model takes; batched or one image at a time
     is the same, and every consumer sees the transformed shape."""
     from torchvision.transforms import v2
@@ -211,12 +243,22 @@ def test_a_transformed_tensor_dataset_is_every_stored_image_through_the_transfor
     assert transform is not None
     source = Transformed(shard_rows(digits.train_inputs, tmp_path, workers), transform)
     expected = torch.stack([v2.Resize([12, 10])(image) for image in digits.train_inputs[:50]])
-    assert (source.shape, source.dtype, source.workers) == (torch.Size([len(digits.train_labels), 1, 12, 10]),
-                                                            torch.uint8, workers)
+    assert (source.shape, source.dtype, source.workers) == (
+        torch.Size([len(digits.train_labels), 1, 12, 10]),
+        torch.uint8,
+        workers,
+    )
     assert torch.equal(source[torch.arange(50)], expected) and source[torch.tensor([], dtype=torch.int64)].shape == (
-        0, 1, 12, 10)
-    data = make_unlearning_data(ImageDataset(source, digits.train_labels, Transformed(digits.test_inputs, transform),
-                                             digits.test_labels, 10), channels=1, forget_indices=torch.arange(7))
+        0,
+        1,
+        12,
+        10,
+    )
+    data = make_unlearning_data(
+        ImageDataset(source, digits.train_labels, Transformed(digits.test_inputs, transform), digits.test_labels, 10),
+        channels=1,
+        forget_indices=torch.arange(7),
+    )
     assert torch.equal(materialize(data.forget.inputs), expected[:7])
     x, _ = next(batches(data.retain, 16, lambda inputs: inputs))
     assert x.shape == (16, 1, 12, 10)

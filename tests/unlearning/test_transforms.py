@@ -24,11 +24,21 @@ CROP_FLIP = Augmentation.from_list(["random_crop", "horizontal_flip"])
 
 # --- the input transform -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("declared", [{"resize": 16}, {"resize": [12, 20]}, {"center_crop": 9},
-                                      {"resize": 16, "center_crop": [10, 14]}, {"resize": 7, "center_crop": 7}])
+
+@pytest.mark.parametrize(
+    "declared",
+    [
+        {"resize": 16},
+        {"resize": [12, 20]},
+        {"center_crop": 9},
+        {"resize": 16, "center_crop": [10, 14]},
+        {"resize": 7, "center_crop": 7},
+    ],
+)
 @pytest.mark.parametrize("stored", [(24, 24), (17, 31), (40, 19)])
-def test_the_transform_is_torchvisions_on_the_decoded_image_and_its_size_is_predicted(declared: dict,
-                                                                                       stored: tuple) -> None:
+def test_the_transform_is_torchvisions_on_the_decoded_image_and_its_size_is_predicted(
+    declared: dict, stored: tuple
+) -> None:
     """What a user's pipeline does (Pillow decode, v2.Resize then v2.CenterCrop on the uint8 tensor) gives the
     same pixels, and `output_size` names the size before any image is read."""
     pixels = torch.randint(0, 256, (*stored, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
@@ -62,6 +72,7 @@ def test_sizes_that_cannot_be_fixed_or_would_pad_are_refused() -> None:
 
 # --- augmentation ----------------------------------------------------------------------------------------------
 
+
 def test_augmentation_is_seeded_and_is_a_zero_padded_shift_and_a_coin_flip_per_row() -> None:
     x = torch.rand(64, 3, 10, 12, generator=torch.Generator().manual_seed(0)) + 1.0  # no zero anywhere
     first = CROP_FLIP(x, torch.Generator().manual_seed(5))
@@ -71,9 +82,13 @@ def test_augmentation_is_seeded_and_is_a_zero_padded_shift_and_a_coin_flip_per_r
     padded = torch.nn.functional.pad(x, (CROP_PADDING,) * 4)
     flipped = 0
     for row, out in zip(padded, first, strict=True):
-        windows = {(dy, dx, flip) for dy in range(2 * CROP_PADDING + 1) for dx in range(2 * CROP_PADDING + 1)
-                   for flip in (False, True)
-                   if torch.equal(out, (lambda w: w.flip(-1) if flip else w)(row[:, dy:dy + 10, dx:dx + 12]))}
+        windows = {
+            (dy, dx, flip)
+            for dy in range(2 * CROP_PADDING + 1)
+            for dx in range(2 * CROP_PADDING + 1)
+            for flip in (False, True)
+            if torch.equal(out, (lambda w: w.flip(-1) if flip else w)(row[:, dy : dy + 10, dx : dx + 12]))
+        }
         assert windows, "each row is a window of the zero-padded image, mirrored or not"
         flipped += all(flip for _, _, flip in windows)
     assert 16 < flipped < 48  # p = 1/2 over 64 rows
@@ -92,13 +107,17 @@ def plain_and_augmented(digits: ImageDataset) -> tuple[UnlearningData, Unlearnin
 
 
 def test_training_batches_are_augmented_over_the_same_rows_and_replay_the_same(
-        plain_and_augmented: tuple[UnlearningData, UnlearningData]) -> None:
+    plain_and_augmented: tuple[UnlearningData, UnlearningData],
+) -> None:
     plain, augmented = plain_and_augmented
-    for make in (lambda d, g: plain_batches(d.retain, 64, d.adapter, g),
-                 lambda d, g: stratified_batches(d.retain, d.forget, 64, d.adapter, g)):
+    for make in (
+        lambda d, g: plain_batches(d.retain, 64, d.adapter, g),
+        lambda d, g: stratified_batches(d.retain, d.forget, 64, d.adapter, g),
+    ):
         unchanged, changed = make(plain, seeded_generator(1)), make(augmented, seeded_generator(1))
-        assert [tuple(map(torch.equal, a, b)) for a, b in zip(unchanged.rows, changed.rows, strict=True)] \
-            == [(True, True)] * len(unchanged.rows)  # the same rows in the same batches
+        assert [tuple(map(torch.equal, a, b)) for a, b in zip(unchanged.rows, changed.rows, strict=True)] == [
+            (True, True)
+        ] * len(unchanged.rows)  # the same rows in the same batches
         pairs = list(zip(unchanged, changed, strict=True))
         assert all(torch.equal(a.labels, b.labels) and a.inputs.shape == b.inputs.shape for a, b in pairs)
         assert sum(not torch.equal(a.inputs, b.inputs) for a, b in pairs) == len(pairs)  # every batch augmented
@@ -107,10 +126,12 @@ def test_training_batches_are_augmented_over_the_same_rows_and_replay_the_same(
 
 
 def test_evaluation_batchnorm_saliency_and_mask_never_see_the_augmentation(
-        plain_and_augmented: tuple[UnlearningData, UnlearningData], original: torch.nn.Module) -> None:
+    plain_and_augmented: tuple[UnlearningData, UnlearningData], original: torch.nn.Module
+) -> None:
     plain, augmented = plain_and_augmented
-    for a, b in zip(batches(plain.test, 100, plain.adapter), batches(augmented.test, 100, augmented.adapter),
-                    strict=True):
+    for a, b in zip(
+        batches(plain.test, 100, plain.adapter), batches(augmented.test, 100, augmented.adapter), strict=True
+    ):
         assert torch.equal(a[0], b[0])
     assert accuracy(original, plain.test, plain.adapter) == accuracy(original, augmented.test, augmented.adapter)
     states = []
@@ -122,6 +143,8 @@ def test_evaluation_batchnorm_saliency_and_mask_never_see_the_augmentation(
     assert bn and all(torch.equal(states[0][k], states[1][k]) for k in bn)
     masks = [saliency_masks(copy.deepcopy(original), data, 0.5, 128) for data in (plain, augmented)]
     assert all(torch.equal(a, b) for a, b in zip(masks[0].values(), masks[1].values(), strict=True))
-    kept = [compute_mask(copy.deepcopy(original), d.retain, d.forget, d.adapter, MaskConfig(), 128).trainable
-            for d in (plain, augmented)]
+    kept = [
+        compute_mask(copy.deepcopy(original), d.retain, d.forget, d.adapter, MaskConfig(), 128).trainable
+        for d in (plain, augmented)
+    ]
     assert kept[0].keys() == kept[1].keys() and all(torch.equal(kept[0][k], kept[1][k]) for k in kept[0])

@@ -17,7 +17,8 @@ def digits_service(settings: Settings, upload: DigitsUpload) -> tuple[TestClient
     client = TestClient(create_app(settings), headers={"Authorization": "Bearer k"})
     services = connect(settings)
     dataset = client.post("/v1/datasets", data={"name": "digits"}, files=upload.files())
-    model = client.post("/v1/models", data=upload.model_form(dataset.json()["id"]),
-                        files={"weights": ("w.safetensors", upload.weights)})
+    model = client.post(
+        "/v1/models", data=upload.model_form(dataset.json()["id"]), files={"weights": ("w.safetensors", upload.weights)}
+    )
     validate_model(services, model.json()["id"])
     return client, services, model.json()["id"]

@@ -19,18 +19,21 @@ def refusal(settings: Settings, url: str) -> str | None:
     return vetted_address(settings, url)[1]
 
 
-@pytest.mark.parametrize(("allowed", "url", "expected"), [
-    (["hooks.example.com"], "https://hooks.example.com/x", True),
-    (["hooks.example.com"], "https://hooks.example.com:8443/x", False),  # no port named: the default only
-    (["hooks.example.com:*"], "https://hooks.example.com:8443/x", True),
-    (["*.example.com"], "https://a.b.example.com/x", True),
-    (["*.example.com"], "https://example.com.evil.org/x", False),
-    (["127.0.0.1:9000"], "http://127.0.0.1:9000/x", True),
-    (["127.0.0.1:9000"], "http://127.0.0.1:9001/x", False),
-    (["example.com"], "http://example.com:99999/x", False),
-    (["[::1]:9000"], "http://[::1]:9000/x", True),
-    (["[::1]:9000"], "http://[::1]:9001/x", False),
-])
+@pytest.mark.parametrize(
+    ("allowed", "url", "expected"),
+    [
+        (["hooks.example.com"], "https://hooks.example.com/x", True),
+        (["hooks.example.com"], "https://hooks.example.com:8443/x", False),  # no port named: the default only
+        (["hooks.example.com:*"], "https://hooks.example.com:8443/x", True),
+        (["*.example.com"], "https://a.b.example.com/x", True),
+        (["*.example.com"], "https://example.com.evil.org/x", False),
+        (["127.0.0.1:9000"], "http://127.0.0.1:9000/x", True),
+        (["127.0.0.1:9000"], "http://127.0.0.1:9001/x", False),
+        (["example.com"], "http://example.com:99999/x", False),
+        (["[::1]:9000"], "http://[::1]:9000/x", True),
+        (["[::1]:9000"], "http://[::1]:9001/x", False),
+    ],
+)
 def test_the_allow_list_matches_host_and_port(allowed: list[str], url: str, expected: bool) -> None:
     assert Settings(callback_allowed_hosts=allowed).callback_host_allowed(url) is expected
 
@@ -85,10 +88,17 @@ def test_the_call_goes_to_the_address_vetted_not_to_a_second_dns_answer(monkeypa
     server.shutdown()
 
 
-@pytest.mark.parametrize("url", [
-    "http://127.0.0.1:9000/hook\r\nX-Injected: 1", "http://127.0.0.1:9000/ho\tok", "http://127.0.0.1:9000/\x00",
-    "http://127.0.0.1:99999/hook", "ftp://127.0.0.1:9000/hook", "http:///hook",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9000/hook\r\nX-Injected: 1",
+        "http://127.0.0.1:9000/ho\tok",
+        "http://127.0.0.1:9000/\x00",
+        "http://127.0.0.1:99999/hook",
+        "ftp://127.0.0.1:9000/hook",
+        "http:///hook",
+    ],
+)
 def test_a_stored_malformed_callback_url_is_refused_recorded_and_never_resent(url: str, tmp_path: Path) -> None:
     """A URL stored before the API refused it fails every delivery: the attempt must still be recorded and the
     callback abandoned, not re-sent by every reconciler round."""
@@ -106,14 +116,20 @@ def test_a_stored_malformed_callback_url_is_refused_recorded_and_never_resent(ur
 
     from ..api.conftest import upload_dataset, upload_model
 
-    settings = Settings(data_dir=tmp_path, bootstrap_api_key="k", callback_allowed_hosts=["127.0.0.1:*"],
-                        broker_url="redis://127.0.0.1:1/0")  # no broker: the outbox holds the callback
+    settings = Settings(
+        data_dir=tmp_path,
+        bootstrap_api_key="k",
+        callback_allowed_hosts=["127.0.0.1:*"],
+        broker_url="redis://127.0.0.1:1/0",
+    )  # no broker: the outbox holds the callback
     client = TestClient(create_app(settings), headers={"Authorization": "Bearer k"})
     model_id = upload_model(client, upload_dataset(client).json()["id"]).json()["id"]
     services = connect(settings)
     validate_model(services, model_id)
-    request_id = client.post("/v1/deletion-requests", json={
-        "model_id": model_id, "forget": {"sample_ids": ["s1"]}, "callback_url": "http://127.0.0.1:9000/hook"}).json()["id"]
+    request_id = client.post(
+        "/v1/deletion-requests",
+        json={"model_id": model_id, "forget": {"sample_ids": ["s1"]}, "callback_url": "http://127.0.0.1:9000/hook"},
+    ).json()["id"]
     with services.factory() as session, session.begin():  # as if stored before the strict input layer
         session.execute(update(DeletionRequest).where(DeletionRequest.id == request_id).values(callback_url=url))
     assert client.post(f"/v1/deletion-requests/{request_id}/cancel").json()["state"] == "cancelled"
@@ -123,7 +139,10 @@ def test_a_stored_malformed_callback_url_is_refused_recorded_and_never_resent(ur
     assert deliver(back.settings, back.factory, request_id, "cancelled", message_id, attempt=1)  # done: refused
     with back.factory() as session:
         assert session.get(Callback, message_id).abandoned_at is not None
-    attempts = [e for e in client.get(f"/v1/deletion-requests/{request_id}/events").json()["items"]
-                if e["type"] == "callback_attempt"]
+    attempts = [
+        e
+        for e in client.get(f"/v1/deletion-requests/{request_id}/events").json()["items"]
+        if e["type"] == "callback_attempt"
+    ]
     assert [a["detail"]["error"] for a in attempts] == [REFUSALS[2]]
     assert resend_callbacks(back, utcnow() + timedelta(hours=1)) == []

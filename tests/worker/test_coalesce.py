@@ -38,8 +38,10 @@ class Env:
     model_id: str
 
     def submit(self, sample_ids: list[str], config: dict = FAST) -> dict:
-        response = self.client.post("/v1/deletion-requests", json={
-            "model_id": self.model_id, "forget": {"sample_ids": sample_ids}, "config": config})
+        response = self.client.post(
+            "/v1/deletion-requests",
+            json={"model_id": self.model_id, "forget": {"sample_ids": sample_ids}, "config": config},
+        )
         assert response.status_code == 202, response.text
         return response.json()
 
@@ -123,7 +125,10 @@ def test_cancelling_a_queued_member_leaves_the_others_and_a_cancelled_leader_han
     assert env.job_rows(leader["id"]) == 10
     env.run_after_window(leader["id"])
     assert [env.get(r["id"])["state"] for r in (leader, cancelled, kept)] == [
-        "awaiting_selection", "cancelled", "awaiting_selection"]
+        "awaiting_selection",
+        "cancelled",
+        "awaiting_selection",
+    ]
 
     first, second, third = [env.submit(ids(start)) for start in (40, 45, 50)]
     assert env.client.post(f"/v1/deletion-requests/{first['id']}/cancel").json()["state"] == "cancelled"
@@ -132,7 +137,10 @@ def test_cancelling_a_queued_member_leaves_the_others_and_a_cancelled_leader_han
     assert [e["type"] for e in env.events(third["id"])][-1] == "job_handed_over"
     env.run_after_window(second["id"])
     assert [env.get(r["id"])["state"] for r in (first, second, third)] == [
-        "cancelled", "awaiting_selection", "awaiting_selection"]
+        "cancelled",
+        "awaiting_selection",
+        "awaiting_selection",
+    ]
     assert env.job_rows(second["id"]) == 10
 
 
@@ -142,7 +150,10 @@ def test_cancelling_a_member_of_a_running_job_restarts_it_without_the_member(env
     assert response.status_code == 202 and response.json()["state"] == "cancelled"
     job.join(timeout=300)
     assert [env.get(r["id"])["state"] for r in (leader, cancelled, kept)] == [
-        "awaiting_selection", "cancelled", "awaiting_selection"]
+        "awaiting_selection",
+        "cancelled",
+        "awaiting_selection",
+    ]
     restarted = [e for e in env.events(leader["id"]) if e["type"] == "job_restarted"]
     assert len(restarted) == 1 and restarted[0]["detail"]["members"] == [kept["id"]]
     assert env.job_rows(leader["id"]) == 10

@@ -53,8 +53,13 @@ def expected_rows(root: Path, sample_ids: list[str]) -> torch.Tensor:
 
 def split_ids(services: Services, dataset_id: str, split: str) -> list[str]:
     with services.factory() as session:
-        return list(session.scalars(select(Sample.sample_id).where(Sample.dataset_id == dataset_id,
-                                                                   Sample.split == split).order_by(Sample.position)))
+        return list(
+            session.scalars(
+                select(Sample.sample_id)
+                .where(Sample.dataset_id == dataset_id, Sample.split == split)
+                .order_by(Sample.position)
+            )
+        )
 
 
 @pytest.fixture(scope="module")
@@ -65,17 +70,23 @@ def uploaded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, str, P
     assert len(prepared.shards) > 2
     settings = Settings(data_dir=root / "service", bootstrap_api_key="k", in_memory_bytes=0)
     client = TestClient(create_app(settings), headers={"Authorization": "Bearer k"})
-    response = client.post("/v1/datasets", data={"name": "bugs"}, files=[
-        ("manifest", ("manifest.csv", prepared.manifest.read_bytes())),
-        *(("shards", (p.name, p.read_bytes())) for p in prepared.shards)])
+    response = client.post(
+        "/v1/datasets",
+        data={"name": "bugs"},
+        files=[
+            ("manifest", ("manifest.csv", prepared.manifest.read_bytes())),
+            *(("shards", (p.name, p.read_bytes())) for p in prepared.shards),
+        ],
+    )
     assert response.status_code == 201, response.text
     assert (response.json()["input_encoding"], response.json()["input_shape"]) == ("encoded", [3, None, None])
     return settings, response.json()["id"], root / "images"
 
 
 @pytest.mark.parametrize(("in_memory_bytes", "workers"), [(1 << 30, 0), (0, 0), (0, 1)])
-def test_an_uploaded_encoded_dataset_loads_as_the_users_pipeline_sees_it(uploaded: tuple[Settings, str, Path],
-                                                                        in_memory_bytes: int, workers: int) -> None:
+def test_an_uploaded_encoded_dataset_loads_as_the_users_pipeline_sees_it(
+    uploaded: tuple[Settings, str, Path], in_memory_bytes: int, workers: int
+) -> None:
     settings, dataset_id, root = uploaded
     services = connect(settings.model_copy(update={"in_memory_bytes": in_memory_bytes, "loader_workers": workers}))
     with services.factory() as session:
@@ -87,12 +98,13 @@ def test_an_uploaded_encoded_dataset_loads_as_the_users_pipeline_sees_it(uploade
     assert dataset.train_labels.tolist() == [0] * 9 + [1] * 9
     if workers:  # the rows a job gathers come from the loader process
         data = make_unlearning_data(dataset, channels=3, forget_indices=torch.tensor([2, 11]))
-        (x, _), = batches(data.forget, 8, lambda inputs: inputs)
+        ((x, _),) = batches(data.forget, 8, lambda inputs: inputs)
         assert torch.equal(x.sort(dim=0).values, train[[2, 11]].sort(dim=0).values)
 
 
 def test_the_dataset_preset_is_fitted_on_transformed_rows_and_a_size_is_required(
-        uploaded: tuple[Settings, str, Path]) -> None:
+    uploaded: tuple[Settings, str, Path],
+) -> None:
     settings, dataset_id, root = uploaded
     services = connect(settings)
     with services.factory() as session:
@@ -104,14 +116,15 @@ def test_the_dataset_preset_is_fitted_on_transformed_rows_and_a_size_is_required
 
 
 def test_an_encoded_shard_rewritten_without_rows_keeps_every_other_row_and_none_of_theirs(
-        uploaded: tuple[Settings, str, Path], tmp_path: Path) -> None:
+    uploaded: tuple[Settings, str, Path], tmp_path: Path
+) -> None:
     settings, dataset_id, _ = uploaded
     services = connect(settings)
     with services.factory() as session:
         shard = session.get(Dataset, dataset_id).shards[0]
     path = services.cache.path(shard["key"], shard["sha256"])
     offsets, images_at, data = read_offsets(path).tolist(), safetensors_layout(path, "images")[0], path.read_bytes()
-    rows = [data[images_at + a:images_at + b] for a, b in itertools.pairwise(offsets)]
+    rows = [data[images_at + a : images_at + b] for a, b in itertools.pairwise(offsets)]
     kept = torch.ones(len(rows), dtype=torch.bool)
     kept[[0, 2]] = False
     with without_rows(path, kept) as rewritten:
@@ -125,13 +138,16 @@ def test_an_encoded_shard_rewritten_without_rows_keeps_every_other_row_and_none_
     assert torch.equal(read_offsets(new).diff(), torch.tensor([len(r) for r in rows])[kept])
     transform = InputTransform.from_dict(TRANSFORM)
     assert transform is not None
-    after, before = (EncodedRows(lambda i, p=p: p, torch.zeros(n), torch.arange(n), {0: read_offsets(p)}, 3, transform,
-                                 (8, 7)) for p, n in ((new, len(rows) - 2), (path, len(rows))))
+    after, before = (
+        EncodedRows(lambda i, p=p: p, torch.zeros(n), torch.arange(n), {0: read_offsets(p)}, 3, transform, (8, 7))
+        for p, n in ((new, len(rows) - 2), (path, len(rows)))
+    )
     assert torch.equal(materialize(after), materialize(before)[kept])
 
 
-def test_a_tensor_dataset_is_loaded_through_the_transform_and_sized_after_it(uploaded: tuple[Settings, str, Path],
-                                                                             tmp_path: Path) -> None:
+def test_a_tensor_dataset_is_loaded_through_the_transform_and_sized_after_it(
+    uploaded: tuple[Settings, str, Path], tmp_path: Path
+) -> None:
     """The same folder decoded at 5x5 into pixel shards: every row through Resize([8, 7]). The in-memory fast
     path is decided on the transformed rows (26 x 3 x 8 x 7 bytes), not the stored ones (26 x 3 x 5 x 5)."""
     from torchvision.transforms import v2
@@ -139,9 +155,14 @@ def test_a_tensor_dataset_is_loaded_through_the_transform_and_sized_after_it(upl
     settings, _, root = uploaded
     prepared = prepare_dataset(root, tmp_path / "pixels", size=(5, 5))
     client = TestClient(create_app(settings), headers={"Authorization": "Bearer k"})
-    response = client.post("/v1/datasets", data={"name": "pixels"}, files=[
-        ("manifest", ("manifest.csv", prepared.manifest.read_bytes())),
-        *(("shards", (p.name, p.read_bytes())) for p in prepared.shards)])
+    response = client.post(
+        "/v1/datasets",
+        data={"name": "pixels"},
+        files=[
+            ("manifest", ("manifest.csv", prepared.manifest.read_bytes())),
+            *(("shards", (p.name, p.read_bytes())) for p in prepared.shards),
+        ],
+    )
     assert response.status_code == 201 and response.json()["input_shape"] == [3, 5, 5], response.text
     for budget, in_memory in ((26 * 3 * 5 * 5 + 100, False), (26 * 3 * 8 * 7, True)):
         services = connect(settings.model_copy(update={"in_memory_bytes": budget}))

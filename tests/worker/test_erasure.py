@@ -52,8 +52,11 @@ class Env:
 
     def add_model(self, name: str) -> str:
         """A model with the digits weights: every model here shares one weights object in the store."""
-        model = self.client.post("/v1/models", data=self.upload.model_form(self.dataset_id, name),
-                                 files={"weights": ("w.safetensors", self.upload.weights)})
+        model = self.client.post(
+            "/v1/models",
+            data=self.upload.model_form(self.dataset_id, name),
+            files={"weights": ("w.safetensors", self.upload.weights)},
+        )
         assert model.status_code == 201, model.text
         validate_model(self.services, model.json()["id"])
         return model.json()["id"]
@@ -61,8 +64,9 @@ class Env:
     def erase(self, model_id: str, sample_ids: list[str], services: Services | None = None) -> str:
         """A request run to success and cleaned up, as the worker's tasks would."""
         services = services or self.services
-        response = self.client.post("/v1/deletion-requests", json={
-            "model_id": model_id, "forget": {"sample_ids": sample_ids}, "config": FAST})
+        response = self.client.post(
+            "/v1/deletion-requests", json={"model_id": model_id, "forget": {"sample_ids": sample_ids}, "config": FAST}
+        )
         assert response.status_code == 202, response.text
         request_id = response.json()["id"]
         jobs.run_request(services, request_id)
@@ -102,8 +106,8 @@ def two_shards(upload: DigitsUpload) -> list[tuple[str, tuple[str, bytes]]]:
         shard, local = ("a", int(row)) if int(row) < SPLIT_AT else ("b", int(row) - SPLIT_AT)
         manifest.append(f"{sample_id},{split},{shard}.safetensors,{local},{subject}")
     return [("manifest", ("manifest.csv", ("\n".join(manifest) + "\n").encode()))] + [
-        ("shards", (name, save({k: v[rows].contiguous() for k, v in tensors.items()}))) for name, rows in
-        shards.items()]
+        ("shards", (name, save({k: v[rows].contiguous() for k, v in tensors.items()}))) for name, rows in shards.items()
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +117,15 @@ def env(tmp_path_factory: pytest.TempPathFactory, digits_upload: DigitsUpload) -
     client = TestClient(create_app(settings), headers={"Authorization": "Bearer k"})
     dataset = client.post("/v1/datasets", data={"name": "digits in two shards"}, files=two_shards(digits_upload))
     assert dataset.status_code == 201, dataset.text
-    yield Env(client, connect(settings), settings, dataset.json()["id"], load(digits_upload.shard)["inputs"],
-              len(digits_upload.train_labels), digits_upload)
+    yield Env(
+        client,
+        connect(settings),
+        settings,
+        dataset.json()["id"],
+        load(digits_upload.shard)["inputs"],
+        len(digits_upload.train_labels),
+        digits_upload,
+    )
 
 
 def unique_rows(images: torch.Tensor, rows: list[int]) -> list[int]:
@@ -140,9 +151,15 @@ def test_erased_rows_leave_the_shards_once_every_model_erased_them(env: Env) -> 
     versions = env.client.get(f"/v1/models/{first}/versions").json()["items"]
     assert versions[0]["sha256"] and versions[0]["weights_deleted_at"] and versions[1]["weights_deleted_at"] is None
     report = env.report(by_first)
-    assert report["superseded_versions"] == [{"version": 1, "sha256": versions[0]["sha256"], "weights": "deleted",
-                                              "deleted_at": versions[0]["weights_deleted_at"].replace("Z", "+00:00"),
-                                              "deleted_by_request": by_first}]
+    assert report["superseded_versions"] == [
+        {
+            "version": 1,
+            "sha256": versions[0]["sha256"],
+            "weights": "deleted",
+            "deleted_at": versions[0]["weights_deleted_at"].replace("Z", "+00:00"),
+            "deleted_by_request": by_first,
+        }
+    ]
     # The second model has not erased them: they stay stored (it could not unlearn them otherwise).
     training = report["training_data"]
     assert (training["still_stored"], training["erased_from_storage"]) == (5, 0)
@@ -162,11 +179,12 @@ def test_erased_rows_leave_the_shards_once_every_model_erased_them(env: Env) -> 
 
     # Every other row is still where its position says: positions are sparse now, train and test alike.
     with env.services.factory() as session:
-        dataset, positions = load_dataset(env.services, session, session.get(Dataset, env.dataset_id),
-                                          {"mean": [0.0], "std": [1.0]})
+        dataset, positions = load_dataset(
+            env.services, session, session.get(Dataset, env.dataset_id), {"mean": [0.0], "std": [1.0]}
+        )
     assert torch.equal(positions, torch.tensor([p for p in range(env.n_train) if p not in rows]))
     assert torch.equal(materialize(dataset.train_inputs), env.images[positions])
-    assert torch.equal(materialize(dataset.test_inputs), env.images[env.n_train:])
+    assert torch.equal(materialize(dataset.test_inputs), env.images[env.n_train :])
 
 
 def test_an_erased_sample_answers_as_erased_and_later_jobs_use_sparse_positions(env: Env) -> None:
@@ -180,8 +198,9 @@ def test_an_erased_sample_answers_as_erased_and_later_jobs_use_sparse_positions(
     assert unknown.status_code == 422
 
     later = ["d2", "d4", "d1402"]
-    mixed = env.client.post("/v1/deletion-requests", json={
-        "model_id": model, "forget": {"sample_ids": ["d3", *later]}, "config": FAST})
+    mixed = env.client.post(
+        "/v1/deletion-requests", json={"model_id": model, "forget": {"sample_ids": ["d3", *later]}, "config": FAST}
+    )
     assert mixed.status_code == 202 and mixed.json()["forget_count"] == 3
     request_id = mixed.json()["id"]
     queued = env.client.get(f"/v1/deletion-requests/{request_id}/events").json()["items"][0]
@@ -218,8 +237,9 @@ def test_the_streamed_path_reads_the_rows_the_in_memory_path_holds_after_erasure
     sets = [EvalSets.draw(data, FAST_EVAL, 0) for data in (streamed.data, in_memory.data)]
     for name in ("retain", "forget", "test", "bn"):
         same_rows(getattr(sets[0], name), getattr(sets[1], name))
-        assert accuracy(streamed.model, getattr(sets[0], name), streamed.data.adapter, 64) == \
-            accuracy(in_memory.model, getattr(sets[1], name), in_memory.data.adapter, 64)
+        assert accuracy(streamed.model, getattr(sets[0], name), streamed.data.adapter, 64) == accuracy(
+            in_memory.model, getattr(sets[1], name), in_memory.data.adapter, 64
+        )
     assert_classwise_split(streamed.data, in_memory.data)
 
 
@@ -231,8 +251,13 @@ def assert_classwise_split(streamed: UnlearningData, in_memory: UnlearningData) 
 
 
 def test_kept_superseded_versions_stay_downloadable_and_the_report_says_so(env: Env) -> None:
-    keep_one = Services(env.settings.model_copy(update={"keep_superseded_versions": 1}), env.services.factory,
-                        env.services.store, env.services.cache, env.services.dispatcher)
+    keep_one = Services(
+        env.settings.model_copy(update={"keep_superseded_versions": 1}),
+        env.services.factory,
+        env.services.store,
+        env.services.cache,
+        env.services.dispatcher,
+    )
     model = env.add_model("kept for rollback")
     first = env.erase(model, ["d40"], keep_one)
     assert env.weights(model, 1) == 200
@@ -249,13 +274,17 @@ def test_a_clean_up_cut_short_is_finished_by_the_reconciler(env: Env) -> None:
     dataset = env.client.post("/v1/datasets", data={"name": "cut short"}, files=two_shards(env.upload))
     assert dataset.status_code == 201, dataset.text
     dataset = dataset.json()
-    model = env.client.post("/v1/models", data=env.upload.model_form(dataset["id"], "alone"),
-                            files={"weights": ("w.safetensors", env.upload.weights)}).json()["id"]
+    model = env.client.post(
+        "/v1/models",
+        data=env.upload.model_form(dataset["id"], "alone"),
+        files={"weights": ("w.safetensors", env.upload.weights)},
+    ).json()["id"]
     validate_model(env.services, model)
     with env.services.factory() as session:
         old_keys = [s["key"] for s in session.get(Dataset, dataset["id"]).shards]
-    response = env.client.post("/v1/deletion-requests", json={
-        "model_id": model, "forget": {"sample_ids": ["d500", "d1200"]}, "config": FAST})
+    response = env.client.post(
+        "/v1/deletion-requests", json={"model_id": model, "forget": {"sample_ids": ["d500", "d1200"]}, "config": FAST}
+    )
     assert response.status_code == 202, response.text
     request_id = response.json()["id"]
     jobs.run_request(env.services, request_id)

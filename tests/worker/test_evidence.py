@@ -51,9 +51,16 @@ class Env:
     def submit(self, config: dict, forget_class: int = FORGET_CLASS, **body: object) -> str:
         """A class-wise request, run up to its curve. Tests that publish use classes of their own: a class
         erased once answers 409 `already-erased` afterwards."""
-        response = self.client.post("/v1/deletion-requests", json={
-            "model_id": self.model_id, "forget": {"classes": [forget_class]}, "base_method": "ft"
-            if config is NEVER_FORGETS else "rl", "config": config, **body})
+        response = self.client.post(
+            "/v1/deletion-requests",
+            json={
+                "model_id": self.model_id,
+                "forget": {"classes": [forget_class]},
+                "base_method": "ft" if config is NEVER_FORGETS else "rl",
+                "config": config,
+                **body,
+            },
+        )
         assert response.status_code == 202, response.text
         request_id = response.json()["id"]
         jobs.run_request(self.services, request_id)
@@ -93,8 +100,9 @@ def test_a_failing_point_needs_an_acknowledgement_and_the_report_says_so(env: En
     assert env.get(request_id)["state"] == "awaiting_selection"
 
     acknowledgement = "erasure criterion not met: accepted by the DPO, ticket 42"
-    accepted = env.client.post(f"/v1/deletion-requests/{request_id}/selection",
-                               json={"t": 1.0, "acknowledge": acknowledgement})
+    accepted = env.client.post(
+        f"/v1/deletion-requests/{request_id}/selection", json={"t": 1.0, "acknowledge": acknowledgement}
+    )
     assert accepted.status_code == 202 and accepted.json()["selection"]["acknowledgement"] == acknowledgement
     jobs.materialize_selection(env.services, request_id)
     assert env.get(request_id)["state"] == "succeeded"
@@ -104,8 +112,9 @@ def test_a_failing_point_needs_an_acknowledgement_and_the_report_says_so(env: En
     assert page.headers["content-type"].startswith("text/html") and "ERASURE CRITERION NOT MET" in page.text
 
 
-def test_a_forgetting_request_succeeds_with_a_signed_report_that_detects_any_change(env: Env,
-                                                                                  digits_upload: DigitsUpload) -> None:
+def test_a_forgetting_request_succeeds_with_a_signed_report_that_detects_any_change(
+    env: Env, digits_upload: DigitsUpload
+) -> None:
     request_id = env.submit(FORGETS, selection="auto", external_id="ticket-7")
     assert env.get(request_id)["state"] == "materializing"
     jobs.materialize_selection(env.services, request_id)
@@ -122,7 +131,8 @@ def test_a_forgetting_request_succeeds_with_a_signed_report_that_detects_any_cha
     current = env.client.get(f"/v1/models/{env.model_id}").json()["current_version"]
     assert (report["model"]["before"]["version"], report["model"]["after"]["version"]) == (current - 1, current)
     assert report["model"]["after"]["sha256"] == env.client.get(
-        f"/v1/models/{env.model_id}/versions/{current}/weights").headers["etag"].strip('"')
+        f"/v1/models/{env.model_id}/versions/{current}/weights"
+    ).headers["etag"].strip('"')
     assert report["metrics"]["published"]["forget_accuracy"] <= 0.05
     assert report["metrics"]["original"]["forget_accuracy"] > 0.9
     # Grid points on a 1,000-row retain sample, the recommended point and the published version on every row;
@@ -135,10 +145,12 @@ def test_a_forgetting_request_succeeds_with_a_signed_report_that_detects_any_cha
     assert report["metrics"]["rows"]["original"] == every | {"retain": 1000}
     published, errors = report["metrics"]["published"], report["metrics"]["std_errors"]["published"]
     assert errors["retain_accuracy"] == pytest.approx(
-        math.sqrt(published["retain_accuracy"] * (1 - published["retain_accuracy"]) / every["retain"]))
+        math.sqrt(published["retain_accuracy"] * (1 - published["retain_accuracy"]) / every["retain"])
+    )
     point = curve["points"][0]
     assert point["std_errors"]["test_accuracy"] == pytest.approx(
-        math.sqrt(point["test_accuracy"] * (1 - point["test_accuracy"]) / every["test"]))
+        math.sqrt(point["test_accuracy"] * (1 - point["test_accuracy"]) / every["test"])
+    )
     page = env.client.get(f"/v1/deletion-requests/{request_id}/report", params={"format": "html"}).text
     assert "rows measured" in page and f"± {errors['retain_accuracy']:.4f}" in page
     assert report["forget_set"]["rows"] == digits_upload.train_labels.count(FORGET_CLASS)
@@ -154,8 +166,9 @@ def test_a_forgetting_request_succeeds_with_a_signed_report_that_detects_any_cha
     trusted = {k["key_id"]: k["public_key"] for k in keys["keys"]}
     assert verify(document, trusted).ok
     tampered = copy.deepcopy(document)
-    tampered["report"]["metrics"]["published"]["forget_accuracy"] = 0.0 if report["metrics"]["published"][
-        "forget_accuracy"] else 0.01
+    tampered["report"]["metrics"]["published"]["forget_accuracy"] = (
+        0.0 if report["metrics"]["published"]["forget_accuracy"] else 0.01
+    )
     assert not verify(tampered, trusted).ok
     forged = copy.deepcopy(document)
     forged["signature"]["value"] = base64.b64encode(bytes(64)).decode()
@@ -173,8 +186,7 @@ def test_a_forgetting_request_succeeds_with_a_signed_report_that_detects_any_cha
 
 
 def test_the_report_waits_for_success(env: Env) -> None:
-    response = env.client.post("/v1/deletion-requests", json={"model_id": env.model_id,
-                                                               "forget": {"classes": [0]}})
+    response = env.client.post("/v1/deletion-requests", json={"model_id": env.model_id, "forget": {"classes": [0]}})
     report = env.client.get(f"/v1/deletion-requests/{response.json()['id']}/report")
     assert report.status_code == 409 and report.json()["type"].endswith("/report-not-ready")
 
@@ -201,31 +213,39 @@ def test_the_audit_chain_names_an_edited_or_deleted_event(env: Env) -> None:
 
 
 def test_deadlines_extension_and_overdue_notice(env: Env) -> None:
-    on_time = env.client.post("/v1/deletion-requests", json={"model_id": env.model_id,
-                                                             "forget": {"classes": [1]}}).json()
+    on_time = env.client.post(
+        "/v1/deletion-requests", json={"model_id": env.model_id, "forget": {"classes": [1]}}
+    ).json()
     received = (datetime.now(UTC) - timedelta(days=40)).replace(microsecond=0)
-    late = env.client.post("/v1/deletion-requests", json={
-        "model_id": env.model_id, "forget": {"classes": [2]}, "received_at": received.isoformat()}).json()
+    late = env.client.post(
+        "/v1/deletion-requests",
+        json={"model_id": env.model_id, "forget": {"classes": [2]}, "received_at": received.isoformat()},
+    ).json()
     assert datetime.fromisoformat(late["received_at"]) == received
     assert datetime.fromisoformat(late["due_at"]) == received + timedelta(days=30)
     assert late["overdue"] is True and on_time["overdue"] is False
     listed = env.client.get("/v1/deletion-requests", params={"overdue": "true", "page_size": 500}).json()["items"]
     assert late["id"] in {r["id"] for r in listed} and on_time["id"] not in {r["id"] for r in listed}
     metrics = env.client.get("/metrics").text
-    assert any(line.startswith("mcu_deletion_requests_overdue ") and float(line.split()[1]) >= 1
-               for line in metrics.splitlines())
+    assert any(
+        line.startswith("mcu_deletion_requests_overdue ") and float(line.split()[1]) >= 1
+        for line in metrics.splitlines()
+    )
 
     assert notify_overdue(env.services).count(late["id"]) == 1
     assert late["id"] not in notify_overdue(env.services)  # once only
     assert [e["type"] for e in env.events(late["id"])].count("overdue") == 1
     with env.services.factory() as session:
-        body = json.loads(event_body(env.settings, session.get(DeletionRequest, late["id"]), OVERDUE, "msg_1",
-                                     datetime.now(UTC)))
+        body = json.loads(
+            event_body(env.settings, session.get(DeletionRequest, late["id"]), OVERDUE, "msg_1", datetime.now(UTC))
+        )
     assert body["type"] == "deletion_request.overdue" and body["data"]["state"] == "queued"
     assert datetime.fromisoformat(body["data"]["due_at"]) == received + timedelta(days=30)
 
-    extended = env.client.post(f"/v1/deletion-requests/{late['id']}/extension",
-                               json={"days": 60, "reason": "complex request: many images across backups"})
+    extended = env.client.post(
+        f"/v1/deletion-requests/{late['id']}/extension",
+        json={"days": 60, "reason": "complex request: many images across backups"},
+    )
     assert extended.status_code == 200, extended.text
     assert datetime.fromisoformat(extended.json()["due_at"]) == received + timedelta(days=90)
     assert extended.json()["due_extension"]["reason"].startswith("complex request")
@@ -233,8 +253,10 @@ def test_deadlines_extension_and_overdue_notice(env: Env) -> None:
     assert again.status_code == 409 and again.json()["type"].endswith("/already-extended")
     too_long = env.client.post(f"/v1/deletion-requests/{on_time['id']}/extension", json={"days": 61, "reason": "x"})
     assert too_long.status_code == 422
-    future = env.client.post("/v1/deletion-requests", json={
-        "model_id": env.model_id, "forget": {"classes": [4]}, "received_at": "2999-01-01T00:00:00Z"})
+    future = env.client.post(
+        "/v1/deletion-requests",
+        json={"model_id": env.model_id, "forget": {"classes": [4]}, "received_at": "2999-01-01T00:00:00Z"},
+    )
     assert future.status_code == 422 and "future" in future.json()["detail"]
 
 
@@ -248,19 +270,31 @@ def test_migration_chains_and_dates_requests_made_before_it(tmp_path: Path) -> N
     upgrade(url, "0004")
     engine = create_engine(url)
     with engine.begin() as connection:
-        connection.execute(text(
-            "INSERT INTO datasets VALUES ('ds_1','d',NULL,1,1,2,'[1]','uint8','[]','x','2026-01-01 00:00:00')"))
-        connection.execute(text(
-            "INSERT INTO models (id,name,architecture,architecture_kwargs,num_classes,dataset_id,preprocessing,"
-            "current_version,state,warnings,created_at) VALUES ('mdl_1','m','mlp','{}',2,'ds_1','{}',1,'ready','[]',"
-            "'2026-01-01 00:00:00')"))
-        connection.execute(text(
-            "INSERT INTO deletion_requests (id,model_id,model_version,state,base_method,config,selection_mode,forget,"
-            "forget_positions,forget_count,forget_fingerprint,progress,cancel_requested,created_at) VALUES "
-            "('req_1','mdl_1',1,'queued','rl','{}','manual','{}','[0]',1,'f','{}',0,'2026-01-01 00:00:00')"))
+        connection.execute(
+            text("INSERT INTO datasets VALUES ('ds_1','d',NULL,1,1,2,'[1]','uint8','[]','x','2026-01-01 00:00:00')")
+        )
+        connection.execute(
+            text(
+                "INSERT INTO models (id,name,architecture,architecture_kwargs,num_classes,dataset_id,preprocessing,"
+                "current_version,state,warnings,created_at) "
+                "VALUES ('mdl_1','m','mlp','{}',2,'ds_1','{}',1,'ready','[]','2026-01-01 00:00:00')"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO deletion_requests (id,model_id,model_version,state,base_method,config,selection_mode,"
+                "forget,forget_positions,forget_count,forget_fingerprint,progress,cancel_requested,created_at) VALUES "
+                "('req_1','mdl_1',1,'queued','rl','{}','manual','{}','[0]',1,'f','{}',0,'2026-01-01 00:00:00')"
+            )
+        )
         for state in ("queued", "cancelled"):
-            connection.execute(text("INSERT INTO events (request_id,at,type,state,actor,detail) VALUES "
-                                    "('req_1','2026-01-01 00:00:01','state_changed',:s,'k','{}')"), {"s": state})
+            connection.execute(
+                text(
+                    "INSERT INTO events (request_id,at,type,state,actor,detail) VALUES "
+                    "('req_1','2026-01-01 00:00:01','state_changed',:s,'k','{}')"
+                ),
+                {"s": state},
+            )
     upgrade(url)
     factory = make_session_factory(create_engine(url))
     keys = SigningKeys(factory, Settings(data_dir=tmp_path, database_url=url))
@@ -273,7 +307,8 @@ def test_migration_chains_and_dates_requests_made_before_it(tmp_path: Path) -> N
 
 
 def test_a_chain_from_before_the_seal_is_unsealed_until_a_key_seals_it_and_a_broken_one_never_is(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     from sqlalchemy import create_engine
 
     from migrations.runner import upgrade
@@ -284,19 +319,29 @@ def test_a_chain_from_before_the_seal_is_unsealed_until_a_key_seals_it_and_a_bro
     factory = make_session_factory(create_engine(url))
     keys = SigningKeys(factory, Settings(data_dir=tmp_path, database_url=url))
     with factory() as session, session.begin():  # two requests made before 0008
-        session.execute(text(
-            "INSERT INTO datasets VALUES ('ds_1','d',NULL,1,1,2,'[1]','uint8','[]','x','2026-01-01 00:00:00',NULL)"))
-        session.execute(text(
-            "INSERT INTO models (id,name,architecture,architecture_kwargs,num_classes,dataset_id,preprocessing,"
-            "current_version,state,warnings,created_at) VALUES ('mdl_1','m','mlp','{}',2,'ds_1','{}',1,'ready','[]',"
-            "'2026-01-01 00:00:00')"))
+        session.execute(
+            text(
+                "INSERT INTO datasets VALUES ('ds_1','d',NULL,1,1,2,'[1]','uint8','[]','x','2026-01-01 00:00:00',NULL)"
+            )
+        )
+        session.execute(
+            text(
+                "INSERT INTO models (id,name,architecture,architecture_kwargs,num_classes,dataset_id,preprocessing,"
+                "current_version,state,warnings,created_at) "
+                "VALUES ('mdl_1','m','mlp','{}',2,'ds_1','{}',1,'ready','[]','2026-01-01 00:00:00')"
+            )
+        )
         for request_id in ("req_ok", "req_cut"):
-            session.execute(text(
-                "INSERT INTO deletion_requests (id,model_id,model_version,state,base_method,config,selection_mode,"
-                "forget,forget_positions,forget_count,forget_fingerprint,progress,cancel_requested,created_at,"
-                "received_at,due_at,erasure_criterion) VALUES (:id,'mdl_1',1,'queued','rl','{}','manual','{}','[0]',1,"
-                "'f','{}',0,'2026-01-01 00:00:00','2026-01-01 00:00:00','2026-01-31 00:00:00','{}')"),
-                {"id": request_id})
+            session.execute(
+                text(
+                    "INSERT INTO deletion_requests (id,model_id,model_version,state,base_method,config,selection_mode,"
+                    "forget,forget_positions,forget_count,forget_fingerprint,progress,cancel_requested,created_at,"
+                    "received_at,due_at,erasure_criterion) "
+                    "VALUES (:id,'mdl_1',1,'queued','rl','{}','manual','{}','[0]',1,"
+                    "'f','{}',0,'2026-01-01 00:00:00','2026-01-01 00:00:00','2026-01-31 00:00:00','{}')"
+                ),
+                {"id": request_id},
+            )
     upgrade(url)
     key = keys.current().private_key.public_key()  # the first key: the chains, still empty, stay unsealed
     with factory() as session, session.begin():

@@ -36,8 +36,9 @@ FORGETS = {"epochs": 2, "grid_points": 3, "base": {"epochs": 2}}
 
 def users_pipeline(uint8_images: torch.Tensor) -> torch.Tensor:
     """What the user does to a batch of stored images [N, 1, 8, 8] (docs/inputs.md), preprocessing "unit"."""
-    resized = v2.CenterCrop(12)(v2.Resize(14, interpolation=v2.InterpolationMode.BILINEAR, antialias=True)(
-        uint8_images))
+    resized = v2.CenterCrop(12)(
+        v2.Resize(14, interpolation=v2.InterpolationMode.BILINEAR, antialias=True)(uint8_images)
+    )
     return v2.ToDtype(torch.float32, scale=True)(resized)
 
 
@@ -50,8 +51,13 @@ class Env:
     test_accuracy: float  # the user's own measurement of the weights on the whole test split
 
     def register(self, **form: str) -> dict:
-        data = {"name": "digits-mlp", "architecture": "mlp", "num_classes": "10", "dataset_id": self.dataset_id,
-                "preprocessing": "unit"} | form
+        data = {
+            "name": "digits-mlp",
+            "architecture": "mlp",
+            "num_classes": "10",
+            "dataset_id": self.dataset_id,
+            "preprocessing": "unit",
+        } | form
         response = self.client.post("/v1/models", data=data, files={"weights": ("w.safetensors", self.weights)})
         assert response.status_code == 201, response.text
         validate_model(self.services, response.json()["id"])
@@ -89,8 +95,9 @@ def test_validation_builds_for_the_transformed_shape_and_measures_what_the_user_
 def test_a_job_trains_with_the_augmentation_and_every_version_and_the_report_carry_both(env: Env) -> None:
     model = env.register(input_transform='{"resize": 14, "center_crop": 12}', augmentation="crop_flip")
     assert model["state"] == "ready" and model["augmentation"] == CROP_FLIP
-    response = env.client.post("/v1/deletion-requests", json={
-        "model_id": model["id"], "forget": {"classes": [3]}, "config": FORGETS})
+    response = env.client.post(
+        "/v1/deletion-requests", json={"model_id": model["id"], "forget": {"classes": [3]}, "config": FORGETS}
+    )
     assert response.status_code == 202, response.text
     request_id = response.json()["id"]
     with env.services.factory() as session:
@@ -101,8 +108,10 @@ def test_a_job_trains_with_the_augmentation_and_every_version_and_the_report_car
 
     jobs.run_request(env.services, request_id)
     # What is published is under test here, not how well it forgets (pad-4 crops of 12x12 digits cost an mlp).
-    selected = env.client.post(f"/v1/deletion-requests/{request_id}/selection", json={
-        "t": 1.0, "acknowledge": "erasure criterion not met: accepted, the test checks the declarations"})
+    selected = env.client.post(
+        f"/v1/deletion-requests/{request_id}/selection",
+        json={"t": 1.0, "acknowledge": "erasure criterion not met: accepted, the test checks the declarations"},
+    )
     assert selected.status_code == 202, selected.text
     jobs.materialize_selection(env.services, request_id)
     assert env.client.get(f"/v1/deletion-requests/{request_id}").json()["state"] == "succeeded"

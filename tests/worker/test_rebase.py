@@ -32,8 +32,9 @@ def test_a_request_overtaken_by_another_is_rebased_not_published(tmp_path: Path)
     validate_model(services, model_id)
 
     def submit(ids: list[str]) -> str:
-        response = client.post("/v1/deletion-requests", json={"model_id": model_id, "config": FAST,
-                                                              "forget": {"sample_ids": ids}})
+        response = client.post(
+            "/v1/deletion-requests", json={"model_id": model_id, "config": FAST, "forget": {"sample_ids": ids}}
+        )
         assert response.status_code == 202, response.text
         return response.json()["id"]
 
@@ -45,8 +46,11 @@ def test_a_request_overtaken_by_another_is_rebased_not_published(tmp_path: Path)
     for request_id, worker_name in ((first, "worker-a"), (second, "worker-b")):
         services.worker_name = worker_name
         jobs.run_request(services, request_id)
-        claimed = [e for e in client.get(f"/v1/deletion-requests/{request_id}/events").json()["items"]
-                   if e["type"] == "state_changed" and e["state"] == "running"]
+        claimed = [
+            e
+            for e in client.get(f"/v1/deletion-requests/{request_id}/events").json()["items"]
+            if e["type"] == "state_changed" and e["state"] == "running"
+        ]
         assert [e["detail"] for e in claimed] == [{"worker": worker_name}]  # the events name the worker
     assert state(first)["state"] == state(second)["state"] == "awaiting_selection"
 
@@ -72,7 +76,10 @@ def test_a_request_overtaken_by_another_is_rebased_not_published(tmp_path: Path)
     jobs.materialize_selection(services, second)
     versions = client.get(f"/v1/models/{model_id}/versions").json()["items"]
     assert [(v["version"], v["parent_version"], v["deletion_request_id"]) for v in versions] == [
-        (1, None, None), (2, 1, first), (3, 2, second)]
+        (1, None, None),
+        (2, 1, first),
+        (3, 2, second),
+    ]
     assert state(second)["state"] == "succeeded"
 
 

@@ -21,13 +21,19 @@ from .conftest import digits_service
 DOWN = "redis://127.0.0.1:1/0"  # nothing listens there: every send fails, as in a broker outage
 
 
-def test_artifacts_of_a_request_cancelled_during_a_broker_outage_are_deleted(tmp_path: Path,
-                                                                            digits_upload: DigitsUpload) -> None:
+def test_artifacts_of_a_request_cancelled_during_a_broker_outage_are_deleted(
+    tmp_path: Path, digits_upload: DigitsUpload
+) -> None:
     settings = Settings(data_dir=tmp_path, bootstrap_api_key="k", broker_url=DOWN, requeue_after_seconds=1)
     client, services, model_id = digits_service(settings, digits_upload)
-    request_id = client.post("/v1/deletion-requests", json={
-        "model_id": model_id, "forget": {"classes": [2]},
-        "config": {"epochs": 1, "grid_points": 3, "base": {"epochs": 1}}}).json()["id"]
+    request_id = client.post(
+        "/v1/deletion-requests",
+        json={
+            "model_id": model_id,
+            "forget": {"classes": [2]},
+            "config": {"epochs": 1, "grid_points": 3, "base": {"epochs": 1}},
+        },
+    ).json()["id"]
     jobs.run_request(services, request_id)  # the job ran before the outage: θ_p, θ_c, checkpoint are stored
     artifacts = tmp_path / "objects" / "requests" / request_id
     assert len(list(artifacts.iterdir())) == 3
@@ -72,14 +78,18 @@ def test_a_callback_owed_during_a_broker_outage_is_sent_and_delivered_once(tmp_p
 
     server = HTTPServer(("127.0.0.1", 0), Hook)
     Thread(target=server.serve_forever, daemon=True).start()
-    outage = Settings(data_dir=tmp_path, bootstrap_api_key="k", broker_url=DOWN,
-                      callback_allowed_hosts=["127.0.0.1:*"])
+    outage = Settings(data_dir=tmp_path, bootstrap_api_key="k", broker_url=DOWN, callback_allowed_hosts=["127.0.0.1:*"])
     client = TestClient(create_app(outage), headers={"Authorization": "Bearer k"})
     model_id = upload_model(client, upload_dataset(client).json()["id"]).json()["id"]
     validate_model(connect(outage), model_id)
-    request_id = client.post("/v1/deletion-requests", json={
-        "model_id": model_id, "forget": {"sample_ids": ["s1"]},
-        "callback_url": f"http://127.0.0.1:{server.server_address[1]}/hook"}).json()["id"]
+    request_id = client.post(
+        "/v1/deletion-requests",
+        json={
+            "model_id": model_id,
+            "forget": {"sample_ids": ["s1"]},
+            "callback_url": f"http://127.0.0.1:{server.server_address[1]}/hook",
+        },
+    ).json()["id"]
     assert client.post(f"/v1/deletion-requests/{request_id}/cancel").json()["state"] == "cancelled"
 
     later = utcnow() + timedelta(seconds=1)  # as if the reconciler's wait had passed
@@ -105,8 +115,7 @@ def test_a_model_waiting_for_validation_is_resent_once_a_period_not_every_round(
 
     from ..api.conftest import upload_dataset, upload_model
 
-    settings = Settings(data_dir=tmp_path, bootstrap_api_key="k", requeue_after_seconds=2,
-                        reconcile_interval_seconds=1)
+    settings = Settings(data_dir=tmp_path, bootstrap_api_key="k", requeue_after_seconds=2, reconcile_interval_seconds=1)
     client = TestClient(create_app(settings), headers={"Authorization": "Bearer k"})
     model_id = upload_model(client, upload_dataset(client).json()["id"]).json()["id"]
     services = connect(settings)

@@ -37,8 +37,10 @@ def test_a_resumed_job_trains_only_the_epochs_left(tmp_path: Path) -> None:
     services = connect(settings)
     model_id = upload_model(client, upload_dataset(client).json()["id"]).json()["id"]
     validate_model(services, model_id)
-    request_id = client.post("/v1/deletion-requests", json={"model_id": model_id, "config": CONFIG,
-                                                            "forget": {"sample_ids": ["s1", "s2", "s3"]}}).json()["id"]
+    request_id = client.post(
+        "/v1/deletion-requests",
+        json={"model_id": model_id, "config": CONFIG, "forget": {"sample_ids": ["s1", "s2", "s3"]}},
+    ).json()["id"]
 
     # A worker takes the job, stores θ_p and the checkpoint of epoch 1 (as worker/jobs.py does), and dies.
     with services.factory() as session, session.begin():
@@ -52,14 +54,24 @@ def test_a_resumed_job_trains_only_the_epochs_left(tmp_path: Path) -> None:
         artifacts.save(services, request_id, artifacts.CHECKPOINT, checkpoint.to_bytes())
 
     with pytest.raises(Cancelled):
-        run_unlearning(inputs.model, inputs.data, request.base_method, request.config, device="cpu",
-                       hooks=JobHooks(should_cancel=lambda: len(saved) >= 1), on_checkpoint=store_checkpoint,
-                       on_theta_p=lambda s: artifacts.save(services, request_id, artifacts.THETA_P, save_tensors(s)))
+        run_unlearning(
+            inputs.model,
+            inputs.data,
+            request.base_method,
+            request.config,
+            device="cpu",
+            hooks=JobHooks(should_cancel=lambda: len(saved) >= 1),
+            on_checkpoint=store_checkpoint,
+            on_theta_p=lambda s: artifacts.save(services, request_id, artifacts.THETA_P, save_tensors(s)),
+        )
     assert saved[-1].epoch == 1
     per_epoch = sum(saved[-1].beta_counts.values())  # one β per batch
     with services.factory() as session, session.begin():  # its heartbeat stops
-        session.execute(update(DeletionRequest).where(DeletionRequest.id == request_id)
-                        .values(heartbeat_at=utcnow() - timedelta(hours=1)))
+        session.execute(
+            update(DeletionRequest)
+            .where(DeletionRequest.id == request_id)
+            .values(heartbeat_at=utcnow() - timedelta(hours=1))
+        )
 
     jobs.run_request(services, request_id)
 

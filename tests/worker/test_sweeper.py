@@ -37,22 +37,24 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setting
     endpoint = request.getfixturevalue("s3_endpoint")
     bucket = f"sweep-{uuid.uuid4().hex[:12]}"
     S3Store(bucket, endpoint_url=endpoint).ensure_bucket()
-    yield Settings(data_dir=tmp_path, bootstrap_api_key="k", storage_url=f"s3://{bucket}/mcu",
-                   s3_endpoint_url=endpoint)
+    yield Settings(data_dir=tmp_path, bootstrap_api_key="k", storage_url=f"s3://{bucket}/mcu", s3_endpoint_url=endpoint)
 
 
 def leave_crash_leftovers(services: Services) -> dict[str, object]:
     """What a killed upload leaves: the object stored but no row, and a half-written upload."""
-    orphans = [services.store.put_bytes("shards", b"personal data " + os.urandom(8)).key,
-               services.store.put_bytes("weights", b"weights " + os.urandom(8)).key]
+    orphans = [
+        services.store.put_bytes("shards", b"personal data " + os.urandom(8)).key,
+        services.store.put_bytes("weights", b"weights " + os.urandom(8)).key,
+    ]
     scratch = services.settings.data_dir / "cache" / f"{TEMP_PREFIX}killed.part"
     scratch.parent.mkdir(parents=True, exist_ok=True)
     scratch.write_bytes(b"half a download")
     if isinstance(services.store, S3Store):
         client, bucket = services.store._client, services.store.bucket
         upload = client.create_multipart_upload(Bucket=bucket, Key="mcu/shards/" + "0" * 64)
-        client.upload_part(Bucket=bucket, Key="mcu/shards/" + "0" * 64, UploadId=upload["UploadId"], PartNumber=1,
-                           Body=b"x" * 1024)
+        client.upload_part(
+            Bucket=bucket, Key="mcu/shards/" + "0" * 64, UploadId=upload["UploadId"], PartNumber=1, Body=b"x" * 1024
+        )
     return {"orphans": orphans, "scratch": scratch}
 
 
@@ -94,8 +96,13 @@ def test_leftovers_go_young_and_referenced_objects_stay(settings: Settings, digi
 
 
 def test_the_reconciler_sweeps_periodically(tmp_path: Path, digits_upload: DigitsUpload) -> None:
-    settings = Settings(data_dir=tmp_path, bootstrap_api_key="k", orphan_grace_seconds=GRACE_SECONDS,
-                        sweep_interval_seconds=0.5, reconcile_interval_seconds=0.2)
+    settings = Settings(
+        data_dir=tmp_path,
+        bootstrap_api_key="k",
+        orphan_grace_seconds=GRACE_SECONDS,
+        sweep_interval_seconds=0.5,
+        reconcile_interval_seconds=0.2,
+    )
     client = TestClient(create_app(settings), headers={"Authorization": "Bearer k"})
     assert client.post("/v1/datasets", data={"name": "digits"}, files=digits_upload.files()).status_code == 201
     services = connect(settings)
@@ -110,7 +117,8 @@ def test_the_reconciler_sweeps_periodically(tmp_path: Path, digits_upload: Digit
 
 
 def test_an_upload_killed_after_its_object_was_stored_leaves_nothing_after_a_sweep(
-        s3_endpoint: str, digits_upload: DigitsUpload, tmp_path: Path) -> None:
+    s3_endpoint: str, digits_upload: DigitsUpload, tmp_path: Path
+) -> None:
     """The real crash: `mcu serve` on Postgres + S3 stores a dataset's shard, then waits for its row's insert
     (another transaction holds a lock that blocks writes to the dataset tables) and is killed with kill -9.
     The shard, personal data, is in the store with no row; the sweeper removes it."""
@@ -128,15 +136,26 @@ def test_an_upload_killed_after_its_object_was_stored_leaves_nothing_after_a_swe
     S3Store(bucket, endpoint_url=s3_endpoint).ensure_bucket()
     with postgres_schema("mcu_kill") as database_url:
         upgrade(database_url)
-        settings = Settings(data_dir=tmp_path, database_url=database_url, storage_url=f"s3://{bucket}",
-                            s3_endpoint_url=s3_endpoint)
+        settings = Settings(
+            data_dir=tmp_path, database_url=database_url, storage_url=f"s3://{bucket}", s3_endpoint_url=s3_endpoint
+        )
         services = connect(settings)
         port = free_port()
-        env = {**os.environ, "MCU_DATA_DIR": str(tmp_path / "api"), "MCU_BOOTSTRAP_API_KEY": "k",
-               "MCU_DATABASE_URL": database_url, "MCU_STORAGE_URL": f"s3://{bucket}",
-               "MCU_S3_ENDPOINT_URL": s3_endpoint, "MCU_RATE_LIMIT_PER_KEY": "off"}
-        api = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(port)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env = {
+            **os.environ,
+            "MCU_DATA_DIR": str(tmp_path / "api"),
+            "MCU_BOOTSTRAP_API_KEY": "k",
+            "MCU_DATABASE_URL": database_url,
+            "MCU_STORAGE_URL": f"s3://{bucket}",
+            "MCU_S3_ENDPOINT_URL": s3_endpoint,
+            "MCU_RATE_LIMIT_PER_KEY": "off",
+        }
+        api = subprocess.Popen(
+            [sys.executable, "-m", "cli", "serve", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             wait_for(lambda: _healthy(url), 60, "mcu serve to start", interval=0.2)
@@ -168,5 +187,10 @@ def _healthy(url: str) -> bool:
 
 def _post_dataset(url: str, upload: DigitsUpload) -> None:
     with contextlib.suppress(httpx.TransportError):  # the server is killed mid-request
-        httpx.post(f"{url}/v1/datasets", data={"name": "digits"}, files=upload.files(),
-                   headers={"Authorization": "Bearer k"}, timeout=60)
+        httpx.post(
+            f"{url}/v1/datasets",
+            data={"name": "digits"},
+            files=upload.files(),
+            headers={"Authorization": "Bearer k"},
+            timeout=60,
+        )

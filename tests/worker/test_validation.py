@@ -47,8 +47,9 @@ def service(tmp_path_factory: pytest.TempPathFactory, digits_upload: DigitsUploa
     yield Service(client, connect(settings), dataset.json()["id"])
 
 
-def test_the_declared_preprocessing_is_what_the_model_is_measured_under(service: Service,
-                                                                        digits_upload: DigitsUpload) -> None:
+def test_the_declared_preprocessing_is_what_the_model_is_measured_under(
+    service: Service, digits_upload: DigitsUpload
+) -> None:
     model = service.register(digits_upload, "unit")
     assert model["state"] == "ready" and model["warnings"] == [] and model["error"] is None
     assert model["preprocessing"] == {"preset": "unit", "mean": [0.0], "std": [1.0]}
@@ -83,8 +84,9 @@ def test_a_huge_architecture_is_refused_before_it_is_built(service: Service, dig
     assert time.perf_counter() - started < 60  # counted on the meta device (in a child process): nothing allocated
 
 
-def test_deletion_requests_wait_for_a_ready_model(service: Service, digits_upload: DigitsUpload,
-                                                  tmp_path: Path) -> None:
+def test_deletion_requests_wait_for_a_ready_model(
+    service: Service, digits_upload: DigitsUpload, tmp_path: Path
+) -> None:
     data = digits_upload.model_form(service.dataset_id)
     response = service.client.post("/v1/models", data=data, files={"weights": ("w.safetensors", digits_upload.weights)})
     body = {"model_id": response.json()["id"], "forget": {"classes": [1]}}
@@ -104,8 +106,12 @@ SLACK_SECONDS = 15.0
 @pytest.fixture(scope="module")
 def bounded(tmp_path_factory: pytest.TempPathFactory, digits_upload: DigitsUpload) -> Iterator[Service]:
     """The service with a short validation budget and a 512 MiB memory budget."""
-    settings = Settings(data_dir=tmp_path_factory.mktemp("bounded"), bootstrap_api_key="k",
-                        validation_timeout_seconds=BUDGET_SECONDS, validation_memory_bytes=512 << 20)
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("bounded"),
+        bootstrap_api_key="k",
+        validation_timeout_seconds=BUDGET_SECONDS,
+        validation_memory_bytes=512 << 20,
+    )
     client = TestClient(create_app(settings), headers={"Authorization": "Bearer k"})
     dataset = client.post("/v1/datasets", data={"name": "digits"}, files=digits_upload.files())
     yield Service(client, connect(settings), dataset.json()["id"])
@@ -113,27 +119,30 @@ def bounded(tmp_path_factory: pytest.TempPathFactory, digits_upload: DigitsUploa
 
 def post_model(service: Service, upload: DigitsUpload, weights: bytes | None = None, **form: str) -> object:
     data = upload.model_form(service.dataset_id) | {"preprocessing": "unit"} | form
-    return service.client.post("/v1/models", data=data,
-                               files={"weights": ("w.safetensors", weights or upload.weights)})
+    return service.client.post("/v1/models", data=data, files={"weights": ("w.safetensors", weights or upload.weights)})
 
 
-@pytest.mark.parametrize(("kwargs", "refused"), [
-    ({"checkpoint_path": "/nonexistent/w.safetensors"}, "checkpoint_path"),
-    ({"checkpoint_path": "/tmp"}, "checkpoint_path"),
-    ({"checkpoint_path": "EXISTING"}, "checkpoint_path"),
-    ({"pretrained": True}, "pretrained"),
-    ({"pretrained_cfg_overlay": {"file": "EXISTING"}}, "pretrained_cfg_overlay"),
-    ({"weights": "DEFAULT"}, "weights"),
-    ({"cache_dir": "x"}, "cache_dir"),
-    ({"device": "cpu"}, "device"),
-    ({"features_only": True}, "features_only"),
-    ({"global_pool": "EXISTING"}, "global_pool"),  # a path as a value, under an innocent name
-    ({"embed_dim": 2**40}, "embed_dim"),
-    ({"img_size": [32] * 100}, "img_size"),
-    ({"act_layer": {"name": "gelu"}}, "act_layer"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "refused"),
+    [
+        ({"checkpoint_path": "/nonexistent/w.safetensors"}, "checkpoint_path"),
+        ({"checkpoint_path": "/tmp"}, "checkpoint_path"),
+        ({"checkpoint_path": "EXISTING"}, "checkpoint_path"),
+        ({"pretrained": True}, "pretrained"),
+        ({"pretrained_cfg_overlay": {"file": "EXISTING"}}, "pretrained_cfg_overlay"),
+        ({"weights": "DEFAULT"}, "weights"),
+        ({"cache_dir": "x"}, "cache_dir"),
+        ({"device": "cpu"}, "device"),
+        ({"features_only": True}, "features_only"),
+        ({"global_pool": "EXISTING"}, "global_pool"),  # a path as a value, under an innocent name
+        ({"embed_dim": 2**40}, "embed_dim"),
+        ({"img_size": [32] * 100}, "img_size"),
+        ({"act_layer": {"name": "gelu"}}, "act_layer"),
+    ],
+)
 def test_kwargs_that_read_files_download_or_overflow_are_refused_at_registration(
-        bounded: Service, digits_upload: DigitsUpload, tmp_path: Path, kwargs: dict, refused: str) -> None:
+    bounded: Service, digits_upload: DigitsUpload, tmp_path: Path, kwargs: dict, refused: str
+) -> None:
     existing = tmp_path / "model.safetensors"
     existing.write_bytes(digits_upload.weights)
     text = json.dumps(kwargs).replace("EXISTING", str(existing))
@@ -147,17 +156,21 @@ def test_kwargs_that_read_files_download_or_overflow_are_refused_at_registration
 
 
 @pytest.mark.timeout(BUDGET_SECONDS + SLACK_SECONDS + 60)  # the budget ignored: this test fails, not hangs
-@pytest.mark.parametrize(("kwargs", "reason"), [
-    # Minutes and gigabytes unbounded: whichever budget it exhausts first (timm 1.0.31 builds fast enough
-    # to reach the memory bound within the time).
-    ({"depth": 20000}, f"took longer than {BUDGET_SECONDS:g} s|needed more than [0-9,]+ bytes of memory"),
-    ({"num_heads": 0}, "ZeroDivisionError"),
-    ({"patch_size": 0}, "ZeroDivisionError"),
-    ({"embed_dim": 65536, "num_heads": 3}, "constructor failed"),
-    ({"no_such_argument": 1}, "constructor failed"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [
+        # Minutes and gigabytes unbounded: whichever budget it exhausts first (timm 1.0.31 builds fast enough
+        # to reach the memory bound within the time).
+        ({"depth": 20000}, f"took longer than {BUDGET_SECONDS:g} s|needed more than [0-9,]+ bytes of memory"),
+        ({"num_heads": 0}, "ZeroDivisionError"),
+        ({"patch_size": 0}, "ZeroDivisionError"),
+        ({"embed_dim": 65536, "num_heads": 3}, "constructor failed"),
+        ({"no_such_argument": 1}, "constructor failed"),
+    ],
+)
 def test_a_hostile_constructor_ends_invalid_with_a_reason_within_the_budget(
-        bounded: Service, digits_upload: DigitsUpload, kwargs: dict, reason: str) -> None:
+    bounded: Service, digits_upload: DigitsUpload, kwargs: dict, reason: str
+) -> None:
     started = time.perf_counter()
     model = bounded.register(digits_upload, "unit", architecture=TIMM, architecture_kwargs=json.dumps(kwargs))
     assert time.perf_counter() - started < BUDGET_SECONDS + SLACK_SECONDS
@@ -168,8 +181,9 @@ def test_a_hostile_constructor_ends_invalid_with_a_reason_within_the_budget(
 @pytest.mark.timeout(180)
 def test_a_constructor_over_the_memory_budget_ends_invalid(tmp_path: Path, digits_upload: DigitsUpload) -> None:
     """64 MiB of address space, a long time budget: the memory limit, not the clock, ends it."""
-    settings = Settings(data_dir=tmp_path, bootstrap_api_key="k", validation_timeout_seconds=120,
-                        validation_memory_bytes=64 << 20)
+    settings = Settings(
+        data_dir=tmp_path, bootstrap_api_key="k", validation_timeout_seconds=120, validation_memory_bytes=64 << 20
+    )
     client = TestClient(create_app(settings), headers={"Authorization": "Bearer k"})
     dataset = client.post("/v1/datasets", data={"name": "digits"}, files=digits_upload.files())
     service = Service(client, connect(settings), dataset.json()["id"])
@@ -177,8 +191,9 @@ def test_a_constructor_over_the_memory_budget_ends_invalid(tmp_path: Path, digit
     assert model["state"] == "invalid" and "MCU_VALIDATION_MEMORY_BYTES" in model["error"]["detail"]
 
 
-def test_a_stored_file_path_is_never_opened_by_the_worker(bounded: Service, digits_upload: DigitsUpload,
-                                                          tmp_path: Path) -> None:
+def test_a_stored_file_path_is_never_opened_by_the_worker(
+    bounded: Service, digits_upload: DigitsUpload, tmp_path: Path
+) -> None:
     """A row registered before the API refused such arguments: the worker refuses them too, and names no file
     and none of its tensors."""
     from sqlalchemy import update
@@ -189,8 +204,11 @@ def test_a_stored_file_path_is_never_opened_by_the_worker(bounded: Service, digi
     secret.write_bytes(digits_upload.weights)
     response = post_model(bounded, digits_upload, architecture=TIMM)
     with bounded.worker.factory() as session, session.begin():
-        session.execute(update(Model).where(Model.id == response.json()["id"])
-                        .values(architecture_kwargs={"checkpoint_path": str(secret)}))
+        session.execute(
+            update(Model)
+            .where(Model.id == response.json()["id"])
+            .values(architecture_kwargs={"checkpoint_path": str(secret)})
+        )
     validate_model(bounded.worker, response.json()["id"])
     model = bounded.client.get(f"/v1/models/{response.json()['id']}").json()
     assert model["state"] == "invalid" and "checkpoint_path" in model["error"]["detail"]
@@ -198,8 +216,9 @@ def test_a_stored_file_path_is_never_opened_by_the_worker(bounded: Service, digi
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
-def test_weights_with_non_finite_values_are_invalid_naming_the_tensors(bounded: Service, digits_upload: DigitsUpload,
-                                                                      value: float) -> None:
+def test_weights_with_non_finite_values_are_invalid_naming_the_tensors(
+    bounded: Service, digits_upload: DigitsUpload, value: float
+) -> None:
     from safetensors.torch import load, save
 
     tensors = load(digits_upload.weights)
@@ -224,14 +243,17 @@ def test_a_validation_whose_worker_dies_every_time_ends_invalid(bounded: Service
     from models import Model
     from tests.support import wait_for
 
-    model_id = post_model(bounded, digits_upload, architecture=TIMM,
-                          architecture_kwargs='{"depth": 20000}').json()["id"]
+    model_id = post_model(bounded, digits_upload, architecture=TIMM, architecture_kwargs='{"depth": 20000}').json()[
+        "id"
+    ]
     settings = bounded.worker.settings
-    script = ("import sys; from settings import Settings; from worker.services import connect; "
-              "from worker.validation import validate_model; "
-              "validate_model(connect(Settings(data_dir=sys.argv[1], validation_timeout_seconds=40)), sys.argv[2])")
-    worker = subprocess.Popen([sys.executable, "-c", script, str(settings.data_dir), model_id],
-                              start_new_session=True)
+    script = (
+        "import sys; from settings import Settings; from worker.services import connect; "
+        "from worker.validation import validate_model; "
+        "validate_model(connect(Settings(data_dir=sys.argv[1], validation_timeout_seconds=40)), sys.argv[2])"
+    )
+    worker = subprocess.Popen([sys.executable, "-c", script, str(settings.data_dir), model_id], start_new_session=True)
+
     def attempts() -> int:
         with bounded.worker.factory() as session:
             return session.get(Model, model_id).validation_attempts
@@ -253,8 +275,11 @@ def test_an_outage_does_not_use_up_the_attempts(bounded: Service, digits_upload:
     from models import Model
 
     model_id = post_model(bounded, digits_upload).json()["id"]
-    store_down = connect(bounded.worker.settings.model_copy(update={
-        "storage_url": "s3://absent", "s3_endpoint_url": "http://127.0.0.1:1", "validation_max_attempts": 1}))
+    store_down = connect(
+        bounded.worker.settings.model_copy(
+            update={"storage_url": "s3://absent", "s3_endpoint_url": "http://127.0.0.1:1", "validation_max_attempts": 1}
+        )
+    )
     for _ in range(3):
         validate_model(store_down, model_id)
         assert bounded.client.get(f"/v1/models/{model_id}").json()["state"] == "validating"
