@@ -4,6 +4,8 @@ version's weights answer 410."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import boto3
 import torch
 from safetensors.torch import load, save
@@ -46,15 +48,28 @@ def test_erased_images_leave_every_object_and_the_old_weights_answer_410(
     bucket = stack.env["MCU_STORAGE_URL"].removeprefix("s3://")
     s3 = boto3.client("s3", endpoint_url=stack.env["MCU_S3_ENDPOINT_URL"])
 
+    def object_bytes(key: str) -> bytes:
+        """An object's bytes; none when the worker deleted it since the listing (it runs meanwhile)."""
+        try:
+            return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except s3.exceptions.NoSuchKey:
+            return b""
+
+    def file_bytes(path: Path) -> bytes:
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:  # evicted or unlinked since the glob
+            return b""
+
     def holding() -> list[str]:
         keys = [
             o["Key"]
             for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
             for o in page.get("Contents", [])
         ]
-        found = [k for k in keys if any(i in s3.get_object(Bucket=bucket, Key=k)["Body"].read() for i in images)]
+        found = [k for k in keys if any(i in object_bytes(k) for i in images)]
         cache = stack.data_dir / "cache"
-        return found + [str(p) for p in cache.glob("*") if any(i in p.read_bytes() for i in images)]
+        return found + [str(p) for p in cache.glob("*") if any(i in file_bytes(p) for i in images)]
 
     with stack.client() as client:
         dataset = client.post("/v1/datasets", data={"name": "digits and five"}, files=files)
