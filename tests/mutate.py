@@ -1057,6 +1057,13 @@ MUTATIONS = [
         "return _tensors_without(path, kept)",
         (ENCODED_ERASURE,),
     ),
+    Mutation(
+        "a set sent to a device is copied onto it whole",
+        "unlearning/data.py",
+        "        return Subset(self.inputs, self.labels, self.ids, torch.device(device))",
+        "        return Subset(self.inputs.to(device), self.labels, self.ids, torch.device(device))",
+        ("tests/unlearning/test_pipeline.py::test_a_set_sent_to_a_device_keeps_its_rows_where_they_are",),
+    ),
     # Cost at scale (issue 21): bounded samples where a full pass would not change the outcome.
     Mutation(
         "rl / salun train every retain row each epoch, not a fresh share",

@@ -115,8 +115,8 @@ class ImageDataset:
 @dataclass
 class Subset:
     """Rows of one split; `ids` are the rows' stable indices in that split. Labels and ids are in memory; inputs
-    are a tensor (in memory, on `device`) or a row source (streamed: gathered per batch, then moved to
-    `device`)."""
+    are a tensor (in memory) or a row source (streamed); either way batches are gathered where the rows are,
+    then moved to `device`."""
 
     inputs: Tensor | RowSource
     labels: Tensor
@@ -141,9 +141,8 @@ class Subset:
         return self.take(torch.randperm(len(self), generator=generator)[:count])
 
     def to(self, device: torch.device | str) -> Subset:
-        """In memory: everything moves. Streamed: nothing moves; batches will go to `device`."""
-        if isinstance(self.inputs, Tensor):
-            return Subset(self.inputs.to(device), self.labels.to(device), self.ids.to(device))
+        """The same rows, whose batches go to `device`: nothing moves now, in memory or streamed (a set may be
+        larger than the device's memory; one batch at a time is what a step needs)."""
         return Subset(self.inputs, self.labels, self.ids, torch.device(device))
 
 

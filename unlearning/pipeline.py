@@ -128,7 +128,7 @@ def run_unlearning(
     cfg = resolve_config(config, base_method)
     hooks = hooks or JobHooks()
     device = resolve_device(device)
-    data = data.to(device)  # streamed rows stay where they are (only batches move); small in-memory sets move whole
+    data = data.to(device)  # only batches move to the device, one at a time: the rows stay where they are
     original = prepare_model(copy.deepcopy(model), device).eval()
     sets = EvalSets.draw(data, cfg.eval, cfg.seed)
     targets = cfg.targets or derive_targets(original, data, sets, cfg.eval.batch_size)
@@ -241,7 +241,7 @@ def materialize_point(
         raise ValueError(f"t must lie in [0, 1], got {t}")
     cfg = resolve_config(config, base_method)
     device = resolve_device(device)
-    data = data.to(device)  # as in run_unlearning: a streamed set is not moved, its batches are
+    data = data.to(device)  # as in run_unlearning: only batches move
     on_device = {name: {k: v.to(device) for k, v in tensors.items()} for name, tensors in curve_tensors.items()}
     curve = BezierCurve(prepare_model(model, device), on_device["theta_o"], on_device["theta_p"], on_device["theta_c"])
     metrics = measure_point(curve, t, data, EvalSets.full(data, cfg.eval, cfg.seed), cfg)

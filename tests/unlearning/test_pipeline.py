@@ -150,3 +150,15 @@ def test_runs_on_cuda(original: nn.Module, classwise: UnlearningData) -> None:
     assert result.training["device"].startswith("cuda")
     weights, _ = result.materialize(0.5)
     assert all(v.device.type == "cpu" for v in weights.values())
+
+
+def test_a_set_sent_to_a_device_keeps_its_rows_where_they_are(random_forget: UnlearningData) -> None:
+    """Only batches move: a set larger than the device's memory must not be copied onto it whole."""
+    moved = random_forget.to("meta")
+    for before, after in zip(
+        (random_forget.retain, random_forget.forget, random_forget.test),
+        (moved.retain, moved.forget, moved.test),
+        strict=True,
+    ):
+        assert after.inputs is before.inputs and after.labels is before.labels
+        assert after.target == torch.device("meta")
