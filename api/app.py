@@ -10,13 +10,15 @@ from pathlib import Path
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+import telemetry
 from api.admission import Admission
 from api.errors import install_error_handlers
 from api.metrics import MetricsMiddleware, ServiceCollector, Shared
 from api.multipart import MultipartCompleteness
 from api.openapi import install_openapi
 from api.ratelimit import RateLimitMiddleware
-from api.routes import console, datasets, deletion_requests, health, models, signing
+from api.routes import console, datasets, deletion_requests, erasures, health, integrations, meta, models, signing
+from domain.approval import require_everywhere
 from domain.lifecycle import send_follow_ups_after_commit
 from domain.signing import SigningKeys
 from migrations.runner import upgrade
@@ -40,11 +42,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="MCU unlearning service",
         version="1.0.0",
         description="Deletion requests in, unlearned model versions out (masked Mode Connectivity "
-        "Unlearning). The contract: API.md.",
+        "Unlearning). The contract: docs/api.md.",
     )
     engine = make_engine(settings.resolved_database_url)
     app.state.settings = settings
     app.state.session_factory = make_session_factory(engine)
+    require_everywhere(app.state.session_factory, settings.require_approval)  # MCU_REQUIRE_APPROVAL
     # Reads (GETs and authentication) never wait behind the embedded database's write lock.
     app.state.read_session_factory = (
         make_session_factory(make_engine(settings.resolved_database_url, read_only=True))
@@ -72,10 +75,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         per_key=settings.rate_limit_per_key,
         storage_url=settings.resolved_rate_limit_storage_url,
     )
+    telemetry.instrument_app(app)  # server spans; the path's request or model id bound for its log lines
     app.add_middleware(MetricsMiddleware, registry=registry)  # added last, so outermost: it counts 429s too
     install_error_handlers(app)
     install_openapi(app)
     for router in (health.router, datasets.router, models.router, deletion_requests.router, signing.router):
         app.include_router(router)
     app.include_router(console.router)
+    app.include_router(meta.router)
+    app.include_router(erasures.router)
+    app.include_router(integrations.router)
     return app

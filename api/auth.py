@@ -23,6 +23,7 @@ SCOPES = (
     "requests:write",
     "requests:read",
     "requests:select",
+    "requests:approve",  # the approval gate (domain/approval.py): never for the submitter's own requests
     "admin",
 )
 KEY_PREFIX = "mcu_"

@@ -1,16 +1,14 @@
-"""Validating an uploaded dataset: safetensors shards plus a CSV manifest of sample locations.
+"""Validating an uploaded dataset's safetensors shards (the CSV manifest of sample locations: api/manifest.py).
 
 A shard is in the tensor format (`inputs` [N, C, H, W] and `labels` [N]) or the encoded one (`images`: the
 PNG / JPEG files' bytes concatenated, `offsets` [N + 1]: row k is images[offsets[k]:offsets[k + 1]], and
 `labels`); every shard of a dataset uses one (docs/datasets.md). Only headers, labels, offsets and each
 image's own header are read, a bounded chunk at a time (numpy, no torch, no image decoder). Every problem
-found is reported together (up to a limit), naming the manifest line, the shard or the shard's row.
+found is reported together (up to a limit), naming the shard or the shard's row.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from dataclasses import dataclass
@@ -19,16 +17,12 @@ from typing import BinaryIO
 import numpy as np
 
 from domain.images import scan_images
-from domain.inputs import text_problem
 from domain.problems import invalid
 from storage import InvalidSafetensors, read_header
 
 MAX_REPORTED = 20
-MAX_CLASSES = 100_000  # as the num_classes form fields allow
 PIXEL_CHUNK = 8 << 20  # bytes of float pixels checked at a time
-MAX_FIELD = 200  # characters of a sample or subject id, as the database columns hold
 INPUT_DTYPES = {"U8": "uint8", "F32": "float32"}
-REQUIRED_COLUMNS = ("sample_id", "split", "shard", "row")
 ENCODED = {"images": "U8", "offsets": "I64", "labels": "I64"}  # the encoded format's tensors, each of rank 1
 
 
@@ -42,17 +36,6 @@ class ShardInfo:
     encoding: str = "tensor"  # or "encoded"
 
 
-@dataclass(frozen=True)
-class ParsedDataset:
-    samples: list[dict]  # sample_id, subject_id, split, position, shard, row, label
-    num_train: int
-    num_test: int
-    num_classes: int
-    input_shape: tuple[int | None, ...]
-    input_dtype: str
-    input_encoding: str
-
-
 def _span(file: BinaryIO, tensor: str) -> tuple[int, int]:
     """Where a tensor's bytes lie in the file, from the header `read_header` checked."""
     file.seek(0)
@@ -62,8 +45,9 @@ def _span(file: BinaryIO, tensor: str) -> tuple[int, int]:
 
 
 def _refused(name: str, problems: list[str]) -> Exception:
-    return invalid(f"shard '{name}': " + "; ".join(problems[:3]), [{"loc": ["shards", name], "msg": p}
-                                                                  for p in problems])
+    return invalid(
+        f"shard '{name}': " + "; ".join(problems[:3]), [{"loc": ["shards", name], "msg": p} for p in problems]
+    )
 
 
 def _read_labels(file: BinaryIO) -> np.ndarray:
@@ -73,7 +57,7 @@ def _read_labels(file: BinaryIO) -> np.ndarray:
 
 
 def _float_pixel_problem(file: BinaryIO, image_size: int) -> str | None:
-    """Float inputs are taken as already in [0, 1] (API.md): NaN, ±Inf or 1e30 would poison every metric.
+    """Float inputs are taken as already in [0, 1] (docs/api.md): NaN, ±Inf or 1e30 would poison every metric.
     Read a chunk at a time, so a large shard is never in memory at once."""
     start, end = _span(file, "inputs")
     file.seek(start)
@@ -82,8 +66,10 @@ def _float_pixel_problem(file: BinaryIO, image_size: int) -> str | None:
         chunk = np.frombuffer(file.read(min(PIXEL_CHUNK, end - start - position)), dtype="<f4")
         if not (chunk.min() >= 0.0 and chunk.max() <= 1.0):  # NaN fails both comparisons
             index = int(np.argmax(~((chunk >= 0.0) & (chunk <= 1.0))))
-            return (f"float32 inputs must be finite and in [0, 1]; row {(position // 4 + index) // image_size} "
-                    f"holds {chunk[index]!r}")
+            return (
+                f"float32 inputs must be finite and in [0, 1]; row {(position // 4 + index) // image_size} "
+                f"holds {chunk[index]!r}"
+            )
         position += chunk.nbytes
     return None
 
@@ -103,8 +89,9 @@ def inspect_shard(name: str, file: BinaryIO) -> ShardInfo:
         problems.append("must hold tensors 'inputs' and 'labels' (or, encoded, 'images', 'offsets' and 'labels')")
     else:
         if inputs.dtype not in INPUT_DTYPES or len(inputs.shape) != 4:
-            problems.append(f"'inputs' must be uint8 or float32 of shape [N, C, H, W], got {inputs.dtype} "
-                            f"{list(inputs.shape)}")
+            problems.append(
+                f"'inputs' must be uint8 or float32 of shape [N, C, H, W], got {inputs.dtype} {list(inputs.shape)}"
+            )
         if labels.dtype != "I64" or len(labels.shape) != 1:
             problems.append(f"'labels' must be int64 of shape [N], got {labels.dtype} {list(labels.shape)}")
         elif len(inputs.shape) == 4 and labels.shape[0] != inputs.shape[0]:
@@ -114,8 +101,11 @@ def inspect_shard(name: str, file: BinaryIO) -> ShardInfo:
     if problems:
         raise _refused(name, problems)
     assert inputs is not None and labels is not None
-    if inputs.dtype == "F32" and inputs.shape[0] and (
-            problem := _float_pixel_problem(file, math.prod(inputs.shape[1:]))):
+    if (
+        inputs.dtype == "F32"
+        and inputs.shape[0]
+        and (problem := _float_pixel_problem(file, math.prod(inputs.shape[1:])))
+    ):
         raise _refused(name, [problem])
     return ShardInfo(name, inputs.shape[0], INPUT_DTYPES[inputs.dtype], tuple(inputs.shape[1:]), _read_labels(file))
 
@@ -123,18 +113,24 @@ def inspect_shard(name: str, file: BinaryIO) -> ShardInfo:
 def _inspect_encoded(name: str, file: BinaryIO, header: dict) -> ShardInfo:
     """An encoded shard: the three tensors, well-formed offsets, and every row an accepted PNG / JPEG whose
     header is within the bounds (domain/images.py)."""
-    problems = [f"'{t}' must be {dtype} of rank 1" for t, dtype in ENCODED.items()
-                if t not in header or (header[t].dtype, len(header[t].shape)) != (dtype, 1)]
+    problems = [
+        f"'{t}' must be {dtype} of rank 1"
+        for t, dtype in ENCODED.items()
+        if t not in header or (header[t].dtype, len(header[t].shape)) != (dtype, 1)
+    ]
     if extra := sorted(header.keys() - ENCODED.keys()):
         problems.append(f"an encoded shard holds 'images', 'offsets' and 'labels' only, not {extra}")
     if not problems and header["offsets"].shape[0] != header["labels"].shape[0] + 1:
-        problems.append(f"'offsets' must have one entry more than 'labels' has rows ({header['labels'].shape[0]}), "
-                        f"got {header['offsets'].shape[0]}")
+        problems.append(
+            f"'offsets' must have one entry more than 'labels' has rows ({header['labels'].shape[0]}), "
+            f"got {header['offsets'].shape[0]}"
+        )
     if problems:
         raise _refused(name, problems)
     rows = header["labels"].shape[0]
-    grey, problems = scan_images(file, _span(file, "offsets")[0], _span(file, "images")[0], rows,
-                                 header["images"].shape[0], MAX_REPORTED)
+    grey, problems = scan_images(
+        file, _span(file, "offsets")[0], _span(file, "images")[0], rows, header["images"].shape[0], MAX_REPORTED
+    )
     if problems:
         raise _refused(name, problems)
     return ShardInfo(name, rows, "uint8", (1 if grey else 3, None, None), _read_labels(file), "encoded")
@@ -143,102 +139,28 @@ def _inspect_encoded(name: str, file: BinaryIO, header: dict) -> ShardInfo:
 def check_shards_agree(shards: list[ShardInfo]) -> None:
     first = shards[0]
     if mixed := [s for s in shards if s.encoding != first.encoding]:
-        raise invalid("shards mix the tensor and the encoded format; a dataset's shards all use one",
-                      [{"loc": ["shards", s.name], "msg": f"{s.encoding} format, while '{first.name}' is "
-                        f"{first.encoding}"} for s in mixed])
+        raise invalid(
+            "shards mix the tensor and the encoded format; a dataset's shards all use one",
+            [
+                {"loc": ["shards", s.name], "msg": f"{s.encoding} format, while '{first.name}' is {first.encoding}"}
+                for s in mixed
+            ],
+        )
     if first.encoding == "encoded":
         return  # any size; the dataset's channels come from every shard's (dataset_shape)
     bad = [s for s in shards if (s.input_dtype, s.input_shape) != (first.input_dtype, first.input_shape)]
     if bad:
-        raise invalid("shards differ in input shape or dtype",
-                      [{"loc": ["shards", s.name], "msg": f"{s.input_dtype} {list(s.input_shape)} differs from "
-                        f"'{first.name}': {first.input_dtype} {list(first.input_shape)}"} for s in bad])
-
-
-def parse_manifest(file: BinaryIO, shards: list[ShardInfo], num_classes: int | None) -> ParsedDataset:
-    """Read the manifest CSV, check every line against the shards, and assign split positions."""
-    check_shards_agree(shards)
-    file.seek(0)
-    text = io.TextIOWrapper(file, encoding="utf-8-sig", newline="")
-    try:
-        return _parse_lines(csv.DictReader(text), shards, num_classes)
-    except UnicodeDecodeError as error:
-        raise invalid("manifest is not UTF-8 text", [{"loc": ["manifest"], "msg": str(error)}]) from error
-    except csv.Error as error:  # e.g. a field over the csv module's limit (128 KiB)
-        raise invalid(f"manifest is not a readable CSV: {error}", [{"loc": ["manifest"], "msg": str(error)}]) \
-            from error
-    finally:
-        text.detach()  # leave the upload's file open for the caller
-
-
-def _parse_lines(reader: csv.DictReader, shards: list[ShardInfo], num_classes: int | None) -> ParsedDataset:
-    by_name = {s.name: (index, s) for index, s in enumerate(shards)}
-    columns = reader.fieldnames or []
-    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-    if missing:
-        raise invalid(f"manifest: missing columns {missing}; the header must be "
-                      "sample_id,split,shard,row with an optional subject_id",
-                      [{"loc": ["manifest", "header"], "msg": f"missing {missing}"}])
-    errors: list[dict] = []
-    seen: set[str] = set()
-    samples: list[dict] = []
-    counts = {"train": 0, "test": 0}
-    max_label = -1
-
-    def problem(line: int, message: str) -> None:
-        if len(errors) < MAX_REPORTED:
-            errors.append({"loc": ["manifest", f"line {line}"], "msg": message})
-
-    for line, record in enumerate(reader, start=2):
-        sample_id, split, shard_name = record["sample_id"] or "", record["split"] or "", record["shard"] or ""
-        if not sample_id:
-            problem(line, "empty sample_id")
-            continue
-        if len(sample_id) > MAX_FIELD or len(record.get("subject_id") or "") > MAX_FIELD:
-            problem(line, f"sample_id and subject_id must be at most {MAX_FIELD} characters")
-            continue
-        if bad := text_problem(sample_id) or text_problem(record.get("subject_id") or ""):
-            problem(line, f"sample_id and subject_id must be text without control characters: {bad}")
-            continue
-        if sample_id in seen:
-            problem(line, f"duplicate sample_id '{sample_id}'")
-            continue
-        seen.add(sample_id)
-        if split not in counts:
-            problem(line, f"split must be 'train' or 'test', got '{split}'")
-            continue
-        if shard_name not in by_name:
-            problem(line, f"unknown shard '{shard_name}' (uploaded: {', '.join(by_name)})")
-            continue
-        shard_index, shard = by_name[shard_name]
-        raw_row = record["row"] or ""
-        if not (raw_row.isascii() and raw_row.isdigit() and len(raw_row) <= 12):  # int() would take "0_1"
-            problem(line, f"row must be a non-negative integer, got '{raw_row[:40]}'")
-            continue
-        row = int(raw_row)
-        if not 0 <= row < shard.rows:
-            problem(line, f"row {row} out of range: shard '{shard_name}' has {shard.rows} rows")
-            continue
-        label = int(shard.labels[row])
-        limit = num_classes if num_classes is not None else MAX_CLASSES
-        if not 0 <= label < limit:
-            problem(line, f"label {label} of shard '{shard_name}' row {row} is out of range [0, {limit})")
-            continue
-        max_label = max(max_label, label)
-        samples.append({"sample_id": sample_id, "subject_id": record.get("subject_id") or None, "split": split,
-                        "position": counts[split], "shard": shard_index, "row": row, "label": label})
-        counts[split] += 1
-    if errors:
-        more = " (first problems shown)" if len(errors) == MAX_REPORTED else ""
-        raise invalid(f"manifest has invalid lines{more}: {errors[0]['loc'][1]}: {errors[0]['msg']}", errors)
-    for split, count in counts.items():
-        if count == 0:
-            raise invalid(f"manifest has no {split} rows", [{"loc": ["manifest"], "msg": f"no {split} rows"}])
-    classes = num_classes if num_classes is not None else max_label + 1
-    if classes < 2:
-        raise invalid("a dataset needs at least 2 classes", [{"loc": ["manifest"], "msg": "fewer than 2 classes"}])
-    return ParsedDataset(samples, counts["train"], counts["test"], classes, dataset_shape(shards),
-                         shards[0].input_dtype, shards[0].encoding)
+        raise invalid(
+            "shards differ in input shape or dtype",
+            [
+                {
+                    "loc": ["shards", s.name],
+                    "msg": f"{s.input_dtype} {list(s.input_shape)} differs from "
+                    f"'{first.name}': {first.input_dtype} {list(first.input_shape)}",
+                }
+                for s in bad
+            ],
+        )
 
 
 def dataset_shape(shards: list[ShardInfo]) -> tuple[int | None, ...]:

@@ -5,8 +5,9 @@ bare FastAPI endpoint doing the same single-row INSERT (and a GET by primary key
 
 Both servers are uvicorn subprocesses on loopback ports, started the same way (`uvicorn.run(app,
 log_level="info")`, as `mcu serve` does), both on a schema of this benchmark's own in database `test`.
-The API runs on Redis db 13 as broker (flushed at start) and moto's S3 server; no worker runs, so every
-request stays queued, but the dispatch to the broker is part of each POST. Each of N client threads
+The API runs on Redis db 13 as broker (flushed at start) and moto's S3 server. A `python -m cli worker`
+process validates the model at set-up and is stopped before the load: no worker runs while it is measured,
+so every request stays queued, but the dispatch to the broker is part of each POST. Each of N client threads
 loops for a fixed time: POST a request forgetting one random training sample, then GET it. Clients use
 keep-alive connections from the standard library's http.client, which costs far less CPU per request
 than httpx, so the client does not mask the servers' differences on a small machine.
@@ -43,12 +44,14 @@ from bench.common import (
     moto_s3,
     percentile,
     postgres_schema,
+    running_worker,
     service_env,
     spawn,
     stop,
     wait_http_ok,
     write_json,
 )
+from mcu_client import Client
 
 N_TRAIN, N_TEST, NUM_CLASSES, SHAPE = 500, 100, 3, (1, 4, 4)
 BARE_TABLE = "bench_bare_requests"
@@ -146,14 +149,10 @@ def tiny_upload() -> tuple[bytes, bytes, bytes, list[str]]:
     return manifest.getvalue().encode(), shard, weights, [f"s{i}" for i in range(N_TRAIN)]
 
 
-def validate_in_process(env: dict[str, str], model_id: str) -> None:
-    """What a worker does with a new model (validating → ready), run here with the service's settings."""
-    from settings import Settings
-    from worker.services import connect
-    from worker.validation import validate_model
-
-    settings = Settings(**{k.removeprefix("MCU_").lower(): v for k, v in env.items() if k.startswith("MCU_")})
-    validate_model(connect(settings), model_id)
+def make_ready(env: dict[str, str], url: str, key: str, model_id: str, log: Path) -> None:
+    """A worker process validates the new model (validating → ready), then stops: only the API is measured."""
+    with running_worker(env, log), Client(url, key) as client:
+        client.wait_model(model_id, timeout=300)
 
 
 def register(url: str, key: str) -> tuple[str, list[str]]:
@@ -355,7 +354,7 @@ def main() -> None:
             wait_http_ok(f"http://127.0.0.1:{api_port}/readyz", api, data_dir / "api.log")
             wait_http_ok(f"http://127.0.0.1:{bare_port}/healthz", bare, data_dir / "bare.log")
             model_id, sample_ids = register(f"http://127.0.0.1:{api_port}", key)
-            validate_in_process(env, model_id)  # no worker runs here: only the API is measured
+            make_ready(env, f"http://127.0.0.1:{api_port}", key, model_id, data_dir / "worker.log")
             targets = {
                 "bare": Target("bare", bare_port, "/items", "/items/{id}", {}, model_id, sample_ids),
                 "api": Target(

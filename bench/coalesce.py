@@ -1,32 +1,35 @@
 """Coalescing (issue 15): 20 deletion requests of 5 samples each for one model, run as one coalesced job or
-one job per request, in-process on the embedded default (the API app and the functions the Celery tasks
-call, as tests/worker/test_coalesce.py does).
+one job per request, through the service: `python -m cli serve` and one `python -m cli worker` subprocess on
+the embedded default (SQLite, a folder, the SQL broker), `MCU_COALESCE_SECONDS` set per way, driven with
+mcu_client.
 
     python -m bench.coalesce [--requests 20 --per-request 5 --seed 0 --json docs/results/coalesce.json]
 
-Measures the time from the first submission until every request succeeded (`selection: auto`; a request
-whose curve fails the erasure criterion gets its recommended point with an acknowledgement, as an operator
-would), and the quality of the version each way ends with against a cnn-small retrained without all the
-samples (UA, RA, TA, MIA efficacy and Avg. Gap, measured as bench.quality measures them).
+Measures the time from the first submission until every request succeeded, as a user sees it (real worker
+dispatch, polled every 0.1 s; `selection: auto`; a request whose curve fails the erasure criterion gets its
+recommended point with an acknowledgement, as an operator would), the curve jobs the worker ran (its
+`phase_started` mask events: a request whose curve was trained on a version another one replaced first is
+trained again), and the quality of the version each way ends with against a cnn-small retrained without all
+the samples (UA, RA, TA, MIA efficacy and Avg. Gap, measured as bench.quality measures them).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import secrets
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from fastapi.testclient import TestClient
 from safetensors.torch import load as load_tensors
 
-from api.app import create_app
-from bench.common import markdown_table, write_json
+from bench.common import embedded_env, free_port, markdown_table, spawn, spawn_worker, stop, wait_http_ok, write_json
 from bench.quality import METRICS, measured
 from cli.digits import DigitsUpload, digits_upload
-from settings import Settings
+from mcu_client import Client
 from unlearning import load_digits_dataset, make_unlearning_data
 from unlearning.architectures import build_model
 from unlearning.base_methods import MethodContext, run_base_method
@@ -34,64 +37,62 @@ from unlearning.config import EvalConfig, resolve_config
 from unlearning.data import ImageDataset, Normalization
 from unlearning.metrics import EvalSets, avg_gap
 from unlearning.training import JobHooks
-from worker import jobs
-from worker.services import connect
-from worker.validation import validate_model
 
 WINDOW = 1.0  # MCU_COALESCE_SECONDS of the coalesced run
+POLL_SECONDS = 0.1  # between the client's list calls
 ACK = "erasure criterion not met: benchmark run"
 
 
 def run(upload: DigitsUpload, chunks: list[list[str]], coalesce: bool) -> tuple[float, int, dict[str, Any]]:
-    """Seconds until every request succeeded, the number of jobs run, and the final version's weights."""
-    settings = Settings(
-        data_dir=Path(tempfile.mkdtemp(prefix="mcu-bench-coalesce-")),
-        bootstrap_api_key="k",
-        coalesce_seconds=WINDOW if coalesce else 0.0,
-    )
-    client = TestClient(create_app(settings), headers={"Authorization": "Bearer k"})
-    services = connect(settings)
-    dataset = client.post("/v1/datasets", data={"name": "digits"}, files=upload.files()).json()
-    model_id = client.post(
-        "/v1/models", data=upload.model_form(dataset["id"]), files={"weights": ("w.safetensors", upload.weights)}
-    ).json()["id"]
-    validate_model(services, model_id)
+    """Seconds until every request succeeded, the number of curve jobs run, and the final version's weights."""
+    key = "bench-" + secrets.token_hex(8)
+    with tempfile.TemporaryDirectory(prefix="mcu-bench-coalesce-") as tmp:
+        data_dir = Path(tmp)
+        env = embedded_env(data_dir, key, MCU_COALESCE_SECONDS=str(WINDOW if coalesce else 0.0))
+        port = free_port()
+        api = spawn(["-m", "cli", "serve", "--port", str(port)], env, data_dir / "api.log")
+        worker = None
+        try:
+            wait_http_ok(f"http://127.0.0.1:{port}/readyz", api, data_dir / "api.log")
+            worker = spawn_worker(env, data_dir / "worker.log")  # started (imports done) before the clock runs
+            with Client(f"http://127.0.0.1:{port}", key, timeout=120) as client:
+                return drive(client, upload, chunks)
+        finally:
+            stop(worker)
+            stop(api)
+
+
+def drive(client: Client, upload: DigitsUpload, chunks: list[list[str]]) -> tuple[float, int, dict[str, Any]]:
+    dataset = client.create_dataset("digits", upload.manifest, [(upload.SHARD_NAME, upload.shard)])
+    model_id = client.create_model("digits-cnn", "cnn-small", 10, dataset.id, upload.weights, upload.PREPROCESSING).id
+    client.wait_model(model_id, timeout=300)
 
     started = time.perf_counter()
-    ids = [
-        client.post(
-            "/v1/deletion-requests", json={"model_id": model_id, "forget": {"sample_ids": chunk}, "selection": "auto"}
-        ).json()["id"]
-        for chunk in chunks
-    ]
-    if coalesce:
-        time.sleep(WINDOW)  # the window a new job waits for others to join
-    jobs_run = 0
-    while True:  # one list call a pass: the loop's own reads stay out of the measured time as far as they can
-        listed = client.get("/v1/deletion-requests", params={"model_id": model_id, "page_size": len(ids)}).json()
-        states = {r["id"]: r for r in listed["items"]}
-        pending = [states[i] for i in ids if states[i]["state"] != "succeeded"]
+    ids = [client.create_request(model_id, {"sample_ids": c}, selection="auto").id for c in chunks]
+    while True:  # one list call a pass: the loop's own reads stay out of the worker's way as far as they can
+        states = {r.id: r for r in client.requests(model_id=model_id, page_size=len(ids))}
+        pending = [states[i] for i in ids if states[i].state != "succeeded"]
         if not pending:
             break
-        request = pending[0]
-        if request["job_id"]:
-            request = states[request["job_id"]]
-        if request["state"] == "queued":
-            jobs.run_request(services, request["id"])
-            jobs_run += 1
-        elif request["state"] == "awaiting_selection":  # auto withheld: the operator takes the recommended point
-            client.post(
-                f"/v1/deletion-requests/{request['id']}/selection",
-                json={"t": request["curve"]["recommended_t"], "acknowledge": ACK},
-            )
-        elif request["state"] == "materializing":
-            jobs.materialize_selection(services, request["id"])
-        else:
-            raise RuntimeError(f"request {request['id']} is {request['state']}: {request['error']}")
+        for request in pending:
+            if request.state in ("failed", "cancelled"):
+                raise RuntimeError(f"request {request.id} is {request.state}: {request.error}")
+            if request.state == "awaiting_selection" and request.curve is not None:
+                # auto withheld: the operator takes the recommended point (sent to one member, it holds for all)
+                client.select(request.id, request.curve.recommended_t, ACK)
+                break
+        time.sleep(POLL_SECONDS)
     seconds = time.perf_counter() - started
-    version = client.get(f"/v1/models/{model_id}").json()["current_version"]
-    weights = client.get(f"/v1/models/{model_id}/versions/{version}/weights")
-    return seconds, jobs_run, load_tensors(weights.content)
+    jobs_run = sum(
+        1
+        for i in ids
+        for event in client.events(i)
+        if event.type == "phase_started" and (event.detail or {}).get("phase") == "mask"
+    )
+    version = client.get_model(model_id).current_version
+    weights = io.BytesIO()
+    client.download_weights(model_id, version, weights)
+    return seconds, jobs_run, load_tensors(weights.getvalue())
 
 
 def main() -> None:

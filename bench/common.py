@@ -1,4 +1,4 @@
-"""Small helpers shared by the service benchmarks (api_load, overhead).
+"""Small helpers shared by the service benchmarks (api_load, concurrency, coalesce, overhead, ...).
 
 Everything stays on 127.0.0.1: a Postgres schema of the benchmark's own in database `test` (created, then
 dropped), a Redis database flushed at start, moto's S3 server on a loopback port, and the service as real
@@ -143,6 +143,30 @@ def stop(process: subprocess.Popen | None, timeout: float = 15) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, 9)
         process.wait(timeout=5)
+
+
+def spawn_worker(env: dict[str, str], log: Path, timeout: float = 180) -> subprocess.Popen:
+    """`python -m cli worker`, returned once it consumes its queues (Celery logs " ready.")."""
+    start = log.stat().st_size if log.exists() else 0  # a log shared with an earlier worker: only new lines
+    worker = spawn(["-m", "cli", "worker"], env, log)
+    try:
+        wait_for(lambda: b" ready." in log.read_bytes()[start:] or worker.poll() is not None, timeout, "worker", 0.2)
+        if worker.poll() is not None:
+            raise RuntimeError(f"worker exited: {log.read_text()[-3000:]}")
+    except BaseException:
+        stop(worker)
+        raise
+    return worker
+
+
+@contextlib.contextmanager
+def running_worker(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+    """A worker process for the block, stopped after it (a benchmark that measures the API alone)."""
+    worker = spawn_worker(env, log)
+    try:
+        yield worker
+    finally:
+        stop(worker)
 
 
 def wait_http_ok(url: str, process: subprocess.Popen, log: Path, timeout: float = 120) -> None:

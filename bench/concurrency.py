@@ -5,10 +5,10 @@ dropped connection, and does a reader wait?
     python -m bench.concurrency --backend embedded --clients 50 --seconds 5 --rows 500    (a quick look)
 
 The API runs as `mcu serve` in a subprocess, on Postgres + Redis db 13 + moto S3 (`postgres`) or on the
-embedded default (`embedded`: SQLite, a folder, the SQL broker); no worker runs, so new requests stay queued.
-Set-up: a tiny dataset and mlp, a few requests run to `succeeded` by the worker's own job functions in this
-process (each has a signed report and a chain of events), then `--rows` queued requests written through the
-domain functions. Two phases:
+embedded default (`embedded`: SQLite, a folder, the SQL broker). Set-up: a tiny dataset and mlp, validated
+and a few requests run to `succeeded` (each has a signed report and a chain of events) by a `python -m cli
+worker` process, which then stops: no worker runs while the API is measured, so new requests stay queued.
+Then `--rows` queued requests written through the domain functions. Two phases:
 
 - steady: `--clients` threads with keep-alive connections (http.client), one role each in turn: list
   requests (a page of 50, three filters), get a request, POST a request, list a request's events, get a
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.api_load import register, validate_in_process
+from bench.api_load import register
 from bench.common import (
     CpuWindow,
     embedded_env,
@@ -45,17 +45,20 @@ from bench.common import (
     moto_s3,
     percentile,
     postgres_schema,
+    running_worker,
     service_env,
     spawn,
     stop,
     wait_http_ok,
     write_json,
 )
+from mcu_client import Client
 
 EXPECTED = {"list": 200, "get": 200, "post": 202, "events": 200, "report": 200, "models": 200}
 ROLES = tuple(EXPECTED)
 READS = tuple(role for role in ROLES if role != "post")
 SUCCEEDED, FORGET_EACH = 3, 5  # requests run to `succeeded` at set-up, forgetting this many samples each
+ACK = "erasure criterion not met: benchmark set-up"
 
 
 @dataclass
@@ -157,34 +160,31 @@ def burst_client(role: str, fx: Fixture, barrier: threading.Barrier, requests: i
             connection.close()
 
 
-def prepare(env: dict[str, str], port: int, key: str, rows: int) -> Fixture:
-    """A ready model, SUCCEEDED requests run by the worker's job functions here, and `rows` queued ones."""
-    import httpx
-
+def prepare(env: dict[str, str], port: int, key: str, rows: int, log: Path) -> Fixture:
+    """A ready model and SUCCEEDED requests, run by a worker process that then stops; `rows` queued ones."""
     from domain import requests
     from domain.signing import SigningKeys
     from models import make_engine, make_session_factory, utcnow
     from settings import Settings
-    from worker import jobs
-    from worker.services import connect
 
-    model_id, sample_ids = register(f"http://127.0.0.1:{port}", key)
-    validate_in_process(env, model_id)
-    settings = Settings(**{k.removeprefix("MCU_").lower(): v for k, v in env.items() if k.startswith("MCU_")})
-    services, succeeded = connect(settings), []
-    for i in range(SUCCEEDED):
-        forget = sample_ids[i * FORGET_EACH : (i + 1) * FORGET_EACH]
-        response = httpx.post(
-            f"http://127.0.0.1:{port}/v1/deletion-requests",
-            timeout=60,
-            headers={"Authorization": f"Bearer {key}"},
-            json={"model_id": model_id, "forget": {"sample_ids": forget}, "selection": "auto"},
-        )
-        response.raise_for_status()
-        jobs.run_request(services, response.json()["id"])
-        jobs.materialize_selection(services, response.json()["id"])
-        succeeded.append(response.json()["id"])
+    url = f"http://127.0.0.1:{port}"
+    model_id, sample_ids = register(url, key)
+    succeeded = []
+    with running_worker(env, log), Client(url, key) as client:
+        client.wait_model(model_id, timeout=300)
+        for i in range(SUCCEEDED):  # one after the other: each job starts from the version the last published
+            forget = sample_ids[i * FORGET_EACH : (i + 1) * FORGET_EACH]
+            request_id = client.create_request(model_id, {"sample_ids": forget}, selection="auto").id
+            body = client.wait(request_id, ("succeeded", "awaiting_selection"), timeout=600, interval=0.2)
+            if body.state == "awaiting_selection":  # auto withheld: the operator takes the recommended point
+                assert body.curve is not None
+                client.select(request_id, body.curve.recommended_t, ACK)
+                client.wait(request_id, "succeeded", timeout=600, interval=0.2)
+            succeeded.append(request_id)
     free = sample_ids[SUCCEEDED * FORGET_EACH :]
+    # The queued rows go through the domain functions, not the API: thousands of POSTs would take about a
+    # minute at the API's rate on a small machine (and fill the broker); the rows are the same.
+    settings = Settings(**{k.removeprefix("MCU_").lower(): v for k, v in env.items() if k.startswith("MCU_")})
     config, criterion = requests.validated_config({}, "rl", settings.erasure_defaults)
     factory = make_session_factory(make_engine(settings.resolved_database_url))
     SigningKeys(factory, settings)  # seals the audit chains of the events these sessions record
@@ -246,7 +246,7 @@ def run(backend: str, clients: int, seconds: float, rows: int, burst_requests: i
         stack.callback(stop, api)
         wait_http_ok(f"http://127.0.0.1:{port}/readyz", api, data_dir / "api.log")
         began = time.perf_counter()
-        fx = prepare(env, port, key, rows)
+        fx = prepare(env, port, key, rows, data_dir / "worker.log")
         set_up_s = time.perf_counter() - began
 
         steady = {role: Tally() for role in ROLES}

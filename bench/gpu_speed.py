@@ -64,7 +64,7 @@ def main() -> None:
 
     dataset = random_cifar(n_train, n_test, seed=0)
     forget = torch.randperm(n_train, generator=torch.Generator().manual_seed(1))[: n_train // 10]
-    data = make_unlearning_data(dataset, channels=3, forget_indices=forget).to(device)
+    data = make_unlearning_data(dataset, channels=3, forget_indices=forget).batches_on(device)
     model = build_model("resnet18", 10, dataset.input_shape).to(device)
     config = resolve_config(
         {

@@ -6,22 +6,24 @@ The job: sklearn's digits, a cnn-small trained once (cached under bench/.cache),
 method `rl`, the default configuration, manual selection of the recommended point.
 
 (a) service: `python -m cli serve` and `python -m cli worker` subprocesses on Postgres (a schema of this
-    benchmark's own in database `test`), Redis db 13 and moto's S3 server. Timed from the POST to the
-    `awaiting_selection` state, then from the selection POST to `succeeded`, both as the client saw them
-    (polling) and from the server's own timestamps (the request's events). The events and the curve's
-    stored `timings` split the service time into queue wait, input loading, the phases and the wrap-up.
+    benchmark's own in database `test`), Redis db 13 and moto's S3 server, driven with mcu_client only.
+    Timed from the POST to the `awaiting_selection` state, then from the selection POST to `succeeded`, both
+    as the client saw them (polling) and from the server's own timestamps (the request's events). The events
+    and the request's `timings` (seconds per phase, from `GET /v1/deletion-requests/{id}`) split the service
+    time into queue wait, input loading, the phases and the wrap-up.
 (b) library: `run_unlearning(...)` then `result.materialize(result.recommended_t)` on the same tensors
-    (assembled as the worker assembles them) in a fresh subprocess with the same environment as the
-    worker (device cpu, the same thread settings).
-(c) library + what the worker adds around `run_unlearning`, with the worker's own code: `JobWatch` (the
-    per-batch cancel check against Postgres, progress writes, the heartbeat thread) and the θ_p and per-epoch
-    checkpoint uploads to S3, each timed from inside: the cost of watching a job, separated from the rest.
+    (assembled as the worker assembles them) in a fresh subprocess with the same environment and torch
+    threads as the worker (device cpu): no worker code runs in it.
+(c) the worker's cost, service − library, in two parts: inside the four phases (the service's `timings`
+    against the library's: what watching a job adds to its training, i.e. the cancel checks, progress and
+    heartbeat writes, θ_p and per-epoch checkpoint uploads) and around them (queue waits, loading the
+    inputs, storing the curve, materializing and publishing the version).
 (d) with `--contention`: the library again while one other process keeps one core busy (what an API,
     a poller, Postgres or another tenant does to a job now and then), to show how sensitive the job is.
 
-With `--threads 1,0` the whole comparison runs once per torch thread setting (0: torch's default, i.e.
-one per core; N: OMP_NUM_THREADS=N for the worker and the library alike).
-Headline: service time / library time (goal <= 1.15).
+With `--threads 1,0` the whole comparison runs once per torch thread setting (0: one per core this process
+may use; N: N threads, `MCU_TORCH_THREADS` and OMP_NUM_THREADS=N for the worker, the same for the library).
+Headline, last line per setting: service time / library time (goal <= 1.15).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import json
 import os
 import secrets
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,8 +54,8 @@ from bench.common import (
     postgres_schema,
     service_env,
     spawn,
+    spawn_worker,
     stop,
-    wait_for,
     wait_http_ok,
     write_json,
 )
@@ -87,18 +90,17 @@ def digits_files(directory: Path) -> dict[str, Any]:
     }
 
 
-# --- (b) and (c): the library in a subprocess (`--library-run SPEC`) ------------------------------------------
+# --- (b): the library in a subprocess (`--library-run SPEC`) ------------------------------------------------
 
 
 def library_run(spec: dict[str, Any]) -> dict[str, Any]:
-    """What the worker computes, called directly; returns wall times, the curve's timings and hook costs."""
+    """What the worker computes, called directly; returns wall times and the curve's timings."""
     started = time.perf_counter()
     import torch
     from safetensors.torch import load_file
 
     from unlearning import (
         ImageDataset,
-        JobHooks,
         Normalization,
         build_model,
         make_unlearning_data,
@@ -106,6 +108,7 @@ def library_run(spec: dict[str, Any]) -> dict[str, Any]:
         run_unlearning,
     )
 
+    torch.set_num_threads(spec["torch_threads"])  # as the worker sets MCU_TORCH_THREADS
     imported = time.perf_counter()
     shard = load_file(spec["shard"])
     n_train = spec["n_train"]
@@ -120,58 +123,12 @@ def library_run(spec: dict[str, Any]) -> dict[str, Any]:
     )
     loaded = time.perf_counter()
 
-    hooks, watch = JobHooks(), None
-    callbacks: dict[str, Any] = {}
-    counters = {name: [0, 0.0] for name in ("should_cancel", "on_progress", "on_theta_p", "on_checkpoint")}
-
-    def timed(name: str, fn: Any) -> Any:
-        def call(*args: Any) -> Any:
-            begun = time.perf_counter()
-            try:
-                return fn(*args)
-            finally:
-                counters[name][0] += 1
-                counters[name][1] += time.perf_counter() - begun
-
-        return call
-
-    if spec.get("hooks_request_id"):  # what the worker adds around run_unlearning, with the worker's code
-        from safetensors.torch import save as save_tensors
-
-        from domain.signing import SigningKeys
-        from models import make_engine, make_session_factory
-        from settings import Settings
-        from storage import open_store
-        from worker.artifacts import artifact_key
-        from worker.services import Services
-        from worker.watch import JobWatch
-
-        settings = Settings()  # MCU_* from the environment: the worker's settings
-        store = open_store(settings.resolved_storage_url, s3_endpoint_url=settings.s3_endpoint_url)
-        services = Services(settings, make_session_factory(make_engine(spec["database_url"])), store, None, None)  # type: ignore[arg-type]  (JobWatch needs no cache or broker)
-        SigningKeys(services.factory, settings)  # seals the audit chains of the events the watch records
-        request_id = spec["hooks_request_id"]
-        watch = JobWatch(services, request_id, "running")
-        inner = watch.hooks()
-        hooks = JobHooks(
-            on_progress=timed("on_progress", inner.on_progress),
-            should_cancel=timed("should_cancel", inner.should_cancel),
-        )
-        callbacks = {  # as worker/jobs.py run_request passes them
-            "on_theta_p": timed(
-                "on_theta_p", lambda state: store.put_at(artifact_key(request_id, "theta_p"), save_tensors(state))
-            ),
-            "on_checkpoint": timed(
-                "on_checkpoint", lambda c: store.put_at(artifact_key(request_id, "checkpoint"), c.to_bytes())
-            ),
-        }
     machine_before, self_before = machine_busy_seconds(), time.process_time()
-    with watch if watch is not None else contextlib.nullcontext():
-        began = time.perf_counter()
-        result = run_unlearning(model, data, BASE_METHOD, CONFIG, device="cpu", hooks=hooks, **callbacks)
-        ran = time.perf_counter()
-        result.materialize(result.recommended_t)
-        done = time.perf_counter()
+    began = time.perf_counter()
+    result = run_unlearning(model, data, BASE_METHOD, CONFIG, device="cpu")
+    ran = time.perf_counter()
+    result.materialize(result.recommended_t)
+    done = time.perf_counter()
     cpu = {
         "wall_s": round(done - began, 3),
         "cores": os.cpu_count() or 1,
@@ -191,7 +148,6 @@ def library_run(spec: dict[str, Any]) -> dict[str, Any]:
         "batches": result.training["batches"],
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
-        "hooks": {k: {"calls": v[0], "seconds": round(v[1], 4)} for k, v in counters.items()},
     }
 
 
@@ -228,16 +184,11 @@ class Service:
 def start_service(env: dict[str, str], data_dir: Path, tag: str) -> Service:
     port = free_port()
     api = spawn(["-m", "cli", "serve", "--port", str(port)], env, data_dir / f"api-{tag}.log")
-    worker_log = data_dir / f"worker-{tag}.log"
-    worker = spawn(["-m", "cli", "worker"], env, worker_log)
     try:
         wait_http_ok(f"http://127.0.0.1:{port}/readyz", api, data_dir / f"api-{tag}.log")
-        wait_for(lambda: b" ready." in worker_log.read_bytes() or worker.poll() is not None, 180, "worker start", 0.2)
-        if worker.poll() is not None:
-            raise RuntimeError(f"worker exited: {worker_log.read_text()[-3000:]}")
+        worker = spawn_worker(env, data_dir / f"worker-{tag}.log")
     except BaseException:
         stop(api)
-        stop(worker)
         raise
     return Service(f"http://127.0.0.1:{port}", env["MCU_BOOTSTRAP_API_KEY"], api, worker, data_dir)
 
@@ -289,11 +240,7 @@ def service_breakdown(events: list[dict[str, Any]], created_at: str, timings: di
     return {k: round(v, 3) for k, v in segments.items()}
 
 
-def run_service_job(
-    service: Service, files: dict[str, Any], database_url: str, profile: Path | None, poll: float
-) -> dict[str, Any]:
-    from sqlalchemy import create_engine, text
-
+def run_service_job(service: Service, files: dict[str, Any], profile: Path | None, poll: float) -> dict[str, Any]:
     with service.client() as client:
         model_id = register_model(client, files)
         spy = None
@@ -336,50 +283,19 @@ def run_service_job(
             with contextlib.suppress(subprocess.TimeoutExpired):
                 spy.wait(timeout=30)
         events = [e.model_dump(mode="json") for e in client.events(request_id)]
-    engine = create_engine(database_url)
-    with engine.connect() as connection:
-        stored = connection.execute(
-            text("SELECT curve, created_at FROM deletion_requests WHERE id = :id"), {"id": request_id}
-        ).one()
-    engine.dispose()
-    timings = stored.curve["timings"]
+        detail = client.get_request(request_id)  # the job's timings and training, as GET shows them
+    assert detail.timings is not None and detail.training is not None
+    timings = detail.timings.model_dump()
     return {
         "request_id": request_id,
         "run_client_s": round(curve_ready - posted, 3),
         "selection_client_s": round(succeeded - selected, 3),
         "timings": timings,
-        "batches": stored.curve["training"]["batches"],
+        "batches": detail.training.batches,
         "breakdown": service_breakdown(events, body.created_at.isoformat(), timings),
         "cpu_run": run_cpu,
         "cpu_selection": selection_cpu,
     }
-
-
-def copy_request_for_hooks(database_url: str, request_id: str) -> str:
-    """A `running` copy of a finished request, so the library can drive the worker's JobWatch against it."""
-    from sqlalchemy import create_engine, insert, select
-
-    from models import DeletionRequest
-
-    engine = create_engine(database_url)
-    with engine.begin() as connection:
-        row = connection.execute(select(DeletionRequest.__table__).where(DeletionRequest.id == request_id)).one()
-        copy_id = "req_bench_hooks_" + secrets.token_hex(6)
-        connection.execute(
-            insert(DeletionRequest.__table__).values(
-                {
-                    **row._asdict(),
-                    "id": copy_id,
-                    "state": "running",
-                    "selected_t": None,
-                    "selected_version": None,
-                    "finished_at": None,
-                    "heartbeat_at": None,
-                }
-            )
-        )
-    engine.dispose()
-    return copy_id
 
 
 # --- orchestration ------------------------------------------------------------------------------------------
@@ -389,7 +305,6 @@ def one_setting(
     threads: int,
     repeats: int,
     base: dict[str, str],
-    database_url: str,
     files: dict[str, Any],
     data_dir: Path,
     profile: Path | None,
@@ -400,22 +315,20 @@ def one_setting(
     if not threads:
         env.pop("OMP_NUM_THREADS", None)
         env.pop("MKL_NUM_THREADS", None)
+    torch_threads = threads or len(os.sched_getaffinity(0))  # the worker's and the library's alike
+    env["MCU_TORCH_THREADS"] = str(torch_threads)
     tag = f"threads{threads}"
     service = start_service(env, data_dir, tag)
     rows: list[dict[str, Any]] = []
     try:
         # A cold run first: the worker's first job also builds its clients and fills its shard cache.
-        cold = run_service_job(service, files, database_url, None, poll)
+        cold = run_service_job(service, files, None, poll)
         for repeat in range(repeats):
             spy = profile.with_name(f"{profile.stem}-{tag}-{repeat}{profile.suffix}") if profile else None
-            warm = run_service_job(service, files, database_url, spy, poll)
-            spec = {**files, "database_url": database_url}
+            warm = run_service_job(service, files, spy, poll)
+            spec = {**files, "torch_threads": torch_threads}
             plain = run_library(spec, env, data_dir / f"library-{tag}-{repeat}.log")
-            hooks_id = copy_request_for_hooks(database_url, warm["request_id"])
-            watched = run_library(
-                spec | {"hooks_request_id": hooks_id}, env, data_dir / f"library-hooks-{tag}-{repeat}.log"
-            )
-            row = {"repeat": repeat + 1, "service": warm, "library": plain, "library_with_jobwatch": watched}
+            row = {"repeat": repeat + 1, "service": warm, "library": plain}
             if contention:
                 hog = spawn(["-c", "while True: pass"], env, data_dir / "hog.log")
                 try:
@@ -437,9 +350,10 @@ def _other_cores(cpu: dict[str, Any], ours: tuple[str, ...]) -> float:
 def summarize(setting: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for row in setting["runs"]:
-        service, library, watched = row["service"], row["library"], row["library_with_jobwatch"]
+        service, library = row["service"], row["library"]
         service_s = service["breakdown"]["run_total_s"] + service["breakdown"]["selection_total_s"]
         library_s = library["run_s"] + library["materialize_s"]
+        inside = service["timings"]["total"] - library["timings"]["total"]  # the four phases, timed in each
         out.append(
             {
                 "threads": setting["threads"],
@@ -448,7 +362,8 @@ def summarize(setting: dict[str, Any]) -> list[dict[str, Any]]:
                 "service_s": round(service_s, 3),
                 "service_client_s": round(service["run_client_s"] + service["selection_client_s"], 3),
                 "library_s": round(library_s, 3),
-                "library_jobwatch_s": round(watched["run_s"] + watched["materialize_s"], 3),
+                "inside_phases_s": round(inside, 3),
+                "around_phases_s": round(service_s - library_s - inside, 3),
                 "ratio": round(service_s / library_s, 3),
                 "other_cores_service": round(_other_cores(service["cpu_run"], ("worker", "api", "bench")), 2),
                 "other_cores_library": round(_other_cores(library["cpu"], ("library",)), 2),
@@ -473,7 +388,8 @@ def print_report(results: list[dict[str, Any]]) -> None:
                 "service s (server clock)",
                 "service s (client)",
                 "library s",
-                "library + worker hooks s",
+                "worker inside the phases s",
+                "worker around the phases s",
                 "library next to a busy process s",
                 "ratio service/library",
                 "other processes' cores: service / library run",
@@ -485,7 +401,8 @@ def print_report(results: list[dict[str, Any]]) -> None:
                     r["service_s"],
                     r["service_client_s"],
                     r["library_s"],
-                    r["library_jobwatch_s"],
+                    r["inside_phases_s"],
+                    r["around_phases_s"],
                     r["library_busy_neighbour_s"] or "-",
                     f"**{r['ratio']:.2f}**",
                     f"{r['other_cores_service']:.2f} / {r['other_cores_library']:.2f}",
@@ -497,8 +414,12 @@ def print_report(results: list[dict[str, Any]]) -> None:
     print("\ngoal: ratio <= 1.15\n")
     for setting in results:
         for row in setting["runs"]:
-            s, lib, w = row["service"], row["library"], row["library_with_jobwatch"]
+            s, lib = row["service"], row["library"]
             b = s["breakdown"]
+
+            def diff(service_s: float, library_s: float) -> str:
+                return f"{service_s - library_s:+.3f}"
+
             print(f"### Breakdown, threads {setting['threads']}, repeat {row['repeat']} (seconds)\n")
             lines = [
                 ["queue wait (created -> claimed)", b["queue_wait_s"], "-", "-"],
@@ -506,32 +427,50 @@ def print_report(results: list[dict[str, Any]]) -> None:
                     "load inputs + preamble (claimed -> mask)",
                     b["load_inputs_and_preamble_s"],
                     f"{lib['preamble_s']:.3f} (+ load {lib['load_s']:.3f})",
-                    f"{w['preamble_s']:.3f}",
+                    diff(b["load_inputs_and_preamble_s"], lib["preamble_s"] + lib["load_s"]),
                 ],
             ]
             for phase in PHASES:
-                lines.append([f"{phase} (stored timings)", b[f"{phase}_s"], lib["timings"][phase], w["timings"][phase]])
+                lines.append(
+                    [
+                        f"{phase} (timings)",
+                        b[f"{phase}_s"],
+                        round(lib["timings"][phase], 3),
+                        diff(b[f"{phase}_s"], lib["timings"][phase]),
+                    ]
+                )
             lines += [
                 ["store θ_c + points + state (-> awaiting_selection)", b["store_curve_and_finish_s"], "-", "-"],
-                ["**run total**", f"**{b['run_total_s']}**", f"**{lib['run_s']:.3f}**", f"{w['run_s']:.3f}"],
+                [
+                    "**run total**",
+                    f"**{b['run_total_s']}**",
+                    f"**{lib['run_s']:.3f}**",
+                    diff(b["run_total_s"], lib["run_s"]),
+                ],
                 ["materialize queue wait", b["materialize_queue_wait_s"], "-", "-"],
-                ["materialize", b["materialize_s"], f"{lib['materialize_s']:.3f}", f"{w['materialize_s']:.3f}"],
+                [
+                    "materialize",
+                    b["materialize_s"],
+                    f"{lib['materialize_s']:.3f}",
+                    diff(b["materialize_s"], lib["materialize_s"]),
+                ],
                 ["publish + cleanup", b["publish_and_cleanup_s"], "-", "-"],
                 [
                     "**selection total**",
                     f"**{b['selection_total_s']}**",
                     f"**{lib['materialize_s']:.3f}**",
-                    f"{w['materialize_s']:.3f}",
+                    diff(b["selection_total_s"], lib["materialize_s"]),
                 ],
             ]
-            print(markdown_table(["segment", "service", "library", "library + worker hooks"], lines))
-            h = w["hooks"]
-            cpu = s["cpu_run"]
+            print(markdown_table(["segment", "service", "library", "service − library"], lines))
+            inside = s["timings"]["total"] - lib["timings"]["total"]
             print(
-                "\nThe worker's hooks and callbacks timed inside the library run: "
-                + "; ".join(f"{name} {v['calls']} calls, {v['seconds']:.3f} s" for name, v in h.items())
-                + "."
+                f"\nInside the four phases the service took {inside:+.3f} s against the library (what watching the "
+                "job adds: cancel checks, progress and heartbeat writes, θ_p and checkpoint uploads; and whatever else "
+                "took the CPU meanwhile: compare the worker's CPU seconds with the library's below; "
+                f"{s['batches']} batches in the service, {lib['batches']} in the library)."
             )
+            cpu = s["cpu_run"]
             ours = cpu["worker_cpu_s"] + cpu["api_cpu_s"] + cpu["bench_cpu_s"]
             print(
                 f"CPU during the service run ({cpu['wall_s']:.2f} s wall, {cpu['cores']} cores): worker "
@@ -539,22 +478,37 @@ def print_report(results: list[dict[str, Any]]) -> None:
                 f"{cpu['bench_cpu_s']:.2f} s, every other process (Postgres, Redis, anything else) "
                 f"{cpu['machine_busy_s'] - ours:.2f} s (load average {cpu['load_avg_1m']})."
             )
-            for name, run in (("library", lib), ("library + worker hooks", w)):
-                c = run["cpu"]
-                others = c["machine_busy_s"] - c["library_cpu_s"]
-                print(
-                    f"CPU during the {name} run ({c['wall_s']:.2f} s wall): library process "
-                    f"{c['library_cpu_s']:.2f} s, every other process {others:.2f} s "
-                    f"(load average {c['load_avg_1m']:.2f})."
-                )
+            c = lib["cpu"]
+            print(
+                f"CPU during the library run ({c['wall_s']:.2f} s wall): library process "
+                f"{c['library_cpu_s']:.2f} s, every other process {c['machine_busy_s'] - c['library_cpu_s']:.2f} s "
+                f"(load average {c['load_avg_1m']:.2f})."
+            )
             print()
+
+
+def headlines(results: list[dict[str, Any]]) -> list[str]:
+    """One line per thread setting, medians over its repeats."""
+    lines = []
+    for setting in results:
+        rows = summarize(setting)
+
+        def median(key: str, rows: list[dict[str, Any]] = rows) -> float:
+            return round(statistics.median(r[key] for r in rows), 3)
+
+        lines.append(
+            f"overhead: threads={setting['threads']} ratio={median('ratio'):.2f} service_s={median('service_s')} "
+            f"library_s={median('library_s')} inside_phases_s={median('inside_phases_s')} "
+            f"around_phases_s={median('around_phases_s')}"
+        )
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument(
-        "--threads", default="0", help="comma-separated torch thread settings to compare; 0 = torch's default"
+        "--threads", default="0", help="comma-separated torch thread settings to compare; 0 = one per usable core"
     )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--poll", type=float, default=POLL_SECONDS, help="seconds between the client's GETs")
@@ -580,9 +534,7 @@ def main() -> None:
         for threads in (int(t) for t in args.threads.split(",")):
             print(f"threads {threads or 'default'}: service and library runs ...", file=sys.stderr)
             results.append(
-                one_setting(
-                    threads, args.repeats, base, db_url, files, data_dir, args.profile, args.contention, args.poll
-                )
+                one_setting(threads, args.repeats, base, files, data_dir, args.profile, args.contention, args.poll)
             )
     print_report(results)
     write_json(
@@ -598,6 +550,8 @@ def main() -> None:
             "settings": results,
         },
     )
+    for line in headlines(results):
+        print(line)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ the retrained model defines (share of measured t on the same side), curve-traini
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -35,7 +36,7 @@ from bench.common import fashion_mnist, markdown_table, write_json
 from unlearning import ImageDataset, load_digits_dataset, make_unlearning_data, run_unlearning, train_classifier
 from unlearning.architectures import seeded_init
 from unlearning.base_methods import MethodContext, run_base_method
-from unlearning.config import EvalConfig, Targets, resolve_config
+from unlearning.config import EvalConfig, Targets, offered_base_methods, resolve_config
 from unlearning.curve import recompute_batchnorm
 from unlearning.data import Subset, UnlearningData, seeded_generator
 from unlearning.metrics import EvalSets, PointMetrics, avg_gap, evaluate
@@ -44,7 +45,6 @@ from unlearning.training import JobHooks
 from unlearning.transforms import AUGMENTATION_PRESETS, Augmentation
 
 CACHE = Path(__file__).resolve().parent / ".cache"
-BASE_METHODS = ("ft", "ga", "neggrad_plus", "rl", "salun")
 METRICS = {"UA": "unlearning_accuracy", "RA": "retain_accuracy", "TA": "test_accuracy", "MIA": "mia_efficacy"}
 ORIGINAL_TRAINING = {"epochs": 20, "lr": 0.05}
 MASKS = {
@@ -76,14 +76,18 @@ def original_model(
     seed: int,
     architecture: str = "cnn-small",
     augmentation: Augmentation | None = None,
+    architecture_kwargs: dict[str, Any] | None = None,
 ) -> nn.Module:
-    """`architecture` trained on the whole training set with `seed` (and `augmentation`), cached as safetensors."""
-    model = seeded_init(architecture, dataset.num_classes, dataset.input_shape, seed=seed)
+    """`architecture` (with its constructor's `architecture_kwargs`) trained on the whole training set with `seed`
+    (and `augmentation`), cached as safetensors."""
+    model = seeded_init(architecture, dataset.num_classes, dataset.input_shape, seed, architecture_kwargs)
     variant = (
         ""
         if architecture == "cnn-small" and augmentation is None
         else f"-{architecture.replace(':', '_')}-{'_'.join(augmentation.steps) if augmentation else 'none'}"
     )
+    if architecture_kwargs:  # a different network under the same name: its own cache file
+        variant += "-" + hashlib.sha256(json.dumps(architecture_kwargs, sort_keys=True).encode()).hexdigest()[:12]
     path = CACHE / f"{name}{variant}-original-seed{seed}.safetensors"
     if path.exists():
         model.load_state_dict(load_file(path))
@@ -129,7 +133,7 @@ def as_row(metrics: PointMetrics, reference: PointMetrics, seconds: float) -> di
 
 
 def tow(metrics: PointMetrics, reference: PointMetrics) -> float:
-    """Tug of war (MCU.md §11): ∏(1 − |Δacc|) over forget, retain and test accuracy; 1 is the retrained model."""
+    """Tug of war (docs/algorithm.md §6): ∏(1 − |Δacc|) over forget, retain, test accuracy; 1: the retrained model."""
     return float(
         np.prod(
             [
@@ -197,8 +201,9 @@ def run_seed(
     architecture: str = "cnn-small",
     augmentation: Augmentation | None = None,
     base_overrides: dict[str, Any] | None = None,
+    architecture_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, dict[str, float]]:
-    original = original_model(name, dataset, seed, architecture, augmentation)
+    original = original_model(name, dataset, seed, architecture, augmentation, architecture_kwargs)
     data = forget_data(dataset, scenario, seed, augmentation)
     sets = EvalSets.full(data, EvalConfig(), seed)  # every row, as MCU's materialised points
     context = MethodContext(seed, JobHooks())
@@ -236,6 +241,24 @@ def run_seed(
         )
         log(f"  seed {seed} {method}: base gap {rows[method]['avg_gap']:.2f}, {summary}", flush=True)
     return rows
+
+
+def merge(paths: list[Path], out: Path | None) -> None:
+    """One table from runs that differ only in their seeds (e.g. one process per core)."""
+    payloads = [json.loads(path.read_text()) for path in paths]
+    per_run = {"seeds", "rows", "per_seed"}
+    setting = {k: v for k, v in payloads[0].items() if k not in per_run}
+    for path, payload in zip(paths, payloads, strict=True):
+        if {k: v for k, v in payload.items() if k not in per_run} != setting:
+            raise SystemExit(f"{path}: not the same setting as {paths[0]}")
+    seeds = [seed for payload in payloads for seed in payload["seeds"]]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"a seed appears twice: {seeds}")
+    per_seed = [rows for payload in payloads for rows in payload["per_seed"]]
+    rows = aggregate(per_seed)
+    print(f"\n{setting['dataset']}, {setting['architecture']}, {setting['scenario']} forgetting, seeds {seeds}\n")
+    print(markdown(rows))
+    write_json(out, setting | {"seeds": seeds, "rows": rows, "per_seed": per_seed})
 
 
 def aggregate(per_seed: list[dict[str, dict[str, float]]]) -> list[dict[str, Any]]:
@@ -310,6 +333,9 @@ def main() -> None:
     parser.add_argument("--scenario", choices=tuple(SCENARIOS), default="random")
     parser.add_argument("--architecture", default="cnn-small", help="e.g. cnn-small, timm:resnet10t")
     parser.add_argument(
+        "--architecture-kwargs", type=json.loads, default=None, help="constructor arguments, e.g. '{\"in_chans\": 1}'"
+    )
+    parser.add_argument(
         "--augmentation",
         choices=tuple(AUGMENTATION_PRESETS),
         default="none",
@@ -317,7 +343,14 @@ def main() -> None:
     )
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (unless --seed-list)")
     parser.add_argument("--seed-list", help="comma-separated seeds, e.g. 3,4")
-    parser.add_argument("--methods", default=",".join(BASE_METHODS))
+    parser.add_argument(
+        "--merge", nargs="+", type=Path, help="JSON files of one setting run on different seeds: one table (--json)"
+    )
+    parser.add_argument(
+        "--methods",
+        default=",".join(method.name for method in offered_base_methods()),
+        help="comma-separated base methods (default: every one the service offers, %(default)s)",
+    )
     parser.add_argument("--masks", default="default", help=f"MCU mask variants: {','.join(MASKS)}")
     parser.add_argument("--fixed-beta", action="store_true", help="also MCU with fixed β 0.2")
     parser.add_argument(
@@ -335,6 +368,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path, help="PNG of MCU(rl)'s curve for the first seed (dotted: retrain)")
     args = parser.parse_args()
+    if args.merge:
+        merge(args.merge, args.json)
+        return
     torch.set_num_threads(1)
 
     seeds = seed_list(args)
@@ -355,12 +391,14 @@ def main() -> None:
             args.architecture,
             augmentation,
             args.base_config,
+            args.architecture_kwargs,
         )
         for seed in seeds
     ]
     rows = aggregate(per_seed)
     print(
-        f"\n{args.dataset}, {args.architecture}, {args.scenario} forgetting, augmentation {args.augmentation}, "
+        f"\n{args.dataset}, {args.architecture} {args.architecture_kwargs or ''}, {args.scenario} forgetting, "
+        f"augmentation {args.augmentation}, "
         f"seeds {seeds} (gaps: mean ± std, points; rest: mean)\n"
     )
     print(markdown(rows))
@@ -372,6 +410,7 @@ def main() -> None:
             "dataset": args.dataset,
             "scenario": args.scenario,
             "architecture": args.architecture,
+            "architecture_kwargs": args.architecture_kwargs,
             "augmentation": args.augmentation,
             "seeds": seeds,
             "config": args.config,

@@ -219,7 +219,7 @@ def main() -> None:
     forget = torch.randperm(train_rows, generator=torch.Generator().manual_seed(1))[: train_rows // 10]
     results = []
     for architecture in args.architectures.split(","):
-        data = make_unlearning_data(dataset, channels=dataset.input_shape[0], forget_indices=forget).to(device)
+        data = make_unlearning_data(dataset, channels=dataset.input_shape[0], forget_indices=forget).batches_on(device)
         results.append(measure(architecture, data, device, args.epochs, args.reps, args.skip_job))
     print(
         f"\n{described}, {train_rows} train rows, 10% forgotten, {args.epochs} epochs of ft and curve, "

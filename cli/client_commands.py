@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
@@ -22,17 +23,34 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn
 from rich.table import Table
 from rich.text import Text
 
-from mcu_client import Client, Curve, DeletionRequest, McuError, RequestEnded
+from mcu_client import (
+    ApiError,
+    Client,
+    Conflict,
+    Curve,
+    DeletionRequest,
+    DeletionRequestDetail,
+    McuError,
+    RequestEnded,
+    Unreachable,
+    wait_for,
+)
+from mcu_client.types import Progress as RequestProgress
 
 console = Console()
+if not console.is_terminal:  # piped or redirected: never cut to a width, ids and names stay whole
+    console.width = 10_000
 errors = Console(stderr=True)
 
 datasets_app = typer.Typer(
     help="Datasets: upload image folders, .npz files or shards + manifest.", no_args_is_help=True
 )
-models_app = typer.Typer(help="Models: upload, show, versions, download weights.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="Models: upload, show, versions, download weights, require approval, delete one that failed validation.",
+    no_args_is_help=True,
+)
 requests_app = typer.Typer(
-    help="Deletion requests: create, follow, read the curve, select a point, cancel, "
+    help="Deletion requests: create, follow, approve or deny, read the curve, select a point, cancel, "
     "extend the deadline, get the signed report.",
     no_args_is_help=True,
 )
@@ -54,12 +72,32 @@ def connect(url: str | None, api_key: str | None) -> Iterator[Client]:
     try:
         with Client(url, api_key, timeout=300) as client:
             yield client
+    except Unreachable as error:
+        errors.print(
+            f"error: {error}. Is the service running there? Start it with `mcu serve`, or give its address with "
+            "--url or MCU_URL.",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,  # one line whatever the terminal's width: the address and the advice stay whole
+        )
+        raise typer.Exit(1) from error
     except McuError as error:
         errors.print(f"[red]error:[/red] {error}", markup=True, highlight=False)
         raise typer.Exit(1) from error
     except OSError as error:  # httpx's connection errors are OSErrors underneath
         errors.print(f"[red]error:[/red] cannot reach the service: {error}", highlight=False)
         raise typer.Exit(1) from error
+
+
+def show(table: Table) -> None:
+    """A table at its natural width, as kubectl prints: in a narrow terminal its lines wrap, but no id, name
+    or state is cut short (every other command needs the id whole)."""
+    natural = console.measure(table, options=console.options.update(max_width=10_000)).maximum
+    width, console.width = console.width, max(console.width, natural)
+    try:
+        console.print(table)
+    finally:
+        console.width = width
 
 
 def emit(value: BaseModel | Sequence[BaseModel]) -> None:
@@ -157,7 +195,7 @@ def datasets_list(url: str | None = URL, api_key: str | None = KEY, as_json: boo
             str(d.input_shape),
             f"{d.created_at:%Y-%m-%d %H:%M}",
         )
-    console.print(table)
+    show(table)
 
 
 # --- models --------------------------------------------------------------------------------------------------
@@ -181,6 +219,9 @@ def models_upload(
     augmentation: str | None = typer.Option(
         None, help="Training steps only: none | crop_flip | a JSON list of steps (default none)."
     ),
+    require_approval: bool = typer.Option(
+        False, "--require-approval", help="Its deletion requests wait for another key's `mcu requests approve`."
+    ),
     wait: bool = typer.Option(True, help="Wait for a worker to validate it."),
     url: str | None = URL,
     api_key: str | None = KEY,
@@ -200,13 +241,41 @@ def models_upload(
             architecture_kwargs=kwargs,
             input_transform=input_transform,  # the JSON texts
             augmentation=augmentation,
+            require_approval=require_approval,
         )
         if wait:
             with errors.status("a worker validates the model ..."):
-                model = client.wait_model(model.id, timeout=None)
+                model = wait_for(
+                    lambda: m if (m := client.get_model(model.id)).state != "validating" else None,
+                    None,
+                    f"model {model.id} to be validated",
+                    0.5,
+                )
         if as_json:
-            return emit(model)
-        _print_model(client, model.id)
+            emit(model)
+        elif model.state != "invalid":
+            _print_model(client, model.id)
+            if wait:
+                _print_validation(client, model.id)
+    if model.state == "invalid":
+        errors.print(
+            f"error: model {model.id} is invalid: {model.error.detail if model.error else 'no detail'}\n"
+            f"Fix what it names and upload again; `mcu models delete {model.id} --yes` removes this one.",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+
+
+def _print_validation(client: Client, model_id: str) -> None:
+    """Validation's verdict on a ready model: version 1's accuracies under the declared preprocessing."""
+    measured = next(client.versions(model_id)).metrics or {}
+    console.print(
+        f"validation: ready; version 1 test accuracy {fmt(measured.get('test_accuracy'))}, train accuracy "
+        f"{fmt(measured.get('retain_accuracy'))} (under the declared preprocessing)",
+        highlight=False,
+    )
 
 
 def _print_model(client: Client, model_id: str) -> None:
@@ -226,6 +295,8 @@ def _print_model(client: Client, model_id: str) -> None:
             f"{', '.join(model.augmentation) or 'none'}",
             highlight=False,
         )
+    if model.require_approval:
+        console.print("  deletion requests wait for approval (requests:approve, not the submitter's key)")
     for warning in model.warnings:
         console.print(f"  [yellow]warning:[/yellow] {warning}")
     if model.error:
@@ -242,7 +313,7 @@ def models_list(url: str | None = URL, api_key: str | None = KEY, as_json: bool 
     table = Table("id", "name", "architecture", "state", "version", "dataset")
     for m in models:
         table.add_row(m.id, m.name, m.architecture, m.state, str(m.current_version), m.dataset_id)
-    console.print(table)
+    show(table)
 
 
 @models_app.command("show")
@@ -272,7 +343,39 @@ def models_versions(model_id: str, url: str | None = URL, api_key: str | None = 
             *(fmt(m.get(key)) for key, _, _ in METRICS),
             v.sha256,
         )
-    console.print(table)
+    show(table)
+
+
+@models_app.command("delete")
+def models_delete(
+    model_id: str,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+    url: str | None = URL,
+    api_key: str | None = KEY,
+) -> None:
+    """Delete a model that failed validation (state invalid) and its stored weights. A ready model cannot be
+    deleted: its versions and the evidence of its deletion requests stay."""
+    if not yes:
+        typer.confirm(f"delete model {model_id}?", abort=True)
+    with connect(url, api_key) as client:
+        client.delete_model(model_id)
+    console.print(f"model {model_id} deleted", highlight=False)
+
+
+@models_app.command("approval")
+def models_approval(
+    model_id: str,
+    required: bool = typer.Option(..., "--required/--not-required", help="Whether its requests wait for approval."),
+    url: str | None = URL,
+    api_key: str | None = KEY,
+    as_json: bool = AS_JSON,
+) -> None:
+    """Whether the model's new deletion requests wait for approval (a key with requests:approve)."""
+    with connect(url, api_key) as client:
+        model = client.update_model(model_id, require_approval=required)
+    if as_json:
+        return emit(model)
+    console.print(f"{model.id}: deletion requests {'wait for' if model.require_approval else 'need no'} approval")
 
 
 @models_app.command("download")
@@ -309,10 +412,16 @@ def _ids(values: str | None) -> list[str]:
 def requests_create(
     model: str = typer.Option(..., help="The model id."),
     classes: str | None = typer.Option(None, help="Forget these classes: 3,5"),
-    samples: str | None = typer.Option(None, help="Forget these sample ids: a,b,c"),
+    samples: str | None = typer.Option(
+        None, help="Forget these sample ids (the manifest's sample_id column, e.g. s0001,s0002 or train/cat/0001.png)."
+    ),
     subjects: str | None = typer.Option(None, help="Forget every sample of these subjects: s1,s2"),
-    ids_file: Path | None = typer.Option(None, exists=True, help="Sample ids, one a line (instead of --samples)."),
-    base_method: str | None = typer.Option(None, help="ft | ga | neggrad_plus | rl | salun (default rl)"),
+    ids_file: Path | None = typer.Option(
+        None, exists=True, help="Sample ids as in the manifest's sample_id column, one a line (instead of --samples)."
+    ),
+    base_method: str | None = typer.Option(
+        None, help="One the service offers (`mcu requests methods` lists them; default: the service's)."
+    ),
     config: str | None = typer.Option(None, help='JSON, e.g. {"epochs": 5, "grid_points": 11}'),
     auto: bool = typer.Option(False, "--auto", help="Let the service select the recommended t."),
     external_id: str | None = typer.Option(None, help="Your reference, e.g. GDPR-2026-0001."),
@@ -356,7 +465,7 @@ def requests_create(
 @requests_app.command("list")
 def requests_list(
     model: str | None = typer.Option(None, help="Only this model's."),
-    state: str | None = typer.Option(None, help="Only requests in this state."),
+    state: str | None = typer.Option(None, help="Only requests in this state (`mcu requests states`)."),
     limit: int = typer.Option(50, min=1, help="At most this many, newest first."),
     url: str | None = URL,
     api_key: str | None = KEY,
@@ -374,28 +483,29 @@ def requests_list(
             r.external_id or "—",
             f"{r.model_id} v{r.model_version}",
             r.state,
-            f"{r.progress.phase} {r.progress.fraction:.0%}",
+            f"{_overall(r):.0%} ({r.progress.phase})",
             str(r.forget_count),
             f"{r.created_at:%Y-%m-%d %H:%M}",
             f"{r.due_at:%Y-%m-%d}" if r.due_at else "—",
         )
-    console.print(table)
+    show(table)
 
 
 @requests_app.command("show")
 def requests_show(request_id: str, url: str | None = URL, api_key: str | None = KEY, as_json: bool = AS_JSON) -> None:
-    """A request's state, progress, selection and error."""
+    """A request's state, progress, selection and error; its job's timings, last heartbeat and training."""
     with connect(url, api_key) as client:
         request = client.get_request(request_id)
     if as_json:
         return emit(request)
     _print_request(request)
+    _print_diagnostics(request)
 
 
 def _print_request(r: DeletionRequest) -> None:
     console.print(
         f"[bold]{r.id}[/bold] {r.state}: model {r.model_id} v{r.model_version}, {r.base_method}, "
-        f"{r.forget_count} samples, {r.progress.phase} {r.progress.fraction:.0%}"
+        f"{r.forget_count} samples, {_phase_line(r.progress)}, {_overall(r):.0%} of the job"
     )
     if r.due_at:
         console.print(f"  due {r.due_at:%Y-%m-%d}")
@@ -405,8 +515,30 @@ def _print_request(r: DeletionRequest) -> None:
         console.print(
             f"  selected t = {r.selection.t:.2f} by {r.selection.selected_by} -> version {r.selection.model_version}"
         )
+    if r.approval:
+        console.print(f"  {r.approval.decision} by {r.approval.by}: {r.approval.reason}", highlight=False)
     if r.error:
         console.print(f"  [red]error:[/red] {r.error.title}: {r.error.detail}")
+
+
+def _print_diagnostics(r: DeletionRequestDetail) -> None:
+    """The job's diagnostics (GET of one request), one line each; nothing before a worker took the job."""
+    if r.last_heartbeat_at:
+        console.print(f"  last heartbeat {r.last_heartbeat_at:%Y-%m-%d %H:%M:%S} UTC", highlight=False)
+    if r.timings:
+        phases = ", ".join(f"{name} {getattr(r.timings, name):.2f}s" for name in ("mask", "base", "curve", "evaluate"))
+        console.print(f"  timings: {phases}; total {r.timings.total:.2f}s", highlight=False)
+    if t := r.training:
+        losses = ", ".join(fmt(loss) for loss in t.epoch_losses) or "—"
+        betas = ", ".join(f"β {beta} × {n}" for beta, n in sorted(t.beta_counts.items(), key=lambda kv: float(kv[0])))
+        rollbacks = ", ".join(f"epoch {b.epoch} (lr {b.lr:g})" for b in t.rollbacks) or "none"
+        console.print(
+            f"  training: {t.batches} batches ({t.skipped_nonfinite_batches} skipped), {betas}", highlight=False
+        )
+        console.print(f"  loss per epoch: {losses}", highlight=False)
+        console.print(
+            f"  rollbacks: {rollbacks}" + (f"; final lr {t.final_lr:g}" if t.final_lr else ""), highlight=False
+        )
 
 
 def _progress() -> Progress:
@@ -419,6 +551,26 @@ def _progress() -> Progress:
         console=errors,
         transient=False,
     )  # stderr: stdout stays the answer
+
+
+def _overall(r: DeletionRequest) -> float:
+    """The whole job's share done: one bar from queued to finished (the clock beside it runs until then)."""
+    if r.state in ("awaiting_selection", "materializing", "succeeded"):
+        return 1.0
+    return r.progress.overall or 0.0
+
+
+def _phase_line(p: RequestProgress) -> str:
+    """e.g. `curve 40% (epoch 4/10), about 2m 10s left`."""
+    epoch = f" (epoch {p.epoch}/{p.epochs})" if p.epoch else ""
+    left = f", about {_duration(p.eta_seconds)} left" if p.eta_seconds is not None else ""
+    return f"{p.phase} {p.fraction:.0%}{epoch}{left}"
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 
 def watch_request(
@@ -444,8 +596,7 @@ def watch_request(
             if r.state != last_state:
                 progress.console.print(f"{r.state}", highlight=False)
                 last_state = r.state
-            epoch = f" epoch {r.progress.epoch}/{r.progress.epochs}" if r.progress.epoch else ""
-            progress.update(task, completed=r.progress.fraction, description=f"{r.state}: {r.progress.phase}{epoch}")
+            progress.update(task, completed=_overall(r), description=f"{r.state}: {_phase_line(r.progress)}")
 
         try:
             return client.wait(request_id, until=until, on_progress=show)
@@ -465,10 +616,47 @@ def requests_watch(
 ) -> None:
     """Follow a request live (state, phase, epoch, progress bar) until it awaits selection or finishes."""
     with connect(url, api_key) as client:
-        request = watch_request(client, request_id, _ids(until), quiet=as_json)
+        request = watch_request(client, request_id, served_states(client, _ids(until), "--until"), quiet=as_json)
     if as_json:
         return emit(request)
     _print_request(request)
+
+
+def served_states(client: Client, names: list[str], option: str) -> list[str]:
+    """`names`, each a state the service has (GET /v1/meta): a typo would otherwise be waited for forever."""
+    known = client.meta().states
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise typer.BadParameter(f"states of the service: {', '.join(known)}", param_hint=option)
+    return names
+
+
+@requests_app.command("states")
+def requests_states(url: str | None = URL, api_key: str | None = KEY, as_json: bool = AS_JSON) -> None:
+    """The states a request goes through and where each may go next, as the service has them."""
+    with connect(url, api_key) as client:
+        meta = client.meta()
+    if as_json:
+        return emit(meta)  # the API's whole answer: states, transitions, base methods
+    table = Table("state", "may move to")
+    for state in meta.states:
+        table.add_row(state, ", ".join(meta.transitions.get(state, ())) or "— (final)")
+    show(table)
+
+
+@requests_app.command("methods")
+def requests_methods(url: str | None = URL, api_key: str | None = KEY, as_json: bool = AS_JSON) -> None:
+    """The base methods the service offers, with their default settings (override them in --config's "base")."""
+    with connect(url, api_key) as client:
+        meta = client.meta()
+    if as_json:
+        return emit(meta.base_methods)
+    table = Table("method", "description", "defaults")
+    for method in meta.base_methods:
+        default = " (default)" if method.name == meta.default_base_method else ""
+        settings = ", ".join(f"{name} {value}" for name, value in method.defaults.items())
+        table.add_row(method.name + default, method.description, settings)
+    show(table)
 
 
 def curve_chart(curve: Curve, width: int = 51, height: int = 11) -> list[Text]:
@@ -496,7 +684,8 @@ def curve_chart(curve: Curve, width: int = 51, height: int = 11) -> list[Text]:
             axis[c] = "="
     lines.append(Text("     └" + "".join(axis)))
     lines.append(Text("      t=0" + " " * (width - 9) + "t=1"))
-    lines.append(Text("      ") + Text("  ").join(Text(f"{letter} {key}", style) for key, letter, style in METRICS))
+    legend = [Text(f"{letter} {key.removesuffix('_accuracy')}", style) for key, letter, style in METRICS]
+    lines.append(Text("      ") + Text("  ").join([*legend, Text("* several")]))
     return lines
 
 
@@ -511,27 +700,52 @@ def requests_curve(request_id: str, url: str | None = URL, api_key: str | None =
 
 
 def print_curve(curve: Curve, title: str) -> None:
-    """Each measured point's metrics, the targets, the recommended t, the effective region and a chart."""
+    """Each measured point's metrics, the targets, the recommended t, the effective region and a chart, in 80
+    columns, every metric named for what it measures."""
+    classwise = any(p.forgotten_class_test_accuracy is not None for p in curve.points)
+    columns = [
+        ("forget_accuracy", "forget"),
+        ("retain_accuracy", "retain"),
+        ("test_accuracy", "test*" if classwise else "test"),
+        *([("forgotten_class_test_accuracy", "forgotten")] if classwise else []),
+        ("mia_efficacy", "MIA"),
+    ]
     nearest = min(curve.points, key=lambda p: abs(p.t - curve.recommended_t))
-    table = Table("t", *(key for key, _, _ in METRICS), "rows F/R/T", "", title=title)
-    for p in curve.points:
-        rows = "/".join(str((p.rows or {}).get(split, "—")) for split in ("forget", "retain", "test"))
-        table.add_row(
-            fmt(p.t, 2),
-            *(fmt(getattr(p, key)) for key, _, _ in METRICS),
-            rows,
-            "<- nearest to the recommended t" if p is nearest else "",
+    measured_on = [
+        "/".join(str((p.rows or {}).get(split, "—")) for split in ("forget", "retain", "test")) for p in curve.points
+    ]
+    per_point = len(set(measured_on)) > 1  # grid points share their rows: a column only when they do not
+    table = Table("t", *(header for _, header in columns), *(["rows F/R/T"] if per_point else []), "", title=title)
+    for p, rows in zip(curve.points, measured_on, strict=True):
+        cells = [fmt(getattr(p, key)) for key, _ in columns] + ([rows] if per_point else [])
+        table.add_row(fmt(p.t, 2), *cells, "← recommended" if p is nearest else "")
+    table.add_row("target", *(fmt(curve.targets.get(key)) for key, _ in columns), style="dim")
+    show(table)
+    console.print(
+        "forget, retain, test: accuracy on those rows; MIA: membership-inference efficacy on the forget rows"
+        + ("." if per_point else f"; rows (forget/retain/test): {measured_on[0]}.")
+        + (
+            "\n*test: the retained classes' test rows only; forgotten: the forgotten class's test rows."
+            if classwise
+            else ""
+        ),
+        highlight=False,
+    )
+    console.print(f"recommended t = {curve.recommended_t:.2f} (← marks the nearest measured point)", highlight=False)
+    if curve.effective_region:
+        spans = ", ".join(f"{lo:.2f}–{hi:.2f}" for lo, hi in curve.effective_region)
+        console.print(
+            f"effective region (= under the chart): t {spans}, where the points come nearer the targets than the "
+            "base-unlearned model (t = 1) does",
+            highlight=False,
         )
-    table.add_row("target", *(fmt(curve.targets.get(key)) for key, _, _ in METRICS), "", "", style="dim")
-    console.print(table)
-    console.print(f"recommended t = {curve.recommended_t:.2f}; effective region {curve.effective_region}")
     point = curve.recommended_point
     if point is not None:  # measured on every row, each metric ± its standard error
         errors = point.std_errors or {}
         console.print(
-            "at the recommended t: "
-            + ", ".join(f"{key} {fmt(getattr(point, key))} ± {fmt(errors.get(key))}" for key, _, _ in METRICS)
-            + f"; rows {point.rows}"
+            "at the recommended t, on every row: "
+            + ", ".join(f"{header} {fmt(getattr(point, key))} ± {fmt(errors.get(key))}" for key, header in columns),
+            highlight=False,
         )
     for line in curve_chart(curve):
         console.print(line)
@@ -557,15 +771,55 @@ def requests_select(
         raise typer.BadParameter("give exactly one of --t or --recommended")
     with connect(url, api_key) as client:
         chosen = client.curve(request_id).recommended_t if recommended else t
-        request = client.select(request_id, chosen, acknowledge)  # type: ignore[arg-type]
+        try:
+            request = client.select(request_id, chosen, acknowledge)  # type: ignore[arg-type]
+        except Conflict as error:
+            if not error.type.endswith("/erasure-criterion-not-met") or not error.errors:
+                raise
+            (problem,) = error.errors
+            errors.print(
+                f"error: the point at t = {chosen:.2f} does not meet the erasure criterion: {problem['msg']}.\n"
+                f"To publish it anyway: mcu requests select {request_id} --t {chosen:.2f} "
+                f"--acknowledge {shlex.quote(problem['acknowledge'] + ': <why>')}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(1) from error
         if not as_json:
             console.print(f"selected t = {chosen:.2f}; {request.state}")
+        _warn_retention(client, request)
         if watch:
             request = watch_request(client, request_id, ("succeeded",), quiet=as_json)
             if not as_json:
                 _print_request(request)
     if as_json:
         emit(request)
+
+
+def _warn_retention(client: Client, request: DeletionRequest) -> None:
+    """Once the chosen point is published, the service's retention policy deletes the weights of the versions
+    it supersedes beyond the newest MCU_KEEP_SUPERSEDED_VERSIONS (worker/erasure.py): name them while they can
+    still be downloaded."""
+    try:
+        keep = client.meta().keep_superseded_versions
+        versions = sorted(client.versions(request.model_id), key=lambda v: v.version, reverse=True)
+    except ApiError:  # a key that may select but not read these: the selection stands, without the warning
+        return
+    if keep is None:  # an older server that does not say
+        return
+    doomed = sorted(v.version for v in versions[keep:] if v.weights_deleted_at is None)
+    if doomed:
+        listed = ", ".join(map(str, doomed))
+        errors.print(
+            f"warning: once this point is published, the service deletes the weights of version(s) {listed} of "
+            f"model {request.model_id} (it keeps the newest {keep} superseded version(s): "
+            f"MCU_KEEP_SUPERSEDED_VERSIONS). To keep a copy, download it now: "
+            f"mcu models download {request.model_id} --version {doomed[-1]}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @requests_app.command("extend")
@@ -583,6 +837,38 @@ def requests_extend(
     if as_json:
         return emit(request)
     console.print(f"{request.id}: due {request.due_at:%Y-%m-%d %H:%M} UTC")
+
+
+@requests_app.command("approve")
+def requests_approve(
+    request_id: str,
+    reason: str = typer.Option(..., help="Why (kept in the audit trail and the report)."),
+    url: str | None = URL,
+    api_key: str | None = KEY,
+    as_json: bool = AS_JSON,
+) -> None:
+    """Approve a request awaiting approval: its job starts (a key with requests:approve, not the submitter's)."""
+    _decide(request_id, "approve", reason, url, api_key, as_json)
+
+
+@requests_app.command("deny")
+def requests_deny(
+    request_id: str,
+    reason: str = typer.Option(..., help="Why (kept in the audit trail and the report)."),
+    url: str | None = URL,
+    api_key: str | None = KEY,
+    as_json: bool = AS_JSON,
+) -> None:
+    """Deny a request awaiting approval: it is cancelled and nothing runs."""
+    _decide(request_id, "deny", reason, url, api_key, as_json)
+
+
+def _decide(request_id: str, decision: str, reason: str, url: str | None, api_key: str | None, as_json: bool) -> None:
+    with connect(url, api_key) as client:
+        request = client.approve(request_id, reason) if decision == "approve" else client.deny(request_id, reason)
+    if as_json:
+        return emit(request)
+    console.print(f"{request.id}: {request.state}", highlight=False)
 
 
 @requests_app.command("report")
@@ -619,3 +905,17 @@ def requests_cancel(
     if as_json:
         return emit(request)
     console.print(f"{request.id}: {request.state}")
+
+
+@requests_app.command("events")
+def requests_events(request_id: str, url: str | None = URL, api_key: str | None = KEY, as_json: bool = AS_JSON) -> None:
+    """The request's audit trail, oldest first: every state change, job step, callback attempt and selection."""
+    with connect(url, api_key) as client:
+        events = list(client.events(request_id))
+    if as_json:
+        return emit(events)
+    table = Table("at", "event", "state", "by", "detail")
+    for e in events:
+        detail = ", ".join(f"{key} {json.dumps(value)}" for key, value in (e.detail or {}).items())
+        table.add_row(f"{e.at:%Y-%m-%d %H:%M:%S}", e.type, e.state or "—", e.actor or "—", detail or "—")
+    show(table)

@@ -137,8 +137,8 @@ def run_demo(
     typer.echo(
         f"proof-of-erasure report: signature {'VALID' if checked.ok else 'INVALID'} (Ed25519 key "
         f"{checked.key_id}); erasure criterion {'met' if criterion['met'] else 'NOT met'}; due "
-        f"{document['report']['request']['due_at'][:10]}, answered in time: "
-        f"{document['report']['request']['answered_in_time']}"
+        f"{document['report']['request']['due_at'][:10]}, "
+        f"{'answered in time' if document['report']['request']['answered_in_time'] else 'answered LATE'}"
     )
     typer.echo(f"demo finished in {time.perf_counter() - started:.0f}s")
 

@@ -1,4 +1,4 @@
-"""`mcu reports verify`, `mcu audit verify`, `mcu signing-key rotate`: checking the evidence.
+"""`mcu reports verify`, `mcu audit verify`, `mcu signing-key list|rotate`: checking the evidence.
 
 A verifier trusts only keys it was given (a file, or the service's GET /v1/signing-key) or, for the audit
 chain, the service's own key file or passphrase-protected key: a key embedded in the evidence proves nothing
@@ -49,7 +49,8 @@ def reports_verify(
 ) -> None:
     """Check a report's Ed25519 signature with trusted keys, offline with --public-key. Exit 0 when valid, 1 when
     not, 3 when no trusted key was given and the signature matches only the key embedded in the report."""
-    from domain.signing import MalformedDocument, parse_document, verify
+    from domain.signing import MalformedDocument, parse_document
+    from mcu_client import verify_report as verify  # the one verifier, the client's
 
     try:
         document = parse_document(file.read_bytes())
@@ -125,6 +126,34 @@ def audit_verify(
         typer.echo(f"BROKEN: request {link.request_id}{at}: {link.reason}", err=True)
     typer.echo(f"{check.events} events in {check.chains} chains checked, {len(check.broken)} broken")
     raise typer.Exit(INVALID if check.broken else 0)
+
+
+@signing_app.command("list")
+def signing_list(
+    url: Annotated[
+        str | None, typer.Option("--url", envvar="MCU_URL", help="The service (GET /v1/signing-key).")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="The API's JSON: save it for `mcu reports verify --public-key FILE`.")
+    ] = False,
+) -> None:
+    """The public keys that verify reports, as the service publishes them: the current one and every retired one
+    (no API key needed)."""
+    from rich.table import Table
+
+    from cli.client_commands import connect, emit, errors, show
+
+    with connect(url, None) as client:
+        keys = client.signing_keys()
+    if as_json:
+        return emit(keys)
+    table = Table("key id", "algorithm", "public key (base64)", "created", "status")
+    for key in keys.keys:
+        retired = f"retired {key.retired_at:%Y-%m-%d %H:%M}" if key.retired_at else "retired"
+        status = "current" if key.key_id == keys.current.key_id else retired
+        table.add_row(key.key_id, key.algorithm, key.public_key, f"{key.created_at:%Y-%m-%d %H:%M}", status)
+    show(table)
+    errors.print("To check reports offline: --json > keys.json, then mcu reports verify REPORT --public-key keys.json")
 
 
 @signing_app.command("rotate")

@@ -9,8 +9,9 @@ from typing import Any
 import typer
 
 from cli.client_commands import datasets_app, models_app, requests_app
+from cli.erasure_commands import erasures_app
 from cli.evidence import audit_app, reports_app, signing_app
-from worker.dispatch import ALL_QUEUES
+from domain.tasks import ALL_QUEUES, CONTROL_QUEUE
 
 app = typer.Typer(help="Machine unlearning service (masked Mode Connectivity Unlearning).", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -23,6 +24,7 @@ app.add_typer(signing_app, name="signing-key")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(models_app, name="models")
 app.add_typer(requests_app, name="requests")
+app.add_typer(erasures_app, name="erasures")
 
 
 def _refuse_example_secrets() -> None:
@@ -45,17 +47,22 @@ def serve(
     _refuse_example_secrets()
     import uvicorn
 
-    from api.app import create_app
+    import telemetry
     from settings import get_settings
+
+    settings = get_settings()
+    telemetry.configure("mcu-api", settings)  # before the app's engines and clients are made (instrumented)
+    from api.app import create_app
 
     # X-Forwarded-For names the client only when the peer is a trusted proxy: from anyone else (uvicorn by
     # default trusts 127.0.0.1) it would let a client pick its own address, and so its rate limit.
-    proxies = get_settings().trusted_proxies
+    proxies = settings.trusted_proxies
     uvicorn.run(
         create_app(),
         host=host,
         port=port,
-        log_level="info",
+        log_config=None,  # uvicorn's loggers propagate to the one handler telemetry set up
+        log_level=settings.log_level.lower(),
         proxy_headers=bool(proxies),
         forwarded_allow_ips=proxies or None,
     )
@@ -76,10 +83,35 @@ def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) 
 
 
 def session_factory() -> Any:  # a sessionmaker; imports stay lazy, as everywhere in the CLI
+    """The service's database, for the commands that manage it directly. A missing embedded database or an
+    unreachable server ends the command with one line saying what to do, not a traceback."""
+    from sqlalchemy import make_url, text
+    from sqlalchemy.exc import DBAPIError
+
     from models import make_engine, make_session_factory
     from settings import get_settings
 
-    return make_session_factory(make_engine(get_settings().resolved_database_url))
+    settings = get_settings()
+    url = make_url(settings.resolved_database_url)
+    if settings.is_embedded and not Path(url.database or "").exists():
+        _fail(
+            f"no service database at {url.database}: run this where `mcu serve` keeps its data (the folder "
+            "MCU_DATA_DIR names, ./.mcu by default) or set MCU_DATABASE_URL"
+        )
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except DBAPIError as error:
+        _fail(
+            f"cannot reach the database {url.render_as_string(hide_password=True)}: {' '.join(str(error.orig).split())}"
+        )
+    return make_session_factory(engine)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
 
 
 @keys_app.command("create")
@@ -161,18 +193,29 @@ def worker(
     queues: str = typer.Option(",".join(ALL_QUEUES), help="Comma-separated queues to consume."),
     name: str = typer.Option("", help="Worker name (default: mcu@<host>-<pid>)."),
     reconcile: bool = typer.Option(True, help="Run the periodic reconciler in this worker."),
+    control_process: bool = typer.Option(
+        True,
+        help="With both queues: consume the control queue (model checks, clean-up, callback retries) in a second, "
+        "CPU-only process, so that none of it waits behind a job.",
+    ),
+    parent_pid: int | None = typer.Option(None, hidden=True, help="Set on a control process: its worker's pid."),
 ) -> None:
-    """Run one worker process (one per GPU: choose it with CUDA_VISIBLE_DEVICES)."""
+    """Run one worker (one per GPU: choose it with CUDA_VISIBLE_DEVICES), with its control-queue process."""
     _refuse_example_secrets()
     import os
     import socket
 
-    from migrations.runner import upgrade
+    import telemetry
     from settings import get_settings
-    from worker.celery_app import create_celery
-    from worker.reconciler import start_reconciler
 
     settings = get_settings()
+    telemetry.configure("mcu-worker", settings)  # before the engines and clients are made (instrumented)
+    from migrations.runner import upgrade
+    from worker.celery_app import create_celery
+    from worker.control_process import ControlProcess, exit_with_parent
+    from worker.metrics import serve_metrics
+    from worker.reconciler import start_reconciler
+
     if settings.is_embedded:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         upgrade(settings.resolved_database_url)
@@ -180,17 +223,31 @@ def worker(
 
     torch.set_num_threads(settings.torch_threads)
     celery = create_celery(settings)
+    serve_metrics(settings)  # MCU_WORKER_METRICS_PORT; none when unset
     if reconcile:
         start_reconciler(celery.mcu_services, settings.reconcile_interval_seconds)
-    celery.worker_main(
-        [
-            "worker",
-            "--pool=solo",
-            "--concurrency=1",
-            f"--queues={queues}",
-            "--loglevel=INFO",
-            f"--hostname={name or f'mcu@{socket.gethostname()}-{os.getpid()}'}",
-            "--without-gossip",
-            "--without-mingle",
-        ]
-    )
+    hostname = name or f"mcu@{socket.gethostname()}-{os.getpid()}"
+    consumed = [queue.strip() for queue in queues.split(",") if queue.strip()]
+    control = None
+    if control_process and set(ALL_QUEUES) <= set(consumed):  # the control queue goes to a process of its own
+        consumed.remove(CONTROL_QUEUE)
+        control = ControlProcess(hostname)
+        control.start()
+    if parent_pid is not None:
+        exit_with_parent(parent_pid)
+    try:
+        celery.worker_main(
+            [
+                "worker",
+                "--pool=solo",  # one task at a time: a job has its device to itself
+                "--concurrency=1",
+                f"--queues={','.join(consumed)}",
+                f"--loglevel={settings.log_level}",
+                f"--hostname={hostname}",
+                "--without-gossip",
+                "--without-mingle",
+            ]
+        )
+    finally:
+        if control is not None:
+            control.stop()

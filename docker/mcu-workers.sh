@@ -2,8 +2,11 @@
 # The worker image's command: one `mcu worker` process per GPU, each pinned to its GPU with
 # CUDA_VISIBLE_DEVICES (a process trains on one device). The GPUs: CUDA_VISIBLE_DEVICES if it lists some
 # (e.g. 2,3), else ("all" or unset) every GPU the container was given (compose's MCU_GPUS_PER_WORKER,
-# `docker run --gpus`). With one GPU, or none (CPU fallback), this simply execs `mcu worker`.
-# Arguments go to every `mcu worker`.
+# `docker run --gpus`). With one GPU, or none (CPU fallback), this simply execs `mcu worker`. Each `mcu worker`
+# consumes the gpu queue and starts a CPU-only child for the control queue (model checks, clean-ups, callback
+# retries), so those never wait behind a job; `docker stop` reaches the child through its worker.
+# Arguments go to every `mcu worker`. With MCU_WORKER_METRICS_PORT set, each process serves its metrics on a
+# port of its own: that port for the first GPU's, the next ones for the others (9101, 9102, ...).
 set -euo pipefail
 
 if [[ ${CUDA_VISIBLE_DEVICES:-all} == all ]]; then
@@ -20,8 +23,13 @@ if ((${#gpus[@]} <= 1)); then
 fi
 
 pids=()
-for gpu in "${gpus[@]}"; do
-  CUDA_VISIBLE_DEVICES=$gpu mcu worker --name "mcu@$(hostname)-gpu$gpu" "$@" &
+for i in "${!gpus[@]}"; do
+  gpu=${gpus[$i]}
+  metrics=()
+  if [[ -n ${MCU_WORKER_METRICS_PORT:-} ]]; then
+    metrics=("MCU_WORKER_METRICS_PORT=$((MCU_WORKER_METRICS_PORT + i))")
+  fi
+  env CUDA_VISIBLE_DEVICES="$gpu" "${metrics[@]}" mcu worker --name "mcu@$(hostname)-gpu$gpu" "$@" &
   pids+=("$!")
 done
 # docker stop sends TERM to this script: pass it on. When any worker exits, stop the others too, so

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from domain.catalog import ModelState, get_version
 from domain.coalesce import coalesced, job_positions
-from domain.erasure import METRICS, judge
+from domain.erasure import METRICS, judge, power
 from domain.lifecycle import State
 from domain.problems import Problem
 from domain.requests import get
@@ -173,7 +173,11 @@ def build_report(session: Session, request_id: str, seal_key: Ed25519PublicKey) 
     original = session.scalar(select(CurvePoint).where(CurvePoint.request_id == request.id, CurvePoint.t == 0.0))
     leader = session.get(DeletionRequest, request.job_id) if request.job_id else request
     job_rows = len(job_positions(session, leader)) if leader is not None else request.forget_count
-    judgement = judge(published.metrics, targets, job_rows, request.erasure_criterion)  # measured on the job's rows
+    evidence = published.metrics.get("evidence")  # the auditor's attacks on it (none before they existed)
+    original_metrics = {m: getattr(original, m) for m in METRICS} if original is not None else None
+    strength = power(original_metrics, targets, job_rows, request.erasure_criterion, evidence)
+    # measured on the job's rows
+    judgement = judge(published.metrics, targets, job_rows, request.erasure_criterion, strength)
     # A coalesced job's artifacts were its leader's.
     deleted = session.scalar(
         select(Event)
@@ -197,6 +201,8 @@ def build_report(session: Session, request_id: str, seal_key: Ed25519PublicKey) 
             "finished_at": request.finished_at.isoformat() if request.finished_at else None,
             "answered_in_time": request.finished_at is not None and request.finished_at <= request.due_at,
             "created_by": request.created_by,
+            # The approval gate's decision, who made it and why (null: the request needed none).
+            "approval": request.approval,
             "selection_mode": request.selection_mode,
             "selected_by": request.selected_by,
             "selected_at": request.selected_at.isoformat() if request.selected_at else None,
@@ -247,13 +253,19 @@ def build_report(session: Session, request_id: str, seal_key: Ed25519PublicKey) 
             },
             "rows": {"published": published.metrics.get("rows"), "original": original.rows if original else None},
             "recommended": request.curve_summary.get("recommended_point"),  # φ(recommended t), on every row
+            # Class-wise forgetting measures test accuracy on the other classes: the forgotten one is meant to fail.
+            "test_accuracy_on": "retained classes" if "classes" in request.forget else "all classes",
         },
         "erasure_criterion": {
             "tolerances": request.erasure_criterion,
             "met": judgement.met,
             "reasons": judgement.reasons,
             "acknowledgement": request.selection_acknowledgement,
+            "power": strength,
         },
+        # Relearning, feature probe and per-sample membership on the published version, θ_p and the original
+        # (unlearning/attacks.py; docs/evidence.md); null for a version published before they were measured.
+        "evidence": evidence,
         # θ_p, θ_c and the checkpoint were trained on the forget set: when they were deleted, and which.
         "artifacts_deleted": None
         if deleted is None
@@ -272,8 +284,9 @@ def render_html(document: dict[str, Any]) -> str:
     """A printable page of a signed report: every field, then the signature to check it with."""
     report, signature = document["report"], document["signature"]
     criterion = report["erasure_criterion"]
+    undecidable = (criterion.get("power") or {}).get("decidable") is False  # older reports: no power
     verdict = (
-        "Erasure criterion met."
+        ("Erasure criterion met" + (f", but {criterion['power']['statement']}." if undecidable else "."))
         if criterion["met"]
         else "ERASURE CRITERION NOT MET: "
         + "; ".join(criterion["reasons"])
@@ -292,13 +305,16 @@ def render_html(document: dict[str, Any]) -> str:
         ("Service", report["service"]),
         ("Signature", signature),
     ]
-    body = _metrics_table(report["metrics"]) + "".join(
-        f"<h2>{html.escape(title)}</h2>{_table(value)}" for title, value in sections
+    body = (
+        _metrics_table(report["metrics"])
+        + _evidence_tables(report.get("evidence"))
+        + "".join(f"<h2>{html.escape(title)}</h2>{_table(value)}" for title, value in sections)
     )
     return (
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Proof of erasure "
         f"{html.escape(report['request']['id'])}</title><style>{_CSS}</style></head><body>"
-        f"<h1>Proof of erasure</h1><p class='verdict {'ok' if criterion['met'] else 'bad'}'>{html.escape(verdict)}"
+        f"<h1>Proof of erasure</h1><p class='verdict {'ok' if criterion['met'] and not undecidable else 'bad'}'>"
+        f"{html.escape(verdict)}"
         f"</p><p>Issued {html.escape(report['issued_at'])} · format {html.escape(report['format'])}. The JSON "
         f"form of this report (<code>GET /v1/deletion-requests/{html.escape(report['request']['id'])}/report"
         f"</code>) carries the signature; check it with <code>mcu reports verify FILE</code>.</p>{body}"
@@ -306,8 +322,53 @@ def render_html(document: dict[str, Any]) -> str:
     )
 
 
+def _evidence_tables(evidence: dict[str, Any] | None) -> str:
+    """The attacks' results next to each other: forget accuracy while relearning (per model, per step), the
+    feature probe, and per-sample membership."""
+    if not evidence:
+        return ""
+    parts = ["<h2>Evidence against attacks</h2>"]
+    relearning = evidence.get("relearning")
+    if relearning:
+        protocol = relearning["protocol"]
+        parts.append(
+            f"<p>Relearning: forget accuracy of a copy fine-tuned with SGD (lr {protocol['lr']}, batch "
+            f"{protocol['batch_size']}) on {protocol['retain_rows']} retain rows"
+            + (f", plus {protocol['shots_per_class']} forget rows per class (k-shot)" if "k_shot" in relearning else "")
+            + ", after each number of steps.</p>"
+        )
+        for run in ("retain_only", "k_shot"):
+            if run not in relearning:
+                continue
+            curves = relearning[run]
+            steps = next(iter(curves.values()))["steps"]
+            head = "".join(f"<th>{s} steps</th>" for s in steps)
+            rows = "".join(
+                f"<tr><th>{html.escape(label)}</th>"
+                + "".join(f"<td>{_table(v)}</td>" for v in c["forget_accuracy"])
+                + "</tr>"
+                for label, c in curves.items()
+            )
+            parts.append(
+                f"<table class='metrics'><tr><th>{html.escape(run.replace('_', ' '))}</th>{head}</tr>{rows}</table>"
+            )
+    for key, title in (("feature_probe", "Feature probe"), ("membership", "Per-sample membership")):
+        if evidence.get(key):
+            parts.append(f"<h3>{title}</h3>{_table(evidence[key])}")
+    return "".join(parts)
+
+
 def _of_metrics(values: dict[str, Any] | None) -> dict[str, Any] | None:
     return None if values is None else {m: values.get(m) for m in METRICS}
+
+
+def _metric_label(name: str, metrics: dict[str, Any]) -> str:
+    label = name.replace("_", " ")
+    return (
+        f"{label} ({metrics['test_accuracy_on']})"
+        if name == "test_accuracy" and metrics.get("test_accuracy_on")
+        else label
+    )
 
 
 def _metrics_table(metrics: dict[str, Any]) -> str:
@@ -326,7 +387,7 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
 
     head = "".join(f"<th>{html.escape(title)}</th>" for _, title in columns)
     rows = "".join(
-        f"<tr><th>{html.escape(name.replace('_', ' '))}</th>"
+        f"<tr><th>{html.escape(_metric_label(name, metrics))}</th>"
         + "".join(f"<td>{cell(key, name)}</td>" for key, _ in columns)
         + "</tr>"
         for name in METRICS

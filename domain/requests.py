@@ -6,25 +6,36 @@ State changes go through `domain.lifecycle`; this module decides which change a 
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from sqlalchemy import not_, select, update
+from sqlalchemy import func, not_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session, defer
 
-from domain import coalesce
+import telemetry
+from domain import approval, coalesce
 from domain.catalog import ModelState
 from domain.erasure import ACKNOWLEDGE_PREFIX, METRICS, criterion_for, judge, point_at
-from domain.forget import drop_already_erased, resolve_forget
-from domain.lifecycle import OPEN, State, enqueue_after_commit, overdue_at, submit, transition
+from domain.forget import ForgetSet, drop_already_erased, resolve_forget
+from domain.lifecycle import (
+    OPEN,
+    WORKER_HELD,
+    State,
+    enqueue_after_commit,
+    overdue_at,
+    sources_of,
+    submit_many,
+    transition,
+)
 from domain.pagination import PageOf, ascending, ascending_page, newest_first, newest_page
 from domain.problems import Problem, invalid, not_found
+from domain.tasks import RUN_REQUEST
 from models import Dataset, DeletionRequest, Event, Model, new_id, record_event, utcnow
 from settings import Settings
-from unlearning.config import ConfigError, resolve_config
-from worker.dispatch import RUN_REQUEST
+from unlearning.config import ConfigError, base_method_spec, resolve_config
 
 
 def get(session: Session, request_id: str) -> DeletionRequest:
@@ -34,26 +45,33 @@ def get(session: Session, request_id: str) -> DeletionRequest:
     return row
 
 
-NOT_OFFERED = ("retrain",)  # the benchmarks' gold standard: a retrain, not an unlearning method
-
-
 def validated_config(
-    config: dict[str, Any], base_method: str, erasure_defaults: dict[str, float]
-) -> tuple[dict[str, Any], dict[str, float]]:
+    config: dict[str, Any], base_method: str, erasure_defaults: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The MCU config with every default filled in, and the erasure criterion (`config.erasure` over the
     service's defaults); 422 naming the dotted key of a bad value."""
     config = dict(config)
     criterion = criterion_for(config.pop("erasure", None), erasure_defaults)
-    return _mcu_config(config, base_method), criterion
+    resolved = _mcu_config(config, base_method)
+    for flag, knob, what in (
+        ("require_relearning", "relearn_steps", "the relearning check"),
+        ("require_membership", "shadow_models", "per-sample membership scores"),
+    ):
+        if criterion[flag] and not resolved["evidence"][knob]:
+            raise invalid(
+                f"config.erasure.{flag} needs {what}: config.evidence.{knob} must be above 0",
+                [{"loc": ["config", "evidence", knob], "msg": f"must be above 0 when config.erasure.{flag} is set"}],
+            )
+    return resolved, criterion
 
 
 def _mcu_config(config: dict[str, Any], base_method: str) -> dict[str, Any]:
-    if base_method in NOT_OFFERED:
-        raise invalid(
-            f"base_method {base_method!r} is not offered by the service (it retrains from scratch)",
-            [{"loc": ["base_method"], "msg": "not offered"}],
-        )
     try:
+        if not (method := base_method_spec(base_method)).offered:  # the registry says (unlearning/config.py)
+            raise invalid(
+                f"base_method {base_method!r} is not offered by the service ({method.description})",
+                [{"loc": ["base_method"], "msg": "not offered"}],
+            )
         return resolve_config(config, base_method).to_dict()
     except ConfigError as error:
         loc = ["base_method"] if error.key == "base_method" else ["config", *error.key.split(".")]
@@ -101,6 +119,20 @@ CLOCK_SKEW = timedelta(minutes=5)
 MAX_RECEIVED_AGE = timedelta(days=365)
 
 
+@dataclass(frozen=True)
+class Submission:
+    """What a caller asks of a request beyond its forget set (validated: config with defaults, criterion)."""
+
+    base_method: str
+    config: dict[str, Any]
+    erasure_criterion: dict[str, Any]
+    selection_mode: str
+    external_id: str | None
+    callback_url: str | None
+    received_at: datetime
+    response_days: int
+
+
 def create(
     session: Session,
     *,
@@ -108,7 +140,7 @@ def create(
     selector: tuple[str, list[Any]],
     base_method: str,
     config: dict[str, Any],
-    erasure_criterion: dict[str, float],
+    erasure_criterion: dict[str, Any],
     selection_mode: str,
     external_id: str | None,
     callback_url: str | None,
@@ -117,8 +149,27 @@ def create(
     actor: str,
     coalescing: bool = False,
 ) -> str:
-    """A queued request for the rows the selector names (rows already erased left out); returns its id. With
+    """A queued request (or one awaiting approval) for the rows the selector names (rows already erased left out);
+    returns its id. With
     `coalescing`, it joins a queued job of the same model and settings (domain/coalesce.py)."""
+    model = ready_model(session, model_id)
+    dataset = session.get(Dataset, model.dataset_id)
+    assert dataset is not None
+    kind, values = selector
+    forget, already_erased = drop_already_erased(
+        session, model.id, resolve_forget(session, dataset.id, dataset.num_train, model.num_classes, kind, values)
+    )
+    submission = Submission(
+        base_method, config, erasure_criterion, selection_mode, external_id, callback_url, received_at, response_days
+    )
+    row = new_request(model, selector, forget, submission, actor)
+    telemetry.bind(request_id=row["id"])  # the rest of the API call's log lines, and its span
+    enter(session, [(row, {"already_erased_by": already_erased})], actor=actor, coalescing=coalescing)
+    return str(row["id"])
+
+
+def ready_model(session: Session, model_id: str) -> Model:
+    """The model a request is filed on: 422 when unknown, 409 unless `ready`."""
     model = session.get(Model, model_id)
     if model is None:
         raise invalid(f"unknown model '{model_id}'", [{"loc": ["model_id"], "msg": "unknown model"}])
@@ -130,46 +181,71 @@ def create(
             slug="model-not-ready",
             title="Model not ready",
         )
-    dataset = session.get(Dataset, model.dataset_id)
-    assert dataset is not None
+    return model
+
+
+QUEUED_PROGRESS = {"phase": State.QUEUED.value, "fraction": 0.0}  # never changed in place
+AWAITING_PROGRESS = {"phase": State.AWAITING_APPROVAL.value, "fraction": 0.0}  # likewise
+
+
+def new_request(
+    model: Model, selector: tuple[str, list[Any]], forget: ForgetSet, submission: Submission, actor: str
+) -> dict[str, Any]:
+    """The row of a new request for `forget` (resolved, rows already erased left out), for `enter`; every row
+    has the same keys (one multi-row insert)."""
     kind, values = selector
-    forget, already_erased = drop_already_erased(
-        session, model.id, resolve_forget(session, dataset.id, dataset.num_train, model.num_classes, kind, values)
-    )
     salt = secrets.token_hex(16)
-    request = DeletionRequest(
-        id=new_id("req"),
-        model_id=model.id,
-        model_version=model.current_version,
-        external_id=external_id,
-        base_method=base_method,
-        config=config,
-        selection_mode=selection_mode,
-        callback_url=callback_url,
-        forget={kind: values},
-        forget_positions=forget.positions,
-        forget_count=len(forget.positions),
-        forget_fingerprint=forget.fingerprint,
-        forget_salt=salt,
-        forget_salted_fingerprint=forget.salted_fingerprint(salt),
-        erasure_criterion=erasure_criterion,
-        received_at=received_at,
-        due_at=received_at + timedelta(days=response_days),
-        progress={"phase": State.QUEUED.value, "fraction": 0.0},
-        created_by=actor,
-    )
-    leader = coalesce.find_leader(session, request) if coalescing else None
-    request.job_id = leader.id if leader else None
-    submit(
-        session,
-        request,
-        actor=actor,
-        detail={"forget_count": len(forget.positions), "external_id": external_id, "already_erased_by": already_erased}
-        | ({"joined_job": leader.id} if leader else {}),
-    )
-    if leader is not None:
-        record_event(session, leader.id, "member_joined", State.QUEUED, actor, {"request": request.id})
-    return request.id
+    return {
+        "id": new_id("req"),
+        "model_id": model.id,
+        "model_version": model.current_version,
+        "external_id": submission.external_id,
+        "base_method": submission.base_method,
+        "config": submission.config,
+        "selection_mode": submission.selection_mode,
+        "callback_url": submission.callback_url,
+        "forget": {kind: values},
+        "forget_positions": forget.positions,
+        "forget_count": len(forget.positions),
+        "forget_fingerprint": forget.fingerprint,
+        "forget_salt": salt,
+        "forget_salted_fingerprint": forget.salted_fingerprint(salt),
+        "erasure_criterion": submission.erasure_criterion,
+        "received_at": submission.received_at,
+        "due_at": submission.received_at + timedelta(days=submission.response_days),
+        "progress": QUEUED_PROGRESS,  # one object for a batch's rows: encoded once (models/bulk.py)
+        "job_id": None,
+        "created_by": actor,
+        "created_at": utcnow(),
+    }
+
+
+def enter(
+    session: Session, entries: list[tuple[dict[str, Any], dict[str, Any]]], *, actor: str, coalescing: bool
+) -> None:
+    """New requests (`new_request` rows), each with what its first event adds (e.g. `already_erased_by`),
+    submitted together; with `coalescing` one by one, each joining a queued job of its model and settings when
+    there is one. A request whose model requires approval (domain/approval.py) starts `awaiting_approval` and
+    joins no job: a job's requests all run at once."""
+
+    def detail(row: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+        return {"forget_count": row["forget_count"], "external_id": row["external_id"]} | extra
+
+    gated = {model_id: approval.required(session, model_id) for model_id in {row["model_id"] for row, _ in entries}}
+    for row, _ in entries:
+        row["state"] = State.AWAITING_APPROVAL if gated[row["model_id"]] else State.QUEUED
+        if row["state"] == State.AWAITING_APPROVAL:
+            row["progress"] = AWAITING_PROGRESS
+    if not coalescing:
+        submit_many(session, [(row, detail(row, extra)) for row, extra in entries], actor=actor)
+        return
+    for row, extra in entries:
+        # (a transient copy of the row: what a leader is compared on)
+        leader = coalesce.find_leader(session, DeletionRequest(**row)) if row["state"] == State.QUEUED else None
+        row["job_id"] = leader.id if leader else None
+        submit_many(session, [(row, detail(row, extra) | ({"joined_job": leader.id} if leader else {}))], actor=actor)
+        if leader is not None:
+            record_event(session, leader.id, "member_joined", State.QUEUED, actor, {"request": row["id"]})
 
 
 FORGET_SET = (DeletionRequest.forget, DeletionRequest.forget_positions)
@@ -226,6 +302,7 @@ def select_point(
             row.curve_summary["targets"],
             len(coalesce.job_positions(session, row)),
             row.erasure_criterion,
+            row.curve_summary.get("erasure_power"),  # an undecidable criterion fails under the withhold policy
         )
         acknowledged = (acknowledge or "").strip().lower().startswith(ACKNOWLEDGE_PREFIX)
         if not judgement.met and not acknowledged:
@@ -237,6 +314,14 @@ def select_point(
                 f'"{judgement.acknowledgement}"',
                 slug="erasure-criterion-not-met",
                 title="Erasure criterion not met",
+                # For clients to phrase the fix their own way (the CLI: --acknowledge '...').
+                errors=[
+                    {
+                        "loc": ["acknowledge"],
+                        "msg": "; ".join(judgement.reasons),
+                        "acknowledge": judgement.acknowledgement,
+                    }
+                ],
             )
     ack = acknowledge if judgement is not None and not judgement.met else None
     if not transition(
@@ -262,10 +347,13 @@ def select_point(
 
 
 def cancel(session: Session, request_id: str, actor: str) -> DeletionRequest:
-    """Cancelled at once when no worker holds the request; else `cancelling` until its worker stops. Commits."""
+    """Cancelled at once when no worker holds the request; else `cancelling` until its worker stops. Commits.
+    Which states allow which of these comes from the transition table (domain/lifecycle.py)."""
     row = get(session, request_id)
     previous = row.state
     at_once = {"cancel_requested": True, "finished_at": utcnow()}
+    held = sources_of(State.CANCELLING)  # a worker holds the job: it stops at its next step
+    free = tuple(state for state in sources_of(State.CANCELLED) if state not in WORKER_HELD)  # nobody holds it
     if row.job_id is not None:  # a member leaves its coalesced job; a running job restarts without it
         moved = transition(
             session,
@@ -274,43 +362,34 @@ def cancel(session: Session, request_id: str, actor: str) -> DeletionRequest:
             actor=actor,
             values=at_once,
             detail={"left_job": row.job_id},
-            from_=[State.QUEUED, State.RUNNING, State.AWAITING_SELECTION, State.MATERIALIZING],
+            from_=[*free, *held],
         )
         if moved and previous == State.RUNNING:
             session.execute(
                 update(DeletionRequest).where(DeletionRequest.id == row.job_id).values(restart_requested=True)
             )
     else:
-        if previous in (State.QUEUED, State.RUNNING) and (new_leader := coalesce.promote(session, request_id, actor)):
-            # The job goes on without its leader: its first member leads it now (a running one from the start).
+        # A job yet to make its curve (still to run, or running) goes on without its leader: its first member
+        # leads it now (a running one from the start).
+        if previous in (*sources_of(State.RUNNING), State.RUNNING) and (
+            new_leader := coalesce.promote(session, request_id, actor)
+        ):
             enqueue_after_commit(session, RUN_REQUEST, new_leader)
-        # A selection no worker has claimed yet (no heartbeat) is cancelled at once too: a worker claims only
-        # `materializing`, so a `cancelling` request that nobody holds would never be finished.
+        # A held state no worker has claimed yet (no heartbeat: a selection, which the API itself moves to
+        # `materializing`) is cancelled at once too: a `cancelling` request that nobody holds would never finish.
         moved = (
-            transition(
-                session,
-                request_id,
-                State.CANCELLED,
-                actor=actor,
-                values=at_once,
-                from_=[State.QUEUED, State.AWAITING_SELECTION],
-            )
+            transition(session, request_id, State.CANCELLED, actor=actor, values=at_once, from_=free)
             or transition(
                 session,
                 request_id,
                 State.CANCELLED,
                 actor=actor,
                 values=at_once,
-                from_=[State.MATERIALIZING],
+                from_=held,
                 where=[DeletionRequest.heartbeat_at.is_(None)],
             )
             or transition(
-                session,
-                request_id,
-                State.CANCELLING,
-                actor=actor,
-                values={"cancel_requested": True},
-                from_=[State.RUNNING, State.MATERIALIZING],
+                session, request_id, State.CANCELLING, actor=actor, values={"cancel_requested": True}, from_=held
             )
             or previous == State.CANCELLING
         )
@@ -358,6 +437,39 @@ def extend(session: Session, request_id: str, days: int, reason: str, actor: str
     session.commit()
     session.refresh(row)
     return row
+
+
+# The job's own steps, as the worker records them; later clean-up events (also by "worker") are not reports on
+# the job.
+JOB_STEPS = ("claimed", "resumed", "state_changed", "phase_started", "resumed_from_checkpoint", "job_restarted")
+
+
+def diagnostics(session: Session, row: DeletionRequest) -> dict[str, Any]:
+    """What GET of one request adds (docs/api.md): the job's seconds per phase and its
+    training statistics, both null until its curve is trained, and when a worker last reported on it."""
+    summary = row.curve_summary or {}
+    return {
+        "timings": summary.get("timings"),
+        "training": summary.get("training"),
+        "last_heartbeat_at": last_report(session, row),
+    }
+
+
+def last_report(session: Session, row: DeletionRequest) -> datetime | None:
+    """The worker clears `heartbeat_at` when it lets the job go (the lease is free again); what a reader wants
+    is when a worker last spoke: the live heartbeat, else the time of its last recorded step of the job. A
+    coalesced member shows its leader's heartbeat while the job runs (the worker beats on the leader only)."""
+    beats = [row.heartbeat_at]
+    if row.job_id is not None and row.state in WORKER_HELD:
+        beats.append(session.scalar(select(DeletionRequest.heartbeat_at).where(DeletionRequest.id == row.job_id)))
+    beats.append(
+        session.scalar(
+            select(func.max(Event.at)).where(
+                Event.request_id == row.id, Event.actor == "worker", Event.type.in_(JOB_STEPS)
+            )
+        )
+    )
+    return max((beat for beat in beats if beat is not None), default=None)
 
 
 def page_of_events(session: Session, request_id: str, page_size: int, page_token: str | None) -> PageOf[Event]:

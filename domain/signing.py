@@ -4,22 +4,20 @@ The private key lives in a PEM file (`MCU_SIGNING_KEY_FILE`; the embedded defaul
 `data_dir/signing-key.pem`, made 0600 on first use) or in the database, encrypted with
 `MCU_SIGNING_KEY_PASSPHRASE`. Every key's public half stays in `signing_keys`: after a rotation, reports
 signed by a retired key still verify. A signed document is `{"report": ..., "signature": {...}}`; the
-signature is over the canonical JSON of "report" (models/audit.py `canonical_json`).
+signature is over the canonical JSON of "report" (`mcu_client.evidence.canonical_json`, the definition the
+client's verifier uses); `verify` is that verifier.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 import os
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import select, update
@@ -27,21 +25,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from domain.inputs import parse_json
+from mcu_client.evidence import ALGORITHM, canonical_json, key_id_of, verify_report
 from models import SigningKey, utcnow
-from models.audit import SEALER, Resealing, canonical_json, reseal_chains
+from models.audit import SEALER, Resealing, reseal_chains
 from settings import Settings
 
-ALGORITHM = "Ed25519"
 CURRENT = 1  # the `slot` of the key that signs now
 log = logging.getLogger(__name__)
 
 
 def _raw_public(key: Ed25519PrivateKey) -> bytes:
     return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
-def key_id_of(public_raw: bytes) -> str:
-    return hashlib.sha256(public_raw).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -234,52 +228,8 @@ def published_keys(session: Session) -> list[SigningKey]:
     return list(session.scalars(select(SigningKey).order_by(SigningKey.created_at.desc())))
 
 
-@dataclass(frozen=True)
-class Verification:
-    ok: bool
-    key_id: str | None
-    reason: str
-
-
-ENVELOPE_KEYS, SIGNATURE_KEYS = {"report", "signature"}, {"algorithm", "key_id", "public_key", "value"}
-
-
-def verify(document: Any, trusted: Mapping[str, str]) -> Verification:
-    """Check a signed document against `trusted`, key id -> base64 public key (GET /v1/signing-key). The key
-    embedded in the document is never trusted on its own: anyone can re-sign a changed report with a key of
-    their own and embed it. Parse a file with `parse_document` first (duplicate keys, depth, number sizes)."""
-    if not isinstance(document, dict) or set(document) != ENVELOPE_KEYS or not isinstance(document["report"], dict):
-        return Verification(False, None, 'not a signed report: expected exactly {"report": {...}, "signature": {...}}')
-    signature = document["signature"]
-    if (
-        not isinstance(signature, dict)
-        or set(signature) != SIGNATURE_KEYS
-        or not all(isinstance(value, str) for value in signature.values())
-    ):
-        return Verification(
-            False, None, f"the signature must be an object of exactly {sorted(SIGNATURE_KEYS)}, each a string"
-        )
-    key_id = signature["key_id"]
-    if signature["algorithm"] != ALGORITHM:
-        return Verification(False, key_id, f"unsupported algorithm {signature['algorithm']!r}")
-    if key_id not in trusted:
-        return Verification(False, key_id, f"key {key_id} is not among the trusted public keys")
-    if signature["public_key"] != trusted[key_id]:
-        return Verification(False, key_id, f"the public key embedded in the report is not trusted key {key_id}'s")
-    try:
-        message = canonical_json(document["report"])
-    except (ValueError, UnicodeEncodeError):
-        return Verification(False, key_id, "the report has no canonical form (a lone surrogate or a non-finite number)")
-    try:
-        raw = base64.b64decode(trusted[key_id], validate=True)
-        if key_id_of(raw) != key_id:
-            return Verification(False, key_id, "the trusted public key does not match its key id")
-        Ed25519PublicKey.from_public_bytes(raw).verify(base64.b64decode(signature["value"], validate=True), message)
-    except (InvalidSignature, ValueError):
-        return Verification(
-            False, key_id, "the signature does not match the report (it was altered, or signed by another key)"
-        )
-    return Verification(True, key_id, "signature valid")
+# The one verifier is the client's (mcu_client/evidence.py), which the service's own callers use too.
+verify = verify_report
 
 
 MAX_DOCUMENT_BYTES, MAX_DEPTH = 16 * 2**20, 64

@@ -25,14 +25,25 @@ from typing import IO, Any, TypeVar
 import httpx
 from pydantic import BaseModel
 
-from mcu_client.errors import McuError, RateLimited, RequestEnded, ServiceUnavailable, raise_for_problem
+from mcu_client.errors import (
+    McuError,
+    RateLimited,
+    RequestEnded,
+    ServiceUnavailable,
+    Unreachable,
+    raise_for_problem,
+)
+from mcu_client.evidence import Verification, verify_report
 from mcu_client.types import (
-    TERMINAL_STATES,
+    BulkResult,
     Curve,
     Dataset,
     DeletionRequest,
+    DeletionRequestDetail,
+    Erasure,
     Event,
     Identity,
+    Meta,
     Model,
     SigningKeys,
     Version,
@@ -95,8 +106,17 @@ class Client:
 
     # --- plumbing ------------------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _answered(self) -> Iterator[None]:
+        """httpx's transport errors as `Unreachable`: the caller learns the address got no answer, in one line."""
+        try:
+            yield
+        except httpx.TransportError as error:
+            raise Unreachable(str(self.http.base_url), error) from error
+
     def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        response = self.http.request(method, path, **kwargs)
+        with self._answered():
+            response = self.http.request(method, path, **kwargs)
         raise_for_problem(response)
         return response
 
@@ -130,6 +150,11 @@ class Client:
     def whoami(self) -> Identity:
         """The calling key's name and scopes."""
         return self._get(Identity, "/v1/keys/me")
+
+    def meta(self) -> Meta:
+        """The server's request states, their transitions and final states, and the base methods it offers with
+        their settings (GET /v1/meta, scope requests:read): read them here rather than from a copy."""
+        return self._get(Meta, "/v1/meta")
 
     # --- datasets ------------------------------------------------------------------------------------
 
@@ -173,11 +198,13 @@ class Client:
         architecture_kwargs: dict[str, Any] | None = None,
         input_transform: str | dict[str, Any] | None = None,
         augmentation: str | Sequence[str] | None = None,
+        require_approval: bool = False,
         idempotency_key: str | None = None,
     ) -> Model:
         """Register a trained classifier (state `validating` until a worker has loaded it: see `wait_model`).
         `input_transform`: {"resize": int | [h, w], "center_crop": int | [h, w]}, applied before the preprocessing
-        wherever the model sees data; `augmentation`: "none", "crop_flip" or a list of steps, training only."""
+        wherever the model sees data; `augmentation`: "none", "crop_flip" or a list of steps, training only;
+        `require_approval`: its deletion requests wait for another key's `approve` (see `update_model`)."""
         data = {
             "name": name,
             "architecture": architecture,
@@ -191,6 +218,7 @@ class Client:
             "augmentation": augmentation
             if augmentation is None or isinstance(augmentation, str)
             else json.dumps(list(augmentation)),
+            "require_approval": "true" if require_approval else None,
         }
         with contextlib.ExitStack() as stack:
             return self._post(
@@ -203,6 +231,17 @@ class Client:
 
     def get_model(self, model_id: str) -> Model:
         return self._get(Model, f"/v1/models/{model_id}")
+
+    def update_model(self, model_id: str, *, require_approval: bool) -> Model:
+        """Whether the model's deletion requests wait for approval from now on (a key with requests:approve)."""
+        return Model.model_validate(
+            self._call("PATCH", f"/v1/models/{model_id}", json={"require_approval": require_approval}).json()
+        )
+
+    def delete_model(self, model_id: str) -> None:
+        """Delete a model that failed validation (state `invalid`) and its stored weights. A ready model is a
+        Conflict (its versions and evidence stay), as is one still being validated; an unknown one NotFound."""
+        self._call("DELETE", f"/v1/models/{model_id}")
 
     def models(self, page_size: int = 100) -> Iterator[Model]:
         return self._pages(Model, "/v1/models", page_size)
@@ -222,7 +261,10 @@ class Client:
         `on_bytes(done, total)` reports progress."""
         with contextlib.ExitStack() as stack:
             out = destination if hasattr(destination, "write") else stack.enter_context(Path(destination).open("wb"))
-            with self.http.stream("GET", f"/v1/models/{model_id}/versions/{version}/weights") as response:
+            with (
+                self._answered(),
+                self.http.stream("GET", f"/v1/models/{model_id}/versions/{version}/weights") as response,
+            ):
                 raise_for_problem(response)
                 total = int(response.headers["Content-Length"]) if "Content-Length" in response.headers else None
                 digest, done = hashlib.sha256(), 0
@@ -237,14 +279,24 @@ class Client:
             raise McuError(f"downloaded weights have sha256 {digest.hexdigest()}, the server says {expected}")
         return digest.hexdigest()
 
-    def wait_model(self, model_id: str, timeout: float | None = 300, interval: float = 0.2) -> Model:
-        """The model once a worker validated it; McuError when it is `invalid`."""
-        model = wait_for(
-            lambda: m if (m := self.get_model(model_id)).state != "validating" else None,
-            timeout,
-            f"model {model_id} to be validated",
-            interval,
-        )
+    def wait_model(self, model_id: str, timeout: float | None = None, interval: float = 0.2) -> Model:
+        """The model once workers validated it; McuError with the reason when it is `invalid`. By default it
+        waits for as long as the model is `validating`: a model that cannot run (a misspelled architecture,
+        weights of another model) is `invalid` within seconds, but the accuracy of one that can is measured
+        by a GPU worker, after the jobs ahead of it. With `timeout` (seconds): TimeoutError after that."""
+        try:
+            model = wait_for(
+                lambda: m if (m := self.get_model(model_id)).state != "validating" else None,
+                timeout,
+                f"model {model_id} to be validated",
+                interval,
+            )
+        except TimeoutError:
+            raise TimeoutError(
+                f"model {model_id} is still validating after {timeout:g} s: a worker's check ends a model that "
+                "cannot run within seconds; one that can waits for a GPU worker to measure its accuracy after the "
+                "jobs ahead of it (or for a worker to start). Wait longer: timeout=None waits for the verdict"
+            ) from None
         if model.state != "ready":
             raise McuError(f"model {model_id} is {model.state}: {model.error.detail if model.error else ''}")
         return model
@@ -280,8 +332,9 @@ class Client:
         )
         return self._post(DeletionRequest, "/v1/deletion-requests", idempotency_key, json=body)
 
-    def get_request(self, request_id: str) -> DeletionRequest:
-        return self._get(DeletionRequest, f"/v1/deletion-requests/{request_id}")
+    def get_request(self, request_id: str) -> DeletionRequestDetail:
+        """The request with its job's timings, last heartbeat and training statistics."""
+        return self._get(DeletionRequestDetail, f"/v1/deletion-requests/{request_id}")
 
     def requests(
         self, *, model_id: str | None = None, state: str | None = None, page_size: int = 100, **filters: Any
@@ -310,6 +363,22 @@ class Client:
             DeletionRequest, f"/v1/deletion-requests/{request_id}/extension", json={"days": days, "reason": reason}
         )
 
+    def approve(self, request_id: str, reason: str) -> DeletionRequest:
+        """Let a request awaiting approval run (→ queued), with the reason kept; needs `requests:approve` on a key
+        other than the one that submitted it (Forbidden otherwise; Conflict unless it awaits approval)."""
+        return self._decide(request_id, "approve", reason)
+
+    def deny(self, request_id: str, reason: str) -> DeletionRequest:
+        """Refuse a request awaiting approval (→ cancelled: nothing runs), with the reason kept."""
+        return self._decide(request_id, "deny", reason)
+
+    def _decide(self, request_id: str, decision: str, reason: str) -> DeletionRequest:
+        return self._post(
+            DeletionRequest,
+            f"/v1/deletion-requests/{request_id}/approval",
+            json={"decision": decision, "reason": reason},
+        )
+
     def report(self, request_id: str) -> dict[str, Any]:
         """The signed proof-of-erasure report of a succeeded request: {"report": ..., "signature": ...}."""
         return self._call("GET", f"/v1/deletion-requests/{request_id}/report").json()
@@ -321,12 +390,73 @@ class Client:
         """The public keys that verify reports (current and retired)."""
         return self._get(SigningKeys, "/v1/signing-key")
 
+    def verify_report(self, document: dict[str, Any]) -> Verification:
+        """`mcu_client.verify_report` with the keys this service publishes (GET /v1/signing-key): trusts the
+        service at this client's URL. Offline, pass keys saved earlier to `mcu_client.verify_report` instead."""
+        return verify_report(document, self.signing_keys())
+
     def cancel(self, request_id: str) -> DeletionRequest:
         return self._post(DeletionRequest, f"/v1/deletion-requests/{request_id}/cancel")
 
     def events(self, request_id: str, page_size: int = 500) -> Iterator[Event]:
         """The request's audit trail, oldest first."""
         return self._pages(Event, f"/v1/deletion-requests/{request_id}/events", page_size)
+
+    # --- subject-wide erasures ----------------------------------------------------------------------
+
+    def create_erasure(
+        self,
+        *,
+        subject_ids: Sequence[str] | None = None,
+        sample_ids: Sequence[str] | None = None,
+        external_id: str | None = None,
+        base_method: str | None = None,
+        config: dict[str, Any] | None = None,
+        selection: str | None = None,
+        callback_url: str | None = None,
+        received_at: datetime | None = None,
+        idempotency_key: str | None = None,
+    ) -> Erasure:
+        """Erase subjects (or samples) from every model whose training data holds them: one deletion request per
+        model, each with these options, and one aggregate state. The same `external_id` again returns that
+        erasure instead of making another."""
+        body = _erasure_body(
+            {
+                "subject_ids": subject_ids,
+                "sample_ids": sample_ids,
+                "external_id": external_id,
+                "base_method": base_method,
+                "config": config,
+                "selection": selection,
+                "callback_url": callback_url,
+                "received_at": received_at,
+            }
+        )
+        return self._post(Erasure, "/v1/erasures", idempotency_key, json=body)
+
+    def get_erasure(self, erasure_id: str) -> Erasure:
+        return self._get(Erasure, f"/v1/erasures/{erasure_id}")
+
+    def erasures(self, *, external_id: str | None = None, page_size: int = 100) -> Iterator[Erasure]:
+        """Erasures, newest first (`external_id`: the one of that reference)."""
+        return self._pages(Erasure, "/v1/erasures", page_size, external_id=external_id)
+
+    def bulk_erasures(self, items: Sequence[dict[str, Any]]) -> list[BulkResult]:
+        """Many erasures, each a dict of `create_erasure`'s fields with a required `external_id` that makes it
+        idempotent (send the same items again after a failure: nothing is made twice). Sent in calls of at most
+        BULK_LIMIT items; one result per item, in order, `index` counting across the calls."""
+        results: list[BulkResult] = []
+        for start in range(0, len(items), BULK_LIMIT):
+            chunk = [_erasure_body(dict(item)) for item in items[start : start + BULK_LIMIT]]
+            answer = self._call("POST", "/v1/erasures/bulk", json={"items": chunk}).json()
+            for item in answer["items"]:
+                results.append(BulkResult.model_validate(item | {"index": start + item["index"]}))
+        return results
+
+    def erasure_report(self, erasure_id: str) -> dict[str, Any]:
+        """One signed report over the erasure and each of its requests' reports (Conflict until all succeeded);
+        check it like any report, with `verify_report`."""
+        return self._call("GET", f"/v1/erasures/{erasure_id}/report").json()
 
     def wait(
         self,
@@ -336,22 +466,25 @@ class Client:
         timeout: float | None = None,
         interval: float = 0.5,
         on_progress: Callable[[DeletionRequest], None] | None = None,
-    ) -> DeletionRequest:
+    ) -> DeletionRequestDetail:
         """Poll the request until its state is one of `until`; `on_progress` sees every answer. Raises
         RequestEnded when it finishes in another state (e.g. `failed`) and TimeoutError after `timeout`
         seconds (None: no limit). A 503, a 429 or a dropped connection is waited out, not raised."""
         wanted = (until,) if isinstance(until, str) else tuple(until)
+        terminal: frozenset[str] = frozenset()  # the server's final states (GET /v1/meta), read once
 
-        def reached() -> DeletionRequest | None:
+        def reached() -> DeletionRequestDetail | None:
+            nonlocal terminal
             try:
+                terminal = terminal or frozenset(self.meta().terminal_states)
                 request = self.get_request(request_id)
-            except (ServiceUnavailable, RateLimited, httpx.TransportError):
+            except (ServiceUnavailable, RateLimited, Unreachable):
                 return None
             if on_progress:
                 on_progress(request)
             if request.state in wanted:
                 return request
-            if request.state in TERMINAL_STATES:
+            if request.state in terminal:
                 raise RequestEnded(request)
             return None
 
@@ -360,6 +493,20 @@ class Client:
 
 def _clean(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
+
+
+BULK_LIMIT = 1_000  # items per POST /v1/erasures/bulk
+
+
+def _erasure_body(fields: dict[str, Any]) -> dict[str, Any]:
+    """An erasure's JSON: unset fields left out, id sequences as lists, a datetime `received_at` in RFC 3339."""
+    body = _clean(fields)
+    for kind in ("subject_ids", "sample_ids"):
+        if kind in body:
+            body[kind] = list(body[kind])
+    if isinstance(body.get("received_at"), datetime):
+        body["received_at"] = body["received_at"].isoformat()
+    return body
 
 
 def _upload(stack: contextlib.ExitStack, content: FileInput, name: str | None = None) -> tuple[str, Any]:

@@ -11,6 +11,14 @@ class McuError(Exception):
     """Anything this client raises on purpose."""
 
 
+class Unreachable(McuError):
+    """No answer from the service at all: connection refused, a name that does not resolve, a timeout."""
+
+    def __init__(self, url: str, error: httpx.TransportError) -> None:
+        super().__init__(f"no answer from {url} ({type(error).__name__}: {error or 'no detail'})")
+        self.url = url
+
+
 class ApiError(McuError):
     """An error answer of the API (problem+json): `status`, `type`, `title`, `detail`, `errors`."""
 

@@ -4,10 +4,12 @@ additions reach the caller instead of failing validation."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+# The final states of the server release this client ships with, for `DeletionRequest.finished` offline only:
+# `Client.meta()` serves the server's own, which `Client.wait` uses (tests/api/test_meta.py checks they agree).
 TERMINAL_STATES = ("succeeded", "failed", "cancelled")
 
 
@@ -56,6 +58,7 @@ class Model(Body):
     state: str  # validating | ready | invalid
     error: Problem | None
     warnings: list[str]
+    require_approval: bool = False  # its deletion requests wait for another key's approval
     created_at: datetime
 
 
@@ -75,9 +78,11 @@ class Version(Body):
 
 class Progress(Body):
     phase: str
-    fraction: float
+    fraction: float  # of the current phase
     epoch: int | None = None
     epochs: int | None = None
+    overall: float | None = None  # of the whole job; None from older servers and before the job starts
+    eta_seconds: float | None = None  # the service's estimate of the seconds left in the job
 
 
 class CurvePoint(Body):
@@ -115,9 +120,22 @@ class Extension(Body):
     at: datetime
 
 
+class Approval(Body):
+    decision: str  # approved | denied
+    by: str  # the deciding key's name: never the submitter's
+    at: datetime
+    reason: str
+
+
 class ErasureCriterion(Body):
     forget_tolerance: float
     mia_tolerance: float
+    # Stored before the stronger checks existed: what those requests were judged by (domain/erasure.py).
+    relearn_tolerance: float = 0.05
+    membership_tolerance: float = 0.05
+    require_relearning: bool = False
+    require_membership: bool = False
+    undecidable: Literal["publish", "withhold"] = "publish"
 
 
 class DeletionRequest(Body):
@@ -142,6 +160,7 @@ class DeletionRequest(Body):
     received_at: datetime
     due_at: datetime
     due_extension: Extension | None
+    approval: Approval | None = None  # the approval gate's decision (null: none required, or still awaited)
     overdue: bool
     started_at: datetime | None
     finished_at: datetime | None
@@ -149,6 +168,62 @@ class DeletionRequest(Body):
     @property
     def finished(self) -> bool:
         return self.state in TERMINAL_STATES
+
+
+class Timings(Body):
+    """Seconds per phase of the job that trained and measured the curve (its last run, after any resume)."""
+
+    mask: float
+    base: float
+    curve: float
+    evaluate: float
+    total: float
+
+
+class Rollback(Body):
+    epoch: int  # the epoch whose weights became non-finite; it was trained again
+    lr: float  # the halved learning rate training went on with
+
+
+class Training(Body):
+    """The curve training (θ_c): loss per epoch, β used, divergence rollbacks."""
+
+    epoch_losses: list[float | None] = []  # mean CE(retain) − β·CE(forget) per epoch; None: no batch stepped
+    beta_counts: dict[str, int]  # batches per β value, e.g. {"0.5": 40, "0.0": 8}
+    rollbacks: list[Rollback] = []
+    batches: int
+    skipped_nonfinite_batches: int
+    final_lr: float | None = None
+    device: str | None = None
+
+
+class DeletionRequestDetail(DeletionRequest):
+    """`GET /v1/deletion-requests/{id}`: the request plus its job's diagnostics (None until the job made them)."""
+
+    timings: Timings | None = None
+    last_heartbeat_at: datetime | None = None  # when a worker last reported on it (heartbeat, or its last step)
+    training: Training | None = None
+
+
+class BaseMethod(Body):
+    name: str
+    description: str
+    defaults: dict[str, Any]  # the settings the method uses, with its defaults
+    config_schema: dict[str, Any]  # JSON Schema of a request's `config.base` for this method
+
+
+class Meta(Body):
+    """`GET /v1/meta`: the server's request states and transitions, and the base methods it offers."""
+
+    states: list[str]
+    transitions: dict[str, list[str]]  # state → the states it may move to
+    open_states: list[str]
+    terminal_states: list[str]
+    base_methods: list[BaseMethod]
+    default_base_method: str
+    # Retention: superseded versions that keep their weights once a later version erased data (None: an older
+    # server that does not say; it deletes them all unless told otherwise)
+    keep_superseded_versions: int | None = None
 
 
 class Event(Body):
@@ -176,7 +251,7 @@ class SigningKeys(Body):
     keys: list[SigningKey]
 
     def trusted(self) -> dict[str, str]:
-        """key id -> public key, what `domain.signing.verify` and `mcu reports verify` take."""
+        """key id -> public key, what `mcu_client.verify_report` and `mcu reports verify` take."""
         return {key.key_id: key.public_key for key in self.keys}
 
 
@@ -193,3 +268,40 @@ T = TypeVar("T")
 class Page(Body, Generic[T]):
     items: list[T]
     next_page_token: str | None
+
+
+class FiledRequest(Body):
+    id: str
+    model_id: str
+    state: str
+
+
+class SkippedModel(Body):
+    model_id: str
+    reason: str  # already_erased | model_invalid
+    detail: str
+    already_erased_by: dict[str, int] | None = None  # request id -> rows it erased
+
+
+class Erasure(Body):
+    """A subject-wide erasure: one deletion request per model whose training data holds the subjects (or
+    samples) it names, and their aggregate state (running | awaiting_selection | succeeded | failed | cancelled)."""
+
+    id: str
+    external_id: str | None
+    state: str
+    forget: dict[str, Any]  # {"kind": "subject_ids" | "sample_ids", "count": ids named}
+    requests: list[FiledRequest]
+    skipped: list[SkippedModel]
+    created_by: str
+    created_at: datetime
+
+
+class BulkResult(Body):
+    """One item of a bulk intake: `created`, `existing` (its external_id made that erasure before) or `error`."""
+
+    index: int
+    external_id: str
+    result: str
+    erasure: Erasure | None
+    error: Problem | None

@@ -2,6 +2,7 @@
 
 from models.audit import record_event
 from models.db import make_engine, make_session_factory
+from models.erasures import Erasure, ErasureRequest, FidesResume
 from models.sql import in_list
 from models.tables import (
     ApiKey,
@@ -30,7 +31,10 @@ __all__ = [
     "Dataset",
     "DeletionRequest",
     "ErasedSample",
+    "Erasure",
+    "ErasureRequest",
     "Event",
+    "FidesResume",
     "IdempotencyRecord",
     "Model",
     "ModelVersion",

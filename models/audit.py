@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ from sqlalchemy import event as orm_event
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, object_session
 
+from mcu_client.evidence import canonical_json  # the one canonical form: reports' signatures use it too
 from models.tables import DeletionRequest, Event, utcnow
 
 GENESIS = "0" * 64
@@ -39,11 +39,6 @@ _INSERTED = "mcu.requests_inserted"  # session.info: ids of the requests this se
 class Sealer(Protocol):
     def sealing_key(self, session: Session) -> Ed25519PrivateKey:
         """The current signing key, read in `session`'s transaction."""
-
-
-def canonical_json(value: Any) -> bytes:
-    """One byte string per value: sorted keys, no spaces, UTF-8. What hashes and signatures are taken over."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 def event_hash(
@@ -140,6 +135,33 @@ def record_event(
             .values(chain_length=length, chain_head=new_hash, chain_seal=seal(key, request_id, length, new_hash))
         )
     # Otherwise the chain was broken before this event: it is extended but stays broken for verify_chains.
+
+
+def start_chains(
+    session: Session, firsts: list[tuple[dict[str, Any], str, str | None, str | None, Any]]
+) -> list[dict[str, Any]]:
+    """The first event of each new request, given as `(its row, type, state, actor, detail)` before it is
+    inserted: what `record_event` makes for a first event, hashed from GENESIS and sealed onto the row's chain
+    anchor, without the reads a stored chain needs. Returns the events' rows, to insert after the requests."""
+    key = _sealer(session).sealing_key(session)
+    events = []
+    for row, type_, state, actor, detail in firsts:
+        at = utcnow()
+        new_hash = event_hash(row["id"], at, type_, state, actor, detail, GENESIS)
+        row |= {"chain_length": 1, "chain_head": new_hash, "chain_seal": seal(key, row["id"], 1, new_hash)}
+        events.append(
+            {
+                "request_id": row["id"],
+                "at": at,
+                "type": type_,
+                "state": state,
+                "actor": actor,
+                "detail": detail,
+                "prev_hash": GENESIS,
+                "hash": new_hash,
+            }
+        )
+    return events
 
 
 def _sealer(session: Session) -> Sealer:

@@ -114,6 +114,8 @@ class Model(Base):
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     warnings: Mapped[list[Any]] = mapped_column(JSON, default=list)
     validation_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # bounded re-sends
+    # Its deletion requests wait in awaiting_approval for another key's decision (domain/approval.py).
+    require_approval: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
@@ -190,6 +192,8 @@ class DeletionRequest(Base):
     received_at: Mapped[datetime] = mapped_column()
     due_at: Mapped[datetime] = mapped_column()
     due_extension: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # {"days", "reason", "by", "at"}: once
+    # The approval gate's decision (domain/approval.py): {"decision": "approved" | "denied", "by", "at", "reason"}.
+    approval: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     overdue_notified_at: Mapped[datetime | None] = mapped_column()  # the "overdue" event and callback, sent once
     dispatched_at: Mapped[datetime | None] = mapped_column()  # last time its task went to the broker
     started_at: Mapped[datetime | None] = mapped_column()

@@ -13,11 +13,11 @@ import re
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import limits
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Every secret in .env.example contains this marker; production refuses to start while one is left in place.
@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     # host (its default port only), host:port, or host:* (any port); "*.example.com" allows subdomains.
     callback_allowed_hosts: list[str] = []
     callback_max_attempts: int = Field(default=8, ge=1)
+    # Fides (domain/fides.py, docs/integrations.md): its API's base URL, where paused privacy requests are
+    # resumed (unset: the webhook is off), and how an identity's email becomes a dataset's subject id.
+    fides_url: str | None = None  # e.g. http://fides:8080/api/v1
+    fides_identity: Literal["email", "email_sha256"] = "email_sha256"
+    fides_identity_salt: SecretStr = SecretStr("")
     # Requests per client address and per API key (api/ratelimit.py): "N/second|minute|hour", or "off".
     rate_limit_per_address: str = "1200/minute"
     rate_limit_per_key: str = "600/minute"
@@ -71,6 +76,13 @@ class Settings(BaseSettings):
     response_days: int = Field(default=30, ge=1, le=365)  # due_at = received_at + this (GDPR Art. 12(3): a month)
     erasure_forget_tolerance: float = Field(default=0.05, ge=0.0, le=1.0)  # FA allowed above its target
     erasure_mia_tolerance: float = Field(default=0.10, ge=0.0, le=1.0)  # MIA efficacy allowed below its target
+    # The stronger checks (unlearning/attacks.py) as criteria: measured on every published version, required
+    # only where these say so; and what an undecidable criterion does (docs/evidence.md).
+    erasure_relearn_tolerance: float = Field(default=0.05, ge=0.0, le=1.0)
+    erasure_membership_tolerance: float = Field(default=0.05, ge=0.0, le=1.0)
+    erasure_require_relearning: bool = False
+    erasure_require_membership: bool = False
+    erasure_undecidable: Literal["publish", "withhold"] = "publish"
     # The Ed25519 key that signs reports: a PEM file (made on first start when missing; the embedded default's
     # is data_dir/signing-key.pem), or else kept in the database, encrypted with the passphrase (required
     # then in production).
@@ -82,12 +94,18 @@ class Settings(BaseSettings):
     # Coalescing (domain/coalesce.py), 0 = off: a request waits this long before its job starts, and requests
     # for the same model (same method and config) arriving while it is queued join its job.
     coalesce_seconds: float = Field(default=0.0, ge=0.0, le=86400.0)
+    # Every deletion request waits in awaiting_approval for a second key's decision, on every model (a model can
+    # require it on its own: `require_approval`); domain/approval.py.
+    require_approval: bool = False
     public_url: str | None = None  # e.g. https://mcu.example.com: callbacks then carry absolute report URLs
     # Limits before authentication (api/admission.py, `mcu serve`): a larger body is refused unread (413), and
     # X-Forwarded-For / X-Forwarded-Proto are honoured only from these proxies' addresses or networks (CIDR).
     max_request_bytes: int = Field(default=16 << 30, ge=1)
     trusted_proxies: list[str] = []
     metrics_token: SecretStr | None = None  # when set, /metrics wants `Authorization: Bearer <it>`
+    # `mcu worker` serves its Prometheus metrics on this port, all interfaces, no token (worker/metrics.py); unset:
+    # no endpoint. Each worker process on a host needs its own port (docker/mcu-workers.sh adds the GPU's index).
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
     # Worker validation (worker/sandbox.py): a model's constructor runs in a child process with this much wall
     # (and CPU) time, including starting Python, and this much address space on top of the loaded libraries;
     # a model whose validation started this many times without a verdict (its worker died) becomes invalid.
@@ -98,6 +116,19 @@ class Settings(BaseSettings):
     # scratch files older than this are deleted by the reconciler; an upload in progress is always younger.
     orphan_grace_seconds: float = Field(default=3600.0, ge=1)
     sweep_interval_seconds: float = Field(default=3600.0, gt=0)
+    # Logs and traces of `mcu serve` and `mcu worker` (telemetry/, docs/telemetry.md): JSON lines or readable
+    # lines (default: readable on a terminal, JSON otherwise) at this level; spans go to OTLP when the standard
+    # OTEL_EXPORTER_OTLP_ENDPOINT is set, and as JSON lines to `traces_file` when it is set.
+    log_format: Literal["json", "console"] | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    traces_file: Path | None = None
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _case(cls, value: object, info: ValidationInfo) -> object:
+        if not isinstance(value, str):
+            return value
+        return value.upper() if info.field_name == "log_level" else value.lower()
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -189,8 +220,10 @@ class Settings(BaseSettings):
         return self.signing_key_file or (self.data_dir / "signing-key.pem" if self.is_embedded else None)
 
     @property
-    def erasure_defaults(self) -> dict[str, float]:
-        return {"forget_tolerance": self.erasure_forget_tolerance, "mia_tolerance": self.erasure_mia_tolerance}
+    def erasure_defaults(self) -> dict[str, Any]:
+        keys = ("forget_tolerance", "mia_tolerance", "relearn_tolerance", "membership_tolerance")
+        flags = ("require_relearning", "require_membership", "undecidable")
+        return {key: getattr(self, f"erasure_{key}") for key in (*keys, *flags)}
 
     @property
     def cache_dir(self) -> Path:

@@ -1,4 +1,4 @@
-"""Object storage (local folder or S3) and safetensors helpers; see DESIGN.md, "Layout"."""
+"""Object storage (local folder or S3) and safetensors helpers; see docs/design.md, "Layout"."""
 
 from storage.base import (
     ObjectInfo,

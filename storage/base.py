@@ -150,8 +150,8 @@ class ObjectStore(ABC):
         """Delete one object; a missing key is not an error (deletes are retried)."""
 
     @abstractmethod
-    def delete_prefix(self, prefix: str) -> int:
-        """Delete every object under the folder `prefix` (keys starting with `prefix/`); returns the count."""
+    def delete_prefix(self, prefix: str) -> list[str]:
+        """Delete every object under the folder `prefix` (keys starting with `prefix/`); returns their keys."""
 
     @abstractmethod
     def ping(self) -> None:

@@ -64,13 +64,17 @@ class LocalStore(ObjectStore):
         if path.is_file():
             path.unlink(missing_ok=True)
 
-    def delete_prefix(self, prefix: str) -> int:
+    def delete_prefix(self, prefix: str) -> list[str]:
         directory = self._path(prefix.rstrip("/"))
         if not directory.is_dir():
-            return 0
-        count = sum(1 for p in directory.rglob("*") if p.is_file() and not p.name.startswith(TEMP_PREFIX))
+            return []
+        keys = sorted(
+            p.relative_to(self.root).as_posix()
+            for p in directory.rglob("*")
+            if p.is_file() and not p.name.startswith(TEMP_PREFIX)
+        )
         shutil.rmtree(directory)
-        return count
+        return keys
 
     def list_objects(self, prefix: str) -> Iterator[ListedObject]:
         directory = self._path(prefix.rstrip("/"))

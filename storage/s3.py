@@ -7,6 +7,7 @@ never reads, stores or logs them.
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
@@ -130,9 +131,10 @@ class S3Store(ObjectStore):
         with self._errors():
             self._client.delete_object(Bucket=self.bucket, Key=self._full(key))
 
-    def delete_prefix(self, prefix: str) -> int:
+    def delete_prefix(self, prefix: str) -> list[str]:
         folder = self._full(prefix.rstrip("/")) + "/"
-        deleted = 0
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        deleted: list[str] = []
         with self._errors():
             pages = self._client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=folder, PaginationConfig={"PageSize": LIST_PAGE_SIZE}
@@ -141,20 +143,21 @@ class S3Store(ObjectStore):
             for page in pages:
                 batch.extend({"Key": obj["Key"]} for obj in page.get("Contents", []))
                 while len(batch) >= DELETE_BATCH:
-                    deleted += self._delete_batch(batch[:DELETE_BATCH])
+                    self._delete_batch(batch[:DELETE_BATCH])
+                    deleted += [obj["Key"][strip:] for obj in batch[:DELETE_BATCH]]
                     batch = batch[DELETE_BATCH:]
             if batch:
-                deleted += self._delete_batch(batch)
+                self._delete_batch(batch)
+                deleted += [obj["Key"][strip:] for obj in batch]
         return deleted
 
-    def _delete_batch(self, batch: list[dict[str, str]]) -> int:
+    def _delete_batch(self, batch: list[dict[str, str]]) -> None:
         response = self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
         if errors := response.get("Errors"):
             first = errors[0]
             raise StorageError(
                 f"S3 could not delete {len(errors)} objects, e.g. {first.get('Key')}: {first.get('Code')}"
             )
-        return len(batch)
 
     def list_objects(self, prefix: str) -> Iterator[ListedObject]:
         folder = self._full(prefix.rstrip("/")) + "/"
@@ -165,7 +168,7 @@ class S3Store(ObjectStore):
             )
             for page in pages:
                 for obj in page.get("Contents", []):
-                    yield ListedObject(obj["Key"][strip:], obj["LastModified"].timestamp())
+                    yield ListedObject(obj["Key"][strip:], _latest_write(obj["LastModified"]))
 
     def sweep_incomplete(self, older_than_seconds: float) -> int:
         """Abort multipart uploads begun before the cutoff: a process killed mid-upload leaves its parts stored
@@ -194,7 +197,7 @@ class S3Store(ObjectStore):
     def _last_activity(self, upload: dict[str, Any]) -> float:
         """When an upload began or last stored a part: a large upload still going on began long ago."""
         parts = self._client.list_parts(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
-        return max([upload["Initiated"].timestamp()] + [p["LastModified"].timestamp() for p in parts.get("Parts", [])])
+        return max([_latest_write(upload["Initiated"])] + [_latest_write(p["LastModified"]) for p in parts.get("Parts", [])])
 
     def _touch(self, key: str) -> None:
         # A server-side copy onto itself is the one way to renew LastModified (no bytes travel).
@@ -233,3 +236,9 @@ class S3Store(ObjectStore):
             except ClientError as exc:
                 if _code(exc) not in {"BucketAlreadyOwnedByYou"}:
                     raise
+
+
+def _latest_write(stamp: datetime) -> float:
+    """The latest moment a stamp can stand for: S3 stamps are cut to whole seconds, so an object written at
+    10.9 s reads 10.0; taking the second's end means nothing looks older than it is (the sweeper's grace holds)."""
+    return stamp.timestamp() + 1.0

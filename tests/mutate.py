@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 COPY_IGNORES = shutil.ignore_patterns(
     ".git",
     ".venv",
+    ".venv-fides",  # 800 MB; no mutation runs tests/e2e/test_fides.py
     ".mcu",
     "__pycache__",
     ".pytest_cache",
@@ -58,6 +59,8 @@ TRANSFORMS = "tests/unlearning/test_transforms.py"
 MODEL_INPUTS = "tests/api/test_model_inputs.py"
 WORKER_INPUTS = "tests/worker/test_model_inputs.py"
 METRICS = "tests/unlearning/test_metrics.py"
+TELEMETRY = "tests/telemetry/test_telemetry.py"
+FAST_VALIDATION = "tests/e2e/test_fast_validation.py"
 EVERY_ROW = (
     "tests/unlearning/test_pipeline.py::test_grid_points_are_measured_on_samples_and_the_recommended_and_"
     "published_points_on_every_row"
@@ -68,6 +71,10 @@ ERASURE = (
 LIFECYCLE = ("tests/domain/test_lifecycle.py",)
 ERASURE_15 = "tests/worker/test_erasure.py::test_erased_rows_leave_the_shards_once_every_model_erased_them"
 FLOWS = "tests/api/test_flows.py"
+DIAGNOSTICS = (
+    "tests/api/test_request_diagnostics.py::test_get_shows_timings_last_heartbeat_and_training_once_the_job_"
+    "made_them[sqlite]"
+)
 STRICT = "tests/api/test_strict_input.py::"
 TAMPER = "tests/api/test_evidence_tamper.py"
 ROWS = "tests/unlearning/test_rows.py"
@@ -79,6 +86,9 @@ CLIENT_FILES = "tests/mcu_client/test_dataset_files.py::"
 INPUTS = "tests/worker/test_encoded_inputs.py::"
 INPUTS_TENSOR = INPUTS + "test_a_tensor_dataset_is_loaded_through_the_transform_and_sized_after_it"
 ENCODED_ERASURE = INPUTS + "test_an_encoded_shard_rewritten_without_rows_keeps_every_other_row_and_none_of_theirs"
+META = "tests/api/test_meta.py::"
+SUBJECT_ERASURES = "tests/api/test_subject_erasures.py::"
+APPROVAL = "tests/api/test_approval.py::"
 STREAMED = "tests/worker/test_erasure.py"  # the module runs streamed; its last tests compare with in-memory
 
 HELD = (
@@ -335,7 +345,7 @@ MUTATIONS = [
     ),
     Mutation(
         "strict weight loading off",
-        "worker/validation.py",
+        "worker/model_check.py",
         "    if errors:\n",
         "    if False:\n",
         ("tests/api/test_bad_input.py::test_model_weights_missing_one_key_are_invalid[sqlite]",),
@@ -375,8 +385,8 @@ MUTATIONS = [
     Mutation(
         "an outage counts as a dead validation attempt",
         "worker/validation.py",
-        "        _uncount_attempt(services, model_id)\n",
-        "        pass\n",
+        '        _uncount_attempt(services, model_id)\n        return "interrupted"\n',
+        '        return "interrupted"\n',
         ("tests/worker/test_validation.py::test_an_outage_does_not_use_up_the_attempts",),
     ),
     Mutation(
@@ -449,7 +459,7 @@ MUTATIONS = [
     ),
     Mutation(
         "the key embedded in a report is trusted",
-        "domain/signing.py",
+        "mcu_client/evidence.py",
         "    if key_id not in trusted:\n",
         "    trusted = {key_id: signature['public_key']}\n    if False:\n",
         (f"{TAMPER}::test_a_forged_report_fails_verification_naming_what_is_wrong[sqlite-re-signed with another key]",),
@@ -578,8 +588,8 @@ MUTATIONS = [
     Mutation(
         "strict input: float pixels not checked",
         "api/ingest.py",
-        'if inputs.dtype == "F32" and inputs.shape[0] and (',
-        "if False and (",
+        "and (problem := _float_pixel_problem(file, math.prod(inputs.shape[1:])))",
+        "and False",
         (f"{STRICT}test_float_pixels_must_be_finite_and_in_0_1[sqlite-nan]",),
     ),
     Mutation(
@@ -642,7 +652,7 @@ MUTATIONS = [
     ),
     Mutation(
         "shard rows of staying samples not moved up after a rewrite",
-        "worker/erasure.py",
+        "worker/training_rows.py",
         "sample.row -= bisect.bisect_left(drop, sample.row)",
         "pass",
         (ERASURE_15,),
@@ -801,9 +811,9 @@ MUTATIONS = [
     ),
     Mutation(
         "inputs: validation builds for the stored shape",
-        "worker/validation.py",
-        "input_shape = model_input_shape(dataset_row.input_shape, transform)",
-        "input_shape = tuple(dataset_row.input_shape)",
+        "worker/model_check.py",
+        "return model_input_shape(dataset_row.input_shape, transform)",
+        "return tuple(dataset_row.input_shape)",
         (f"{WORKER_INPUTS}::test_validation_builds_for_the_transformed_shape_and_measures_what_the_user_measures",),
     ),
     Mutation(
@@ -834,7 +844,7 @@ MUTATIONS = [
     ),
     Mutation(
         "validation: NaN/Inf weights pass",
-        "worker/validation.py",
+        "worker/model_check.py",
         "    if broken:  # it would only",
         "    if False:  # it would only",
         ("tests/worker/test_validation.py::test_weights_with_non_finite_values_are_invalid_naming_the_tensors",),
@@ -865,6 +875,47 @@ MUTATIONS = [
             "tests/worker/test_reconciler.py::test_a_model_waiting_for_validation_is_resent_once_a_period_not_every_"
             "round",
         ),
+    ),
+    # The fast validation path (issue 26, item 2): a model that cannot run is invalid within seconds while every
+    # worker runs a job.
+    Mutation(
+        "validation: the check waits in the gpu queue behind jobs",
+        "domain/tasks.py",
+        "    VALIDATE_MODEL: CONTROL_QUEUE,\n",
+        "    VALIDATE_MODEL: GPU_QUEUE,\n",
+        (FAST_VALIDATION,),
+    ),
+    Mutation(
+        "validation: one worker process consumes both queues (the check behind the job)",
+        "cli/main.py",
+        "if control_process and set(ALL_QUEUES) <= set(consumed):",
+        "if False:",
+        (FAST_VALIDATION,),
+    ),
+    Mutation(
+        "validation: the check runs no batch through the model",
+        "worker/model_check.py",
+        "logits = network(adapter(torch.full((PROBE_BATCH, *shape), 0.5)))",
+        "logits = torch.zeros(PROBE_BATCH, model.num_classes)",
+        (
+            "tests/worker/test_validation.py::test_an_architecture_that_cannot_take_the_input_shape_is_invalid_at_the_"
+            "check",
+        ),
+    ),
+    Mutation(
+        "validation: a passed check keeps its attempt counted",
+        "worker/validation.py",
+        "    if values is None:  # the check passed: its attempt ended; the measurement counts its own\n"
+        "        _uncount_attempt(services, model_id)\n",
+        "    if values is None:\n",
+        ("tests/worker/test_validation.py::test_the_check_ends_a_wrong_model_and_hands_a_good_one_to_the_measurement",),
+    ),
+    Mutation(
+        "validation: a passed check sends no measurement",
+        "worker/validation.py",
+        "        services.dispatcher.send(MEASURE_MODEL, model_id)\n",
+        "        pass\n",
+        (FAST_VALIDATION,),
     ),
     Mutation(
         "sweeper: the grace period ignored",
@@ -1081,6 +1132,429 @@ MUTATIONS = [
         "mask = compute_mask(original, mask_retain,",
         "mask = compute_mask(original, data.retain,",
         ("tests/unlearning/test_base_methods.py::test_the_mask_scores_retain_rows_on_a_bounded_sample",),
+    ),
+    # A request's diagnostics in GET (issue 25, item 3).
+    Mutation(
+        "diagnostics: timings dropped from GET of a request",
+        "domain/requests.py",
+        '"timings": summary.get("timings"),',
+        '"timings": None,',
+        (DIAGNOSTICS,),
+    ),
+    Mutation(
+        "diagnostics: the curve training's losses per epoch not passed on",
+        "unlearning/pipeline.py",
+        '            "epoch_losses": stats.epoch_losses,\n',
+        "",
+        (DIAGNOSTICS, "tests/unlearning/test_epoch_losses.py"),
+    ),
+    Mutation(
+        "diagnostics: a resumed job forgets the losses of the epochs before its checkpoint",
+        "unlearning/mcu.py",
+        'list(meta.get("epoch_losses") or []),',
+        "[],",
+        ("tests/unlearning/test_epoch_losses.py",),
+    ),
+    Mutation(
+        "diagnostics: last heartbeat null once the worker let the job go",
+        "domain/requests.py",
+        "return max((beat for beat in beats if beat is not None), default=None)",
+        "return row.heartbeat_at",
+        (DIAGNOSTICS,),
+    ),
+    # The worker's metrics and failure log (issue 25, items 2 and 4).
+    Mutation(
+        "worker metrics: a curve's phase durations never observed",
+        "worker/metrics.py",
+        "            PHASE_SECONDS.labels(phase=phase, **labels).observe(timings[phase])",
+        "            PHASE_SECONDS.labels(phase=phase, **labels)",
+        (
+            "tests/worker/test_metrics.py::test_a_published_request_shows_its_phase_durations_and_nothing_stays_in_progress",
+        ),
+    ),
+    Mutation(
+        "worker metrics: a job that raises stays in progress",
+        "worker/metrics.py",
+        "        with IN_PROGRESS.labels(task).track_inprogress():\n            yield\n",
+        "        IN_PROGRESS.labels(task).inc()\n        yield\n        IN_PROGRESS.labels(task).dec()\n",
+        ("tests/worker/test_metrics.py::test_a_job_that_raises_out_of_its_task_leaves_nothing_in_progress",),
+    ),
+    Mutation(
+        "worker metrics: failed jobs not counted",
+        "worker/jobs.py",
+        "        metrics.FAILURES.labels(task, problem).inc()",
+        "        metrics.FAILURES.labels(task, problem)",
+        ("tests/worker/test_metrics.py::test_failed_jobs_are_counted_by_problem_type_and_logged_once",),
+    ),
+    Mutation(
+        "failure log: an unexpected job failure logged without its traceback",
+        "worker/jobs.py",
+        "exc_info=error if unexpected else None)",
+        "exc_info=None)",
+        ("tests/worker/test_metrics.py::test_failed_jobs_are_counted_by_problem_type_and_logged_once",),
+    ),
+    # Logs and traces (issue 25, items 1 and 4: telemetry/).
+    Mutation(
+        "telemetry: the request id not put into the task's message headers",
+        "worker/dispatch.py",
+        "headers=telemetry.task_headers(**subject),",
+        "headers=None,",
+        (f"{TELEMETRY}::test_a_task_runs_with_the_subject_its_message_carries",),
+    ),
+    Mutation(
+        "telemetry: the worker's task does not bind the id its message carries",
+        "worker/celery_app.py",
+        "    telemetry.bind_from_headers(task.request)",
+        "    telemetry.clear()",
+        (f"{TELEMETRY}::test_a_task_runs_with_the_subject_its_message_carries",),
+    ),
+    Mutation(
+        "telemetry: a task keeps the fields of the task before it",
+        "worker/celery_app.py",
+        "def _unbind_task_subject(**_: object) -> None:\n    telemetry.clear()",
+        "def _unbind_task_subject(**_: object) -> None:\n    pass",
+        (f"{TELEMETRY}::test_a_task_runs_with_the_subject_its_message_carries",),
+    ),
+    Mutation(
+        "telemetry: the log filter does not add the bound ids",
+        "telemetry/logs.py",
+        "        fields = dict(bound_fields())",
+        "        fields: dict[str, str] = {}",
+        (f"{TELEMETRY}::test_json_lines_carry_the_bound_request_id_and_the_current_trace",),
+    ),
+    Mutation(
+        "telemetry: a job's heartbeat and cancel threads start without its request id",
+        "telemetry/context.py",
+        "    return partial(carried.run, quietly)",
+        "    return quietly",
+        (f"{TELEMETRY}::test_a_jobs_threads_carry_its_fields_and_make_no_spans",),
+    ),
+    Mutation(
+        "telemetry: an HTTP request inherits the span its connection's previous request left",
+        "telemetry/web.py",
+        "    app.build_middleware_stack = lambda: FreshContext(traced_stack())\n",
+        "",
+        (f"{TELEMETRY}::test_an_http_request_starts_with_nothing_of_the_context_it_is_called_in",),
+    ),
+    Mutation(
+        "telemetry: a secret's value written into the logs",
+        "telemetry/logs.py",
+        "            text = text.replace(secret, REDACTED)",
+        "            pass",
+        (f"{TELEMETRY}::test_known_secrets_and_credential_shapes_are_blanked_out",),
+    ),
+    Mutation(
+        "telemetry: a job's phases make no spans",
+        "worker/watch.py",
+        "            self._spans.start(progress.phase)\n",
+        "",
+        ("tests/e2e/test_telemetry.py::test_one_request_is_one_trace_from_the_post_to_the_publication",),
+    ),
+    # One source of base methods and of states (issue 28).
+    Mutation(
+        "registry: the API validates base methods against a hand list",
+        "domain/requests.py",
+        "if not (method := base_method_spec(base_method)).offered:",
+        'if (method := base_method_spec(base_method)).name not in ("ft", "ga", "neggrad_plus", "rl", "salun"):',
+        (META + "test_a_base_method_declared_in_one_place_reaches_the_api_the_cli_and_the_bench[sqlite]",),
+    ),
+    Mutation(
+        "registry: the benchmark's default methods are a hand list",
+        "bench/quality.py",
+        'default=",".join(method.name for method in offered_base_methods()),',
+        'default="ft,ga,neggrad_plus,rl,salun",',
+        (META + "test_a_base_method_declared_in_one_place_reaches_the_api_the_cli_and_the_bench[sqlite]",),
+    ),
+    Mutation(
+        "states: cancel's states listed by hand",
+        "domain/requests.py",
+        "free = tuple(state for state in sources_of(State.CANCELLED) if state not in WORKER_HELD)",
+        "free = (State.QUEUED, State.AWAITING_SELECTION)",
+        (META + "test_a_state_added_to_the_transition_table_reaches_meta_the_client_the_cli_and_cancel[sqlite]",),
+    ),
+    Mutation(
+        "states: the client waits with its own list of final states",
+        "mcu_client/client.py",
+        "terminal = terminal or frozenset(self.meta().terminal_states)",
+        "terminal = frozenset(TERMINAL_STATES)",
+        (META + "test_the_client_stops_at_the_final_states_the_server_serves[sqlite]",),
+        also=(("    Curve,\n", "    TERMINAL_STATES,\n    Curve,\n"),),
+    ),
+    Mutation(
+        "states: the console's state filter from its own list",
+        "api/console/console.js",
+        "meta.states.map((s) =>",
+        '["queued", "running", "awaiting_selection", "materializing", "succeeded", "failed", "cancelling", '
+        '"cancelled"].map((s) =>',
+        (META + "test_the_console_lists_the_served_states[sqlite]",),
+    ),
+    Mutation(
+        "a re-sent callback task restarts the attempt count (Celery's retries, not the outbox's)",
+        "worker/callbacks.py",
+        "        attempt = owed.attempts\n",
+        "        attempt = 1 if owed.attempts == 3 else owed.attempts\n",
+        ("tests/worker/test_callbacks.py::test_a_resent_callback_continues_the_outbox_count_and_budget",),
+    ),
+    Mutation(
+        "the client lets httpx's transport errors through (the CLI prints a traceback for a wrong address)",
+        "mcu_client/client.py",
+        "        except httpx.TransportError as error:\n            raise Unreachable(",
+        "        except httpx.HTTPStatusError as error:\n            raise Unreachable(",
+        ("tests/cli/test_commands.py::test_an_unreachable_service_is_one_line_with_what_to_do",),
+    ),
+    Mutation(
+        "CLI tables are cut to the terminal's width (ids end in '…')",
+        "cli/client_commands.py",
+        "    width, console.width = console.width, max(console.width, natural)\n",
+        "    width = console.width\n",
+        ("tests/api/test_cli_tables.py",),
+    ),
+    Mutation(
+        "progress: each phase's overall share restarts at 0 (no bar across phases)",
+        "unlearning/work_plan.py",
+        "        before = sum(self.costs[p] for p in PHASES[: PHASES.index(progress.phase)])",
+        "        before = 0.0",
+        ("tests/unlearning/test_pipeline.py::test_one_progress_fraction_spans_the_whole_job",),
+    ),
+    Mutation(
+        "a benchmark reaches into the worker from inside a function (not through its process or the API)",
+        "bench/concurrency.py",
+        "    from settings import Settings\n",
+        "    from settings import Settings\n    from worker.services import connect  # noqa: F401\n",
+        ("tests/test_structure.py::test_the_benchmarks_use_only_the_public_surface",),
+    ),
+    # Issue 26, item 8: deleting a model that failed validation; the client's report verifier; CLI verbs.
+    Mutation(
+        "deleting an invalid model leaves its weights in the store",
+        "api/routes/models.py",
+        "    for key in orphans:\n",
+        "    for key in []:\n",
+        ("tests/api/test_model_delete.py::test_an_invalid_model_is_deleted_with_its_weights[sqlite]",),
+    ),
+    Mutation(
+        "a ready model can be deleted",
+        "domain/catalog.py",
+        "    if model.state != ModelState.INVALID:\n",
+        "    if model.state == ModelState.VALIDATING:\n",
+        ("tests/api/test_model_delete.py::test_a_ready_model_is_never_deleted[sqlite]",),
+    ),
+    Mutation(
+        "deleting an invalid model deletes weights another model shares",
+        "domain/catalog.py",
+        "    return [key for key in dict.fromkeys(keys) if key not in live]",
+        "    return list(dict.fromkeys(keys))",
+        ("tests/api/test_model_delete.py::test_weights_another_model_shares_stay[sqlite]",),
+    ),
+    Mutation(
+        "the client's verifier does not check the signature",
+        "mcu_client/evidence.py",
+        '.verify(base64.b64decode(signature["value"], validate=True), message)',
+        "",
+        ("tests/mcu_client/test_evidence.py",),
+    ),
+    Mutation(
+        "an invalid report's verdict is truthy",
+        "mcu_client/evidence.py",
+        "        return self.ok\n",
+        "        return True\n",
+        ("tests/mcu_client/test_evidence.py::test_any_change_is_invalid_and_falsy",),
+    ),
+    Mutation(
+        "requests select's retention warning leaves out a version whose weights go",
+        "cli/client_commands.py",
+        "for v in versions[keep:] if v.weights_deleted_at is None",
+        "for v in versions[keep + 1 :] if v.weights_deleted_at is None",
+        ("tests/api/test_cli_verbs.py::test_select_warns_which_weights_the_retention_policy_deletes[sqlite]",),
+    ),
+    Mutation(
+        "models upload does not print validation's verdict",
+        "cli/client_commands.py",
+        "                _print_validation(client, model.id)\n",
+        "                pass\n",
+        ("tests/api/test_cli_verbs.py::test_models_upload_prints_the_validation_verdict[sqlite-ready]",),
+    ),
+    Mutation(
+        "console: a t between measured points is judged on its left neighbour, not the API's linear estimate",
+        "api/console/console.js",
+        "? (1 - w) * left[k] + w * right[k] : null;",
+        "? left[k] : null;",
+        ("tests/e2e/test_console.py",),
+    ),
+    # The approval gate (issue 27).
+    Mutation(
+        "approval: the submitter's own key may approve its request",
+        "domain/approval.py",
+        "    if actor == row.created_by:\n",
+        "    if False:\n",
+        (APPROVAL + "test_the_submitters_own_key_cannot_decide_even_with_the_scope[sqlite]",),
+    ),
+    Mutation(
+        "approval: deny leaves the request queued (its job is sent)",
+        "domain/approval.py",
+        '"deny": ("denied", State.CANCELLED)',
+        '"deny": ("denied", State.QUEUED)',
+        (APPROVAL + "test_deny_cancels_with_the_reason_and_leaves_nothing_behind[sqlite]",),
+    ),
+    Mutation(
+        "approval: a request on a gated model is queued at once",
+        "domain/requests.py",
+        'row["state"] = State.AWAITING_APPROVAL if gated[row["model_id"]] else State.QUEUED',
+        'row["state"] = State.QUEUED',
+        (APPROVAL + "test_a_request_on_a_gated_model_waits_and_nothing_is_sent[sqlite]",),
+    ),
+    Mutation(
+        "approval: coalescing pulls a request awaiting approval into a queued job",
+        "domain/requests.py",
+        'if row["state"] == State.QUEUED else None',
+        "if True else None",
+        (APPROVAL + "test_coalescing_never_pulls_a_request_awaiting_approval_into_a_job[sqlite]",),
+    ),
+    Mutation(
+        "approval: MCU_REQUIRE_APPROVAL ignored",
+        "domain/approval.py",
+        "    if session.info.get(EVERYWHERE):\n",
+        "    if False:\n",
+        (APPROVAL + "test_the_deployment_wide_setting_gates_every_model",),
+    ),
+    Mutation(
+        "approval: the report leaves out the decision",
+        "domain/evidence.py",
+        '"approval": request.approval,',
+        '"approval": None,',
+        (APPROVAL + "test_another_key_approves_the_job_is_sent_and_the_report_carries_the_approval[sqlite]",),
+    ),
+    Mutation(
+        "approval: the console offers Approve / Deny to a key without requests:approve",
+        "api/console/console.js",
+        'request.state === "awaiting_approval" && can("requests:approve")',
+        'request.state === "awaiting_approval"',
+        (APPROVAL + "test_the_console_offers_approve_and_deny_to_a_key_with_the_scope[sqlite]",),
+    ),
+    # Subject-wide erasure and bulk intake (issue 27).
+    Mutation(
+        "subject erasure: the aggregate state ignores a failed request",
+        "domain/subject_erasure.py",
+        "    if State.FAILED in found:\n        return ErasureState.FAILED\n",
+        "",
+        (SUBJECT_ERASURES + "test_the_aggregate_state_is_the_first_that_applies",),
+    ),
+    Mutation(
+        "subject erasure: bulk idempotency key ignored (an external_id is never looked up)",
+        "domain/subject_erasure.py",
+        "if ext is not None and ext in stored:",
+        "if False:",
+        (SUBJECT_ERASURES + "test_bulk_intake_answers_per_item_and_a_retry_files_nothing_twice[sqlite]",),
+    ),
+    Mutation(
+        "subject erasure: only the first dataset holding the subject is searched",
+        "domain/subject_erasure.py",
+        "for dataset_id, models in self.models.items():",
+        "for dataset_id, models in list(self.models.items())[:1]:",
+        (SUBJECT_ERASURES + "test_a_subject_two_models_hold_gets_one_request_per_model[sqlite]",),
+    ),
+    Mutation(
+        "subject erasure: rows a model erased already are filed again",
+        "domain/subject_erasure.py",
+        "remaining = {p: s for p, s in positions.items() if p not in erased}",
+        "remaining = dict(positions)",
+        (SUBJECT_ERASURES + "test_the_aggregate_state_follows_the_requests_and_one_signed_report_covers_them[sqlite]",),
+    ),
+    Mutation(
+        "subject erasure: a model still validating is skipped, the erasure reports success without it",
+        "domain/subject_erasure.py",
+        "if model.state == ModelState.VALIDATING:",
+        "if False:",
+        (SUBJECT_ERASURES + "test_a_model_still_validating_refuses_the_erasure[sqlite]",),
+    ),
+    Mutation(
+        "bulk intake: first audit events sealed over the wrong chain length",
+        "models/audit.py",
+        'seal(key, row["id"], 1, new_hash)',
+        'seal(key, row["id"], 2, new_hash)',
+        (SUBJECT_ERASURES + "test_a_large_bulk_files_what_a_single_one_does_with_sound_audit_chains[sqlite]",),
+    ),
+    Mutation(
+        "bulk intake: no run task sent at commit (every request waits for the reconciler's round)",
+        "domain/lifecycle.py",
+        'send = row.get("job_id") is None and row["model_id"] not in started',
+        "send = False",
+        (SUBJECT_ERASURES + "test_a_bulk_sends_one_run_task_per_model_and_leaves_the_rest_to_the_reconciler[sqlite]",),
+    ),
+    Mutation(
+        "bulk intake: COPY leaves out the columns' Python defaults",
+        "models/bulk.py",
+        "elif isinstance(default, ColumnDefault) and not default.is_sequence:",
+        "elif False:",
+        (SUBJECT_ERASURES + "test_a_large_bulk_files_what_a_single_one_does_with_sound_audit_chains[postgres]",),
+    ),
+    Mutation(
+        "console: a class-wise request's test accuracy unlabelled, no forgotten-class column",
+        "api/console/console.js",
+        "const metricsOf = (curve) => metricColumns(classwise(curve));",
+        "const metricsOf = (curve) => metricColumns(false);",
+        ("tests/e2e/test_console.py",),
+    ),
+    Mutation(
+        "console: the curve's y-axis fixed at 0-1",
+        "api/console/console.js",
+        'autorange: true, rangemode: "normal" },',
+        "range: [-0.03, 1.03] },",
+        ("tests/e2e/test_console.py",),
+    ),
+    Mutation(
+        "power: a criterion the original model passes is called decidable",
+        "domain/erasure.py",
+        '            "decidable": value is not None and sign * (value - target) > margin + 1e-9,',
+        '            "decidable": value is not None,',
+        (
+            "tests/domain/test_erasure_power.py",
+            "tests/worker/test_evidence.py::test_a_forget_set_too_small_to_decide_is_named_in_the_audit_trail",
+        ),
+    ),
+    Mutation(
+        "relearning trains on the forget rows it measures",
+        "unlearning/attacks.py",
+        "        result[name] = {\n            label: relearn_curve(model, retain, shots, measure_on,",
+        "        result[name] = {\n            label: relearn_curve(model, measure_on, shots, measure_on,",
+        ("tests/unlearning/test_attacks.py",),
+    ),
+    Mutation(
+        "the feature probe is fit on forget rows",
+        "unlearning/attacks.py",
+        "    fit, held_out = test.take(halves[: len(test) // 2]), test.take(halves[len(test) // 2 :])",
+        "    fit, held_out = data.forget, test.take(halves[len(test) // 2 :])",
+        ("tests/unlearning/test_attacks.py",),
+    ),
+    Mutation(
+        "a required relearning check is never judged",
+        "domain/erasure.py",
+        "    if relearning and label in relearning[run]:",
+        "    if False:",
+        (
+            "tests/unlearning/test_attacks.py",
+            EVIDENCE + "::test_a_required_relearning_check_withholds_a_point_that_relearns",
+        ),
+    ),
+    Mutation(
+        "the undecidable policy withhold is ignored",
+        "domain/erasure.py",
+        'setting(criterion, "undecidable") == "withhold"',
+        'setting(criterion, "undecidable") == "never"',
+        (EVIDENCE + "::test_under_the_withhold_policy_an_undecidable_criterion_is_not_met",),
+    ),
+    Mutation(
+        "Fides is resumed for a cancelled erasure",
+        "worker/fides.py",
+        "        if state == ErasureState.SUCCEEDED:",
+        "        if state in (ErasureState.SUCCEEDED, ErasureState.CANCELLED):",
+        ("tests/api/test_fides.py::test_a_cancelled_erasure_leaves_the_privacy_request_paused",),
+    ),
+    Mutation(
+        "the Fides reply-to path is not checked",
+        "domain/fides.py",
+        "    if not reply_to or not REPLY_TO.fullmatch(reply_to) or not token:",
+        "    if not reply_to or not token:",
+        ("tests/api/test_fides.py::test_bad_webhook_calls_are_problems",),
     ),
 ]
 

@@ -3,20 +3,22 @@ no import cycle in the library.
 
 No server module spells a state name as a string of its own: a state written as "running" elsewhere
 silently stops matching when the enum changes; written as `State.RUNNING` it is found by every search and
-fails at import. api/schemas.py may name them (it declares the contract the API publishes); the client
-package (mcu_client/) and the CLI built on it speak HTTP and keep their own copy.
+fails at import. api/schemas/ may name them (it declares the contract the API publishes). The client
+(mcu_client/), the CLI built on it and the console read the states from `GET /v1/meta` and keep no list of
+them (tests/api/test_meta.py changes the table and sees them follow).
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from domain.lifecycle import State
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVER_PACKAGES = ("api", "domain", "models", "storage", "worker", "settings")
-OWNERS = {ROOT / "domain" / "lifecycle.py", ROOT / "api" / "schemas.py"}
+SERVER_PACKAGES = ("api", "domain", "models", "storage", "worker", "settings", "telemetry")
+OWNERS = {ROOT / "domain" / "lifecycle.py", *(ROOT / "api" / "schemas").glob("*.py")}
 
 
 def state_literals(path: Path) -> list[str]:
@@ -40,6 +42,57 @@ def test_no_state_name_is_spelled_outside_the_lifecycle_module() -> None:
 def test_the_check_sees_a_literal() -> None:
     sample = ROOT / "domain" / "lifecycle.py"
     assert any("'running'" in hit for hit in state_literals(sample))
+
+
+def state_sets() -> dict[str, frozenset[str]]:
+    """The sets a client would copy: every state, the final ones, the open ones."""
+    from domain.lifecycle import TRANSITIONS
+
+    return {
+        "every state": frozenset(map(str, TRANSITIONS)),
+        "the final states": frozenset(str(s) for s, targets in TRANSITIONS.items() if not targets),
+        "the open states": frozenset(str(s) for s, targets in TRANSITIONS.items() if targets),
+    }
+
+
+def state_lists(path: Path) -> list[str]:
+    """Literal lists, tuples and sets of `path` (Python or JavaScript) that spell one of `state_sets()`."""
+    text = path.read_text()
+    if path.suffix == ".py":
+        found = [
+            (node.lineno, {e.value for e in node.elts if isinstance(e, ast.Constant)})
+            for node in ast.walk(ast.parse(text, str(path)))
+            if isinstance(node, ast.List | ast.Tuple | ast.Set)
+        ]
+    else:
+        found = [
+            (text.count("\n", 0, m.start()) + 1, set(re.findall(r"[\"']([a-z_]+)[\"']", m.group())))
+            for m in re.finditer(r"\[[^\[\]]*\]", text)
+        ]
+    return [
+        f"{path.name}:{line} {text.splitlines()[line - 1].strip()[:40]} ({name})"
+        for line, values in found
+        for name, states in state_sets().items()
+        if values == states
+    ]
+
+
+def test_the_client_cli_and_console_keep_no_list_of_states() -> None:
+    """They read GET /v1/meta. The one copy left is the client's offline fallback for `DeletionRequest.finished`
+    (tests/api/test_meta.py checks it against the server's)."""
+    files = [*sorted((ROOT / "mcu_client").glob("*.py")), ROOT / "cli" / "client_commands.py"]
+    files += [ROOT / "api" / "console" / "console.js"]
+    found = [hit for path in files for hit in state_lists(path)]
+    assert len(found) == 1 and found[0].startswith("types.py:") and "TERMINAL_STATES = (" in found[0], found
+
+
+def test_the_list_check_sees_a_copy(tmp_path: Path) -> None:
+    states = sorted(state_sets()["the final states"])
+    (tmp_path / "a.py").write_text(f"DONE = {tuple(states)!r}\n")
+    (tmp_path / "a.js").write_text(f"const DONE = {list(states)!r};\n".replace("'", '"'))
+    for name in ("a.py", "a.js"):
+        hits = state_lists(tmp_path / name)
+        assert len(hits) == 1 and hits[0].startswith(f"{name}:1 ") and "(the final states)" in hits[0], hits
 
 
 def test_no_api_or_worker_module_is_over_250_lines() -> None:
@@ -90,3 +143,48 @@ def test_the_library_has_no_import_cycle() -> None:
     graph.pop("unlearning.__init__")
     assert cycles(graph) == []
     assert cycles({"a": {"b"}, "b": {"a"}}) == [["a", "b", "a"]]  # and the search finds one
+
+
+def package_imports(path: Path, packages: tuple[str, ...]) -> list[str]:
+    """The modules of `packages` a file imports, anywhere in its body (function-level imports too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+    return sorted(name for name in found if name.split(".")[0] in packages)
+
+
+def worker_imports(path: Path) -> list[str]:
+    return package_imports(path, ("worker",))
+
+
+def test_domain_imports_nothing_from_the_worker() -> None:
+    """The rules (domain/) sit below the worker that applies them; task names live in domain/tasks.py."""
+    files = sorted((ROOT / "domain").rglob("*.py"))
+    assert len(files) > 10  # the walk found the package's modules
+    found = {str(path.relative_to(ROOT)): worker_imports(path) for path in files}
+    assert {name: modules for name, modules in found.items() if modules} == {}
+
+
+def test_the_check_sees_a_worker_import(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text("from worker import jobs\n\ndef send():\n    from worker.dispatch import Dispatcher\n")
+    assert worker_imports(sample) == ["worker", "worker.dispatch"]
+
+
+def test_the_benchmarks_use_only_the_public_surface() -> None:
+    """bench/ drives the service as a user does: `mcu serve` / `mcu worker` processes, mcu_client or plain HTTP
+    (and the library, storage and domain code directly); nothing of api/ or worker/, whose insides may change
+    without a benchmark's numbers meaning something else."""
+    files = sorted((ROOT / "bench").rglob("*.py"))
+    assert len(files) > 8  # the walk found the benchmarks
+    found = {str(path.relative_to(ROOT)): package_imports(path, ("api", "worker")) for path in files}
+    assert {name: modules for name, modules in found.items() if modules} == {}
+
+
+def test_the_check_sees_an_api_import(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text("import api.app as app\n\ndef run():\n    from api import deps\n    import apis, workers\n")
+    assert package_imports(sample, ("api", "worker")) == ["api", "api.app"]

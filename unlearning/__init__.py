@@ -1,4 +1,4 @@
-"""Masked Mode Connectivity Unlearning as a plain PyTorch library (see shared MCU.md).
+"""Masked Mode Connectivity Unlearning as a plain PyTorch library (see docs/algorithm.md).
 
 Usable on its own: build or load a classifier, split a dataset into retain/forget/test, and call
 `run_unlearning`. Nothing here imports the service (FastAPI, Celery, SQLAlchemy, boto3).
@@ -21,6 +21,7 @@ _EXPORTS = {
         "Targets",
         "base_method_names",
         "base_method_spec",
+        "declare_base_method",
         "resolve_config",
     ),
     "unlearning.curve": ("BezierCurve", "recompute_batchnorm"),

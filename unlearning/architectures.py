@@ -66,6 +66,24 @@ def model_input_channels(name: str, data_channels: int, kwargs: dict[str, Any] |
     return 3
 
 
+def check_name(name: str) -> None:
+    """UnknownArchitecture unless `name` is one of ours, a torchvision classifier or a timm model: a look-up,
+    nothing is built (so a misspelled name needs no sandbox)."""
+    if name in SMALL_ARCHITECTURES:
+        return
+    if name.startswith(TIMM_PREFIX):
+        import timm  # only workers that serve timm models pay for importing it
+
+        timm_name = name.removeprefix(TIMM_PREFIX)
+        if not timm.is_model(timm_name):
+            raise UnknownArchitecture(f"unknown timm architecture {timm_name!r} (see timm.list_models())")
+    elif name not in torchvision_architectures():
+        raise UnknownArchitecture(
+            f"unknown architecture {name!r}: use one of {list(SMALL_ARCHITECTURES)}, a torchvision classification "
+            "model name such as 'resnet18', or 'timm:<name>'"
+        )
+
+
 def build_model(
     name: str, num_classes: int, input_shape: tuple[int, ...], kwargs: dict[str, Any] | None = None
 ) -> nn.Module:
@@ -78,18 +96,11 @@ def build_model(
         if kwargs:
             raise ValueError(f"{name} takes no constructor arguments, got {sorted(kwargs)}")
         return (_mlp if name == "mlp" else _cnn_small)(num_classes, tuple(input_shape))
+    check_name(name)
     if name.startswith(TIMM_PREFIX):
-        import timm  # only workers that serve timm models pay for importing it
+        import timm
 
-        timm_name = name.removeprefix(TIMM_PREFIX)
-        if not timm.is_model(timm_name):
-            raise UnknownArchitecture(f"unknown timm architecture {timm_name!r} (see timm.list_models())")
-        return timm.create_model(timm_name, pretrained=False, num_classes=num_classes, **kwargs)
-    if name not in torchvision_architectures():
-        raise UnknownArchitecture(
-            f"unknown architecture {name!r}: use one of {list(SMALL_ARCHITECTURES)}, a torchvision classification "
-            "model name such as 'resnet18', or 'timm:<name>'"
-        )
+        return timm.create_model(name.removeprefix(TIMM_PREFIX), pretrained=False, num_classes=num_classes, **kwargs)
     model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
     if getattr(model, "aux_logits", False):  # inception/googlenet: one output, not a tuple
         model.aux_logits = False
@@ -115,8 +126,10 @@ def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
-def seeded_init(name: str, num_classes: int, input_shape: tuple[int, ...], seed: int) -> nn.Module:
+def seeded_init(
+    name: str, num_classes: int, input_shape: tuple[int, ...], seed: int, kwargs: dict[str, Any] | None = None
+) -> nn.Module:
     """`build_model` with a reproducible initialisation."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return build_model(name, num_classes, input_shape)
+        return build_model(name, num_classes, input_shape, kwargs)

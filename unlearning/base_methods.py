@@ -1,14 +1,14 @@
-"""Base unlearning methods that produce θ_p from θ_o (MCU.md §5), in an open registry.
+"""Base unlearning methods that produce θ_p from θ_o (docs/algorithm.md §5), in an open registry.
 
-A method is a function (model, data, config, context) -> model, registered under a name. The built-ins'
-names and defaults are declared in `config.BASE_METHODS` (torch-free, so the API can validate requests);
-the fields a method leaves `None` in its defaults are the ones it does not use, and setting them is a
+A method is declared once, torch-free, in `config.py` (`declare_base_method`: name, defaults, description),
+and its implementation, a function (model, data, config, context) -> model, registers here against that
+name. The fields a method leaves `None` in its defaults are the ones it does not use, and setting them is a
 config error. All methods use SGD with momentum 0.9, batch 128.
 
 Defaults were tuned by a small lr × epochs grid (`python -m bench.tune`) on sklearn digits and MNIST-5k,
 random and class-wise forgetting, `cnn-small` (the table is in docs/benchmarks.md), so that each method
 forgets without collapsing: the least mean Avg. Gap to retrain among the settings that keep retain
-accuracy ≥ 90% everywhere. MCU.md's reference values left `ft` (lr 0.01) forgetting nothing. The forget
+accuracy ≥ 90% everywhere. The reference's values (docs/algorithm.md §5) left `ft` (lr 0.01) forgetting nothing. Forget
 cross-entropy of `ga` and `neggrad_plus` is clamped at `forget_loss_cap` (its gradient vanishes beyond).
 `ga` has a cliff: its step count grows with the forget set, and no single setting both forgets a digits
 class (2 batches an epoch) and keeps MNIST-5k's retain accuracy (lr 0.003 for 3 epochs drops it to 63%);
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from unlearning.config import BASE_METHODS, BaseMethodConfig, BaseMethodSpec, base_method_spec
+from unlearning.config import BaseMethodConfig, ConfigError, base_method_spec
 from unlearning.data import Subset, UnlearningData, batches
 from unlearning.training import (
     Batch,
@@ -48,18 +48,15 @@ MethodFn = Callable[[nn.Module, UnlearningData, BaseMethodConfig, MethodContext]
 _RUNNERS: dict[str, MethodFn] = {}
 
 
-def register_base_method(
-    name: str, defaults: BaseMethodConfig | None = None, description: str = ""
-) -> Callable[[MethodFn], MethodFn]:
-    """Decorator: make `fn` available as base method `name`. A built-in's defaults are already declared in
-    config.BASE_METHODS (torch-free, for validation); a new method declares its own here."""
+def register_base_method(name: str) -> Callable[[MethodFn], MethodFn]:
+    """Decorator: `fn` implements base method `name`, which must be declared (config.declare_base_method)
+    first: the declaration is what the API, CLI and benchmarks read, so a method they cannot see never runs."""
+    spec = base_method_spec(name)  # ConfigError for an undeclared name
 
     def decorate(fn: MethodFn) -> MethodFn:
-        if defaults is not None:
-            BASE_METHODS[name] = BaseMethodSpec(name, defaults, description)
-        elif name not in BASE_METHODS:
-            raise ValueError(f"base method {name!r} needs defaults")
-        _RUNNERS[name] = fn
+        if spec.name in _RUNNERS:
+            raise ValueError(f"base method {name!r} has an implementation already")
+        _RUNNERS[spec.name] = fn
         return fn
 
     return decorate
@@ -69,11 +66,14 @@ def run_base_method(
     name: str, model: nn.Module, data: UnlearningData, config: BaseMethodConfig, context: MethodContext
 ) -> nn.Module:
     """θ_p from θ_o: runs on a copy, `model` itself is left untouched."""
-    return _RUNNERS[name](copy.deepcopy(model), data, base_method_spec(name).resolve(config), context)
+    spec = base_method_spec(name)
+    if name not in _RUNNERS:
+        raise ConfigError("base_method", f"base method {name!r} is declared but not implemented in this process")
+    return _RUNNERS[name](copy.deepcopy(model), data, spec.resolve(config), context)
 
 
 def _sizes(config: BaseMethodConfig) -> tuple[int, int]:
-    """A resolved config's epochs and batch size: every method's defaults set both (config.BASE_METHODS)."""
+    """A resolved config's epochs and batch size: the built-ins' defaults set both (config.py)."""
     assert config.epochs is not None and config.batch_size is not None
     return config.epochs, config.batch_size
 

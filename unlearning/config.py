@@ -1,14 +1,18 @@
-"""Validated configuration for an MCU job, with the defaults of MCU.md.
+"""Validated configuration for an MCU job, with the defaults of docs/algorithm.md.
 
 A config is built from a plain dict (the API's JSON) by `resolve_config`. Unknown keys, wrong types and
 out-of-range values raise `ConfigError` naming the dotted key, so a typo never silently falls back to a
 default. `MCUConfig.to_dict()` echoes every value actually used, defaults included.
+
+The registry of base methods is here too (`declare_base_method`, `BASE_METHODS`): this module needs no torch,
+so the API process validates and serves the methods the workers run.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
@@ -117,7 +121,7 @@ def parse_dataclass(cls: Any, data: Any, prefix: str = "") -> Any:
 
 @dataclass(frozen=True)
 class MaskConfig:
-    """The two-stage parameter mask of MCU.md §2 (and §10: the budget must mean what it says).
+    """The two-stage parameter mask of docs/algorithm.md §2 (and §10: the budget must mean what it says).
 
     `granularity`: "tensor" selects whole tensors, "element" single weights (score |G| per element, the
     per-element form of the tensors' RMS gradient, so scores compare across tensors), "auto" takes the
@@ -136,7 +140,7 @@ class MaskConfig:
 
 @dataclass(frozen=True)
 class GuardConfig:
-    """Divergence guard for the unbounded −β·CE(forget) term (MCU.md §3).
+    """Divergence guard for the unbounded −β·CE(forget) term (docs/algorithm.md §3).
 
     The forget cross-entropy of a batch is clamped at `forget_loss_cap` (its gradient vanishes beyond,
     so the control point stops being pushed once a batch is forgotten that hard), and the gradient norm
@@ -158,7 +162,7 @@ EVAL_BATCH_SIZE = 256
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """How points are measured (MCU.md §4, §6, §11; docs/evaluation.md).
+    """How points are measured (docs/algorithm.md §4, §6, §11; docs/evaluation.md).
 
     Grid points: every forget row, and seeded, class-stratified samples of `retain_rows` retain and
     `test_rows` test rows (the whole set when it is smaller); each metric carries its binomial standard
@@ -177,10 +181,39 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class EvidenceConfig:
+    """Checks of a published version against an auditor's attacks (docs/evidence.md, docs/algorithm.md §12).
+
+    Relearning: a copy is fine-tuned with SGD (momentum 0.9, no weight decay, no augmentation) for
+    `relearn_steps` steps of `relearn_batch_size` rows drawn from a seeded `relearn_retain_rows`-row sample of
+    the retain set, and its forget accuracy measured at 0, ¼, ½ and all of the steps; class-wise, a second run
+    adds `relearn_shots` forget rows per forgotten class (k-shot) and measures the other forget rows. The probe:
+    a logistic regression on the penultimate features (the input of the last linear layer), fit on test rows.
+    Each measures at most `eval_rows` forget and test rows (seeded samples). `shadow_models` > 0 adds per-sample
+    membership scores (unlearning/membership.py): that many models trained from scratch on halves of the retain
+    set, `shadow_epochs` epochs each — the costliest check, off by default. `relearn_steps` 0 turns relearning off.
+    """
+
+    relearn_steps: int = field(default=100, metadata=_bounds(ge=0, le=100_000))
+    relearn_lr: float = field(default=0.01, metadata=_bounds(gt=0.0, le=MAX_LR))
+    relearn_batch_size: int = field(default=64, metadata=_bounds(ge=2, le=MAX_BATCH))
+    relearn_retain_rows: int = field(default=2000, metadata=_bounds(ge=1, le=MAX_ROWS))
+    relearn_shots: int = field(default=5, metadata=_bounds(ge=0, le=10_000))
+    probe: bool = True
+    eval_rows: int = field(default=1000, metadata=_bounds(ge=2, le=MAX_ROWS))
+    shadow_models: int = field(default=0, metadata=_bounds(ge=0, le=64))
+    shadow_epochs: int = field(default=10, metadata=_bounds(ge=1, le=MAX_EPOCHS))
+
+    def __post_init__(self) -> None:
+        if self.shadow_models == 1:  # one shadow has no spread to measure a score against
+            raise ConfigError("evidence.shadow_models", "must be 0 (off) or at least 2")
+
+
+@dataclass(frozen=True)
 class Targets:
     """What a model that never saw the forget set would show (fractions), estimated without retraining.
 
-    `retain_accuracy` and `forget_accuracy` drive adaptive β (MCU.md §3); all four given ones drive the
+    `retain_accuracy` and `forget_accuracy` drive adaptive β (docs/algorithm.md §3); all four given ones drive the
     recommended t. Operator-supplied, or derived from θ_o (see `pipeline.derive_targets`).
     """
 
@@ -210,7 +243,7 @@ class BaseMethodConfig:
 
 @dataclass(frozen=True)
 class MCUConfig:
-    """Every knob of one unlearning job. Defaults are MCU.md's; `base` is filled per method."""
+    """Every knob of one unlearning job. Defaults: docs/algorithm.md, "Configuration"; `base` is filled per method."""
 
     epochs: int = field(default=10, metadata=_bounds(ge=1, le=MAX_EPOCHS))
     lr: float = field(default=0.01, metadata=_bounds(gt=0.0, le=MAX_LR))
@@ -226,6 +259,7 @@ class MCUConfig:
     mask: MaskConfig = field(default_factory=MaskConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
     targets: Targets | None = None
     base: BaseMethodConfig = field(default_factory=BaseMethodConfig)
 
@@ -233,16 +267,34 @@ class MCUConfig:
         return dataclasses.asdict(self)
 
 
+_JSON_BOUNDS = {"ge": "minimum", "gt": "exclusiveMinimum", "le": "maximum", "lt": "exclusiveMaximum"}
+
+
+def _json_schema(annotation: Any, spec: dict[str, Any]) -> dict[str, Any]:
+    """The JSON Schema of one config value as `_parse_value` reads it (scalars and choices)."""
+    if get_origin(annotation) is Literal:
+        return {"enum": list(get_args(annotation))}
+    if annotation is bool:
+        return {"type": "boolean"}
+    if annotation in (int, float):
+        kind = "integer" if annotation is int else "number"
+        return {"type": kind} | {_JSON_BOUNDS[name]: bound for name, bound in spec.items() if bound is not None}
+    raise TypeError(f"no JSON Schema for config annotation {annotation!r}")
+
+
 @dataclass(frozen=True)
 class BaseMethodSpec:
-    """A base method's name, defaults and one-line description: what validation needs, without torch.
+    """A declared base method: name, defaults and one-line description, all readable without torch.
 
     The fields a method leaves `None` in its defaults are the ones it does not use; setting them is an error.
+    `offered`: whether the service accepts it in a deletion request (retrain, the benchmarks' reference, is not).
     """
 
     name: str
     defaults: BaseMethodConfig
     description: str
+    offered: bool = True
+    trains_on: tuple[str, ...] = ("retain", "forget")  # the sets an epoch passes over (progress estimates)
 
     def resolve(self, given: BaseMethodConfig) -> BaseMethodConfig:
         """The defaults overridden by `given`; a setting the method does not use is an error."""
@@ -256,46 +308,94 @@ class BaseMethodSpec:
             overrides[f.name] = value
         return dataclasses.replace(self.defaults, **overrides)
 
+    def config_schema(self) -> dict[str, Any]:
+        """The JSON Schema of a request's `config.base` for this method: the settings it uses, their bounds and
+        its defaults (GET /v1/meta serves it)."""
+        hints = get_type_hints(BaseMethodConfig)
+        properties = {}
+        for f in dataclasses.fields(BaseMethodConfig):
+            default = getattr(self.defaults, f.name)
+            if default is not None:
+                (used,) = [a for a in get_args(hints[f.name]) if a is not type(None)]  # `X | None`: the method's X
+                properties[f.name] = _json_schema(used, dict(f.metadata)) | {"default": default}
+        return {"type": "object", "properties": properties, "additionalProperties": False}
+
+
+# The registry of base methods. A method is declared here, torch-free, by `declare_base_method`: the API
+# validates requests against it and serves it (GET /v1/meta, which the CLI and console read), and the
+# benchmarks run what it offers. Its implementation registers against the declared name
+# (base_methods.register_base_method, which refuses an undeclared one).
+BASE_METHODS: dict[str, BaseMethodSpec] = {}
+DEFAULT_BASE_METHOD = "rl"  # a deletion request's when it names none
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")  # fits the API's base_method field (40 characters)
+
+
+def declare_base_method(
+    name: str,
+    defaults: BaseMethodConfig,
+    description: str,
+    *,
+    offered: bool = True,
+    trains_on: tuple[str, ...] = ("retain", "forget"),
+) -> BaseMethodSpec:
+    """Add base method `name` with its defaults (the settings it uses; see BaseMethodSpec), description and the
+    sets its epochs pass over ("retain", "forget")."""
+    if not _NAME.fullmatch(name):
+        raise ValueError(f"base method name {name!r}: lower-case letters, digits and _, at most 40")
+    if name in BASE_METHODS:
+        raise ValueError(f"base method {name!r} is declared already")
+    if not description or defaults.epochs is None or defaults.lr is None:
+        raise ValueError(f"base method {name!r} needs a description and default epochs and lr")
+    if not trains_on or set(trains_on) - {"retain", "forget"}:
+        raise ValueError(f"base method {name!r}: trains_on names 'retain' and/or 'forget'")
+    spec = BASE_METHODS[name] = BaseMethodSpec(name, defaults, description, offered, trains_on)
+    return spec
+
 
 # Defaults tuned by `python -m bench.tune` (lr × epochs grid, on digits and MNIST-5k, random and class-wise
 # forgetting, held-out seed 3; table in docs/benchmarks.md): per method the least mean Avg. Gap to retrain
 # among settings that keep retain accuracy ≥ 90% in every cell. The implementations are in base_methods.py.
 _SGD: dict[str, Any] = {"batch_size": 128, "momentum": 0.9, "weight_decay": 5e-4}
-BASE_METHODS: dict[str, BaseMethodSpec] = {
-    spec.name: spec
-    for spec in (
-        BaseMethodSpec("ft", BaseMethodConfig(epochs=10, lr=0.1, **_SGD), "fine-tune: CE on the retain set"),
-        BaseMethodSpec(
-            "ga",
-            BaseMethodConfig(epochs=2, lr=0.003, batch_size=128, momentum=0.9, weight_decay=0.0, forget_loss_cap=5.0),
-            "gradient ascent: −min(CE, cap) on the forget set",
-        ),
-        BaseMethodSpec(
-            "neggrad_plus",
-            BaseMethodConfig(epochs=5, lr=0.05, beta=0.15, forget_loss_cap=5.0, **_SGD),
-            "NegGrad+: CE(retain part) − β·min(CE(forget part), cap) on mixed batches",
-        ),
-        BaseMethodSpec(
-            "rl",
-            BaseMethodConfig(epochs=5, lr=0.013, retain_ratio=0.5, **_SGD),
-            "random label: CE on retain ∪ forget relabelled with a random wrong class",
-        ),
-        BaseMethodSpec(
-            "salun",
-            BaseMethodConfig(epochs=5, lr=0.03, mask_ratio=0.5, retain_ratio=0.5, **_SGD),
-            "SalUn: random label with gradients masked to the most forget-salient weights",
-        ),
-        BaseMethodSpec(
-            "retrain",
-            BaseMethodConfig(epochs=20, lr=0.05, **_SGD),
-            "retrain from a fresh initialisation on the retain set (benchmarks' gold standard)",
-        ),
-    )
-}
+declare_base_method(
+    "ft", BaseMethodConfig(epochs=10, lr=0.1, **_SGD), "fine-tune: CE on the retain set", trains_on=("retain",)
+)
+declare_base_method(
+    "ga",
+    BaseMethodConfig(epochs=2, lr=0.003, batch_size=128, momentum=0.9, weight_decay=0.0, forget_loss_cap=5.0),
+    "gradient ascent: −min(CE, cap) on the forget set",
+    trains_on=("forget",),
+)
+declare_base_method(
+    "neggrad_plus",
+    BaseMethodConfig(epochs=5, lr=0.05, beta=0.15, forget_loss_cap=5.0, **_SGD),
+    "NegGrad+: CE(retain part) − β·min(CE(forget part), cap) on mixed batches",
+)
+declare_base_method(
+    "rl",
+    BaseMethodConfig(epochs=5, lr=0.013, retain_ratio=0.5, **_SGD),
+    "random label: CE on retain ∪ forget relabelled with a random wrong class",
+)
+declare_base_method(
+    "salun",
+    BaseMethodConfig(epochs=5, lr=0.03, mask_ratio=0.5, retain_ratio=0.5, **_SGD),
+    "SalUn: random label with gradients masked to the most forget-salient weights",
+)
+declare_base_method(
+    "retrain",
+    BaseMethodConfig(epochs=20, lr=0.05, **_SGD),
+    "retrain from a fresh initialisation on the retain set (benchmarks' gold standard)",
+    offered=False,  # a retrain, not an unlearning method: the reference the benchmarks compare with
+    trains_on=("retain",),
+)
 
 
 def base_method_names() -> list[str]:
     return sorted(BASE_METHODS)
+
+
+def offered_base_methods() -> list[BaseMethodSpec]:
+    """The methods a deletion request may name, by name."""
+    return [BASE_METHODS[name] for name in sorted(BASE_METHODS) if BASE_METHODS[name].offered]
 
 
 def base_method_spec(name: str) -> BaseMethodSpec:

@@ -1,4 +1,4 @@
-"""The quadratic Bézier curve in weight space and BatchNorm recomputation on retain data (MCU.md §1).
+"""The quadratic Bézier curve in weight space and BatchNorm recomputation on retain data (docs/algorithm.md §1).
 
 φ(t) = (1−t)²·θ_o + 2t(1−t)·θ_c + t²·θ_p over every learnable parameter. One network module is evaluated
 with `torch.func.functional_call` on the composed tensors, so θ_c is a plain dict of tensors. BatchNorm

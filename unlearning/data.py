@@ -140,9 +140,10 @@ class Subset:
             return self
         return self.take(torch.randperm(len(self), generator=generator)[:count])
 
-    def to(self, device: torch.device | str) -> Subset:
+    def batches_on(self, device: torch.device | str) -> Subset:
         """The same rows, whose batches go to `device`: nothing moves now, in memory or streamed (a set may be
-        larger than the device's memory; one batch at a time is what a step needs)."""
+        larger than the device's memory; one batch at a time is what a step needs). Not named `to`: torch's
+        `to` moves its object, this never does."""
         return Subset(self.inputs, self.labels, self.ids, torch.device(device))
 
 
@@ -166,11 +167,12 @@ class UnlearningData:
         forgotten = torch.isin(self.test.labels, torch.tensor(self.forget_classes, device=self.test.labels.device))
         return self.test.take(torch.nonzero(~forgotten).flatten()), self.test.take(torch.nonzero(forgotten).flatten())
 
-    def to(self, device: torch.device | str) -> UnlearningData:
+    def batches_on(self, device: torch.device | str) -> UnlearningData:
+        """Each set's batches go to `device` (Subset.batches_on): no row moves now."""
         return UnlearningData(
-            self.retain.to(device),
-            self.forget.to(device),
-            self.test.to(device),
+            self.retain.batches_on(device),
+            self.forget.batches_on(device),
+            self.test.batches_on(device),
             self.num_classes,
             self.adapter,
             self.forget_classes,

@@ -1,4 +1,4 @@
-"""The two-stage parameter mask: which parts of θ_c may move (MCU.md §2).
+"""The two-stage parameter mask: which parts of θ_c may move (docs/algorithm.md §2).
 
 Scores come from gradients at θ_o in eval mode, summed over one pass of retain and one of forget data.
 Stage 1 excludes what matters most to retained knowledge (top s_r, up to `retain_filter` of all
@@ -150,7 +150,7 @@ def compute_mask(
     batch_size: int,
     hooks: JobHooks | None = None,
 ) -> ParameterMask:
-    """The mask of MCU.md §2 for `model` at its current weights (θ_o)."""
+    """The mask of docs/algorithm.md §2 for `model` at its current weights (θ_o)."""
     hooks = hooks or JobHooks()
     grad_retain = accumulated_gradients(model, retain, adapter, batch_size, 1.0, hooks, (0.0, 0.5))
     grad_forget = accumulated_gradients(model, forget, adapter, batch_size, -1.0, hooks, (0.5, 0.5))

@@ -1,4 +1,4 @@
-"""Training the Bézier control point θ_c under the parameter mask (MCU.md §3).
+"""Training the Bézier control point θ_c under the parameter mask (docs/algorithm.md §3).
 
 Per batch: one t ~ U(0, 1); logits = f(x; φ(t)) in train mode; L = CE(retain part) − β·CE(forget part),
 with the forget term clamped (divergence guard). Only the mask's trainable tensors of θ_c are leaves that
@@ -59,8 +59,8 @@ class Checkpoint:
     """θ_c and the SGD momentum after `epoch` epochs. Serialised as safetensors: no pickle anywhere.
 
     No RNG state is needed: every epoch's randomness is derived from (seed, epoch). `beta_counts` (β
-    values used so far, over all epochs) and `lr` / `rollbacks` (after divergence rollbacks) travel with
-    it; checkpoints written before these fields existed load with empty counts and the config's lr.
+    values used so far, over all epochs), `epoch_losses` and `lr` / `rollbacks` (after divergence rollbacks)
+    travel with it; checkpoints written before these fields existed load with empty counts and the config's lr.
     """
 
     epoch: int
@@ -70,6 +70,7 @@ class Checkpoint:
     beta_counts: dict[str, int] = field(default_factory=dict)
     lr: float | None = None
     rollbacks: list[dict[str, float]] = field(default_factory=list)
+    epoch_losses: list[float | None] = field(default_factory=list)
 
     def to_bytes(self) -> bytes:
         tensors = {f"control/{n}": v.detach().cpu().contiguous() for n, v in self.control.items()}
@@ -80,6 +81,7 @@ class Checkpoint:
             "beta_counts": self.beta_counts,
             "lr": self.lr,
             "rollbacks": self.rollbacks,
+            "epoch_losses": self.epoch_losses,
         }
         return save_safetensors(tensors, metadata={"mcu_checkpoint": json.dumps(meta)})
 
@@ -101,6 +103,7 @@ class Checkpoint:
             beta_counts,
             None if lr is None else float(lr),
             list(meta.get("rollbacks") or []),
+            list(meta.get("epoch_losses") or []),
         )
 
 
@@ -118,6 +121,7 @@ class ControlPointStats:
     beta_counts: dict[str, int]
     rollbacks: list[dict[str, float]] = field(default_factory=list)  # {"epoch": failed epoch, "lr": new lr}
     final_lr: float = 0.0
+    epoch_losses: list[float | None] = field(default_factory=list)  # mean loss of each epoch, first to last
 
 
 def train_control_point(
@@ -177,7 +181,10 @@ def train_control_point(
         beta_counts[str(beta)] = beta_counts.get(str(beta), 0) + 1
         return retain_loss - beta * forget_loss.clamp(max=config.guard.forget_loss_cap)
 
-    stats = OptimizeStats(skipped_nonfinite=resume.skipped_nonfinite if resume else 0)
+    stats = OptimizeStats(
+        skipped_nonfinite=resume.skipped_nonfinite if resume else 0,
+        epoch_losses=list(resume.epoch_losses) if resume else [],
+    )
 
     def snapshot(epochs_done: int) -> Checkpoint:
         momentum = {
@@ -193,6 +200,7 @@ def train_control_point(
             dict(beta_counts),
             lr,
             list(rollbacks),
+            list(stats.epoch_losses),
         )
 
     good = snapshot(resume.epoch if resume else 0)
@@ -237,7 +245,7 @@ def train_control_point(
             beta_counts.clear()
             beta_counts.update(good.beta_counts)
     curve.control.update({n: p.detach().clone() for n, p in trainable.items()})
-    return ControlPointStats(stats.batches, stats.skipped_nonfinite, beta_counts, rollbacks, lr)
+    return ControlPointStats(stats.batches, stats.skipped_nonfinite, beta_counts, rollbacks, lr, stats.epoch_losses)
 
 
 def _restore(good: Checkpoint, trainable: dict[str, Tensor], optimizer: torch.optim.Optimizer, lr: float) -> None:

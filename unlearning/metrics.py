@@ -1,4 +1,4 @@
-"""Forget/retain/test accuracy, MIA-efficacy and Avg. Gap (MCU.md §6, SalUn convention).
+"""Forget/retain/test accuracy, MIA-efficacy and Avg. Gap (docs/algorithm.md §6, SalUn convention).
 
 All accuracies are fractions in [0, 1], each with its binomial standard error over the rows it was
 measured on. Grid points are measured on every forget row and bounded, seeded, class-stratified samples of

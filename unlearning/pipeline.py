@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from unlearning.attacks import run_attacks
 from unlearning.base_methods import MethodContext, run_base_method
 from unlearning.config import MCUConfig, Targets, resolve_config
 from unlearning.curve import BezierCurve, StateDict
@@ -37,13 +38,14 @@ from unlearning.spectrum import (
     recommend_t,
 )
 from unlearning.training import JobHooks, Progress, prepare_model, resolve_device
+from unlearning.work_plan import WorkPlan
 
 
 def derive_targets(model: nn.Module, data: UnlearningData, sets: EvalSets, batch_size: int) -> Targets:
     """Estimates, from θ_o alone, of what a model retrained without the forget set would show.
 
     Retain and test accuracy: θ_o's own. Forget accuracy: θ_o's test accuracy for random forgetting (the
-    forget rows become unseen data), 0 for class-wise forgetting (MCU.md §3). MIA efficacy: for random
+    forget rows become unseen data), 0 for class-wise forgetting (docs/algorithm.md §4). MIA efficacy: for random
     forgetting, the share of unseen rows the attack calls non-member — measured on half of the test rows
     with the attack trained on the other half; for class-wise forgetting, 1.
     """
@@ -91,6 +93,10 @@ class CurveResult:
         metrics = measure_point(self.curve, t, self.data, self.full_sets, self.config)
         return {k: v.cpu() for k, v in self.curve.weights().items()}, metrics
 
+    def attack(self, t: float, original: nn.Module, hooks: JobHooks | None = None) -> dict[str, Any]:
+        """The auditor's attacks on φ(t) (`attack`); `original` is θ_o as the caller loaded it."""
+        return attack(self.curve, t, original, self.data, self.full_sets, self.config, hooks)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "base_method": self.base_method,
@@ -128,9 +134,10 @@ def run_unlearning(
     cfg = resolve_config(config, base_method)
     hooks = hooks or JobHooks()
     device = resolve_device(device)
-    data = data.to(device)  # only batches move to the device, one at a time: the rows stay where they are
+    data = data.batches_on(device)
     original = prepare_model(copy.deepcopy(model), device).eval()
     sets = EvalSets.draw(data, cfg.eval, cfg.seed)
+    hooks = WorkPlan.of(cfg, base_method, data, sets).hooks(hooks, base_done=theta_p is not None)
     targets = cfg.targets or derive_targets(original, data, sets, cfg.eval.batch_size)
     timings: dict[str, float] = {}
 
@@ -202,6 +209,7 @@ def run_unlearning(
             "skipped_nonfinite_batches": stats.skipped_nonfinite,
             "beta_counts": stats.beta_counts,
             "rollbacks": stats.rollbacks,
+            "epoch_losses": stats.epoch_losses,
             "final_lr": stats.final_lr,
             "rejected_nonfinite_points": [p.t for p in rejected],
             "points_measured": len(measured),
@@ -231,18 +239,48 @@ def materialize_point(
     t: float,
     *,
     device: str | torch.device | None = "auto",
-) -> tuple[StateDict, PointMetrics]:
+    hooks: JobHooks | None = None,
+) -> tuple[StateDict, PointMetrics, dict[str, Any]]:
     """φ(t) of a stored curve (`theta_o`, `theta_c`, `theta_p`), in another process than the one that trained it.
 
     Recomputes BatchNorm statistics on the same retain rows as `run_unlearning` (same seed) and measures the
-    point on every row (`EvalSets.full`): a published version's metrics are full-set. Returns CPU weights.
+    point on every row (`EvalSets.full`): a published version's metrics are full-set. Then the auditor's attacks
+    on it (`attack`). Returns CPU weights, the metrics and the attacks' evidence.
     """
     if not 0.0 <= t <= 1.0:
         raise ValueError(f"t must lie in [0, 1], got {t}")
     cfg = resolve_config(config, base_method)
     device = resolve_device(device)
-    data = data.to(device)  # as in run_unlearning: only batches move
+    data = data.batches_on(device)
     on_device = {name: {k: v.to(device) for k, v in tensors.items()} for name, tensors in curve_tensors.items()}
-    curve = BezierCurve(prepare_model(model, device), on_device["theta_o"], on_device["theta_p"], on_device["theta_c"])
-    metrics = measure_point(curve, t, data, EvalSets.full(data, cfg.eval, cfg.seed), cfg)
-    return {k: v.cpu() for k, v in curve.weights().items()}, metrics
+    original = prepare_model(model, device)
+    curve = BezierCurve(original, on_device["theta_o"], on_device["theta_p"], on_device["theta_c"])
+    sets = EvalSets.full(data, cfg.eval, cfg.seed)
+    metrics = measure_point(curve, t, data, sets, cfg)
+    weights = {k: v.cpu() for k, v in curve.weights().items()}
+    return weights, metrics, attack(curve, t, original, data, sets, cfg, hooks)
+
+
+def attack(
+    curve: BezierCurve,
+    t: float,
+    original: nn.Module,
+    data: UnlearningData,
+    sets: EvalSets,
+    config: MCUConfig,
+    hooks: JobHooks | None = None,
+) -> dict[str, Any]:
+    """The auditor's attacks of `config.evidence` (unlearning/attacks.py) on φ(t), and for comparison on θ_p and
+    θ_o: each point with retain-only BatchNorm statistics, as a published one has (θ_o: its own). Leaves φ(t) in
+    `curve.model`."""
+    models = {}
+    for label, at in (("base", 1.0), ("published", t)):
+        curve.set_point(at, sets.bn, data.adapter, config.eval.batch_size)
+        models[label] = copy.deepcopy(curve.model)
+    return run_attacks(
+        {"published": models["published"], "base": models["base"], "original": original},
+        data,
+        config.evidence,
+        config.seed,
+        hooks,
+    )

@@ -1,4 +1,4 @@
-"""Choosing along the curve: the grid, the recommended t and the effective region (MCU.md §4)."""
+"""Choosing along the curve: the grid, the recommended t and the effective region (docs/algorithm.md §4)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,7 @@ class Progress:
     fraction: float  # of this phase, 0..1
     epoch: int | None = None  # epochs completed so far (1-based while inside an epoch)
     epochs: int | None = None
+    overall: float | None = None  # of the whole job, 0..1 (unlearning/work_plan.py); None: not planned
 
 
 @dataclass
@@ -180,6 +181,7 @@ BatchesFn = Callable[[torch.Generator], BatchPlan]
 class OptimizeStats:
     batches: int = 0
     skipped_nonfinite: int = 0
+    epoch_losses: list[float | None] = field(default_factory=list)  # mean stepped loss per epoch; None: none stepped
 
 
 def optimize(
@@ -210,6 +212,7 @@ def optimize(
         generator = seeded_generator(seed, epoch)
         torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))  # dropout and the like
         epoch_batches = make_batches(generator)
+        loss_sum, stepped = torch.zeros(()), 0  # for the epoch's mean loss (stats.epoch_losses)
         for index, batch in enumerate(epoch_batches):
             hooks.check_cancel()
             optimizer.zero_grad(set_to_none=True)
@@ -227,9 +230,11 @@ def optimize(
                 torch.nn.utils.clip_grad_norm_(params, grad_clip)
             optimizer.step()
             stats.batches += 1
+            loss_sum, stepped = loss_sum.to(loss.device) + loss.detach().float(), stepped + 1
             hooks.report(Progress(phase, (epoch + (index + 1) / len(epoch_batches)) / epochs, epoch + 1, epochs))
         if not all(torch.isfinite(p).all() for p in params):
             raise DivergenceError(f"{phase}: weights became non-finite in epoch {epoch + 1}", epoch)
+        stats.epoch_losses.append(round(float(loss_sum) / stepped, 6) if stepped else None)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, stats)
     return stats

@@ -33,12 +33,12 @@ def save(services: Services, request_id: str, name: str, blob: bytes) -> None:
 
 def delete_artifacts(services: Services, request_id: str) -> None:
     """Delete them all; the event names which were there (the proof-of-erasure report lists them)."""
-    present = [name for name in (THETA_P, THETA_C, CHECKPOINT) if services.store.exists(artifact_key(request_id, name))]
     removed = services.store.delete_prefix(f"requests/{request_id}")
+    present = [name for name in (THETA_P, THETA_C, CHECKPOINT) if artifact_key(request_id, name) in removed]
     with services.factory() as session, session.begin():
         session.execute(
             update(DeletionRequest).where(DeletionRequest.id == request_id).values(artifacts_deleted_at=utcnow())
         )
         record_event(
-            session, request_id, "artifacts_deleted", None, "worker", {"objects": removed, "artifacts": present}
+            session, request_id, "artifacts_deleted", None, "worker", {"objects": len(removed), "artifacts": present}
         )

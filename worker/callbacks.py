@@ -48,19 +48,21 @@ def event_body(settings: Settings, request: DeletionRequest, event: str, message
     )
 
 
-def deliver(settings: Settings, factory, request_id: str, event: str, message_id: str, attempt: int) -> bool:
-    """One delivery attempt of an owed callback (the `callbacks` outbox); True when nothing is left to try:
-    delivered (2xx), refused by the allow-list, already done, or this was the last attempt. The attempt is
-    recorded as an event either way."""
+def deliver(settings: Settings, factory, request_id: str, event: str, message_id: str) -> tuple[bool, int]:
+    """One delivery attempt of an owed callback (the `callbacks` outbox): (done, its attempt number). Done when
+    nothing is left to try: delivered (2xx), refused by the allow-list, already done, or the last attempt.
+    The outbox numbers the attempts, so a task the reconciler re-sends continues the count and the budget
+    (MCU_CALLBACK_MAX_ATTEMPTS) instead of starting both afresh. The attempt is recorded as an event."""
     with factory() as session, session.begin():
         owed = session.get(Callback, message_id, with_for_update=True)
         if owed is None:  # sent before the outbox existed
-            owed = Callback(message_id=message_id, request_id=request_id, event=event)
+            owed = Callback(message_id=message_id, request_id=request_id, event=event, attempts=0)
             session.add(owed)
         request = session.get(DeletionRequest, request_id)
         if request is None or not request.callback_url or owed.delivered_at or owed.abandoned_at:
-            return True
+            return True, owed.attempts
         owed.attempts, owed.attempted_at = owed.attempts + 1, utcnow()
+        attempt = owed.attempts
         url, state = request.callback_url, state_of(request, event)
         at = owed.created_at or utcnow()  # the same message on every attempt: id, timestamp and body
         body = event_body(settings, request, event, message_id, at)
@@ -101,7 +103,7 @@ def deliver(settings: Settings, factory, request_id: str, event: str, message_id
                 "delivered": ok,
             },
         )
-    return done
+    return done, attempt
 
 
 MAX_BACKOFF = 600  # seconds: the longest wait between two attempts (worker/celery_app.py)

@@ -1,4 +1,5 @@
-"""The Celery application of `mcu worker`: crash-safe delivery settings and the task names.
+"""The Celery application of `mcu worker`: crash-safe delivery settings, the tasks under their names
+(domain/tasks.py), and each task's log fields (telemetry/).
 
 acks_late + reject_on_worker_lost: a message is acknowledged only after its task ran, so a worker that
 dies mid-job leaves it to be redelivered; the visibility timeout exceeds the longest job so a live job is
@@ -10,21 +11,39 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from celery import Celery
+from celery import Celery, Task, signals
 from kombu import Queue
 
-from settings import Settings
-from worker import callbacks, erasure, jobs, validation
-from worker.dispatch import (
+import telemetry
+from domain.tasks import (
     CLEANUP_REQUEST,
     CONTROL_QUEUE,
     DELIVER_CALLBACK,
     GPU_QUEUE,
     MATERIALIZE_SELECTION,
+    MEASURE_MODEL,
     RUN_REQUEST,
     VALIDATE_MODEL,
 )
+from settings import Settings
+from worker import callbacks, erasure, jobs, validation
 from worker.services import Services, connect
+
+
+@signals.setup_logging.connect
+def _keep_our_logging(**_: object) -> None:
+    """`mcu worker` configured logging (telemetry.configure): with a receiver here Celery adds no handler of its
+    own and leaves stdout alone; its loggers (" ready.", "Task ... succeeded") propagate to ours."""
+
+
+@signals.task_prerun.connect
+def _bind_task_subject(task: Task, **_: object) -> None:
+    telemetry.bind_from_headers(task.request)  # every line of the task carries its request (or model) id
+
+
+@signals.task_postrun.connect
+def _unbind_task_subject(**_: object) -> None:
+    telemetry.clear()
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -61,17 +80,23 @@ def create_celery(settings: Settings) -> Celery:
 
     @app.task(name=VALIDATE_MODEL)
     def validate_model(model_id: str) -> None:
-        validation.validate_model(services(), model_id)
+        validation.check_model(services(), model_id)  # the check; it sends MEASURE_MODEL when the model passes
+
+    @app.task(name=MEASURE_MODEL)
+    def measure_model(model_id: str) -> None:
+        validation.measure_model(services(), model_id)
 
     @app.task(name=CLEANUP_REQUEST)
     def cleanup_request(request_id: str) -> None:
         erasure.clean_up(services(), request_id)
 
-    @app.task(name=DELIVER_CALLBACK, bind=True, max_retries=settings.callback_max_attempts - 1)
+    @app.task(name=DELIVER_CALLBACK, bind=True, max_retries=None)  # the outbox counts the attempts
     def deliver_callback(self, request_id: str, event: str, message_id: str) -> None:
-        """One attempt; on failure Celery retries it on the control queue after 2, 4, 8, ... s (at most 600)."""
-        s, attempt = services(), self.request.retries + 1
-        if not callbacks.deliver(s.settings, s.factory, request_id, event, message_id, attempt):
+        """One attempt; on failure Celery retries it on the control queue after 2, 4, 8, ... s (at most 600),
+        until the outbox's count reaches MCU_CALLBACK_MAX_ATTEMPTS."""
+        s = services()
+        done, attempt = callbacks.deliver(s.settings, s.factory, request_id, event, message_id)
+        if not done:
             raise self.retry(countdown=min(2**attempt, callbacks.MAX_BACKOFF), queue=CONTROL_QUEUE)
 
     app.mcu_services = services  # the reconciler shares them

@@ -10,24 +10,12 @@ from __future__ import annotations
 import logging
 
 from celery import Celery
+from opentelemetry.trace import SpanKind, StatusCode
+
+import telemetry
+from domain.tasks import GPU_QUEUE, QUEUE_OF, subject_of
 
 log = logging.getLogger(__name__)
-
-GPU_QUEUE = "gpu"  # training and materialisation
-CONTROL_QUEUE = "control"  # clean-up and callback retries
-ALL_QUEUES = (GPU_QUEUE, CONTROL_QUEUE)
-RUN_REQUEST = "mcu.run_request"
-MATERIALIZE_SELECTION = "mcu.materialize_selection"
-CLEANUP_REQUEST = "mcu.cleanup_request"
-DELIVER_CALLBACK = "mcu.deliver_callback"
-VALIDATE_MODEL = "mcu.validate_model"
-QUEUE_OF = {
-    RUN_REQUEST: GPU_QUEUE,
-    MATERIALIZE_SELECTION: GPU_QUEUE,
-    VALIDATE_MODEL: GPU_QUEUE,
-    CLEANUP_REQUEST: CONTROL_QUEUE,
-    DELIVER_CALLBACK: CONTROL_QUEUE,
-}
 
 
 class Dispatcher:
@@ -46,15 +34,32 @@ class Dispatcher:
         )
 
     def send(self, task_name: str, *args: object, countdown: float | None = None) -> bool:
-        """True when the broker accepted the message; False (logged, never raised) when it is down."""
-        try:
-            self.app.send_task(task_name, args=list(args), queue=QUEUE_OF[task_name], retry=False, countdown=countdown)
-            return True
-        except Exception as error:  # noqa: BLE001  (any broker failure leaves the row for the reconciler)
-            log.warning(
-                "broker unavailable, %s for %s not sent: %s", task_name, args[0] if args else "", type(error).__name__
-            )
-            return False
+        """True when the broker accepted the message; False (logged, never raised) when it is down. The
+        message's headers carry its subject (the request or model id, for the worker's log lines) and the
+        trace context (telemetry/traces.py)."""
+        subject = {subject_of(task_name): str(args[0])} if args else {}
+        queue = QUEUE_OF[task_name]
+        destination = {"messaging.destination.name": queue}
+        with telemetry.span(f"send {task_name}", SpanKind.PRODUCER, **destination) as span, telemetry.bound(**subject):
+            try:
+                self.app.send_task(
+                    task_name,
+                    args=list(args),
+                    queue=queue,
+                    retry=False,
+                    countdown=countdown,
+                    headers=telemetry.task_headers(**subject),
+                )
+                return True
+            except Exception as error:  # noqa: BLE001  (any broker failure leaves the row for the reconciler)
+                span.set_status(StatusCode.ERROR, type(error).__name__)
+                log.warning(
+                    "broker unavailable, %s for %s not sent: %s",
+                    task_name,
+                    args[0] if args else "",
+                    type(error).__name__,
+                )
+                return False
 
     def ping(self) -> None:
         with self.app.connection_for_write() as connection:

@@ -17,10 +17,10 @@ from typing import Any
 
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 
-from domain.coalesce import job, members, positions_of
-from domain.erasure import auto_choice, judge
+from domain.coalesce import job, positions_of
+from domain.erasure import METRICS, auto_choice, judge, power
 from domain.lifecycle import WORKER_HELD, State, claim, sources_of, transition
 from models import CurvePoint, DeletionRequest, record_event, utcnow
 from unlearning.architectures import has_batchnorm
@@ -28,8 +28,8 @@ from unlearning.mcu import Checkpoint
 from unlearning.pipeline import CurveResult, materialize_point, run_unlearning
 from unlearning.spectrum import target_gap
 from unlearning.training import Cancelled, Progress
-from worker import artifacts
-from worker.dispatch import RUN_REQUEST
+from worker import artifacts, metrics
+from worker.coalescing import restart_without_cancelled, waits_for_members
 from worker.errors import problem_for
 from worker.inputs import load_inputs
 from worker.publish import (
@@ -46,56 +46,27 @@ log = logging.getLogger(__name__)
 
 
 def run_request(services: Services, request_id: str) -> None:
-    if _waits_for_members(services, request_id):
+    if waits_for_members(services, request_id):
         return
     request = _claim(services, request_id, State.QUEUED, State.RUNNING)
     if request is None:
         return  # finished, cancelled, alive elsewhere, or a member of another request's job
-    rebase_onto_current_version(services, request)
-    while True:
-        try:
-            with JobWatch(services, request_id, State.RUNNING) as watch:
-                result = _train_curve(services, request, watch)
-        except (Cancelled, StopJob):
-            if _restart_without_cancelled(services, request_id):
-                continue
-            finish(services, request_id, State.CANCELLED)
-            return
-        except Exception as error:  # noqa: BLE001  (every failure becomes a `failed` request with a reason)
-            _fail(services, request_id, error)
-            return
-        break
-    _store_curve(services, request, result)
-
-
-def _waits_for_members(services: Services, request_id: str) -> bool:
-    """With coalescing, a new job starts MCU_COALESCE_SECONDS after its first request: others may join."""
-    window = services.settings.coalesce_seconds
-    if not window:
-        return False
-    with services.factory() as session:
-        row = session.get(DeletionRequest, request_id)
-        if row is None or row.state != State.QUEUED or row.job_id is not None:
-            return False
-        wait = (row.created_at + timedelta(seconds=window) - utcnow()).total_seconds()
-    if wait <= 0:
-        return False
-    return services.dispatcher.send(RUN_REQUEST, request_id, countdown=wait)
-
-
-def _restart_without_cancelled(services: Services, request_id: str) -> bool:
-    """A member of this running job was cancelled: start over without its rows (artifacts trained on them
-    are deleted). False when the job itself was cancelled."""
-    with services.factory() as session, session.begin():
-        row = session.get(DeletionRequest, request_id, with_for_update=True)
-        if row is None or row.state != State.RUNNING or not row.restart_requested:
-            return False
-        row.restart_requested = False
-        record_event(session, request_id, "job_restarted", State.RUNNING, "worker",
-                     {"reason": "a member of the job was cancelled", "members": [m.id for m in members(session,
-                                                                                                      request_id)]})
-    artifacts.delete_artifacts(services, request_id)
-    return True
+    with metrics.running(metrics.RUN):
+        rebase_onto_current_version(services, request)
+        while True:
+            try:
+                with JobWatch(services, request_id, State.RUNNING) as watch:
+                    result = _train_curve(services, request, watch)
+            except (Cancelled, StopJob):
+                if restart_without_cancelled(services, request_id):
+                    continue
+                finish(services, request_id, State.CANCELLED)
+                return
+            except Exception as error:  # noqa: BLE001  (every failure becomes a `failed` request with a reason)
+                _fail(services, request_id, error, metrics.RUN)
+                return
+            break
+        _store_curve(services, request, result)
 
 
 def tensor_bytes(tensors: dict[str, Any]) -> bytes:
@@ -120,6 +91,7 @@ def _train_curve(services: Services, request: DeletionRequest, watch: JobWatch) 
         on_theta_p=lambda state: artifacts.save(services, request.id, artifacts.THETA_P, tensor_bytes(state)),
         on_checkpoint=lambda c: artifacts.save(services, request.id, artifacts.CHECKPOINT, c.to_bytes()))
     artifacts.save(services, request.id, artifacts.THETA_C, tensor_bytes(result.curve.control))
+    metrics.observe_curve(services, request, result.timings, resumed=theta_p is not None)
     return result
 
 
@@ -140,16 +112,22 @@ def _store_curve(services: Services, request: DeletionRequest, result: CurveResu
         session.execute(delete(CurvePoint).where(CurvePoint.request_id.in_(job_ids)))
         session.add_all(CurvePoint(request_id=r, **p.to_dict()) for r in job_ids for p in result.points)
         forget_count = len(positions_of(requests))
+        original = next((p.to_dict() for p in result.points if p.t == 0.0), None)  # θ_o, as the curve measured it
+        strength = power(original, summary["targets"], forget_count, request.erasure_criterion)
+        summary["erasure_power"] = strength  # what a selection is judged with (domain/requests.py select_point)
         if not transition(session, request.id, State.AWAITING_SELECTION, actor="worker", from_=[State.RUNNING],
-                          values={"curve_summary": summary, "progress": {"phase": "evaluate", "fraction": 1.0},
-                                  "heartbeat_at": None, "restart_requested": False},
+                          values={"curve_summary": summary, "heartbeat_at": None, "restart_requested": False,
+                                  "progress": {"phase": "evaluate", "fraction": 1.0, "overall": 1.0}},
                           detail={"recommended_t": result.recommended_t, "points": len(result.points)}):
             return
+        if strength["decidable"] is False:  # said once, where the operator and the audit trail both see it
+            record_event(session, request.id, "erasure_criterion_undecidable", State.AWAITING_SELECTION, "worker",
+                         {"detail": strength["statement"], "checks": strength["checks"]})
         if request.selection_mode != "auto":
             return
         ranked = sorted(result.points, key=lambda p: float(target_gap(p.to_dict(), result.targets)))
         t, judgement = auto_choice([p.to_dict() for p in ranked], result.recommended_t, summary["targets"],
-                                   forget_count, request.erasure_criterion)
+                                   forget_count, request.erasure_criterion, strength)
         if t is None:  # nothing on the curve shows erasure: an operator decides
             record_event(session, request.id, "erasure_criterion_not_met", State.AWAITING_SELECTION, "worker",
                          {"t": result.recommended_t, "reasons": judgement.reasons,
@@ -172,19 +150,28 @@ def materialize_selection(services: Services, request_id: str) -> None:
     if not base_is_current(services, request):  # its θ_o may be deleted already (worker/erasure.py)
         requeue_on_current_version(services, request_id)
         return
+    with metrics.running(metrics.MATERIALIZE):
+        _materialize(services, request)
+
+
+def _materialize(services: Services, request: DeletionRequest) -> None:
+    request_id = request.id
     try:
-        with JobWatch(services, request_id, State.MATERIALIZING) as watch:
+        with (JobWatch(services, request_id, State.MATERIALIZING) as watch,
+              metrics.phase(services, request, "materialize")):
             watch.on_progress(Progress("materialize", 0.0))
             inputs = load_inputs(services, request)
             tensors = {name: load_tensors(services.store.get_bytes(artifacts.artifact_key(request_id, name)))
                        for name in (artifacts.THETA_C, artifacts.THETA_P)}
             tensors["theta_o"] = inputs.model.state_dict()
             assert request.selected_t is not None and request.curve_summary is not None
-            state, metrics = materialize_point(inputs.model, inputs.data, tensors, request.config,
-                                               request.base_method, request.selected_t,
-                                               device=services.settings.device)
-            judgement = judge(metrics.to_dict(), request.curve_summary["targets"], inputs.forget_rows,
-                              request.erasure_criterion)
+            state, point, evidence = materialize_point(inputs.model, inputs.data, tensors, request.config,
+                                                       request.base_method, request.selected_t,
+                                                       device=services.settings.device, hooks=watch.hooks())
+            measured = point.to_dict() | {"evidence": evidence}
+            targets, criterion = request.curve_summary["targets"], request.erasure_criterion
+            strength = power(_original_point(services, request.id), targets, inputs.forget_rows, criterion, evidence)
+            judgement = judge(measured, targets, inputs.forget_rows, criterion, strength)
             if not judgement.met and request.selection_acknowledgement is None:
                 _withhold(services, request_id, judgement.reasons)
                 return
@@ -194,15 +181,23 @@ def materialize_selection(services: Services, request_id: str) -> None:
         finish(services, request_id, State.CANCELLED)
         return
     except Exception as error:  # noqa: BLE001
-        _fail(services, request_id, error)
+        _fail(services, request_id, error, metrics.MATERIALIZE)
         return
-    outcome = publish_version(services, request, stored.key, stored.sha256, stored.size, metrics.to_dict())
+    with metrics.phase(services, request, "publish"):
+        outcome = publish_version(services, request, stored.key, stored.sha256, stored.size, measured)
     if outcome is Outcome.PUBLISHED:
         finish(services, request_id, State.SUCCEEDED)
     elif outcome is Outcome.STALE:
         requeue_on_current_version(services, request_id)
     else:
         finish(services, request_id, State.CANCELLED)
+
+
+def _original_point(services: Services, request_id: str) -> dict[str, float] | None:
+    """θ_o's metrics as the curve measured them (its t = 0 point)."""
+    with services.factory() as session:
+        row = session.scalar(select(CurvePoint).where(CurvePoint.request_id == request_id, CurvePoint.t == 0.0))
+        return None if row is None else {m: getattr(row, m) for m in METRICS}
 
 
 def _withhold(services: Services, request_id: str, reasons: list[str]) -> None:
@@ -232,7 +227,13 @@ def finish(services: Services, request_id: str, to: State, *, values: dict[str, 
                           from_=[s for s in sources_of(to) if s in WORKER_HELD])
 
 
-def _fail(services: Services, request_id: str, error: Exception) -> None:
+def _fail(services: Services, request_id: str, error: Exception, task: str) -> None:
+    """Logged here only (the task returns, so Celery logs nothing): with its traceback when worker/errors.py
+    knows no cause for it. The stored problem is what a user can act on, without internals."""
     body = problem_for(error)
-    log.warning("request %s failed: %s", request_id, body["detail"])
-    finish(services, request_id, State.FAILED, values={"error": body}, detail={"error": body["title"]})
+    problem = metrics.problem_label(body)
+    unexpected = problem not in metrics.EXPECTED
+    log.log(logging.ERROR if unexpected else logging.WARNING, "request %s failed (%s): %s", request_id, problem,
+            body["detail"], exc_info=error if unexpected else None)
+    if finish(services, request_id, State.FAILED, values={"error": body}, detail={"error": body["title"]}):
+        metrics.FAILURES.labels(task, problem).inc()

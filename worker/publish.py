@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+import telemetry
 from domain.coalesce import job, members
 from domain.forget import record_erased
 from domain.lifecycle import State, transition
@@ -25,6 +26,7 @@ class Outcome(Enum):
     STALE = auto()  # another request published a version since this one's base
 
 
+@telemetry.traced("publish")
 def publish_version(
     services: Services, request: DeletionRequest, key: str, sha256: str, size: int, metrics: dict[str, Any]
 ) -> Outcome:

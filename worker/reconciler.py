@@ -1,9 +1,9 @@
 """What the broker cannot see: queued requests and model validations whose task was lost, finished
 requests whose clean-up was lost (artifacts, superseded weights, training rows), cached copies of erased
 objects in this worker's cache, jobs whose worker went silent, cancellations nobody is left to finish,
-and requests that passed their due date; and, every MCU_SWEEP_INTERVAL_SECONDS, crash leftovers
-(worker/sweeper.py). A daemon thread in every worker; duplicates across workers are harmless (tasks are
-idempotent)."""
+requests that passed their due date, and Fides privacy requests owed a resume (worker/fides.py); and, every
+MCU_SWEEP_INTERVAL_SECONDS, crash leftovers (worker/sweeper.py). A daemon thread in every worker; duplicates
+across workers are harmless (tasks are idempotent)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,11 @@ from sqlalchemy import and_, or_, select, update
 
 from domain.catalog import ModelState
 from domain.lifecycle import WORKER_HELD, State, mark_dispatched, overdue_at, owe_callback
+from domain.tasks import DELIVER_CALLBACK, MATERIALIZE_SELECTION, RUN_REQUEST, VALIDATE_MODEL
 from models import Callback, DeletionRequest, Model, record_event, utcnow
 from worker.callbacks import MAX_BACKOFF, OVERDUE
-from worker.dispatch import DELIVER_CALLBACK, MATERIALIZE_SELECTION, RUN_REQUEST, VALIDATE_MODEL
 from worker.erasure import clean_up, prune_cache
+from worker.fides import resume_owed
 from worker.jobs import finish
 from worker.services import Services
 from worker.sweeper import sweep
@@ -41,6 +42,7 @@ def reconcile(services: Services) -> dict[str, list[str]]:
         OVERDUE: notify_overdue(services),
         # A callback may sit in Celery's retry backoff (at most 600 s) before that.
         "callbacks": resend_callbacks(services, unsent - timedelta(seconds=MAX_BACKOFF)),
+        "fides_resumes": resume_owed(services),  # privacy requests paused in Fides whose erasure ended
     }
     if pruned := prune_cache(services):
         done["cache_pruned"] = [str(pruned)]
@@ -149,10 +151,12 @@ def finish_cleanups(services: Services, finished_before: object) -> list[str]:
 
 
 def resend_validations(services: Services, registered_before: datetime) -> list[str]:
-    """Models still waiting for validation a while after registration (the message may be lost), sent again
-    about once per MCU_REQUEUE_AFTER_SECONDS, not every round: one queued behind a long job would pile up a copy
-    a round. The attempts are bounded where they start (worker/validation.py): a model whose validation never
-    finishes ends `invalid` at its next delivery."""
+    """Models still waiting for validation a while after registration (a message may be lost), their check sent
+    again about once per MCU_REQUEUE_AFTER_SECONDS, not every round: a model whose measurement waits behind a
+    long job would pile up a copy a round. The check hands a model that passes to the measurement again (a
+    duplicate of one still queued does nothing once the first gives the verdict). The attempts are bounded
+    where they start (worker/validation.py): a model whose validation never finishes ends `invalid` at its next
+    delivery."""
     settings = services.settings
     period, interval, now = settings.requeue_after_seconds, settings.reconcile_interval_seconds, utcnow()
     with services.factory() as session:

@@ -10,9 +10,10 @@ from typing import Any, cast
 from sqlalchemy import select, update
 from sqlalchemy.engine import CursorResult
 
+import telemetry
 from domain.lifecycle import State
 from models import DeletionRequest, record_event, utcnow
-from unlearning.training import JobHooks, Progress
+from unlearning.training import Cancelled, JobHooks, Progress
 from worker.services import Services, StopJob
 
 log = logging.getLogger(__name__)
@@ -33,9 +34,11 @@ class JobWatch:
         self._cancelled = threading.Event()
         self._last_write = 0.0
         self._phase: str | None = None
+        self._first: tuple[float, float] | None = None  # (monotonic, overall) of the first planned report
+        self._spans = telemetry.PhaseSpans()
         self._threads = [
-            threading.Thread(target=self._beat, daemon=True),
-            threading.Thread(target=self._watch_cancel, daemon=True),
+            threading.Thread(target=telemetry.in_background(self._beat), daemon=True),
+            threading.Thread(target=telemetry.in_background(self._watch_cancel), daemon=True),
         ]
 
     def __enter__(self) -> JobWatch:
@@ -43,10 +46,11 @@ class JobWatch:
             thread.start()
         return self
 
-    def __exit__(self, *_: object) -> None:
+    def __exit__(self, _: object, error: BaseException | None, __: object) -> None:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=5)
+        self._spans.end(None if isinstance(error, Cancelled | StopJob) else error)  # a cancel is no failure
 
     def _beat(self) -> None:
         while not self._stop.wait(self.services.settings.heartbeat_interval_seconds):
@@ -86,6 +90,8 @@ class JobWatch:
                 "fraction": round(progress.fraction, 4),
                 "epoch": progress.epoch,
                 "epochs": progress.epochs,
+                "overall": progress.overall,
+                "eta_seconds": self._eta(now, progress.overall),
             }
         }
         try:
@@ -94,8 +100,21 @@ class JobWatch:
             return  # the cancel check below ends the job
         if new_phase:
             self._phase = progress.phase
+            self._spans.start(progress.phase)
             with self.services.factory() as session, session.begin():
                 record_event(session, self.request_id, "phase_started", self.state, "worker", {"phase": progress.phase})
+
+    def _eta(self, now: float, overall: float | None) -> float | None:
+        """Seconds left at the rate this watch has seen (a resumed job starts part-way: its rate counts from
+        here); None until 1% of the job is done."""
+        if overall is None:
+            return None
+        if self._first is None:
+            self._first = (now, overall)
+        began, at = self._first
+        if overall - at < 0.01:
+            return None
+        return round((now - began) * (1.0 - overall) / (overall - at), 1)
 
     def _watch_cancel(self) -> None:
         while not self._stop.wait(CANCEL_POLL_SECONDS):

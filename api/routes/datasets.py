@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 from api.auth import Principal
 from api.deps import SessionDep, SessionRoute, SettingsDep, StoreDep, require
 from api.idempotency import IdempotencyKey, create_once, fingerprint
-from api.ingest import inspect_shard, parse_manifest
+from api.ingest import inspect_shard
+from api.manifest import parse_manifest
 from api.pagination import PageSize, PageToken
 from api.schemas import DatasetOut, Page
 from domain import catalog

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -12,8 +12,18 @@ from api.auth import Principal
 from api.deps import SessionDep, SessionRoute, SettingsDep, require
 from api.idempotency import IdempotencyKey, create_once, fingerprint
 from api.pagination import PageSize, PageToken
-from api.schemas import CurveOut, DeletionRequestIn, DeletionRequestOut, EventOut, ExtensionIn, Page, SelectionIn
-from domain import evidence, requests
+from api.schemas import (
+    ApprovalIn,
+    CurveOut,
+    DeletionRequestDetailOut,
+    DeletionRequestIn,
+    DeletionRequestOut,
+    EventOut,
+    ExtensionIn,
+    Page,
+    SelectionIn,
+)
+from domain import approval, evidence, requests
 from domain.inputs import Line
 from domain.lifecycle import State
 from models import DeletionRequest
@@ -70,11 +80,13 @@ def create_request(
     return request
 
 
-@router.get("/{request_id}", response_model=DeletionRequestOut)
+@router.get("/{request_id}", response_model=DeletionRequestDetailOut)
 def get_request(
     request_id: str, session: SessionDep, _: Annotated[Principal, require("requests:read")]
-) -> DeletionRequest:
-    return requests.get(session, request_id)
+) -> dict[str, Any]:
+    """The request with its job's timings, last heartbeat and training statistics (api/schemas/diagnostics.py)."""
+    row = requests.get(session, request_id)
+    return DeletionRequestOut.model_validate(row).model_dump() | requests.diagnostics(session, row)
 
 
 @router.get("", response_model=Page[DeletionRequestOut])
@@ -102,6 +114,15 @@ def select_point(
     request_id: str, body: SelectionIn, session: SessionDep, principal: Annotated[Principal, require("requests:select")]
 ) -> DeletionRequest:
     return requests.select_point(session, request_id, body.t, principal.name, body.acknowledge)
+
+
+@router.post("/{request_id}/approval", response_model=DeletionRequestOut)
+def decide_approval(
+    request_id: str, body: ApprovalIn, session: SessionDep, principal: Annotated[Principal, require("requests:approve")]
+) -> DeletionRequest:
+    """Approve (→ queued: its job starts) or deny (→ cancelled) a request awaiting approval, with the reason; by a
+    key other than the submitter's (403), only while it awaits approval (409)."""
+    return approval.decide(session, request_id, body.decision, body.reason, principal.name)
 
 
 @router.post("/{request_id}/extension", response_model=DeletionRequestOut)

@@ -1,8 +1,9 @@
-"""`/v1/models`: register a trained classifier (version 1, validated by a worker) and read its versions and
-weights."""
+"""`/v1/models`: register a trained classifier (version 1, validated by a worker), read its versions and
+weights, delete one that failed validation."""
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Header, UploadFile
@@ -15,9 +16,9 @@ from api.deps import SessionDep, SessionRoute, SettingsDep, StoreDep, require
 from api.idempotency import IdempotencyKey, create_once, fingerprint
 from api.pagination import PageSize, PageToken
 from api.routes.datasets import check_size, file_sha256
-from api.schemas import ModelOut, Page, VersionOut
+from api.schemas import ModelOut, ModelUpdateIn, Page, VersionOut
 from api.weights import check_weights_header
-from domain import catalog
+from domain import approval, catalog
 from domain.architectures import check_architecture_kwargs
 from domain.inputs import DigitsInt, Line
 from domain.preprocessing import (
@@ -31,9 +32,10 @@ from domain.preprocessing import (
 )
 from domain.problems import Problem, invalid
 from models import Dataset, Model, ModelVersion, new_id
-from storage import ObjectTooLarge
+from storage import ObjectTooLarge, StorageError
 
 router = APIRouter(prefix="/v1/models", tags=["models"], route_class=SessionRoute)
+log = logging.getLogger(__name__)
 
 
 @router.post("", status_code=201, response_model=ModelOut)
@@ -62,6 +64,9 @@ def create_model(
     augmentation: Annotated[
         str | None, Form(description=f"Training steps only: {AUGMENTATION_OPTIONS}; default none.")
     ] = None,
+    require_approval: Annotated[
+        bool, Form(description="Its deletion requests wait for a key with requests:approve, not the submitter's.")
+    ] = False,
     idempotency_key: IdempotencyKey = None,
 ) -> Model:
     check_size(weights, settings.max_upload_bytes)
@@ -81,6 +86,7 @@ def create_model(
         # only when declared: keys replayed from before these fields keep their fingerprint
         | ({"input_transform": input_transform} if input_transform else {})
         | ({"augmentation": steps} if steps else {})
+        | ({"require_approval": True} if require_approval else {})
     )
 
     def create(db: Session) -> str:
@@ -117,6 +123,7 @@ def create_model(
                 preprocessing=declared,
                 input_transform=transform,
                 augmentation=steps,
+                require_approval=require_approval,
             ),
             ModelVersion(
                 model_id=model_id,
@@ -141,6 +148,37 @@ def create_model(
 @router.get("/{model_id}", response_model=ModelOut)
 def get_model(model_id: str, session: SessionDep, _: Annotated[Principal, require("models:read")]) -> object:
     return catalog.get_model(session, model_id)
+
+
+@router.patch("/{model_id}", response_model=ModelOut)
+def update_model(
+    model_id: str, body: ModelUpdateIn, session: SessionDep, _: Annotated[Principal, require("requests:approve")]
+) -> Model:
+    """Whether the model's deletion requests wait for approval: the approvers' call (requests:approve), not that
+    of the keys the gate holds (requests:write, models:write)."""
+    return approval.set_required(session, model_id, body.require_approval)
+
+
+@router.delete(
+    "/{model_id}",
+    status_code=204,
+    response_class=Response,
+    responses={409: {"description": "the model is ready (its versions and evidence stay) or still validating"}},
+)
+def delete_model(
+    model_id: str, session: SessionDep, store: StoreDep, _: Annotated[Principal, require("models:write")]
+) -> Response:
+    """Delete a model that failed validation (state `invalid`) and its stored weights."""
+    keys = catalog.delete_invalid_model(session, model_id)
+    session.commit()
+    orphans = catalog.unreferenced(session, keys)  # read after the commit: a model registered meanwhile counts
+    session.close()
+    for key in orphans:
+        try:
+            store.delete(key)
+        except StorageError:  # the rows are gone: the sweeper deletes the orphan later (MCU_ORPHAN_GRACE_SECONDS)
+            log.warning("could not delete the weights %s of deleted model %s", key, model_id, exc_info=True)
+    return Response(status_code=204)
 
 
 @router.get("", response_model=Page[ModelOut])

@@ -1,4 +1,4 @@
-"""Every bad input of API.md gets its status code and a problem+json body naming the problem; none is a 500.
+"""Every bad input of docs/api.md gets its status code and a problem+json body naming the problem; none is a 500.
 
 All requests go through `api`, a client whose response hook fails the test on any 5xx.
 """

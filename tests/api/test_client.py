@@ -15,6 +15,10 @@ SCHEMAS = {
     "Model": "ModelOut",
     "Version": "VersionOut",
     "DeletionRequest": "DeletionRequestOut",
+    "DeletionRequestDetail": "DeletionRequestDetailOut",
+    "Timings": "TimingsOut",
+    "Training": "TrainingOut",
+    "Rollback": "RollbackOut",
     "Curve": "CurveOut",
     "CurvePoint": "CurvePointOut",
     "Event": "EventOut",
@@ -22,9 +26,16 @@ SCHEMAS = {
     "Selection": "SelectionOut",
     "Identity": "IdentityOut",
     "Extension": "ExtensionOut",
+    "Approval": "ApprovalOut",
     "ErasureCriterion": "ErasureCriterionOut",
     "SigningKey": "SigningKeyOut",
     "SigningKeys": "SigningKeysOut",
+    "Meta": "MetaOut",
+    "BaseMethod": "BaseMethodOut",
+    "Erasure": "ErasureOut",
+    "FiledRequest": "FiledRequestOut",
+    "SkippedModel": "SkippedModelOut",
+    "BulkResult": "BulkResultOut",
 }
 NEWER_FIELDS: set[str] = set()  # fields the client reads before this server sends them
 

@@ -72,6 +72,7 @@ def test_openapi_declares_every_error_as_problem_json(service: Service) -> None:
     assert {"required": ["classes"]} in schema["components"]["schemas"]["ForgetIn"]["oneOf"]
     states = schema["components"]["schemas"]["State"]["enum"]
     assert states == [
+        "awaiting_approval",
         "queued",
         "running",
         "awaiting_selection",

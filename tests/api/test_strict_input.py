@@ -34,7 +34,7 @@ def api(service: Service) -> Iterator[httpx.Client]:
 
 
 def listed(api: httpx.Client) -> dict[str, list[str]]:
-    """Every list's ids, at the largest page size (500: API.md's maximum must work) and the default one."""
+    """Every list's ids, at the largest page size (500: docs/api.md's maximum must work) and the default one."""
     ids = {}
     for path in LISTS:
         default = api.get(path)

@@ -49,7 +49,7 @@ SCRIPT = textwrap.dedent("""
                                                              "config": {"epochz": 2}})
     assert bad_config.status_code == 422 and "epochz" in bad_config.text, bad_config.text
     for path in ("/v1/datasets", "/v1/models", f"/v1/models/{model_id}/versions", "/v1/deletion-requests",
-                 f"/v1/models/{model_id}/versions/1/weights", "/readyz", "/metrics"):
+                 f"/v1/models/{model_id}/versions/1/weights", "/v1/meta", "/readyz", "/metrics"):
         assert client.get(path).status_code == 200, path
     loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "scipy", "sklearn"))
     assert not loaded, loaded

@@ -104,3 +104,39 @@ def test_an_expired_key_is_refused(data_dir: Path) -> None:
 
 def test_the_embedded_database_is_private(data_dir: Path) -> None:
     assert (data_dir / "mcu.sqlite").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("address", ["http://127.0.0.1:{port}", "http://no-such-host.invalid:8000"])
+def test_an_unreachable_service_is_one_line_with_what_to_do(tmp_path: Path, address: str) -> None:
+    """A wrong port or name used to print a 150-line traceback (issue 26): now one line, at any width, piped."""
+    from tests.support import free_port
+
+    url = address.format(port=free_port())  # nothing listens there
+    for command in (["requests", "list"], ["models", "show", "mdl_0"], ["requests", "watch", "req_0"]):
+        done = mcu(tmp_path, *command, "--url", url, "--api-key", "k")
+        assert done.returncode == 1, done
+        assert "Traceback" not in done.stderr + done.stdout
+        (line,) = done.stderr.strip().splitlines()
+        assert line.startswith(f"error: no answer from {url}") and "mcu serve" in line and "MCU_URL" in line
+
+
+@pytest.mark.parametrize(
+    ("setting", "says"),
+    [
+        ({}, "no service database at"),  # run outside the folder `mcu serve` keeps its data in
+        ({"MCU_DATABASE_URL": "postgresql+psycopg://mcu:hunter2@127.0.0.1:1/mcu"}, "cannot reach the database"),
+    ],
+    ids=["no-data-dir", "server-down"],
+)
+def test_a_database_command_without_its_database_says_so_in_one_line(
+    tmp_path: Path, setting: dict[str, str], says: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCU_")} | setting
+    for command in (["keys", "create", "--name", "ops", "--scopes", "requests:read"], ["keys", "list"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "cli", *command], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120
+        )
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.startswith(f"error: {says}") and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert "hunter2" not in done.stderr  # the database password never reaches a terminal or a log
+    assert not (tmp_path / ".mcu").exists()  # nothing created where the operator happened to stand

@@ -96,3 +96,10 @@ def test_no_secret_is_written_into_the_compose_file(compose: dict[str, Any]) -> 
         for key, value in service.get("environment", {}).items():
             if any(word in key for word in ("PASSWORD", "SECRET", "_KEY", "DATABASE_URL", "BROKER_URL")):
                 assert "${" in str(value), f"{name}.{key} must come from .env, not the compose file"
+
+
+def test_workers_publish_no_host_port_so_they_scale_on_one_host(compose: dict[str, Any]) -> None:
+    """`docker-compose up --scale worker=2` (docker/local/deploy_test.py) starts a second worker container on the
+    same host: a published host port (the metrics endpoint's) would make it fail to start."""
+    assert "ports" not in compose["services"]["worker"]
+    assert compose["services"]["worker"]["environment"]["MCU_WORKER_METRICS_PORT"] == "9101"  # scraped in-network

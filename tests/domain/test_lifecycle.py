@@ -17,9 +17,9 @@ from sqlalchemy.exc import IntegrityError
 
 from api.app import create_app
 from domain.lifecycle import State, transition
+from domain.tasks import CLEANUP_REQUEST, CONTROL_QUEUE, GPU_QUEUE, RUN_REQUEST
 from models import ModelVersion, record_event
 from settings import Settings
-from worker.dispatch import CLEANUP_REQUEST, CONTROL_QUEUE, GPU_QUEUE, RUN_REQUEST
 from worker.services import connect
 from worker.validation import validate_model
 

@@ -115,27 +115,25 @@ def stack(tmp_path_factory: pytest.TempPathFactory, e2e_postgres_url: str, s3_en
     S3Store(bucket, endpoint_url=s3_endpoint).ensure_bucket()
     redis.Redis.from_url(REDIS_URL).flushdb()
     upgrade(e2e_postgres_url)
-    env = (
-        base_env(data_dir)
-        | {
-            "MCU_DATABASE_URL": e2e_postgres_url,
-            "MCU_BROKER_URL": REDIS_URL,
-            "MCU_STORAGE_URL": f"s3://{bucket}",
-            "MCU_S3_ENDPOINT_URL": s3_endpoint,
-        }
-        | {
-            k: os.environ[k]
-            for k in (
-                "AWS_ACCESS_KEY_ID",
-                "AWS_SECRET_ACCESS_KEY",
-                "AWS_DEFAULT_REGION",
-                "AWS_CONFIG_FILE",
-                "AWS_SHARED_CREDENTIALS_FILE",
-            )
-            if k in os.environ
-        }
+    env = base_env(data_dir) | {
+        "MCU_DATABASE_URL": e2e_postgres_url,
+        "MCU_BROKER_URL": REDIS_URL,
+        "MCU_STORAGE_URL": f"s3://{bucket}",
+        "MCU_S3_ENDPOINT_URL": s3_endpoint,
+    }
+    yield from _running(Stack(env | aws_env(), data_dir))
+
+
+def aws_env() -> dict[str, str]:
+    """The dummy credentials and settings of the session's S3 server (tests/conftest.py `s3_endpoint`)."""
+    names = (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_DEFAULT_REGION",
+        "AWS_CONFIG_FILE",
+        "AWS_SHARED_CREDENTIALS_FILE",
     )
-    yield from _running(Stack(env, data_dir))
+    return {name: os.environ[name] for name in names if name in os.environ}
 
 
 @pytest.fixture(scope="session")
@@ -143,6 +141,27 @@ def embedded_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The embedded default: only MCU_DATA_DIR (SQLite, a local folder, the SQL broker)."""
     data_dir = tmp_path_factory.mktemp("embedded")
     yield from _running(Stack(base_env(data_dir), data_dir))
+
+
+def own_stack(
+    data_dir: Path, s3_endpoint: str, name: str, broker_url: str, settings: dict[str, str]
+) -> Iterator[Stack]:
+    """A running stack of its own (Postgres schema `mcu_e2e_<name>`, a bucket, the Redis database of
+    `broker_url`, flushed), for tests whose service settings differ from the shared `stack`'s."""
+    from migrations.runner import upgrade
+
+    bucket = f"e2e-{name}-{secrets.token_hex(6)}"
+    S3Store(bucket, endpoint_url=s3_endpoint).ensure_bucket()
+    redis.Redis.from_url(broker_url).flushdb()
+    with postgres_schema(f"mcu_e2e_{name}") as database_url:
+        upgrade(database_url)
+        env = base_env(data_dir) | {
+            "MCU_DATABASE_URL": database_url,
+            "MCU_BROKER_URL": broker_url,
+            "MCU_STORAGE_URL": f"s3://{bucket}",
+            "MCU_S3_ENDPOINT_URL": s3_endpoint,
+        }
+        yield from _running(Stack(env | settings | aws_env(), data_dir))
 
 
 def _running(stack: Stack) -> Iterator[Stack]:

@@ -124,7 +124,7 @@ def test_cli_uploads_a_folder_watches_a_request_and_selects_a_point(
     watched = mcu(stack, "requests", "watch", request["id"])
     assert "awaiting_selection" in watched.stdout and "curve: 5 points" in watched.stdout
     curve = mcu(stack, "requests", "curve", request["id"]).stdout
-    assert "<- nearest to the recommended t" in curve and "recommended t = " in curve and "t=1" in curve
+    assert "← recommended" in curve and "recommended t = " in curve and "t=1" in curve
     assert len(json.loads(mcu(stack, "requests", "curve", request["id"], "--json").stdout)["points"]) == 5
 
     selected = mcu(stack, "requests", "select", request["id"], "--recommended", "--watch").stdout

@@ -27,10 +27,11 @@ import redis
 from standardwebhooks import Webhook
 
 from cli.digits import DigitsUpload
+from domain.tasks import MATERIALIZE_SELECTION, RUN_REQUEST
 from storage import S3Store
 from tests.support import wait_for_state
 from worker.artifacts import artifact_key
-from worker.dispatch import MATERIALIZE_SELECTION, RUN_REQUEST, Dispatcher
+from worker.dispatch import Dispatcher
 
 from .conftest import (
     FAST_JOB,
@@ -304,7 +305,9 @@ def test_cancel_queued_awaiting_unclaimed_and_running_requests(
             progress = body["progress"]
             return body if progress["phase"] == "curve" and (progress.get("epoch") or 0) >= at_least else None
 
-        wait_for(lambda: curve_epoch(2), 120, "curve training to reach epoch 2", interval=0.05)
+        in_curve = wait_for(lambda: curve_epoch(2), 120, "curve training to reach epoch 2", interval=0.05)["progress"]
+        # One bar for the whole job: past mask and base, short of the end, and an estimate of the time left.
+        assert 0.0 < in_curve["overall"] < 1.0 and in_curve["eta_seconds"] > 0, in_curve
 
         # Behind it, a queued request and a selection no worker has taken yet: both are cancelled at once.
         queued = submit(client, model_id, forget={"classes": [4]}, config=FAST_JOB, callback_url=urls["queued"])

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from api.ingest import inspect_shard, parse_manifest
+from api.ingest import inspect_shard
+from api.manifest import parse_manifest
 from mcu_client import McuError
 from mcu_client.dataset_files import prepare_dataset
 

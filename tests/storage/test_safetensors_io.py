@@ -1,3 +1,4 @@
+import contextlib
 import hashlib
 import io
 import json
@@ -5,6 +6,7 @@ import pickle
 import random
 import struct
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -145,13 +147,28 @@ def test_rejects_crafted_numbers_and_names(raw: bytes, message: str) -> None:
         read_header(io.BytesIO(struct.pack("<Q", len(raw)) + raw + b"\x00"))
 
 
+def _cpu_seconds(read: Callable[[], object]) -> float:
+    """The least of three runs' CPU time in this thread: a busy machine (steal time, a collection of the
+    suite's heap) inflates single runs, never all three."""
+    times = []
+    for _ in range(3):
+        started = time.thread_time()
+        with contextlib.suppress(InvalidSafetensors):
+            read()
+        times.append(time.thread_time() - started)
+    return min(times)
+
+
 @pytest.mark.parametrize("count", [20_001, 150_000, 1_000_000], ids=["one-over", "150k", "a-million"])
 def test_a_header_of_too_many_tensors_is_refused_quickly(count: int) -> None:
-    data = _empty_tensors(count)
-    started = time.perf_counter()
+    """Refusing any count costs no more than reading a header at the limit: the work stops at the limit
+    (a ratio, not seconds, so that the check holds on a slow or loaded machine)."""
+    data, at_limit = _empty_tensors(count), _empty_tensors(20_000)
     with pytest.raises(InvalidSafetensors, match=r"more than 20000 tensors|over the 8 MiB limit"):
         read_header(io.BytesIO(data))
-    assert time.perf_counter() - started < 1.0
+    refusing = _cpu_seconds(lambda: read_header(io.BytesIO(data)))
+    reading = _cpu_seconds(lambda: read_header(io.BytesIO(at_limit)))
+    assert refusing < 2 * reading + 0.05
 
 
 def test_a_header_at_the_tensor_limit_is_read() -> None:

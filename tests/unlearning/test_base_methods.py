@@ -4,7 +4,15 @@ import pytest
 import torch
 from torch import nn
 
-from unlearning import base_method_names, base_method_spec, register_base_method, run_unlearning
+from unlearning import (
+    base_method_names,
+    base_method_spec,
+    base_methods,
+    declare_base_method,
+    register_base_method,
+    run_unlearning,
+)
+from unlearning import config as registry
 from unlearning.base_methods import MethodContext, run_base_method
 from unlearning.config import BaseMethodConfig, ConfigError, EvalConfig, resolve_config
 from unlearning.data import UnlearningData
@@ -35,10 +43,19 @@ def test_base_method_forgets_the_class_and_keeps_the_rest(
     assert evaluate(original, sets, classwise.adapter, 1024).forget_accuracy == before.forget_accuracy
 
 
-def test_a_new_method_joins_the_registry_by_name(original: nn.Module, classwise: UnlearningData) -> None:
+def test_a_new_method_joins_the_registry_by_name(
+    original: nn.Module, classwise: UnlearningData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry, "BASE_METHODS", dict(registry.BASE_METHODS))  # the test's method goes after it
+    monkeypatch.setattr(base_methods, "_RUNNERS", dict(base_methods._RUNNERS))
     calls = []
+    with pytest.raises(ConfigError, match="unknown base method 'test_shrink'"):
+        register_base_method("test_shrink")  # an implementation needs its declaration (torch-free) first
+    declare_base_method("test_shrink", BaseMethodConfig(epochs=1, lr=0.5), "scales every weight")
+    with pytest.raises(ConfigError, match="declared but not implemented"):
+        run_base_method("test_shrink", original, classwise, BaseMethodConfig(), MethodContext(0, JobHooks()))
 
-    @register_base_method("test_shrink", BaseMethodConfig(epochs=1, lr=0.5), "scales every weight")
+    @register_base_method("test_shrink")
     def shrink(model: nn.Module, data: UnlearningData, config: BaseMethodConfig, context: MethodContext) -> nn.Module:
         calls.append(config)
         with torch.no_grad():
@@ -55,6 +72,7 @@ def test_a_new_method_joins_the_registry_by_name(original: nn.Module, classwise:
 
 
 def test_every_method_documents_its_defaults() -> None:
+    assert set(base_method_names()) == set(base_methods._RUNNERS)  # every declared method is implemented
     for name in base_method_names():
         method = base_method_spec(name)
         assert method.description

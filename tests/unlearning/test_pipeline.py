@@ -13,7 +13,7 @@ from unlearning.config import resolve_config
 from unlearning.data import UnlearningData
 from unlearning.metrics import PointMetrics, evaluate
 from unlearning.pipeline import materialize_point
-from unlearning.training import JobHooks
+from unlearning.training import JobHooks, Progress
 
 
 def test_mcu_on_rl_beats_rl_alone_on_classwise_digits(original: nn.Module, classwise: UnlearningData) -> None:
@@ -136,10 +136,14 @@ def test_grid_points_are_measured_on_samples_and_the_recommended_and_published_p
     assert load(save(weights)).keys() == weights.keys()
     # Publishing (another process: from the stored tensors) measures on every row too.
     tensors = {"theta_o": original.state_dict(), "theta_c": result.curve.control, "theta_p": result.curve.end}
-    _, published = materialize_point(
+    _, published, evidence = materialize_point(
         original, classwise, tensors, result.config, "rl", result.recommended_t, device="cpu"
     )
     assert published.rows == every and _scalars(published) == pytest.approx(_scalars(recommended), abs=1e-6)
+    # The published point comes with the default attacks, on itself, θ_p and θ_o (unlearning/attacks.py).
+    assert set(evidence) == {"relearning", "feature_probe"}
+    assert set(evidence["relearning"]) == {"protocol", "retain_only", "k_shot"}  # class-wise: k-shot too
+    assert set(evidence["feature_probe"]) == {"published", "base", "original"}
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -154,7 +158,7 @@ def test_runs_on_cuda(original: nn.Module, classwise: UnlearningData) -> None:
 
 def test_a_set_sent_to_a_device_keeps_its_rows_where_they_are(random_forget: UnlearningData) -> None:
     """Only batches move: a set larger than the device's memory must not be copied onto it whole."""
-    moved = random_forget.to("meta")
+    moved = random_forget.batches_on("meta")
     for before, after in zip(
         (random_forget.retain, random_forget.forget, random_forget.test),
         (moved.retain, moved.forget, moved.test),
@@ -162,3 +166,25 @@ def test_a_set_sent_to_a_device_keeps_its_rows_where_they_are(random_forget: Unl
     ):
         assert after.inputs is before.inputs and after.labels is before.labels
         assert after.target == torch.device("meta")
+
+
+def test_one_progress_fraction_spans_the_whole_job(original: nn.Module, random_forget: UnlearningData) -> None:
+    """A bar fed `overall` never goes back, starts at 0 and ends at 1; each phase starts where the last ended."""
+    reports: list[Progress] = []
+    run_unlearning(
+        original,
+        random_forget,
+        "rl",
+        {"epochs": 2, "grid_points": 6, "base": {"epochs": 1}},
+        device="cpu",
+        hooks=JobHooks(on_progress=reports.append),
+    )
+    overall = [p.overall for p in reports]
+    assert None not in overall and overall[0] == 0.0 and overall[-1] == 1.0
+    assert overall == sorted(overall), "overall progress went back"
+    firsts: dict[str, float | None] = {}
+    for report in reports:
+        firsts.setdefault(report.phase, report.overall)
+    assert list(firsts) == ["mask", "base", "curve", "evaluate"]
+    assert 0.0 == firsts["mask"] < firsts["base"] < firsts["curve"] < firsts["evaluate"] < 1.0  # type: ignore[operator]
+    assert {p.phase for p in reports if p.fraction == 1.0} == set(firsts)  # every phase reported its end too

@@ -140,7 +140,9 @@ def test_a_job_on_streamed_rows_measures_what_the_in_memory_job_measures(
 def test_a_streamed_subset_stays_on_the_host_and_sends_batches_to_the_device(
     digits: ImageDataset, tmp_path: Path
 ) -> None:
-    data = make_unlearning_data(streamed(digits, tmp_path), channels=1, forget_classes=[FORGET_CLASS]).to("meta")
+    data = make_unlearning_data(streamed(digits, tmp_path), channels=1, forget_classes=[FORGET_CLASS]).batches_on(
+        "meta"
+    )
     assert isinstance(data, UnlearningData) and isinstance(data.retain, Subset)
     assert data.retain.labels.device.type == "cpu" and data.retain.target.type == "meta"
     x, y = next(batches(data.test, 8, lambda inputs: inputs))  # the adapter would compute on "meta"

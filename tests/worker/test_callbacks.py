@@ -136,7 +136,7 @@ def test_a_stored_malformed_callback_url_is_refused_recorded_and_never_resent(ur
 
     back = connect(settings.model_copy(update={"broker_url": None}))
     (message_id,) = resend_callbacks(back, utcnow() + timedelta(seconds=1))
-    assert deliver(back.settings, back.factory, request_id, "cancelled", message_id, attempt=1)  # done: refused
+    assert deliver(back.settings, back.factory, request_id, "cancelled", message_id) == (True, 1)  # refused
     with back.factory() as session:
         assert session.get(Callback, message_id).abandoned_at is not None
     attempts = [
@@ -146,3 +146,67 @@ def test_a_stored_malformed_callback_url_is_refused_recorded_and_never_resent(ur
     ]
     assert [a["detail"]["error"] for a in attempts] == [REFUSALS[2]]
     assert resend_callbacks(back, utcnow() + timedelta(hours=1)) == []
+
+
+def test_a_resent_callback_continues_the_outbox_count_and_budget(tmp_path: Path) -> None:
+    """Attempts are numbered by the outbox, not by Celery's retry count: after the reconciler re-sends a lost
+    task, the audit trail goes on 1, 2, 3 (no repeated numbers) and the callback gets no fresh budget."""
+    from datetime import timedelta
+
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from models import Callback, utcnow
+    from worker.callbacks import deliver
+    from worker.reconciler import resend_callbacks
+    from worker.services import connect
+    from worker.validation import validate_model
+
+    from ..api.conftest import upload_dataset, upload_model
+
+    class Failing(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            self.send_response(500)
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings = Settings(
+        data_dir=tmp_path,
+        bootstrap_api_key="k",
+        callback_allowed_hosts=["127.0.0.1:*"],
+        callback_max_attempts=3,
+        broker_url="redis://127.0.0.1:1/0",
+    )  # no broker: the tasks are "lost", only the outbox remembers
+    client = TestClient(create_app(settings), headers={"Authorization": "Bearer k"})
+    model_id = upload_model(client, upload_dataset(client).json()["id"]).json()["id"]
+    validate_model(connect(settings), model_id)
+    hook = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    request_id = client.post(
+        "/v1/deletion-requests",
+        json={"model_id": model_id, "forget": {"sample_ids": ["s1"]}, "callback_url": hook},
+    ).json()["id"]
+    assert client.post(f"/v1/deletion-requests/{request_id}/cancel").json()["state"] == "cancelled"
+
+    back = connect(settings.model_copy(update={"broker_url": None}))
+    (message_id,) = resend_callbacks(back, utcnow() + timedelta(seconds=1))
+    assert deliver(back.settings, back.factory, request_id, "cancelled", message_id) == (False, 1)
+    assert deliver(back.settings, back.factory, request_id, "cancelled", message_id) == (False, 2)
+    # The retry was lost with its worker; the reconciler sends the task again, as a new Celery task.
+    assert resend_callbacks(back, utcnow() + timedelta(hours=1)) == [message_id]
+    assert deliver(back.settings, back.factory, request_id, "cancelled", message_id) == (True, 3)  # the last one
+    with back.factory() as session:
+        owed = session.get(Callback, message_id)
+        assert owed.attempts == 3 and owed.abandoned_at is not None and owed.delivered_at is None
+    numbers = [
+        e["detail"]["attempt"]
+        for e in client.get(f"/v1/deletion-requests/{request_id}/events").json()["items"]
+        if e["type"] == "callback_attempt"
+    ]
+    assert numbers == [1, 2, 3]
+    assert resend_callbacks(back, utcnow() + timedelta(hours=2)) == []
+    server.shutdown()

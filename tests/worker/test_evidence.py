@@ -10,6 +10,8 @@ import base64
 import copy
 import json
 import math
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,6 +33,7 @@ from worker.callbacks import OVERDUE, event_body
 from worker.reconciler import notify_overdue
 from worker.services import Services
 
+from ..api.conftest import serve
 from .conftest import digits_service
 
 FORGET_CLASS = 3
@@ -97,6 +100,19 @@ def test_a_failing_point_needs_an_acknowledgement_and_the_report_says_so(env: En
     refused = env.client.post(f"/v1/deletion-requests/{request_id}/selection", json={"t": 1.0})
     assert refused.status_code == 409 and refused.json()["type"].endswith("/erasure-criterion-not-met")
     assert "erasure criterion not met: forget accuracy" in refused.json()["detail"]
+    (needed,) = refused.json()["errors"]
+    assert needed["loc"] == ["acknowledge"] and needed["acknowledge"].startswith("erasure criterion not met: ")
+    # The CLI says it with its own flag, not the API's field.
+    server, _, url = serve(env.client.app)
+    cli = subprocess.run(
+        [sys.executable, "-m", "cli", "requests", "select", request_id, "--t", "1", "--url", url, "--api-key", "k"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    server.should_exit = True
+    assert cli.returncode == 1 and "Traceback" not in cli.stderr, cli.stderr
+    assert f"mcu requests select {request_id} --t 1.00 --acknowledge 'erasure criterion not met: " in cli.stderr
     assert env.get(request_id)["state"] == "awaiting_selection"
 
     acknowledgement = "erasure criterion not met: accepted by the DPO, ticket 42"
@@ -153,6 +169,10 @@ def test_a_forgetting_request_succeeds_with_a_signed_report_that_detects_any_cha
     )
     page = env.client.get(f"/v1/deletion-requests/{request_id}/report", params={"format": "html"}).text
     assert "rows measured" in page and f"± {errors['retain_accuracy']:.4f}" in page
+    # A whole class is enough rows to decide: the original model fails the criterion.
+    assert report["erasure_criterion"]["power"]["decidable"] is True
+    # A class request's test accuracy leaves the forgotten class out, and the report says so.
+    assert report["metrics"]["test_accuracy_on"] == "retained classes" and "test accuracy (retained classes)" in page
     assert report["forget_set"]["rows"] == digits_upload.train_labels.count(FORGET_CLASS)
     assert report["audit"]["head_hash"] == env.events(request_id)[-1]["hash"]
     assert report["method"]["batchnorm_statistics"]
@@ -173,6 +193,17 @@ def test_a_forgetting_request_succeeds_with_a_signed_report_that_detects_any_cha
     forged = copy.deepcopy(document)
     forged["signature"]["value"] = base64.b64encode(bytes(64)).decode()
     assert not verify(forged, trusted).ok
+    # The auditor's attacks ran on the published version, θ_p and the original, and are signed with the rest.
+    evidence = report["evidence"]
+    assert set(evidence) == {"relearning", "feature_probe"}  # per-sample membership is off by default
+    for run in ("retain_only", "k_shot"):  # class-wise: k-shot too
+        assert set(evidence["relearning"][run]) == {"published", "base", "original"}
+    relearned = evidence["relearning"]["retain_only"]["published"]["forget_accuracy"]
+    assert relearned[0] == pytest.approx(published["forget_accuracy"], abs=0.02)  # a sample of the same rows
+    assert "Evidence against attacks" in page and "k shot" in page
+    altered = copy.deepcopy(document)
+    altered["report"]["evidence"]["relearning"]["retain_only"]["published"]["forget_accuracy"][-1] += 0.5
+    assert not verify(altered, trusted).ok
 
     # A rotation: new reports are signed by the new key, the old report still verifies with the published keys.
     old_key = document["signature"]["key_id"]
@@ -183,6 +214,73 @@ def test_a_forgetting_request_succeeds_with_a_signed_report_that_detects_any_cha
     trusted = {k["key_id"]: k["public_key"] for k in keys["keys"]}
     assert verify(document, trusted).ok
     assert env.client.get(f"/v1/deletion-requests/{request_id}/report").json()["signature"]["key_id"] == new_key
+
+
+def test_a_forget_set_too_small_to_decide_is_named_in_the_audit_trail(env: Env, digits_upload: DigitsUpload) -> None:
+    """Five random rows: the original model itself passes the criterion, so "met" would show nothing; the trail
+    says so when the curve is measured (its detail is what the console and `mcu requests events` show)."""
+    rows = [row for row, label in enumerate(digits_upload.train_labels) if label not in (FORGET_CLASS, 5)][:5]
+    response = env.client.post(
+        "/v1/deletion-requests",
+        json={"model_id": env.model_id, "forget": {"sample_ids": [f"d{row}" for row in rows]}, "config": FORGETS},
+    )
+    assert response.status_code == 202, response.text
+    jobs.run_request(env.services, response.json()["id"])
+    (said,) = [e for e in env.events(response.json()["id"]) if e["type"] == "erasure_criterion_undecidable"]
+    assert said["detail"]["detail"].startswith("undecidable at 5 forget rows")
+    assert said["detail"]["checks"]["forget_accuracy"]["decidable"] is False
+
+
+def test_under_the_withhold_policy_an_undecidable_criterion_is_not_met(env: Env, digits_upload: DigitsUpload) -> None:
+    rows = [row for row, label in enumerate(digits_upload.train_labels) if label not in (FORGET_CLASS, 5)][5:10]
+    config = FORGETS | {"erasure": {"undecidable": "withhold"}}
+    response = env.client.post(
+        "/v1/deletion-requests",
+        json={
+            "model_id": env.model_id,
+            "forget": {"sample_ids": [f"d{r}" for r in rows]},
+            "config": config,
+            "selection": "auto",
+        },
+    )
+    assert response.status_code == 202, response.text
+    request_id = response.json()["id"]
+    jobs.run_request(env.services, request_id)
+    assert env.get(request_id)["state"] == "awaiting_selection"  # auto selection withheld
+    (withheld,) = [e for e in env.events(request_id) if e["type"] == "erasure_criterion_not_met"]
+    assert any(reason.startswith("undecidable at 5 forget rows") for reason in withheld["detail"]["reasons"])
+    refused = env.client.post(f"/v1/deletion-requests/{request_id}/selection", json={"t": 1.0})
+    assert refused.status_code == 409 and "the undecidable policy is withhold" in refused.json()["detail"]
+
+
+def test_a_required_relearning_check_withholds_a_point_that_relearns(env: Env) -> None:
+    """Population checks that cannot fail (tolerance 1) and a point that never forgot: only the relearning
+    check, measured when the point is materialised, stands between it and publication."""
+    config = NEVER_FORGETS | {
+        "erasure": {
+            "forget_tolerance": 1.0,
+            "mia_tolerance": 1.0,
+            "require_relearning": True,
+            "relearn_tolerance": 0.0,
+        },
+        "evidence": {"relearn_steps": 8, "relearn_retain_rows": 200, "eval_rows": 100},
+    }
+    request_id = env.submit(config, forget_class=6)
+    assert env.client.post(f"/v1/deletion-requests/{request_id}/selection", json={"t": 1.0}).status_code == 202
+    jobs.materialize_selection(env.services, request_id)
+    assert env.get(request_id)["state"] == "awaiting_selection"
+    (withheld,) = [e for e in env.events(request_id) if e["type"] == "erasure_criterion_not_met"]
+    assert "forget accuracy after relearning" in withheld["detail"]["reasons"][0]
+    # A required check needs its measurement.
+    refused = env.client.post(
+        "/v1/deletion-requests",
+        json={
+            "model_id": env.model_id,
+            "forget": {"classes": [7]},
+            "config": {"erasure": {"require_membership": True}},
+        },
+    )
+    assert refused.status_code == 422 and refused.json()["errors"][0]["loc"] == ["config", "evidence", "shadow_models"]
 
 
 def test_the_report_waits_for_success(env: Env) -> None:

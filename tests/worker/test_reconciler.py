@@ -96,8 +96,8 @@ def test_a_callback_owed_during_a_broker_outage_is_sent_and_delivered_once(tmp_p
     assert resend_callbacks(connect(outage), later) == []  # still down: nothing sent, still owed
     back = connect(outage.model_copy(update={"broker_url": None}))  # the broker is back
     (message_id,) = resend_callbacks(back, later)
-    assert deliver(back.settings, back.factory, request_id, "cancelled", message_id, attempt=1)
-    assert deliver(back.settings, back.factory, request_id, "cancelled", message_id, attempt=2)  # a duplicate task
+    assert deliver(back.settings, back.factory, request_id, "cancelled", message_id) == (True, 1)
+    assert deliver(back.settings, back.factory, request_id, "cancelled", message_id) == (True, 1)  # a duplicate task
     assert received == [message_id]  # delivered once
     with back.factory() as session:
         owed = session.get(Callback, message_id)

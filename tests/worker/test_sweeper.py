@@ -26,7 +26,8 @@ from worker.sweeper import referenced_keys, sweep
 
 from .conftest import digits_service
 
-GRACE_SECONDS = 1.0
+GRACE_SECONDS = 2.0
+AGED = GRACE_SECONDS + 1.5  # past the grace even for a store whose stamps read up to a second young
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -78,7 +79,7 @@ def test_leftovers_go_young_and_referenced_objects_stay(settings: Settings, digi
     reused = left["orphans"][0]
     assert incomplete_uploads(services) or not isinstance(services.store, S3Store)
 
-    time.sleep(GRACE_SECONDS + 0.5)  # every leftover is now older than the grace period ...
+    time.sleep(AGED)  # every leftover is now older than the grace period ...
     fresh = services.store.put_bytes("weights", b"an upload in progress").key  # ... this one is not
     assert services.store.put_bytes("shards", services.store.get_bytes(reused)).key == reused  # re-uploaded: young
     done = sweep(services, GRACE_SECONDS)
@@ -90,7 +91,7 @@ def test_leftovers_go_young_and_referenced_objects_stay(settings: Settings, digi
     weights = client.get(f"/v1/models/{model_id}/versions/1/weights")
     assert weights.status_code == 200 and weights.content == digits_upload.weights  # the referenced ones are whole
 
-    time.sleep(GRACE_SECONDS + 0.5)  # the next sweep takes what is now old and unreferenced, nothing else
+    time.sleep(AGED)  # the next sweep takes what is now old and unreferenced, nothing else
     sweep(services, GRACE_SECONDS)
     assert stored_keys(services) == referenced
 

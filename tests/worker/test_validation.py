@@ -287,3 +287,69 @@ def test_an_outage_does_not_use_up_the_attempts(bounded: Service, digits_upload:
         assert session.get(Model, model_id).validation_attempts == 0
     validate_model(connect(bounded.worker.settings.model_copy(update={"validation_max_attempts": 1})), model_id)
     assert bounded.client.get(f"/v1/models/{model_id}").json()["state"] == "ready"
+
+
+# --- the two stages: the check (control queue) decides a model that cannot run; the measurement (gpu queue) --
+
+
+def model_row(service: Service, model_id: str) -> tuple[str, int]:
+    from models import Model
+
+    with service.worker.factory() as session:
+        model = session.get(Model, model_id)
+        return model.state, model.validation_attempts
+
+
+def test_the_check_ends_a_wrong_model_and_hands_a_good_one_to_the_measurement(
+    service: Service, digits_upload: DigitsUpload
+) -> None:
+    from worker.validation import check_model, measure_model
+
+    wrong = post_model(service, digits_upload, architecture="mlp").json()["id"]  # cnn-small's weights
+    check_model(service.worker, wrong)
+    model = service.client.get(f"/v1/models/{wrong}").json()
+    assert model["state"] == "invalid" and "weights do not fit mlp" in model["error"]["detail"]
+
+    good = post_model(service, digits_upload).json()["id"]
+    check_model(service.worker, good)
+    # It passed: still `validating`, waiting for its measurement; the check's attempt is given back, so a
+    # model whose check the reconciler sends again while its measurement waits behind jobs never runs out.
+    assert model_row(service, good) == ("validating", 0)
+    measure_model(service.worker, good)
+    assert model_row(service, good) == ("ready", 1)
+    assert service.version_1(service.client.get(f"/v1/models/{good}").json())["metrics"]["test_accuracy"] > 0.9
+
+
+def test_an_architecture_that_cannot_take_the_input_shape_is_invalid_at_the_check(
+    service: Service, digits_upload: DigitsUpload
+) -> None:
+    """squeezenet builds and its weights load, but 8x8 images shrink to nothing in its first layers: the check's
+    forward pass of one small batch says so, before any measurement."""
+    from safetensors.torch import save
+
+    from unlearning.architectures import build_model
+    from worker.validation import check_model
+
+    weights = save(build_model("squeezenet1_0", 10, (1, 8, 8)).state_dict())
+    model_id = post_model(
+        service, digits_upload, weights=weights, architecture="squeezenet1_0", preprocessing="imagenet"
+    ).json()["id"]
+    check_model(service.worker, model_id)
+    model = service.client.get(f"/v1/models/{model_id}").json()
+    assert model["state"] == "invalid", model
+    assert "squeezenet1_0 fails on 3x8x8 input" in model["error"]["detail"] and "too small" in model["error"]["detail"]
+
+
+def test_a_client_waiting_with_a_timeout_is_told_why_the_model_may_still_be_validating(
+    service: Service, digits_upload: DigitsUpload
+) -> None:
+    """Without a timeout `wait_model` waits for the verdict (a measurement may wait behind jobs); with one it
+    ends saying so, not with a bare "timed out"."""
+    import inspect
+
+    from mcu_client import Client
+
+    assert inspect.signature(Client.wait_model).parameters["timeout"].default is None
+    model_id = post_model(service, digits_upload).json()["id"]  # no worker runs here
+    with pytest.raises(TimeoutError, match=r"still validating after 0.3 s: .* timeout=None waits for the verdict"):
+        Client(http=service.client).wait_model(model_id, timeout=0.3)
