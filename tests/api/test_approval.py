@@ -32,7 +32,7 @@ from mcu_client import Client
 from migrations.runner import alembic_config, upgrade
 from models import DeletionRequest, Model
 from settings import Settings
-from tests.support import postgres_schema
+from tests.support import QUICK_EVIDENCE, postgres_schema
 from worker import jobs
 from worker.services import Services, connect
 
@@ -48,7 +48,7 @@ from .conftest import (
 )
 from .test_meta import browser  # noqa: F401  (the console's fixture: Debian's chromium, headless)
 
-FAST = {"epochs": 1, "grid_points": 3, "base": {"epochs": 1}}
+FAST = {"epochs": 1, "grid_points": 3, "base": {"epochs": 1}, "evidence": QUICK_EVIDENCE}
 
 
 @pytest.fixture(scope="module")

@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 
 from mcu_client import Client
+from tests.support import QUICK_EVIDENCE
 from worker import jobs
 from worker.services import Services, connect
 
 from .conftest import BOOTSTRAP_KEY, Service, mlp_weights, upload_dataset, upload_model, validated
 
-FAST = {"epochs": 1, "grid_points": 3, "base": {"epochs": 1}}
+FAST = {"epochs": 1, "grid_points": 3, "base": {"epochs": 1}, "evidence": QUICK_EVIDENCE}
 ACKNOWLEDGE = "erasure criterion not met: a test of the CLI"  # ignored for a point that meets it
 
 

@@ -10,6 +10,7 @@ import torch
 from safetensors.numpy import load as load_safetensors
 
 from models import DeletionRequest
+from tests.support import QUICK_EVIDENCE
 from unlearning.data import Normalization
 from worker import jobs
 from worker.inputs import JobInputs, load_inputs
@@ -17,7 +18,7 @@ from worker.services import Services, connect
 
 from .conftest import Service, assert_problem, shard_bytes, upload_dataset, upload_model, validated
 
-FAST = {"epochs": 1, "grid_points": 3, "base": {"epochs": 1}}
+FAST = {"epochs": 1, "grid_points": 3, "base": {"epochs": 1}, "evidence": QUICK_EVIDENCE}
 N_TRAIN, N_TEST = 40, 20  # upload_dataset's: sample s<i> is row i of its one shard, s0..s39 in the train split
 
 

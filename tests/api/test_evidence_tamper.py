@@ -28,12 +28,13 @@ from cli.main import app
 from domain.signing import SigningKeys, key_id_of
 from models import DeletionRequest, Event, record_event
 from models.audit import canonical_json, event_hash
+from tests.support import QUICK_EVIDENCE
 from worker import jobs
 from worker.services import connect
 
 from .conftest import Service, assert_problem, upload_dataset, upload_model, validated
 
-FAST = {"epochs": 1, "grid_points": 3, "base": {"epochs": 1}}
+FAST = {"epochs": 1, "grid_points": 3, "base": {"epochs": 1}, "evidence": QUICK_EVIDENCE}
 
 
 class Backend:

@@ -21,6 +21,7 @@ from domain.lifecycle import State
 from domain.subject_erasure import ErasureState, aggregate_state
 from mcu_client import Client, Conflict
 from mcu_client.evidence import verify_report
+from tests.support import QUICK_EVIDENCE
 from worker import jobs
 from worker.services import connect
 
@@ -33,6 +34,7 @@ FAST = {
     "grid_points": 3,
     "base": {"epochs": 1},
     "erasure": {"forget_tolerance": 1.0, "mia_tolerance": 1.0},
+    "evidence": QUICK_EVIDENCE,
 }
 A_TRAIN, A_TEST, B_TRAIN, B_TEST = 40, 20, 30, 10
 

@@ -19,6 +19,9 @@ from mcu_client import Client, wait_for
 __all__ = ["free_port", "postgres_schema", "wait_for", "wait_for_state", "wait_model"]
 
 POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+# The auditor's attacks on a published version at a test's size (the defaults cost seconds per publication);
+# tests/worker/test_evidence.py and tests/unlearning/test_attacks.py check them at full budget.
+QUICK_EVIDENCE = {"relearn_steps": 8, "relearn_retain_rows": 200, "eval_rows": 200}
 
 
 def free_port() -> int:

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from cli.digits import DigitsUpload
 from models import DeletionRequest
 from settings import Settings
-from tests.support import wait_for
+from tests.support import QUICK_EVIDENCE, wait_for
 from worker import jobs
 from worker.inputs import load_inputs
 from worker.services import Services
@@ -27,7 +27,7 @@ from worker.services import Services
 from .conftest import digits_service
 
 WINDOW = 2.0  # long enough that three submissions on a loaded 2-core CI host still fall inside it
-FAST = {"epochs": 2, "grid_points": 5, "base": {"epochs": 2}}
+FAST = {"epochs": 2, "grid_points": 5, "base": {"epochs": 2}, "evidence": QUICK_EVIDENCE}
 ACK = "erasure criterion not met: a coalescing test"
 
 

@@ -22,6 +22,7 @@ from api.app import create_app
 from cli.digits import DigitsUpload
 from models import Dataset, DeletionRequest, utcnow
 from settings import Settings
+from tests.support import QUICK_EVIDENCE
 from unlearning.config import resolve_config
 from unlearning.data import Subset, UnlearningData
 from unlearning.metrics import EvalSets, accuracy
@@ -34,7 +35,7 @@ from worker.reconciler import finish_cleanups
 from worker.services import Services, connect
 from worker.validation import validate_model
 
-FAST = {"epochs": 2, "grid_points": 5, "base": {"epochs": 2}}
+FAST = {"epochs": 2, "grid_points": 5, "base": {"epochs": 2}, "evidence": QUICK_EVIDENCE}
 SPLIT_AT = 1000  # shard "a" holds rows [0, 1000), shard "b" the rest: train rows in both, test rows in "b"
 FAST_EVAL = resolve_config({}, "rl").eval
 ACK = "erasure criterion not met: a test of storage erasure"

@@ -21,6 +21,7 @@ from api.app import create_app
 from cli.digits import DigitsUpload
 from models import DeletionRequest
 from settings import Settings
+from tests.support import QUICK_EVIDENCE
 from unlearning import load_digits_dataset, train_classifier
 from unlearning.architectures import seeded_init
 from unlearning.data import InputAdapter, Normalization, Subset
@@ -31,7 +32,7 @@ from worker.validation import validate_model
 
 TRANSFORM = {"resize": 14, "center_crop": 12}
 CROP_FLIP = ["random_crop", "horizontal_flip"]
-FORGETS = {"epochs": 2, "grid_points": 3, "base": {"epochs": 2}}
+FORGETS = {"epochs": 2, "grid_points": 3, "base": {"epochs": 2}, "evidence": QUICK_EVIDENCE}
 
 
 def users_pipeline(uint8_images: torch.Tensor) -> torch.Tensor:

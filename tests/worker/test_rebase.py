@@ -14,13 +14,14 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from models import DeletionRequest
 from settings import Settings
+from tests.support import QUICK_EVIDENCE
 from worker import jobs
 from worker.services import connect
 from worker.validation import validate_model
 
 from ..api.conftest import upload_dataset, upload_model
 
-FAST = {"epochs": 1, "grid_points": 3, "base": {"epochs": 1}}
+FAST = {"epochs": 1, "grid_points": 3, "base": {"epochs": 1}, "evidence": QUICK_EVIDENCE}
 
 
 def test_a_request_overtaken_by_another_is_rebased_not_published(tmp_path: Path) -> None:
