@@ -751,6 +751,52 @@ def print_curve(curve: Curve, title: str) -> None:
         console.print(line)
 
 
+@requests_app.command("attack")
+def requests_attack(
+    request_id: str,
+    t: float = typer.Option(..., min=0.0, max=1.0, help="The point's t."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for a worker to run the attacks."),
+    url: str | None = URL,
+    api_key: str | None = KEY,
+    as_json: bool = AS_JSON,
+) -> None:
+    """Run the auditor's attacks (relearning, feature probe) on a point before choosing it."""
+    with connect(url, api_key) as client:
+        attack = client.attack(request_id, t)
+        if wait:
+            with errors.status(f"a worker attacks the point t = {t:.2f} ..."):
+                attack = wait_for(
+                    lambda: next(
+                        (a for a in client.attacks(request_id) if a.t == attack.t and a.state in ("done", "failed")),
+                        None,
+                    ),
+                    None,
+                    f"the attacks on t = {attack.t}",
+                    1.0,
+                )
+    if as_json:
+        emit(attack)
+        return
+    if attack.error:
+        console.print(f"t = {attack.t:.2f}: {attack.state}: {attack.error.get('detail')}", highlight=False)
+        return
+    if attack.state != "done":
+        console.print(f"t = {attack.t:.2f}: {attack.state}", highlight=False)
+        return
+    metrics, evidence, criterion = attack.metrics or {}, attack.evidence or {}, attack.criterion or {}
+    relearning = evidence.get("relearning", {})
+    run = "k_shot" if "k_shot" in relearning else "retain_only"
+    relearned = relearning.get(run, {}).get("published", {}).get("forget_accuracy", [None])[-1]
+    probe = evidence.get("feature_probe", {}).get("published", {}).get("forget_accuracy")
+    console.print(
+        f"t = {attack.t:.2f}: forget {fmt(metrics.get('forget_accuracy'))}, test {fmt(metrics.get('test_accuracy'))}, "
+        f"forget after relearning ({run}) {fmt(relearned)}, probe on forget rows {fmt(probe)}",
+        highlight=False,
+    )
+    verdict = "met" if criterion.get("met") else "not met: " + "; ".join(criterion.get("reasons", []))
+    console.print(f"erasure criterion {verdict}", highlight=False, soft_wrap=True)
+
+
 @requests_app.command("select")
 def requests_select(
     request_id: str,

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import Protocol
 
-GPU_QUEUE = "gpu"  # training, materialisation and a model's accuracy measurement
+GPU_QUEUE = "gpu"  # training, materialisation, attacks on a point and a model's accuracy measurement
 # A model's check, clean-up and callback retries: short, CPU-only tasks that `mcu worker` consumes in a process
 # of its own (worker/control_process.py), never behind a job.
 CONTROL_QUEUE = "control"
 ALL_QUEUES = (GPU_QUEUE, CONTROL_QUEUE)
 RUN_REQUEST = "mcu.run_request"
 MATERIALIZE_SELECTION = "mcu.materialize_selection"
+ATTACK_POINT = "mcu.attack_point"  # the auditor's attacks on a curve point (request id, t)
 CLEANUP_REQUEST = "mcu.cleanup_request"
 DELIVER_CALLBACK = "mcu.deliver_callback"
 VALIDATE_MODEL = "mcu.validate_model"  # a model's check, the first stage of its validation (worker/validation.py)
@@ -22,6 +23,7 @@ MEASURE_MODEL = "mcu.measure_model"  # its accuracy measurement, sent by a check
 QUEUE_OF = {
     RUN_REQUEST: GPU_QUEUE,
     MATERIALIZE_SELECTION: GPU_QUEUE,
+    ATTACK_POINT: GPU_QUEUE,
     MEASURE_MODEL: GPU_QUEUE,
     VALIDATE_MODEL: CONTROL_QUEUE,
     CLEANUP_REQUEST: CONTROL_QUEUE,

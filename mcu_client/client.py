@@ -45,6 +45,8 @@ from mcu_client.types import (
     Identity,
     Meta,
     Model,
+    PointAttack,
+    PointAttacks,
     SigningKeys,
     Version,
 )
@@ -356,6 +358,15 @@ class Client:
             f"/v1/deletion-requests/{request_id}/selection",
             json=_clean({"t": t, "acknowledge": acknowledge}),
         )
+
+    def attack(self, request_id: str, t: float) -> PointAttack:
+        """File the auditor's attacks on φ(t) before choosing it (or read those filed already); a worker runs
+        them. Conflict unless the request awaits selection."""
+        return self._post(PointAttack, f"/v1/deletion-requests/{request_id}/attacks", json={"t": t})
+
+    def attacks(self, request_id: str) -> list[PointAttack]:
+        """The points attacked so far, by t."""
+        return self._get(PointAttacks, f"/v1/deletion-requests/{request_id}/attacks").items
 
     def extend(self, request_id: str, days: int, reason: str) -> DeletionRequest:
         """Move the deadline once, by at most 60 days, with the reason kept."""

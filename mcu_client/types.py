@@ -105,6 +105,24 @@ class Curve(Body):
     targets: dict[str, float | None]
 
 
+class PointAttack(Body):
+    """The auditor's attacks on φ(t) before choosing it: queued → running → done | failed."""
+
+    t: float
+    state: str
+    requested_by: str
+    requested_at: datetime
+    finished_at: datetime | None = None
+    metrics: dict[str, Any] | None = None  # φ(t) on every row, as publishing it would measure
+    evidence: dict[str, Any] | None = None  # relearning, feature probe, per-sample membership
+    criterion: dict[str, Any] | None = None  # {"met", "reasons"}
+    error: dict[str, Any] | None = None
+
+
+class PointAttacks(Body):
+    items: list[PointAttack]
+
+
 class Selection(Body):
     t: float
     model_version: int | None

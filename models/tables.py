@@ -249,6 +249,27 @@ class CurvePoint(Base):
     rows: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # {split: rows measured}
 
 
+class PointAttack(Base):
+    """The auditor's attacks on a curve point an operator asked about before choosing one (domain/point_attacks.py,
+    worker/point_attacks.py): the point's full-set metrics, the attacks' evidence and the erasure criterion's
+    verdict. Aggregates only, never rows. `heartbeat_at` moves while a worker runs it; a silent one is re-sent."""
+
+    __tablename__ = "point_attacks"
+
+    request_id: Mapped[str] = mapped_column(ForeignKey("deletion_requests.id", ondelete="CASCADE"), primary_key=True)
+    t: Mapped[float] = mapped_column(Float, primary_key=True)
+    state: Mapped[str] = mapped_column(String(20))  # queued | running | done | failed
+    requested_by: Mapped[str] = mapped_column(String(200))
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    dispatched_at: Mapped[datetime | None] = mapped_column()
+    heartbeat_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    criterion: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # {"met", "reasons"}
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # a problem (worker/errors.py)
+
+
 class ErasedSample(Base):
     """A training row erased from a model by a succeeded request: later jobs and requests leave it out.
 

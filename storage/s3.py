@@ -7,9 +7,9 @@ never reads, stores or logs them.
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -197,7 +197,9 @@ class S3Store(ObjectStore):
     def _last_activity(self, upload: dict[str, Any]) -> float:
         """When an upload began or last stored a part: a large upload still going on began long ago."""
         parts = self._client.list_parts(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
-        return max([_latest_write(upload["Initiated"])] + [_latest_write(p["LastModified"]) for p in parts.get("Parts", [])])
+        return max(
+            [_latest_write(upload["Initiated"])] + [_latest_write(p["LastModified"]) for p in parts.get("Parts", [])]
+        )
 
     def _touch(self, key: str) -> None:
         # A server-side copy onto itself is the one way to renew LastModified (no bytes travel).

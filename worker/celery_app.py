@@ -16,6 +16,7 @@ from kombu import Queue
 
 import telemetry
 from domain.tasks import (
+    ATTACK_POINT,
     CLEANUP_REQUEST,
     CONTROL_QUEUE,
     DELIVER_CALLBACK,
@@ -26,7 +27,7 @@ from domain.tasks import (
     VALIDATE_MODEL,
 )
 from settings import Settings
-from worker import callbacks, erasure, jobs, validation
+from worker import callbacks, erasure, jobs, point_attacks, validation
 from worker.services import Services, connect
 
 
@@ -77,6 +78,10 @@ def create_celery(settings: Settings) -> Celery:
     @app.task(name=MATERIALIZE_SELECTION)
     def materialize_selection(request_id: str) -> None:
         jobs.materialize_selection(services(), request_id)
+
+    @app.task(name=ATTACK_POINT)
+    def attack_point(request_id: str, t: float) -> None:
+        point_attacks.attack_point(services(), request_id, t)
 
     @app.task(name=VALIDATE_MODEL)
     def validate_model(model_id: str) -> None:

@@ -20,14 +20,14 @@ from safetensors.torch import save as save_tensors
 from sqlalchemy import delete, select
 
 from domain.coalesce import job, positions_of
-from domain.erasure import METRICS, auto_choice, judge, power
+from domain.erasure import METRICS, Judgement, auto_choice, judge, power
 from domain.lifecycle import WORKER_HELD, State, claim, sources_of, transition
 from models import CurvePoint, DeletionRequest, record_event, utcnow
 from unlearning.architectures import has_batchnorm
 from unlearning.mcu import Checkpoint
 from unlearning.pipeline import CurveResult, materialize_point, run_unlearning
 from unlearning.spectrum import target_gap
-from unlearning.training import Cancelled, Progress
+from unlearning.training import Cancelled, JobHooks, Progress
 from worker import artifacts, metrics
 from worker.coalescing import restart_without_cancelled, waits_for_members
 from worker.errors import problem_for
@@ -160,18 +160,8 @@ def _materialize(services: Services, request: DeletionRequest) -> None:
         with (JobWatch(services, request_id, State.MATERIALIZING) as watch,
               metrics.phase(services, request, "materialize")):
             watch.on_progress(Progress("materialize", 0.0))
-            inputs = load_inputs(services, request)
-            tensors = {name: load_tensors(services.store.get_bytes(artifacts.artifact_key(request_id, name)))
-                       for name in (artifacts.THETA_C, artifacts.THETA_P)}
-            tensors["theta_o"] = inputs.model.state_dict()
-            assert request.selected_t is not None and request.curve_summary is not None
-            state, point, evidence = materialize_point(inputs.model, inputs.data, tensors, request.config,
-                                                       request.base_method, request.selected_t,
-                                                       device=services.settings.device, hooks=watch.hooks())
-            measured = point.to_dict() | {"evidence": evidence}
-            targets, criterion = request.curve_summary["targets"], request.erasure_criterion
-            strength = power(_original_point(services, request.id), targets, inputs.forget_rows, criterion, evidence)
-            judgement = judge(measured, targets, inputs.forget_rows, criterion, strength)
+            assert request.selected_t is not None
+            state, measured, judgement = measure_at(services, request, request.selected_t, watch.hooks())
             if not judgement.met and request.selection_acknowledgement is None:
                 _withhold(services, request_id, judgement.reasons)
                 return
@@ -191,6 +181,24 @@ def _materialize(services: Services, request: DeletionRequest) -> None:
         requeue_on_current_version(services, request_id)
     else:
         finish(services, request_id, State.CANCELLED)
+
+
+def measure_at(
+    services: Services, request: DeletionRequest, t: float, hooks: JobHooks
+) -> tuple[dict[str, Any], dict[str, Any], Judgement]:
+    """φ(t) of the request's stored curve: its weights, its full-set metrics with the attacks' evidence
+    (`measured`), and the erasure criterion's verdict on them."""
+    inputs = load_inputs(services, request)
+    tensors = {name: load_tensors(services.store.get_bytes(artifacts.artifact_key(request.id, name)))
+               for name in (artifacts.THETA_C, artifacts.THETA_P)}
+    tensors["theta_o"] = inputs.model.state_dict()
+    assert request.curve_summary is not None
+    state, point, evidence = materialize_point(inputs.model, inputs.data, tensors, request.config,
+                                               request.base_method, t, device=services.settings.device, hooks=hooks)
+    measured = point.to_dict() | {"evidence": evidence}
+    targets, criterion = request.curve_summary["targets"], request.erasure_criterion
+    strength = power(_original_point(services, request.id), targets, inputs.forget_rows, criterion, evidence)
+    return state, measured, judge(measured, targets, inputs.forget_rows, criterion, strength)
 
 
 def _original_point(services: Services, request_id: str) -> dict[str, float] | None:

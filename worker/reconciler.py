@@ -1,7 +1,8 @@
 """What the broker cannot see: queued requests and model validations whose task was lost, finished
 requests whose clean-up was lost (artifacts, superseded weights, training rows), cached copies of erased
 objects in this worker's cache, jobs whose worker went silent, cancellations nobody is left to finish,
-requests that passed their due date, and Fides privacy requests owed a resume (worker/fides.py); and, every
+requests that passed their due date, Fides privacy requests owed a resume (worker/fides.py), and attacks on a
+curve point whose task was lost or whose worker went silent (worker/point_attacks.py); and, every
 MCU_SWEEP_INTERVAL_SECONDS, crash leftovers (worker/sweeper.py). A daemon thread in every worker; duplicates
 across workers are harmless (tasks are idempotent)."""
 
@@ -23,6 +24,7 @@ from worker.callbacks import MAX_BACKOFF, OVERDUE
 from worker.erasure import clean_up, prune_cache
 from worker.fides import resume_owed
 from worker.jobs import finish
+from worker.point_attacks import resend_point_attacks
 from worker.services import Services
 from worker.sweeper import sweep
 
@@ -43,6 +45,7 @@ def reconcile(services: Services) -> dict[str, list[str]]:
         # A callback may sit in Celery's retry backoff (at most 600 s) before that.
         "callbacks": resend_callbacks(services, unsent - timedelta(seconds=MAX_BACKOFF)),
         "fides_resumes": resume_owed(services),  # privacy requests paused in Fides whose erasure ended
+        "point_attacks": resend_point_attacks(services, unsent, silent),
     }
     if pruned := prune_cache(services):
         done["cache_pruned"] = [str(pruned)]

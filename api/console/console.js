@@ -815,6 +815,11 @@ function sentence(e, requestId) {
       return `found that ${d.t !== undefined ? `the point t = ${fmt(d.t, 2)}` : "the selected point"} does not meet the `
         + `erasure criterion: ${list(d.reasons || [])}${d.detail ? ` (${d.detail})` : ""}.`;
     case "erasure_criterion_undecidable": return `warned that the erasure criterion cannot decide: ${d.detail}.`;
+    case "point_attacks_requested": return `asked for the auditor's attacks on the point t = ${fmt(d.t, 2)}.`;
+    case "point_attacks_done":
+      return `ran the auditor's attacks on the point t = ${fmt(d.t, 2)}: the erasure criterion is `
+        + `${d.met ? "met" : "not met"} there.`;
+    case "point_attacks_failed": return `could not run the attacks on the point t = ${fmt(d.t, 2)} (${d.error}).`;
     case "member_joined": return `added request ${d.request} to this job.`;
     case "job_handed_over": return `handed the job over from ${d.from} to ${d.to}.`;
     case "job_restarted": return `restarted the job: ${d.reason} (requests now in it: ${list(d.members || [])}).`;

@@ -1,4 +1,5 @@
-"""`/v1/deletion-requests`: submit, follow, select a point, cancel; and the audit events (domain/requests.py)."""
+"""`/v1/deletion-requests`: submit, follow, attack and select a point, cancel; and the audit events
+(domain/requests.py, domain/point_attacks.py)."""
 
 from __future__ import annotations
 
@@ -21,12 +22,15 @@ from api.schemas import (
     EventOut,
     ExtensionIn,
     Page,
+    PointAttackIn,
+    PointAttackOut,
+    PointAttacksOut,
     SelectionIn,
 )
-from domain import approval, evidence, requests
+from domain import approval, evidence, point_attacks, requests
 from domain.inputs import Line
 from domain.lifecycle import State
-from models import DeletionRequest
+from models import DeletionRequest, PointAttack
 
 router = APIRouter(prefix="/v1/deletion-requests", tags=["deletion requests"], route_class=SessionRoute)
 
@@ -114,6 +118,28 @@ def select_point(
     request_id: str, body: SelectionIn, session: SessionDep, principal: Annotated[Principal, require("requests:select")]
 ) -> DeletionRequest:
     return requests.select_point(session, request_id, body.t, principal.name, body.acknowledge)
+
+
+@router.post("/{request_id}/attacks", status_code=202, response_model=PointAttackOut)
+def attack_point(
+    request_id: str,
+    body: PointAttackIn,
+    session: SessionDep,
+    response: Response,
+    principal: Annotated[Principal, require("requests:select")],
+) -> PointAttack:
+    """The auditor's attacks on φ(t) before choosing it: 202 when filed, 200 when filed already (a failed one is
+    filed again); 409 unless the request awaits selection (domain/point_attacks.py)."""
+    row, filed = point_attacks.file_attacks(session, request_id, body.t, principal.name)
+    response.status_code = 202 if filed else 200
+    return row
+
+
+@router.get("/{request_id}/attacks", response_model=PointAttacksOut)
+def list_point_attacks(
+    request_id: str, session: SessionDep, _: Annotated[Principal, require("requests:read")]
+) -> object:
+    return point_attacks.attacks_of(session, request_id)
 
 
 @router.post("/{request_id}/approval", response_model=DeletionRequestOut)

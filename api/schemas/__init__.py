@@ -1,9 +1,10 @@
 """Request and response bodies of API v1 (the contract is docs/api.md), by subject: `base` (strict bodies,
 responses, problems, pages), `catalog` (datasets, models, versions), `requests` (deletion requests),
-`diagnostics` (what GET of one request adds), `erasures` (subject-wide erasures), `audit` (events, signing
-keys), `meta` (GET /v1/meta).
+`diagnostics` (what GET of one request adds), `attacks` (the auditor's attacks on a curve point), `erasures`
+(subject-wide erasures), `audit` (events, signing keys), `meta` (GET /v1/meta).
 Importers use `api.schemas`."""
 
+from api.schemas.attacks import PointAttackIn, PointAttackOut, PointAttacksOut
 from api.schemas.audit import EventOut, SigningKeyOut, SigningKeysOut
 from api.schemas.base import Out, Page, ProblemOut, Strict
 from api.schemas.catalog import (
@@ -76,6 +77,9 @@ __all__ = [
     "ModelUpdateIn",
     "Out",
     "Page",
+    "PointAttackIn",
+    "PointAttackOut",
+    "PointAttacksOut",
     "PreprocessingOut",
     "ProblemOut",
     "ProgressOut",
