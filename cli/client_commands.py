@@ -767,7 +767,11 @@ def requests_attack(
             with errors.status(f"a worker attacks the point t = {t:.2f} ..."):
                 attack = wait_for(
                     lambda: next(
-                        (a for a in client.attacks(request_id) if a.t == attack.t and a.state in ("done", "failed")),
+                        (
+                            a
+                            for a in client.attacks(request_id)
+                            if a.t == attack.t and a.state in ("succeeded", "failed")
+                        ),
                         None,
                     ),
                     None,
@@ -780,7 +784,7 @@ def requests_attack(
     if attack.error:
         console.print(f"t = {attack.t:.2f}: {attack.state}: {attack.error.get('detail')}", highlight=False)
         return
-    if attack.state != "done":
+    if attack.state != "succeeded":
         console.print(f"t = {attack.t:.2f}: {attack.state}", highlight=False)
         return
     metrics, evidence, criterion = attack.metrics or {}, attack.evidence or {}, attack.criterion or {}

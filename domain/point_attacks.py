@@ -21,7 +21,8 @@ from domain.requests import get
 from domain.tasks import ATTACK_POINT
 from models import PointAttack, record_event, utcnow
 
-QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+# Their states are a request's: queued → running → succeeded | failed.
+QUEUED, RUNNING, SUCCEEDED, FAILED = State.QUEUED, State.RUNNING, State.SUCCEEDED, State.FAILED
 # Each point costs a GPU a few relearning runs (minutes with shadow models); enough to bracket a choice.
 MAX_POINTS_PER_REQUEST = 16
 T_DECIMALS = 4  # 0.3 and 0.30000001 are one point

@@ -106,7 +106,7 @@ class Curve(Body):
 
 
 class PointAttack(Body):
-    """The auditor's attacks on φ(t) before choosing it: queued → running → done | failed."""
+    """The auditor's attacks on φ(t) before choosing it: queued → running → succeeded | failed."""
 
     t: float
     state: str

@@ -1,4 +1,4 @@
-"""The attacks an operator asked for on a curve point (domain/point_attacks.py): queued → running → done | failed.
+"""The attacks an operator asked for on a curve point (domain/point_attacks.py): queued → running → succeeded | failed.
 
 The worker claims the row (a duplicate delivery, or a second worker, finds it taken), measures φ(t) and runs the
 attacks exactly as a publication would (worker/jobs.py `measure_at`), and stores the aggregates. While it runs,
@@ -17,7 +17,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, or_, select, update
 
 from domain.lifecycle import State
-from domain.point_attacks import DONE, FAILED, QUEUED, RUNNING
+from domain.point_attacks import FAILED, QUEUED, RUNNING, SUCCEEDED
 from domain.problems import problem_type
 from domain.tasks import ATTACK_POINT
 from models import DeletionRequest, PointAttack, record_event, utcnow
@@ -140,11 +140,13 @@ def _finish(
         done = session.execute(
             update(PointAttack)
             .where(PointAttack.request_id == request_id, PointAttack.t == t, PointAttack.state == RUNNING)
-            .values(state=FAILED if error else DONE, error=error, finished_at=utcnow(), heartbeat_at=None, **results)
+            .values(
+                state=FAILED if error else SUCCEEDED, error=error, finished_at=utcnow(), heartbeat_at=None, **results
+            )
         )
         if cast(CursorResult[Any], done).rowcount == 1:
             state = session.scalar(select(DeletionRequest.state).where(DeletionRequest.id == request_id))
             detail = {"t": t} | ({"error": error["title"]} if error else {"met": results["criterion"]["met"]})
             record_event(
-                session, request_id, "point_attacks_" + ("failed" if error else "done"), state, "worker", detail
+                session, request_id, "point_attacks_failed" if error else "point_attacks_done", state, "worker", detail
             )

@@ -21,7 +21,7 @@ class PointCriterionOut(Out):
 
 class PointAttackOut(Out):
     t: float
-    state: Literal["queued", "running", "done", "failed"]
+    state: Literal["queued", "running", "succeeded", "failed"]
     requested_by: str
     requested_at: datetime
     finished_at: datetime | None

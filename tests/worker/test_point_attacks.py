@@ -85,7 +85,7 @@ def test_attacks_on_two_points_tell_them_apart_and_match_what_publication_measur
         attack_point(service.services, request_id, t)
 
     original, base = service.attacks(request_id)[0.0], service.attacks(request_id)[1.0]
-    assert original["state"] == base["state"] == "done" and original["error"] is None
+    assert original["state"] == base["state"] == "succeeded" and original["error"] is None
     assert original["metrics"]["forget_accuracy"] > 0.8 > 0.2 > base["metrics"]["forget_accuracy"]
     assert {"relearning", "feature_probe"} <= set(original["evidence"]) and "membership" not in original["evidence"]
     assert original["criterion"]["met"] is False and "forget accuracy" in " ".join(original["criterion"]["reasons"])
@@ -166,9 +166,9 @@ def test_a_lost_task_or_a_silent_worker_is_sent_again_and_a_cancelled_request_en
     assert sorted(resent) == [f"{request_id}@0.25", f"{request_id}@0.75"]
 
     attack_point(service.services, request_id, 0.75)  # the silent worker's attacks: claimed here and run
-    assert service.attacks(request_id)[0.75]["state"] == "done"
+    assert service.attacks(request_id)[0.75]["state"] == "succeeded"
     attack_point(service.services, request_id, 0.75)  # a duplicate delivery changes nothing
-    assert service.attacks(request_id)[0.75]["state"] == "done"
+    assert service.attacks(request_id)[0.75]["state"] == "succeeded"
 
     assert service.client.post(f"/v1/deletion-requests/{request_id}/cancel").status_code == 202
     attack_point(service.services, request_id, 0.25)
