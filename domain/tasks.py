@@ -15,6 +15,7 @@ CONTROL_QUEUE = "control"
 ALL_QUEUES = (GPU_QUEUE, CONTROL_QUEUE)
 RUN_REQUEST = "mcu.run_request"
 MATERIALIZE_SELECTION = "mcu.materialize_selection"
+MEASURE_GRID = "mcu.measure_grid"  # a share of a running job's grid pass (worker/grid.py)
 ATTACK_POINT = "mcu.attack_point"  # the auditor's attacks on a curve point (request id, t)
 CLEANUP_REQUEST = "mcu.cleanup_request"
 DELIVER_CALLBACK = "mcu.deliver_callback"
@@ -24,6 +25,7 @@ QUEUE_OF = {
     RUN_REQUEST: GPU_QUEUE,
     MATERIALIZE_SELECTION: GPU_QUEUE,
     ATTACK_POINT: GPU_QUEUE,
+    MEASURE_GRID: GPU_QUEUE,
     MEASURE_MODEL: GPU_QUEUE,
     VALIDATE_MODEL: CONTROL_QUEUE,
     CLEANUP_REQUEST: CONTROL_QUEUE,

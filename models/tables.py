@@ -249,6 +249,21 @@ class CurvePoint(Base):
     rows: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # {split: rows measured}
 
 
+class GridPoint(Base):
+    """A grid point of a running job's pass, shared with other workers (worker/grid.py): queued → running →
+    succeeded (metrics) | failed (non-finite: rejected). Deleted once the pass is merged. Aggregates only."""
+
+    __tablename__ = "grid_points"
+
+    request_id: Mapped[str] = mapped_column(ForeignKey("deletion_requests.id", ondelete="CASCADE"), primary_key=True)
+    t: Mapped[float] = mapped_column(Float, primary_key=True)
+    curve_sha256: Mapped[str] = mapped_column(String(64))  # the stored θ_c the point is measured on
+    state: Mapped[str] = mapped_column(String(20))
+    claimed_at: Mapped[datetime | None] = mapped_column()
+    measured_by: Mapped[str | None] = mapped_column(String(200))  # the worker's name
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
 class PointAttack(Base):
     """The auditor's attacks on a curve point an operator asked about before choosing one (domain/point_attacks.py,
     worker/point_attacks.py): the point's full-set metrics, the attacks' evidence and the erasure criterion's

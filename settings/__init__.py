@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     in_memory_bytes: int = Field(default=64 << 20, ge=0)
     loader_workers: int = Field(default=0, ge=0, le=64)
     cache_bytes: int = Field(default=16 << 30, ge=1)
+    # A job's grid passes shared with the other workers of the queue (worker/grid.py, docs/scaling.md); off by
+    # default: on one worker the helpers' tasks only wait for the job to end.
+    grid_fanout: bool = False
     requeue_after_seconds: int = Field(default=300, ge=1)  # a queued request is re-sent after this long
     heartbeat_interval_seconds: float = Field(default=10.0, gt=0)  # a running job's "I am alive"
     heartbeat_timeout_seconds: float = Field(default=120.0, gt=0)  # silence after which a job is resumed elsewhere

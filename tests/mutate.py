@@ -1543,6 +1543,22 @@ MUTATIONS = [
         (EVIDENCE + "::test_under_the_withhold_policy_an_undecidable_criterion_is_not_met",),
     ),
     Mutation(
+        "the attacks on a point run at another t",
+        "worker/point_attacks.py",
+        "measure_at(services, request, t, _hooks(services, request_id, t))",
+        "measure_at(services, request, 1.0, _hooks(services, request_id, t))",
+        (
+            "tests/worker/test_point_attacks.py::test_attacks_on_two_points_tell_them_apart_and_match_what_publication_measures",
+        ),
+    ),
+    Mutation(
+        "a helper measures its grid point at another t",
+        "worker/grid.py",
+        "            metrics = meter(t)",
+        "            metrics = meter(min(1.0, t + 0.025))",
+        ("tests/e2e/test_grid_fanout.py",),
+    ),
+    Mutation(
         "Fides is resumed for a cancelled erasure",
         "worker/fides.py",
         "        if state == ErasureState.SUCCEEDED:",

@@ -16,7 +16,7 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -113,6 +113,37 @@ class CurveResult:
         }
 
 
+class GridFanout(Protocol):
+    """Shares a pass of the grid with other processes (worker/grid.py): they rebuild the curve from θ_o, θ_p and
+    `control` (θ_c) and measure some of `ts` on the same seeded rows; `measure_here` measures the rest in this
+    process. Returns every t's metrics (None: rejected), equal to measuring them all here."""
+
+    def measure(
+        self, ts: list[float], control: StateDict, measure_here: Callable[[float], PointMetrics | None]
+    ) -> dict[float, PointMetrics | None]: ...
+
+
+def measure_points(
+    model: nn.Module,
+    data: UnlearningData,
+    curve_tensors: dict[str, StateDict],
+    config: dict[str, Any] | MCUConfig,
+    base_method: str,
+    *,
+    device: str | torch.device | None = "auto",
+) -> Callable[[float], PointMetrics]:
+    """φ(t) of a stored curve measured as `run_unlearning` measures its grid (same seeded rows): what another
+    process does with its share of a `GridFanout` pass."""
+    cfg = resolve_config(config, base_method)
+    device = resolve_device(device)
+    data = data.batches_on(device)
+    on_device = {name: {k: v.to(device) for k, v in tensors.items()} for name, tensors in curve_tensors.items()}
+    original = prepare_model(model, device).eval()
+    curve = BezierCurve(original, on_device["theta_o"], on_device["theta_p"], on_device["theta_c"])
+    sets = EvalSets.draw(data, cfg.eval, cfg.seed)
+    return lambda t: measure_point(curve, t, data, sets, cfg)
+
+
 def run_unlearning(
     model: nn.Module,
     data: UnlearningData,
@@ -125,11 +156,13 @@ def run_unlearning(
     resume: Checkpoint | None = None,
     on_theta_p: Callable[[StateDict], None] | None = None,
     on_checkpoint: Callable[[Checkpoint], None] | None = None,
+    grid_fanout: GridFanout | None = None,
 ) -> CurveResult:
     """Masked MCU on `model` (θ_o, left untouched).
 
     For crash recovery a caller may pass the θ_p it stored from `on_theta_p` (the base phase is then
     skipped) and the last `Checkpoint` it stored from `on_checkpoint` (curve training resumes there).
+    A `grid_fanout` shares each pass of the grid with other processes (`GridFanout`).
     """
     cfg = resolve_config(config, base_method)
     hooks = hooks or JobHooks()
@@ -180,8 +213,13 @@ def run_unlearning(
         rejected.append(metrics)
         return None
 
+    def measure_pass(ts: list[float]) -> dict[float, PointMetrics | None]:
+        if grid_fanout is None:
+            return {t: measure(t) for t in ts}
+        return grid_fanout.measure(ts, curve.control, measure)
+
     points = coarse_to_fine(
-        cfg.grid_points, measure, lambda pts: recommend_t(pts, targets, noise=noise_of(pts)), cfg.grid_refine
+        cfg.grid_points, measure_pass, lambda pts: recommend_t(pts, targets, noise=noise_of(pts)), cfg.grid_refine
     )
     if not points:
         raise RuntimeError("every grid point had non-finite metrics: the curve diverged")

@@ -98,24 +98,23 @@ def effective_region(points: Sequence[PointMetrics], targets: Targets, margin: f
 
 def coarse_to_fine(
     points: int,
-    measure: Callable[[float], PointMetrics | None],
+    measure: Callable[[list[float]], dict[float, PointMetrics | None]],
     choose: Callable[[list[PointMetrics]], float],
     refine: bool = True,
 ) -> list[PointMetrics]:
     """Measure grid(points) coarse-to-fine: about every fifth point first (endpoints included), then the
-    grid points within half a coarse step of `choose(coarse points)`. `measure` returns None for a point
-    that is rejected (non-finite). Without `refine`, or on grids of 11 points or fewer, every point."""
+    grid points within half a coarse step of `choose(coarse points)`. `measure` takes each pass's points at
+    once (a worker may fan them out) and returns each t's metrics, None for a rejected (non-finite) point.
+    Without `refine`, or on grids of 11 points or fewer, every point in one pass."""
     ts = grid(points)
     stride = _coarse_stride(points, refine)
     coarse = sorted(set(ts[::stride]) | {ts[-1]})
-    measured: dict[float, PointMetrics | None] = {t: measure(t) for t in coarse}
+    measured = measure(coarse)
     if stride > 1:
         kept = [p for p in measured.values() if p is not None]
         centre = choose(kept) if kept else 0.5
         half = stride / (points - 1) / 2 + 1e-9
-        for t in ts:
-            if t not in measured and abs(t - centre) <= half:
-                measured[t] = measure(t)
+        measured |= measure([t for t in ts if t not in measured and abs(t - centre) <= half])
     return [p for t in sorted(measured) if (p := measured[t]) is not None]
 
 

@@ -7,6 +7,9 @@ when a job starts over on a newer version.
 
 from __future__ import annotations
 
+from typing import Any
+
+from safetensors.torch import save as save_tensors
 from sqlalchemy import update
 
 from models import DeletionRequest, record_event, utcnow
@@ -14,6 +17,12 @@ from storage import ObjectNotFound
 from worker.services import Services
 
 THETA_P, THETA_C, CHECKPOINT = "theta_p", "theta_c", "checkpoint"
+
+
+def tensor_bytes(tensors: dict[str, Any]) -> bytes:
+    """safetensors bytes of tensors as a job holds them: on any device, convolution weights in channels_last
+    (training.prepare_model), which safetensors refuses to save as they are."""
+    return save_tensors({name: value.detach().cpu().contiguous() for name, value in tensors.items()})
 
 
 def artifact_key(request_id: str, name: str) -> str:

@@ -22,12 +22,13 @@ from domain.tasks import (
     DELIVER_CALLBACK,
     GPU_QUEUE,
     MATERIALIZE_SELECTION,
+    MEASURE_GRID,
     MEASURE_MODEL,
     RUN_REQUEST,
     VALIDATE_MODEL,
 )
 from settings import Settings
-from worker import callbacks, erasure, jobs, point_attacks, validation
+from worker import callbacks, erasure, grid, jobs, point_attacks, validation
 from worker.services import Services, connect
 
 
@@ -78,6 +79,10 @@ def create_celery(settings: Settings) -> Celery:
     @app.task(name=MATERIALIZE_SELECTION)
     def materialize_selection(request_id: str) -> None:
         jobs.materialize_selection(services(), request_id)
+
+    @app.task(name=MEASURE_GRID)
+    def measure_grid(request_id: str) -> None:
+        grid.measure_grid(services(), request_id)
 
     @app.task(name=ATTACK_POINT)
     def attack_point(request_id: str, t: float) -> None:

@@ -16,7 +16,6 @@ from datetime import timedelta
 from typing import Any
 
 from safetensors.torch import load as load_tensors
-from safetensors.torch import save as save_tensors
 from sqlalchemy import delete, select
 
 from domain.coalesce import job, positions_of
@@ -31,6 +30,7 @@ from unlearning.training import Cancelled, JobHooks, Progress
 from worker import artifacts, metrics
 from worker.coalescing import restart_without_cancelled, waits_for_members
 from worker.errors import problem_for
+from worker.grid import WorkerGridFanout
 from worker.inputs import load_inputs
 from worker.publish import (
     Outcome,
@@ -69,12 +69,6 @@ def run_request(services: Services, request_id: str) -> None:
         _store_curve(services, request, result)
 
 
-def tensor_bytes(tensors: dict[str, Any]) -> bytes:
-    """safetensors bytes of tensors as a job holds them: on any device, convolution weights in channels_last
-    (training.prepare_model), which safetensors refuses to save as they are."""
-    return save_tensors({name: value.detach().cpu().contiguous() for name, value in tensors.items()})
-
-
 def _train_curve(services: Services, request: DeletionRequest, watch: JobWatch) -> CurveResult:
     """Base method, mask and curve, resuming from stored θ_p and checkpoint; θ_c is stored at the end."""
     inputs = load_inputs(services, request)
@@ -85,12 +79,17 @@ def _train_curve(services: Services, request: DeletionRequest, watch: JobWatch) 
         with services.factory() as session, session.begin():
             record_event(session, request.id, "resumed_from_checkpoint", State.RUNNING, "worker",
                          {"epoch": resume.epoch})
+    fanout = WorkerGridFanout(services, request.id, watch.hooks()) if services.settings.grid_fanout else None
     result = run_unlearning(
         inputs.model, inputs.data, request.base_method, request.config, device=services.settings.device,
         hooks=watch.hooks(), theta_p=load_tensors(theta_p) if theta_p else None, resume=resume,
-        on_theta_p=lambda state: artifacts.save(services, request.id, artifacts.THETA_P, tensor_bytes(state)),
-        on_checkpoint=lambda c: artifacts.save(services, request.id, artifacts.CHECKPOINT, c.to_bytes()))
-    artifacts.save(services, request.id, artifacts.THETA_C, tensor_bytes(result.curve.control))
+        on_theta_p=lambda state: artifacts.save(services, request.id, artifacts.THETA_P, artifacts.tensor_bytes(state)),
+        on_checkpoint=lambda c: artifacts.save(services, request.id, artifacts.CHECKPOINT, c.to_bytes()),
+        grid_fanout=fanout)
+    if fanout is not None:
+        result.training["grid_points_by_worker"] = dict(fanout.measured_by)
+    else:  # with a fan-out, stored before the grid for the helpers
+        artifacts.save(services, request.id, artifacts.THETA_C, artifacts.tensor_bytes(result.curve.control))
     metrics.observe_curve(services, request, result.timings, resumed=theta_p is not None)
     return result
 
@@ -165,7 +164,7 @@ def _materialize(services: Services, request: DeletionRequest) -> None:
             if not judgement.met and request.selection_acknowledgement is None:
                 _withhold(services, request_id, judgement.reasons)
                 return
-            stored = services.store.put_bytes("weights", tensor_bytes(state))
+            stored = services.store.put_bytes("weights", artifacts.tensor_bytes(state))
             watch.on_progress(Progress("materialize", 1.0))
     except (Cancelled, StopJob):
         finish(services, request_id, State.CANCELLED)

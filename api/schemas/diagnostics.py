@@ -48,6 +48,9 @@ class TrainingOut(Out):
     skipped_nonfinite_batches: int = Field(description="batches skipped for a non-finite loss")
     final_lr: float | None = Field(default=None, description="the learning rate at the end")
     device: str | None = Field(default=None, description="where the job trained: cpu, cuda, ...")
+    grid_points_by_worker: dict[str, int] | None = Field(
+        default=None, description="with MCU_GRID_FANOUT: the grid points each worker measured, by worker name"
+    )
 
 
 class DeletionRequestDetailOut(DeletionRequestOut):
