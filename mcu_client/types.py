@@ -213,6 +213,7 @@ class Training(Body):
     skipped_nonfinite_batches: int
     final_lr: float | None = None
     device: str | None = None
+    grid_points_by_worker: dict[str, int] | None = None  # with MCU_GRID_FANOUT: points measured per worker
 
 
 class DeletionRequestDetail(DeletionRequest):
