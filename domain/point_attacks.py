@@ -33,7 +33,7 @@ def file_attacks(session: Session, request_id: str, t: float, actor: str) -> tup
     were already: returns the row and whether it is new. Commits. 409 unless the request awaits selection."""
     member = get(session, request_id)
     job_id = member.job_id or request_id  # a coalesced request's curve is its job's
-    job = get(session, job_id)
+    job = get(session, job_id) if member.job_id else member
     if member.state != State.AWAITING_SELECTION or job.state != State.AWAITING_SELECTION:
         raise Problem(409, f"a point can be attacked only in state awaiting_selection (state: {member.state})")
     t = round(t, T_DECIMALS)

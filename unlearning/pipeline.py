@@ -135,13 +135,21 @@ def measure_points(
     """φ(t) of a stored curve measured as `run_unlearning` measures its grid (same seeded rows): what another
     process does with its share of a `GridFanout` pass."""
     cfg = resolve_config(config, base_method)
-    device = resolve_device(device)
-    data = data.batches_on(device)
-    on_device = {name: {k: v.to(device) for k, v in tensors.items()} for name, tensors in curve_tensors.items()}
-    original = prepare_model(model, device).eval()
-    curve = BezierCurve(original, on_device["theta_o"], on_device["theta_p"], on_device["theta_c"])
+    curve, data, _ = _stored_curve(model, data, curve_tensors, device)
     sets = EvalSets.draw(data, cfg.eval, cfg.seed)
     return lambda t: measure_point(curve, t, data, sets, cfg)
+
+
+def _stored_curve(
+    model: nn.Module, data: UnlearningData, curve_tensors: dict[str, StateDict], device: str | torch.device | None
+) -> tuple[BezierCurve, UnlearningData, nn.Module]:
+    """A stored curve (`theta_o`, `theta_p`, `theta_c`) rebuilt on `device`, the data's batches there too, and θ_o
+    prepared for it. Its model's mode does not matter: `set_point` leaves φ(t) in eval mode."""
+    device = resolve_device(device)
+    on_device = {name: {k: v.to(device) for k, v in tensors.items()} for name, tensors in curve_tensors.items()}
+    original = prepare_model(model, device)
+    curve = BezierCurve(original, on_device["theta_o"], on_device["theta_p"], on_device["theta_c"])
+    return curve, data.batches_on(device), original
 
 
 def run_unlearning(
@@ -288,11 +296,7 @@ def materialize_point(
     if not 0.0 <= t <= 1.0:
         raise ValueError(f"t must lie in [0, 1], got {t}")
     cfg = resolve_config(config, base_method)
-    device = resolve_device(device)
-    data = data.batches_on(device)
-    on_device = {name: {k: v.to(device) for k, v in tensors.items()} for name, tensors in curve_tensors.items()}
-    original = prepare_model(model, device)
-    curve = BezierCurve(original, on_device["theta_o"], on_device["theta_p"], on_device["theta_c"])
+    curve, data, original = _stored_curve(model, data, curve_tensors, device)
     sets = EvalSets.full(data, cfg.eval, cfg.seed)
     metrics = measure_point(curve, t, data, sets, cfg)
     weights = {k: v.cpu() for k, v in curve.weights().items()}
