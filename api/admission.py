@@ -58,11 +58,13 @@ class Admission:
                 required = route_scope(scope.get("route"))
                 if required is not None:
                     try:
+                        state = scope["app"].state
                         scope[PRINCIPAL] = await to_thread.run_sync(
                             authorize,
-                            scope["app"].state,
+                            state,
                             bearer_token(scope),
                             None if required == AUTHENTICATED else required,
+                            limiter=state.db_limiter,
                         )
                     except Problem as refusal:  # raised inside the body parser, which passes HTTPException on
                         headers = {**(refusal.headers or {}), **CLOSE}

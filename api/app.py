@@ -7,6 +7,7 @@ import tempfile
 from functools import partial
 from pathlib import Path
 
+from anyio import CapacityLimiter
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.is_embedded
         else app.state.session_factory
     )
+    app.state.db_limiter = CapacityLimiter(settings.api_db_threads)  # the routes' database threads (api/deps.py)
     app.state.store = open_store(settings.resolved_storage_url, s3_endpoint_url=settings.s3_endpoint_url)
     app.state.dispatcher = Dispatcher(settings.resolved_broker_url)
     send_follow_ups_after_commit(app.state.session_factory, app.state.dispatcher)

@@ -5,6 +5,11 @@ route's own thread as soon as the route returns or raises, before the answer is 
 slow as the client). A connection held past that, while every thread waits for one, deadlocked the pool
 under load and answered 503s (issue 29). The same thread then validates and renders the answer to JSON, so
 FastAPI's second thread-pool hop (its validation of a sync route's result) is not taken either.
+
+That thread comes from the app's `db_limiter` (`MCU_API_DB_THREADS`, default 4), not AnyIO's pool of 40: the
+work is CPU under the GIL, and 40 threads contending for it doubled the CPU a request cost under load (issue
+29). A route that takes the object store (uploads, downloads) may wait on a transfer of any length, so it keeps
+AnyIO's pool and does not hold up the others.
 """
 
 from __future__ import annotations
@@ -12,9 +17,10 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Annotated, Any
 
+from anyio import CapacityLimiter, to_thread
 from fastapi import Depends, Request, Response
 from fastapi.exceptions import ResponseValidationError
 from fastapi.routing import APIRoute
@@ -28,6 +34,7 @@ from settings import Settings
 from storage import ObjectStore
 
 READ_METHODS = ("GET", "HEAD")
+LIMITER = "mcu.limiter"  # where a route's session carries the limiter its thread is taken from
 
 
 # Trivial dependencies are async: a sync one costs a thread-pool hop on every request.
@@ -38,6 +45,7 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
         request.app.state.read_session_factory if request.method in READ_METHODS else request.app.state.session_factory
     )
     with factory() as session:
+        session.info[LIMITER] = request.app.state.db_limiter
         yield session
 
 
@@ -80,17 +88,28 @@ def _closing_sessions(endpoint: Callable[..., Any], route: SessionRoute) -> Call
     if inspect.iscoroutinefunction(endpoint):  # a coroutine must not run SQL on the event loop anyway
         return endpoint
 
-    @functools.wraps(endpoint)  # FastAPI reads the parameters through __wrapped__
-    def run(*args: Any, **kwargs: Any) -> Any:
+    def run_and_render(arguments: dict[str, Any]) -> Any:
         try:
-            result = endpoint(*args, **kwargs)
+            result = endpoint(**arguments)
         finally:
-            for value in kwargs.values():
+            for value in arguments.values():
                 if isinstance(value, Session):
                     value.close()  # the connection goes back to the pool here, in this thread
-        return route.render(result, kwargs)
+        return route.render(result, arguments)
+
+    @functools.wraps(endpoint)  # FastAPI reads the parameters through __wrapped__, and calls with keywords
+    async def run(**arguments: Any) -> Any:
+        return await to_thread.run_sync(run_and_render, arguments, limiter=_limiter(arguments.values()))
 
     return run
+
+
+def _limiter(arguments: Iterable[Any]) -> CapacityLimiter | None:
+    """The database threads' limiter, unless the route moves objects (None: AnyIO's default pool)."""
+    values = list(arguments)
+    if any(isinstance(value, ObjectStore) for value in values):
+        return None
+    return next((value.info[LIMITER] for value in values if isinstance(value, Session)), None)
 
 
 async def get_settings_dep(request: Request) -> Settings:
@@ -115,12 +134,14 @@ def require(scope: str | None) -> Any:
     """A dependency that authenticates the caller and checks one scope (401 / 403 otherwise); `None` checks
     authentication only."""
 
-    def check(
+    async def check(
         request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
     ) -> Principal:
         if PRINCIPAL in request.scope:  # authorized already, before the body was read (api/admission.py)
             return request.scope[PRINCIPAL]
-        return authorize(request.app.state, credentials.credentials if credentials else None, scope)
+        state = request.app.state
+        secret = credentials.credentials if credentials else None
+        return await to_thread.run_sync(authorize, state, secret, scope, limiter=state.db_limiter)
 
     check.required_scope = scope or AUTHENTICATED  # type: ignore[attr-defined]  # read by the auth coverage test
     return Depends(check)

@@ -51,9 +51,10 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
     )
 
 
-# AnyIO's default thread limiter: at most this many sync routes and dependencies run at once. Each holds one
-# connection at most, and only while its SQL runs (api/deps.py SessionRoute), so with a pool this large no
-# request waits for a connection: a wait means one was leaked, or the database is down.
+# AnyIO's default thread limiter, the most threads of an API process that can hold a connection: the routes'
+# database work takes MCU_API_DB_THREADS of them (api/deps.py), routes that move objects and sync
+# dependencies the rest. Each holds one connection at most, and only while its SQL runs (SessionRoute), so
+# with a pool this large no request waits for a connection: a wait means one was leaked, or the database is down.
 API_THREADS = 40
 KEPT_OPEN = 5  # Postgres connections a pool keeps between bursts (SQLAlchemy's default)
 BUSY_TIMEOUT_SECONDS = 10  # SQLite: how long a writer waits for the write lock

@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     # Limits before authentication (api/admission.py, `mcu serve`): a larger body is refused unread (413), and
     # X-Forwarded-For / X-Forwarded-Proto are honoured only from these proxies' addresses or networks (CIDR).
     max_request_bytes: int = Field(default=16 << 30, ge=1)
+    # Threads of one API process that run routes' database work (api/deps.py). More threads only fight over
+    # the GIL: at 40 (AnyIO's default) a busy process spent twice the CPU per request that it did at 4.
+    api_db_threads: int = Field(default=4, ge=1, le=64)
     trusted_proxies: list[str] = []
     metrics_token: SecretStr | None = None  # when set, /metrics wants `Authorization: Bearer <it>`
     # `mcu worker` serves its Prometheus metrics on this port, all interfaces, no token (worker/metrics.py); unset:
