@@ -27,10 +27,12 @@ from torch import Tensor, nn
 
 from unlearning.config import BaseMethodConfig, ConfigError, base_method_spec
 from unlearning.data import Subset, UnlearningData, batches
+from unlearning.distributed import batchnorm_synced
 from unlearning.training import (
     Batch,
     JobHooks,
     optimize,
+    part_cross_entropy,
     plain_batches,
     sgd,
     stratified_batches,
@@ -65,11 +67,14 @@ def register_base_method(name: str) -> Callable[[MethodFn], MethodFn]:
 def run_base_method(
     name: str, model: nn.Module, data: UnlearningData, config: BaseMethodConfig, context: MethodContext
 ) -> nn.Module:
-    """θ_p from θ_o: runs on a copy, `model` itself is left untouched."""
+    """θ_p from θ_o: runs on a copy, `model` itself is left untouched. Data-parallel (unlearning/distributed.py)
+    when a process group is initialised, with BatchNorm's batch statistics over every rank's rows."""
     spec = base_method_spec(name)
     if name not in _RUNNERS:
         raise ConfigError("base_method", f"base method {name!r} is declared but not implemented in this process")
-    return _RUNNERS[name](copy.deepcopy(model), data, spec.resolve(config), context)
+    working = copy.deepcopy(model)
+    with batchnorm_synced(working):
+        return _RUNNERS[name](working, data, spec.resolve(config), context)
 
 
 def _sizes(config: BaseMethodConfig) -> tuple[int, int]:
@@ -168,8 +173,8 @@ def gradient_ascent(
 
 def _retain_minus_forget(logits: Tensor, batch: Batch, beta: float, forget_cap: float) -> Tensor:
     """CE(retain part) − β·min(CE(forget part), cap) of one mixed batch."""
-    retain_loss = F.cross_entropy(logits[~batch.is_forget], batch.labels[~batch.is_forget])
-    forget_loss = F.cross_entropy(logits[batch.is_forget], batch.labels[batch.is_forget])
+    retain_loss = part_cross_entropy(logits, batch.labels, ~batch.is_forget)
+    forget_loss = part_cross_entropy(logits, batch.labels, batch.is_forget)
     return retain_loss - beta * forget_loss.clamp(max=forget_cap)
 
 

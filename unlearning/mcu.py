@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import Tensor
@@ -22,6 +21,7 @@ from torch import Tensor
 from unlearning.config import MCUConfig, Targets
 from unlearning.curve import BezierCurve, in_layout_of
 from unlearning.data import UnlearningData, seeded_generator
+from unlearning.distributed import Ranks
 from unlearning.mask import ParameterMask
 from unlearning.training import (
     Batch,
@@ -30,6 +30,7 @@ from unlearning.training import (
     JobHooks,
     OptimizeStats,
     optimize,
+    part_cross_entropy,
     sgd,
     stratified_batches,
 )
@@ -166,17 +167,16 @@ def train_control_point(
 
     def batches_with_t(generator: torch.Generator) -> BatchPlan:
         plan = stratified_batches(retain_part, data.forget, config.batch_size, data.adapter, generator)
-        # One t per batch, from the epoch's generator, so a resumed epoch draws the same values.
-        t_values[:] = torch.rand(len(plan), generator=generator).tolist()[::-1]
+        # One t per batch and rank, from the epoch's generator, so a resumed epoch draws the same values. Each
+        # rank of a data-parallel run trains at its own t (a column of its own; one rank: the plain sequence).
+        ranks = Ranks.current() or Ranks(0, 1)
+        t_values[:] = torch.rand(len(plan), ranks.world, generator=generator)[:, ranks.rank].tolist()[::-1]
         return plan
 
     def loss_fn(batch: Batch) -> Tensor:
         logits = curve.forward(batch.inputs, t_values.pop(), control)
-        retain_rows, forget_rows = ~batch.is_forget, batch.is_forget
-        forget_loss = F.cross_entropy(logits[forget_rows], batch.labels[forget_rows])
-        retain_loss = (
-            F.cross_entropy(logits[retain_rows], batch.labels[retain_rows]) if retain_rows.any() else logits.sum() * 0.0
-        )
+        forget_loss = part_cross_entropy(logits, batch.labels, batch.is_forget)
+        retain_loss = part_cross_entropy(logits, batch.labels, ~batch.is_forget)
         beta = _beta_for_batch(logits.detach(), batch, config, targets)
         beta_counts[str(beta)] = beta_counts.get(str(beta), 0) + 1
         return retain_loss - beta * forget_loss.clamp(max=config.guard.forget_loss_cap)
@@ -264,6 +264,8 @@ def _restore(good: Checkpoint, trainable: dict[str, Tensor], optimizer: torch.op
 def _beta_for_batch(logits: Tensor, batch: Batch, config: MCUConfig, targets: Targets) -> float:
     if config.beta != "adaptive":
         return float(config.beta)
+    if not batch.is_forget.any():  # a rank's share without forget rows: no forget term to weigh
+        return 0.0
     correct = logits.argmax(dim=1) == batch.labels
     retain_rows = ~batch.is_forget
     retain_acc = float(correct[retain_rows].float().mean()) if retain_rows.any() else targets.retain_accuracy

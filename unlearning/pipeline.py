@@ -152,6 +152,176 @@ def _stored_curve(
     return curve, data.batches_on(device), original
 
 
+@dataclass
+class TrainedCurve:
+    """The curve after training (θ_c in `curve.control`), with what its measurement and summary need."""
+
+    curve: BezierCurve
+    targets: Targets
+    mask: dict[str, Any]  # ParameterMask.report()
+    training: dict[str, Any]
+    timings: dict[str, float]
+
+
+class UnlearningJob:
+    """One MCU job, set up once: θ_o prepared on `device`, the data's batches there, the evaluation rows drawn and
+    the progress planned. `train` then `measure` is `run_unlearning`; a data-parallel job trains in other processes
+    (worker/rank.py) and its caller rebuilds the trained curve (`trained_from`) to measure it."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: UnlearningData,
+        base_method: str = "rl",
+        config: dict[str, Any] | MCUConfig | None = None,
+        *,
+        device: str | torch.device | None = "auto",
+        hooks: JobHooks | None = None,
+        base_done: bool = False,
+    ) -> None:
+        self.base_method = base_method
+        self.cfg = resolve_config(config, base_method)
+        self.device = resolve_device(device)
+        self.data = data.batches_on(self.device)
+        self.original = prepare_model(copy.deepcopy(model), self.device).eval()
+        self.sets = EvalSets.draw(self.data, self.cfg.eval, self.cfg.seed)
+        plan = WorkPlan.of(self.cfg, base_method, self.data, self.sets)
+        self.hooks = plan.hooks(hooks or JobHooks(), base_done=base_done)
+
+    def train(
+        self,
+        theta_p: StateDict | None = None,
+        resume: Checkpoint | None = None,
+        on_theta_p: Callable[[StateDict], None] | None = None,
+        on_checkpoint: Callable[[Checkpoint], None] | None = None,
+    ) -> TrainedCurve:
+        """Mask, base method (skipped with a stored `theta_p`) and θ_c (resumed from `resume`)."""
+        cfg, data, original, hooks = self.cfg, self.data, self.original, self.hooks
+        targets = cfg.targets or derive_targets(original, data, self.sets, cfg.eval.batch_size)
+        timings: dict[str, float] = {}
+
+        started = time.perf_counter()
+        hooks.report(Progress("mask", 0.0))
+        mask_retain = data.retain.sample(cfg.mask.retain_rows, seeded_generator(cfg.seed, 5))
+        mask = compute_mask(original, mask_retain, data.forget, data.adapter, cfg.mask, cfg.eval.batch_size, hooks)
+        timings["mask"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        if theta_p is None:
+            hooks.report(Progress("base", 0.0))
+            base = run_base_method(self.base_method, original, data, cfg.base, MethodContext(cfg.seed, hooks))
+            theta_p = {k: v.detach().cpu().contiguous() for k, v in base.state_dict().items()}  # storable as is
+            if on_theta_p is not None:
+                on_theta_p(theta_p)
+        timings["base"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        curve = self._curve({k: v.to(self.device) for k, v in theta_p.items()})
+        stats = train_control_point(curve, data, mask, cfg, targets, hooks, resume, on_checkpoint)
+        timings["curve"] = time.perf_counter() - started
+        training = {
+            "batches": stats.batches,
+            "skipped_nonfinite_batches": stats.skipped_nonfinite,
+            "beta_counts": stats.beta_counts,
+            "rollbacks": stats.rollbacks,
+            "epoch_losses": stats.epoch_losses,
+            "final_lr": stats.final_lr,
+        }
+        return TrainedCurve(curve, targets, mask.report(), training, timings)
+
+    def trained_from(self, theta_p: StateDict, theta_c: StateDict, summary: dict[str, Any]) -> TrainedCurve:
+        """A curve trained elsewhere: its stored θ_p and θ_c, and the `summary` (`TrainedCurve` fields but the
+        curve, as JSON) its trainer wrote."""
+        on_device = {
+            name: {k: v.to(self.device) for k, v in tensors.items()}
+            for name, tensors in (("theta_p", theta_p), ("theta_c", theta_c))
+        }
+        curve = self._curve(on_device["theta_p"], on_device["theta_c"])
+        targets = Targets(**summary["targets"])
+        return TrainedCurve(curve, targets, summary["mask"], summary["training"], summary["timings"])
+
+    def _curve(self, theta_p: StateDict, theta_c: StateDict | None = None) -> BezierCurve:
+        return BezierCurve(self.original, self.original.state_dict(), theta_p, theta_c)
+
+    def measure(self, trained: TrainedCurve, grid_fanout: GridFanout | None = None) -> CurveResult:
+        """The grid (coarse to fine; shared with other processes by `grid_fanout`) and the recommended point."""
+        cfg, data, sets, hooks, curve, targets = (
+            self.cfg,
+            self.data,
+            self.sets,
+            self.hooks,
+            trained.curve,
+            trained.targets,
+        )
+        timings = dict(trained.timings)
+        started = time.perf_counter()
+        rejected: list[PointMetrics] = []
+        measured: list[float] = []
+        expected = planned_points(cfg.grid_points, cfg.grid_refine)
+
+        def noise_of(pts: list[PointMetrics]) -> float:
+            return forget_noise(pts, targets, len(sets.forget))
+
+        def measure(t: float) -> PointMetrics | None:
+            hooks.check_cancel()
+            metrics = measure_point(curve, t, data, sets, cfg)
+            hooks.report(Progress("evaluate", min(1.0, (len(measured) + 1) / expected)))
+            measured.append(t)
+            if metrics.is_finite():
+                return metrics
+            rejected.append(metrics)
+            return None
+
+        def measure_pass(ts: list[float]) -> dict[float, PointMetrics | None]:
+            if grid_fanout is None:
+                return {t: measure(t) for t in ts}
+            return grid_fanout.measure(ts, curve.control, measure)
+
+        points = coarse_to_fine(
+            cfg.grid_points, measure_pass, lambda pts: recommend_t(pts, targets, noise=noise_of(pts)), cfg.grid_refine
+        )
+        if not points:
+            raise RuntimeError("every grid point had non-finite metrics: the curve diverged")
+        noise = noise_of(points)
+        recommended_t = recommend_t(points, targets, noise=noise)
+        hooks.check_cancel()
+        full_sets = EvalSets.full(data, cfg.eval, cfg.seed)
+        recommended = measure_point(curve, recommended_t, data, full_sets, cfg)  # what a job publishes by default
+        hooks.report(Progress("evaluate", 1.0))
+        timings["evaluate"] = time.perf_counter() - started
+        timings["total"] = sum(timings.values())
+
+        return CurveResult(
+            points=points,
+            recommended_t=recommended_t,
+            recommended_point=recommended if recommended.is_finite() else None,
+            recommended_t_reference_window=recommend_t(points, targets, REFERENCE_WINDOW, noise=noise),
+            effective_region=effective_region(points, targets, margin=noise),
+            targets=targets,
+            timings={k: round(v, 3) for k, v in timings.items()},
+            config=cfg,
+            mask=trained.mask,
+            training=trained.training
+            | {
+                "rejected_nonfinite_points": [p.t for p in rejected],
+                "points_measured": len(measured),
+                "gap_noise": round(noise, 6),
+                "eval_sizes": {
+                    "retain": len(sets.retain),
+                    "forget": len(sets.forget),
+                    "test": len(sets.test),
+                    "bn": len(sets.bn),
+                },
+                "device": trained.training.get("device", str(self.device)),
+            },
+            base_method=self.base_method,
+            curve=curve,
+            data=data,
+            sets=sets,
+            full_sets=full_sets,
+        )
+
+
 def run_unlearning(
     model: nn.Module,
     data: UnlearningData,
@@ -172,108 +342,8 @@ def run_unlearning(
     skipped) and the last `Checkpoint` it stored from `on_checkpoint` (curve training resumes there).
     A `grid_fanout` shares each pass of the grid with other processes (`GridFanout`).
     """
-    cfg = resolve_config(config, base_method)
-    hooks = hooks or JobHooks()
-    device = resolve_device(device)
-    data = data.batches_on(device)
-    original = prepare_model(copy.deepcopy(model), device).eval()
-    sets = EvalSets.draw(data, cfg.eval, cfg.seed)
-    hooks = WorkPlan.of(cfg, base_method, data, sets).hooks(hooks, base_done=theta_p is not None)
-    targets = cfg.targets or derive_targets(original, data, sets, cfg.eval.batch_size)
-    timings: dict[str, float] = {}
-
-    started = time.perf_counter()
-    hooks.report(Progress("mask", 0.0))
-    mask_retain = data.retain.sample(cfg.mask.retain_rows, seeded_generator(cfg.seed, 5))
-    mask = compute_mask(original, mask_retain, data.forget, data.adapter, cfg.mask, cfg.eval.batch_size, hooks)
-    timings["mask"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    if theta_p is None:
-        hooks.report(Progress("base", 0.0))
-        base = run_base_method(base_method, original, data, cfg.base, MethodContext(cfg.seed, hooks))
-        theta_p = {k: v.detach().cpu().contiguous() for k, v in base.state_dict().items()}  # storable as is
-        if on_theta_p is not None:
-            on_theta_p(theta_p)
-    timings["base"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    theta_p = {k: v.to(device) for k, v in theta_p.items()}
-    curve = BezierCurve(original, original.state_dict(), theta_p)
-    stats = train_control_point(curve, data, mask, cfg, targets, hooks, resume, on_checkpoint)
-    timings["curve"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    rejected: list[PointMetrics] = []
-    measured: list[float] = []
-    expected = planned_points(cfg.grid_points, cfg.grid_refine)
-
-    def noise_of(pts: list[PointMetrics]) -> float:
-        return forget_noise(pts, targets, len(sets.forget))
-
-    def measure(t: float) -> PointMetrics | None:
-        hooks.check_cancel()
-        metrics = measure_point(curve, t, data, sets, cfg)
-        hooks.report(Progress("evaluate", min(1.0, (len(measured) + 1) / expected)))
-        measured.append(t)
-        if metrics.is_finite():
-            return metrics
-        rejected.append(metrics)
-        return None
-
-    def measure_pass(ts: list[float]) -> dict[float, PointMetrics | None]:
-        if grid_fanout is None:
-            return {t: measure(t) for t in ts}
-        return grid_fanout.measure(ts, curve.control, measure)
-
-    points = coarse_to_fine(
-        cfg.grid_points, measure_pass, lambda pts: recommend_t(pts, targets, noise=noise_of(pts)), cfg.grid_refine
-    )
-    if not points:
-        raise RuntimeError("every grid point had non-finite metrics: the curve diverged")
-    noise = noise_of(points)
-    recommended_t = recommend_t(points, targets, noise=noise)
-    hooks.check_cancel()
-    full_sets = EvalSets.full(data, cfg.eval, cfg.seed)
-    recommended = measure_point(curve, recommended_t, data, full_sets, cfg)  # the point a job publishes by default
-    hooks.report(Progress("evaluate", 1.0))
-    timings["evaluate"] = time.perf_counter() - started
-    timings["total"] = sum(timings.values())
-
-    return CurveResult(
-        points=points,
-        recommended_t=recommended_t,
-        recommended_point=recommended if recommended.is_finite() else None,
-        recommended_t_reference_window=recommend_t(points, targets, REFERENCE_WINDOW, noise=noise),
-        effective_region=effective_region(points, targets, margin=noise),
-        targets=targets,
-        timings={k: round(v, 3) for k, v in timings.items()},
-        config=cfg,
-        mask=mask.report(),
-        training={
-            "batches": stats.batches,
-            "skipped_nonfinite_batches": stats.skipped_nonfinite,
-            "beta_counts": stats.beta_counts,
-            "rollbacks": stats.rollbacks,
-            "epoch_losses": stats.epoch_losses,
-            "final_lr": stats.final_lr,
-            "rejected_nonfinite_points": [p.t for p in rejected],
-            "points_measured": len(measured),
-            "gap_noise": round(noise, 6),
-            "eval_sizes": {
-                "retain": len(sets.retain),
-                "forget": len(sets.forget),
-                "test": len(sets.test),
-                "bn": len(sets.bn),
-            },
-            "device": str(device),
-        },
-        base_method=base_method,
-        curve=curve,
-        data=data,
-        sets=sets,
-        full_sets=full_sets,
-    )
+    job = UnlearningJob(model, data, base_method, config, device=device, hooks=hooks, base_done=theta_p is not None)
+    return job.measure(job.train(theta_p, resume, on_theta_p, on_checkpoint), grid_fanout)
 
 
 def materialize_point(

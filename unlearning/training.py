@@ -9,13 +9,14 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unlearning.data import InputAdapter, Subset, seeded_generator
+from unlearning.distributed import Ranks, sum_gradients
 from unlearning.rows import gathered, loader_workers
 
 
@@ -79,11 +80,13 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 @dataclass(frozen=True)
 class Batch:
-    """Model-ready inputs and labels; `is_forget` marks the rows that come from the forget set."""
+    """Model-ready inputs and labels; `is_forget` marks the rows that come from the forget set. `share`: this
+    rank's part of the planned batch's rows (1 without data parallelism)."""
 
     inputs: Tensor
     labels: Tensor
     is_forget: Tensor
+    share: float = 1.0
 
 
 @dataclass
@@ -95,9 +98,17 @@ class BatchPlan:
     adapter: InputAdapter
     rows: list[tuple[Tensor, Tensor]]  # (retain rows, forget rows) per batch
     augment_seed: int | None = None  # the augmentation's draws (None: the adapter has no augmentation)
+    planned_rows: list[int] | None = None  # data-parallel: each batch is this rank's share of this many rows
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def shared(self, ranks: Ranks) -> BatchPlan:
+        """This rank's share of every batch (retain and forget rows split alike). A batch of fewer rows than
+        ranks (at most an epoch's last) is left out on every rank, so that every rank holds rows of each batch."""
+        planned = [r for r in self.rows if len(r[0]) + len(r[1]) >= ranks.world]
+        rows = [(ranks.share(retain), ranks.share(forget)) for retain, forget in planned]
+        return replace(self, rows=rows, planned_rows=[len(r[0]) + len(r[1]) for r in planned])
 
     def _inputs(self, rows: tuple[Tensor, Tensor]) -> Tensor:
         """One batch's stored inputs, gathered where the rows live (in a loader process when streamed)."""
@@ -112,8 +123,9 @@ class BatchPlan:
         device = self.retain.target
         augment = seeded_generator(self.augment_seed) if self.augment_seed is not None else None
         workers = max(loader_workers(self.retain.inputs), loader_workers(self.forget.inputs))
-        for (retain_rows, forget_rows), inputs in zip(
-            self.rows, gathered(self._inputs, self.rows, workers), strict=True
+        planned_rows = self.planned_rows or [len(r[0]) + len(r[1]) for r in self.rows]
+        for (retain_rows, forget_rows), inputs, planned in zip(
+            self.rows, gathered(self._inputs, self.rows, workers), planned_rows, strict=True
         ):
             labels = torch.cat(
                 [
@@ -129,7 +141,7 @@ class BatchPlan:
             )
             inputs = inputs.to(device, non_blocking=True)
             model_input = self.adapter(inputs) if augment is None else self.adapter.augmented(inputs, augment)
-            yield Batch(model_input, labels, is_forget)
+            yield Batch(model_input, labels, is_forget, len(labels) / planned)
 
 
 def plain_batches(
@@ -173,6 +185,12 @@ def stratified_batches(
     )
 
 
+def part_cross_entropy(logits: Tensor, labels: Tensor, rows: Tensor) -> Tensor:
+    """Mean cross-entropy over the `rows` (a bool mask) of a batch; 0 when there are none (a rank's share of a
+    mixed batch may lack one part), where F.cross_entropy's mean would be NaN."""
+    return F.cross_entropy(logits[rows], labels[rows], reduction="sum") / rows.sum().clamp(min=1)
+
+
 LossFn = Callable[[Batch], Tensor]
 BatchesFn = Callable[[torch.Generator], BatchPlan]
 
@@ -208,20 +226,29 @@ def optimize(
     the counts of an attempt that ends in `DivergenceError`).
     """
     stats = stats if stats is not None else OptimizeStats()
+    ranks = Ranks.current()
     for epoch in range(start_epoch, epochs):
         generator = seeded_generator(seed, epoch)
         torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))  # dropout and the like
         epoch_batches = make_batches(generator)
+        if ranks is not None:
+            epoch_batches = epoch_batches.shared(ranks)
         loss_sum, stepped = torch.zeros(()), 0  # for the epoch's mean loss (stats.epoch_losses)
         for index, batch in enumerate(epoch_batches):
             hooks.check_cancel()
             optimizer.zero_grad(set_to_none=True)
             with autocast(batch.inputs.device):
                 loss = loss_fn(batch)
-            if not torch.isfinite(loss):
+            finite = bool(torch.isfinite(loss))
+            if ranks is None and not finite:
                 stats.skipped_nonfinite += 1
                 continue
-            loss.backward()
+            # Weighted by the rank's share of the batch's rows, the ranks' gradients sum to the batch's. Every rank
+            # runs backward, a non-finite one too: synced BatchNorm's backward is a collective.
+            (loss * batch.share).backward()
+            if ranks is not None and sum_gradients(params, skip=not finite):
+                stats.skipped_nonfinite += 1
+                continue
             if grad_masks:
                 for p in params:
                     if p.grad is not None and id(p) in grad_masks:
@@ -230,7 +257,7 @@ def optimize(
                 torch.nn.utils.clip_grad_norm_(params, grad_clip)
             optimizer.step()
             stats.batches += 1
-            loss_sum, stepped = loss_sum.to(loss.device) + loss.detach().float(), stepped + 1
+            loss_sum, stepped = loss_sum.to(loss.device) + loss.detach().float(), stepped + 1  # rank 0's, when shared
             hooks.report(Progress(phase, (epoch + (index + 1) / len(epoch_batches)) / epochs, epoch + 1, epochs))
         if not all(torch.isfinite(p).all() for p in params):
             raise DivergenceError(f"{phase}: weights became non-finite in epoch {epoch + 1}", epoch)

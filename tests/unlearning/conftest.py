@@ -17,12 +17,16 @@ def digits() -> ImageDataset:
     return load_digits_dataset()
 
 
-@pytest.fixture(scope="session")
-def _trained_cnn(digits: ImageDataset) -> torch.nn.Module:
+def _train_on_digits(digits: ImageDataset) -> torch.nn.Module:
     model = seeded_init("cnn-small", 10, digits.input_shape, seed=0)
     train = Subset(digits.train_inputs, digits.train_labels, torch.arange(len(digits.train_labels)))
     adapter = make_unlearning_data(digits, channels=1, forget_classes=[0]).adapter
     return train_classifier(model, train, adapter, epochs=20, lr=0.05, seed=0).eval()
+
+
+@pytest.fixture(scope="session")
+def _trained_cnn(digits: ImageDataset) -> torch.nn.Module:
+    return _train_on_digits(digits)
 
 
 @pytest.fixture
