@@ -212,7 +212,10 @@ class Training(Body):
     batches: int
     skipped_nonfinite_batches: int
     final_lr: float | None = None
-    device: str | None = None
+    device: str | None = None  # "cuda × 4": data-parallel on 4 devices
+    processes: int | None = None  # that trained the base method and the curve (MCU_DEVICES_PER_JOB)
+    rank_restarts: int | None = None  # data-parallel processes started again after one died
+    resumed_from_epoch: int | None = None  # the checkpoint epoch the last run of the curve training began at
     grid_points_by_worker: dict[str, int] | None = None  # with MCU_GRID_FANOUT: points measured per worker
 
 

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import limits
@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     # A job's grid passes shared with the other workers of the queue (worker/grid.py, docs/scaling.md); off by
     # default: on one worker the helpers' tasks only wait for the job to end.
     grid_fanout: bool = False
+    # Devices one job trains on (worker/data_parallel.py, docs/scaling.md): N torchrun ranks, data-parallel, on the
+    # first N visible GPUs (CPU processes without any); "all": every visible GPU. 1 trains in the worker itself.
+    devices_per_job: Annotated[int, Field(ge=1, le=64)] | Literal["all"] = 1
     requeue_after_seconds: int = Field(default=300, ge=1)  # a queued request is re-sent after this long
     heartbeat_interval_seconds: float = Field(default=10.0, gt=0)  # a running job's "I am alive"
     heartbeat_timeout_seconds: float = Field(default=120.0, gt=0)  # silence after which a job is resumed elsewhere

@@ -59,7 +59,7 @@ def _synced_forward(self: _BatchNorm, x: Tensor) -> Tensor:
     """Train-mode BatchNorm with the batch's mean and variance over every rank's rows (differentiable through the
     all-reduce); eval mode is the module's own."""
     if not self.training:
-        return type(self).__mro__[1].forward(self, x)  # the BatchNorm class this one was made from
+        return super(type(self), self).forward(x)  # the BatchNorm class this one was made from
     channels, dims = x.shape[1], [0, *range(2, x.dim())]
     values = x.float()
     local = torch.cat([values.sum(dims), (values * values).sum(dims), values.new_full((1,), x.numel() / channels)])

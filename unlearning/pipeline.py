@@ -26,6 +26,7 @@ from unlearning.base_methods import MethodContext, run_base_method
 from unlearning.config import MCUConfig, Targets, resolve_config
 from unlearning.curve import BezierCurve, StateDict
 from unlearning.data import UnlearningData, seeded_generator
+from unlearning.distributed import Ranks
 from unlearning.mask import compute_mask
 from unlearning.mcu import Checkpoint, train_control_point
 from unlearning.metrics import EvalSets, PointMetrics, evaluate, mia_efficacy, predict
@@ -226,6 +227,8 @@ class UnlearningJob:
             "rollbacks": stats.rollbacks,
             "epoch_losses": stats.epoch_losses,
             "final_lr": stats.final_lr,
+            "resumed_from_epoch": resume.epoch if resume is not None else 0,
+            "processes": (Ranks.current() or Ranks(0, 1)).world,
         }
         return TrainedCurve(curve, targets, mask.report(), training, timings)
 

@@ -7,11 +7,13 @@ from storage import ObjectNotFound, StorageUnavailable
 from unlearning.config import ConfigError
 from unlearning.data import ForgetSetError
 from unlearning.training import DivergenceError
+from worker.data_parallel import DataParallelError
 
 KNOWN: dict[type, tuple[str, str]] = {
     ConfigError: ("invalid-config", "Invalid configuration"),
     ForgetSetError: ("invalid-forget-set", "Invalid forget set"),
     DivergenceError: ("diverged", "Training diverged; lower lr or beta, or tighten guard.forget_loss_cap"),
+    DataParallelError: ("training-processes-failed", "The job's training processes failed"),
     ObjectNotFound: ("artifact-missing", "A stored artifact is missing"),
     # After the store client's own retries; the request can be submitted again once the store is back.
     StorageUnavailable: ("storage-unavailable", "The object store could not be reached"),

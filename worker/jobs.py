@@ -24,11 +24,12 @@ from domain.lifecycle import WORKER_HELD, State, claim, sources_of, transition
 from models import CurvePoint, DeletionRequest, record_event, utcnow
 from unlearning.architectures import has_batchnorm
 from unlearning.mcu import Checkpoint
-from unlearning.pipeline import CurveResult, materialize_point, run_unlearning
+from unlearning.pipeline import CurveResult, UnlearningJob, materialize_point
 from unlearning.spectrum import target_gap
 from unlearning.training import Cancelled, JobHooks, Progress
 from worker import artifacts, metrics
 from worker.coalescing import restart_without_cancelled, waits_for_members
+from worker.data_parallel import devices_per_job, train_on_ranks
 from worker.errors import problem_for
 from worker.grid import WorkerGridFanout
 from worker.inputs import load_inputs
@@ -80,12 +81,17 @@ def _train_curve(services: Services, request: DeletionRequest, watch: JobWatch) 
             record_event(session, request.id, "resumed_from_checkpoint", State.RUNNING, "worker",
                          {"epoch": resume.epoch})
     fanout = WorkerGridFanout(services, request.id, watch.hooks()) if services.settings.grid_fanout else None
-    result = run_unlearning(
-        inputs.model, inputs.data, request.base_method, request.config, device=services.settings.device,
-        hooks=watch.hooks(), theta_p=load_tensors(theta_p) if theta_p else None, resume=resume,
-        on_theta_p=lambda state: artifacts.save(services, request.id, artifacts.THETA_P, artifacts.tensor_bytes(state)),
-        on_checkpoint=lambda c: artifacts.save(services, request.id, artifacts.CHECKPOINT, c.to_bytes()),
-        grid_fanout=fanout)
+    job = UnlearningJob(inputs.model, inputs.data, request.base_method, request.config,
+                        device=services.settings.device, hooks=watch.hooks(), base_done=theta_p is not None)
+    devices = devices_per_job(services.settings.devices_per_job)
+    if devices > 1:  # torchrun ranks in processes of their own; this process measures the curve they trained
+        trained = train_on_ranks(services, request, job, devices)
+    else:
+        trained = job.train(
+            load_tensors(theta_p) if theta_p else None, resume,
+            on_theta_p=lambda s: artifacts.save(services, request.id, artifacts.THETA_P, artifacts.tensor_bytes(s)),
+            on_checkpoint=lambda c: artifacts.save(services, request.id, artifacts.CHECKPOINT, c.to_bytes()))
+    result = job.measure(trained, fanout)
     if fanout is not None:
         result.training["grid_points_by_worker"] = dict(fanout.measured_by)
     else:  # with a fan-out, stored before the grid for the helpers

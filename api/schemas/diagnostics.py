@@ -47,7 +47,18 @@ class TrainingOut(Out):
     batches: int = Field(description="batches stepped over all epochs")
     skipped_nonfinite_batches: int = Field(description="batches skipped for a non-finite loss")
     final_lr: float | None = Field(default=None, description="the learning rate at the end")
-    device: str | None = Field(default=None, description="where the job trained: cpu, cuda, ...")
+    device: str | None = Field(
+        default=None, description='where the job trained: cpu, cuda, ...; "cuda × 4": data-parallel on 4 devices'
+    )
+    processes: int | None = Field(
+        default=None, description="processes that trained the base method and the curve (MCU_DEVICES_PER_JOB)"
+    )
+    rank_restarts: int | None = Field(
+        default=None, description="times the data-parallel processes were started again after one of them died"
+    )
+    resumed_from_epoch: int | None = Field(
+        default=None, description="the checkpoint's epoch the last run of the curve training began at (0: none)"
+    )
     grid_points_by_worker: dict[str, int] | None = Field(
         default=None, description="with MCU_GRID_FANOUT: the grid points each worker measured, by worker name"
     )
