@@ -58,6 +58,7 @@ MCU = "tests/unlearning/test_mcu.py"
 TRANSFORMS = "tests/unlearning/test_transforms.py"
 MODEL_INPUTS = "tests/api/test_model_inputs.py"
 WORKER_INPUTS = "tests/worker/test_model_inputs.py"
+DISTRIBUTED = "tests/unlearning/test_distributed.py"
 METRICS = "tests/unlearning/test_metrics.py"
 TELEMETRY = "tests/telemetry/test_telemetry.py"
 FAST_VALIDATION = "tests/e2e/test_fast_validation.py"
@@ -1564,6 +1565,42 @@ MUTATIONS = [
         "            metrics = meter(t)",
         "            metrics = meter(min(1.0, t + 0.025))",
         ("tests/e2e/test_grid_fanout.py",),
+    ),
+    # One job on several processes (issue 22): unlearning/distributed.py, worker/data_parallel.py.
+    Mutation(
+        "data parallel: BatchNorm statistics not all-reduced",
+        "unlearning/base_methods.py",
+        "    with batchnorm_synced(working):",
+        "    with batchnorm_synced(nn.Module()):",
+        (DISTRIBUTED + "::test_base_method_on_two_ranks_equals_one_process",),
+    ),
+    Mutation(
+        "data parallel: each rank steps on its own gradients",
+        "unlearning/training.py",
+        "            if ranks is not None and sum_gradients(params, skip=not finite):",
+        "            if ranks is not None and not finite:",
+        (DISTRIBUTED + "::test_base_method_on_two_ranks_equals_one_process",),
+    ),
+    Mutation(
+        "data parallel: a rank's loss not weighted by its share of the batch",
+        "unlearning/training.py",
+        "            (loss * batch.share).backward()",
+        "            loss.backward()",
+        (DISTRIBUTED + "::test_base_method_on_two_ranks_equals_one_process",),
+    ),
+    Mutation(
+        "data parallel: restarted ranks start over instead of resuming",
+        "worker/data_parallel.py",
+        "        resume = Checkpoint.from_bytes(checkpoint) if checkpoint else None",
+        "        resume = None",
+        ("tests/e2e/test_data_parallel.py",),
+    ),
+    Mutation(
+        "data parallel: a cancel waits for the ranks to finish",
+        "worker/data_parallel.py",
+        "    process.send_signal(signal.SIGTERM)\n",
+        "    process.wait()\n",
+        ("tests/e2e/test_data_parallel.py::test_a_cancel_stops_the_ranks",),
     ),
     Mutation(
         "Fides is resumed for a cancelled erasure",

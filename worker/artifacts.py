@@ -7,6 +7,7 @@ when a job starts over on a newer version.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from safetensors.torch import save as save_tensors
@@ -14,6 +15,7 @@ from sqlalchemy import update
 
 from models import DeletionRequest, record_event, utcnow
 from storage import ObjectNotFound
+from unlearning.mcu import Checkpoint
 from worker.services import Services
 
 THETA_P, THETA_C, CHECKPOINT = "theta_p", "theta_c", "checkpoint"
@@ -38,6 +40,16 @@ def load_optional(services: Services, request_id: str, name: str) -> bytes | Non
 
 def save(services: Services, request_id: str, name: str, blob: bytes) -> None:
     services.store.put_at(artifact_key(request_id, name), blob)
+
+
+def theta_p_saver(services: Services, request_id: str) -> Callable[[dict[str, Any]], None]:
+    """A job's `on_theta_p`: θ_p stored once the base method made it."""
+    return lambda state: save(services, request_id, THETA_P, tensor_bytes(state))
+
+
+def checkpoint_saver(services: Services, request_id: str) -> Callable[[Checkpoint], None]:
+    """A job's `on_checkpoint`: the curve's state stored after every epoch."""
+    return lambda checkpoint: save(services, request_id, CHECKPOINT, checkpoint.to_bytes())
 
 
 def delete_artifacts(services: Services, request_id: str) -> None:

@@ -53,11 +53,13 @@ class DataParallelError(RuntimeError):
     """The ranks failed (a rank died more often than torchrun restarts them)."""
 
 
-def devices_per_job(setting: int | str) -> int:
-    """`MCU_DEVICES_PER_JOB` as a number: `all` is every visible GPU (1 without any)."""
+def devices_per_job(setting: int | str, device: str) -> int:
+    """`MCU_DEVICES_PER_JOB` as a number of ranks: `all` is every visible GPU (1 without any); on CUDA at most the
+    visible GPUs (a worker given fewer, e.g. a host's last group, trains on those). CPU ranks: as many as set."""
+    gpus = torch.cuda.device_count() if resolve_device(device).type == "cuda" else 0
     if setting == "all":
-        return max(1, torch.cuda.device_count())
-    return int(setting)
+        return max(1, gpus)
+    return min(int(setting), gpus) if gpus else int(setting)
 
 
 def train_on_ranks(services: Services, request: DeletionRequest, job: UnlearningJob, devices: int) -> TrainedCurve:
@@ -160,11 +162,9 @@ def rank(request_id: str, summary_path: Path) -> None:
         trained = job.train(
             load_tensors(theta_p) if theta_p else None,
             resume,
-            on_theta_p=(lambda s: artifacts.save(services, request_id, artifacts.THETA_P, artifacts.tensor_bytes(s)))
-            if writer else None,
-            on_checkpoint=(lambda c: artifacts.save(services, request_id, artifacts.CHECKPOINT, c.to_bytes()))
-            if writer else None,
-        )  # fmt: skip
+            artifacts.theta_p_saver(services, request_id) if writer else None,
+            artifacts.checkpoint_saver(services, request_id) if writer else None,
+        )
         if writer:
             training = trained.training | {
                 "device": f"{device.type} × {dist.get_world_size()}",

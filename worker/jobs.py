@@ -83,14 +83,12 @@ def _train_curve(services: Services, request: DeletionRequest, watch: JobWatch) 
     fanout = WorkerGridFanout(services, request.id, watch.hooks()) if services.settings.grid_fanout else None
     job = UnlearningJob(inputs.model, inputs.data, request.base_method, request.config,
                         device=services.settings.device, hooks=watch.hooks(), base_done=theta_p is not None)
-    devices = devices_per_job(services.settings.devices_per_job)
+    devices = devices_per_job(services.settings.devices_per_job, services.settings.device)
     if devices > 1:  # torchrun ranks in processes of their own; this process measures the curve they trained
         trained = train_on_ranks(services, request, job, devices)
     else:
-        trained = job.train(
-            load_tensors(theta_p) if theta_p else None, resume,
-            on_theta_p=lambda s: artifacts.save(services, request.id, artifacts.THETA_P, artifacts.tensor_bytes(s)),
-            on_checkpoint=lambda c: artifacts.save(services, request.id, artifacts.CHECKPOINT, c.to_bytes()))
+        savers = artifacts.theta_p_saver(services, request.id), artifacts.checkpoint_saver(services, request.id)
+        trained = job.train(load_tensors(theta_p) if theta_p else None, resume, *savers)
     result = job.measure(trained, fanout)
     if fanout is not None:
         result.training["grid_points_by_worker"] = dict(fanout.measured_by)
