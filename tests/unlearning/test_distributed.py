@@ -49,7 +49,11 @@ def _model(state: dict[str, torch.Tensor]) -> torch.nn.Module:
 
 def _rank(rank: int, port: int, fn: Any, args: tuple[Any, ...]) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=RANKS)
+    cuda = "cuda" in args
+    if cuda:
+        torch.cuda.set_device(rank)
+    backend = "nccl" if cuda else "gloo"
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=RANKS)
     try:
         fn(*args)
     finally:
@@ -64,12 +68,16 @@ def is_writer() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
-def fine_tune(original: Path, out: Path) -> None:
-    """θ_p of `ft` (one mean of CE over retain batches) from θ_o, BatchNorm in train mode."""
+def fine_tune(original: Path, out: Path, device: str = "cpu") -> None:
+    """θ_p of `ft` (one mean of CE over retain batches) from θ_o, BatchNorm in train mode; on CUDA each rank
+    on its own GPU."""
+    if device == "cuda":
+        device = f"cuda:{dist.get_rank() if dist.is_initialized() else 0}"
     config = resolve_config({"base": {"epochs": 2, "batch_size": FT_BATCH}}, "ft").base
-    model = run_base_method("ft", _model(load_file(original)), _data(), config, MethodContext(0, JobHooks()))
+    model, data = _model(load_file(original)).to(device), _data().batches_on(torch.device(device))
+    model = run_base_method("ft", model, data, config, MethodContext(0, JobHooks()))
     if is_writer():
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out)
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, out)
 
 
 def train_and_measure(original: Path, theta_p: Path, out: Path, resume: Path | None, keep_at: Path | None) -> None:
@@ -110,6 +118,16 @@ def test_base_method_on_two_ranks_equals_one_process(theta_o: Path, tmp_path: Pa
     assert moved > 0.05  # training moved the weights: the comparison below means something
     for name in one:
         torch.testing.assert_close(two[name], one[name], atol=2e-4, rtol=1e-3, msg=name)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < RANKS, reason="needs 2 CUDA devices (bench/gpu_check.sh runs it)")
+def test_base_method_on_two_cuda_ranks_equals_one_cuda_process(theta_o: Path, tmp_path: Path) -> None:
+    """The same on nccl, a GPU per rank (bf16 autocast: a looser tolerance)."""
+    fine_tune(theta_o, tmp_path / "one.safetensors", "cuda")
+    on_ranks(fine_tune, theta_o, tmp_path / "two.safetensors", "cuda")
+    one, two = load_file(tmp_path / "one.safetensors"), load_file(tmp_path / "two.safetensors")
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], atol=2e-2, rtol=2e-2, msg=name)
 
 
 def _within_two_standard_errors(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
