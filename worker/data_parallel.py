@@ -50,7 +50,12 @@ STOP_GRACE_SECONDS = 30
 
 
 class DataParallelError(RuntimeError):
-    """The ranks failed (a rank died more often than torchrun restarts them)."""
+    """The ranks failed. With `problem`: rank 0's own error, one a retry would not change (a diverged curve, an
+    invalid config: worker/errors.py), stored as it is; without: they died more often than they are restarted."""
+
+    def __init__(self, message: str, problem: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.problem = problem
 
 
 def devices_per_job(setting: int | str, device: str) -> int:
@@ -72,6 +77,9 @@ def train_on_ranks(services: Services, request: DeletionRequest, job: Unlearning
             returncode = _run_ranks(request.id, job.hooks, devices, summary_path, attempt)
             if returncode == 0:
                 break
+            failed = json.loads(summary_path.read_text()).get("problem") if summary_path.exists() else None
+            if failed is not None:
+                raise DataParallelError(failed["detail"], failed)
             log.warning("the ranks of %s failed (torchrun exited with %s); attempt %d of %d", request.id,
                         returncode, attempt + 1, RESTARTS + 1)  # fmt: skip
         else:
@@ -172,6 +180,13 @@ def rank(request_id: str, summary_path: Path) -> None:
             }
             summary_path.write_text(json.dumps({"targets": asdict(trained.targets), "mask": trained.mask,
                                                 "training": training, "timings": trained.timings}))  # fmt: skip
+    except Exception as error:
+        from worker.errors import known_problem
+
+        problem = known_problem(error)
+        if problem is not None and dist.get_rank() == 0:  # not retried: the task fails the request with it
+            summary_path.write_text(json.dumps({"problem": problem}))
+        raise
     finally:
         dist.destroy_process_group()
 

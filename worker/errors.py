@@ -20,10 +20,20 @@ KNOWN: dict[type, tuple[str, str]] = {
 }
 
 
-def problem_for(error: Exception) -> dict[str, str]:
+def known_problem(error: Exception) -> dict[str, str] | None:
+    """The problem of an error this module names a cause for; None for any other."""
+    if isinstance(error, DataParallelError) and error.problem is not None:
+        return error.problem  # a rank's own known problem
     for kind, (slug, title) in KNOWN.items():
         if isinstance(error, kind):
             return {"type": problem_type(slug), "title": title, "detail": str(error)}
+    return None
+
+
+def problem_for(error: Exception) -> dict[str, str]:
+    known = known_problem(error)
+    if known is not None:
+        return known
     return {
         "type": problem_type("job-failed"),
         "title": "Unlearning job failed",

@@ -1,4 +1,4 @@
-"""MCU_DEVICES_PER_JOB as a number of ranks (worker/data_parallel.py): CPU ranks as set, `all` = the visible GPUs."""
+"""MCU_DEVICES_PER_JOB as a number of ranks and the problems of failed ranks (worker/data_parallel.py)."""
 
 import pytest
 import torch
@@ -32,3 +32,14 @@ def test_the_setting_reads_a_number_or_all(monkeypatch: pytest.MonkeyPatch) -> N
     assert Settings().devices_per_job == 4
     monkeypatch.setenv("MCU_DEVICES_PER_JOB", "all")
     assert Settings().devices_per_job == "all"
+
+
+def test_a_ranks_own_problem_is_the_requests_and_a_death_is_training_processes_failed() -> None:
+    from unlearning.training import DivergenceError
+    from worker.data_parallel import DataParallelError
+    from worker.errors import problem_for
+
+    diverged = problem_for(DivergenceError("curve training diverged"))
+    assert problem_for(DataParallelError("curve training diverged", diverged)) == diverged
+    died = problem_for(DataParallelError("failed 3 times"))
+    assert died["type"].endswith("/training-processes-failed") and died["detail"] == "failed 3 times"
