@@ -167,7 +167,7 @@ class TrainedCurve:
 class UnlearningJob:
     """One MCU job, set up once: θ_o prepared on `device`, the data's batches there, the evaluation rows drawn and
     the progress planned. `train` then `measure` is `run_unlearning`; a data-parallel job trains in other processes
-    (worker/rank.py) and its caller rebuilds the trained curve (`trained_from`) to measure it."""
+    (worker/data_parallel.py) and its caller rebuilds the trained curve (`trained_from`) to measure it."""
 
     def __init__(
         self,
@@ -217,7 +217,7 @@ class UnlearningJob:
         timings["base"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        curve = self._curve({k: v.to(self.device) for k, v in theta_p.items()})
+        curve = self._curve(theta_p)
         stats = train_control_point(curve, data, mask, cfg, targets, hooks, resume, on_checkpoint)
         timings["curve"] = time.perf_counter() - started
         training = {
@@ -229,33 +229,25 @@ class UnlearningJob:
             "final_lr": stats.final_lr,
             "resumed_from_epoch": resume.epoch if resume is not None else 0,
             "processes": (Ranks.current() or Ranks(0, 1)).world,
+            "device": str(self.device),
         }
         return TrainedCurve(curve, targets, mask.report(), training, timings)
 
     def trained_from(self, theta_p: StateDict, theta_c: StateDict, summary: dict[str, Any]) -> TrainedCurve:
         """A curve trained elsewhere: its stored θ_p and θ_c, and the `summary` (`TrainedCurve` fields but the
         curve, as JSON) its trainer wrote."""
-        on_device = {
-            name: {k: v.to(self.device) for k, v in tensors.items()}
-            for name, tensors in (("theta_p", theta_p), ("theta_c", theta_c))
-        }
-        curve = self._curve(on_device["theta_p"], on_device["theta_c"])
+        curve = self._curve(theta_p, theta_c)
         targets = Targets(**summary["targets"])
         return TrainedCurve(curve, targets, summary["mask"], summary["training"], summary["timings"])
 
     def _curve(self, theta_p: StateDict, theta_c: StateDict | None = None) -> BezierCurve:
+        """From θ_o to `theta_p` (through `theta_c`), on the job's device; BezierCurve copies them into place."""
         return BezierCurve(self.original, self.original.state_dict(), theta_p, theta_c)
 
     def measure(self, trained: TrainedCurve, grid_fanout: GridFanout | None = None) -> CurveResult:
         """The grid (coarse to fine; shared with other processes by `grid_fanout`) and the recommended point."""
-        cfg, data, sets, hooks, curve, targets = (
-            self.cfg,
-            self.data,
-            self.sets,
-            self.hooks,
-            trained.curve,
-            trained.targets,
-        )
+        cfg, data, sets, hooks = self.cfg, self.data, self.sets, self.hooks
+        curve, targets = trained.curve, trained.targets
         timings = dict(trained.timings)
         started = time.perf_counter()
         rejected: list[PointMetrics] = []
@@ -315,7 +307,6 @@ class UnlearningJob:
                     "test": len(sets.test),
                     "bn": len(sets.bn),
                 },
-                "device": trained.training.get("device", str(self.device)),
             },
             base_method=self.base_method,
             curve=curve,

@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from sqlalchemy import update
 
+from domain.lifecycle import State
 from models import DeletionRequest, record_event, utcnow
 from storage import ObjectNotFound
 from unlearning.mcu import Checkpoint
@@ -40,6 +42,22 @@ def load_optional(services: Services, request_id: str, name: str) -> bytes | Non
 
 def save(services: Services, request_id: str, name: str, blob: bytes) -> None:
     services.store.put_at(artifact_key(request_id, name), blob)
+
+
+def stored_training(
+    services: Services, request_id: str, *, record: bool = True
+) -> tuple[dict[str, Any] | None, Checkpoint | None]:
+    """The request's stored θ_p and last checkpoint, which a job resumes from; a resume is an event, `record`ed by
+    the one process that speaks for the job."""
+    theta_p = load_optional(services, request_id, THETA_P)
+    checkpoint = load_optional(services, request_id, CHECKPOINT)
+    resume = Checkpoint.from_bytes(checkpoint) if checkpoint else None
+    if resume is not None and record:
+        with services.factory() as session, session.begin():
+            record_event(
+                session, request_id, "resumed_from_checkpoint", State.RUNNING, "worker", {"epoch": resume.epoch}
+            )
+    return (load_tensors(theta_p) if theta_p else None), resume
 
 
 def theta_p_saver(services: Services, request_id: str) -> Callable[[dict[str, Any]], None]:

@@ -5,8 +5,9 @@
 Celery's prefork child cannot start ranks itself (a daemonic process may not have children, and DataLoader
 processes fail there), so it starts torchrun in a subprocess and waits. Every rank loads the job's inputs,
 its stored θ_p and checkpoint, and trains (`UnlearningJob.train`; data-parallel per unlearning/distributed.py);
-rank 0 alone stores θ_p and the per-epoch checkpoints, prints progress lines and writes the summary. The task
-keeps the heartbeat, relays progress, stops the ranks on a cancel, and then measures the curve itself.
+rank 0 alone stores θ_p and the per-epoch checkpoints, prints progress lines, and leaves the trained θ_p, θ_c and
+a summary in a folder of the task's. The task keeps the heartbeat, relays progress, stops the ranks on a cancel,
+and then measures the curve itself.
 
 A rank that dies ends the torchrun; the task starts the ranks again (`RESTARTS` times), resuming from the last
 checkpoint; after that the attempt fails with `DataParallelError` (a `failed` request). Each process exits when
@@ -28,23 +29,27 @@ import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
-from safetensors.torch import load as load_tensors
+from safetensors.torch import load_file, save_file
 
+import telemetry
 from models import DeletionRequest
-from unlearning.mcu import Checkpoint
+from settings import get_settings
 from unlearning.pipeline import TrainedCurve, UnlearningJob
 from unlearning.training import JobHooks, Progress, resolve_device
 from worker import artifacts
 from worker.control_process import exit_with_parent
-from worker.services import Services
+from worker.inputs import load_inputs
+from worker.services import connect
 
 log = logging.getLogger(__name__)
 RESTARTS = 2  # after a rank dies, every rank is started again from the last checkpoint, this many times
 RESTART_ENV = "MCU_RANKS_RESTART"
 PROGRESS_LINE = "mcu-progress "
+SUMMARY, THETA_P_FILE, THETA_C_FILE = "summary.json", "theta_p.safetensors", "theta_c.safetensors"
 POLL_SECONDS = 0.2
 STOP_GRACE_SECONDS = 30
 
@@ -67,37 +72,35 @@ def devices_per_job(setting: int | str, device: str) -> int:
     return min(int(setting), gpus) if gpus else int(setting)
 
 
-def train_on_ranks(services: Services, request: DeletionRequest, job: UnlearningJob, devices: int) -> TrainedCurve:
-    """Train the request's curve on `devices` ranks and rebuild it here (θ_p and the last checkpoint from the
-    store, the summary rank 0 wrote); `job.hooks` gets the ranks' progress and is asked about cancelling. Ranks
-    that fail are started again, from the last checkpoint, up to `RESTARTS` times."""
+def train_on_ranks(request_id: str, job: UnlearningJob, devices: int) -> TrainedCurve:
+    """Train the request's curve on `devices` ranks and rebuild it here from what rank 0 leaves in a folder of this
+    host (`_hand_over`); `job.hooks` gets the ranks' progress and is asked about cancelling. Ranks that fail are
+    started again, from the last checkpoint, up to `RESTARTS` times."""
     with tempfile.TemporaryDirectory(prefix="mcu-ranks-") as tmp:
-        summary_path = Path(tmp) / "summary.json"
+        out = Path(tmp)
         for attempt in range(RESTARTS + 1):
-            returncode = _run_ranks(request.id, job.hooks, devices, summary_path, attempt)
+            returncode = _run_ranks(request_id, job.hooks, devices, out, attempt)
             if returncode == 0:
                 break
-            failed = json.loads(summary_path.read_text()).get("problem") if summary_path.exists() else None
+            failed = json.loads((out / SUMMARY).read_text()).get("problem") if (out / SUMMARY).exists() else None
             if failed is not None:
                 raise DataParallelError(failed["detail"], failed)
-            log.warning("the ranks of %s failed (torchrun exited with %s); attempt %d of %d", request.id,
+            log.warning("the ranks of %s failed (torchrun exited with %s); attempt %d of %d", request_id,
                         returncode, attempt + 1, RESTARTS + 1)  # fmt: skip
         else:
             raise DataParallelError(
                 f"data-parallel training on {devices} devices failed {RESTARTS + 1} times, each resumed from the last "
                 "checkpoint (the worker's log has each rank's error)"
             )
-        summary = json.loads(summary_path.read_text())
-    theta_p = load_tensors(services.store.get_bytes(artifacts.artifact_key(request.id, artifacts.THETA_P)))
-    checkpoint = services.store.get_bytes(artifacts.artifact_key(request.id, artifacts.CHECKPOINT))
-    return job.trained_from(theta_p, Checkpoint.from_bytes(checkpoint).control, summary)
+        summary = json.loads((out / SUMMARY).read_text())
+        return job.trained_from(load_file(out / THETA_P_FILE), load_file(out / THETA_C_FILE), summary)
 
 
-def _run_ranks(request_id: str, hooks: JobHooks, devices: int, summary_path: Path, attempt: int) -> int:
+def _run_ranks(request_id: str, hooks: JobHooks, devices: int, out: Path, attempt: int) -> int:
     """One torchrun (a fresh rendezvous: its own restarts hung after a rank's death); its exit status."""
     launcher = [sys.executable, "-m", "worker.data_parallel", "launch", str(os.getpid()),
                 "--standalone", f"--nproc-per-node={devices}", "--max-restarts=0",
-                "-m", "worker.data_parallel", "rank", request_id, str(summary_path)]  # fmt: skip
+                "-m", "worker.data_parallel", "rank", request_id, str(out)]  # fmt: skip
     env = os.environ | {RESTART_ENV: str(attempt)}
     process = subprocess.Popen(launcher, stdout=subprocess.PIPE, text=True, start_new_session=True, env=env)
     progress: queue.Queue[Progress] = queue.Queue()
@@ -138,13 +141,8 @@ def launch(parent_pid: int, torchrun_args: list[str]) -> None:
     torchrun(torchrun_args)
 
 
-def rank(request_id: str, summary_path: Path) -> None:
-    """One rank: train the request's curve with the others; rank 0 stores, reports and summarises."""
-    import telemetry
-    from settings import get_settings
-    from worker.inputs import load_inputs
-    from worker.services import connect
-
+def rank(request_id: str, out: Path) -> None:
+    """One rank: train the request's curve with the others; rank 0 stores, reports and hands the result over."""
     exit_with_parent(os.getppid())  # torchrun
     settings = get_settings()
     telemetry.configure("mcu-worker", settings)
@@ -160,35 +158,39 @@ def rank(request_id: str, summary_path: Path) -> None:
             request = session.get(DeletionRequest, request_id)
         assert request is not None
         inputs = load_inputs(services, request)
-        theta_p = artifacts.load_optional(services, request_id, artifacts.THETA_P)
-        checkpoint = artifacts.load_optional(services, request_id, artifacts.CHECKPOINT)
         writer = dist.get_rank() == 0
+        theta_p, resume = artifacts.stored_training(services, request_id, record=writer)
         job = UnlearningJob(inputs.model, inputs.data, request.base_method, request.config, device=device,
                             hooks=JobHooks(on_progress=_ProgressLines() if writer else None),
                             base_done=theta_p is not None)  # fmt: skip
-        resume = Checkpoint.from_bytes(checkpoint) if checkpoint else None
         trained = job.train(
-            load_tensors(theta_p) if theta_p else None,
+            theta_p,
             resume,
             artifacts.theta_p_saver(services, request_id) if writer else None,
             artifacts.checkpoint_saver(services, request_id) if writer else None,
         )
         if writer:
-            training = trained.training | {
-                "device": f"{device.type} × {dist.get_world_size()}",
-                "rank_restarts": int(os.environ.get(RESTART_ENV, "0")),
-            }
-            summary_path.write_text(json.dumps({"targets": asdict(trained.targets), "mask": trained.mask,
-                                                "training": training, "timings": trained.timings}))  # fmt: skip
+            _hand_over(trained, out, {"device": f"{device.type} × {dist.get_world_size()}",
+                                      "rank_restarts": int(os.environ.get(RESTART_ENV, "0"))})  # fmt: skip
     except Exception as error:
-        from worker.errors import known_problem
+        from worker.errors import known_problem  # worker.errors imports this module
 
         problem = known_problem(error)
         if problem is not None and dist.get_rank() == 0:  # not retried: the task fails the request with it
-            summary_path.write_text(json.dumps({"problem": problem}))
+            (out / SUMMARY).write_text(json.dumps({"problem": problem}))
         raise
     finally:
         dist.destroy_process_group()
+
+
+def _hand_over(trained: TrainedCurve, out: Path, training: dict[str, Any]) -> None:
+    """The trained curve's θ_p and θ_c (the parameters a curve is made of) and its summary, for the task on this
+    host: no second download of what rank 0 holds."""
+    save_file({n: v.detach().cpu().contiguous() for n, v in trained.curve.end.items()}, out / THETA_P_FILE)
+    save_file({n: v.detach().cpu().contiguous() for n, v in trained.curve.control.items()}, out / THETA_C_FILE)
+    summary = {"targets": asdict(trained.targets), "mask": trained.mask, "timings": trained.timings,
+               "training": trained.training | training}  # fmt: skip
+    (out / SUMMARY).write_text(json.dumps(summary))
 
 
 class _ProgressLines:

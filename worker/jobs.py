@@ -23,7 +23,6 @@ from domain.erasure import METRICS, Judgement, auto_choice, judge, power
 from domain.lifecycle import WORKER_HELD, State, claim, sources_of, transition
 from models import CurvePoint, DeletionRequest, record_event, utcnow
 from unlearning.architectures import has_batchnorm
-from unlearning.mcu import Checkpoint
 from unlearning.pipeline import CurveResult, UnlearningJob, materialize_point
 from unlearning.spectrum import target_gap
 from unlearning.training import Cancelled, JobHooks, Progress
@@ -73,28 +72,22 @@ def run_request(services: Services, request_id: str) -> None:
 def _train_curve(services: Services, request: DeletionRequest, watch: JobWatch) -> CurveResult:
     """Base method, mask and curve, resuming from stored θ_p and checkpoint; θ_c is stored at the end."""
     inputs = load_inputs(services, request)
-    theta_p = artifacts.load_optional(services, request.id, artifacts.THETA_P)
-    checkpoint = artifacts.load_optional(services, request.id, artifacts.CHECKPOINT)
-    resume = Checkpoint.from_bytes(checkpoint) if checkpoint else None
-    if resume is not None:
-        with services.factory() as session, session.begin():
-            record_event(session, request.id, "resumed_from_checkpoint", State.RUNNING, "worker",
-                         {"epoch": resume.epoch})
+    base_done = services.store.exists(artifacts.artifact_key(request.id, artifacts.THETA_P))
     fanout = WorkerGridFanout(services, request.id, watch.hooks()) if services.settings.grid_fanout else None
     job = UnlearningJob(inputs.model, inputs.data, request.base_method, request.config,
-                        device=services.settings.device, hooks=watch.hooks(), base_done=theta_p is not None)
+                        device=services.settings.device, hooks=watch.hooks(), base_done=base_done)
     devices = devices_per_job(services.settings.devices_per_job, services.settings.device)
     if devices > 1:  # torchrun ranks in processes of their own; this process measures the curve they trained
-        trained = train_on_ranks(services, request, job, devices)
+        trained = train_on_ranks(request.id, job, devices)
     else:
         savers = artifacts.theta_p_saver(services, request.id), artifacts.checkpoint_saver(services, request.id)
-        trained = job.train(load_tensors(theta_p) if theta_p else None, resume, *savers)
+        trained = job.train(*artifacts.stored_training(services, request.id), *savers)
     result = job.measure(trained, fanout)
     if fanout is not None:
         result.training["grid_points_by_worker"] = dict(fanout.measured_by)
     else:  # with a fan-out, stored before the grid for the helpers
         artifacts.save(services, request.id, artifacts.THETA_C, artifacts.tensor_bytes(result.curve.control))
-    metrics.observe_curve(services, request, result.timings, resumed=theta_p is not None)
+    metrics.observe_curve(services, request, result.timings, resumed=base_done)
     return result
 
 

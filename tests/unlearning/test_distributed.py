@@ -47,12 +47,10 @@ def _model(state: dict[str, torch.Tensor]) -> torch.nn.Module:
     return model
 
 
-def _rank(rank: int, port: int, fn: Any, args: tuple[Any, ...]) -> None:
+def _rank(rank: int, port: int, backend: str, fn: Any, args: tuple[Any, ...]) -> None:
     torch.set_num_threads(1)
-    cuda = "cuda" in args
-    if cuda:
+    if backend == "nccl":
         torch.cuda.set_device(rank)
-    backend = "nccl" if cuda else "gloo"
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=RANKS)
     try:
         fn(*args)
@@ -60,8 +58,8 @@ def _rank(rank: int, port: int, fn: Any, args: tuple[Any, ...]) -> None:
         dist.destroy_process_group()
 
 
-def on_ranks(fn: Any, *args: Any) -> None:
-    mp.spawn(_rank, (free_port(), fn, args), nprocs=RANKS)
+def on_ranks(fn: Any, *args: Any, backend: str = "gloo") -> None:
+    mp.spawn(_rank, (free_port(), backend, fn, args), nprocs=RANKS)
 
 
 def is_writer() -> bool:
@@ -124,7 +122,7 @@ def test_base_method_on_two_ranks_equals_one_process(theta_o: Path, tmp_path: Pa
 def test_base_method_on_two_cuda_ranks_equals_one_cuda_process(theta_o: Path, tmp_path: Path) -> None:
     """The same on nccl, a GPU per rank (bf16 autocast: a looser tolerance)."""
     fine_tune(theta_o, tmp_path / "one.safetensors", "cuda")
-    on_ranks(fine_tune, theta_o, tmp_path / "two.safetensors", "cuda")
+    on_ranks(fine_tune, theta_o, tmp_path / "two.safetensors", "cuda", backend="nccl")
     one, two = load_file(tmp_path / "one.safetensors"), load_file(tmp_path / "two.safetensors")
     for name in one:
         torch.testing.assert_close(two[name], one[name], atol=2e-2, rtol=2e-2, msg=name)
