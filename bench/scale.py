@@ -12,7 +12,8 @@ one torch thread per process. Data: the first `--rows` Fashion-MNIST train image
   one with 2 (two gloo ranks on the two cores), one worker running at a time, alternating which goes first; the
   figure is the job's `curve` timing per epoch (rank 0's, from `GET /v1/deletion-requests/{id}` `timings`).
 - grid: the same request (1 curve epoch, `--grid` points in one pass) with one worker running and with a second
-  worker started for it (MCU_GRID_FANOUT=true), alternating; the figure is the job's `evaluate` phase.
+  worker started for it (MCU_GRID_FANOUT=true), alternating; the figure is the job's `evaluate` phase: the grid, then
+  the recommended point on every row (in one part per worker that measured the grid).
 
 Last line: `scale: curve_2p_over_1p=<median ratio> grid_2w_over_1w=<median ratio> ...`.
 """
@@ -61,6 +62,7 @@ def one_job(client: Client, model_id: str, rows: int, config: dict[str, Any]) ->
         "evaluate_s": round(detail.timings.evaluate, 2),
         "processes": detail.training.processes,
         "points_by_worker": detail.training.grid_points_by_worker,
+        "parts_by_worker": detail.training.recommended_point_parts_by_worker,
     }
 
 
@@ -119,6 +121,7 @@ def main() -> None:
     parser.add_argument("--grid", type=int, default=21, help="grid points, in one pass")
     parser.add_argument("--curve-epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--only", choices=("curve", "grid"), help="measure one of the two (its ratio alone)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
@@ -148,8 +151,8 @@ def main() -> None:
                 assert client.wait_model(model.id, timeout=1800).state == "ready"
             finally:
                 stop(registrar)
-            curve = curve_runs(env, root, client, model.id, args)
-            grid = grid_runs(env, root, client, model.id, args)
+            curve = curve_runs(env, root, client, model.id, args) if args.only != "grid" else []
+            grid = grid_runs(env, root, client, model.id, args) if args.only != "curve" else []
         finally:
             stop(api)
 
@@ -159,10 +162,8 @@ def main() -> None:
     print(markdown_table(["repeat", "processes", "curve s per epoch"],
                          [[r["repeat"], r["processes"], r["curve_epoch_s"]] for r in curve]))  # fmt: skip
     print(f"\n## One job's grid ({args.grid} points) on 1 and 2 workers\n")
-    rows = [
-        [r["repeat"], r["workers"], r["evaluate_s"], r["points_by_worker"] and len(r["points_by_worker"])] for r in grid
-    ]
-    print(markdown_table(["repeat", "workers", "evaluate s", "workers that measured"], rows))
+    rows = [[r["repeat"], r["workers"], r["evaluate_s"], r["points_by_worker"], r["parts_by_worker"]] for r in grid]
+    print(markdown_table(["repeat", "workers", "evaluate s", "points by worker", "recommended point's parts"], rows))
     result = {
         "machine": machine_info(),
         "args": vars(args) | {"json": None},
@@ -172,9 +173,10 @@ def main() -> None:
         "grid_ratios": grid_ratios,
     }
     write_json(args.json, result)
+    figures = [f"{name}={statistics.median(values):.3f}" for name, values in
+               (("curve_2p_over_1p", curve_ratios), ("grid_2w_over_1w", grid_ratios)) if values]  # fmt: skip
     print(
-        f"scale: curve_2p_over_1p={statistics.median(curve_ratios):.3f} "
-        f"grid_2w_over_1w={statistics.median(grid_ratios):.3f} curve_ratios={','.join(map(str, curve_ratios))} "
+        f"scale: {' '.join(figures)} curve_ratios={','.join(map(str, curve_ratios))} "
         f"grid_ratios={','.join(map(str, grid_ratios))} rows={args.rows} grid={args.grid}"
     )
 

@@ -1,4 +1,5 @@
-"""Base-method defaults: a small lr × epochs grid on digits and MNIST-5k, random and class-wise forgetting.
+"""Base-method defaults: a small lr × epochs grid (× a method's own key setting, e.g. SCRUB's max_epochs) on digits
+and MNIST-5k, random and class-wise forgetting.
 
     python -m bench.tune --seed-list 3 --json docs/results/tune.json
 
@@ -31,6 +32,8 @@ GRID = {
     "neggrad_plus": {"lr": (0.01, 0.05), "epochs": (3, 5)},
     "rl": {"lr": (0.013, 0.03), "epochs": (2, 5, 10)},
     "salun": {"lr": (0.013, 0.03), "epochs": (2, 5, 10)},
+    "l1_sparse": {"lr": (0.01, 0.05, 0.1, 0.2), "epochs": (5, 10, 15)},
+    "scrub": {"lr": (0.0005, 0.001, 0.002), "epochs": (5, 10), "max_epochs": (2, 4)},
 }
 CELLS = (("digits", "random"), ("digits", "classwise"), ("mnist5k", "random"), ("mnist5k", "classwise"))
 RA_FLOOR = 0.9
@@ -45,7 +48,7 @@ def main() -> None:
     torch.set_num_threads(1)
     seeds = [int(s) for s in args.seed_list.split(",")]
     methods = args.methods.split(",")
-    results: dict[tuple[str, float, int], dict[str, Any]] = {}
+    results: dict[tuple[str, tuple[tuple[str, Any], ...]], dict[str, Any]] = {}
     for (name, scenario), seed in itertools.product(CELLS, seeds):
         dataset = load_dataset(name)
         original = original_model(name, dataset, seed)
@@ -56,11 +59,12 @@ def main() -> None:
             run_base_method("retrain", original, data, resolve_config(None, "retrain").base, context), sets, data
         )
         for method in methods:
-            for lr, epochs in itertools.product(GRID[method]["lr"], GRID[method]["epochs"]):
-                config = resolve_config({"base": {"lr": lr, "epochs": epochs}}, method).base
+            for values in itertools.product(*GRID[method].values()):
+                settings = dict(zip(GRID[method], values, strict=True))
+                config = resolve_config({"base": settings}, method).base
                 started = time.perf_counter()
                 metrics = measured(run_base_method(method, original, data, config, context), sets, data)
-                entry = results.setdefault((method, lr, epochs), {"gaps": {}, "ra": {}, "seconds": 0.0})
+                entry = results.setdefault((method, tuple(settings.items())), {"gaps": {}, "ra": {}, "seconds": 0.0})
                 cell = f"{name}-{scenario}"
                 entry["gaps"].setdefault(cell, []).append(100 * avg_gap(metrics, reference))
                 entry["ra"].setdefault(cell, []).append(metrics.retain_accuracy)
@@ -68,15 +72,14 @@ def main() -> None:
         print(f"{name} {scenario} seed {seed} done", flush=True)
 
     rows, chosen = [], {}
-    for (method, lr, epochs), entry in results.items():
+    for (method, settings), entry in results.items():
         gaps = {cell: sum(v) / len(v) for cell, v in entry["gaps"].items()}
         min_ra = min(min(v) for v in entry["ra"].values())
         mean_gap = sum(gaps.values()) / len(gaps)
         rows.append(
             {
                 "method": method,
-                "lr": lr,
-                "epochs": epochs,
+                "settings": dict(settings),
                 "gaps": gaps,
                 "mean_gap": mean_gap,
                 "min_ra": min_ra,
@@ -90,8 +93,9 @@ def main() -> None:
     table = [
         [
             r["method"],
-            r["lr"],
-            r["epochs"],
+            r["settings"]["lr"],
+            r["settings"]["epochs"],
+            ", ".join(f"{k} {v}" for k, v in r["settings"].items() if k not in ("lr", "epochs")),
             *(f"{r['gaps'].get(c, float('nan')):.2f}" for c in cells),
             f"{r['mean_gap']:.2f}",
             f"{100 * r['min_ra']:.1f}",
@@ -101,13 +105,13 @@ def main() -> None:
         for r in rows
     ]
     print(f"\nAvg. Gap to retrain (points), seeds {seeds}; min RA in percent over the cells\n")
-    print(markdown_table(["method", "lr", "epochs", *cells, "mean gap", "min RA", "s", ""], table))
+    print(markdown_table(["method", "lr", "epochs", "other", *cells, "mean gap", "min RA", "s", ""], table))
     write_json(
         args.json,
         {
             "seeds": seeds,
             "rows": rows,
-            "chosen": {m: {"lr": r["lr"], "epochs": r["epochs"]} for m, r in chosen.items()},
+            "chosen": {m: r["settings"] for m, r in chosen.items()},
         },
     )
 

@@ -217,6 +217,7 @@ class Training(Body):
     rank_restarts: int | None = None  # data-parallel processes started again after one died
     resumed_from_epoch: int | None = None  # the checkpoint epoch the last run of the curve training began at
     grid_points_by_worker: dict[str, int] | None = None  # with MCU_GRID_FANOUT: points measured per worker
+    recommended_point_parts_by_worker: dict[str, int] | None = None  # with MCU_GRID_FANOUT: full-set parts per worker
 
 
 class DeletionRequestDetail(DeletionRequest):

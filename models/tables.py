@@ -250,13 +250,16 @@ class CurvePoint(Base):
 
 
 class GridPoint(Base):
-    """A grid point of a running job's pass, shared with other workers (worker/grid.py): queued → running →
-    succeeded (metrics) | failed (non-finite: rejected). Deleted once the pass is merged. Aggregates only."""
+    """A grid point of a running job's pass, or a part of a point measured on every row (`parts` > 0), shared with
+    other workers (worker/grid.py): queued → running → succeeded (metrics, or a part's counts) | failed
+    (non-finite: rejected). Deleted once the pass is merged. Aggregates only."""
 
     __tablename__ = "grid_points"
 
     request_id: Mapped[str] = mapped_column(ForeignKey("deletion_requests.id", ondelete="CASCADE"), primary_key=True)
     t: Mapped[float] = mapped_column(Float, primary_key=True)
+    part: Mapped[int] = mapped_column(Integer, primary_key=True, default=0)
+    parts: Mapped[int] = mapped_column(Integer, default=0)  # 0: a grid point on the sampled rows
     curve_sha256: Mapped[str] = mapped_column(String(64))  # the stored θ_c the point is measured on
     state: Mapped[str] = mapped_column(String(20))
     claimed_at: Mapped[datetime | None] = mapped_column()

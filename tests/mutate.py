@@ -59,6 +59,7 @@ TRANSFORMS = "tests/unlearning/test_transforms.py"
 MODEL_INPUTS = "tests/api/test_model_inputs.py"
 WORKER_INPUTS = "tests/worker/test_model_inputs.py"
 DISTRIBUTED = "tests/unlearning/test_distributed.py"
+BASE_METHODS_TESTS = "tests/unlearning/test_base_methods.py"
 METRICS = "tests/unlearning/test_metrics.py"
 TELEMETRY = "tests/telemetry/test_telemetry.py"
 FAST_VALIDATION = "tests/e2e/test_fast_validation.py"
@@ -159,8 +160,8 @@ MUTATIONS = [
     Mutation(
         "MIA efficacy measured on retain rows, not forget rows",
         "unlearning/metrics.py",
-        '"mia_efficacy": mia_efficacy(members, nonmembers, forget_conf)',
-        '"mia_efficacy": mia_efficacy(members, nonmembers, retain_conf)',
+        "        called_nonmember(members, nonmembers, forget_conf),",
+        "        called_nonmember(members, nonmembers, retain_conf),",
         ("tests/unlearning/test_metrics.py",),
     ),
     Mutation(
@@ -171,11 +172,11 @@ MUTATIONS = [
         (f"{CURVE}::test_recommended_t_is_the_known_minimum_and_the_window_its_nearest_point",),
     ),
     Mutation(
-        "resume ignores the checkpoint (restarts at epoch 0, still logs the resume)",
-        "worker/jobs.py",
-        "resume=resume,",
-        "resume=None,",
-        ("tests/worker/test_resume.py",),
+        "resume ignores the checkpoint (restarts at epoch 0; ranks restarted after a death too)",
+        "worker/artifacts.py",
+        "    resume = Checkpoint.from_bytes(checkpoint) if checkpoint else None",
+        "    resume = None",
+        ("tests/worker/test_resume.py", "tests/e2e/test_data_parallel.py"),
     ),
     Mutation(
         "already-erased samples not dropped (no 409)",
@@ -252,8 +253,8 @@ MUTATIONS = [
     Mutation(
         "a published version measured on the grid's sample",
         "unlearning/pipeline.py",
-        "EvalSets.full(data, cfg.eval, cfg.seed), cfg)",
-        "EvalSets.draw(data, cfg.eval, cfg.seed), cfg)",
+        "    sets = EvalSets.full(data, cfg.eval, cfg.seed)\n    metrics = measure_point(",
+        "    sets = EvalSets.draw(data, cfg.eval, cfg.seed)\n    metrics = measure_point(",
         (EVERY_ROW,),
     ),
     Mutation(
@@ -617,7 +618,7 @@ MUTATIONS = [
     Mutation(
         "response rendered by FastAPI again (a second thread hop per request)",
         "api/deps.py",
-        "return route.render(result, kwargs)",
+        "return route.render(result, arguments)",
         "return result",
         ("tests/api/test_queries.py::test_a_read_takes_no_thread_pool_hop_to_render[sqlite]",),
     ),
@@ -787,9 +788,9 @@ MUTATIONS = [
     Mutation(
         "inputs: the model's declaration not stored",
         "api/routes/models.py",
-        "                input_transform=transform,\n                augmentation=steps,\n            ),\n"
-        "            ModelVersion(",
-        "            ),\n            ModelVersion(",
+        "                input_transform=transform,\n                augmentation=steps,\n"
+        "                require_approval=require_approval,\n            ),\n            ModelVersion(",
+        "                require_approval=require_approval,\n            ),\n            ModelVersion(",
         (
             f"{MODEL_INPUTS}::test_the_declaration_is_stored_on_the_model_and_its_first_version"
             "[sqlite-resize-crop-flip]",
@@ -1562,9 +1563,52 @@ MUTATIONS = [
     Mutation(
         "a helper measures its grid point at another t",
         "worker/grid.py",
-        "            metrics = meter(t)",
-        "            metrics = meter(min(1.0, t + 0.025))",
+        "    metrics = meter.point(unit.t)",
+        "    metrics = meter.point(min(1.0, unit.t + 0.025))",
         ("tests/e2e/test_grid_fanout.py",),
+    ),
+    # SCRUB and l1-sparse (issue 23).
+    Mutation(
+        "scrub: the max steps skipped (no pass over the forget set)",
+        "unlearning/base_methods.py",
+        "        forget = data.forget if next(epoch_of) < max_epochs else None",
+        "        forget = None if next(epoch_of) < max_epochs else None",
+        (BASE_METHODS_TESTS + "::test_scrub_forgets_through_its_max_steps",),
+    ),
+    Mutation(
+        "scrub: the max steps pull towards the teacher instead of away",
+        "unlearning/base_methods.py",
+        "            return -kl",
+        "            return kl",
+        (BASE_METHODS_TESTS + "::test_scrub_forgets_through_its_max_steps",),
+    ),
+    Mutation(
+        "l1_sparse: the l1 penalty never applied",
+        "unlearning/base_methods.py",
+        "        weight[0] = l1 * (1 - next(epoch_of) / epochs)",
+        "        weight[0] = 0 * (1 - next(epoch_of) / epochs)",
+        (BASE_METHODS_TESTS + "::test_l1_sparse_is_fine_tuning_plus_a_decaying_l1_penalty",),
+    ),
+    Mutation(
+        "fan-out: the recommended point's last part left out of the sum",
+        "worker/grid.py",
+        "        return sum(counts[1:], counts[0])",
+        "        return sum(counts[1:-1], counts[0])",
+        ("tests/e2e/test_grid_fanout.py",),
+    ),
+    Mutation(
+        "fan-out: a part of a full-set measurement overlaps the next",
+        "unlearning/metrics.py",
+        "for k in (part, part + 1))",
+        "for k in (part, part + 2))",
+        ("tests/unlearning/test_metrics.py::test_the_parts_of_a_full_set_measurement_add_up_to_the_whole_exactly",),
+    ),
+    Mutation(
+        "fan-out: a part cut inside a batch (other batches than the whole's)",
+        "unlearning/metrics.py",
+        "min(len(subset), batch_size * (batches * k // parts))",
+        "min(len(subset), len(subset) * k // parts)",
+        ("tests/unlearning/test_metrics.py::test_the_parts_of_a_full_set_measurement_add_up_to_the_whole_exactly",),
     ),
     # One job on several processes (issue 22): unlearning/distributed.py, worker/data_parallel.py.
     Mutation(
@@ -1582,18 +1626,18 @@ MUTATIONS = [
         (DISTRIBUTED + "::test_base_method_on_two_ranks_equals_one_process",),
     ),
     Mutation(
+        "data parallel: two gloo ranks keep their own gradients instead of the other's added",
+        "unlearning/distributed.py",
+        "    return flat + other",
+        "    return flat",
+        (DISTRIBUTED + "::test_base_method_on_two_ranks_equals_one_process",),
+    ),
+    Mutation(
         "data parallel: a rank's loss not weighted by its share of the batch",
         "unlearning/training.py",
         "            (loss * batch.share).backward()",
         "            loss.backward()",
         (DISTRIBUTED + "::test_base_method_on_two_ranks_equals_one_process",),
-    ),
-    Mutation(
-        "data parallel: restarted ranks start over instead of resuming",
-        "worker/data_parallel.py",
-        "        resume = Checkpoint.from_bytes(checkpoint) if checkpoint else None",
-        "        resume = None",
-        ("tests/e2e/test_data_parallel.py",),
     ),
     Mutation(
         "data parallel: a cancel waits for the ranks to finish",

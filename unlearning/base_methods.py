@@ -18,6 +18,7 @@ the default keeps retain accuracy and forgets little on small forget sets. Tune 
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,7 +31,10 @@ from unlearning.data import Subset, UnlearningData, batches
 from unlearning.distributed import batchnorm_synced
 from unlearning.training import (
     Batch,
+    BatchesFn,
     JobHooks,
+    LossFn,
+    forget_then_retain_batches,
     optimize,
     part_cross_entropy,
     plain_batches,
@@ -89,6 +93,35 @@ def _optimizer(model: nn.Module, config: BaseMethodConfig) -> tuple[list[nn.Para
     return params, sgd(params, config.lr, config.momentum, config.weight_decay or 0.0)
 
 
+def _train(
+    model: nn.Module,
+    config: BaseMethodConfig,
+    context: MethodContext,
+    make_batches: BatchesFn,
+    loss_fn: LossFn,
+    grad_masks: dict[int, Tensor] | None = None,
+) -> nn.Module:
+    """The base phase's loop for every method: `model` in train mode, SGD with `config`'s settings, its epochs."""
+    model.train()
+    params, optimizer = _optimizer(model, config)
+    optimize(
+        params,
+        optimizer,
+        epochs=_sizes(config)[0],
+        seed=context.seed,
+        hooks=context.hooks,
+        phase="base",
+        make_batches=make_batches,
+        loss_fn=loss_fn,
+        grad_masks=grad_masks,
+    )
+    return model
+
+
+def _cross_entropy(model: nn.Module, batch: Batch) -> Tensor:
+    return F.cross_entropy(model(batch.inputs), batch.labels)
+
+
 def _random_wrong_labels(labels: Tensor, num_classes: int, generator: torch.Generator) -> Tensor:
     shift = torch.randint(1, num_classes, labels.shape, generator=generator).to(labels.device)
     return (labels + shift) % num_classes
@@ -104,9 +137,7 @@ def _relabelled_rl(
     """CE over (a `retain_ratio` sample of retain, fresh each epoch) ∪ (forget with a random wrong label each
     epoch); optionally gradient-masked."""
     assert config.retain_ratio is not None
-    model.train()
-    params, optimizer = _optimizer(model, config)
-    epochs, batch_size = _sizes(config)
+    batch_size = _sizes(config)[1]
     retain_rows = max(1, round(config.retain_ratio * len(data.retain)))
 
     def make_batches(generator: torch.Generator):
@@ -119,56 +150,33 @@ def _relabelled_rl(
         retain = data.retain.sample(retain_rows, generator)
         return stratified_batches(retain, relabelled, batch_size, data.adapter, generator)
 
-    optimize(
-        params,
-        optimizer,
-        epochs=epochs,
-        seed=context.seed,
-        make_batches=make_batches,
-        loss_fn=lambda b: F.cross_entropy(model(b.inputs), b.labels),
-        hooks=context.hooks,
-        phase="base",
-        grad_masks=grad_masks,
-    )
-    return model
+    return _train(model, config, context, make_batches, lambda b: _cross_entropy(model, b), grad_masks)
 
 
 @register_base_method("ft")
 def fine_tune(model: nn.Module, data: UnlearningData, config: BaseMethodConfig, context: MethodContext) -> nn.Module:
-    model.train()
-    params, optimizer = _optimizer(model, config)
-    epochs, batch_size = _sizes(config)
-    optimize(
-        params,
-        optimizer,
-        epochs=epochs,
-        seed=context.seed,
-        hooks=context.hooks,
-        phase="base",
-        make_batches=lambda g: plain_batches(data.retain, batch_size, data.adapter, g),
-        loss_fn=lambda b: F.cross_entropy(model(b.inputs), b.labels),
+    batch_size = _sizes(config)[1]
+    return _train(
+        model,
+        config,
+        context,
+        lambda g: plain_batches(data.retain, batch_size, data.adapter, g),
+        lambda b: _cross_entropy(model, b),
     )
-    return model
 
 
 @register_base_method("ga")
 def gradient_ascent(
     model: nn.Module, data: UnlearningData, config: BaseMethodConfig, context: MethodContext
 ) -> nn.Module:
-    model.train()
-    params, optimizer = _optimizer(model, config)
-    epochs, batch_size = _sizes(config)
-    optimize(
-        params,
-        optimizer,
-        epochs=epochs,
-        seed=context.seed,
-        hooks=context.hooks,
-        phase="base",
-        make_batches=lambda g: plain_batches(data.forget, batch_size, data.adapter, g, from_forget=True),
-        loss_fn=lambda b: -F.cross_entropy(model(b.inputs), b.labels).clamp(max=config.forget_loss_cap),
+    batch_size = _sizes(config)[1]
+    return _train(
+        model,
+        config,
+        context,
+        lambda g: plain_batches(data.forget, batch_size, data.adapter, g, from_forget=True),
+        lambda b: -F.cross_entropy(model(b.inputs), b.labels).clamp(max=config.forget_loss_cap),
     )
-    return model
 
 
 def _retain_minus_forget(logits: Tensor, batch: Batch, beta: float, forget_cap: float) -> Tensor:
@@ -180,22 +188,16 @@ def _retain_minus_forget(logits: Tensor, batch: Batch, beta: float, forget_cap: 
 
 @register_base_method("neggrad_plus")
 def neggrad_plus(model: nn.Module, data: UnlearningData, config: BaseMethodConfig, context: MethodContext) -> nn.Module:
-    model.train()
-    params, optimizer = _optimizer(model, config)
-    epochs, batch_size = _sizes(config)
+    batch_size = _sizes(config)[1]
     beta, cap = config.beta, config.forget_loss_cap
     assert beta is not None and cap is not None
-    optimize(
-        params,
-        optimizer,
-        epochs=epochs,
-        seed=context.seed,
-        hooks=context.hooks,
-        phase="base",
-        make_batches=lambda g: stratified_batches(data.retain, data.forget, batch_size, data.adapter, g),
-        loss_fn=lambda b: _retain_minus_forget(model(b.inputs), b, beta, cap),
+    return _train(
+        model,
+        config,
+        context,
+        lambda g: stratified_batches(data.retain, data.forget, batch_size, data.adapter, g),
+        lambda b: _retain_minus_forget(model(b.inputs), b, beta, cap),
     )
-    return model
 
 
 @register_base_method("rl")
@@ -224,6 +226,66 @@ def salun(model: nn.Module, data: UnlearningData, config: BaseMethodConfig, cont
     assert config.mask_ratio is not None and config.batch_size is not None
     masks = saliency_masks(model, data, config.mask_ratio, config.batch_size)
     return _relabelled_rl(model, data, config, context, grad_masks=masks)
+
+
+@register_base_method("l1_sparse")
+def l1_sparse(model: nn.Module, data: UnlearningData, config: BaseMethodConfig, context: MethodContext) -> nn.Module:
+    """ℓ1-sparse unlearning (Jia et al., 2023, "Model sparsity can simplify machine unlearning"): fine-tuning on
+    the retain set with γ·‖θ‖₁ added, γ = l1·(1 − epoch/epochs), so the weights are pushed towards a sparse model
+    first and fine-tuned at the end."""
+    assert config.l1 is not None
+    epochs, batch_size = _sizes(config)
+    epoch_of = itertools.count()  # optimize asks for each epoch's batches once, in order
+    l1, weight = config.l1, [config.l1]
+
+    def make_batches(generator: torch.Generator):
+        weight[0] = l1 * (1 - next(epoch_of) / epochs)
+        return plain_batches(data.retain, batch_size, data.adapter, generator)
+
+    def loss_fn(batch: Batch) -> Tensor:
+        return _cross_entropy(model, batch) + weight[0] * sum(p.abs().sum() for p in model.parameters())
+
+    return _train(model, config, context, make_batches, loss_fn)
+
+
+SCRUB_CE_WEIGHT = 0.99  # γ, the retain batches' cross-entropy weight, as published
+
+
+def _distillation_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """KL(teacher ‖ student) of the softened distributions, × T² (Hinton et al.), mean over the rows."""
+    student = F.log_softmax(student_logits / temperature, dim=1)
+    teacher = F.softmax(teacher_logits / temperature, dim=1)
+    return F.kl_div(student, teacher, reduction="batchmean") * temperature**2
+
+
+@register_base_method("scrub")
+def scrub(model: nn.Module, data: UnlearningData, config: BaseMethodConfig, context: MethodContext) -> nn.Module:
+    """SCRUB (Kurmanji et al., 2023, "Towards unbounded machine unlearning"): a student, initialised as θ_o, learns
+    from θ_o as a teacher. Each of the first `max_epochs` epochs begins with a pass over the forget set that
+    maximises KL(teacher ‖ student) (the max steps); every epoch then passes over the retain set minimising
+    γ·CE + `kd_weight`·KL (the min steps), which keeps what the student should keep."""
+    assert config.max_epochs is not None and config.kd_weight is not None and config.kd_temperature is not None
+    teacher = copy.deepcopy(model).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    batch_size = _sizes(config)[1]
+    epoch_of = itertools.count()  # optimize asks for each epoch's batches once, in order
+    max_epochs, kd_weight, temperature = config.max_epochs, config.kd_weight, config.kd_temperature
+
+    def make_batches(generator: torch.Generator):
+        forget = data.forget if next(epoch_of) < max_epochs else None
+        return forget_then_retain_batches(data.retain, forget, batch_size, data.adapter, generator)
+
+    def loss_fn(batch: Batch) -> Tensor:
+        logits = model(batch.inputs)
+        with torch.no_grad():
+            teacher_logits = teacher(batch.inputs)
+        kl = _distillation_kl(logits, teacher_logits, temperature)
+        if batch.is_forget.all():  # a max step: away from the teacher
+            return -kl
+        return SCRUB_CE_WEIGHT * F.cross_entropy(logits, batch.labels) + kd_weight * kl
+
+    return _train(model, config, context, make_batches, loss_fn)
 
 
 @register_base_method("retrain")

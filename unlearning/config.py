@@ -239,6 +239,13 @@ class BaseMethodConfig:
     # rl and salun: the share of retain rows each epoch trains on (a fresh seeded sample per epoch), as the
     # curve's retain_ratio; every forget row is in every epoch.
     retain_ratio: float | None = field(default=None, metadata=_bounds(gt=0.0, le=1.0))
+    # l1_sparse only: the weight of the ‖θ‖₁ penalty in the first epoch; it falls linearly over the epochs.
+    l1: float | None = field(default=None, metadata=_bounds(ge=0.0, le=MAX_COEFFICIENT))
+    # scrub only: the first epochs that begin with a pass over the forget set away from θ_o (SCRUB's msteps), the
+    # weight of the KL divergence from θ_o on retain batches (its α) and the distillation temperature.
+    max_epochs: int | None = field(default=None, metadata=_bounds(ge=0, le=MAX_EPOCHS))
+    kd_weight: float | None = field(default=None, metadata=_bounds(ge=0.0, le=MAX_COEFFICIENT))
+    kd_temperature: float | None = field(default=None, metadata=_bounds(gt=0.0, le=MAX_COEFFICIENT))
 
 
 @dataclass(frozen=True)
@@ -379,6 +386,17 @@ declare_base_method(
     "salun",
     BaseMethodConfig(epochs=5, lr=0.03, mask_ratio=0.5, retain_ratio=0.5, **_SGD),
     "SalUn: random label with gradients masked to the most forget-salient weights",
+)
+declare_base_method(
+    "l1_sparse",
+    BaseMethodConfig(epochs=15, lr=0.2, l1=5e-4, **_SGD),
+    "l1-sparse: CE on the retain set + γ·‖θ‖₁, γ falling linearly from `l1` to 0 over the epochs",
+    trains_on=("retain",),
+)
+declare_base_method(
+    "scrub",
+    BaseMethodConfig(epochs=10, lr=0.001, max_epochs=2, kd_weight=0.001, kd_temperature=4.0, **_SGD),
+    "SCRUB: a student of θ_o pushed away from it on the forget set (first max_epochs), kept close on the retain set",
 )
 declare_base_method(
     "retrain",

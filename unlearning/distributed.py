@@ -44,8 +44,9 @@ def sum_gradients(params: Sequence[Tensor], skip: bool) -> bool:
     """Sum every rank's gradients of `params` in one all-reduce; True when any rank asked to `skip` the step (its
     loss was not finite), in which case no rank steps. A rank that skips contributes zeros."""
     grads = [p.grad if p.grad is not None and not skip else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1).float() for g in grads] + [torch.full((1,), float(skip), device=grads[0].device)])
-    dist.all_reduce(flat)
+    flat = _summed(
+        torch.cat([g.reshape(-1).float() for g in grads] + [torch.full((1,), float(skip), device=grads[0].device)])
+    )
     if flat[-1] > 0:
         return True
     offset = 0
@@ -53,6 +54,19 @@ def sum_gradients(params: Sequence[Tensor], skip: bool) -> bool:
         p.grad = g.copy_(flat[offset : offset + g.numel()].view(g.shape))
         offset += g.numel()
     return False
+
+
+def _summed(flat: Tensor) -> Tensor:
+    """`flat` summed over the ranks. Two gloo ranks swap their tensors and each adds the other's (the same sum, bit
+    for bit, on both): one round trip where gloo's all-reduce takes several. A curve step of cnn-small on this
+    project's 2-core host took 2.2 ms less that way (27.1 against 29.3 ms, interleaved blocks; docs/scaling.md)."""
+    if dist.get_world_size() != 2 or dist.get_backend() != "gloo":
+        dist.all_reduce(flat)
+        return flat
+    other, peer = torch.empty_like(flat), 1 - dist.get_rank()
+    for work in dist.batch_isend_irecv([dist.P2POp(dist.isend, flat, peer), dist.P2POp(dist.irecv, other, peer)]):
+        work.wait()
+    return flat + other
 
 
 def _synced_forward(self: _BatchNorm, x: Tensor) -> Tensor:

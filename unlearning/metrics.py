@@ -9,7 +9,7 @@ rows; the recommended point and a published version on every row (`EvalSets.full
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -135,6 +135,28 @@ class EvalSets:
             attack=(members, sampled.test),
         )
 
+    def share(self, part: int, parts: int, batch_size: int) -> EvalSets:
+        """Part `part` (0-based) of `parts` of the measured rows, for a full-set measurement shared by processes
+        (worker/grid.py): contiguous slices of each split cut at multiples of `batch_size`, so every batch is one
+        the whole measurement runs (the same batches give the same predictions); the BatchNorm and attack rows
+        whole, as the attack must be the same in every part."""
+        if self.attack is None:
+            raise ValueError("only a full-set measurement is shared: its attack rows are fixed")
+
+        def cut(subset: Subset) -> Subset:
+            batches = math.ceil(len(subset) / batch_size)
+            start, stop = (min(len(subset), batch_size * (batches * k // parts)) for k in (part, part + 1))
+            return subset.take(torch.arange(start, stop))
+
+        forgotten = self.forgotten_class_test
+        return replace(
+            self,
+            retain=cut(self.retain),
+            forget=cut(self.forget),
+            test=cut(self.test),
+            forgotten_class_test=cut(forgotten) if forgotten is not None else None,
+        )
+
 
 def _test_splits(data: UnlearningData) -> tuple[Subset, Subset | None]:
     """(test rows, test rows of the forgotten classes): class-wise forgetting measures TA on retained classes."""
@@ -164,39 +186,93 @@ def accuracy(model: nn.Module, data: Subset, adapter: InputAdapter, batch_size: 
 
 def mia_efficacy(member_confidence: Tensor, nonmember_confidence: Tensor, forget_confidence: Tensor) -> float:
     """Share of forget rows an RBF SVC (C=3, gamma='auto') trained on true-label confidence calls non-member."""
+    called = called_nonmember(member_confidence, nonmember_confidence, forget_confidence)
+    return called / len(forget_confidence) if called is not None and len(forget_confidence) else float("nan")
+
+
+def called_nonmember(member_confidence: Tensor, nonmember_confidence: Tensor, forget_confidence: Tensor) -> int | None:
+    """How many forget rows the attack's SVC calls non-member; None when its training features are not finite."""
     features = torch.cat([member_confidence, nonmember_confidence]).double().numpy()[:, None]
     labels = np.concatenate([np.ones(len(member_confidence)), np.zeros(len(nonmember_confidence))])
     if not np.all(np.isfinite(features)):
-        return float("nan")
+        return None
+    if not len(forget_confidence):
+        return 0
     svc = SVC(C=3, gamma="auto", kernel="rbf").fit(features, labels)
-    predicted = svc.predict(forget_confidence.double().numpy()[:, None])
-    return float(np.mean(predicted == 0))
+    return int(np.sum(svc.predict(forget_confidence.double().numpy()[:, None]) == 0))
+
+
+@dataclass(frozen=True)
+class PointCounts:
+    """What a point's metrics are made of, per split (forget, retain, test, forgotten_class_test): rows measured and
+    rows predicted right, and the forget rows the attack calls non-member (None: the attack's features were not
+    finite). Counts of parts of the rows add up to the counts of the whole (`EvalSets.share`)."""
+
+    t: float | None
+    rows: dict[str, int]
+    correct: dict[str, int]
+    called_nonmember: int | None
+
+    def __add__(self, other: PointCounts) -> PointCounts:
+        assert self.t == other.t and self.rows.keys() == other.rows.keys()
+        a, b = self.called_nonmember, other.called_nonmember
+        return PointCounts(
+            self.t,
+            {k: self.rows[k] + other.rows[k] for k in self.rows},
+            {k: self.correct[k] + other.correct[k] for k in self.correct},
+            a + b if a is not None and b is not None else None,
+        )
+
+    def metrics(self) -> PointMetrics:
+        def share(count: int | None, split: str) -> float:
+            rows = self.rows[split]
+            return count / rows if count is not None and rows else float("nan")
+
+        forget_acc = share(self.correct["forget"], "forget")
+        values = {
+            "forget_accuracy": forget_acc,
+            "unlearning_accuracy": 1.0 - forget_acc,
+            "retain_accuracy": share(self.correct["retain"], "retain"),
+            "test_accuracy": share(self.correct["test"], "test"),
+            "mia_efficacy": share(self.called_nonmember, "forget"),
+        }
+        forgotten = "forgotten_class_test"
+        if self.rows.get(forgotten):
+            values["forgotten_class_test_accuracy"] = share(self.correct[forgotten], forgotten)
+        rows = {k: n for k, n in self.rows.items() if n or k != forgotten}
+        std_errors = {name: std_error(value, rows[SPLIT_OF[name]]) for name, value in values.items()}
+        return PointMetrics(t=self.t, **values, std_errors=std_errors, rows=rows)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 def evaluate(
     model: nn.Module, sets: EvalSets, adapter: InputAdapter, batch_size: int, t: float | None = None
 ) -> PointMetrics:
     """All metrics of one model (BatchNorm statistics already in place)."""
+    return count(model, sets, adapter, batch_size, t).metrics()
+
+
+def count(
+    model: nn.Module, sets: EvalSets, adapter: InputAdapter, batch_size: int, t: float | None = None
+) -> PointCounts:
+    """The counts `evaluate` derives its metrics from; on a part of the rows (`EvalSets.share`) the part's."""
     retain_correct, retain_conf = predict(model, sets.retain, adapter, batch_size)
     forget_correct, forget_conf = predict(model, sets.forget, adapter, batch_size)
     test_correct, test_conf = predict(model, sets.test, adapter, batch_size)
     members, nonmembers = retain_conf[: len(test_conf)], test_conf
     if sets.attack is not None:
         members, nonmembers = (predict(model, rows, adapter, batch_size)[1] for rows in sets.attack)
-    forget_acc = float(forget_correct.float().mean())
-    values = {
-        "forget_accuracy": forget_acc,
-        "unlearning_accuracy": 1.0 - forget_acc,
-        "retain_accuracy": float(retain_correct.float().mean()),
-        "test_accuracy": float(test_correct.float().mean()),
-        "mia_efficacy": mia_efficacy(members, nonmembers, forget_conf),
-    }
-    rows = {"forget": len(forget_correct), "retain": len(retain_correct), "test": len(test_correct)}
-    if sets.forgotten_class_test is not None and len(sets.forgotten_class_test):
-        values["forgotten_class_test_accuracy"] = accuracy(model, sets.forgotten_class_test, adapter, batch_size)
-        rows["forgotten_class_test"] = len(sets.forgotten_class_test)
-    std_errors = {name: std_error(value, rows[SPLIT_OF[name]]) for name, value in values.items()}
-    return PointMetrics(t=t, **values, std_errors=std_errors, rows=rows)
+    splits = {"forget": forget_correct, "retain": retain_correct, "test": test_correct}
+    if sets.forgotten_class_test is not None:
+        splits["forgotten_class_test"] = predict(model, sets.forgotten_class_test, adapter, batch_size)[0]
+    return PointCounts(
+        t,
+        {split: len(correct) for split, correct in splits.items()},
+        {split: int(correct.sum()) for split, correct in splits.items()},
+        called_nonmember(members, nonmembers, forget_conf),
+    )
 
 
 GAP_METRICS = ("unlearning_accuracy", "retain_accuracy", "test_accuracy", "mia_efficacy")

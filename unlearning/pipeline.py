@@ -29,7 +29,7 @@ from unlearning.data import UnlearningData, seeded_generator
 from unlearning.distributed import Ranks
 from unlearning.mask import compute_mask
 from unlearning.mcu import Checkpoint, train_control_point
-from unlearning.metrics import EvalSets, PointMetrics, evaluate, mia_efficacy, predict
+from unlearning.metrics import EvalSets, PointCounts, PointMetrics, count, mia_efficacy, predict
 from unlearning.spectrum import (
     REFERENCE_WINDOW,
     coarse_to_fine,
@@ -64,8 +64,13 @@ def measure_point(
     curve: BezierCurve, t: float, data: UnlearningData, sets: EvalSets, config: MCUConfig
 ) -> PointMetrics:
     """The metrics of φ(t) with BatchNorm statistics from retain rows; φ(t) stays in `curve.model`."""
+    return count_point(curve, t, data, sets, config).metrics()
+
+
+def count_point(curve: BezierCurve, t: float, data: UnlearningData, sets: EvalSets, config: MCUConfig) -> PointCounts:
+    """The counts behind `measure_point`; on a part of the rows (`EvalSets.share`) the part's."""
     curve.set_point(t, sets.bn, data.adapter, config.eval.batch_size)
-    return evaluate(curve.model, sets, data.adapter, config.eval.batch_size, t)
+    return count(curve.model, sets, data.adapter, config.eval.batch_size, t)
 
 
 @dataclass
@@ -115,30 +120,50 @@ class CurveResult:
 
 
 class GridFanout(Protocol):
-    """Shares a pass of the grid with other processes (worker/grid.py): they rebuild the curve from θ_o, θ_p and
-    `control` (θ_c) and measure some of `ts` on the same seeded rows; `measure_here` measures the rest in this
-    process. Returns every t's metrics (None: rejected), equal to measuring them all here."""
+    """Shares the grid's measurements with other processes (worker/grid.py). They rebuild the curve from θ_o, θ_p and
+    `control` (θ_c) and measure on the same seeded rows (`PointMeter`), so what is shared equals what one process
+    would measure."""
 
     def measure(
         self, ts: list[float], control: StateDict, measure_here: Callable[[float], PointMetrics | None]
-    ) -> dict[float, PointMetrics | None]: ...
+    ) -> dict[float, PointMetrics | None]:
+        """A pass of the grid: some of `ts` measured elsewhere, the rest by `measure_here`; every t's metrics (None:
+        rejected)."""
+        ...
+
+    def measure_full(self, t: float, control: StateDict, count_here: Callable[[int, int], PointCounts]) -> PointCounts:
+        """φ(t) on every row, in parts (`EvalSets.share`) measured elsewhere or by `count_here(part, parts)`; the
+        parts' sum."""
+        ...
 
 
-def measure_points(
-    model: nn.Module,
-    data: UnlearningData,
-    curve_tensors: dict[str, StateDict],
-    config: dict[str, Any] | MCUConfig,
-    base_method: str,
-    *,
-    device: str | torch.device | None = "auto",
-) -> Callable[[float], PointMetrics]:
-    """φ(t) of a stored curve measured as `run_unlearning` measures its grid (same seeded rows): what another
-    process does with its share of a `GridFanout` pass."""
-    cfg = resolve_config(config, base_method)
-    curve, data, _ = _stored_curve(model, data, curve_tensors, device)
-    sets = EvalSets.draw(data, cfg.eval, cfg.seed)
-    return lambda t: measure_point(curve, t, data, sets, cfg)
+class PointMeter:
+    """φ(t) of a stored curve measured as `UnlearningJob.measure` measures it (same seeded rows, on `device`): what
+    another process does with its share of a `GridFanout`."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: UnlearningData,
+        curve_tensors: dict[str, StateDict],
+        config: dict[str, Any] | MCUConfig,
+        base_method: str,
+        *,
+        device: str | torch.device | None = "auto",
+    ) -> None:
+        self.cfg = resolve_config(config, base_method)
+        self.curve, self.data, _ = _stored_curve(model, data, curve_tensors, device)
+        self.sets = EvalSets.draw(self.data, self.cfg.eval, self.cfg.seed)
+        self.full_sets = EvalSets.full(self.data, self.cfg.eval, self.cfg.seed)
+
+    def point(self, t: float) -> PointMetrics:
+        """A grid point: on the grid's sampled rows."""
+        return measure_point(self.curve, t, self.data, self.sets, self.cfg)
+
+    def part(self, t: float, part: int, parts: int) -> PointCounts:
+        """Part `part` of `parts` of φ(t) on every row."""
+        share = self.full_sets.share(part, parts, self.cfg.eval.batch_size)
+        return count_point(self.curve, t, self.data, share, self.cfg)
 
 
 def _stored_curve(
@@ -281,7 +306,16 @@ class UnlearningJob:
         recommended_t = recommend_t(points, targets, noise=noise)
         hooks.check_cancel()
         full_sets = EvalSets.full(data, cfg.eval, cfg.seed)
-        recommended = measure_point(curve, recommended_t, data, full_sets, cfg)  # what a job publishes by default
+        if grid_fanout is None:
+            recommended = measure_point(curve, recommended_t, data, full_sets, cfg)  # what a job publishes by default
+        else:
+            recommended = grid_fanout.measure_full(
+                recommended_t,
+                curve.control,
+                lambda part, parts: count_point(
+                    curve, recommended_t, data, full_sets.share(part, parts, cfg.eval.batch_size), cfg
+                ),
+            ).metrics()
         hooks.report(Progress("evaluate", 1.0))
         timings["evaluate"] = time.perf_counter() - started
         timings["total"] = sum(timings.values())

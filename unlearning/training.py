@@ -157,6 +157,20 @@ def plain_batches(
     return BatchPlan(subset, no_rows, adapter, [(c, empty) for c in chunks], seed)
 
 
+def forget_then_retain_batches(
+    retain: Subset, forget: Subset | None, batch_size: int, adapter: InputAdapter, generator: torch.Generator
+) -> BatchPlan:
+    """Shuffled batches of forget rows only (none when `forget` is None), then shuffled batches of retain rows
+    only: an epoch of two passes, as SCRUB's."""
+    empty = torch.zeros(0, dtype=torch.int64)
+    rows = []
+    if forget is not None:
+        rows += [(empty, chunk) for chunk in torch.randperm(len(forget), generator=generator).split(batch_size)]
+    rows += [(chunk, empty) for chunk in torch.randperm(len(retain), generator=generator).split(batch_size)]
+    forget = forget if forget is not None else retain.take(empty)
+    return BatchPlan(retain, forget, adapter, rows, _augment_seed(adapter, generator))
+
+
 def _augment_seed(adapter: InputAdapter, generator: torch.Generator) -> int | None:
     """A seed for the epoch's augmentation, drawn from the epoch's generator (only when there is augmentation,
     so plans without it shuffle exactly as before)."""

@@ -85,6 +85,7 @@ def _train_curve(services: Services, request: DeletionRequest, watch: JobWatch) 
     result = job.measure(trained, fanout)
     if fanout is not None:
         result.training["grid_points_by_worker"] = dict(fanout.measured_by)
+        result.training["recommended_point_parts_by_worker"] = dict(fanout.parts_by)
     else:  # with a fan-out, stored before the grid for the helpers
         artifacts.save(services, request.id, artifacts.THETA_C, artifacts.tensor_bytes(result.curve.control))
     metrics.observe_curve(services, request, result.timings, resumed=base_done)

@@ -62,6 +62,11 @@ class TrainingOut(Out):
     grid_points_by_worker: dict[str, int] | None = Field(
         default=None, description="with MCU_GRID_FANOUT: the grid points each worker measured, by worker name"
     )
+    recommended_point_parts_by_worker: dict[str, int] | None = Field(
+        default=None,
+        description="with MCU_GRID_FANOUT: the parts of the recommended point's full-set measurement each worker "
+        "measured (empty when no other worker helped with the grid: the job's worker measured it whole)",
+    )
 
 
 class DeletionRequestDetailOut(DeletionRequestOut):

@@ -137,9 +137,14 @@ def test_the_unfiltered_list_reads_an_index_not_a_sort_of_the_table(service: Ser
 
 def test_a_read_takes_no_thread_pool_hop_to_render(service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
     """SessionRoute validates and renders the answer in the route's own thread: FastAPI's own hop for that
-    (its validation of a sync route's result) cost every request a thread switch under load (issue 29). Two
-    hops are left: the key check and the route."""
+    (its validation of a sync route's result) cost every request a thread switch under load (issue 29), and
+    rendering on the event loop would hold every other request up meanwhile. Two hops are left: the key check
+    and the route."""
+    import asyncio
+
     import anyio.to_thread
+
+    import api.deps
 
     hops: list[str] = []
     real = anyio.to_thread.run_sync
@@ -148,10 +153,23 @@ def test_a_read_takes_no_thread_pool_hop_to_render(service: Service, monkeypatch
         hops.append(getattr(func, "__name__", repr(func)))
         return await real(func, *args, **kwargs)
 
+    rendered_on_loop: list[bool] = []
+    render = api.deps._json
+
+    def json_where(field: object, value: object) -> bytes:
+        try:
+            asyncio.get_running_loop()
+            rendered_on_loop.append(True)
+        except RuntimeError:  # no loop in this thread: the route's own
+            rendered_on_loop.append(False)
+        return render(field, value)
+
     monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    monkeypatch.setattr(api.deps, "_json", json_where)
     listed = service.client.get("/v1/deletion-requests?page_size=5")
     assert listed.status_code == 200, listed.text
     assert len(hops) == 2 and not any("validate" in hop for hop in hops), hops
     hops.clear()
     assert service.client.get("/v1/models?page_size=5").status_code == 200
     assert len(hops) == 2 and not any("validate" in hop for hop in hops), hops
+    assert rendered_on_loop == [False, False]  # both answers rendered, each in its route's thread

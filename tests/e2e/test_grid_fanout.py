@@ -1,6 +1,7 @@
 """A job's grid fanned out over two real worker processes (MCU_GRID_FANOUT; worker/grid.py): both measure
-points, and the merged curve equals every point measured again in one process from the stored curve, at its
-own t. A stack of its own: Postgres, Redis, S3, two workers."""
+points, the recommended point is measured in two parts, and the merged curve equals every point measured again
+in one process from the stored curve, at its own t, the recommended point on every row included. A stack of its
+own: Postgres, Redis, S3, two workers."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from cli.digits import DigitsUpload
 from models import DeletionRequest
 from settings import Settings
 from tests.support import QUICK_EVIDENCE, wait_for_state
-from unlearning.pipeline import measure_points
+from unlearning.pipeline import PointMeter, measure_point
 from unlearning.spectrum import grid
 from worker import artifacts
 from worker.inputs import load_inputs
@@ -59,10 +60,18 @@ def test_two_workers_measure_one_grid_and_it_equals_the_grid_measured_in_one_pro
         name: load_tensors(services.store.get_bytes(artifacts.artifact_key(request_id, name)))
         for name in ("theta_p", "theta_c")
     }
-    meter = measure_points(inputs.model, inputs.data, tensors, row.config, row.base_method, device="cpu")
+    meter = PointMeter(inputs.model, inputs.data, tensors, row.config, row.base_method, device="cpu")
     for point in curve["points"]:
-        again = meter(point["t"]).to_dict()
+        again = meter.point(point["t"]).to_dict()
         assert {k: point[k] for k in again} == again, point["t"]
+
+    # The recommended point, measured on every row in one part per worker that measured the grid (either worker
+    # may take either part: on digits a part takes 0.1 s), equals the whole measured here in one piece.
+    parts_by_worker = request["training"]["recommended_point_parts_by_worker"]
+    assert sum(parts_by_worker.values()) == len(by_worker) == 2 and set(parts_by_worker) <= set(by_worker)
+    recommended = curve["recommended_point"]
+    whole = measure_point(meter.curve, recommended["t"], meter.data, meter.full_sets, meter.cfg).to_dict()
+    assert {k: recommended[k] for k in whole} == whole
 
 
 def _settings_of(stack: Stack) -> dict[str, str]:

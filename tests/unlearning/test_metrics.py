@@ -8,7 +8,7 @@ from torch import nn
 
 from unlearning.config import EvalConfig
 from unlearning.data import InputAdapter, Normalization, Subset, make_unlearning_data
-from unlearning.metrics import EvalSets, class_quotas, evaluate, stratified_sample
+from unlearning.metrics import EvalSets, class_quotas, count, evaluate, stratified_sample
 
 CLASSES = 3
 IDENTITY = InputAdapter(Normalization((0.0,), (1.0,)), channels=1)
@@ -116,3 +116,27 @@ def test_full_sets_hold_every_row_and_train_the_attack_on_the_sample(digits) -> 
     members, nonmembers = full.attack
     assert torch.equal(members.ids, sampled.retain.ids[:50]) and torch.equal(nonmembers.ids, sampled.test.ids)
     assert torch.equal(full.bn.ids, sampled.bn.ids)
+
+
+@pytest.mark.parametrize("scenario", ["classwise", "random"])
+def test_the_parts_of_a_full_set_measurement_add_up_to_the_whole_exactly(digits, original, scenario: str) -> None:
+    """Parts cut at batch boundaries (worker/grid.py shares the recommended point this way): summed counts give
+    the whole's metrics bit for bit, whatever the number of parts, with parts that hold no forget rows at all."""
+    forget = {"forget_classes": [3]} if scenario == "classwise" else {"forget_indices": torch.arange(0, 1400, 10)}
+    data = make_unlearning_data(digits, channels=1, **forget)
+    full = EvalSets.full(data, EvalConfig(retain_rows=200, test_rows=50), seed=0)
+    model = original.eval()
+    whole = count(model, full, data.adapter, batch_size=64, t=0.5)
+    assert whole.metrics() == evaluate(model, full, data.adapter, batch_size=64, t=0.5)
+    for parts in (2, 3, 7):
+        shares = [full.share(part, parts, batch_size=64) for part in range(parts)]
+        for split in ("retain", "forget", "test"):
+            ids = torch.cat([getattr(share, split).ids for share in shares])
+            assert torch.equal(ids, getattr(full, split).ids)  # every row once, in order
+            assert all(len(getattr(share, split)) % 64 == 0 for share in shares[:-1] if len(getattr(share, split)))
+        counted = [count(model, share, data.adapter, batch_size=64, t=0.5) for share in shares]
+        if parts == 7:  # the forget rows fill fewer batches than there are parts
+            assert any(c.rows["forget"] == 0 for c in counted)
+        assert sum(counted[1:], counted[0]).metrics() == whole.metrics(), parts
+    with pytest.raises(ValueError, match="full-set"):
+        EvalSets.draw(data, EvalConfig(), seed=0).share(0, 2, batch_size=64)
