@@ -65,7 +65,7 @@ def attacked_models(
     started = time.perf_counter()
     original = original_model(name, dataset, seed)
     timings["original"] = time.perf_counter() - started
-    sets = EvalSets.full(data, EvalConfig(), seed)
+    sets = EvalSets.draw(data, EvalConfig(), seed).every_row(data)
     context = MethodContext(seed, JobHooks())
     started = time.perf_counter()
     retrained = run_base_method("retrain", original, data, resolve_config(None, "retrain").base, context)

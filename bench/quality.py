@@ -205,7 +205,7 @@ def run_seed(
 ) -> dict[str, dict[str, float]]:
     original = original_model(name, dataset, seed, architecture, augmentation, architecture_kwargs)
     data = forget_data(dataset, scenario, seed, augmentation)
-    sets = EvalSets.full(data, EvalConfig(), seed)  # every row, as MCU's materialised points
+    sets = EvalSets.draw(data, EvalConfig(), seed).every_row(data)  # every row, as MCU's materialised points
     context = MethodContext(seed, JobHooks())
     rows: dict[str, dict[str, float]] = {}
 

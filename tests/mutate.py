@@ -253,7 +253,7 @@ MUTATIONS = [
     Mutation(
         "a published version measured on the grid's sample",
         "unlearning/pipeline.py",
-        "    sets = EvalSets.full(data, cfg.eval, cfg.seed)\n    metrics = measure_point(",
+        "    sets = EvalSets.draw(data, cfg.eval, cfg.seed).every_row(data)\n    metrics = measure_point(",
         "    sets = EvalSets.draw(data, cfg.eval, cfg.seed)\n    metrics = measure_point(",
         (EVERY_ROW,),
     ),
@@ -1571,8 +1571,8 @@ MUTATIONS = [
     Mutation(
         "scrub: the max steps skipped (no pass over the forget set)",
         "unlearning/base_methods.py",
-        "        forget = data.forget if next(epoch_of) < max_epochs else None",
-        "        forget = None if next(epoch_of) < max_epochs else None",
+        "        forget = data.forget if epoch < max_epochs else None",
+        "        forget = None if epoch < max_epochs else None",
         (BASE_METHODS_TESTS + "::test_scrub_forgets_through_its_max_steps",),
     ),
     Mutation(
@@ -1585,8 +1585,8 @@ MUTATIONS = [
     Mutation(
         "l1_sparse: the l1 penalty never applied",
         "unlearning/base_methods.py",
-        "        weight[0] = l1 * (1 - next(epoch_of) / epochs)",
-        "        weight[0] = 0 * (1 - next(epoch_of) / epochs)",
+        "        weight[0] = l1 * (1 - epoch / epochs)  # the epoch's γ, read by loss_fn",
+        "        weight[0] = 0 * (1 - epoch / epochs)  # the epoch's γ, read by loss_fn",
         (BASE_METHODS_TESTS + "::test_l1_sparse_is_fine_tuning_plus_a_decaying_l1_penalty",),
     ),
     Mutation(

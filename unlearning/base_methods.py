@@ -18,7 +18,6 @@ the default keeps retain accuracy and forgets little on small forget sets. Tune 
 from __future__ import annotations
 
 import copy
-import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,6 +31,7 @@ from unlearning.distributed import batchnorm_synced
 from unlearning.training import (
     Batch,
     BatchesFn,
+    BatchPlan,
     JobHooks,
     LossFn,
     forget_then_retain_batches,
@@ -140,7 +140,7 @@ def _relabelled_rl(
     batch_size = _sizes(config)[1]
     retain_rows = max(1, round(config.retain_ratio * len(data.retain)))
 
-    def make_batches(generator: torch.Generator):
+    def make_batches(_epoch: int, generator: torch.Generator) -> BatchPlan:
         relabelled = Subset(
             data.forget.inputs,
             _random_wrong_labels(data.forget.labels, data.num_classes, generator),
@@ -160,7 +160,7 @@ def fine_tune(model: nn.Module, data: UnlearningData, config: BaseMethodConfig, 
         model,
         config,
         context,
-        lambda g: plain_batches(data.retain, batch_size, data.adapter, g),
+        lambda _, g: plain_batches(data.retain, batch_size, data.adapter, g),
         lambda b: _cross_entropy(model, b),
     )
 
@@ -174,7 +174,7 @@ def gradient_ascent(
         model,
         config,
         context,
-        lambda g: plain_batches(data.forget, batch_size, data.adapter, g, from_forget=True),
+        lambda _, g: plain_batches(data.forget, batch_size, data.adapter, g, from_forget=True),
         lambda b: -F.cross_entropy(model(b.inputs), b.labels).clamp(max=config.forget_loss_cap),
     )
 
@@ -195,7 +195,7 @@ def neggrad_plus(model: nn.Module, data: UnlearningData, config: BaseMethodConfi
         model,
         config,
         context,
-        lambda g: stratified_batches(data.retain, data.forget, batch_size, data.adapter, g),
+        lambda _, g: stratified_batches(data.retain, data.forget, batch_size, data.adapter, g),
         lambda b: _retain_minus_forget(model(b.inputs), b, beta, cap),
     )
 
@@ -235,11 +235,10 @@ def l1_sparse(model: nn.Module, data: UnlearningData, config: BaseMethodConfig, 
     first and fine-tuned at the end."""
     assert config.l1 is not None
     epochs, batch_size = _sizes(config)
-    epoch_of = itertools.count()  # optimize asks for each epoch's batches once, in order
     l1, weight = config.l1, [config.l1]
 
-    def make_batches(generator: torch.Generator):
-        weight[0] = l1 * (1 - next(epoch_of) / epochs)
+    def make_batches(epoch: int, generator: torch.Generator) -> BatchPlan:
+        weight[0] = l1 * (1 - epoch / epochs)  # the epoch's γ, read by loss_fn
         return plain_batches(data.retain, batch_size, data.adapter, generator)
 
     def loss_fn(batch: Batch) -> Tensor:
@@ -269,11 +268,10 @@ def scrub(model: nn.Module, data: UnlearningData, config: BaseMethodConfig, cont
     for p in teacher.parameters():
         p.requires_grad_(False)
     batch_size = _sizes(config)[1]
-    epoch_of = itertools.count()  # optimize asks for each epoch's batches once, in order
     max_epochs, kd_weight, temperature = config.max_epochs, config.kd_weight, config.kd_temperature
 
-    def make_batches(generator: torch.Generator):
-        forget = data.forget if next(epoch_of) < max_epochs else None
+    def make_batches(epoch: int, generator: torch.Generator) -> BatchPlan:
+        forget = data.forget if epoch < max_epochs else None
         return forget_then_retain_batches(data.retain, forget, batch_size, data.adapter, generator)
 
     def loss_fn(batch: Batch) -> Tensor:

@@ -165,7 +165,7 @@ def train_control_point(
 
     t_values: list[float] = []
 
-    def batches_with_t(generator: torch.Generator) -> BatchPlan:
+    def batches_with_t(_epoch: int, generator: torch.Generator) -> BatchPlan:
         plan = stratified_batches(retain_part, data.forget, config.batch_size, data.adapter, generator)
         # One t per batch and rank, from the epoch's generator, so a resumed epoch draws the same values. Each
         # rank of a data-parallel run trains at its own t (a column of its own; one rank: the plain sequence).

@@ -3,7 +3,7 @@
 All accuracies are fractions in [0, 1], each with its binomial standard error over the rows it was
 measured on. Grid points are measured on every forget row and bounded, seeded, class-stratified samples of
 retain and test rows (`EvalSets.draw`), drawn once per job, so every point of a curve is measured on the same
-rows; the recommended point and a published version on every row (`EvalSets.full`). docs/evaluation.md.
+rows; the recommended point and a published version on every row (`EvalSets.every_row`). docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -117,22 +117,21 @@ class EvalSets:
             bn=data.retain.sample(config.bn_samples, seeded_generator(seed, 3)),
         )
 
-    @classmethod
-    def full(cls, data: UnlearningData, config: EvalConfig, seed: int) -> EvalSets:
-        """The recommended point and a published version: every retain, test and forget row; BatchNorm rows as
-        for the grid. The MIA's SVC is still trained on the grid's sampled members and non-members, then applied
-        to every forget row: an RBF SVC's fit grows faster than quadratically in its rows (0.06 s on 2,000 rows,
-        4.5 s on 16,000, about a minute extrapolated to 64,000; docs/evaluation.md)."""
-        sampled = cls.draw(data, config, seed)
+    def every_row(self, data: UnlearningData) -> EvalSets:
+        """The recommended point and a published version: every retain, test and forget row of `data` (the data
+        this sample was drawn from); BatchNorm rows as for the grid. The MIA's SVC is still trained on this sample's
+        members and non-members, then applied to every forget row: an RBF SVC's fit grows faster than
+        quadratically in its rows (0.06 s on 2,000 rows, 4.5 s on 16,000, about a minute extrapolated to 64,000;
+        docs/evaluation.md)."""
         test, forgotten_class_test = _test_splits(data)
-        members = sampled.retain.take(torch.arange(min(len(sampled.retain), len(sampled.test))))
-        return cls(
+        members = self.retain.take(torch.arange(min(len(self.retain), len(self.test))))
+        return EvalSets(
             retain=data.retain,
             forget=data.forget,
             test=test,
             forgotten_class_test=forgotten_class_test,
-            bn=sampled.bn,
-            attack=(members, sampled.test),
+            bn=self.bn,
+            attack=(members, self.test),
         )
 
     def share(self, part: int, parts: int, batch_size: int) -> EvalSets:

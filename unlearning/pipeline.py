@@ -154,7 +154,7 @@ class PointMeter:
         self.cfg = resolve_config(config, base_method)
         self.curve, self.data, _ = _stored_curve(model, data, curve_tensors, device)
         self.sets = EvalSets.draw(self.data, self.cfg.eval, self.cfg.seed)
-        self.full_sets = EvalSets.full(self.data, self.cfg.eval, self.cfg.seed)
+        self.full_sets = self.sets.every_row(self.data)
 
     def point(self, t: float) -> PointMetrics:
         """A grid point: on the grid's sampled rows."""
@@ -305,7 +305,7 @@ class UnlearningJob:
         noise = noise_of(points)
         recommended_t = recommend_t(points, targets, noise=noise)
         hooks.check_cancel()
-        full_sets = EvalSets.full(data, cfg.eval, cfg.seed)
+        full_sets = sets.every_row(data)
         if grid_fanout is None:
             recommended = measure_point(curve, recommended_t, data, full_sets, cfg)  # what a job publishes by default
         else:
@@ -388,14 +388,14 @@ def materialize_point(
     """φ(t) of a stored curve (`theta_o`, `theta_c`, `theta_p`), in another process than the one that trained it.
 
     Recomputes BatchNorm statistics on the same retain rows as `run_unlearning` (same seed) and measures the
-    point on every row (`EvalSets.full`): a published version's metrics are full-set. Then the auditor's attacks
+    point on every row (`EvalSets.every_row`): a published version's metrics are full-set. Then the auditor's attacks
     on it (`attack`). Returns CPU weights, the metrics and the attacks' evidence.
     """
     if not 0.0 <= t <= 1.0:
         raise ValueError(f"t must lie in [0, 1], got {t}")
     cfg = resolve_config(config, base_method)
     curve, data, original = _stored_curve(model, data, curve_tensors, device)
-    sets = EvalSets.full(data, cfg.eval, cfg.seed)
+    sets = EvalSets.draw(data, cfg.eval, cfg.seed).every_row(data)
     metrics = measure_point(curve, t, data, sets, cfg)
     weights = {k: v.cpu() for k, v in curve.weights().items()}
     return weights, metrics, attack(curve, t, original, data, sets, cfg, hooks)

@@ -206,7 +206,7 @@ def part_cross_entropy(logits: Tensor, labels: Tensor, rows: Tensor) -> Tensor:
 
 
 LossFn = Callable[[Batch], Tensor]
-BatchesFn = Callable[[torch.Generator], BatchPlan]
+BatchesFn = Callable[[int, torch.Generator], BatchPlan]  # (epoch, the epoch's generator)
 
 
 @dataclass
@@ -232,7 +232,7 @@ def optimize(
     on_epoch_end: Callable[[int, OptimizeStats], None] | None = None,
     stats: OptimizeStats | None = None,
 ) -> OptimizeStats:
-    """Run `epochs` epochs of `loss_fn` over `make_batches(generator)`.
+    """Run `epochs` epochs of `loss_fn` over `make_batches(epoch, generator)` (epoch from 0, once each, in order).
 
     A batch with a non-finite loss is skipped (counted, never stepped). `grad_masks` (keyed by id of a
     parameter) zeroes gradient elements that must not move. `on_epoch_end(epochs_done, stats)` runs after
@@ -244,7 +244,7 @@ def optimize(
     for epoch in range(start_epoch, epochs):
         generator = seeded_generator(seed, epoch)
         torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))  # dropout and the like
-        epoch_batches = make_batches(generator)
+        epoch_batches = make_batches(epoch, generator)
         if ranks is not None:
             epoch_batches = epoch_batches.shared(ranks)
         loss_sum, stepped = torch.zeros(()), 0  # for the epoch's mean loss (stats.epoch_losses)
@@ -311,7 +311,7 @@ def train_classifier(
         seed=seed,
         phase=phase,
         hooks=hooks or JobHooks(),
-        make_batches=lambda g: plain_batches(data, batch_size, adapter, g, from_forget=False),
+        make_batches=lambda _, g: plain_batches(data, batch_size, adapter, g, from_forget=False),
         loss_fn=lambda b: F.cross_entropy(model(b.inputs), b.labels),
         on_epoch_end=lambda *_: schedule.step(),
     )

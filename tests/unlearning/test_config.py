@@ -56,6 +56,29 @@ def test_invalid_configs_name_the_key(config: dict, key: str) -> None:
     assert str(error.value).startswith(f"{key}:")
 
 
+@pytest.mark.parametrize(
+    ("method", "base", "key"),
+    [
+        ("scrub", {"max_epochs": -1}, "base.max_epochs"),
+        ("scrub", {"max_epochs": 10**9}, "base.max_epochs"),
+        ("scrub", {"max_epochs": 1.5}, "base.max_epochs"),
+        ("scrub", {"kd_weight": float("inf")}, "base.kd_weight"),
+        ("scrub", {"kd_weight": -1}, "base.kd_weight"),
+        ("scrub", {"kd_temperature": 0}, "base.kd_temperature"),
+        ("scrub", {"kd_temperature": "warm"}, "base.kd_temperature"),
+        ("scrub", {"l1": 0.01}, "base.l1"),  # l1 belongs to l1_sparse
+        ("l1_sparse", {"l1": -0.01}, "base.l1"),
+        ("l1_sparse", {"l1": float("nan")}, "base.l1"),
+        ("l1_sparse", {"l1": 10**300}, "base.l1"),
+        ("l1_sparse", {"max_epochs": 1}, "base.max_epochs"),  # max_epochs belongs to scrub
+    ],
+)
+def test_invalid_base_settings_of_scrub_and_l1_sparse_name_the_key(method: str, base: dict, key: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        resolve_config({"base": base}, method)
+    assert error.value.key == key
+
+
 def test_unknown_base_method_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="unknown base method 'finetune'"):
         resolve_config({}, "finetune")

@@ -108,7 +108,8 @@ def test_class_quotas_sum_to_the_count_by_largest_remainder(sizes: list[int], co
 def test_full_sets_hold_every_row_and_train_the_attack_on_the_sample(digits) -> None:
     data = make_unlearning_data(digits, channels=1, forget_classes=[3])
     config = EvalConfig(retain_rows=200, test_rows=50, bn_samples=300)
-    sampled, full = EvalSets.draw(data, config, seed=0), EvalSets.full(data, config, seed=0)
+    sampled = EvalSets.draw(data, config, seed=0)
+    full = sampled.every_row(data)
     assert (len(sampled.retain), len(sampled.test), len(sampled.bn)) == (200, 50, 300)
     assert len(full.retain) == len(data.retain) and len(full.forget) == len(data.forget) == len(sampled.forget)
     assert len(full.test) + len(full.forgotten_class_test) == len(data.test)
@@ -124,7 +125,7 @@ def test_the_parts_of_a_full_set_measurement_add_up_to_the_whole_exactly(digits,
     the whole's metrics bit for bit, whatever the number of parts, with parts that hold no forget rows at all."""
     forget = {"forget_classes": [3]} if scenario == "classwise" else {"forget_indices": torch.arange(0, 1400, 10)}
     data = make_unlearning_data(digits, channels=1, **forget)
-    full = EvalSets.full(data, EvalConfig(retain_rows=200, test_rows=50), seed=0)
+    full = EvalSets.draw(data, EvalConfig(retain_rows=200, test_rows=50), seed=0).every_row(data)
     model = original.eval()
     whole = count(model, full, data.adapter, batch_size=64, t=0.5)
     assert whole.metrics() == evaluate(model, full, data.adapter, batch_size=64, t=0.5)
