@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,14 @@ def main() -> None:
     parser.add_argument("--seed-list", default="3")
     parser.add_argument("--methods", default=",".join(GRID))
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--grid",
+        type=json.loads,
+        default={},
+        help='a method\'s grid instead of GRID\'s, e.g. \'{"scrub": {"lr": [0.001], "forget_loss_cap": [1, 5]}}\'',
+    )
     args = parser.parse_args()
+    grid = GRID | args.grid
     torch.set_num_threads(1)
     seeds = [int(s) for s in args.seed_list.split(",")]
     methods = args.methods.split(",")
@@ -59,8 +67,8 @@ def main() -> None:
             run_base_method("retrain", original, data, resolve_config(None, "retrain").base, context), sets, data
         )
         for method in methods:
-            for values in itertools.product(*GRID[method].values()):
-                settings = dict(zip(GRID[method], values, strict=True))
+            for values in itertools.product(*grid[method].values()):
+                settings = dict(zip(grid[method], values, strict=True))
                 config = resolve_config({"base": settings}, method).base
                 started = time.perf_counter()
                 metrics = measured(run_base_method(method, original, data, config, context), sets, data)

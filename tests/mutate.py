@@ -1578,9 +1578,23 @@ MUTATIONS = [
     Mutation(
         "scrub: the max steps pull towards the teacher instead of away",
         "unlearning/base_methods.py",
-        "            return -kl",
-        "            return kl",
+        "            return -kl.clamp(max=cap)",
+        "            return kl.clamp(max=cap)",
         (BASE_METHODS_TESTS + "::test_scrub_forgets_through_its_max_steps",),
+    ),
+    Mutation(
+        "scrub: the max steps' KL not capped",
+        "unlearning/base_methods.py",
+        "            return -kl.clamp(max=cap)",
+        "            return -kl",
+        (BASE_METHODS_TESTS + "::test_scrub_max_steps_are_capped_so_the_weights_stay_bounded",),
+    ),
+    Mutation(
+        "base phase: a non-finite BatchNorm statistic let through",
+        "unlearning/base_methods.py",
+        "    if broken:\n        raise DivergenceError(",
+        "    if broken and False:\n        raise DivergenceError(",
+        (BASE_METHODS_TESTS + "::test_a_base_model_with_a_non_finite_statistic_is_a_divergence",),
     ),
     Mutation(
         "l1_sparse: the l1 penalty never applied",

@@ -32,6 +32,7 @@ from unlearning.training import (
     Batch,
     BatchesFn,
     BatchPlan,
+    DivergenceError,
     JobHooks,
     LossFn,
     forget_then_retain_batches,
@@ -104,10 +105,11 @@ def _train(
     """The base phase's loop for every method: `model` in train mode, SGD with `config`'s settings, its epochs."""
     model.train()
     params, optimizer = _optimizer(model, config)
+    epochs = _sizes(config)[0]
     optimize(
         params,
         optimizer,
-        epochs=_sizes(config)[0],
+        epochs=epochs,
         seed=context.seed,
         hooks=context.hooks,
         phase="base",
@@ -115,6 +117,11 @@ def _train(
         loss_fn=loss_fn,
         grad_masks=grad_masks,
     )
+    # optimize checks the parameters; a BatchNorm statistic can still overflow (weights grown by many orders of
+    # magnitude): such a θ_p is no base for a curve.
+    broken = [name for name, v in model.state_dict().items() if v.is_floating_point() and not v.isfinite().all()]
+    if broken:
+        raise DivergenceError(f"base: {', '.join(broken[:3])} became non-finite; lower lr", epochs - 1)
     return model
 
 
@@ -262,8 +269,13 @@ def scrub(model: nn.Module, data: UnlearningData, config: BaseMethodConfig, cont
     """SCRUB (Kurmanji et al., 2023, "Towards unbounded machine unlearning"): a student, initialised as θ_o, learns
     from θ_o as a teacher. Each of the first `max_epochs` epochs begins with a pass over the forget set that
     maximises KL(teacher ‖ student) (the max steps); every epoch then passes over the retain set minimising
-    γ·CE + `kd_weight`·KL (the min steps), which keeps what the student should keep."""
+    γ·CE + `kd_weight`·KL (the min steps), which keeps what the student should keep. Unlike the published code, a
+    max step's KL is clamped at `forget_loss_cap` (its gradient vanishes beyond), as `ga`'s forget loss: the KL is
+    unbounded, and without the cap 2 max epochs of Fashion-MNIST's 6,000 forget rows grew the weights to 1e14 and
+    BatchNorm's running variance to inf (docs/benchmarks.md)."""
+    cap = config.forget_loss_cap
     assert config.max_epochs is not None and config.kd_weight is not None and config.kd_temperature is not None
+    assert cap is not None
     teacher = copy.deepcopy(model).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -280,7 +292,7 @@ def scrub(model: nn.Module, data: UnlearningData, config: BaseMethodConfig, cont
             teacher_logits = teacher(batch.inputs)
         kl = _distillation_kl(logits, teacher_logits, temperature)
         if batch.is_forget.all():  # a max step: away from the teacher
-            return -kl
+            return -kl.clamp(max=cap)
         return SCRUB_CE_WEIGHT * F.cross_entropy(logits, batch.labels) + kd_weight * kl
 
     return _train(model, config, context, make_batches, loss_fn)

@@ -233,7 +233,7 @@ class BaseMethodConfig:
     momentum: float | None = field(default=None, metadata=_bounds(ge=0.0, lt=1.0))
     weight_decay: float | None = field(default=None, metadata=_bounds(ge=0.0, le=MAX_COEFFICIENT))
     beta: float | None = field(default=None, metadata=_bounds(ge=0.0, le=MAX_COEFFICIENT))  # neggrad_plus only
-    # forget_loss_cap: ga and neggrad_plus only
+    # forget_loss_cap: ga, neggrad_plus (a batch's forget CE) and scrub (a max step's KL)
     forget_loss_cap: float | None = field(default=None, metadata=_bounds(gt=0.0, le=MAX_COEFFICIENT))
     mask_ratio: float | None = field(default=None, metadata=_bounds(gt=0.0, le=1.0))  # salun only
     # rl and salun: the share of retain rows each epoch trains on (a fresh seeded sample per epoch), as the
@@ -395,7 +395,9 @@ declare_base_method(
 )
 declare_base_method(
     "scrub",
-    BaseMethodConfig(epochs=10, lr=0.001, max_epochs=2, kd_weight=0.001, kd_temperature=4.0, **_SGD),
+    BaseMethodConfig(
+        epochs=10, lr=0.001, max_epochs=2, kd_weight=0.001, kd_temperature=4.0, forget_loss_cap=5.0, **_SGD
+    ),
     "SCRUB: a student of θ_o pushed away from it on the forget set (first max_epochs), kept close on the retain set",
 )
 declare_base_method(

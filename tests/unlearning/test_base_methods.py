@@ -1,3 +1,4 @@
+import copy
 import dataclasses
 
 import pytest
@@ -17,7 +18,7 @@ from unlearning.base_methods import MethodContext, run_base_method
 from unlearning.config import BaseMethodConfig, ConfigError, EvalConfig, resolve_config
 from unlearning.data import UnlearningData
 from unlearning.metrics import EvalSets, evaluate
-from unlearning.training import JobHooks
+from unlearning.training import DivergenceError, JobHooks
 
 from .conftest import FAST
 
@@ -175,3 +176,30 @@ def test_scrub_forgets_through_its_max_steps(original: nn.Module, classwise: Unl
         student = run_base_method("scrub", original, classwise, config, context)
         forgets[max_epochs] = evaluate(student, sets, classwise.adapter, 1024).forget_accuracy
     assert forgets[0] > 0.9 and forgets[3] < forgets[0] - 0.2, forgets
+
+
+def _weight_norm(model: nn.Module) -> float:
+    return float(torch.cat([p.detach().reshape(-1) for p in model.parameters()]).norm())
+
+
+def test_scrub_max_steps_are_capped_so_the_weights_stay_bounded(original: nn.Module, classwise: UnlearningData) -> None:
+    """The max steps' KL is unbounded: left alone it grows the weights by orders of magnitude (Fashion-MNIST: to
+    1e14 and BatchNorm variances to inf). Clamped at `forget_loss_cap`, many aggressive max epochs stay bounded."""
+    aggressive = {"lr": 0.01, "epochs": 6, "max_epochs": 6}
+    config = resolve_config({"base": aggressive}, "scrub").base
+    student = run_base_method("scrub", original, classwise, config, MethodContext(0, JobHooks()))
+    assert _weight_norm(student) < 2 * _weight_norm(original)
+    assert all(v.isfinite().all() for v in student.state_dict().values() if v.is_floating_point())
+
+
+def test_a_base_model_with_a_non_finite_statistic_is_a_divergence(
+    original: nn.Module, classwise: UnlearningData
+) -> None:
+    """optimize checks the parameters; a BatchNorm statistic that overflowed must fail the base phase too."""
+    broken = copy.deepcopy(original)
+    norms = [m for m in broken.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert norms, "the test's θ_o has BatchNorm"
+    norms[0].running_var.fill_(float("inf"))  # (1 − momentum)·inf + momentum·var stays inf in training
+    config = resolve_config({"base": {"epochs": 1}}, "ft").base
+    with pytest.raises(DivergenceError, match="running_var became non-finite"):
+        run_base_method("ft", broken, classwise, config, MethodContext(0, JobHooks()))
