@@ -270,7 +270,7 @@ def scrub(model: nn.Module, data: UnlearningData, config: BaseMethodConfig, cont
     from θ_o as a teacher. Each of the first `max_epochs` epochs begins with a pass over the forget set that
     maximises KL(teacher ‖ student) (the max steps); every epoch then passes over the retain set minimising
     γ·CE + `kd_weight`·KL (the min steps), which keeps what the student should keep. Unlike the published code, a
-    max step's KL is clamped at `forget_loss_cap` (its gradient vanishes beyond), as `ga`'s forget loss: the KL is
+    max step's KL is clamped at `forget_loss_cap` (its gradient vanishes beyond), as `ga`'s forget CE: the KL is
     unbounded, and without the cap 2 max epochs of Fashion-MNIST's 6,000 forget rows grew the weights to 1e14 and
     BatchNorm's running variance to inf (docs/benchmarks.md)."""
     cap = config.forget_loss_cap

@@ -396,7 +396,7 @@ declare_base_method(
 declare_base_method(
     "scrub",
     BaseMethodConfig(
-        epochs=10, lr=0.001, max_epochs=2, kd_weight=0.001, kd_temperature=4.0, forget_loss_cap=5.0, **_SGD
+        epochs=10, lr=0.001, max_epochs=2, kd_weight=0.001, kd_temperature=4.0, forget_loss_cap=20.0, **_SGD
     ),
     "SCRUB: a student of θ_o pushed away from it on the forget set (first max_epochs), kept close on the retain set",
 )
