@@ -23,7 +23,7 @@ from unlearning.data import UnlearningData
 from unlearning.mcu import train_control_point
 from unlearning.metrics import EvalSets
 from unlearning.pipeline import measure_point
-from unlearning.training import JobHooks, Progress
+from unlearning.training import JobHooks, Progress, plain_batches
 
 
 def random_cifar(n_train: int, n_test: int, seed: int) -> ImageDataset:
@@ -47,8 +47,8 @@ def synchronize(device: torch.device) -> None:
 def warm_up(model: torch.nn.Module, data: UnlearningData, device: torch.device) -> None:
     """One untimed training step on a copy, so CUDA/cuDNN start-up is not billed to the first phase."""
     copy = deepcopy(model).train()
-    inputs = data.adapter(data.retain.inputs[:128])
-    torch.nn.functional.cross_entropy(copy(inputs), data.retain.labels[:128]).backward()
+    batch = next(iter(plain_batches(data.retain, 128, data.adapter, torch.Generator().manual_seed(0))))
+    torch.nn.functional.cross_entropy(copy(batch.inputs), batch.labels).backward()
     synchronize(device)
 
 

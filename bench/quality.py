@@ -3,6 +3,7 @@
     python -m bench.quality --dataset mnist5k --scenario random --seed-list 0,1,2 --json docs/results/q.json
     python -m bench.quality --dataset mnist5k --scenario random --methods rl,ft --masks off,tensor,element
     python -m bench.quality --dataset fashion --scenario random50 --augmentation crop_flip --json q.json
+    python -m bench.quality --dataset fashion --device cuda ...   # every model and step on a GPU (bf16 autocast)
 
 Scenarios: `random` (10% of the training rows), `random50` (50%), `classwise` (one class, drawn per seed).
 `--augmentation crop_flip` trains θ_o, the retrained model and every base method and curve with pad-4 random
@@ -24,6 +25,7 @@ import argparse
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +43,11 @@ from unlearning.curve import recompute_batchnorm
 from unlearning.data import Subset, UnlearningData, seeded_generator
 from unlearning.metrics import EvalSets, PointMetrics, avg_gap, evaluate
 from unlearning.spectrum import REFERENCE_WINDOW, recommend_t
-from unlearning.training import JobHooks
+from unlearning.training import DivergenceError, JobHooks
 from unlearning.transforms import AUGMENTATION_PRESETS, Augmentation
 
 CACHE = Path(__file__).resolve().parent / ".cache"
+CPU = torch.device("cpu")
 METRICS = {"UA": "unlearning_accuracy", "RA": "retain_accuracy", "TA": "test_accuracy", "MIA": "mia_efficacy"}
 ORIGINAL_TRAINING = {"epochs": 20, "lr": 0.05}
 MASKS = {
@@ -77,10 +80,12 @@ def original_model(
     architecture: str = "cnn-small",
     augmentation: Augmentation | None = None,
     architecture_kwargs: dict[str, Any] | None = None,
+    device: torch.device = CPU,
 ) -> nn.Module:
     """`architecture` (with its constructor's `architecture_kwargs`) trained on the whole training set with `seed`
-    (and `augmentation`), cached as safetensors."""
-    model = seeded_init(architecture, dataset.num_classes, dataset.input_shape, seed, architecture_kwargs)
+    (and `augmentation`) on `device`, cached as safetensors: a cached θ_o is used on any device, as a user's model
+    is wherever it was trained."""
+    model = seeded_init(architecture, dataset.num_classes, dataset.input_shape, seed, architecture_kwargs).to(device)
     variant = (
         ""
         if architecture == "cnn-small" and augmentation is None
@@ -95,10 +100,10 @@ def original_model(
     adapter = make_unlearning_data(
         dataset, channels=dataset.input_shape[0], forget_classes=[0], augmentation=augmentation
     ).adapter
-    train = Subset(dataset.train_inputs, dataset.train_labels, torch.arange(len(dataset.train_labels)))
+    train = Subset(dataset.train_inputs, dataset.train_labels, torch.arange(len(dataset.train_labels)), device)
     train_classifier(model, train, adapter, seed=seed, **ORIGINAL_TRAINING)
     CACHE.mkdir(exist_ok=True)
-    save_file(model.state_dict(), path)
+    save_file({k: v.cpu() for k, v in model.state_dict().items()}, path)
     return model.eval()
 
 
@@ -160,7 +165,7 @@ def mcu_row(
     reference: PointMetrics,
     base_s: float,
 ) -> tuple[dict, Any]:
-    result = run_unlearning(original, data, method, config, theta_p=theta_p, device="cpu")
+    result = run_unlearning(original, data, method, config, theta_p=theta_p, device=data.retain.target)
     _, recommended = result.materialize(result.recommended_t)
     targets = result.targets
     published_t = recommend_t(
@@ -202,12 +207,20 @@ def run_seed(
     augmentation: Augmentation | None = None,
     base_overrides: dict[str, Any] | None = None,
     architecture_kwargs: dict[str, Any] | None = None,
+    device: torch.device = CPU,
+    on_method: Callable[[dict[str, dict[str, float]]], None] = lambda rows: None,
 ) -> dict[str, dict[str, float]]:
-    original = original_model(name, dataset, seed, architecture, augmentation, architecture_kwargs)
-    data = forget_data(dataset, scenario, seed, augmentation)
+    """Every row of one seed; `on_method` sees the rows so far after each base method and its MCU rows."""
+    original = original_model(name, dataset, seed, architecture, augmentation, architecture_kwargs, device)
+    data = forget_data(dataset, scenario, seed, augmentation).batches_on(device)
     sets = EvalSets.draw(data, EvalConfig(), seed).every_row(data)  # every row, as MCU's materialised points
     context = MethodContext(seed, JobHooks())
     rows: dict[str, dict[str, float]] = {}
+
+    def record_divergence(label: str, error: DivergenceError) -> None:
+        """Kept under "_diverged" instead of a row; the other methods still run."""
+        rows.setdefault("_diverged", []).append(f"{label}: {error}")  # type: ignore[arg-type, attr-defined]
+        log(f"  seed {seed} {label}: diverged ({error})", flush=True)
 
     started = time.perf_counter()
     retrained = run_base_method("retrain", original, data, resolve_config(None, "retrain").base, context)
@@ -217,7 +230,11 @@ def run_seed(
     for method in methods:
         started = time.perf_counter()
         base_config = resolve_config({"base": base_overrides or {}}, method).base
-        base = run_base_method(method, original, data, base_config, context)
+        try:
+            base = run_base_method(method, original, data, base_config, context)
+        except DivergenceError as error:
+            record_divergence(method, error)
+            continue
         base_s = time.perf_counter() - started
         theta_p = {k: v.detach().clone() for k, v in base.state_dict().items()}
         rows[method] = as_row(measured(base, sets, data), reference, base_s)
@@ -229,7 +246,11 @@ def run_seed(
         if fixed_beta:
             variants[f"mcu-fixed({method})"] = overrides | {"seed": seed, "beta": 0.2}
         for label, config in variants.items():
-            rows[label], result = mcu_row(original, data, method, config, theta_p, reference, base_s)
+            try:
+                rows[label], result = mcu_row(original, data, method, config, theta_p, reference, base_s)
+            except DivergenceError as error:
+                record_divergence(label, error)
+                continue
             if keep_curve and label == "mcu(rl)":
                 rows["_curve"] = {
                     "points": [p.to_dict() for p in result.points],
@@ -237,16 +258,20 @@ def run_seed(
                     "recommended_t": result.recommended_t,
                 }  # type: ignore[dict-item]
         summary = ", ".join(
-            f"{label} {rows[label]['avg_gap']:.2f} (oracle {rows[label]['oracle_gap']:.2f})" for label in variants
+            f"{label} {rows[label]['avg_gap']:.2f} (oracle {rows[label]['oracle_gap']:.2f})"
+            if label in rows
+            else f"{label} diverged"
+            for label in variants
         )
         log(f"  seed {seed} {method}: base gap {rows[method]['avg_gap']:.2f}, {summary}", flush=True)
+        on_method(rows)
     return rows
 
 
 def merge(paths: list[Path], out: Path | None) -> None:
     """One table from runs that differ only in their seeds (e.g. one process per core)."""
     payloads = [json.loads(path.read_text()) for path in paths]
-    per_run = {"seeds", "rows", "per_seed"}
+    per_run = {"seeds", "rows", "per_seed", "complete"}
     setting = {k: v for k, v in payloads[0].items() if k not in per_run}
     for path, payload in zip(paths, payloads, strict=True):
         if {k: v for k, v in payload.items() if k not in per_run} != setting:
@@ -258,12 +283,14 @@ def merge(paths: list[Path], out: Path | None) -> None:
     rows = aggregate(per_seed)
     print(f"\n{setting['dataset']}, {setting['architecture']}, {setting['scenario']} forgetting, seeds {seeds}\n")
     print(markdown(rows))
-    write_json(out, setting | {"seeds": seeds, "rows": rows, "per_seed": per_seed})
+    complete = all(payload.get("complete", True) for payload in payloads)  # files from before the key: complete
+    write_json(out, setting | {"seeds": seeds, "complete": complete, "rows": rows, "per_seed": per_seed})
 
 
 def aggregate(per_seed: list[dict[str, dict[str, float]]]) -> list[dict[str, Any]]:
+    """Mean and std over seeds of each method every seed has (a run cut short has the first methods only)."""
     out = []
-    for method in [m for m in per_seed[0] if not m.startswith("_")]:
+    for method in [m for m in per_seed[0] if not m.startswith("_") and all(m in rows for rows in per_seed)]:
         keys = [k for k in per_seed[0][method] if not k.startswith("_")]
         values = {k: np.array([seed_rows[method][k] for seed_rows in per_seed], dtype=float) for k in keys}
         row: dict[str, Any] = {"method": method} | {k: round(float(v.mean()), 4) for k, v in values.items()}
@@ -365,6 +392,7 @@ def main() -> None:
         default={},
         help="JSON overriding every base method's defaults, e.g. '{\"retain_ratio\": 1.0}'",
     )
+    parser.add_argument("--device", type=torch.device, default=CPU, help="cpu (default) or cuda, cuda:1, ...")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path, help="PNG of MCU(rl)'s curve for the first seed (dotted: retrain)")
     args = parser.parse_args()
@@ -376,50 +404,63 @@ def main() -> None:
     seeds = seed_list(args)
     dataset = load_dataset(args.dataset)
     augmentation = Augmentation.from_list(AUGMENTATION_PRESETS[args.augmentation])
-    per_seed = [
-        run_seed(
-            dataset,
-            args.dataset,
-            args.scenario,
-            seed,
-            args.methods.split(","),
-            args.masks.split(","),
-            args.fixed_beta,
-            args.config,
-            seed == seeds[0],
-            print,
-            args.architecture,
-            augmentation,
-            args.base_config,
-            args.architecture_kwargs,
+    setting = {
+        "dataset": args.dataset,
+        "scenario": args.scenario,
+        "architecture": args.architecture,
+        "architecture_kwargs": args.architecture_kwargs,
+        "augmentation": args.augmentation,
+        "device": args.device.type,
+        "config": args.config,
+        "base_config": args.base_config,
+        "targets_note": "per_seed MCU rows carry their measured points under _points",
+    }
+    per_seed: list[dict[str, dict[str, float]]] = []
+
+    def save(current: dict[str, dict[str, float]] | None = None) -> None:
+        """The JSON so far: written after every method, so a run cut short keeps what it measured."""
+        done = per_seed + ([current] if current else [])
+        write_json(
+            args.json,
+            setting
+            | {
+                "seeds": seeds[: len(done)],
+                "complete": current is None,
+                "rows": aggregate(done),
+                "per_seed": [{k: v for k, v in s.items() if k != "_curve"} for s in done],  # "_diverged" kept
+            },
         )
-        for seed in seeds
-    ]
-    rows = aggregate(per_seed)
+
+    for seed in seeds:
+        per_seed.append(
+            run_seed(
+                dataset,
+                args.dataset,
+                args.scenario,
+                seed,
+                args.methods.split(","),
+                args.masks.split(","),
+                args.fixed_beta,
+                args.config,
+                seed == seeds[0],
+                print,
+                args.architecture,
+                augmentation,
+                args.base_config,
+                args.architecture_kwargs,
+                args.device,
+                save,
+            )
+        )
+    save()
     print(
         f"\n{args.dataset}, {args.architecture} {args.architecture_kwargs or ''}, {args.scenario} forgetting, "
         f"augmentation {args.augmentation}, "
         f"seeds {seeds} (gaps: mean ± std, points; rest: mean)\n"
     )
-    print(markdown(rows))
+    print(markdown(aggregate(per_seed)))
     if args.plot and "_curve" in per_seed[0]:
         plot_curve(per_seed[0]["_curve"], args.plot, f"MCU(rl) on {args.dataset}, {args.scenario}, seed {seeds[0]}")
-    write_json(
-        args.json,
-        {
-            "dataset": args.dataset,
-            "scenario": args.scenario,
-            "architecture": args.architecture,
-            "architecture_kwargs": args.architecture_kwargs,
-            "augmentation": args.augmentation,
-            "seeds": seeds,
-            "config": args.config,
-            "base_config": args.base_config,
-            "rows": rows,
-            "per_seed": [{k: v for k, v in s.items() if not k.startswith("_")} for s in per_seed],
-            "targets_note": "per_seed MCU rows carry their measured points under _points",
-        },
-    )
 
 
 if __name__ == "__main__":

@@ -4,11 +4,11 @@
     python -m bench.summary FILES --json docs/results/summary.json
 
 A table is one (dataset, scenario, architecture, augmentation); files of the same table on the same seeds add
-their methods to it (e.g. a later run of new base methods). Per cell: the base method's Avg. Gap and MCU's at its
-recommended t, each mean over seeds with a 95% confidence interval (Student's t, seeds − 1 degrees of freedom),
-MCU's ToW with its interval, the best measured point's gap (an oracle that knows the retrained model), and
-whether MCU ≤ base + one standard error of the base's gap over seeds. Then each goal of docs/benchmarks.md
-(issue 23) as met, not met or not measured; the last line sums them up.
+their methods to it (e.g. a later run of new base methods, on any device, from the same cached θ_o). Per cell: the
+base method's Avg. Gap and MCU's at its recommended t, each mean over seeds with a 95% confidence interval
+(Student's t, seeds − 1 degrees of freedom), MCU's ToW with its interval, the best measured point's gap (an oracle
+that knows the retrained model), and whether MCU ≤ base + one standard error of the base's gap over seeds. Then
+each goal of docs/benchmarks.md (issue 23) as met, not met or not measured; the last line sums them up.
 """
 
 from __future__ import annotations
@@ -77,15 +77,19 @@ def tables(paths: list[Path]) -> dict[str, list[dict[str, dict[str, Any]]]]:
         if payload["seeds"] != seeds[name]:
             raise SystemExit(f"{path}: seeds {payload['seeds']}, but {name} has {seeds[name]}")
         for into, rows in zip(merged[name], payload["per_seed"], strict=True):
-            repeated = {m for m in rows if m != "retrain" and m in into}
+            repeated = {m for m in rows if m not in ("retrain", "_diverged") and m in into}
             if repeated:
                 raise SystemExit(f"{path}: {sorted(repeated)} already in {name}")
-            into.update({m: r for m, r in rows.items() if m != "retrain"})
+            diverged = into.get("_diverged", []) + rows.get("_diverged", [])
+            into.update(
+                {m: r for m, r in rows.items() if m != "retrain"} | ({"_diverged": diverged} if diverged else {})
+            )
     return merged
 
 
 def tow(row: dict[str, Any], retrain: dict[str, Any]) -> float:
-    """ToW (docs/algorithm.md §6) from a row's accuracies, as bench.quality computes it (older files lack it)."""
+    """ToW (docs/algorithm.md §6) from a row's accuracies, as bench.quality computes it against its own run's
+    retrained model (files from before the column lack it; a merged table's first retrain row stands in)."""
     return float(np.prod([1 - abs(row[k] - retrain[k]) for k in ("UA", "RA", "TA")]))
 
 
@@ -93,7 +97,11 @@ def cells(per_seed: list[dict[str, dict[str, Any]]], table: str) -> list[Cell]:
     def spread(method: str, key: str) -> Spread:
         return Spread.of([rows[method][key] for rows in per_seed])
 
-    bases = [m for m in per_seed[0] if not m.startswith(("_", "mcu(")) and f"mcu({m})" in per_seed[0]]
+    bases = [  # every seed's (a run cut short has the first methods only)
+        m
+        for m in per_seed[0]
+        if not m.startswith(("_", "mcu(")) and all(m in rows and f"mcu({m})" in rows for rows in per_seed)
+    ]
     return [
         Cell(
             table,
@@ -101,7 +109,9 @@ def cells(per_seed: list[dict[str, dict[str, Any]]], table: str) -> list[Cell]:
             len(per_seed),
             spread(base, "avg_gap"),
             spread(f"mcu({base})", "avg_gap"),
-            Spread.of([tow(rows[f"mcu({base})"], rows["retrain"]) for rows in per_seed]),
+            Spread.of(
+                [rows[f"mcu({base})"].get("tow", tow(rows[f"mcu({base})"], rows["retrain"])) for rows in per_seed]
+            ),
             spread(f"mcu({base})", "oracle_gap").mean,
             spread(f"mcu({base})", "published_rule_gap").mean,
         )
@@ -148,7 +158,15 @@ def main() -> None:
     parser.add_argument("files", nargs="+", type=Path)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    all_cells = [cell for name, per_seed in tables(args.files).items() for cell in cells(per_seed, name)]
+    merged = tables(args.files)
+    all_cells = [cell for name, per_seed in merged.items() for cell in cells(per_seed, name)]
+    # A method that diverged on a seed has no cell (bench.quality records it instead of a row): listed here.
+    diverged = [
+        f"{name}: {entry}"
+        for name, per_seed in merged.items()
+        for rows in per_seed
+        for entry in rows.get("_diverged", [])
+    ]
     print(
         markdown_table(
             ["table", "base", "seeds", "base gap [95% CI]", "MCU gap [95% CI]", "MCU ToW [95% CI]", "MCU oracle gap",
@@ -162,6 +180,8 @@ def main() -> None:
             ],
         )
     )  # fmt: skip
+    for entry in diverged:
+        print(f"diverged: {entry}")
     checked = goals(all_cells)
     verdict = {True: "met", False: "**not met**", None: "not measured"}
     print()
@@ -176,12 +196,16 @@ def main() -> None:
                 for c in all_cells
             ],
             "goals": [{"goal": g, "measured": m, "met": ok} for g, m, ok in checked],
+            "diverged": diverged,
         },
     )
     met = sum(ok is True for _, _, ok in checked)
     measured = sum(ok is not None for _, _, ok in checked)
     within = sum(c.within_base_error for c in all_cells)
-    print(f"summary: cells={len(all_cells)} within_base_error={within} goals_met={met}/{measured}")
+    print(
+        f"summary: cells={len(all_cells)} within_base_error={within} diverged={len(diverged)} "
+        f"goals_met={met}/{measured}"
+    )
 
 
 if __name__ == "__main__":
