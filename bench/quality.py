@@ -270,7 +270,7 @@ def run_seed(
 
 def merge(paths: list[Path], out: Path | None) -> None:
     """One table from runs that differ only in their seeds (e.g. one process per core)."""
-    payloads = [json.loads(path.read_text()) for path in paths]
+    payloads = [{"device": "cpu"} | json.loads(path.read_text()) for path in paths]  # older files: the CPU's
     per_run = {"seeds", "rows", "per_seed", "complete"}
     setting = {k: v for k, v in payloads[0].items() if k not in per_run}
     for path, payload in zip(paths, payloads, strict=True):

@@ -1597,6 +1597,16 @@ MUTATIONS = [
         (BASE_METHODS_TESTS + "::test_a_base_model_with_a_non_finite_statistic_is_a_divergence",),
     ),
     Mutation(
+        "the random-forgetting MIA target from another attack than the points'",
+        "unlearning/pipeline.py",
+        "unseen.test_accuracy, unseen.mia_efficacy)",
+        "unseen.test_accuracy, unseen.mia_efficacy / 2)",
+        (
+            "tests/unlearning/test_pipeline.py::"
+            "test_random_forgetting_targets_are_the_original_on_test_rows_measured_as_a_point",
+        ),
+    ),
+    Mutation(
         "l1_sparse: the l1 penalty never applied",
         "unlearning/base_methods.py",
         "        weight[0] = l1 * (1 - epoch / epochs)  # the epoch's γ, read by loss_fn",

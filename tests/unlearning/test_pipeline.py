@@ -1,6 +1,7 @@
 import math
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -9,10 +10,10 @@ from torch import nn
 
 from unlearning import avg_gap, build_model, make_unlearning_data, run_unlearning
 from unlearning.base_methods import MethodContext, run_base_method
-from unlearning.config import resolve_config
+from unlearning.config import EvalConfig, resolve_config
 from unlearning.data import UnlearningData
-from unlearning.metrics import PointMetrics, evaluate
-from unlearning.pipeline import materialize_point
+from unlearning.metrics import EvalSets, PointMetrics, evaluate
+from unlearning.pipeline import derive_targets, materialize_point
 from unlearning.training import JobHooks, Progress
 
 
@@ -49,6 +50,21 @@ def test_result_describes_the_whole_run(original: nn.Module, random_forget: Unle
             assert 0.0 <= point[key] <= 1.0
     # t = 0 is θ_o (BN from retain data): it still knows the forget set.
     assert summary["points"][0]["forget_accuracy"] > 0.95
+
+
+def test_random_forgetting_targets_are_the_original_on_test_rows_measured_as_a_point(
+    original: nn.Module, random_forget: UnlearningData
+) -> None:
+    """To a retrained model the forget rows are as unseen as test rows: the targets are θ_o's metrics with the test
+    rows in the forget rows' place, its MIA efficacy from the very attack every point uses (an attack trained on
+    other rows decides otherwise: docs/benchmarks.md, "The MIA target")."""
+    sets = EvalSets.draw(random_forget, EvalConfig(), seed=0)
+    targets = derive_targets(original, random_forget, sets, 256)
+    unseen = evaluate(original, replace(sets, forget=sets.test), random_forget.adapter, 256)
+    assert targets.mia_efficacy == unseen.mia_efficacy
+    assert targets.forget_accuracy == targets.test_accuracy == unseen.test_accuracy
+    forget = evaluate(original, sets, random_forget.adapter, 256)
+    assert forget.forget_accuracy > targets.forget_accuracy  # θ_o still knows its forget rows better
 
 
 def test_classwise_targets_and_forgotten_class_accuracy(original: nn.Module, classwise: UnlearningData) -> None:

@@ -1,0 +1,118 @@
+"""The MIA target of the recommended-t rule against retrained models, and the rule replayed on stored curves.
+
+    python -m bench.mia_target docs/results/quality-fashion-{random,random50}.json --json docs/results/mia-target.json
+
+For each seed of each random-forgetting file (bench.quality JSON, MCU rows with their `_points`), from the same
+θ_o (bench.quality's cache), forget set and sampled rows as the run: the retrained model's MIA efficacy (from the
+file), the target the library derives now (θ_o's test rows measured as every point measures forget rows) and the
+one it derived before 2026-12-04 (an SVC trained on half the sampled test rows and as many retain rows, applied
+to the other half). Then, per MCU row, the recommended t under each target, replayed on the stored grid points
+(each metric interpolated as the rule does), and the Avg. Gap to the retrained model there. A replay, not a
+rerun: the grid's fine pass was measured around the old choice, and grid points are on samples, not on every row.
+Last line: `mia_target: error_before=... error_now=... gap_before=... gap_now=... oracle=...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.interpolate import CubicSpline
+
+from bench.common import markdown_table, write_json
+from bench.quality import forget_data, load_dataset, original_model
+from unlearning.config import EvalConfig, Targets
+from unlearning.metrics import EvalSets, PointMetrics, mia_efficacy, predict
+from unlearning.pipeline import derive_targets
+from unlearning.spectrum import forget_noise, recommend_t
+from unlearning.transforms import AUGMENTATION_PRESETS, Augmentation
+
+GAP = {"unlearning_accuracy": "UA", "retain_accuracy": "RA", "test_accuracy": "TA", "mia_efficacy": "MIA"}
+
+
+def targets(setting: dict[str, Any], seed: int) -> tuple[Targets, Targets, int]:
+    """(before, now, forget rows) for one seed of a bench.quality setting."""
+    dataset = load_dataset(setting["dataset"])
+    augmentation = Augmentation.from_list(AUGMENTATION_PRESETS[setting.get("augmentation") or "none"])
+    model = original_model(
+        setting["dataset"], dataset, seed, setting["architecture"], augmentation, setting.get("architecture_kwargs")
+    )
+    data = forget_data(dataset, setting["scenario"], seed, augmentation)
+    config = EvalConfig()
+    sets = EvalSets.draw(data, config, seed)
+    now = derive_targets(model, data, sets, config.batch_size)
+    retain = predict(model, sets.retain, data.adapter, config.batch_size)[1]
+    test = predict(model, sets.test, data.adapter, config.batch_size)[1]
+    half = len(test) // 2
+    held_out = mia_efficacy(retain[:half], test[:half], test[half:])
+    return replace(now, mia_efficacy=held_out), now, len(data.forget)
+
+
+def gap_at(points: list[dict[str, Any]], t: float, retrain: dict[str, float]) -> float:
+    """Avg. Gap (points) at `t`, each metric interpolated through the measured points as the rule does."""
+    ts = [p["t"] for p in points]
+    values = {name: float(np.clip(CubicSpline(ts, [p[name] for p in points])(t), 0, 1)) for name in GAP}
+    return 100 * float(np.mean([abs(values[name] - retrain[short]) for name, short in GAP.items()]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("files", nargs="+", type=Path)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    seeds, curves = [], []
+    for path in args.files:
+        payload = json.loads(path.read_text())
+        if payload["scenario"] == "classwise":  # its MIA target is 1, not estimated
+            continue
+        for seed, rows in zip(payload["seeds"], payload["per_seed"], strict=True):
+            before, now, forget_rows = targets(payload, seed)
+            retrain = rows["retrain"]
+            seeds.append({"file": path.name, "seed": seed, "retrain": retrain["MIA"], "before": before.mia_efficacy,
+                          "now": now.mia_efficacy})  # fmt: skip
+            for label, row in rows.items():
+                if not label.startswith("mcu(") or "_points" not in row:
+                    continue
+                points = sorted(row["_points"], key=lambda p: p["t"])
+                metrics = [PointMetrics(**p) for p in points]
+                chosen = {
+                    name: recommend_t(metrics, target, noise=forget_noise(metrics, target, forget_rows))
+                    for name, target in (("before", before), ("now", now))
+                }
+                curves.append({"file": path.name, "seed": seed, "method": label}
+                              | {f"t_{k}": t for k, t in chosen.items()}
+                              | {f"gap_{k}": gap_at(points, t, retrain) for k, t in chosen.items()}
+                              | {"oracle": min(gap_at(points, p["t"], retrain) for p in points)})  # fmt: skip
+    print(markdown_table(
+        ["file", "seed", "retrained model's MIA", "target before", "target now"],
+        [[s["file"], s["seed"], f"{s['retrain']:.3f}", f"{s['before']:.3f}", f"{s['now']:.3f}"] for s in seeds],
+    ))  # fmt: skip
+    print()
+    print(markdown_table(
+        ["file", "seed", "MCU", "t before", "gap before", "t now", "gap now", "oracle"],
+        [[c["file"], c["seed"], c["method"], f"{c['t_before']:.2f}", f"{c['gap_before']:.2f}", f"{c['t_now']:.2f}",
+          f"{c['gap_now']:.2f}", f"{c['oracle']:.2f}"] for c in curves],
+    ))  # fmt: skip
+    figures = {
+        "error_before": float(np.mean([abs(s["before"] - s["retrain"]) for s in seeds])),
+        "error_now": float(np.mean([abs(s["now"] - s["retrain"]) for s in seeds])),
+        "gap_before": float(np.mean([c["gap_before"] for c in curves])),
+        "gap_now": float(np.mean([c["gap_now"] for c in curves])),
+        "oracle": float(np.mean([c["oracle"] for c in curves])),
+    }
+    write_json(args.json, {"seeds": seeds, "curves": curves, "means": figures})
+    print(
+        "mia_target: "
+        + " ".join(f"{k}={v:.3f}" for k, v in figures.items())
+        + f" seeds={len(seeds)} curves={len(curves)}"
+    )
+
+
+if __name__ == "__main__":
+    main()
