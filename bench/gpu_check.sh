@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU check, under 5 minutes on one GPU: install the project, run the tests that need CUDA, then time one
-# MCU job (ResNet-18, CIFAR-shaped random data) with bench/gpu_speed.py.
+# MCU job (ResNet-18, CIFAR-shaped random data) with bench/gpu_speed.py, and with 2 or more GPUs the same job on
+# every GPU against one (bench/gpu_scale.py).
 #
 #   bash bench/gpu_check.sh                       # on a machine with an NVIDIA GPU
 #   bash bench/gpu_check.sh --device cpu --small  # anywhere: arguments go to bench/gpu_speed.py
@@ -27,3 +28,7 @@ fi
 # Tests that need CUDA have "cuda" in their names; without a GPU they are skipped, not failed.
 "$PY" -m pytest -q -p no:cacheprovider -k cuda tests/unlearning
 "$PY" -m bench.gpu_speed "$@"
+# The data-parallel path on GPUs (nccl ranks) where 2 or more are visible: N ranks against 1 (bench/gpu_scale.py).
+if [[ " $* " != *" --device cpu "* ]] && (("$("$PY" -c 'import torch; print(torch.cuda.device_count())')" >= 2)); then
+  "$PY" -m bench.gpu_scale
+fi

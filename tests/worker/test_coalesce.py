@@ -161,9 +161,10 @@ def test_cancelling_a_member_of_a_running_job_restarts_it_without_the_member(env
 
 def test_cancelling_the_leader_of_a_running_job_hands_it_to_the_next_member(env: Env) -> None:
     (leader, heir, kept), job = env.start_running_job((80, 85, 90), watched=0)
-    # `cancelling` while its worker holds the job. On a saturated 2-core host (two CI runs of 2026-12-04, with
-    # benchmarks on both cores) the answer was `cancelled` at once, not reproduced alone: the hand-over below is
-    # what this test is about, and it is checked either way.
+    # `cancelling` while its worker holds the job. The answer is the request as read after the commit
+    # (domain/requests.cancel refreshes it), and here the worker runs in this process: when the API's thread waits
+    # for the GIL longer than the worker's cancel poll (a saturated 2-core host, twice on 2026-12-04), the worker
+    # has already stopped and made it `cancelled`. The hand-over below is what this test is about.
     assert env.client.post(f"/v1/deletion-requests/{leader['id']}/cancel").json()["state"] in (
         "cancelling",
         "cancelled",
