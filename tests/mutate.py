@@ -1597,7 +1597,7 @@ MUTATIONS = [
         (BASE_METHODS_TESTS + "::test_a_base_model_with_a_non_finite_statistic_is_a_divergence",),
     ),
     Mutation(
-        "the random-forgetting MIA target from another attack than the points'",
+        "the random-forgetting MIA target not the points' attack's call on the test rows",
         "unlearning/pipeline.py",
         "unseen.test_accuracy, unseen.mia_efficacy)",
         "unseen.test_accuracy, unseen.mia_efficacy / 2)",
