@@ -38,12 +38,10 @@ from pydantic import BaseModel, ConfigDict
 
 from bench.common import (
     CpuWindow,
-    free_port,
     machine_info,
     markdown_table,
     moto_s3,
     percentile,
-    postgres_schema,
     running_worker,
     service_env,
     spawn,
@@ -52,6 +50,7 @@ from bench.common import (
     write_json,
 )
 from mcu_client import Client
+from tests.support import free_port, postgres_schema
 
 N_TRAIN, N_TEST, NUM_CLASSES, SHAPE = 500, 100, 3, (1, 4, 4)
 BARE_TABLE = "bench_bare_requests"

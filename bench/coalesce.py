@@ -26,10 +26,11 @@ from typing import Any
 import torch
 from safetensors.torch import load as load_tensors
 
-from bench.common import embedded_env, free_port, markdown_table, spawn, spawn_worker, stop, wait_http_ok, write_json
+from bench.common import embedded_env, markdown_table, spawn, spawn_worker, stop, wait_http_ok, write_json
 from bench.quality import METRICS, measured
 from cli.digits import DigitsUpload, digits_upload
 from mcu_client import Client
+from tests.support import free_port
 from unlearning import load_digits_dataset, make_unlearning_data
 from unlearning.architectures import build_model
 from unlearning.base_methods import MethodContext, run_base_method

@@ -19,9 +19,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-# The same harness as the tests; free_port and postgres_schema are re-exported for the benchmarks.
-from tests.support import free_port, postgres_schema, wait_for  # noqa: F401
-
 REDIS_BENCH_URL = "redis://127.0.0.1:6379/13"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -147,6 +144,8 @@ def stop(process: subprocess.Popen | None, timeout: float = 15) -> None:
 
 def spawn_worker(env: dict[str, str], log: Path, timeout: float = 180) -> subprocess.Popen:
     """`python -m cli worker`, returned once it consumes its queues (Celery logs " ready.")."""
+    from tests.support import wait_for  # the tests' harness; imported here, it keeps the client off library benches
+
     start = log.stat().st_size if log.exists() else 0  # a log shared with an earlier worker: only new lines
     worker = spawn(["-m", "cli", "worker"], env, log)
     try:
@@ -171,6 +170,8 @@ def running_worker(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]
 
 def wait_http_ok(url: str, process: subprocess.Popen, log: Path, timeout: float = 120) -> None:
     import httpx
+
+    from tests.support import wait_for
 
     def ok() -> bool:
         if process.poll() is not None:

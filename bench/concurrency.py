@@ -39,12 +39,10 @@ from bench.api_load import register
 from bench.common import (
     CpuWindow,
     embedded_env,
-    free_port,
     machine_info,
     markdown_table,
     moto_s3,
     percentile,
-    postgres_schema,
     running_worker,
     service_env,
     spawn,
@@ -53,6 +51,7 @@ from bench.common import (
     write_json,
 )
 from mcu_client import Client
+from tests.support import free_port, postgres_schema
 
 EXPECTED = {"list": 200, "get": 200, "post": 202, "events": 200, "report": 200, "models": 200}
 ROLES = tuple(EXPECTED)

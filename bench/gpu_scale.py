@@ -8,8 +8,8 @@ ranks run it (worker/data_parallel.py), without the service around it.
 
 ResNet-18 on random CIFAR-shaped rows (bench.gpu_speed's data, forget 10%): it measures throughput, not
 forgetting. Each world size trains the same seeded job (mask, `ft` base, curve) `--repeats` times, the two
-sizes alternating; each rank is its own process (torch.multiprocessing spawn, a TCP rendezvous on a loopback
-port), one GPU each. Prints each run's phase seconds and, as its last line,
+sizes alternating; each rank is its own process (torch.multiprocessing spawn, a rendezvous file in a scratch
+folder), one GPU each. Prints each run's phase seconds and, as its last line,
 `gpu_scale: ranks=<N> base_Np_over_1p=<median ratio> curve_Np_over_1p=<median ratio>`.
 """
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,18 +26,13 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from bench.common import write_json
 from bench.gpu_speed import random_cifar
 from unlearning import build_model, make_unlearning_data
 from unlearning.pipeline import UnlearningJob
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _rank(rank: int, world: int, port: int, device_type: str, sizes: tuple[int, int], epochs: int, out: str) -> None:
+def _rank(rank: int, world: int, scratch: str, device_type: str, sizes: tuple[int, int], epochs: int) -> None:
     torch.set_num_threads(1)
     device = torch.device("cpu")
     if device_type == "cuda":
@@ -46,7 +40,7 @@ def _rank(rank: int, world: int, port: int, device_type: str, sizes: tuple[int, 
         torch.cuda.set_device(device)
     if world > 1:
         backend = "nccl" if device_type == "cuda" else "gloo"
-        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+        dist.init_process_group(backend, init_method=f"file://{scratch}/rendezvous", rank=rank, world_size=world)
     try:
         dataset = random_cifar(*sizes, seed=0)
         n_train = sizes[0]
@@ -57,7 +51,7 @@ def _rank(rank: int, world: int, port: int, device_type: str, sizes: tuple[int, 
         config = {"epochs": epochs, "base": {"epochs": epochs}, "grid_points": 3}
         trained = UnlearningJob(model, data, "ft", config, device=device).train()
         if rank == 0:
-            Path(out).write_text(json.dumps(trained.timings))
+            (Path(scratch) / "timings.json").write_text(json.dumps(trained.timings))
     finally:
         if world > 1:
             dist.destroy_process_group()
@@ -66,9 +60,8 @@ def _rank(rank: int, world: int, port: int, device_type: str, sizes: tuple[int, 
 def run(world: int, device_type: str, sizes: tuple[int, int], epochs: int) -> dict[str, float]:
     """One job on `world` ranks: rank 0's phase seconds."""
     with tempfile.TemporaryDirectory() as scratch:
-        out = str(Path(scratch) / "timings.json")
-        mp.spawn(_rank, (world, free_port(), device_type, sizes, epochs, out), nprocs=world)
-        return json.loads(Path(out).read_text())
+        mp.spawn(_rank, (world, scratch, device_type, sizes, epochs), nprocs=world)
+        return json.loads((Path(scratch) / "timings.json").read_text())
 
 
 def main() -> None:
@@ -97,10 +90,9 @@ def main() -> None:
         return float(np.median([by[(k, ranks)] / by[(k, 1)] for k in range(args.repeats)]))
 
     figures = {"base_Np_over_1p": ratio("base"), "curve_Np_over_1p": ratio("curve")}
-    if args.json:  # bench.common's writer is not used: this bench runs where only torch and numpy are installed
-        device = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
-        payload = {"device": device, "ranks": ranks, "rows": sizes[0], "epochs": args.epochs, "runs": runs}
-        args.json.write_text(json.dumps(payload | figures, indent=2) + "\n")
+    device = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
+    write_json(args.json, {"device": device, "ranks": ranks, "rows": sizes[0], "epochs": args.epochs, "runs": runs}
+               | figures)  # fmt: skip
     print(f"gpu_scale: ranks={ranks} " + " ".join(f"{k}={v:.3f}" for k, v in figures.items()))
 
 

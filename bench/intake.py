@@ -34,12 +34,10 @@ from typing import Any
 
 from bench.common import (
     CpuWindow,
-    free_port,
     machine_info,
     markdown_table,
     moto_s3,
     percentile,
-    postgres_schema,
     running_worker,
     service_env,
     spawn,
@@ -48,6 +46,7 @@ from bench.common import (
     write_json,
 )
 from mcu_client import Client
+from tests.support import free_port, postgres_schema
 
 N_TEST, NUM_CLASSES, SHAPE = 500, 3, (1, 4, 4)
 

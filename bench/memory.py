@@ -32,7 +32,6 @@ from bench.common import (
     FASHION,
     embedded_env,
     fashion_mnist_arrays,
-    free_port,
     machine_info,
     markdown_table,
     spawn,
@@ -41,6 +40,7 @@ from bench.common import (
     write_json,
 )
 from mcu_client import Client
+from tests.support import free_port
 
 SIZES = (60_000, 600_000)
 FORGET_ROWS = 1000

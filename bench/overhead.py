@@ -46,12 +46,10 @@ from typing import Any
 
 from bench.common import (
     CpuWindow,
-    free_port,
     machine_busy_seconds,
     machine_info,
     markdown_table,
     moto_s3,
-    postgres_schema,
     service_env,
     spawn,
     spawn_worker,
@@ -60,6 +58,7 @@ from bench.common import (
     write_json,
 )
 from mcu_client import Client
+from tests.support import free_port, postgres_schema
 
 FORGET_CLASS = 3
 BASE_METHOD = "rl"

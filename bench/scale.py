@@ -31,11 +31,9 @@ from typing import Any
 import numpy as np
 
 from bench.common import (
-    free_port,
     machine_info,
     markdown_table,
     moto_s3,
-    postgres_schema,
     service_env,
     spawn,
     spawn_worker,
@@ -45,6 +43,7 @@ from bench.common import (
 )
 from bench.memory import base_images, trained_weights, write_upload
 from mcu_client import Client
+from tests.support import free_port, postgres_schema
 
 FORGET_ROWS = 1000
 
