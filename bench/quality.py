@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bench.common import fashion_mnist, markdown_table, write_json
+from bench.summary import tow
 from unlearning import ImageDataset, load_digits_dataset, make_unlearning_data, run_unlearning, train_classifier
 from unlearning.architectures import seeded_init
 from unlearning.base_methods import MethodContext, run_base_method
@@ -134,19 +135,8 @@ def measured(model: nn.Module, sets: EvalSets, data: UnlearningData) -> PointMet
 def as_row(metrics: PointMetrics, reference: PointMetrics, seconds: float) -> dict[str, float]:
     """Accuracies as fractions; the gap in percentage points, as the literature reports it."""
     row = {short: getattr(metrics, name) for short, name in METRICS.items()}
-    return row | {"avg_gap": 100 * avg_gap(metrics, reference), "tow": tow(metrics, reference), "rte_s": seconds}
-
-
-def tow(metrics: PointMetrics, reference: PointMetrics) -> float:
-    """Tug of war (docs/algorithm.md §6): ∏(1 − |Δacc|) over forget, retain, test accuracy; 1: the retrained model."""
-    return float(
-        np.prod(
-            [
-                1 - abs(getattr(metrics, m) - getattr(reference, m))
-                for m in ("forget_accuracy", "retain_accuracy", "test_accuracy")
-            ]
-        )
-    )
+    retrained = {short: getattr(reference, name) for short, name in METRICS.items()}
+    return row | {"avg_gap": 100 * avg_gap(metrics, reference), "tow": tow(row, retrained), "rte_s": seconds}
 
 
 def region_agreement(points: list[PointMetrics], region: list[list[float]], reference: PointMetrics) -> float:

@@ -88,9 +88,15 @@ def tables(paths: list[Path]) -> dict[str, list[dict[str, dict[str, Any]]]]:
 
 
 def tow(row: dict[str, Any], retrain: dict[str, Any]) -> float:
-    """ToW (docs/algorithm.md §6) from a row's accuracies, as bench.quality computes it against its own run's
-    retrained model (files from before the column lack it; a merged table's first retrain row stands in)."""
+    """Tug of war (docs/algorithm.md §6): ∏(1 − |Δacc|) over forget (|ΔUA| = |ΔFA|), retain and test accuracy of a
+    bench.quality row against the retrained model's; 1: the retrained model."""
     return float(np.prod([1 - abs(row[k] - retrain[k]) for k in ("UA", "RA", "TA")]))
+
+
+def run_tow(row: dict[str, Any], retrain: dict[str, Any]) -> float:
+    """The row's ToW against its own run's retrained model, as bench.quality stored it; files from before the column
+    lack it, and then `retrain` (in a merged table, the first file's) stands in."""
+    return row["tow"] if "tow" in row else tow(row, retrain)
 
 
 def cells(per_seed: list[dict[str, dict[str, Any]]], table: str) -> list[Cell]:
@@ -109,9 +115,7 @@ def cells(per_seed: list[dict[str, dict[str, Any]]], table: str) -> list[Cell]:
             len(per_seed),
             spread(base, "avg_gap"),
             spread(f"mcu({base})", "avg_gap"),
-            Spread.of(
-                [rows[f"mcu({base})"].get("tow", tow(rows[f"mcu({base})"], rows["retrain"])) for rows in per_seed]
-            ),
+            Spread.of([run_tow(rows[f"mcu({base})"], rows["retrain"]) for rows in per_seed]),
             spread(f"mcu({base})", "oracle_gap").mean,
             spread(f"mcu({base})", "published_rule_gap").mean,
         )
