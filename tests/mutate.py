@@ -1607,6 +1607,20 @@ MUTATIONS = [
         ),
     ),
     Mutation(
+        "a coin-flip attack's MIA target kept",
+        "unlearning/pipeline.py",
+        "unseen.mia_efficacy if stable else None",
+        "unseen.mia_efficacy",
+        ("tests/unlearning/test_pipeline.py::test_no_mia_target_where_the_originals_attack_is_a_coin_flip",),
+    ),
+    Mutation(
+        "the attack's spread from one resample (every SVC trained on the same rows)",
+        "unlearning/metrics.py",
+        "member_confidence[rng.integers(0, m, m)], nonmember_confidence[rng.integers(0, n, n)]",
+        "member_confidence, nonmember_confidence",
+        ("tests/unlearning/test_pipeline.py::test_no_mia_target_where_the_originals_attack_is_a_coin_flip",),
+    ),
+    Mutation(
         "l1_sparse: the l1 penalty never applied",
         "unlearning/base_methods.py",
         "        weight[0] = l1 * (1 - epoch / epochs)  # the epoch's γ, read by loss_fn",

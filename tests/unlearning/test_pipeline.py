@@ -9,11 +9,12 @@ from safetensors.torch import load, save
 from torch import nn
 
 from unlearning import avg_gap, build_model, make_unlearning_data, run_unlearning
+from unlearning.architectures import seeded_init
 from unlearning.base_methods import MethodContext, run_base_method
 from unlearning.config import EvalConfig, resolve_config
 from unlearning.data import UnlearningData
-from unlearning.metrics import EvalSets, PointMetrics, evaluate
-from unlearning.pipeline import derive_targets, materialize_point
+from unlearning.metrics import EvalSets, PointMetrics, attack_spread, evaluate, predict
+from unlearning.pipeline import MIA_TARGET_MAX_SPREAD, derive_targets, materialize_point
 from unlearning.training import JobHooks, Progress
 
 
@@ -65,6 +66,23 @@ def test_random_forgetting_targets_are_the_original_on_test_rows_measured_as_a_p
     assert targets.forget_accuracy == targets.test_accuracy == unseen.test_accuracy
     forget = evaluate(original, sets, random_forget.adapter, 256)
     assert forget.forget_accuracy > targets.forget_accuracy  # θ_o still knows its forget rows better
+
+
+def test_no_mia_target_where_the_originals_attack_is_a_coin_flip(
+    original: nn.Module, random_forget: UnlearningData, digits
+) -> None:
+    """An untrained θ_o shows members and non-members alike: SVCs trained on resamples of the attack's rows call its
+    test rows non-member in shares that disagree, so it gets no MIA target (docs/algorithm.md §4), while the trained
+    θ_o's attack agrees with itself and keeps its target. The recommended t then weighs the accuracies alone."""
+    sets = EvalSets.draw(random_forget, EvalConfig(), seed=0)
+    untrained = seeded_init("cnn-small", 10, digits.input_shape, seed=0).eval()
+    spreads = {}
+    for name, model in (("untrained", untrained), ("trained", original)):
+        members, nonmembers = (predict(model, rows, random_forget.adapter, 256)[1] for rows in sets.attack_rows())
+        spreads[name] = attack_spread(members, nonmembers, nonmembers)
+    assert spreads["trained"] < MIA_TARGET_MAX_SPREAD < spreads["untrained"]
+    assert derive_targets(untrained, random_forget, sets, 256).mia_efficacy is None
+    assert derive_targets(original, random_forget, sets, 256).mia_efficacy is not None
 
 
 def test_classwise_targets_and_forgotten_class_accuracy(original: nn.Module, classwise: UnlearningData) -> None:
