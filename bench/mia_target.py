@@ -4,12 +4,14 @@
 
 For each seed of each random-forgetting file (bench.quality JSON, MCU rows with their `_points`), from the same
 θ_o (bench.quality's cache), forget set and sampled rows as the run: the retrained model's MIA efficacy (from the
-file), the target the library derives now (θ_o's test rows measured as every point measures forget rows) and the
-one it derived before 2026-12-04 (an SVC trained on half the sampled test rows and as many retain rows, applied
-to the other half). Then, per MCU row, the recommended t under each target, replayed on the stored grid points
-(each metric interpolated as the rule does), and the Avg. Gap to the retrained model there. A replay, not a
-rerun: the grid's fine pass was measured around the old choice, and grid points are on samples, not on every row.
-Last line: `mia_target: error_before=... error_now=... gap_before=... gap_now=... oracle=...`.
+file) and three targets: the one derived before 2026-12-04 (an SVC trained on half the sampled test rows and as
+many retain rows, applied to the other half), the one of 2026-12-04 (θ_o's test rows measured as every point
+measures forget rows) and the library's now (that one, or none where θ_o's attack is a coin flip:
+`attack_spread` above `MIA_TARGET_MAX_SPREAD`). Then, per MCU row, the recommended t under each target, replayed
+on the stored grid points (each metric interpolated as the rule does), and the Avg. Gap to the retrained model
+there. A replay, not a rerun: the grid's fine pass was measured around the run's choice, and grid points are on
+samples, not on every row. Last line: `mia_target: error_before=... error_unchecked=... spread=...
+gap_before=... gap_unchecked=... gap_now=... oracle=...`.
 """
 
 from __future__ import annotations
@@ -28,14 +30,16 @@ from bench.common import markdown_table, write_json
 from bench.quality import METRICS, forget_data, load_dataset, original_model
 from unlearning import ImageDataset
 from unlearning.config import EvalConfig, Targets
-from unlearning.metrics import EvalSets, PointMetrics, mia_efficacy, predict
+from unlearning.metrics import EvalSets, PointMetrics, attack_spread, evaluate, mia_efficacy, predict
 from unlearning.pipeline import derive_targets
 from unlearning.spectrum import forget_noise, recommend_t
 from unlearning.transforms import AUGMENTATION_PRESETS, Augmentation
 
+RULES = ("before", "unchecked", "now")  # the three MIA targets, oldest first
 
-def targets(setting: dict[str, Any], dataset: ImageDataset, seed: int) -> tuple[Targets, Targets, int]:
-    """(before, now, forget rows) for one seed of a bench.quality setting on its `dataset`."""
+
+def targets(setting: dict[str, Any], dataset: ImageDataset, seed: int) -> tuple[dict[str, Targets], float, int]:
+    """({rule: targets}, θ_o's attack spread, forget rows) for one seed of a bench.quality setting on `dataset`."""
     augmentation = Augmentation.from_list(AUGMENTATION_PRESETS[setting.get("augmentation") or "none"])
     model = original_model(
         setting["dataset"], dataset, seed, setting["architecture"], augmentation, setting.get("architecture_kwargs")
@@ -44,11 +48,16 @@ def targets(setting: dict[str, Any], dataset: ImageDataset, seed: int) -> tuple[
     config = EvalConfig()
     sets = EvalSets.draw(data, config, seed)
     now = derive_targets(model, data, sets, config.batch_size)
-    retain = predict(model, sets.retain, data.adapter, config.batch_size)[1]
-    test = predict(model, sets.test, data.adapter, config.batch_size)[1]
+    unchecked = evaluate(model, replace(sets, forget=sets.test), data.adapter, config.batch_size).mia_efficacy
+    members, test = (predict(model, rows, data.adapter, config.batch_size)[1] for rows in sets.attack_rows())
     half = len(test) // 2
-    held_out = mia_efficacy(retain[:half], test[:half], test[half:])
-    return replace(now, mia_efficacy=held_out), now, len(data.forget)
+    held_out = mia_efficacy(members[:half], test[:half], test[half:])
+    rules = {
+        "before": replace(now, mia_efficacy=held_out),
+        "unchecked": replace(now, mia_efficacy=unchecked),
+        "now": now,
+    }
+    return rules, attack_spread(members, test, test), len(data.forget)
 
 
 def gap_at(points: list[dict[str, Any]], t: float, retrain: dict[str, float]) -> float:
@@ -71,38 +80,43 @@ def main() -> None:
             continue
         dataset = load_dataset(payload["dataset"])
         for seed, rows in zip(payload["seeds"], payload["per_seed"], strict=True):
-            before, now, forget_rows = targets(payload, dataset, seed)
+            rules, spread, forget_rows = targets(payload, dataset, seed)
             retrain = rows["retrain"]
-            seeds.append({"file": path.name, "seed": seed, "retrain": retrain["MIA"], "before": before.mia_efficacy,
-                          "now": now.mia_efficacy})  # fmt: skip
+            seeds.append({"file": path.name, "seed": seed, "retrain": retrain["MIA"], "spread": spread}
+                         | {rule: target.mia_efficacy for rule, target in rules.items()})  # fmt: skip
             for label, row in rows.items():
                 if not label.startswith("mcu(") or "_points" not in row:
                     continue
                 points = sorted(row["_points"], key=lambda p: p["t"])
                 metrics = [PointMetrics(**p) for p in points]
                 chosen = {
-                    name: recommend_t(metrics, target, noise=forget_noise(metrics, target, forget_rows))
-                    for name, target in (("before", before), ("now", now))
+                    rule: recommend_t(metrics, target, noise=forget_noise(metrics, target, forget_rows))
+                    for rule, target in rules.items()
                 }
                 curves.append({"file": path.name, "seed": seed, "method": label}
                               | {f"t_{k}": t for k, t in chosen.items()}
                               | {f"gap_{k}": gap_at(points, t, retrain) for k, t in chosen.items()}
                               | {"oracle": row["oracle_gap"]})  # fmt: skip
+
+    def target(value: float | None) -> str:
+        return "none" if value is None else f"{value:.3f}"
+
     print(markdown_table(
-        ["file", "seed", "retrained model's MIA", "target before", "target now"],
-        [[s["file"], s["seed"], f"{s['retrain']:.3f}", f"{s['before']:.3f}", f"{s['now']:.3f}"] for s in seeds],
+        ["file", "seed", "retrained model's MIA", "attack spread", *(f"target {rule}" for rule in RULES)],
+        [[s["file"], s["seed"], f"{s['retrain']:.3f}", f"{s['spread']:.3f}", *(target(s[rule]) for rule in RULES)]
+         for s in seeds],
     ))  # fmt: skip
     print()
     print(markdown_table(
-        ["file", "seed", "MCU", "t before", "gap before", "t now", "gap now", "oracle"],
-        [[c["file"], c["seed"], c["method"], f"{c['t_before']:.2f}", f"{c['gap_before']:.2f}", f"{c['t_now']:.2f}",
-          f"{c['gap_now']:.2f}", f"{c['oracle']:.2f}"] for c in curves],
+        ["file", "seed", "MCU", *(f"{k} {rule}" for rule in RULES for k in ("t", "gap")), "oracle"],
+        [[c["file"], c["seed"], c["method"], *(f"{c[f'{k}_{rule}']:.2f}" for rule in RULES for k in ("t", "gap")),
+          f"{c['oracle']:.2f}"] for c in curves],
     ))  # fmt: skip
     figures = {
         "error_before": float(np.mean([abs(s["before"] - s["retrain"]) for s in seeds])),
-        "error_now": float(np.mean([abs(s["now"] - s["retrain"]) for s in seeds])),
-        "gap_before": float(np.mean([c["gap_before"] for c in curves])),
-        "gap_now": float(np.mean([c["gap_now"] for c in curves])),
+        "error_unchecked": float(np.mean([abs(s["unchecked"] - s["retrain"]) for s in seeds])),
+        "spread": float(np.mean([s["spread"] for s in seeds])),
+        **{f"gap_{rule}": float(np.mean([c[f"gap_{rule}"] for c in curves])) for rule in RULES},
         "oracle": float(np.mean([c["oracle"] for c in curves])),
     }
     write_json(args.json, {"seeds": seeds, "curves": curves, "means": figures})
