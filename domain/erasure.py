@@ -218,6 +218,12 @@ def power(
             "difference it could detect is wider than the original's distance from the target), so 'met' shows no "
             "erasure; a larger forget set or stronger checks are needed to decide"
         )
+    if targets.get("mia_efficacy") is None:
+        statement += (
+            "; MIA efficacy is not judged: it has no target (the original model's attack called the same rows "
+            "non-member in shares that depended on the rows it was trained on: a coin flip, docs/algorithm.md §4; "
+            "or the operator's targets name none)"
+        )
     return {"decidable": decidable, "checks": checks, "statement": statement}
 
 

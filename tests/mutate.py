@@ -1621,6 +1621,13 @@ MUTATIONS = [
         ("tests/unlearning/test_pipeline.py::test_no_mia_target_where_the_originals_attack_is_a_coin_flip",),
     ),
     Mutation(
+        "a job without an MIA target judged without saying so",
+        "domain/erasure.py",
+        '    if targets.get("mia_efficacy") is None:\n        statement +=',
+        '    if False:\n        statement +=',
+        ("tests/domain/test_erasure_power.py::test_a_job_without_an_mia_target_says_its_mia_is_not_judged",),
+    ),
+    Mutation(
         "l1_sparse: the l1 penalty never applied",
         "unlearning/base_methods.py",
         "        weight[0] = l1 * (1 - epoch / epochs)  # the epoch's γ, read by loss_fn",

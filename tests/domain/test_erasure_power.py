@@ -37,3 +37,14 @@ def test_a_forgotten_class_is_decidable_and_no_original_is_not() -> None:
     assert verdict["decidable"] and verdict["checks"]["forget_accuracy"]["detectable_difference"] == 0.05
     assert "detects a difference of 0.050" in verdict["statement"]
     assert power(None, targets, 150, CRITERION)["decidable"] is False  # nothing measured at t = 0: nothing shown
+
+
+def test_a_job_without_an_mia_target_says_its_mia_is_not_judged() -> None:
+    """Where θ_o's attack is a coin flip the worker derives no MIA target (unlearning/pipeline.py): the MIA check
+    is then not applied, and the statement says so rather than leaving the check out unexplained."""
+    targets = RANDOM_TARGETS | {"mia_efficacy": None}
+    original = ORIGINAL_RANDOM | {"mia_efficacy": 0.1}  # would fail the MIA check if it had a target
+    verdict = power(original, targets, 5_000, CRITERION)
+    assert "mia_efficacy" not in verdict["checks"] and judge(original, targets, 5_000, CRITERION).met
+    assert "MIA efficacy is not judged" in verdict["statement"]
+    assert "not judged" not in power(original, RANDOM_TARGETS, 5_000, CRITERION)["statement"]
