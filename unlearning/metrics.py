@@ -215,7 +215,7 @@ def attack_spread(member_confidence: Tensor, nonmember_confidence: Tensor, probe
 
     Where the confidences tell members from non-members the answer is stable (0.005 on digits and MNIST-5k). Where
     they do not (a model that does not overfit, as on Fashion-MNIST), an SVC settles on one of two opposite
-    boundaries and the same rows are called non-member 15–25% or 75–90% of the time (0.26–0.33): one MIA efficacy is
+    boundaries and the same rows are called non-member 15–25% or 75–90% of the time (0.20–0.35): one MIA efficacy is
     then a draw, not a property of the model (docs/benchmarks.md, "The MIA target")."""
     rng = np.random.default_rng(0)
     m, n = len(member_confidence), len(nonmember_confidence)
