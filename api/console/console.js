@@ -373,6 +373,8 @@ function judge(point, request) {
       reasons.push(`MIA efficacy ${fmt(point.mia_efficacy)} is below ${fmt(floor)} (target ${fmt(mia)} − `
         + `tolerance ${fmt(criterion.mia_tolerance)} − sampling noise)`);
     }
+  } else {
+    checks.push("MIA efficacy not judged (no target: the original model's attack is a coin flip)");
   }
   return { met: !reasons.length, reasons, checks, acknowledgement: `${ACKNOWLEDGE_PREFIX}: ${reasons.join("; ")}` };
 }
