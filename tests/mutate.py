@@ -1624,7 +1624,7 @@ MUTATIONS = [
         "a job without an MIA target judged without saying so",
         "domain/erasure.py",
         '    if targets.get("mia_efficacy") is None:\n        statement +=',
-        '    if False:\n        statement +=',
+        "    if False:\n        statement +=",
         ("tests/domain/test_erasure_power.py::test_a_job_without_an_mia_target_says_its_mia_is_not_judged",),
     ),
     Mutation(
