@@ -130,17 +130,22 @@ def goals(all_cells: list[Cell]) -> list[tuple[str, str, bool | None]]:
         by_table.setdefault(cell.table, []).append(cell)
     out: list[tuple[str, str, bool | None]] = []
     for scenario, limit in (("random", 1.15), ("random50", 2.65), ("classwise", 0.3)):
-        table = f"fashion {scenario} cnn-small crop_flip"
         goal = f"Fashion-MNIST {scenario}: MCU with its best base ≤ {limit}" + (
             " and ≤ 0.5× that base's gap" if scenario == "random" else ""
         )
-        if table not in by_table:
-            out.append((goal, "not measured", None))
-            continue
-        best = min(by_table[table], key=lambda c: c.mcu_gap.mean)
-        met = best.mcu_gap.mean <= limit and (scenario != "random" or best.mcu_gap.mean <= 0.5 * best.base_gap.mean)
-        measured = f"mcu({best.base}) {best.mcu_gap} (base {best.base_gap.mean:.2f}; {best.seeds} seeds)"
-        out.append((goal, measured, met))
+        # one line per architecture measured ("fashion random timm:resnet10t crop_flip"), cnn-small's always
+        tables = sorted(
+            {t for t in by_table if t.startswith(f"fashion {scenario} ")} | {f"fashion {scenario} cnn-small crop_flip"}
+        )
+        for table in tables:
+            named = f"{goal} ({table.split()[2]})"
+            if table not in by_table:
+                out.append((named, "not measured", None))
+                continue
+            best = min(by_table[table], key=lambda c: c.mcu_gap.mean)
+            met = best.mcu_gap.mean <= limit and (scenario != "random" or best.mcu_gap.mean <= 0.5 * best.base_gap.mean)
+            measured = f"mcu({best.base}) {best.mcu_gap} (base {best.base_gap.mean:.2f}; {best.seeds} seeds)"
+            out.append((named, measured, met))
     goal = "MNIST-5k random rl: oracle ≤ 0.45, recommended ≤ 0.55"
     rl = next((c for c in by_table.get("mnist5k random cnn-small none", []) if c.base == "rl"), None)
     if rl is None:

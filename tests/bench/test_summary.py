@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.summary import Spread, cells, goals, tables
+from bench.summary import Cell, Spread, cells, goals, tables
 
 
 def _row(gap: float, ua: float = 0.1) -> dict:
@@ -50,7 +50,28 @@ def test_runs_of_one_table_are_merged_and_each_cell_judged_against_its_base(tmp_
     assert judged["rl"].mcu_tow.mean == pytest.approx(0.9)  # (1 − 0.1)·1·1 against the retrained model
     checked = {goal: met for goal, _, met in goals(list(judged.values()))}
     assert checked["MCU ≤ base + one standard error in every cell"] is False
-    assert checked["Fashion-MNIST random: MCU with its best base ≤ 1.15 and ≤ 0.5× that base's gap"] is None
+    assert checked["Fashion-MNIST random: MCU with its best base ≤ 1.15 and ≤ 0.5× that base's gap (cnn-small)"] is None
+
+
+def test_each_architecture_measured_on_a_fashion_table_gets_its_own_goal_line() -> None:
+    def cell(table: str, base_gap: list[float], mcu_gap: list[float]) -> Cell:
+        tow = Spread.of([0.99] * len(mcu_gap))
+        return Cell(table, "rl", len(mcu_gap), Spread.of(base_gap), Spread.of(mcu_gap), tow, 0.5, 1.0)
+
+    checked = {
+        goal: met
+        for goal, _, met in goals(
+            [
+                cell("fashion random cnn-small crop_flip", [8.0, 9.0, 10.0], [1.4, 1.5, 1.6]),  # over 1.15
+                cell("fashion random timm:resnet10t crop_flip", [7.0, 7.5, 8.0], [0.8, 0.9, 1.0]),
+                cell("fashion random50 timm:resnet10t crop_flip", [3.0, 3.0, 3.0], [2.0, 2.5, 3.0]),
+            ]
+        )
+    }
+    random = "Fashion-MNIST random: MCU with its best base ≤ 1.15 and ≤ 0.5× that base's gap"
+    assert checked[f"{random} (cnn-small)"] is False and checked[f"{random} (timm:resnet10t)"] is True
+    assert checked["Fashion-MNIST random50: MCU with its best base ≤ 2.65 (timm:resnet10t)"] is True
+    assert checked["Fashion-MNIST random50: MCU with its best base ≤ 2.65 (cnn-small)"] is None  # not measured
 
 
 def test_a_method_twice_in_one_table_or_other_seeds_is_refused(tmp_path: Path) -> None:
