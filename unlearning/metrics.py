@@ -208,13 +208,13 @@ def called_nonmember(member_confidence: Tensor, nonmember_confidence: Tensor, fo
 ATTACK_RESAMPLES = 8
 
 
-def attack_spread(member_confidence: Tensor, nonmember_confidence: Tensor, probe_confidence: Tensor) -> float:
+def attack_spread(member_confidence: Tensor, nonmember_confidence: Tensor) -> float:
     """How much the attack's answer depends on which rows its SVC was trained on: the standard deviation of the share
-    of `probe_confidence` rows called non-member, over SVCs trained on seeded bootstrap resamples of the members and
+    of the non-members called non-member, over SVCs trained on seeded bootstrap resamples of the members and
     non-members (nan when the features are not finite).
 
-    Where the confidences tell members from non-members the answer is stable (0.005 on digits and MNIST-5k). Where
-    they do not (a model that does not overfit, as on Fashion-MNIST), an SVC settles on one of two opposite
+    Where the confidences tell members from non-members the answer is stable (0.000–0.010 on digits and MNIST-5k).
+    Where they do not (a model that does not overfit, as on Fashion-MNIST), an SVC settles on one of two opposite
     boundaries and the same rows are called non-member 15–25% or 75–90% of the time (0.20–0.35): one MIA efficacy is
     then a draw, not a property of the model (docs/benchmarks.md, "The MIA target")."""
     rng = np.random.default_rng(0)
@@ -222,10 +222,10 @@ def attack_spread(member_confidence: Tensor, nonmember_confidence: Tensor, probe
     shares = []
     for _ in range(ATTACK_RESAMPLES):
         members, nonmembers = member_confidence[rng.integers(0, m, m)], nonmember_confidence[rng.integers(0, n, n)]
-        called = called_nonmember(members, nonmembers, probe_confidence)
-        if called is None or not len(probe_confidence):
+        called = called_nonmember(members, nonmembers, nonmember_confidence)
+        if called is None or not n:
             return float("nan")
-        shares.append(called / len(probe_confidence))
+        shares.append(called / n)
     return float(np.std(shares))
 
 

@@ -68,7 +68,7 @@ def derive_targets(model: nn.Module, data: UnlearningData, sets: EvalSets, batch
     if data.scenario == "classwise":
         return Targets(unseen.retain_accuracy, 0.0, unseen.test_accuracy, 1.0)
     members, nonmembers = (predict(model, rows, data.adapter, batch_size)[1] for rows in sets.attack_rows())
-    stable = attack_spread(members, nonmembers, nonmembers) <= MIA_TARGET_MAX_SPREAD
+    stable = attack_spread(members, nonmembers) <= MIA_TARGET_MAX_SPREAD
     return Targets(
         unseen.retain_accuracy, unseen.test_accuracy, unseen.test_accuracy, unseen.mia_efficacy if stable else None
     )
