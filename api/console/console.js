@@ -328,6 +328,11 @@ const metricsOf = (curve) => metricColumns(classwise(curve));
 // of the target over the forget rows as sampling noise (judge). Keep the two in step.
 const JUDGED = ["forget_accuracy", "retain_accuracy", "test_accuracy", "mia_efficacy"];
 const ACKNOWLEDGE_PREFIX = "erasure criterion not met";
+// Why a curve lacks an MIA target: the operator's targets name none, or SVCs trained on resamples of θ_o's attack
+// rows disagree (docs/algorithm.md §4).
+const noMiaTarget = (request) => ((request.config || {}).targets ? "the operator's targets name none"
+  : "the original model's attack called the same rows non-member in shares that depended on the rows it was "
+    + "trained on: a coin flip");
 
 function pointAt(points, t) {
   const ordered = [...points].sort((a, b) => a.t - b.t);
@@ -374,7 +379,7 @@ function judge(point, request) {
         + `tolerance ${fmt(criterion.mia_tolerance)} − sampling noise)`);
     }
   } else {
-    checks.push("MIA efficacy not judged (no target: the original model's attack is a coin flip)");
+    checks.push(`MIA efficacy not judged (${noMiaTarget(request)})`);
   }
   return { met: !reasons.length, reasons, checks, acknowledgement: `${ACKNOWLEDGE_PREFIX}: ${reasons.join("; ")}` };
 }
@@ -584,6 +589,9 @@ function curveNotes(request) {
     `Recommended t = ${fmt(curve.recommended_t, 2)} (dashed)`
       + (curve.points.some((p) => p.t === curve.recommended_t) ? ", a measured point." : ", between measured points")
       + (curve.recommended_point ? "; measured there on every row as well (the table's row)." : "."),
+    typeof curve.targets.mia_efficacy === "number" ? null : `MIA efficacy has no target (${noMiaTarget(request)}): `
+      + "neither the recommended t nor the erasure criterion uses it; judge forgetting by the accuracies and the "
+      + "proof-of-erasure report's per-sample checks.",
     regionInWords(curve),
     classwise(curve) ? "Class-wise request: test accuracy is measured on the retained classes' test rows only; the "
       + "forgotten classes' test accuracy has its own line and column." : null,

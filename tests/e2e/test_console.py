@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,9 @@ import pytest
 
 from cli.digits import DigitsUpload
 from mcu_client import Client
+from tests.support import wait_for_state
 
-from .conftest import FAST_JOB, Stack, register
+from .conftest import FAST_JOB, Stack, add_model, register, submit
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -394,3 +396,48 @@ def test_console_signs_in_draws_the_curve_and_selects_a_point(
     for log in stack.data_dir.glob("*.log"):
         text = log.read_text(errors="replace")
         assert stack.key not in text and auditor not in text, log
+
+
+def test_a_coin_flip_attack_leaves_mia_unjudged_on_the_curve_and_in_the_report(
+    stack: Stack, digits_upload: DigitsUpload, browser: object
+) -> None:
+    """A model whose membership attack is a coin flip (an untrained one: members and non-members look alike) gets
+    no MIA target (docs/algorithm.md §4). The user sees why on the curve page, and the signed report says the
+    criterion did not judge MIA efficacy, instead of a target drawn from one side of the coin."""
+    from safetensors.torch import save
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from unlearning.architectures import seeded_init
+
+    driver: Any = browser
+    untrained = seeded_init("cnn-small", 10, digits_upload.input_shape, seed=0)
+    coin_flip = replace(digits_upload, weights=save(untrained.state_dict()))
+    with stack.client() as http:
+        dataset_id, _ = register(http, digits_upload)
+        model_id = add_model(http, dataset_id, coin_flip)
+        forget = {"sample_ids": [f"d{row}" for row in range(0, 400, 4)]}
+        request = submit(http, model_id, forget=forget, config=FAST_JOB)
+        curve = wait_for_state(http, request["id"], ("awaiting_selection",), timeout=180)["curve"]
+        assert curve["targets"]["mia_efficacy"] is None
+        assert all(isinstance(curve["targets"][k], float) for k in ("retain_accuracy", "forget_accuracy"))
+
+        driver.get(f"{stack.url}/console")
+        WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.ID, "api-key"))[0].send_keys(stack.key)
+        driver.find_element(By.CSS_SELECTOR, "#sign-in button[type=submit]").click()
+        WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "who").text)
+        driver.get(f"{stack.url}/console#/requests/{request['id']}")
+        notes = WebDriverWait(driver, 30).until(lambda d: d.execute_script(READ, "#curve-notes"))
+        assert "MIA efficacy has no target (the original model's attack called the same rows non-member" in notes
+        assert "Targets (dotted" in notes and "MIA efficacy 0." not in notes.split("Recommended")[0]
+
+        selected = http.post(
+            f"/v1/deletion-requests/{request['id']}/selection",
+            json={"t": curve["recommended_t"], "acknowledge": "erasure criterion not met: the coin-flip test"},
+        )
+        assert selected.status_code == 202, selected.text
+        wait_for_state(http, request["id"], ("succeeded",), timeout=180)
+        report = http.get(f"/v1/deletion-requests/{request['id']}/report").json()["report"]
+    criterion = report["erasure_criterion"]
+    assert "mia_efficacy" not in criterion["power"]["checks"], criterion
+    assert "MIA efficacy is not judged" in criterion["power"]["statement"]
