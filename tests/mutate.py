@@ -1621,6 +1621,13 @@ MUTATIONS = [
         ("tests/unlearning/test_pipeline.py::test_no_mia_target_where_the_originals_attack_is_a_coin_flip",),
     ),
     Mutation(
+        "the console silent about a curve without an MIA target",
+        "api/console/console.js",
+        'typeof curve.targets.mia_efficacy === "number" ? null :',
+        "true ? null :",
+        ("tests/e2e/test_console.py::test_a_coin_flip_attack_leaves_mia_unjudged_on_the_curve_and_in_the_report",),
+    ),
+    Mutation(
         "a job without an MIA target judged without saying so",
         "domain/erasure.py",
         '    if targets.get("mia_efficacy") is None:\n        statement +=',
