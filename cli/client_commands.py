@@ -732,6 +732,12 @@ def print_curve(curve: Curve, title: str) -> None:
         highlight=False,
     )
     console.print(f"recommended t = {curve.recommended_t:.2f} (← marks the nearest measured point)", highlight=False)
+    if curve.targets.get("mia_efficacy") is None:
+        console.print(
+            "MIA has no target (the original model's attack is a coin flip on these rows, docs/algorithm.md §4, or "
+            "the operator's targets name none): neither the recommended t nor the erasure criterion uses it.",
+            highlight=False,
+        )
     if curve.effective_region:
         spans = ", ".join(f"{lo:.2f}–{hi:.2f}" for lo, hi in curve.effective_region)
         console.print(

@@ -11,7 +11,7 @@ from cli import client_commands
 from mcu_client.types import Curve, CurvePoint
 
 
-def curve(classwise: bool) -> Curve:
+def curve(classwise: bool, mia_target: float | None = 0.5) -> Curve:
     points = [
         CurvePoint(
             t=t,
@@ -29,7 +29,7 @@ def curve(classwise: bool) -> Curve:
         points=points,
         recommended_t=0.63,
         effective_region=[[0.5, 0.75]],
-        targets={"forget_accuracy": 0.1, "retain_accuracy": 0.99, "test_accuracy": 0.97, "mia_efficacy": 0.5},
+        targets={"forget_accuracy": 0.1, "retain_accuracy": 0.99, "test_accuracy": 0.97, "mia_efficacy": mia_target},
     )
 
 
@@ -53,3 +53,11 @@ def test_the_curve_fits_80_columns_and_names_what_each_metric_measures(printed: 
     assert ("forgotten" in header) is classwise and ("test*" in header) is classwise  # a column of its own
     assert "effective region (= under the chart): t 0.50–0.75, where the points come nearer the targets" in words
     assert "* several" in text  # the chart's legend explains where letters overlap
+    assert "MIA has no target" not in words
+
+
+def test_a_curve_without_an_mia_target_says_why(printed: Console) -> None:
+    client_commands.print_curve(curve(classwise=False, mia_target=None), "the curve")
+    words = " ".join(printed.export_text().split())
+    assert "MIA has no target (the original model's attack is a coin flip on these rows" in words
+    assert "neither the recommended t nor the erasure criterion uses it" in words
