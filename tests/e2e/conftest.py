@@ -178,9 +178,14 @@ def _running(stack: Stack) -> Iterator[Stack]:
 
 def register(client: httpx.Client, upload: DigitsUpload) -> tuple[str, str]:
     """A digits dataset and a trained cnn-small model on it, validated; returns (dataset_id, model_id)."""
+    dataset_id = add_dataset(client, upload)
+    return dataset_id, add_model(client, dataset_id, upload)
+
+
+def add_dataset(client: httpx.Client, upload: DigitsUpload) -> str:
     dataset = client.post("/v1/datasets", data={"name": "digits"}, files=upload.files())
     assert dataset.status_code == 201, dataset.text
-    return dataset.json()["id"], add_model(client, dataset.json()["id"], upload)
+    return dataset.json()["id"]
 
 
 def add_model(client: httpx.Client, dataset_id: str, upload: DigitsUpload) -> str:

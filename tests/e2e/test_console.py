@@ -20,7 +20,7 @@ from cli.digits import DigitsUpload
 from mcu_client import Client
 from tests.support import wait_for_state
 
-from .conftest import FAST_JOB, Stack, add_model, register, submit
+from .conftest import FAST_JOB, Stack, add_dataset, add_model, register, submit
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -76,6 +76,20 @@ def browser() -> Iterator[object]:
         driver.quit()
 
 
+def sign_in(driver: Any, url: str, key: str) -> None:
+    """Through the console's own form; returns once the page shows who is signed in."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as seen
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(driver, 30, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,))
+    driver.get(f"{url}/console")
+    wait.until(seen.visibility_of_element_located((By.ID, "api-key"))).send_keys(key)
+    driver.find_element(By.CSS_SELECTOR, "#sign-in button[type=submit]").click()
+    wait.until(seen.visibility_of_element_located((By.ID, "who")))
+
+
 def read_only_key(stack: Stack) -> str:
     from api.auth import create_api_key
     from models import make_engine, make_session_factory
@@ -127,13 +141,6 @@ def test_console_signs_in_draws_the_curve_and_selects_a_point(
         if name in DOC_SHOTS and os.environ.get("MCU_REFRESH_SCREENSHOTS") == "1":
             shutil.copyfile(ARTIFACTS / f"{name}.png", DOCS / DOC_SHOTS[name])
 
-    def sign_in(key: str) -> None:
-        driver.get(f"{stack.url}/console")
-        css("#api-key").send_keys(key)
-        driver.find_element(By.CSS_SELECTOR, "#sign-in button[type=submit]").click()
-        wait.until(seen.text_to_be_present_in_element((By.ID, "who"), ""))
-        css("#who")
-
     def open_page(fragment: str) -> None:
         driver.get(f"{stack.url}/console#{fragment}")
 
@@ -155,7 +162,7 @@ def test_console_signs_in_draws_the_curve_and_selects_a_point(
         driver.get(f"{stack.url}/console")
         css("#api-key")
         shot("1-sign-in")
-        sign_in(auditor)
+        sign_in(driver, stack.url, auditor)
         request = client.create_request(model_id, forget={"classes": [3]}, config=JOB, external_id="CONSOLE-1")
         open_page(f"/requests/{request.id}")
         css("#summary [data-state]")
@@ -181,7 +188,7 @@ def test_console_signs_in_draws_the_curve_and_selects_a_point(
         assert not driver.find_elements(By.ID, "cancel")
         driver.find_element(By.ID, "sign-out").click()
 
-        sign_in(stack.key)
+        sign_in(driver, stack.url, stack.key)
         assert "bootstrap" in driver.find_element(By.ID, "who").text
         css(f"#models tr[data-id='{model_id}']")
         shot("3-models")
@@ -405,7 +412,6 @@ def test_a_coin_flip_attack_leaves_mia_unjudged_on_the_curve_and_in_the_report(
     no MIA target (docs/algorithm.md §4). The user sees why on the curve page, and the signed report says the
     criterion did not judge MIA efficacy, instead of a target drawn from one side of the coin."""
     from safetensors.torch import save
-    from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     from unlearning.architectures import seeded_init
@@ -414,18 +420,14 @@ def test_a_coin_flip_attack_leaves_mia_unjudged_on_the_curve_and_in_the_report(
     untrained = seeded_init("cnn-small", 10, digits_upload.input_shape, seed=0)
     coin_flip = replace(digits_upload, weights=save(untrained.state_dict()))
     with stack.client() as http:
-        dataset_id, _ = register(http, digits_upload)
-        model_id = add_model(http, dataset_id, coin_flip)
+        model_id = add_model(http, add_dataset(http, digits_upload), coin_flip)
         forget = {"sample_ids": [f"d{row}" for row in range(0, 400, 4)]}
         request = submit(http, model_id, forget=forget, config=FAST_JOB)
         curve = wait_for_state(http, request["id"], ("awaiting_selection",), timeout=180)["curve"]
         assert curve["targets"]["mia_efficacy"] is None
         assert all(isinstance(curve["targets"][k], float) for k in ("retain_accuracy", "forget_accuracy"))
 
-        driver.get(f"{stack.url}/console")
-        WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.ID, "api-key"))[0].send_keys(stack.key)
-        driver.find_element(By.CSS_SELECTOR, "#sign-in button[type=submit]").click()
-        WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "who").text)
+        sign_in(driver, stack.url, stack.key)
         driver.get(f"{stack.url}/console#/requests/{request['id']}")
         notes = WebDriverWait(driver, 30).until(lambda d: d.execute_script(READ, "#curve-notes"))
         assert "MIA efficacy has no target (the original model's attack called the same rows non-member" in notes
