@@ -5,7 +5,7 @@ import torch
 
 from unlearning import BezierCurve, build_model, recompute_batchnorm, run_unlearning
 from unlearning.data import Subset, UnlearningData
-from unlearning.training import JobHooks, Progress
+from unlearning.training import JobHooks, Progress, prepare_model
 
 from .conftest import FAST
 
@@ -167,3 +167,25 @@ def test_coarse_to_fine_measures_fewer_points_near_the_choice() -> None:
     assert len(points) == len(passes[0]) + len(passes[1]) <= planned_points(21)
     passes.clear()
     assert len(coarse_to_fine(21, measure, lambda pts: 0.62, refine=False)) == 21 and len(passes) == 1
+
+
+def test_phi_t_keeps_the_model_layout_and_its_gradient_reaches_theta_c() -> None:
+    """A channels_last weight with a size-1 dimension (a grey image's first convolution) stays in the model's
+    strides along the curve: arithmetic alone gives strides convolution reads as contiguous (a slower step)."""
+    model = prepare_model(build_model("cnn-small", 10, (1, 28, 28)), torch.device("cpu"))
+    theta_o, theta_p = model.state_dict(), _perturbed(model, 0)
+    curve = BezierCurve(model, theta_o, theta_p, _perturbed(model, 1))
+    control = {n: curve.control[n].clone().requires_grad_(True) for n in curve.names}
+    phi = curve.weights_at(0.3, control)
+    for name in curve.names:
+        assert phi[name].stride() == model.get_parameter(name).stride(), name
+    x = torch.randn(4, 1, 28, 28)
+    assert torch.nn.functional.conv2d(x, phi["0.weight"], phi["0.bias"], padding=1).is_contiguous(
+        memory_format=torch.channels_last
+    )
+    curve.forward(x, 0.3, control).sum().backward()
+    plain = {n: value.detach().contiguous().requires_grad_(True) for n, value in phi.items()}
+    reference = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    torch.func.functional_call(reference, plain, (x,)).sum().backward()
+    for name in curve.names:  # dL/dθ_c = 2t(1−t) · dL/dφ(t)
+        assert torch.allclose(control[name].grad, 0.42 * plain[name].grad, atol=1e-4), name
