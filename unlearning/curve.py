@@ -59,7 +59,7 @@ class BezierCurve:
         """φ(t) for every parameter; differentiable with respect to tensors of `control`."""
         a, b, c = bezier_coefficients(t)
         control = control or self.control
-        return {n: _in_layout(a * self.start[n] + b * control[n] + c * self.end[n], self.start[n]) for n in self.names}
+        return {n: _in_layout(self.start[n], a * self.start[n] + b * control[n] + c * self.end[n]) for n in self.names}
 
     def forward(self, inputs: Tensor, t: float, control: dict[str, Tensor] | None = None) -> Tensor:
         return functional_call(self.model, self.weights_at(t, control), (inputs,))
@@ -78,11 +78,12 @@ class BezierCurve:
         return {k: v.detach().clone(memory_format=torch.contiguous_format) for k, v in self.model.state_dict().items()}
 
 
-def _in_layout(value: Tensor, reference: Tensor) -> Tensor:
-    """`value` (differentiably) with `reference`'s strides. Arithmetic re-derives the strides of size-1 dimensions:
-    a channels_last [16, 1, 3, 3] weight (a grey image's first convolution, a depthwise one) comes out as
-    (9, 9, 3, 1), which convolution reads as contiguous, so its layer ran in the slow layout with a conversion
-    before the next (cnn-small on Fashion-MNIST, 64 rows, one thread: 53 against 35 ms a training step)."""
+def _in_layout(reference: Tensor, value: Tensor) -> Tensor:
+    """`value` (differentiably) with `reference`'s strides; `in_layout_of` is the detached copy for stored weights.
+    Arithmetic re-derives the strides of size-1 dimensions: a channels_last [16, 1, 3, 3] weight (a grey image's
+    first convolution, a depthwise one) comes out as (9, 9, 3, 1), which convolution reads as contiguous, so its
+    layer ran in the slow layout with a conversion before the next (cnn-small on Fashion-MNIST, 64 rows, one
+    thread: 53 against 35 ms a training step)."""
     if value.stride() == reference.stride():
         return value
     return torch.empty_like(reference).copy_(value)
