@@ -37,8 +37,10 @@ lint: install
 	@command -v docker-compose >/dev/null || { echo "make lint needs docker-compose: apt-get install docker-compose"; exit 1; }
 	docker-compose --env-file .env.example -f docker-compose.yml config -q
 
+# Two pytest-xdist processes, a test file each at a time: the end-to-end tests wait on worker subprocesses much
+# of the time, so one process left a core idle (2-core machine: 12.9 min in one, see docs/design.md#tests).
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 # Breaks one behaviour that matters at a time, in a temporary copy of the tree, and checks that the tests
 # catch it (tests/mutate.py; about 5 minutes on 2 cores). Not part of `make test`.

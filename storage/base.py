@@ -168,7 +168,8 @@ class ObjectStore(ABC):
 
     @abstractmethod
     def _touch(self, key: str) -> None:
-        """Make an existing object's modification time now (a new upload of the same content just reused it)."""
+        """Make an existing object's modification time now (a new upload of the same content just reused it);
+        raises ObjectNotFound when it is gone."""
 
     # --- shared behaviour ----------------------------------------------------------------------------
     def put_stream(self, prefix: str, stream: BinaryIO, max_bytes: int | None = None) -> ObjectInfo:
@@ -178,11 +179,21 @@ class ObjectStore(ABC):
             with tmp.open("wb") as spool:
                 digest, size = copy_hashed(stream, spool, max_bytes)
             key = f"{prefix}/{digest}"
-            if self.exists(key):  # same content, same key: nothing to upload twice, but the object is young
-                self._touch(key)  # again, so the sweeper's grace period covers the row about to reference it
-            else:
+            if not self._renewed(key):
                 self._store_file(key, tmp)
         return ObjectInfo(key=key, sha256=digest, size=size)
+
+    def _renewed(self, key: str) -> bool:
+        """Whether the object of this content is already stored, its time made now: nothing to upload twice, and
+        the sweeper's grace period covers the row about to reference it. False when it is missing, or when the
+        sweeper removed it (unreferenced and old) between the check and the renewal: it is uploaded again."""
+        if not self.exists(key):
+            return False
+        try:
+            self._touch(key)
+        except ObjectNotFound:
+            return False
+        return True
 
     def put_bytes(self, prefix: str, data: bytes) -> ObjectInfo:
         """Content-addressed upload of a small payload."""

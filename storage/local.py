@@ -89,7 +89,10 @@ class LocalStore(ObjectStore):
         return sweep_scratch_files(self.root, older_than_seconds=older_than_seconds)
 
     def _touch(self, key: str) -> None:
-        os.utime(self._path(key))
+        try:
+            os.utime(self._path(key))
+        except FileNotFoundError:
+            raise ObjectNotFound(key) from None
 
     def ping(self) -> None:
         try:

@@ -14,11 +14,13 @@ os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 if "torch" in sys.modules:
     sys.modules["torch"].set_num_threads(1)
 import uuid
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from sqlalchemy import Engine, event
 
 if TYPE_CHECKING:
     from cli.digits import DigitsUpload
@@ -75,3 +77,23 @@ def local_store(tmp_path: Path) -> LocalStore:
     from storage import LocalStore
 
     return LocalStore(tmp_path / "store")
+
+
+# Every engine a test makes (worker.services.connect, create_app) keeps its idle Postgres connections for as long
+# as the process lives: the session factory's event listeners hold it. Over a whole run one test process gathered
+# about 50, and `make test`'s two processes then passed the server's max_connections (100). After each test the
+# idle ones are closed; an engine still in use opens new ones as it needs them.
+_POSTGRES_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+@event.listens_for(Engine, "engine_connect")
+def _remember_postgres_engine(connection) -> None:
+    if connection.engine.dialect.name == "postgresql":
+        _POSTGRES_ENGINES.add(connection.engine)
+
+
+@pytest.fixture(autouse=True)
+def _idle_postgres_connections_closed() -> Iterator[None]:
+    yield
+    for engine in list(_POSTGRES_ENGINES):
+        engine.dispose()

@@ -21,9 +21,9 @@ import uvicorn
 
 from settings import Settings
 from storage import S3Store, save_numpy
-from tests.support import postgres_schema, wait_for
+from tests.support import postgres_schema, redis_url, wait_for
 
-REDIS_URL = "redis://127.0.0.1:6379/11"
+REDIS_URL = redis_url("api")
 BOOTSTRAP_KEY = "bootstrap-" + secrets.token_hex(8)
 
 

@@ -12,10 +12,11 @@ import redis
 
 from api.app import create_app
 from settings import Settings
+from tests.support import redis_url
 
 from .conftest import serve
 
-REDIS_DB = "redis://127.0.0.1:6379/13"
+REDIS_DB = redis_url("rate-limits")
 
 
 def start(tmp_path: Path, **limits: str) -> tuple[object, str]:

@@ -20,12 +20,13 @@ from domain.lifecycle import State, transition
 from domain.tasks import CLEANUP_REQUEST, CONTROL_QUEUE, GPU_QUEUE, RUN_REQUEST
 from models import ModelVersion, record_event
 from settings import Settings
+from tests.support import redis_url
 from worker.services import connect
 from worker.validation import validate_model
 
 from ..api.conftest import upload_dataset, upload_model
 
-BROKER_URL = "redis://127.0.0.1:6379/13"
+BROKER_URL = redis_url("domain")
 
 
 @pytest.fixture

@@ -18,9 +18,9 @@ import redis
 
 from cli.digits import DigitsUpload
 from storage import S3Store
-from tests.support import QUICK_EVIDENCE, free_port, postgres_schema, wait_for, wait_model
+from tests.support import QUICK_EVIDENCE, free_port, postgres_schema, redis_url, wait_for, wait_model
 
-REDIS_URL = "redis://127.0.0.1:6379/12"
+REDIS_URL = redis_url("e2e")
 WEBHOOK_SECRET = "whsec_" + "dGVzdC1zZWNyZXQtZm9yLWUyZS13ZWJob29rcw=="
 FAST_JOB = {"epochs": 3, "grid_points": 5, "base": {"epochs": 4}, "evidence": QUICK_EVIDENCE}
 

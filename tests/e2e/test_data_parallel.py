@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from cli.digits import DigitsUpload
-from tests.support import QUICK_EVIDENCE, wait_for, wait_for_state
+from tests.support import QUICK_EVIDENCE, redis_url, wait_for, wait_for_state
 
 from .conftest import Stack, own_stack, register, submit
 
-BROKER_URL = "redis://127.0.0.1:6379/7"  # a database of its own (the other tests use 8-15)
+BROKER_URL = redis_url("own-stack")
 JOB = {"epochs": 4, "grid_points": 5, "base": {"epochs": 2}, "evidence": QUICK_EVIDENCE}
 
 

@@ -17,12 +17,12 @@ import httpx
 import pytest
 
 from cli.digits import DigitsUpload
-from tests.support import wait_for_state
+from tests.support import redis_url, wait_for_state
 from tests.support.fides import Fides, fides_server
 
 from .conftest import Stack, own_stack, register
 
-BROKER_URL = "redis://127.0.0.1:6379/10"  # a database of its own (the other tests use 11-15, Fides 9)
+BROKER_URL = redis_url("own-stack")
 SALT = "e2e-fides-salt-" + secrets.token_hex(4)
 ALICE = "alice@example.com"
 ALICE_WRITER = "w7"  # the digits writer whose rows become alice's (every 40th row from row 7)

@@ -13,7 +13,7 @@ from safetensors.torch import load as load_tensors
 from cli.digits import DigitsUpload
 from models import DeletionRequest
 from settings import Settings
-from tests.support import QUICK_EVIDENCE, wait_for_state
+from tests.support import QUICK_EVIDENCE, redis_url, wait_for_state
 from unlearning.pipeline import PointMeter, measure_point
 from unlearning.spectrum import grid
 from worker import artifacts
@@ -22,7 +22,7 @@ from worker.services import connect
 
 from .conftest import Stack, own_stack, register, submit
 
-BROKER_URL = "redis://127.0.0.1:6379/8"  # a database of its own (the other tests use 9-15)
+BROKER_URL = redis_url("own-stack")
 # One pass of 41 points: long enough on digits for the second worker to load the job's inputs and join.
 WIDE_GRID = {"epochs": 2, "grid_points": 41, "grid_refine": False, "base": {"epochs": 2}, "evidence": QUICK_EVIDENCE}
 

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from cli.digits import DigitsUpload
-from tests.support import wait_for, wait_for_state
+from tests.support import redis_url, wait_for, wait_for_state
 
 from .conftest import FAST_JOB, Stack, own_stack, register, submit
 
-BROKER_URL = "redis://127.0.0.1:6379/15"  # a database of its own (the other tests use 11-14)
+BROKER_URL = redis_url("own-stack")
 PHASES = ["mask", "base", "curve", "evaluate", "materialize", "evidence"]  # evidence: attacks on the published point
 
 

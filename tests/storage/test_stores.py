@@ -1,5 +1,6 @@
 """Behaviour every ObjectStore backend must share (the `store` fixture is a LocalStore and an S3Store)."""
 
+import copy
 import hashlib
 import io
 import os
@@ -204,6 +205,22 @@ def test_listing_names_finished_objects_and_a_reused_object_is_young_again(store
     time.sleep(1.1)  # S3 keeps whole seconds
     assert store.put_bytes("shards", b"one").key == first.key
     assert next(iter(store.list_objects("shards"))).modified_at > listed[first.key]
+
+
+def test_an_object_swept_while_the_same_content_is_uploaded_is_stored_again(store: ObjectStore) -> None:
+    """The sweeper removes an old unreferenced object just after an upload of the same content found it: the upload
+    stores it again instead of failing (seen as a 500 on POST /v1/datasets while a sweep ran)."""
+    stored = store.put_bytes("shards", b"shared content")
+
+    class SweptMeanwhile(type(store)):  # type: ignore[misc, valid-type]
+        def _touch(self, key: str) -> None:
+            store.delete(key)  # what the sweeper does between the upload's check and its renewal
+            super()._touch(key)
+
+    swept = copy.copy(store)
+    swept.__class__ = SweptMeanwhile
+    assert swept.put_bytes("shards", b"shared content").key == stored.key
+    assert store.get_bytes(stored.key) == b"shared content"
 
 
 def test_incomplete_uploads_are_removed_only_once_old(store: ObjectStore) -> None:

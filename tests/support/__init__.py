@@ -7,6 +7,7 @@ The digits dataset and model every flow test uploads come from `cli.digits` (the
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import socket
 from collections.abc import Iterator
@@ -16,12 +17,30 @@ import httpx
 
 from mcu_client import Client, wait_for
 
-__all__ = ["free_port", "postgres_schema", "wait_for", "wait_for_state", "wait_model"]
+__all__ = ["free_port", "postgres_schema", "redis_db", "redis_url", "wait_for", "wait_for_state", "wait_model"]
 
 POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 # The auditor's attacks on a published version at a test's size (the defaults cost seconds per publication);
 # tests/worker/test_evidence.py and tests/unlearning/test_attacks.py check them at full budget.
 QUICK_EVIDENCE = {"relearn_steps": 8, "relearn_retain_rows": 200, "eval_rows": 200}
+
+
+# `make test` runs the suite in two pytest-xdist processes (gw0, gw1; PYTEST_XDIST_WORKER): each flushes and
+# uses Redis databases of its own, so neither sees the other's queues. Redis has 16: process k takes 1 + 8k
+# onwards, and databases 0 and 8 (a developer's defaults) are never touched.
+REDIS_DATABASES = ("api", "e2e", "own-stack", "rate-limits", "domain", "queue-metrics", "fides")
+
+
+def redis_db(use: str) -> int:
+    """This test process's Redis database for `use` (one of REDIS_DATABASES)."""
+    process = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    if process > 1:
+        raise RuntimeError("Redis has 16 databases, enough for two test processes: run pytest with -n 2 at most")
+    return 1 + 8 * process + REDIS_DATABASES.index(use)
+
+
+def redis_url(use: str) -> str:
+    return f"redis://127.0.0.1:6379/{redis_db(use)}"
 
 
 def free_port() -> int:

@@ -1,6 +1,7 @@
 """A real Fides (ethyca-fides 2.78.2 in `.venv-fides`, which `make install` builds) for the end-to-end test of the
 integration: one uvicorn process on a free loopback port, configured by FIDES__* variables only, on its own
-Postgres database `fides_test` (dropped and created again for each session) and Redis database 9 (flushed).
+Postgres database `fides_test` (dropped and created again for each session) and a Redis database of its own
+(`tests.support.redis_db`, flushed).
 Celery runs eagerly inside the webserver, so no worker is needed; the policy webhook is called inside
 `POST /privacy-request`. How it behaves: docs/integrations.md.
 """
@@ -21,12 +22,12 @@ import httpx
 import psycopg
 import redis
 
-from tests.support import free_port, wait_for
+from tests.support import free_port, redis_db, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".venv-fides"
 DATABASE = "fides_test"
-REDIS_DB = 9
+REDIS_DB = redis_db("fides")
 CLIENT_ID, CLIENT_SECRET = "fidesadmin", "fidesadminsecret"
 FINAL = {"complete", "error", "canceled", "denied"}  # a privacy request's statuses it never leaves
 

@@ -8,6 +8,7 @@ Pillow + torchvision pipeline gives.
 
 from __future__ import annotations
 
+import copy
 import io
 from pathlib import Path
 
@@ -88,6 +89,7 @@ def test_batches_are_the_in_memory_batches(digits: ImageDataset, tmp_path: Path,
     """After an "erasure" (a sparse view of the train rows), random and class-wise: every batch kind."""
     kept = torch.nonzero(torch.arange(len(digits.train_labels)) % 9 != 4).flatten()
     source = streamed(digits, tmp_path, workers)
+    digits = copy.copy(digits)  # the session's fixture stays whole for the tests after this one
     for dataset in (digits, source):
         dataset.train_inputs = take_rows(dataset.train_inputs, kept)
         dataset.train_labels = dataset.train_labels[kept]

@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from api.app import create_app
 from domain.tasks import RUN_REQUEST
 from settings import Settings
-from tests.support import QUICK_EVIDENCE, free_port
+from tests.support import QUICK_EVIDENCE, free_port, redis_url
 from worker import artifacts, jobs, metrics
 from worker.metrics import serve_metrics
 from worker.services import Services, connect
@@ -31,7 +31,7 @@ from ..api.conftest import upload_dataset, upload_model
 
 FAST = {"epochs": 1, "grid_points": 3, "base": {"epochs": 1}, "evidence": QUICK_EVIDENCE}
 ACK = "erasure criterion not met: a metrics test"
-QUEUE_BROKER = "redis://127.0.0.1:6379/14"  # a database of its own (the other tests use 11-13)
+QUEUE_BROKER = redis_url("queue-metrics")
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
