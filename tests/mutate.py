@@ -943,9 +943,16 @@ MUTATIONS = [
     Mutation(
         "sweeper: a reused object keeps its old time",
         "storage/base.py",
-        "                self._touch(key)  # again",
-        "                pass  # again",
+        "            self._touch(key)\n",
+        "            pass\n",
         ("tests/worker/test_sweeper.py::test_leftovers_go_young_and_referenced_objects_stay[s3]",),
+    ),
+    Mutation(
+        "upload: an object swept between the check and the renewal fails the upload",
+        "storage/base.py",
+        "        except ObjectNotFound:\n            return False",
+        "        except ObjectNotFound:\n            raise",
+        ("tests/storage/test_stores.py::test_an_object_swept_while_the_same_content_is_uploaded_is_stored_again",),
     ),
     # The streamed data path (issue 21): rows, batches and the cache's budget.
     Mutation(
