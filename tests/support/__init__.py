@@ -27,7 +27,9 @@ QUICK_EVIDENCE = {"relearn_steps": 8, "relearn_retain_rows": 200, "eval_rows": 2
 
 # `make test` runs the suite in two pytest-xdist processes (gw0, gw1; PYTEST_XDIST_WORKER): each flushes and
 # uses Redis databases of its own, so neither sees the other's queues. Redis has 16: process k takes 1 + 8k
-# onwards, and databases 0 and 8 (a developer's defaults) are never touched.
+# onwards, and databases 0 and 8 (a developer's defaults) are never touched. "own-stack" serves the e2e modules whose
+# stack has settings of its own: each stack is module-scoped and flushes it on start, and a module runs whole in one
+# process (`--dist loadfile`), so no two of them use it at once.
 REDIS_DATABASES = ("api", "e2e", "own-stack", "rate-limits", "domain", "queue-metrics", "fides")
 
 
