@@ -162,6 +162,10 @@ class ObjectStore(ABC):
         """Every finished object under the folder `prefix`, with its modification time."""
 
     @abstractmethod
+    def modified_at(self, key: str) -> float:
+        """One object's modification time, as `list_objects` gives it; raises ObjectNotFound."""
+
+    @abstractmethod
     def sweep_incomplete(self, older_than_seconds: float) -> int:
         """Remove uploads a killed process left unfinished, once older than this (an upload in progress is
         younger): S3's incomplete multipart uploads, a folder's scratch files. Returns the count."""

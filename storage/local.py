@@ -85,6 +85,12 @@ class LocalStore(ObjectStore):
             except FileNotFoundError:  # deleted meanwhile
                 continue
 
+    def modified_at(self, key: str) -> float:
+        try:
+            return self._path(key).stat().st_mtime
+        except FileNotFoundError:
+            raise ObjectNotFound(key) from None
+
     def sweep_incomplete(self, older_than_seconds: float) -> int:
         return sweep_scratch_files(self.root, older_than_seconds=older_than_seconds)
 

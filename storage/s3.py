@@ -170,6 +170,9 @@ class S3Store(ObjectStore):
                 for obj in page.get("Contents", []):
                     yield ListedObject(obj["Key"][strip:], _latest_write(obj["LastModified"]))
 
+    def modified_at(self, key: str) -> float:
+        return _latest_write(self._head(key)["LastModified"])
+
     def sweep_incomplete(self, older_than_seconds: float) -> int:
         """Abort multipart uploads begun before the cutoff: a process killed mid-upload leaves its parts stored
         (and billed) but invisible to every listing of objects."""

@@ -948,6 +948,13 @@ MUTATIONS = [
         ("tests/worker/test_sweeper.py::test_leftovers_go_young_and_referenced_objects_stay[s3]",),
     ),
     Mutation(
+        "sweeper: an object an upload renewed since the listing is deleted all the same",
+        "worker/sweeper.py",
+        "        return store.modified_at(key) < cutoff",
+        "        return True",
+        ("tests/worker/test_sweeper.py::test_an_object_an_upload_reuses_while_the_sweeper_reads_the_rows_stays",),
+    ),
+    Mutation(
         "upload: an object swept between the check and the renewal fails the upload",
         "storage/base.py",
         "        except ObjectNotFound:\n            return False",

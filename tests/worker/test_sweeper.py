@@ -20,6 +20,7 @@ from cli.digits import DigitsUpload
 from settings import Settings
 from storage import S3Store
 from storage.base import TEMP_PREFIX
+from worker import sweeper
 from worker.reconciler import start_reconciler
 from worker.services import Services, connect
 from worker.sweeper import referenced_keys, sweep
@@ -94,6 +95,26 @@ def test_leftovers_go_young_and_referenced_objects_stay(settings: Settings, digi
     time.sleep(AGED)  # the next sweep takes what is now old and unreferenced, nothing else
     sweep(services, GRACE_SECONDS)
     assert stored_keys(services) == referenced
+
+
+def test_an_object_an_upload_reuses_while_the_sweeper_reads_the_rows_stays(
+    settings: Settings, digits_upload: DigitsUpload, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An old unreferenced object, listed by the sweeper; while it reads the rows, an upload of the same content
+    renews it (its row commits after the read). The sweeper must not delete it: that row would name nothing."""
+    _, services, _ = digits_service(settings, digits_upload)
+    content = b"the same shard, uploaded again " + os.urandom(8)
+    key = services.store.put_bytes("shards", content).key
+    time.sleep(AGED)
+    read_rows = sweeper.referenced_keys
+
+    def upload_meanwhile(session):
+        assert services.store.put_bytes("shards", content).key == key
+        return read_rows(session)
+
+    monkeypatch.setattr(sweeper, "referenced_keys", upload_meanwhile)
+    assert sweep(services, GRACE_SECONDS)["orphaned_objects"] == 0
+    assert services.store.get_bytes(key) == content
 
 
 def test_the_reconciler_sweeps_periodically(tmp_path: Path, digits_upload: DigitsUpload) -> None:
