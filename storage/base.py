@@ -189,10 +189,8 @@ class ObjectStore(ABC):
 
     def _renewed(self, key: str) -> bool:
         """Whether the object of this content is already stored, its time made now: nothing to upload twice, and
-        the sweeper's grace period covers the row about to reference it. False when it is missing, or when the
-        sweeper removed it (unreferenced and old) between the check and the renewal: it is uploaded again."""
-        if not self.exists(key):
-            return False
+        the sweeper's grace period covers the row about to reference it. One call, no separate existence check:
+        the sweeper may remove an old unreferenced object between a check and the renewal. False: upload it."""
         try:
             self._touch(key)
         except ObjectNotFound:
