@@ -63,6 +63,10 @@ BASE_METHODS_TESTS = "tests/unlearning/test_base_methods.py"
 METRICS = "tests/unlearning/test_metrics.py"
 TELEMETRY = "tests/telemetry/test_telemetry.py"
 FAST_VALIDATION = "tests/e2e/test_fast_validation.py"
+FAILED_ALLOCATION = (
+    "tests/worker/test_validation.py::test_a_failed_allocation_counts_as_the_memory_budget_however_the_library_"
+    "reports_it"
+)
 EVERY_ROW = (
     "tests/unlearning/test_pipeline.py::test_grid_points_are_measured_on_samples_and_the_recommended_and_"
     "published_points_on_every_row"
@@ -840,7 +844,8 @@ MUTATIONS = [
         "child.communicate(request.encode())",
         (
             "tests/worker/test_validation.py::test_a_hostile_constructor_ends_invalid_with_a_reason_within_the_budget"
-            "[kwargs0-took longer than 20 s]",
+            "[huge depth]",
+            "tests/worker/test_validation.py::test_a_constructor_over_the_time_budget_ends_invalid",
         ),
         also=(('"cpu_seconds": math.ceil(timeout_seconds)', '"cpu_seconds": 10**6'),),
     ),
@@ -850,6 +855,27 @@ MUTATIONS = [
         "    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))\n",
         "",
         ("tests/worker/test_validation.py::test_a_constructor_over_the_memory_budget_ends_invalid",),
+    ),
+    Mutation(
+        "validation: only MemoryError counts as the memory budget",
+        "worker/sandbox.py",
+        "isinstance(e, MemoryError) or ALLOCATION_FAILED.search(str(e))",
+        "isinstance(e, MemoryError)",
+        (f"{FAILED_ALLOCATION}[C++ bad_alloc-True]",),
+    ),
+    Mutation(
+        "validation: a constructor that filled its budget and failed otherwise is its own fault",
+        "worker/sandbox.py",
+        "return peak > peak_before and",
+        "return False and",
+        (f"{FAILED_ALLOCATION}[filled, then a plain error-True]",),
+    ),
+    Mutation(
+        "validation: the failed constructor's frames kept while judging",
+        "worker/sandbox.py",
+        "        traceback.clear_frames(error.__traceback__)\n",
+        "",
+        (f"{FAILED_ALLOCATION}[C++ bad_alloc-True]",),
     ),
     Mutation(
         "validation: NaN/Inf weights pass",

@@ -11,6 +11,7 @@ start multiprocessing children). Run as `python -m worker.sandbox` with a JSON r
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -20,12 +21,16 @@ import signal
 import subprocess
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_DETAIL = 300
 PATHS = re.compile(r"(?:[\w.~-]*/[\w.~-]+){2,}/?")  # a/b/c or /a/b: a file name is nobody's business here
+# How native code reports a failed allocation: C++'s std::bad_alloc, torch's allocator, errno ENOMEM's text.
+ALLOCATION_FAILED = re.compile(r"bad_alloc|can't allocate memory|cannot allocate memory|out of memory", re.I)
+NEAR_THE_LIMIT = 0.9  # an address space this full when the constructor failed: the budget is what ended it
 
 
 class ConstructorRefused(ValueError):
@@ -96,9 +101,26 @@ def count_parameters(
     )
 
 
-def _address_space() -> int:
+def _status_bytes(field: str) -> int:
     with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith(field + ":"))
+
+
+def ran_out_of_memory(error: BaseException, peak_before: int, start: int, limit: int) -> bool:
+    """Whether the memory budget, not the constructor's own fault, ended it: a library may turn a failed
+    allocation into MemoryError, a RuntimeError from C++ (std::bad_alloc) or anything else, so the chain's
+    types and texts and how full the address space got all count. It first drops the failed frames, whose
+    locals (the half-built model) still fill the address space: judging needs a little memory too."""
+    chain: list[BaseException] = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        traceback.clear_frames(error.__traceback__)
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    gc.collect()
+    if any(isinstance(e, MemoryError) or ALLOCATION_FAILED.search(str(e)) for e in chain):
+        return True
+    peak = _status_bytes("VmPeak")  # a new peak since the limit was set, near it
+    return peak > peak_before and peak - start >= NEAR_THE_LIMIT * (limit - start)
 
 
 def main() -> None:
@@ -109,7 +131,8 @@ def main() -> None:
 
     if request["architecture"].startswith(TIMM_PREFIX):
         import timm  # noqa: F401  (loaded before the memory limit: the limit is for the constructor)
-    limit = _address_space() + request["memory_bytes"]
+    peak_before, start = _status_bytes("VmPeak"), _status_bytes("VmSize")
+    limit = start + request["memory_bytes"]
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     try:
         answer: dict[str, Any] = {
@@ -117,10 +140,12 @@ def main() -> None:
                 request["architecture"], request["num_classes"], tuple(request["input_shape"]), request["kwargs"]
             )
         }
-    except MemoryError:
-        answer = {"memory": True}
     except Exception as error:  # noqa: BLE001  (whatever the constructor raises is the verdict)
-        answer = {"error": f"{type(error).__name__}: {error}"}
+        answer = (
+            {"memory": True}
+            if ran_out_of_memory(error, peak_before, start, limit)
+            else {"error": f"{type(error).__name__}: {error}"}
+        )
     print(json.dumps(answer), flush=True)
 
 

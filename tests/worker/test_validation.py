@@ -167,6 +167,7 @@ def test_kwargs_that_read_files_download_or_overflow_are_refused_at_registration
         ({"embed_dim": 65536, "num_heads": 3}, "constructor failed"),
         ({"no_such_argument": 1}, "constructor failed"),
     ],
+    ids=["huge depth", "zero heads", "zero patch", "indivisible width", "unknown argument"],
 )
 def test_a_hostile_constructor_ends_invalid_with_a_reason_within_the_budget(
     bounded: Service, digits_upload: DigitsUpload, kwargs: dict, reason: str
@@ -189,6 +190,21 @@ def test_a_constructor_over_the_memory_budget_ends_invalid(tmp_path: Path, digit
     service = Service(client, connect(settings), dataset.json()["id"])
     model = service.register(digits_upload, "unit", architecture=TIMM, architecture_kwargs='{"depth": 20000}')
     assert model["state"] == "invalid" and "MCU_VALIDATION_MEMORY_BYTES" in model["error"]["detail"]
+
+
+@pytest.mark.timeout(60)  # the budget ignored: this test fails, not hangs
+def test_a_constructor_over_the_time_budget_ends_invalid(tmp_path: Path, digits_upload: DigitsUpload) -> None:
+    """2 s and 2 GiB: the clock, not the memory limit, ends it (the huge-depth case above may end either way)."""
+    settings = Settings(
+        data_dir=tmp_path, bootstrap_api_key="k", validation_timeout_seconds=2, validation_memory_bytes=2 << 30
+    )
+    client = TestClient(create_app(settings), headers={"Authorization": "Bearer k"})
+    dataset = client.post("/v1/datasets", data={"name": "digits"}, files=digits_upload.files())
+    service = Service(client, connect(settings), dataset.json()["id"])
+    started = time.perf_counter()
+    model = service.register(digits_upload, "unit", architecture=TIMM, architecture_kwargs='{"depth": 20000}')
+    assert time.perf_counter() - started < 2 + SLACK_SECONDS
+    assert model["state"] == "invalid" and "took longer than 2 s" in model["error"]["detail"], model["error"]
 
 
 def test_a_stored_file_path_is_never_opened_by_the_worker(
@@ -353,3 +369,69 @@ def test_a_client_waiting_with_a_timeout_is_told_why_the_model_may_still_be_vali
     model_id = post_model(service, digits_upload).json()["id"]  # no worker runs here
     with pytest.raises(TimeoutError, match=r"still validating after 0.3 s: .* timeout=None waits for the verdict"):
         Client(http=service.client).wait_model(model_id, timeout=0.3)
+
+
+FAULT_UNDER_A_MEMORY_LIMIT = """
+import resource, sys, torch
+from worker.sandbox import _status_bytes, ran_out_of_memory
+peak_before, start = _status_bytes("VmPeak"), _status_bytes("VmSize")
+limit = start + (256 << 20)
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+def fill():  # grows to the limit, then swallows the failure: what is left is only how full it got
+    held = []
+    try:
+        while True:
+            held.append(torch.ones(1 << 20))
+    except RuntimeError:
+        pass
+
+def fault(kind):
+    if kind == "one huge tensor":
+        torch.empty(1 << 40, dtype=torch.uint8)  # torch's allocator: RuntimeError, not MemoryError
+    if kind == "C++ bad_alloc":  # meta tensors until C++'s new fails: what timm's constructor met in CI
+        held = []
+        while True:
+            held.append(torch.empty(1024, device="meta"))
+    if kind == "wrapped":
+        try:
+            bytearray(1 << 40)
+        except MemoryError as error:
+            raise ValueError("the layer could not be built") from error
+    if kind == "filled, then a plain error":
+        fill()
+        raise ValueError("a library's own message")
+    if kind == "a plain error":
+        1 / 0
+
+try:
+    fault(sys.argv[1])
+except Exception as error:
+    print(ran_out_of_memory(error, peak_before, start, limit))
+"""
+
+
+@pytest.mark.parametrize(
+    ("kind", "memory"),
+    [
+        ("one huge tensor", True),
+        ("C++ bad_alloc", True),
+        ("wrapped", True),
+        ("filled, then a plain error", True),
+        ("a plain error", False),
+    ],
+)
+def test_a_failed_allocation_counts_as_the_memory_budget_however_the_library_reports_it(
+    kind: str, memory: bool
+) -> None:
+    """CI saw timm's constructor end with `RuntimeError: std::bad_alloc` at the address-space limit, reported as
+    the constructor's own failure: every way native code or a library reports running out counts."""
+    import subprocess
+    import sys
+
+    from worker.sandbox import ROOT
+
+    run = subprocess.run(
+        [sys.executable, "-c", FAULT_UNDER_A_MEMORY_LIMIT, kind], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert run.stdout.strip() == str(memory), run.stderr
