@@ -26,6 +26,8 @@ from settings import EXAMPLE_SECRET_MARKER  # noqa: E402
 
 SLOW_CURVE = {"epochs": 10, "batch_size": 8, "retain_ratio": 1.0, "grid_points": 5, "base": {"epochs": 2}}
 FAST_JOB = {"epochs": 3, "grid_points": 5, "base": {"epochs": 4}}
+# One pass of 41 points: long enough on digits for the idle second worker to load the job's inputs and join.
+WIDE_GRID = {"epochs": 2, "grid_points": 41, "grid_refine": False, "base": {"epochs": 2}}
 # A killed worker's job is taken over once its heartbeat is older than MCU_HEARTBEAT_TIMEOUT_SECONDS
 # (120 s, compose's default) by the next reconciler round (every 30 s).
 RESUME_TIMEOUT = 420
@@ -171,6 +173,16 @@ def two_workers_run_two_requests(client: Client, model_id: str) -> None:
     step(f"two requests ran at the same time on workers {workers[0]} and {workers[1]}")
 
 
+def one_grid_on_two_workers(client: Client, model_id: str) -> None:
+    """Both workers idle: one request's grid is measured by both (MCU_GRID_FANOUT, on in docker-compose.yml)."""
+    request_id = submit(client, model_id, 6, WIDE_GRID)
+    client.wait(request_id, "awaiting_selection", timeout=300)
+    training = client.get_request(request_id).training
+    by_worker = training.grid_points_by_worker if training is not None else None
+    assert by_worker and len(by_worker) == 2 and sum(by_worker.values()) == 41, by_worker
+    step(f"one request's 41-point grid was measured by both workers: {by_worker}")
+
+
 def recovery(env_file: str) -> None:
     env = read_env(env_file)
     url = f"http://127.0.0.1:{env['MCU_API_PORT']}"
@@ -179,6 +191,7 @@ def recovery(env_file: str) -> None:
         killed_worker_resumes(client, model_id)
         redis_restart_keeps_the_queue(client, model_id, env)
         two_workers_run_two_requests(client, model_id)
+        one_grid_on_two_workers(client, model_id)
 
 
 if __name__ == "__main__":
