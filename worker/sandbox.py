@@ -101,7 +101,8 @@ def count_parameters(
     )
 
 
-def _status_bytes(field: str) -> int:
+def status_bytes(field: str) -> int:
+    """A size from /proc/self/status (VmSize, VmPeak, ...) in bytes."""
     with open("/proc/self/status") as status:
         return next(int(line.split()[1]) * 1024 for line in status if line.startswith(field + ":"))
 
@@ -119,7 +120,7 @@ def ran_out_of_memory(error: BaseException, peak_before: int, start: int, limit:
     gc.collect()
     if any(isinstance(e, MemoryError) or ALLOCATION_FAILED.search(str(e)) for e in chain):
         return True
-    peak = _status_bytes("VmPeak")  # a new peak since the limit was set, near it
+    peak = status_bytes("VmPeak")  # a new peak since the limit was set, near it
     return peak > peak_before and peak - start >= NEAR_THE_LIMIT * (limit - start)
 
 
@@ -131,7 +132,7 @@ def main() -> None:
 
     if request["architecture"].startswith(TIMM_PREFIX):
         import timm  # noqa: F401  (loaded before the memory limit: the limit is for the constructor)
-    peak_before, start = _status_bytes("VmPeak"), _status_bytes("VmSize")
+    peak_before, start = status_bytes("VmPeak"), status_bytes("VmSize")
     limit = start + request["memory_bytes"]
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     try:

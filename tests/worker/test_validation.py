@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from cli.digits import DigitsUpload
 from settings import Settings
+from worker.sandbox import ROOT
 from worker.services import Services, connect
 from worker.validation import NEAR_CHANCE, validate_model
 
@@ -103,18 +106,23 @@ BUDGET_SECONDS = 20.0  # MCU_VALIDATION_TIMEOUT_SECONDS here; a child process al
 SLACK_SECONDS = 15.0
 
 
+def budgeted(data_dir: Path, upload: DigitsUpload, seconds: float, memory_bytes: int) -> Service:
+    """The embedded service with these validation budgets, the digits dataset registered."""
+    settings = Settings(
+        data_dir=data_dir,
+        bootstrap_api_key="k",
+        validation_timeout_seconds=seconds,
+        validation_memory_bytes=memory_bytes,
+    )
+    client = TestClient(create_app(settings), headers={"Authorization": "Bearer k"})
+    dataset = client.post("/v1/datasets", data={"name": "digits"}, files=upload.files())
+    return Service(client, connect(settings), dataset.json()["id"])
+
+
 @pytest.fixture(scope="module")
 def bounded(tmp_path_factory: pytest.TempPathFactory, digits_upload: DigitsUpload) -> Iterator[Service]:
     """The service with a short validation budget and a 512 MiB memory budget."""
-    settings = Settings(
-        data_dir=tmp_path_factory.mktemp("bounded"),
-        bootstrap_api_key="k",
-        validation_timeout_seconds=BUDGET_SECONDS,
-        validation_memory_bytes=512 << 20,
-    )
-    client = TestClient(create_app(settings), headers={"Authorization": "Bearer k"})
-    dataset = client.post("/v1/datasets", data={"name": "digits"}, files=digits_upload.files())
-    yield Service(client, connect(settings), dataset.json()["id"])
+    yield budgeted(tmp_path_factory.mktemp("bounded"), digits_upload, BUDGET_SECONDS, 512 << 20)
 
 
 def post_model(service: Service, upload: DigitsUpload, weights: bytes | None = None, **form: str) -> object:
@@ -182,12 +190,7 @@ def test_a_hostile_constructor_ends_invalid_with_a_reason_within_the_budget(
 @pytest.mark.timeout(180)
 def test_a_constructor_over_the_memory_budget_ends_invalid(tmp_path: Path, digits_upload: DigitsUpload) -> None:
     """64 MiB of address space, a long time budget: the memory limit, not the clock, ends it."""
-    settings = Settings(
-        data_dir=tmp_path, bootstrap_api_key="k", validation_timeout_seconds=120, validation_memory_bytes=64 << 20
-    )
-    client = TestClient(create_app(settings), headers={"Authorization": "Bearer k"})
-    dataset = client.post("/v1/datasets", data={"name": "digits"}, files=digits_upload.files())
-    service = Service(client, connect(settings), dataset.json()["id"])
+    service = budgeted(tmp_path, digits_upload, 120, 64 << 20)
     model = service.register(digits_upload, "unit", architecture=TIMM, architecture_kwargs='{"depth": 20000}')
     assert model["state"] == "invalid" and "MCU_VALIDATION_MEMORY_BYTES" in model["error"]["detail"]
 
@@ -195,12 +198,7 @@ def test_a_constructor_over_the_memory_budget_ends_invalid(tmp_path: Path, digit
 @pytest.mark.timeout(60)  # the budget ignored: this test fails, not hangs
 def test_a_constructor_over_the_time_budget_ends_invalid(tmp_path: Path, digits_upload: DigitsUpload) -> None:
     """2 s and 2 GiB: the clock, not the memory limit, ends it (the huge-depth case above may end either way)."""
-    settings = Settings(
-        data_dir=tmp_path, bootstrap_api_key="k", validation_timeout_seconds=2, validation_memory_bytes=2 << 30
-    )
-    client = TestClient(create_app(settings), headers={"Authorization": "Bearer k"})
-    dataset = client.post("/v1/datasets", data={"name": "digits"}, files=digits_upload.files())
-    service = Service(client, connect(settings), dataset.json()["id"])
+    service = budgeted(tmp_path, digits_upload, 2, 2 << 30)
     started = time.perf_counter()
     model = service.register(digits_upload, "unit", architecture=TIMM, architecture_kwargs='{"depth": 20000}')
     assert time.perf_counter() - started < 2 + SLACK_SECONDS
@@ -373,8 +371,8 @@ def test_a_client_waiting_with_a_timeout_is_told_why_the_model_may_still_be_vali
 
 FAULT_UNDER_A_MEMORY_LIMIT = """
 import resource, sys, torch
-from worker.sandbox import _status_bytes, ran_out_of_memory
-peak_before, start = _status_bytes("VmPeak"), _status_bytes("VmSize")
+from worker.sandbox import status_bytes, ran_out_of_memory
+peak_before, start = status_bytes("VmPeak"), status_bytes("VmSize")
 limit = start + (256 << 20)
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
@@ -426,11 +424,6 @@ def test_a_failed_allocation_counts_as_the_memory_budget_however_the_library_rep
 ) -> None:
     """CI saw timm's constructor end with `RuntimeError: std::bad_alloc` at the address-space limit, reported as
     the constructor's own failure: every way native code or a library reports running out counts."""
-    import subprocess
-    import sys
-
-    from worker.sandbox import ROOT
-
     run = subprocess.run(
         [sys.executable, "-c", FAULT_UNDER_A_MEMORY_LIMIT, kind], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
