@@ -7,6 +7,7 @@ from storage.base import (
     ObjectTooLarge,
     StorageError,
     StorageUnavailable,
+    rewound,
     sweep_scratch_files,
 )
 from storage.cache import LocalCache
@@ -37,6 +38,7 @@ __all__ = [
     "load_numpy",
     "open_store",
     "read_header",
+    "rewound",
     "save_numpy",
     "sha256_file",
     "sweep_scratch_files",

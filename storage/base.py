@@ -125,6 +125,12 @@ def copy_hashed(src: BinaryIO, dst: BinaryIO, max_bytes: int | None = None) -> t
     return digest.hexdigest(), size
 
 
+def rewound(stream: BinaryIO) -> BinaryIO:
+    """The stream, from its start again (to store a spooled upload a second time)."""
+    stream.seek(0)
+    return stream
+
+
 class ObjectStore(ABC):
     """Keys are '/'-separated relative paths; see `check_key`."""
 

@@ -53,6 +53,7 @@ class Mutation:
 
 
 CURVE = "tests/unlearning/test_curve.py"
+SWEEPER = "tests/worker/test_sweeper.py"
 EVIDENCE = "tests/worker/test_evidence.py"
 MCU = "tests/unlearning/test_mcu.py"
 TRANSFORMS = "tests/unlearning/test_transforms.py"
@@ -243,7 +244,7 @@ MUTATIONS = [
     Mutation(
         "the full sets train the attack on every row",
         "unlearning/metrics.py",
-        "            attack=(members, sampled.test),\n",
+        "            attack=self.attack_rows(),\n",
         "",
         (f"{METRICS}::test_full_sets_hold_every_row_and_train_the_attack_on_the_sample",),
     ),
@@ -659,8 +660,8 @@ MUTATIONS = [
     Mutation(
         "erased rows' old shard objects left in the store",
         "worker/erasure.py",
-        "            services.store.delete(key)\n",
-        "",
+        "for key in (key for key in dict.fromkeys(named) if key not in live):",
+        "for key in ():",
         (ERASURE_15,),
     ),
     Mutation(
@@ -962,9 +963,10 @@ MUTATIONS = [
     Mutation(
         "sweeper: referenced objects deleted",
         "worker/sweeper.py",
-        "orphans = [key for key in old if key not in referenced]",
-        "orphans = old",
+        "for key in (key for key in old if key not in referenced):",
+        "for key in old:",
         ("tests/worker/test_sweeper.py::test_leftovers_go_young_and_referenced_objects_stay[s3]",),
+        (("return names(session, key) or not", "return not"),),
     ),
     Mutation(
         "sweeper: a reused object keeps its old time",
@@ -986,6 +988,28 @@ MUTATIONS = [
         "        except ObjectNotFound:\n            return False",
         "        except ObjectNotFound:\n            raise",
         ("tests/storage/test_stores.py::test_an_object_swept_while_the_same_content_is_uploaded_is_stored_again",),
+    ),
+    Mutation(
+        "objects: a claim does not store again an object a delete removed since the upload found it",
+        "models/objects.py",
+        "    if store.exists(key):\n        return",
+        "    if True:\n        return",
+        (
+            f"{SWEEPER}::test_an_upload_that_reuses_the_object_the_sweeper_is_deleting_stores_it_again[local]",
+            "tests/api/test_model_delete.py::test_weights_registered_again_while_an_invalid_model_is_deleted_stay"
+            "[postgres]",
+        ),
+    ),
+    Mutation(
+        "objects: Postgres's advisory lock per object not taken",
+        "models/objects.py",
+        'session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})',
+        "pass",
+        (
+            f"{SWEEPER}::test_an_upload_that_reuses_the_object_the_sweeper_is_deleting_stores_it_again[postgres]",
+            "tests/api/test_model_delete.py::test_weights_registered_again_while_an_invalid_model_is_deleted_stay"
+            "[postgres]",
+        ),
     ),
     # The streamed data path (issue 21): rows, batches and the cache's budget.
     Mutation(
@@ -1376,8 +1400,8 @@ MUTATIONS = [
     Mutation(
         "deleting an invalid model leaves its weights in the store",
         "api/routes/models.py",
-        "    for key in orphans:\n",
-        "    for key in []:\n",
+        "    for key in keys:  # each read",
+        "    for key in []:  # each read",
         ("tests/api/test_model_delete.py::test_an_invalid_model_is_deleted_with_its_weights[sqlite]",),
     ),
     Mutation(
@@ -1639,8 +1663,8 @@ MUTATIONS = [
     Mutation(
         "the random-forgetting MIA target not the points' attack's call on the test rows",
         "unlearning/pipeline.py",
-        "unseen.test_accuracy, unseen.mia_efficacy)",
-        "unseen.test_accuracy, unseen.mia_efficacy / 2)",
+        "unseen.mia_efficacy if stable else None",
+        "unseen.mia_efficacy / 2 if stable else None",
         (
             "tests/unlearning/test_pipeline.py::"
             "test_random_forgetting_targets_are_the_original_on_test_rows_measured_as_a_point",

@@ -188,3 +188,29 @@ def test_the_check_sees_an_api_import(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
     sample.write_text("import api.app as app\n\ndef run():\n    from api import deps\n    import apis, workers\n")
     assert package_imports(sample, ("api", "worker")) == ["api", "api.app"]
+
+
+def test_every_mutation_applies_once_and_names_tests_that_exist() -> None:
+    """`make mutate` (tests/mutate.py) proves the tests catch known faults only while its mutations fit the code:
+    one whose text is gone is skipped as "cannot be applied", one whose test id is gone stops its baseline.
+    Both went unnoticed for sessions as the code moved on."""
+    import subprocess
+    import sys
+
+    from tests.mutate import MUTATIONS
+
+    stale = [
+        f"{mutation.name}: {old.strip()!r} occurs {count} times in {mutation.path}"
+        for mutation in MUTATIONS
+        for old in (mutation.old, *(old for old, _ in mutation.also))
+        if (count := (ROOT / mutation.path).read_text().count(old)) != 1
+    ]
+    assert stale == []
+    ids = sorted({test for mutation in MUTATIONS for test in mutation.tests})
+    collected = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *ids],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert collected.returncode == 0, collected.stdout[-2000:] + collected.stderr[-2000:]

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from domain.evidence import SHARDS_REWRITTEN, WEIGHTS_DELETED
 from domain.lifecycle import State
 from models import Dataset, DeletionRequest, Event, Model, ModelVersion, record_event, utcnow
+from models.objects import delete_unless
 from worker.artifacts import delete_artifacts
 from worker.services import Services
 from worker.training_rows import erase_training_rows
@@ -113,10 +114,10 @@ def _delete_named_objects(services: Services, request_id: str) -> None:
             for key in (detail or {}).get("objects", [])
         ]
         live = live_objects(session)
-    for key in dict.fromkeys(named):
-        if key not in live:
-            services.store.delete(key)
-            services.cache.discard(key.rsplit("/", 1)[-1])  # keys end in the content's sha256
+    for key in (key for key in dict.fromkeys(named) if key not in live):
+        with services.factory() as session:  # read again under the key's lock: an upload may reuse it now
+            if delete_unless(session, services.store, key, lambda session, key: key in live_objects(session)):
+                services.cache.discard(key.rsplit("/", 1)[-1])  # keys end in the content's sha256
 
 
 def prune_cache(services: Services) -> int:

@@ -162,7 +162,8 @@ def _materialize(services: Services, request: DeletionRequest) -> None:
             if not judgement.met and request.selection_acknowledgement is None:
                 _withhold(services, request_id, judgement.reasons)
                 return
-            stored = services.store.put_bytes("weights", artifacts.tensor_bytes(state))
+            weights = artifacts.tensor_bytes(state)
+            stored = services.store.put_bytes("weights", weights)
             watch.on_progress(Progress("materialize", 1.0))
     except (Cancelled, StopJob):
         finish(services, request_id, State.CANCELLED)
@@ -171,7 +172,7 @@ def _materialize(services: Services, request: DeletionRequest) -> None:
         _fail(services, request_id, error, metrics.MATERIALIZE)
         return
     with metrics.phase(services, request, "publish"):
-        outcome = publish_version(services, request, stored.key, stored.sha256, stored.size, measured)
+        outcome = publish_version(services, request, stored, weights, measured)
     if outcome is Outcome.PUBLISHED:
         finish(services, request_id, State.SUCCEEDED)
     elif outcome is Outcome.STALE:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from enum import Enum, auto
 from typing import Any
@@ -14,6 +15,8 @@ from domain.coalesce import job, members
 from domain.forget import record_erased
 from domain.lifecycle import State, transition
 from models import CurvePoint, DeletionRequest, Model, ModelVersion, record_event
+from models.objects import claim
+from storage import ObjectInfo
 from worker.artifacts import delete_artifacts
 from worker.services import Services
 
@@ -28,7 +31,11 @@ class Outcome(Enum):
 
 @telemetry.traced("publish")
 def publish_version(
-    services: Services, request: DeletionRequest, key: str, sha256: str, size: int, metrics: dict[str, Any]
+    services: Services,
+    request: DeletionRequest,
+    stored: ObjectInfo,
+    weights: bytes,
+    metrics: dict[str, Any],
 ) -> Outcome:
     """Next version of the model, made current, with its erased rows recorded, in one transaction; exactly
     one per request. A stale base is never published: weights derived from the older version would bring
@@ -53,13 +60,14 @@ def publish_version(
                 or 0
             )
             version = latest + 1
+            claim(session, services.store, stored.key, io.BytesIO(weights))
             session.add(
                 ModelVersion(
                     model_id=model.id,
                     version=version,
-                    sha256=sha256,
-                    storage_key=key,
-                    size=size,
+                    sha256=stored.sha256,
+                    storage_key=stored.key,
+                    size=stored.size,
                     parent_version=request.model_version,
                     deletion_request_id=request.id,
                     t=request.selected_t,
@@ -80,7 +88,7 @@ def publish_version(
                     "version_published",
                     State.MATERIALIZING,
                     "worker",
-                    {"version": version, "sha256": sha256, "t": request.selected_t},
+                    {"version": version, "sha256": stored.sha256, "t": request.selected_t},
                 )
                 session.flush()  # record_erased reads what the previous request recorded
     except IntegrityError:

@@ -4,9 +4,9 @@ An API killed after its upload was stored but before its row committed leaves an
 (for a dataset shard: personal data outside the erasure process), S3 an incomplete multipart upload, a folder
 a scratch `.part` file. Objects under the upload prefixes that no row references, incomplete uploads and
 scratch files are deleted once older than MCU_ORPHAN_GRACE_SECONDS: an upload in progress is younger (a
-reused object's time is renewed by `put_stream`), the store is listed before the rows are read, so an
-object whose row commits meanwhile is seen referenced, and each object's time is read again just before its
-delete, so one that an upload of the same content renewed meanwhile stays. No bookkeeping table: the store is
+reused object's time is renewed by `put_stream`). Each object is deleted under its key's lock, after the rows
+and its time are read again under it (models/objects.py): an upload that reuses it meanwhile either commits
+its row first, or finds it gone when it claims it and stores it again. No bookkeeping table: the store is
 compared with the rows.
 """
 
@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models import Dataset, ModelVersion
+from models.objects import delete_unless
 from storage import ObjectNotFound, ObjectStore, sweep_scratch_files
 from worker.services import Services
 
@@ -37,20 +38,31 @@ def referenced_keys(session: Session) -> set[str]:
     return keys
 
 
+def names(session: Session, key: str) -> bool:
+    """Whether a row names the object: `referenced_keys` for one key, without reading every version."""
+    if session.scalar(select(ModelVersion.version).where(ModelVersion.storage_key == key).limit(1)) is not None:
+        return True
+    return any(shard["key"] == key for shards in session.scalars(select(Dataset.shards)) for shard in shards)
+
+
 def sweep(services: Services, grace_seconds: float) -> dict[str, int]:
     """Delete crash leftovers older than `grace_seconds`; returns what was removed, by kind (also logged)."""
     cutoff = time.time() - grace_seconds
     old = [
         obj.key for prefix in UPLOAD_PREFIXES for obj in services.store.list_objects(prefix) if obj.modified_at < cutoff
     ]
-    with services.factory() as session:  # read after listing: a row committed meanwhile protects its object
+    with services.factory() as session:  # the candidates, each read again under its lock below
         referenced = referenced_keys(session)
     orphans: list[str] = []
+
+    def keep(session: Session, key: str) -> bool:
+        return names(session, key) or not _still_old(services.store, key, cutoff)
+
     for key in (key for key in old if key not in referenced):
-        if _still_old(services.store, key, cutoff):
-            services.store.delete(key)
-            services.cache.discard(key.rsplit("/", 1)[-1])  # keys end in the content's sha256
-            orphans.append(key)
+        with services.factory() as session:
+            if delete_unless(session, services.store, key, keep):
+                services.cache.discard(key.rsplit("/", 1)[-1])  # keys end in the content's sha256
+                orphans.append(key)
     done = {
         "orphaned_objects": len(orphans),
         "incomplete_uploads": services.store.sweep_incomplete(grace_seconds),
@@ -68,9 +80,8 @@ def sweep(services: Services, grace_seconds: float) -> dict[str, int]:
 
 
 def _still_old(store: ObjectStore, key: str, cutoff: float) -> bool:
-    """Asked just before the delete: an upload of the same content may have renewed the object since the listing
-    (`put_stream`), its row about to commit, and then it stays. The race left is one request long, not as long as
-    the listing and the rows' read. False for an object gone already."""
+    """Asked under the key's lock: an upload of the same content may have renewed the object since the listing
+    (`put_stream`), its row about to commit, and then it stays. False for an object gone already."""
     try:
         return store.modified_at(key) < cutoff
     except ObjectNotFound:

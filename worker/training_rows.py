@@ -24,6 +24,7 @@ from domain.evidence import SHARDS_REWRITTEN, TRAINING_ROWS_ERASED
 from domain.forget import id_hash
 from domain.lifecycle import State
 from models import Dataset, DeletionRequest, ErasedSample, Model, Sample, SampleTombstone, in_list, record_event, utcnow
+from models.objects import claim
 from worker.services import Services
 from worker.shards import without_rows
 
@@ -91,6 +92,7 @@ def _rewrite_shards(
         kept[drop] = False
         with without_rows(services.cache.path(old["key"], old["sha256"]), kept) as rewritten_file:
             stored = services.store.put_stream("shards", rewritten_file)
+            claim(session, services.store, stored.key, rewritten_file)
         shards[index] = old | {"key": stored.key, "sha256": stored.sha256, "size": stored.size, "rows": int(kept.sum())}
         rewritten.append(
             {

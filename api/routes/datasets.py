@@ -20,6 +20,7 @@ from domain.inputs import DigitsInt, Line, Prose, text_problem
 from domain.problems import Problem, invalid
 from models import Dataset, new_id
 from models.bulk import insert_samples
+from models.objects import claim
 from storage import ObjectTooLarge
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=SessionRoute)
@@ -78,6 +79,7 @@ def create_dataset(
         infos = [inspect_shard(n, s.file) for n, s in zip(names, shards, strict=True)]
         parsed = parse_manifest(manifest.file, infos, num_classes)
         stored = []
+        objects: dict[str, UploadFile] = {}  # key: an upload of its content
         for upload_name, upload, info in zip(names, shards, infos, strict=True):
             upload.file.seek(0)
             try:
@@ -87,6 +89,9 @@ def create_dataset(
             stored.append(
                 {"name": upload_name, "key": obj.key, "sha256": obj.sha256, "size": obj.size, "rows": info.rows}
             )
+            objects[obj.key] = upload
+        for key in sorted(objects):
+            claim(db, store, key, objects[key].file)
         dataset_id = new_id("ds")
         db.add(
             Dataset(

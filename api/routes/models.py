@@ -32,6 +32,7 @@ from domain.preprocessing import (
 )
 from domain.problems import Problem, invalid
 from models import Dataset, Model, ModelVersion, new_id
+from models.objects import claim, delete_unless
 from storage import ObjectTooLarge, StorageError
 
 router = APIRouter(prefix="/v1/models", tags=["models"], route_class=SessionRoute)
@@ -109,6 +110,7 @@ def create_model(
             obj = store.put_stream("weights", weights.file, max_bytes=settings.max_upload_bytes)
         except ObjectTooLarge as error:
             raise Problem(413, f"weights exceed {error.limit} bytes") from error
+        claim(db, store, obj.key, weights.file)
         model_id = new_id("mdl")
         catalog.register_model(
             db,
@@ -171,11 +173,9 @@ def delete_model(
     """Delete a model that failed validation (state `invalid`) and its stored weights."""
     keys = catalog.delete_invalid_model(session, model_id)
     session.commit()
-    orphans = catalog.unreferenced(session, keys)  # read after the commit: a model registered meanwhile counts
-    session.close()
-    for key in orphans:
+    for key in keys:  # each read again under its lock: a model registered meanwhile with these bytes keeps them
         try:
-            store.delete(key)
+            delete_unless(session, store, key, lambda session, key: not catalog.unreferenced(session, [key]))
         except StorageError:  # the rows are gone: the sweeper deletes the orphan later (MCU_ORPHAN_GRACE_SECONDS)
             log.warning("could not delete the weights %s of deleted model %s", key, model_id, exc_info=True)
     return Response(status_code=204)

@@ -7,12 +7,15 @@ from __future__ import annotations
 import secrets
 import subprocess
 import sys
+import threading
 
 import httpx
 import pytest
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from api.auth import create_api_key
+from domain import catalog
 from mcu_client import Client, Conflict, NotFound
 from models import ModelVersion
 from worker.services import Services, connect
@@ -72,6 +75,35 @@ def test_weights_another_model_shares_stay(service: Service, dataset_id: str, se
     assert service.client.delete(f"/v1/models/{doomed['id']}").status_code == 204
     assert services.store.exists(key)
     download = service.client.get(f"/v1/models/{ready['id']}/versions/1/weights")
+    assert download.status_code == 200 and download.content == weights
+
+
+def test_weights_registered_again_while_an_invalid_model_is_deleted_stay(
+    service: Service, dataset_id: str, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The delete has found that no other model names the weights; before it deletes them, a model with the
+    same bytes is registered, its upload reusing the object. The delete and the registration's commit take
+    the object's lock in turn, so the new model's weights are whole (stored again if the delete came first)."""
+    weights = mlp_weights(seed=103)
+    doomed = invalid_model(service, dataset_id, weights)
+    unreferenced = catalog.unreferenced
+    registrations: list[httpx.Response] = []
+    threads: list[threading.Thread] = []
+
+    def register_meanwhile(session: Session, keys: list[str]) -> list[str]:
+        answer = unreferenced(session, keys)  # read before the registration commits
+        register = lambda: registrations.append(upload_model(service.client, dataset_id, weights))  # noqa: E731
+        threads.append(thread := threading.Thread(target=register))
+        thread.start()
+        thread.join(timeout=2)  # it reuses the object, then waits for the object's lock until the delete is done
+        return answer
+
+    monkeypatch.setattr(catalog, "unreferenced", register_meanwhile)
+    assert service.client.delete(f"/v1/models/{doomed['id']}").status_code == 204
+    threads[0].join(timeout=30)
+    monkeypatch.undo()
+    assert registrations[0].status_code == 201, registrations[0].text
+    download = service.client.get(f"/v1/models/{registrations[0].json()['id']}/versions/1/weights")
     assert download.status_code == 200 and download.content == weights
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,29 +18,39 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from cli.digits import DigitsUpload
+from migrations.runner import upgrade
 from settings import Settings
-from storage import S3Store
+from storage import ObjectStore, S3Store
 from storage.base import TEMP_PREFIX
 from worker import sweeper
 from worker.reconciler import start_reconciler
 from worker.services import Services, connect
 from worker.sweeper import referenced_keys, sweep
 
+from ..support import postgres_schema
 from .conftest import digits_service
 
 GRACE_SECONDS = 2.0
 AGED = GRACE_SECONDS + 1.5  # past the grace even for a store whose stamps read up to a second young
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "s3", "postgres"])
 def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
+    """The embedded default (SQLite, a folder), SQLite with S3, and the deployment's Postgres with S3: the
+    object locks differ (SQLite's write lock, Postgres's advisory locks: models/objects.py)."""
     if request.param == "local":
         yield Settings(data_dir=tmp_path, bootstrap_api_key="k")
         return
     endpoint = request.getfixturevalue("s3_endpoint")
     bucket = f"sweep-{uuid.uuid4().hex[:12]}"
     S3Store(bucket, endpoint_url=endpoint).ensure_bucket()
-    yield Settings(data_dir=tmp_path, bootstrap_api_key="k", storage_url=f"s3://{bucket}/mcu", s3_endpoint_url=endpoint)
+    s3 = {"storage_url": f"s3://{bucket}/mcu", "s3_endpoint_url": endpoint}
+    if request.param == "s3":
+        yield Settings(data_dir=tmp_path, bootstrap_api_key="k", **s3)
+        return
+    with postgres_schema("mcu_sweep") as database_url:
+        upgrade(database_url)
+        yield Settings(data_dir=tmp_path, bootstrap_api_key="k", database_url=database_url, **s3)
 
 
 def leave_crash_leftovers(services: Services) -> dict[str, object]:
@@ -115,6 +126,38 @@ def test_an_object_an_upload_reuses_while_the_sweeper_reads_the_rows_stays(
     monkeypatch.setattr(sweeper, "referenced_keys", upload_meanwhile)
     assert sweep(services, GRACE_SECONDS)["orphaned_objects"] == 0
     assert services.store.get_bytes(key) == content
+
+
+def test_an_upload_that_reuses_the_object_the_sweeper_is_deleting_stores_it_again(
+    settings: Settings, digits_upload: DigitsUpload, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweeper has read an old unreferenced shard's time and is about to delete it when an upload of the
+    same content renews it (CI saw this: the dataset's row then named a deleted shard, and every read of it
+    answered 404). The upload waits for the key's lock, finds the shard gone and stores it again."""
+    client = TestClient(create_app(settings), headers={"Authorization": "Bearer k"})
+    services = connect(settings)
+    key = services.store.put_bytes("shards", digits_upload.shard).key  # what a killed upload left
+    time.sleep(AGED)
+    still_old = sweeper._still_old
+    answers: list[httpx.Response] = []
+    uploads: list[threading.Thread] = []
+
+    def upload_before_the_delete(store: ObjectStore, key: str, cutoff: float) -> bool:
+        old = still_old(store, key, cutoff)
+        post = lambda: answers.append(client.post("/v1/datasets", data={"name": "d"}, files=digits_upload.files()))  # noqa: E731
+        upload = threading.Thread(target=post)
+        upload.start()
+        upload.join(timeout=2)  # it renews the shard, then waits for the key's lock until the delete is done
+        uploads.append(upload)
+        return old
+
+    monkeypatch.setattr(sweeper, "_still_old", upload_before_the_delete)
+    assert sweep(services, GRACE_SECONDS)["orphaned_objects"] == 1  # deleted: it was old and unreferenced
+    uploads[0].join(timeout=30)
+    assert answers[0].status_code == 201, answers[0].text
+    with services.factory() as session:
+        assert key in referenced_keys(session)
+    assert services.store.get_bytes(key) == digits_upload.shard  # stored again: the row names a whole shard
 
 
 def test_the_reconciler_sweeps_periodically(tmp_path: Path, digits_upload: DigitsUpload) -> None:
