@@ -204,11 +204,15 @@ def worker(
     _refuse_example_secrets()
     import os
     import socket
+    import sys
 
     import telemetry
     from settings import get_settings
+    from worker.allocator import exec_with_jemalloc
 
     settings = get_settings()
+    if settings.worker_jemalloc:
+        exec_with_jemalloc([sys.executable, "-m", "cli", *sys.argv[1:]])
     telemetry.configure("mcu-worker", settings)  # before the engines and clients are made (instrumented)
     from migrations.runner import upgrade
     from worker.celery_app import create_celery

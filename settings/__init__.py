@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     # CPU threads of one worker's PyTorch. One per worker: scale with more workers (one per GPU or core);
     # two threads on a shared 2-core host slowed jobs 5-38x whenever anything else needed the CPU.
     torch_threads: int = Field(default=1, ge=1)
+    worker_jemalloc: bool = True  # `mcu worker` runs on jemalloc where installed (worker/allocator.py)
     environment: Literal["development", "production"] = "development"
     max_upload_bytes: int = Field(default=4 << 30, ge=1)  # per uploaded file
     min_free_bytes: int = Field(default=256 << 20, ge=0)  # /readyz fails when the data directory has less free

@@ -1011,6 +1011,28 @@ MUTATIONS = [
             "[postgres]",
         ),
     ),
+    # The worker's allocator (issue 22: a fresh grid helper's page faults).
+    Mutation(
+        "allocator: jemalloc purges freed pages by time, as by default",
+        "worker/allocator.py",
+        'JEMALLOC_CONF = "dirty_decay_ms:-1"',
+        'JEMALLOC_CONF = "dirty_decay_ms:10000"',
+        ("tests/worker/test_allocator.py::test_jemalloc_keeps_freed_pages_through_a_task_and_gives_them_back_after",),
+    ),
+    Mutation(
+        "allocator: freed pages never handed back",
+        "worker/allocator.py",
+        'failed = mallctl(f"arena.{ALL_ARENAS}.purge".encode(), None, None, None, 0)',
+        "failed = 0",
+        ("tests/worker/test_allocator.py::test_jemalloc_keeps_freed_pages_through_a_task_and_gives_them_back_after",),
+    ),
+    Mutation(
+        "allocator: mcu worker stays on the system allocator",
+        "cli/main.py",
+        "    if settings.worker_jemalloc:\n",
+        "    if False:\n",
+        ("tests/e2e/test_flow.py::test_killed_worker_is_resumed_from_its_last_epoch",),
+    ),
     # The streamed data path (issue 21): rows, batches and the cache's budget.
     Mutation(
         "streamed path: a loader drops a partial last batch of forget rows",
@@ -1284,8 +1306,8 @@ MUTATIONS = [
     Mutation(
         "telemetry: a task keeps the fields of the task before it",
         "worker/celery_app.py",
-        "def _unbind_task_subject(**_: object) -> None:\n    telemetry.clear()",
-        "def _unbind_task_subject(**_: object) -> None:\n    pass",
+        "def _after_task(**_: object) -> None:\n    telemetry.clear()",
+        "def _after_task(**_: object) -> None:\n    pass",
         (f"{TELEMETRY}::test_a_task_runs_with_the_subject_its_message_carries",),
     ),
     Mutation(

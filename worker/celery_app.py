@@ -29,6 +29,7 @@ from domain.tasks import (
 )
 from settings import Settings
 from worker import callbacks, erasure, grid, jobs, point_attacks, validation
+from worker.allocator import release_free_memory
 from worker.services import Services, connect
 
 
@@ -44,8 +45,9 @@ def _bind_task_subject(task: Task, **_: object) -> None:
 
 
 @signals.task_postrun.connect
-def _unbind_task_subject(**_: object) -> None:
+def _after_task(**_: object) -> None:
     telemetry.clear()
+    release_free_memory()  # what the task freed goes back to the kernel (worker/allocator.py)
 
 
 def create_celery(settings: Settings) -> Celery:

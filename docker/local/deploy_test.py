@@ -173,6 +173,15 @@ def two_workers_run_two_requests(client: Client, model_id: str) -> None:
     step(f"two requests ran at the same time on workers {workers[0]} and {workers[1]}")
 
 
+def workers_run_on_jemalloc() -> None:
+    """`mcu worker` runs itself again on jemalloc (worker/allocator.py), which the worker image installs."""
+    for container in worker_containers():
+        maps = ["docker", "exec", container, "sh", "-c", "grep -l libjemalloc /proc/[0-9]*/maps"]
+        found = subprocess.run(maps, capture_output=True, text=True, check=False).stdout.split()
+        assert found, f"no process of worker container {container[:12]} runs on jemalloc"
+    step("the worker processes run on jemalloc")
+
+
 def one_grid_on_two_workers(client: Client, model_id: str) -> None:
     """Both workers idle: one request's grid is measured by both (MCU_GRID_FANOUT, on in docker-compose.yml)."""
     request_id = submit(client, model_id, 6, WIDE_GRID)
@@ -188,6 +197,7 @@ def recovery(env_file: str) -> None:
     url = f"http://127.0.0.1:{env['MCU_API_PORT']}"
     with Client(url, env["MCU_BOOTSTRAP_API_KEY"]) as client:
         _, model_id = register_digits(client)
+        workers_run_on_jemalloc()
         killed_worker_resumes(client, model_id)
         redis_restart_keeps_the_queue(client, model_id, env)
         two_workers_run_two_requests(client, model_id)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes.util
 import time
+from pathlib import Path
 
 import redis
 from safetensors.torch import load as load_tensors
@@ -88,7 +90,9 @@ def test_killed_worker_is_resumed_from_its_last_epoch(stack: Stack, digits_uploa
         killed_at = client.get(f"/v1/deletion-requests/{crashed['id']}").json()
         assert killed_at["state"] == "running"
 
-        stack.start_worker()
+        worker = stack.start_worker()
+        if ctypes.util.find_library("jemalloc"):  # `mcu worker` ran itself again on it (worker/allocator.py)
+            assert "jemalloc" in Path(f"/proc/{worker.pid}/maps").read_text()
         resumed = wait_for_state(client, crashed["id"], ("awaiting_selection",), timeout=240)
         reference = wait_for_state(client, submit(client, twin_id, **body)["id"], ("awaiting_selection",), timeout=240)
         events = client.get(f"/v1/deletion-requests/{crashed['id']}/events", params={"page_size": 500}).json()["items"]
