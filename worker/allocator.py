@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 import sys
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +41,21 @@ def exec_with_jemalloc(argv: list[str]) -> None:
     os.execve(argv[0], argv, os.environ | {"LD_PRELOAD": preload, "MALLOC_CONF": conf})
 
 
+@functools.cache
+def _mallctl() -> Any:
+    """jemalloc's control function, looked up once per process; None where the process does not run on it."""
+    mallctl = getattr(ctypes.CDLL(None), "mallctl", None)
+    if mallctl is not None:
+        mallctl.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+    return mallctl
+
+
 def release_free_memory() -> bool:
-    """Give jemalloc's freed pages back to the kernel; False where the process does not run on jemalloc."""
-    try:
-        mallctl = ctypes.CDLL(None).mallctl
-    except AttributeError:
+    """Give jemalloc's freed pages back to the kernel (after every task); False where the process does not run
+    on jemalloc."""
+    mallctl = _mallctl()
+    if mallctl is None:
         return False
-    mallctl.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
     failed = mallctl(f"arena.{ALL_ARENAS}.purge".encode(), None, None, None, 0)
     if failed:
         log.warning("jemalloc's purge failed (error %d): freed pages stay with the worker", failed)

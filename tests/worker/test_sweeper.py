@@ -22,12 +22,12 @@ from migrations.runner import upgrade
 from settings import Settings
 from storage import ObjectStore, S3Store
 from storage.base import TEMP_PREFIX
+from tests.support import postgres_schema
 from worker import sweeper
 from worker.reconciler import start_reconciler
 from worker.services import Services, connect
 from worker.sweeper import referenced_keys, sweep
 
-from ..support import postgres_schema
 from .conftest import digits_service
 
 GRACE_SECONDS = 2.0
