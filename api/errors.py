@@ -15,6 +15,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain.problems import TITLES, Problem, invalid
+from storage import ObjectNotFound, ObjectTooLarge, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,22 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(error).__name__)
         return problem_response(
             Problem(503, "the database is busy or unavailable: retry shortly", headers={"Retry-After": "2"})
+        )
+
+    @app.exception_handler(StorageError)
+    async def _storage(request: Request, error: StorageError) -> JSONResponse:
+        if isinstance(error, ObjectTooLarge):
+            return problem_response(Problem(413, str(error)))
+        if isinstance(error, ObjectNotFound):  # a row names an object the store lacks: ours to mend, not a retry
+            log.error("stored object %s missing on %s %s", error.key, request.method, request.url.path)
+            missing = "a stored object of this resource is missing; it has been logged"
+            return problem_response(
+                Problem(500, missing, slug="artifact-missing", title="A stored artifact is missing")
+            )
+        # Unreachable or failing after the client's own retries: the request was fine and can be sent again.
+        log.warning("object store unavailable on %s %s: %s", request.method, request.url.path, error)
+        return problem_response(
+            Problem(503, "the object store is unavailable: retry shortly", headers={"Retry-After": "5"})
         )
 
     @app.exception_handler(OSError)

@@ -228,8 +228,7 @@ def worker(
     torch.set_num_threads(settings.torch_threads)
     celery = create_celery(settings)
     serve_metrics(settings)  # MCU_WORKER_METRICS_PORT; none when unset
-    if reconcile:
-        start_reconciler(celery.mcu_services, settings.reconcile_interval_seconds)
+    reconciler = start_reconciler(celery.mcu_services, settings.reconcile_interval_seconds) if reconcile else None
     hostname = name or f"mcu@{socket.gethostname()}-{os.getpid()}"
     consumed = [queue.strip() for queue in queues.split(",") if queue.strip()]
     control = None
@@ -253,5 +252,7 @@ def worker(
             ]
         )
     finally:
+        if reconciler is not None:  # a warm shutdown lets the round under way finish
+            reconciler.stop()
         if control is not None:
             control.stop()

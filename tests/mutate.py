@@ -961,6 +961,20 @@ MUTATIONS = [
         ("tests/worker/test_sweeper.py::test_leftovers_go_young_and_referenced_objects_stay[local]",),
     ),
     Mutation(
+        "api: an unreachable object store answers 500",
+        "api/errors.py",
+        'Problem(503, "the object store is unavailable: retry shortly", headers={"Retry-After": "5"})',
+        'Problem(500, "internal error; it has been logged")',
+        ("tests/api/test_outages.py::test_an_object_store_outage_answers_503_and_a_missing_object_is_named",),
+    ),
+    Mutation(
+        "reconciler: stop() leaves the rounds running",
+        "worker/reconciler.py",
+        "        while not stopping.is_set():\n",
+        "        while True:\n",
+        ("tests/worker/test_sweeper.py::test_the_reconciler_sweeps_periodically",),
+    ),
+    Mutation(
         "sweeper: referenced objects deleted",
         "worker/sweeper.py",
         "for key in (key for key in old if key not in referenced):",

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_, select, update
@@ -177,10 +178,23 @@ def resend_validations(services: Services, registered_before: datetime) -> list[
     return [model_id for model_id in due if services.dispatcher.send(VALIDATE_MODEL, model_id)]
 
 
-def start_reconciler(services: Callable[[], Services], interval_seconds: float) -> threading.Thread:
+@dataclass(frozen=True)
+class RunningReconciler:
+    thread: threading.Thread
+    stopping: threading.Event
+
+    def stop(self, timeout_seconds: float = 60) -> None:
+        """End the rounds after the one under way (a test's, or a shutdown's, so no round outlives its caller)."""
+        self.stopping.set()
+        self.thread.join(timeout_seconds)
+
+
+def start_reconciler(services: Callable[[], Services], interval_seconds: float) -> RunningReconciler:
+    stopping = threading.Event()
+
     def loop() -> None:
         swept_at = -float("inf")  # listing the whole store is not for every round
-        while True:
+        while not stopping.is_set():
             try:
                 found = reconcile(services())
                 if any(found.values()):
@@ -191,8 +205,8 @@ def start_reconciler(services: Callable[[], Services], interval_seconds: float) 
                     swept_at = time.monotonic()
             except Exception:
                 log.warning("reconciler round failed", exc_info=True)
-            threading.Event().wait(interval_seconds)
+            stopping.wait(interval_seconds)
 
     thread = threading.Thread(target=loop, name="mcu-reconciler", daemon=True)
     thread.start()
-    return thread
+    return RunningReconciler(thread, stopping)

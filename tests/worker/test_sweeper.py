@@ -174,11 +174,15 @@ def test_the_reconciler_sweeps_periodically(tmp_path: Path, digits_upload: Digit
     with services.factory() as session:
         referenced = referenced_keys(session)
     left = leave_crash_leftovers(services)
-    start_reconciler(lambda: services, settings.reconcile_interval_seconds)
-    deadline = time.monotonic() + 30
-    while stored_keys(services) != referenced and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert stored_keys(services) == referenced and not left["scratch"].exists()
+    reconciler = start_reconciler(lambda: services, settings.reconcile_interval_seconds)
+    try:
+        deadline = time.monotonic() + 30
+        while stored_keys(services) != referenced and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert stored_keys(services) == referenced and not left["scratch"].exists()
+    finally:
+        reconciler.stop()
+    assert not reconciler.thread.is_alive()  # no round outlives the test (another file's listener would see it)
 
 
 def test_an_upload_killed_after_its_object_was_stored_leaves_nothing_after_a_sweep(
