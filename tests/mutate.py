@@ -968,6 +968,13 @@ MUTATIONS = [
         ("tests/api/test_outages.py::test_an_object_store_outage_answers_503_and_a_missing_object_is_named",),
     ),
     Mutation(
+        "split rows: the driver's cursor loses a row a chunk",
+        "models/bulk.py",
+        "            yield rows\n",
+        "            yield rows[1:]\n",
+        ("tests/worker/test_split_rows.py",),
+    ),
+    Mutation(
         "reconciler: stop() leaves the rounds running",
         "worker/reconciler.py",
         "        while not stopping.is_set():\n",

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from domain.coalesce import job_positions
 from domain.forget import erased_positions
 from models import Dataset, DeletionRequest, Model, ModelVersion, Sample
+from models.bulk import read_tuples
 from storage import ObjectNotFound
 from unlearning.architectures import build_model, model_input_channels
 from unlearning.data import ImageDataset, Normalization, UnlearningData, make_unlearning_data
@@ -51,8 +52,7 @@ def split_rows(session: Session, dataset: Dataset, split: str) -> torch.Tensor:
         .order_by(Sample.position)
     )
     parts = [
-        torch.tensor(chunk, dtype=torch.int64).view(-1, 4)
-        for chunk in session.execute(query.execution_options(yield_per=ROWS_PER_QUERY)).partitions()
+        torch.tensor(chunk, dtype=torch.int64).view(-1, 4) for chunk in read_tuples(session, query, ROWS_PER_QUERY)
     ]
     return torch.cat(parts) if parts else torch.empty((0, 4), dtype=torch.int64)
 
