@@ -3,6 +3,7 @@ plain values (tuples straight from the driver's cursor)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from models.tables import Base, Sample
 
+_CURSOR_NUMBERS = itertools.count()  # a named cursor's name is unique in its connection while it is open
 SAMPLE_COLUMNS = ("dataset_id", "sample_id", "subject_id", "split", "position", "shard", "row", "label")
 
 
@@ -41,7 +43,7 @@ def read_tuples(session: Session, query: Select[*tuple[Any, ...]], chunk: int) -
     driver_connection = connection.connection.driver_connection  # same transaction
     assert driver_connection is not None
     if connection.dialect.name == "postgresql":
-        cursor = driver_connection.cursor(name="mcu_read_tuples")
+        cursor = driver_connection.cursor(name=f"mcu_read_tuples_{next(_CURSOR_NUMBERS)}")
         bound: Any = params
     else:
         cursor = driver_connection.cursor()

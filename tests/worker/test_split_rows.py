@@ -83,6 +83,9 @@ def test_a_split_read_from_the_cursor_equals_the_orm_read_in_position_order(
     assert rows.shape == (23, 4) and torch.equal(rows, expected)
     assert rows[:, 0].tolist() == [3 * p + 1 for p in range(23)]
     assert [len(chunk) for chunk in read_tuples(session, query, 4)] == [4, 4, 4, 4, 4, 3]
+    first, second = read_tuples(session, query, 4), read_tuples(session, query, 4)
+    assert next(first) == next(second)  # two reads open at once: each has a cursor of its own
+    first.close(), second.close()
     assert split_rows(session, dataset, "test").shape == (23, 4)
     other = session.get(Dataset, "ds_b")
     assert other is not None and split_rows(session, other, "train")[:, 0].tolist() == [3 * p + 1 for p in range(5)]
