@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from moto.server import ThreadedMotoServer
 
 from api.app import create_app
 from migrations.runner import upgrade
@@ -139,10 +140,8 @@ def test_postgres_stopped_gives_503_and_recovers_without_a_restart(
         server.should_exit = True
 
 
-def private_moto() -> tuple[object, str]:
+def private_moto() -> tuple[ThreadedMotoServer, str]:
     """A moto S3 server of the test's own, to stop: the session's (`s3_endpoint`) lends only its dummy credentials."""
-    from moto.server import ThreadedMotoServer
-
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()
     host, port = moto.get_host_and_port()

@@ -24,7 +24,8 @@ from worker.inputs import split_rows
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def session(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Session]:
-    with postgres_schema("mcu_rows") if request.param == "postgres" else _sqlite(tmp_path) as url:
+    sqlite = contextlib.nullcontext(f"sqlite:///{tmp_path / 'rows.sqlite'}")
+    with postgres_schema("mcu_rows") if request.param == "postgres" else sqlite as url:
         upgrade(url)
         engine = make_engine(url)
         try:
@@ -32,11 +33,6 @@ def session(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Session]
                 yield session
         finally:
             engine.dispose()
-
-
-@contextlib.contextmanager
-def _sqlite(tmp_path: Path) -> Iterator[str]:
-    yield f"sqlite:///{tmp_path / 'rows.sqlite'}"
 
 
 def _dataset(session: Session, dataset_id: str, rows: int) -> None:
