@@ -13,6 +13,7 @@ A loss that is a mean over a batch's rows gives exactly the one-process gradient
 from __future__ import annotations
 
 import contextlib
+import logging
 import mmap
 import os
 import platform
@@ -28,6 +29,8 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,8 @@ class SharedSum:
         if memory is None or not mapped.item():
             if memory is not None:
                 memory.close()
+            if rank == 0:
+                log.warning("gradients are summed by gloo's all-reduce: not every rank could map %s", cls.DIRECTORY)
             return None
         return cls(memory, numel, rank, world)
 
