@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -97,7 +98,7 @@ class SharedSum:
     SPIN_SECONDS = 0.01
     TIMEOUT_SECONDS = 1800.0
     _LINE = 8  # int64 counters one cache line (64 bytes) apart
-    _open: dict[tuple[object, int], SharedSum | None] = {}  # (process group, numel) -> exchange
+    _open: ClassVar[dict[tuple[object, int], SharedSum | None]] = {}  # (process group, numel) -> exchange
 
     def __init__(self, memory: mmap.mmap, numel: int, rank: int, world: int) -> None:
         self.memory, self.rank, self.world, self.calls = memory, rank, world, 0

@@ -10,28 +10,24 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from tests.support import free_port
+from tests.support.ranks import RANKS, on_ranks
 from unlearning import load_digits_dataset, make_unlearning_data
 from unlearning.architectures import seeded_init
 from unlearning.base_methods import MethodContext, run_base_method
 from unlearning.config import resolve_config
 from unlearning.data import UnlearningData
-from unlearning.distributed import SharedSum, sum_gradients
 from unlearning.mcu import Checkpoint
 from unlearning.pipeline import UnlearningJob
 from unlearning.training import JobHooks
 
-RANKS = 2
 FT_BATCH = 64  # the retain split's last batch has ≥ 2 rows: a batch of fewer rows than ranks is left out
 CURVE = {"seed": 3, "epochs": 2, "grid_points": 6, "lr": 0.02, "base": {"epochs": 1}}
 
@@ -47,21 +43,6 @@ def _model(state: dict[str, torch.Tensor]) -> torch.nn.Module:
     model = seeded_init("cnn-small", 10, load_digits_dataset().input_shape, seed=0)
     model.load_state_dict(state)
     return model
-
-
-def _rank(rank: int, port: int, world: int, backend: str, fn: Any, args: tuple[Any, ...]) -> None:
-    torch.set_num_threads(1)
-    if backend == "nccl":
-        torch.cuda.set_device(rank)
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        fn(*args)
-    finally:
-        dist.destroy_process_group()
-
-
-def on_ranks(fn: Any, *args: Any, backend: str = "gloo", world: int = RANKS) -> None:
-    mp.spawn(_rank, (free_port(), world, backend, fn, args), nprocs=world)
 
 
 def is_writer() -> bool:
@@ -169,62 +150,3 @@ def test_curve_on_two_ranks_matches_one_process_and_resumes_across_layouts(theta
     assert runs["two"]["points"] != runs["one"]["points"]  # the ranks trained at other t values
     for name in ("two", "two-from-one", "one-from-two"):
         assert _within_two_standard_errors(runs["one"], runs[name]) == [], name
-
-
-SUM_ROUNDS = 40
-
-
-def sum_rounds(out: Path, elsewhere: Path | None, stop_after: int | None) -> None:
-    """`SUM_ROUNDS` gradient sums of this rank's seeded values, the ranks out of step (each sleeps a rank- and
-    round-dependent while before its turn); rank r saves what it got and whether memory was shared. With `elsewhere`,
-    rank 1 looks for the shared file there, as a rank on another host would not find it. A rank with `stop_after`
-    calls no more after that many and the others' next sum times out."""
-    rank = dist.get_rank()
-    if elsewhere is not None and rank == 1:
-        SharedSum.DIRECTORY = elsewhere
-    SharedSum.TIMEOUT_SECONDS = 2.0
-    param = torch.zeros(1000, requires_grad=True)
-    sums = []
-    for k in range(SUM_ROUNDS):
-        if stop_after is not None and k == stop_after and rank == dist.get_world_size() - 1:
-            return
-        time.sleep(0.002 * ((k + rank) % 3))
-        param.grad = torch.randn(1000, generator=torch.Generator().manual_seed(100 * k + rank))
-        try:
-            sum_gradients([param], skip=False)
-        except TimeoutError as error:
-            (out / f"rank{rank}.timeout").write_text(str(error))
-            return
-        sums.append(param.grad.clone())
-    shared = SharedSum.of(torch.zeros(1001)) is not None  # the exchange sum_gradients used (the gradients and a flag)
-    save_file({"sums": torch.stack(sums), "shared": torch.tensor(shared)}, out / f"rank{rank}.safetensors")
-
-
-def _expected_sums(world: int) -> torch.Tensor:
-    return torch.stack([
-        torch.stack([torch.randn(1000, generator=torch.Generator().manual_seed(100 * k + r)) for r in range(world)]).sum(0)
-        for k in range(SUM_ROUNDS)
-    ])
-
-
-@pytest.mark.parametrize("host", ["one host", "rank 1 elsewhere"])
-def test_ranks_sum_gradients_exactly_alike_through_shared_memory_or_else_the_all_reduce(tmp_path: Path, host: str) -> None:
-    """Three ranks out of step: every round's sum is the same on every rank, bit for bit, and the sum of what they
-    gave; through shared memory when every rank maps the file (its name gone from the directory afterwards), through
-    gloo's all-reduce on every rank when one cannot."""
-    elsewhere = tmp_path / "elsewhere" if host != "one host" else None
-    if elsewhere is not None:
-        elsewhere.mkdir()
-    before = set(SharedSum.DIRECTORY.glob("mcu-sum-*"))
-    on_ranks(sum_rounds, tmp_path, elsewhere, None, world=3)
-    got = [load_file(tmp_path / f"rank{r}.safetensors") for r in range(3)]
-    for other in got[1:]:
-        assert torch.equal(other["sums"], got[0]["sums"])
-    torch.testing.assert_close(got[0]["sums"], _expected_sums(3), rtol=1e-6, atol=1e-6)
-    assert [bool(g["shared"]) for g in got] == [elsewhere is None] * 3
-    assert set(SharedSum.DIRECTORY.glob("mcu-sum-*")) == before
-
-
-def test_a_rank_that_stops_summing_times_the_others_out(tmp_path: Path) -> None:
-    on_ranks(sum_rounds, tmp_path, None, 5, world=2)
-    assert "rank 1 did not add its gradients" in (tmp_path / "rank0.timeout").read_text()
