@@ -1778,6 +1778,13 @@ MUTATIONS = [
         (DISTRIBUTED + "::test_base_method_on_two_ranks_equals_one_process",),
     ),
     Mutation(
+        "data parallel: synced BatchNorm's backward keeps each rank's own gradient of the statistics",
+        "unlearning/distributed.py",
+        "        return _summed(grad.contiguous().clone())",
+        "        return grad",
+        (DISTRIBUTED + "::test_base_method_on_two_ranks_equals_one_process",),
+    ),
+    Mutation(
         "data parallel: each rank steps on its own gradients",
         "unlearning/training.py",
         "            if ranks is not None and sum_gradients(params, skip=not finite):",

@@ -22,12 +22,11 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_nn
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -87,15 +86,17 @@ class SharedSum:
 
     Against gloo's TCP exchange (two cnn-small curve ranks on 2 cores, 72k floats a step): 0.4-0.6 ms a step in the
     sum instead of 2.2-2.9 ms (median), a curve epoch 0.63 of one process's instead of 0.73 (docs/scaling.md).
-    Waiting spins (yielding the core) for `SPIN_SECONDS`, then sleeps between looks; after `TIMEOUT_SECONDS` (gloo's
-    default) without the other ranks it raises, as a collective would.
+    Waiting spins (yielding the core) for `SPIN_SECONDS`, about a step's usual imbalance, then sleeps between looks,
+    so a rank waiting longer leaves its core to others (10 ms of spinning was no faster and is costlier on a busy
+    host); after `TIMEOUT_SECONDS` (gloo's default) without the other ranks it raises, as a collective would.
 
     Only on x86-64, whose stores other cores see in program order (a slot is written before its counter); on other
     CPUs the ranks use the all-reduce. The file is unlinked as soon as every rank has mapped it, so nothing is left
     in /dev/shm when a rank dies."""
 
     DIRECTORY = Path("/dev/shm")
-    SPIN_SECONDS = 0.01
+    SPIN_SECONDS = 0.002
+    SLEEP_SECONDS = 0.0002
     TIMEOUT_SECONDS = 1800.0
     _LINE = 8  # int64 counters one cache line (64 bytes) apart
     _open: ClassVar[dict[tuple[object, int], SharedSum | None]] = {}  # (process group, numel) -> exchange
@@ -168,8 +169,21 @@ class SharedSum:
                 if waited < self.SPIN_SECONDS:
                     os.sched_yield()
                 else:
-                    time.sleep(0.001)
+                    time.sleep(self.SLEEP_SECONDS)
         return buffer.sum(0)
+
+
+class _SummedOverRanks(torch.autograd.Function):
+    """`_summed`, differentiable: the gradient with respect to each rank's input is the ranks' output gradients
+    summed (as torch.distributed.nn's all_reduce, but through `SharedSum` where the ranks share memory)."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: Tensor) -> Tensor:
+        return _summed(tensor.clone())
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        return _summed(grad.contiguous().clone())
 
 
 def _synced_forward(self: _BatchNorm, x: Tensor) -> Tensor:
@@ -180,7 +194,7 @@ def _synced_forward(self: _BatchNorm, x: Tensor) -> Tensor:
     channels, dims = x.shape[1], [0, *range(2, x.dim())]
     values = x.float()
     local = torch.cat([values.sum(dims), (values * values).sum(dims), values.new_full((1,), x.numel() / channels)])
-    total = dist_nn.all_reduce(local)
+    total = _SummedOverRanks.apply(local)
     count = total[-1]
     mean = total[:channels] / count
     var = (total[channels : 2 * channels] / count - mean * mean).clamp(min=0)
