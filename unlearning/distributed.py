@@ -99,7 +99,7 @@ class SharedSum:
     SLEEP_SECONDS = 0.0002
     TIMEOUT_SECONDS = 1800.0
     _LINE = 8  # int64 counters one cache line (64 bytes) apart
-    _open: ClassVar[dict[tuple[object, int], SharedSum | None]] = {}  # (process group, numel) -> exchange
+    _open: ClassVar[dict[tuple[object, int, torch.dtype], SharedSum | None]] = {}  # (group, numel, dtype) -> exchange
 
     def __init__(self, memory: mmap.mmap, numel: int, rank: int, world: int) -> None:
         self.memory, self.rank, self.world, self.calls = memory, rank, world, 0
@@ -110,7 +110,7 @@ class SharedSum:
     def of(cls, flat: Tensor) -> SharedSum | None:
         """The exchange for tensors like `flat` in the current process group; None where the ranks cannot share
         memory (another host, another backend, no room in /dev/shm). Every rank must ask, in the same order."""
-        key = (dist.group.WORLD, flat.numel())
+        key = (dist.group.WORLD, flat.numel(), flat.dtype)
         if key not in cls._open:
             usable = dist.get_backend() == "gloo" and flat.dtype == torch.float32 and platform.machine() == "x86_64"
             cls._open[key] = cls._connect(flat.numel()) if usable else None
@@ -165,7 +165,7 @@ class SharedSum:
             while self.counters[other * self._LINE] < self.calls:
                 waited = time.monotonic() - started
                 if waited > self.TIMEOUT_SECONDS:
-                    raise TimeoutError(f"rank {other} did not add its gradients in {self.TIMEOUT_SECONDS:g} s")
+                    raise TimeoutError(f"rank {other} did not add its part of the sum in {self.TIMEOUT_SECONDS:g} s")
                 if waited < self.SPIN_SECONDS:
                     os.sched_yield()
                 else:

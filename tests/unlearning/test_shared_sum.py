@@ -36,7 +36,7 @@ def sum_rounds(out: Path, elsewhere: Path | None) -> None:
     shared = SharedSum.of(torch.zeros(1001)) is not None  # the exchange sum_gradients used (the gradients and a flag)
     save_file({"sums": torch.stack(sums), "shared": torch.tensor(shared)}, out / f"rank{rank}.safetensors")
     if shared and rank < world - 1:
-        with pytest.raises(TimeoutError, match=f"rank {world - 1} did not add its gradients in 2 s"):
+        with pytest.raises(TimeoutError, match=f"rank {world - 1} did not add its part of the sum in 2 s"):
             sum_gradients([param], skip=False)
         (out / f"rank{rank}.timed-out").touch()
 
