@@ -53,12 +53,10 @@ def probe(tmp_path: Path, allocator: str) -> dict:
 def test_jemalloc_keeps_freed_pages_through_a_task_and_gives_them_back_after(tmp_path: Path) -> None:
     system, jemalloc = probe(tmp_path, "system"), probe(tmp_path, "jemalloc")
     assert not system["maps_jemalloc"] and jemalloc["maps_jemalloc"]
-    # The system allocator faults a batch's activations (about 8,000 pages) in again on most passes; jemalloc
-    # reuses its pages after the first.
-    assert sorted(jemalloc["faults"])[2] < 1_000 and sum(jemalloc["faults"]) < sum(system["faults"]) / 5, (
-        system,
-        jemalloc,
-    )
+    # jemalloc reuses its pages after the first pass or two (with its default decay it faulted them in again on every
+    # pass). The system allocator did so on most passes on one host and on one pass only on another (glibc's dynamic
+    # mmap threshold: [6125, 0, 0, 0, 0]), so it is no yardstick.
+    assert sorted(jemalloc["faults"])[2] < 1_000 and sum(jemalloc["faults"][2:]) < 1_000, (system, jemalloc)
     # 400 MiB freed stays with the process (for the next batch) until released at the task's end.
     assert jemalloc["released"] and not system["released"]
     assert jemalloc["held"] - jemalloc["freed"] < 50, jemalloc
