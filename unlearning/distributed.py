@@ -1,8 +1,8 @@
 """Data-parallel training over torch.distributed ranks (docs/scaling.md, "One big job on a multi-GPU host").
 
 `optimize` (unlearning/training.py) turns data-parallel when a process group of more than one rank is
-initialised (worker/rank.py starts one with torchrun): each rank takes its `tensor_split` share of every planned
-batch, backpropagates its loss weighted by its share of the batch's rows, and the gradients are summed over
+initialised (worker/data_parallel.py starts one with torchrun): each rank takes its `tensor_split` share of every
+planned batch, backpropagates its loss weighted by its share of the batch's rows, and the gradients are summed over
 ranks before the mask, the clip and the step. Every rank then holds the same weights and momentum, so a
 checkpoint written by rank 0 is the whole state and resumes on any number of ranks.
 
@@ -68,7 +68,7 @@ def sum_gradients(params: Sequence[Tensor], skip: bool) -> bool:
 
 def _summed(flat: Tensor) -> Tensor:
     """`flat` summed over the ranks: through shared memory where every rank is a CPU process of this host
-    (`SharedSum`), else gloo's or nccl's all-reduce."""
+    (`SharedSum`), else gloo's or nccl's all-reduce, which sums into `flat` itself."""
     exchange = SharedSum.of(flat) if flat.device.type == "cpu" else None
     if exchange is None:
         dist.all_reduce(flat)
@@ -102,7 +102,8 @@ class SharedSum:
     _open: ClassVar[dict[tuple[object, int, torch.dtype], SharedSum | None]] = {}  # (group, numel, dtype) -> exchange
 
     def __init__(self, memory: mmap.mmap, numel: int, rank: int, world: int) -> None:
-        self.memory, self.rank, self.world, self.calls = memory, rank, world, 0
+        self.rank, self.world, self.calls = rank, world, 0
+        # Both views hold the mapping open; it goes with them.
         self.counters = np.frombuffer(memory, dtype=np.int64, count=self._LINE * world)
         self.buffers = torch.frombuffer(memory, dtype=torch.float32, offset=self.counters.nbytes).view(2, world, numel)
 
